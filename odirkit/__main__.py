@@ -1,0 +1,5 @@
+"""python -m odirkit: the same as the odirkit command."""
+
+from odirkit.cli import main
+
+main()

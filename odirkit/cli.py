@@ -1,0 +1,373 @@
+"""The ``odirkit`` command line.
+
+Every command turns an :class:`~odirkit.errors.OdirkitError` (a mistake in the
+input, not a bug) into one message on stderr and exit code 2, without a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from odirkit import __version__
+from odirkit.console import err, out
+from odirkit.errors import ConfigError, OdirkitError, closest
+from odirkit.plugins import KINDS, Registry, get_registry
+
+app = typer.Typer(
+    name="odirkit",
+    help="Plugin-based experiments for ocular disease recognition from fundus photographs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class _State:
+    strict: bool | None = None
+
+
+STATE = _State()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Exit 2 with one clear message for user errors; let bugs show their traceback."""
+    try:
+        yield
+    except OdirkitError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def registry() -> Registry:
+    return get_registry(strict=STATE.strict)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"odirkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Fail when any installed plugin is broken (or set ODIRKIT_STRICT_PLUGINS=1).",
+        ),
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """odirkit: experiments in TOML files, plugins for datasets, models, augmenters, explainers."""
+    STATE.strict = True if strict else None
+
+
+# -- run ----------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    file: Annotated[Path | None, typer.Argument(help="Experiment TOML file.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key: --set train.epochs=2 (repeatable)."),
+    ] = None,
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", help="Run only this variant (repeatable).")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder that receives runs/<name>/<timestamp>.")
+    ] = Path("runs"),
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue an interrupted run folder from its last checkpoint."
+        ),
+    ] = None,
+) -> None:
+    """Run an experiment: every variant, then a comparison of them."""
+    from odirkit.config import load_experiment
+    from odirkit.engine.run import load_run, run_experiment, start_run
+
+    with user_errors():
+        reg = registry()
+        if resume is not None:
+            if set_ or variant:
+                raise ConfigError("--resume continues a run as it was: drop --set and --variant")
+            previous = load_run(resume, reg)
+            if file is not None:
+                _check_same_experiment(file, previous, reg)
+            result = run_experiment(previous, registry=reg)
+        else:
+            if file is None:
+                raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
+            experiments = load_experiment(file, reg, overrides=set_ or [], variants=variant)
+            source_text = file.read_text(encoding="utf-8")
+            started = start_run(
+                experiments, out=out_dir, source_text=source_text, overrides=set_ or []
+            )
+            result = run_experiment(started, registry=reg)
+        _print_results(result)
+
+
+def _check_same_experiment(file: Path, previous: Any, reg: Registry) -> None:
+    from odirkit.config import load_experiment
+
+    current = {e.variant: e.fingerprint() for e in load_experiment(file, reg)}
+    for exp in previous.experiments:
+        if exp.variant in current and current[exp.variant] != exp.fingerprint():
+            raise ConfigError(
+                f"{file} no longer matches the run in {previous.directory} (variant "
+                f"{exp.variant!r} changed); resume without the file, or start a new run"
+            )
+
+
+def _print_results(result: Any) -> None:
+    table = Table(title=f"{result.experiments[0].name}: held-out results (last epoch)")
+    table.add_column("variant")
+    for column in ("micro F1", "macro F1", "macro recall", "best epoch"):
+        table.add_column(column, justify="right")
+    for r in result.results:
+        final = r.final["final"]
+        best = r.final.get("best") or {}
+        table.add_row(
+            r.variant,
+            _fmt(final["f1_micro"]),
+            _fmt(final["f1_macro"]),
+            _fmt(final["recall_macro"]),
+            str(best.get("epoch", "")),
+        )
+    out.print(table)
+    out.print(f"run folder: {result.directory}")
+    out.print(f"report:     {result.directory / 'report.md'}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+# -- validate -----------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="Experiment TOML file.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key (repeatable).")
+    ] = None,
+) -> None:
+    """Check an experiment file (every variant) without running it."""
+    from odirkit.config import load_experiment
+
+    with user_errors():
+        experiments = load_experiment(file, registry(), overrides=set_ or [])
+    for exp in experiments:
+        cfg = exp.config
+        augment = ", ".join(a.name for a in exp.augmenters) or "none"
+        explain = ", ".join(e.name for e in exp.explainers) or "none"
+        out.print(
+            f"[green]ok[/green] {exp.name}/{exp.variant}: dataset {exp.dataset.name!r} at "
+            f"{cfg.data.root}, labels {''.join(cfg.data.labels)}, model {exp.model.name!r} at "
+            f"{exp.image_size}px, {cfg.train.epochs} epochs, augment: {augment}, "
+            f"explain: {explain}"
+        )
+
+
+# -- list-plugins and describe -------------------------------------------------
+
+
+@app.command("list-plugins")
+def list_plugins(
+    kind: Annotated[
+        str | None, typer.Option("--kind", help=f"Only this kind: {', '.join(KINDS)}.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Installed plugins: kind, name, summary, providing distribution and version."""
+    with user_errors():
+        reg = registry()
+        if kind is not None and kind not in KINDS:
+            raise ConfigError(
+                f"--kind {kind!r}: unknown kind{closest(kind, KINDS)}; kinds: {', '.join(KINDS)}"
+            )
+        specs = reg.specs(kind)
+    if as_json:
+        doc = {
+            "plugins": [
+                {
+                    "kind": s.kind,
+                    "name": s.name,
+                    "summary": s.summary,
+                    "distribution": s.source.distribution,
+                    "version": s.source.version,
+                    "entry_point": s.source.plugin,
+                }
+                for s in specs
+            ],
+            "broken": [
+                {
+                    "plugin": b.plugin,
+                    "distribution": b.source.distribution,
+                    "version": b.source.version,
+                    "stage": b.stage,
+                    "error": b.error,
+                }
+                for b in reg.broken
+            ],
+        }
+        out.print_json(json.dumps(doc))
+        return
+    table = Table(title="odirkit plugins")
+    for column in ("kind", "name", "summary", "provided by"):
+        table.add_column(column)
+    for s in specs:
+        table.add_row(s.kind, s.name, s.summary, str(s.source))
+    out.print(table)
+    if reg.broken:
+        broken = Table(title="broken plugins (skipped)", title_style="bold red")
+        for column in ("plugin", "provided by", "stage", "error"):
+            broken.add_column(column)
+        for b in reg.broken:
+            broken.add_row(b.plugin, str(b.source), b.stage, b.error)
+        out.print(broken)
+
+
+@app.command()
+def describe(
+    kind: Annotated[str, typer.Argument(help=f"{', '.join(KINDS)}, or 'experiment'.")],
+    name: Annotated[str | None, typer.Argument(help="The plugin's name.")] = None,
+) -> None:
+    """A plugin's parameters (types, defaults), or the experiment file's core keys."""
+    import inspect
+
+    from odirkit.config import describe_tables
+    from odirkit.params import type_name
+
+    with user_errors():
+        if kind == "experiment":
+            for table_name, model in describe_tables().items():
+                table = Table(title=f"[{table_name}]" if table_name != "top level" else "top level")
+                for column in ("key", "type", "default", "meaning"):
+                    table.add_column(column)
+                for key, info in model.model_fields.items():
+                    if isinstance(info.annotation, type) and hasattr(
+                        info.annotation, "model_fields"
+                    ):
+                        continue
+                    default = info.get_default(call_default_factory=True)
+                    table.add_row(
+                        key, type_name(info.annotation), _toml(default), info.description or ""
+                    )
+                out.print(table)
+            return
+        if name is None:
+            raise ConfigError(
+                f"describe {kind}: give the plugin's name, e.g. odirkit describe model cnn"
+            )
+        spec = registry().get(kind, name)
+    out.print(f"[bold]{spec.kind} {spec.name}[/bold]: {spec.summary}")
+    out.print(f"provided by {spec.source} (entry point {spec.source.plugin!r})")
+    doc = inspect.getdoc(spec.factory)
+    if doc:
+        out.print(doc, markup=False)
+    table = Table(title="parameters")
+    for column in ("key", "type", "default"):
+        table.add_column(column)
+    for p in spec.params:
+        table.add_row(p.name, p.type_name, "(required)" if p.required else _toml(p.default))
+    out.print(table)
+    meta = {k: v for k, v in spec.meta.items() if k != "test_params"}
+    if meta:
+        out.print("meta: " + ", ".join(f"{k} = {_toml(v)}" for k, v in meta.items()), markup=False)
+
+
+def _toml(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+# -- phantom --------------------------------------------------------------------
+
+
+@app.command()
+def phantom(
+    directory: Annotated[Path, typer.Argument(help="Folder to write (new or empty).")],
+    patients: Annotated[int, typer.Option(help="Number of patients (two eyes each).")] = 400,
+    seed: Annotated[int, typer.Option(help="Generator seed: same seed, same bytes.")] = 0,
+    size: Annotated[int, typer.Option(help="Image height in pixels.")] = 256,
+) -> None:
+    """Write a synthetic ODIR-5K-layout dataset with lesion masks."""
+    from odirkit.labels import LABELS
+    from odirkit.params import Where
+
+    with user_errors():
+        spec = registry().get("dataset", "phantom")
+        params = spec.validate(
+            {"patients": patients, "seed": seed, "size": size}, where=Where(None, "phantom")
+        )
+        table = spec.build(root=str(directory), **params)
+    counts = ", ".join(f"{label} {int(table[label].sum())}" for label in LABELS)
+    out.print(
+        f"{directory}: {table['patient_id'].nunique()} patients, {len(table)} images "
+        f"(per eye: {counts})"
+    )
+
+
+# -- compare --------------------------------------------------------------------
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders or variant folders.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the comparison.")
+    ] = None,
+) -> None:
+    """Compare finished runs: a table, F1 and recall per epoch side by side."""
+    from odirkit.engine.run import summaries_from_dirs
+    from odirkit.report import write_report
+
+    with user_errors():
+        summaries = summaries_from_dirs(run_dirs)
+        target = out_dir or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
+        table = write_report(target, title="comparison", description="", runs=summaries, figures={})
+    rich_table = Table(title="comparison (last epoch)")
+    for column in table.columns:
+        rich_table.add_column(str(column))
+    for row in table.itertuples(index=False):
+        rich_table.add_row(*(_fmt(v) for v in row))
+    out.print(rich_table)
+    out.print(f"written to {target}")
+
+
+def main() -> None:
+    """Entry point of the ``odirkit`` console script."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,581 @@
+"""Experiment files: TOML loading, schema validation, ``--set`` overrides, variants.
+
+An experiment is one TOML file. Its core tables (``[data]``, ``[model]``,
+``[train]``) are validated by the pydantic models below; the keys of a table
+that are not core keys are the parameters of the plugin the table names, and
+are validated against that plugin's factory signature. ``[variants.NAME]``
+tables are merged onto the base, one resolved configuration per variant.
+
+A TOML file names registered plugins only, never an import path or an
+expression: opening an experiment cannot run code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field
+
+from odirkit.errors import ConfigError, OdirkitError, closest
+from odirkit.labels import LABELS, Label
+from odirkit.params import Where, describe_error
+from odirkit.plugins import PluginSpec, Registry
+
+DEFAULT_IMAGE_SIZE = 224
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+MONITORS = ("f1_micro", "f1_macro", "loss", "recall_macro", "precision_macro", "auc_macro")
+
+
+class _Table(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+
+
+class DataConfig(_Table):
+    """``[data]``: which images, which labels, how they are split and prepared."""
+
+    dataset: str = Field("phantom", description="dataset plugin")
+    root: str = Field(
+        "data/phantom", description="dataset folder, relative to the working directory"
+    )
+    labels: list[Label] = Field(
+        default_factory=lambda: list(LABELS),
+        min_length=2,
+        description="the labels to learn, a subset of N D G C A H M O",
+    )
+    task: Literal["auto", "single_label", "multi_label"] = Field(
+        "auto",
+        description="single_label: one class per image (cross entropy); multi_label: "
+        "independent labels (binary cross entropy); auto: single_label when no image "
+        "has two of the chosen labels",
+    )
+    image_size: Annotated[int, Field(ge=16, le=4096)] | None = Field(
+        None, description="square side in pixels; default: the model's input size"
+    )
+    test_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="share of patients held out")
+    balance: Literal["none", "undersample", "weighted"] = Field(
+        "none", description="class balance of the training set"
+    )
+    crop_to_fov: bool = Field(True, description="crop the black border around the field of view")
+    cache_dir: str | None = Field(
+        None, description="preprocessed-image cache; default: <root>/.odirkit-cache"
+    )
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error", description="a corrupt or missing image stops the run, or is skipped and reported"
+    )
+    shuffle_train_labels: bool = Field(
+        False, description="control: permute the training labels (scores should fall to chance)"
+    )
+
+    @pydantic.field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must not repeat")
+        return labels
+
+
+class ModelConfig(_Table):
+    """``[model]``: the model plugin; its other keys are the plugin's parameters."""
+
+    name: str = Field("cnn", description="model plugin")
+
+
+class TrainConfig(_Table):
+    """``[train]``: the optimisation."""
+
+    epochs: int = Field(10, ge=1, description="passes over the training set")
+    batch_size: int = Field(32, ge=1, description="images per training step")
+    eval_batch_size: int | None = Field(
+        None, ge=1, description="images per evaluation step; default: batch_size"
+    )
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd (with momentum) or adam")
+    lr: float = Field(0.01, gt=0.0, description="learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(1e-4, ge=0.0, description="L2 weight decay")
+    scheduler: Literal["none", "cosine", "step"] = Field(
+        "none", description="learning-rate schedule"
+    )
+    step_size: int = Field(10, ge=1, description="epochs between decays (scheduler = 'step')")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="decay factor (scheduler = 'step')")
+    monitor: Literal[MONITORS] = Field(  # type: ignore[valid-type]
+        "f1_micro", description="held-out metric that picks the best checkpoint"
+    )
+    checkpoint_every: int = Field(
+        0, ge=0, description="also checkpoint every N steps within an epoch (0: end of epoch only)"
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    deterministic: bool = Field(
+        False, description="use PyTorch's deterministic algorithms (warns where there are none)"
+    )
+
+
+class ExperimentConfig(_Table):
+    """The top level of an experiment file."""
+
+    name: str = Field(..., pattern=NAME_PATTERN, description="experiment name (run folder)")
+    description: str = Field("", description="free text, shown in the report")
+    seed: int = Field(0, ge=0, description="seeds every random generator")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+        description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N",
+    )
+    data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
+    train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[arg-type]
+    augment: list[dict[str, Any]] = Field(default_factory=list, description="augmenter plugins")
+    explain: list[dict[str, Any]] = Field(default_factory=list, description="explainer plugins")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="overrides merged onto the base, one run each"
+    )
+
+
+#: tables whose extra keys are plugin parameters, and the key naming the plugin
+PLUGIN_TABLES: dict[str, tuple[str, str]] = {
+    "data": ("dataset", "dataset"),
+    "model": ("model", "name"),
+}
+
+
+@dataclass(frozen=True)
+class PluginCall:
+    """A plugin named by an experiment, with its validated parameters."""
+
+    spec: PluginSpec
+    params: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def build(self, **supplied: Any) -> Any:
+        return self.spec.build(**supplied, **self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.spec.name, **self.params}
+
+
+@dataclass
+class Experiment:
+    """One variant of an experiment, resolved: every default filled in, every plugin found."""
+
+    config: ExperimentConfig
+    variant: str
+    dataset: PluginCall
+    model: PluginCall
+    augmenters: list[PluginCall]
+    explainers: list[PluginCall]
+    source: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def image_size(self) -> int:
+        assert self.config.data.image_size is not None
+        return self.config.data.image_size
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.config.data.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration: a valid experiment document of its own."""
+        doc = self.config.model_dump(mode="json", exclude={"variants", "augment", "explain"})
+        doc["data"].update(self.dataset.params)
+        doc["model"].update(self.model.params)
+        doc["augment"] = [a.to_dict() for a in self.augmenters]
+        doc["explain"] = [e.to_dict() for e in self.explainers]
+        return doc
+
+    def fingerprint(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+# -- loading ---------------------------------------------------------------
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error names the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such experiment file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not an experiment file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """``"train.epochs=2"`` -> ``(["train", "epochs"], 2)``; values are TOML values.
+
+    A value that is not valid TOML is taken as a string, so
+    ``data.root=data/odir5k`` needs no quotes.
+    """
+    key, sep, raw_value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=2")
+    parts: list[str | int] = []
+    for part in key.split("."):
+        if not part:
+            raise ConfigError(f"--set {text!r}: empty part in key {key!r}")
+        parts.append(int(part) if part.isdigit() else part)
+    raw_value = raw_value.strip()
+    try:
+        value = tomllib.loads(f"v = {raw_value}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw_value
+    return parts, value
+
+
+def apply_override(doc: dict[str, Any], path: Sequence[str | int], value: Any, text: str) -> None:
+    """Set ``doc[path] = value``, creating tables on the way."""
+    node: Any = doc
+    for i, part in enumerate(path[:-1]):
+        nxt = path[i + 1]
+        if isinstance(node, list):
+            if not isinstance(part, int) or part >= len(node):
+                raise ConfigError(f"--set {text!r}: no item {part} in {_dotted(path[:i])}")
+            node = node[part]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {text!r}: {_dotted(path[:i])} is not a table")
+        if part not in node:
+            node[part] = [] if isinstance(nxt, int) else {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last > len(node):
+            raise ConfigError(f"--set {text!r}: no item {last} in {_dotted(path[:-1])}")
+        if last == len(node):
+            node.append(value)
+        else:
+            node[last] = value
+    elif isinstance(node, dict):
+        node[str(last)] = value
+    else:
+        raise ConfigError(f"--set {text!r}: {_dotted(path[:-1])} is not a table")
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Tables merge key by key; any other value (arrays included) is replaced."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_experiment(
+    path: str | Path,
+    registry: Registry,
+    *,
+    overrides: Iterable[str] = (),
+    variants: Iterable[str] | None = None,
+) -> list[Experiment]:
+    """Read, override, merge and validate an experiment file: one result per variant."""
+    doc = read_toml(path)
+    doc.setdefault("name", Path(path).stem)
+    return resolve_document(doc, registry, source=str(path), overrides=overrides, variants=variants)
+
+
+def resolve_document(
+    doc: dict[str, Any],
+    registry: Registry,
+    *,
+    source: str | None,
+    overrides: Iterable[str] = (),
+    variants: Iterable[str] | None = None,
+) -> list[Experiment]:
+    """Validate a parsed experiment document (see :func:`load_experiment`)."""
+    doc = copy.deepcopy(doc)
+    parsed = [(text, *parse_override(text)) for text in overrides]
+    # "--set variants.gan.x=1" edits one variant; any other key edits every variant.
+    for text, key, value in parsed:
+        if key[0] == "variants":
+            apply_override(doc, key, value, text)
+    later = [(text, key, value) for text, key, value in parsed if key[0] != "variants"]
+
+    variant_tables = doc.pop("variants", {})
+    if not isinstance(variant_tables, dict):
+        raise ConfigError(
+            f"{source}: 'variants' must be a table of tables, e.g. [variants.augmented]"
+        )
+    for vname, table in variant_tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [variants.{vname}] must be a table")
+        if not _matches_name(vname):
+            raise ConfigError(
+                f"{source}: [variants.{vname}] variant names use letters, digits, '_', '-', '.'"
+            )
+        for forbidden in ("name", "variants"):
+            if forbidden in table:
+                raise ConfigError(f"{source}: [variants.{vname}] cannot set {forbidden!r}")
+
+    names = list(variant_tables) or ["default"]
+    if variants is not None:
+        wanted = list(variants)
+        for v in wanted:
+            if v not in names:
+                raise ConfigError(
+                    f"{source}: no variant {v!r}{closest(v, names)}; variants: {', '.join(names)}"
+                )
+        names = [n for n in names if n in wanted]
+
+    resolved = []
+    for vname in names:
+        vtable = variant_tables.get(vname, {})
+        merged = deep_merge(doc, vtable)
+        for text, key, value in later:
+            apply_override(merged, key, value, text)
+        origin = _Origin(
+            source, vname if variant_tables else None, vtable, [k for _, k, _ in later]
+        )
+        resolved.append(_resolve_variant(merged, registry, vname, origin))
+    return resolved
+
+
+@dataclass
+class _Origin:
+    """Where each key of a merged variant came from, for error messages."""
+
+    file: str | None
+    variant: str | None
+    variant_table: dict[str, Any]
+    override_keys: list[list[str | int]]
+
+    def where(self, table: str, key: str | None = None) -> Where:
+        """The table that set ``table.key``: --set, the variant's table or the base."""
+        path = [p for p in [*table.split("."), key or ""] if p]
+        for okey in self.override_keys:
+            okey_parts = [str(p) for p in okey]
+            if okey_parts[: len(path)] == path[: len(okey_parts)]:
+                return Where(self.file, table, "from --set")
+        if self.variant is None:
+            return Where(self.file, table)
+        if _has_path(self.variant_table, path):
+            return Where(
+                self.file, ".".join(["variants", self.variant, *table.split(".")]).rstrip(".")
+            )
+        return Where(self.file, table, f"variant {self.variant!r}")
+
+
+def _has_path(table: Mapping[str, Any], path: Sequence[str]) -> bool:
+    node: Any = table
+    for part in path:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def _resolve_variant(
+    doc: dict[str, Any], registry: Registry, variant: str, origin: _Origin
+) -> Experiment:
+    raw = copy.deepcopy(doc)
+    core_doc = copy.deepcopy(doc)
+    plugin_params: dict[str, dict[str, Any]] = {}
+    for table in PLUGIN_TABLES:
+        value = core_doc.get(table, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{origin.where('')} {table!r} must be a table, got {value!r}")
+        fields = _fields(ExperimentConfig.model_fields[table].annotation)
+        plugin_params[table] = {k: v for k, v in value.items() if k not in fields}
+        core_doc[table] = {k: v for k, v in value.items() if k in fields}
+    try:
+        config = ExperimentConfig(**core_doc)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_core_message(exc, origin)) from None
+
+    dataset = _resolve_plugin(
+        registry,
+        "dataset",
+        config.data.dataset,
+        plugin_params["data"],
+        origin,
+        "data",
+        core_keys=_fields(DataConfig),
+        name_key="dataset",
+    )
+    model = _resolve_plugin(
+        registry,
+        "model",
+        config.model.name,
+        plugin_params["model"],
+        origin,
+        "model",
+        core_keys=_fields(ModelConfig),
+        name_key="name",
+    )
+    augmenters = [
+        _resolve_entry(registry, "augmenter", entry, origin, f"augment.{i}")
+        for i, entry in enumerate(config.augment)
+    ]
+    explainers = [
+        _resolve_entry(registry, "explainer", entry, origin, f"explain.{i}")
+        for i, entry in enumerate(config.explain)
+    ]
+    _settle_image_size(config, model, plugin_params["model"])
+    return Experiment(
+        config=config,
+        variant=variant,
+        dataset=dataset,
+        model=model,
+        augmenters=augmenters,
+        explainers=explainers,
+        source=origin.file,
+        raw=raw,
+    )
+
+
+def _settle_image_size(config: ExperimentConfig, model: PluginCall, model_table: dict) -> None:
+    """One image size for data and model: data.image_size, else the model's own."""
+    takes_size = any(p.name == "input_size" for p in model.spec.params)
+    if config.data.image_size is None:
+        if takes_size and "input_size" in model_table:
+            size = model.params["input_size"]
+        else:
+            size = model.spec.meta.get("input_size") or (
+                model.params.get("input_size") if takes_size else None
+            )
+        config.data.image_size = int(size or DEFAULT_IMAGE_SIZE)
+    if takes_size and "input_size" not in model_table:
+        model.params["input_size"] = config.data.image_size
+
+
+def _resolve_plugin(
+    registry: Registry,
+    kind: str,
+    name: str,
+    params: dict[str, Any],
+    origin: _Origin,
+    table: str,
+    *,
+    core_keys: Iterable[str],
+    name_key: str,
+) -> PluginCall:
+    spec = registry.get(kind, name, where=origin.where(table, name_key))
+    plugin_keys = [p.name for p in spec.params]
+    valid = sorted({*core_keys, *plugin_keys})
+    for key in params:
+        if key not in plugin_keys:
+            raise ConfigError(
+                f"{origin.where(table, key)} unknown key {key!r} for {spec.label}"
+                f"{closest(key, valid)}; valid keys: {', '.join(valid)}"
+            )
+    try:
+        validated = spec.validate(params, where=origin.where(table))
+    except ConfigError as exc:
+        # Re-point the message at the table that set the offending key.
+        raise ConfigError(_repoint(str(exc), origin, table, params)) from None
+    return PluginCall(spec, validated)
+
+
+def _resolve_entry(
+    registry: Registry, kind: str, entry: dict[str, Any], origin: _Origin, table: str
+) -> PluginCall:
+    entry = dict(entry)
+    name = entry.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError(
+            f'{origin.where(table)} each {table.split(".")[0]} entry needs name = "<{kind} plugin>"'
+        )
+    return _resolve_plugin(
+        registry, kind, name, entry, origin, table, core_keys=["name"], name_key="name"
+    )
+
+
+def _repoint(message: str, origin: _Origin, table: str, params: Mapping[str, Any]) -> str:
+    base = str(origin.where(table))
+    for key in params:
+        specific = str(origin.where(table, key))
+        if specific != base and f" {key}:" in message:
+            return message.replace(base, specific, 1)
+    return message
+
+
+def _core_message(exc: pydantic.ValidationError, origin: _Origin) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        if len(loc) > 1 and loc[0] in ("data", "model", "train"):
+            table, key = loc[0], ".".join(loc[1:])
+        else:
+            table, key = "", ".".join(loc)
+        valid = _fields(_model_at([table] if table else []))
+        where = origin.where(table, key.split(".")[0])
+        lines.append(describe_error(err, where=where, key=key, valid_keys=valid))
+    return "\n".join(lines)
+
+
+def _model_at(parts: Sequence[str]) -> type[pydantic.BaseModel] | None:
+    model: Any = ExperimentConfig
+    for part in parts:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        model = fields[part].annotation
+    return model if isinstance(model, type) and issubclass(model, pydantic.BaseModel) else None
+
+
+def _fields(model: Any) -> list[str]:
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    return ".".join(str(p) for p in path) or "the top level"
+
+
+def _matches_name(name: str) -> bool:
+    import re
+
+    return re.match(NAME_PATTERN, name) is not None
+
+
+def describe_tables() -> dict[str, type[pydantic.BaseModel]]:
+    """The core tables, for ``odirkit describe`` and the TOML reference."""
+    return {
+        "top level": ExperimentConfig,
+        "data": DataConfig,
+        "model": ModelConfig,
+        "train": TrainConfig,
+    }
+
+
+__all__ = [
+    "DataConfig",
+    "Experiment",
+    "ExperimentConfig",
+    "ModelConfig",
+    "OdirkitError",
+    "PluginCall",
+    "TrainConfig",
+    "load_experiment",
+    "parse_override",
+    "read_toml",
+    "resolve_document",
+]

@@ -1,0 +1,48 @@
+"""Terminal output: messages and progress bars on stderr, results on stdout."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+#: results (tables, JSON) go to stdout
+out = Console(highlight=False, soft_wrap=True)
+#: messages, warnings and progress go to stderr
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def quiet() -> bool:
+    """Whether progress bars are off (``ODIRKIT_QUIET=1``)."""
+    return os.environ.get("ODIRKIT_QUIET", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def progress_bar(*, transient: bool = True) -> Progress:
+    """A rich progress bar on stderr: description, bar, count, elapsed and remaining time."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err,
+        transient=transient,
+        disable=quiet(),
+    )
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False)
+
+
+def info(message: str) -> None:
+    err.print(message, markup=False, highlight=False)

@@ -1,0 +1,1 @@
+"""Data: sample tables, splits, preprocessing, the image cache and batches."""

@@ -1,0 +1,159 @@
+"""Fundus image preprocessing and its on-disk cache.
+
+Preprocessing crops the black border to the field of view, pads the crop to a
+square (black, centred) and resizes it to ``size``. JPEGs are decoded in
+Pillow's ``draft`` mode, which lets libjpeg reduce a large photograph in the
+DCT domain to the smallest power-of-two scale still at least twice the target,
+much faster than decoding it whole.
+
+The cache keeps each preprocessed image as a ``.npy`` file keyed by the source
+file (path, size, modification time) and the preprocessing parameters. It is
+written atomically, so processes that build it at the same time never see a
+half-written entry, and every later run and experiment reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from odirkit.errors import DataError
+
+CACHE_FORMAT = 1
+FOV_THRESHOLD = 20  # grey level (of 255) above which a pixel belongs to the field of view
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a photograph becomes a training image."""
+
+    size: int
+    crop_to_fov: bool = True
+
+    def key(self) -> str:
+        return f"v{CACHE_FORMAT}-s{self.size}-fov{int(self.crop_to_fov)}"
+
+
+def fov_box(gray: np.ndarray, threshold: int = FOV_THRESHOLD) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(left, top, right, bottom)`` of the pixels brighter than the border."""
+    bright = gray > threshold
+    rows = np.flatnonzero(bright.mean(axis=1) > 0.01)
+    cols = np.flatnonzero(bright.mean(axis=0) > 0.01)
+    if rows.size == 0 or cols.size == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def preprocess(path: str | Path, prep: Preprocessing) -> np.ndarray:
+    """Read one photograph and return it preprocessed: ``uint8 [size, size, 3]``.
+
+    Raises :class:`DataError` naming the file when it is missing or unreadable.
+    """
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (prep.size * 2, prep.size * 2))
+            img = img.convert("RGB")
+            img.load()
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    if prep.crop_to_fov:
+        gray = np.asarray(img.convert("L"))
+        box = fov_box(gray)
+        if box is not None:
+            img = img.crop(box)
+    w, h = img.size
+    side = max(w, h)
+    if w != h:
+        square = Image.new("RGB", (side, side))
+        square.paste(img, ((side - w) // 2, (side - h) // 2))
+        img = square
+    img = img.resize((prep.size, prep.size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return np.asarray(img, dtype=np.uint8)
+
+
+class ImageCache:
+    """Preprocessed images on disk, one ``.npy`` per source file and preprocessing."""
+
+    def __init__(self, directory: str | Path, prep: Preprocessing) -> None:
+        self.directory = Path(directory) / prep.key()
+        self.prep = prep
+
+    def entry(self, source: str | Path) -> Path:
+        """Where the preprocessed copy of ``source`` lives."""
+        path = Path(source).resolve()
+        try:
+            stat = path.stat()
+            stamp = f"{stat.st_size}-{stat.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        digest = hashlib.sha1(f"{path}|{stamp}".encode()).hexdigest()
+        return self.directory / digest[:2] / f"{digest}.npy"
+
+    def get(self, source: str | Path) -> np.ndarray:
+        """The preprocessed image, from the cache or made now (and cached)."""
+        entry = self.entry(source)
+        if entry.exists():
+            try:
+                return np.load(entry)
+            except (OSError, ValueError):
+                pass  # a damaged entry is rebuilt below
+        image = preprocess(source, self.prep)
+        self._write(entry, image)
+        return image
+
+    def _write(self, entry: Path, image: np.ndarray) -> None:
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, image)
+            os.replace(tmp, entry)
+        except OSError:
+            pass  # a read-only cache folder only costs speed
+
+
+@dataclass
+class PreparedImages:
+    """The preprocessed images of a set of paths, and the paths that failed."""
+
+    images: list[np.ndarray | None]
+    failures: dict[int, str]
+
+
+def prepare_images(
+    paths: Sequence[str],
+    cache: ImageCache,
+    *,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PreparedImages:
+    """Preprocess (or read from the cache) every path, in parallel threads.
+
+    Pillow releases the GIL while it decodes and resizes, so threads scale.
+    Failures are collected, not raised, so the caller can skip or report them.
+    """
+    workers = workers or min(8, os.cpu_count() or 1)
+    images: list[np.ndarray | None] = [None] * len(paths)
+    failures: dict[int, str] = {}
+
+    def work(i: int) -> None:
+        try:
+            images[i] = cache.get(paths[i])
+        except DataError as exc:
+            failures[i] = str(exc)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, _ in enumerate(pool.map(work, range(len(paths))), start=1):
+            if progress:
+                progress(done)
+    return PreparedImages(images, failures)

@@ -1,0 +1,201 @@
+"""From an experiment's ``[data]`` table to tensors: the data bundle a run trains on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from odirkit.config import Experiment
+from odirkit.console import progress_bar, warn
+from odirkit.data.images import ImageCache, Preprocessing, prepare_images
+from odirkit.data.split import patient_level_split, undersample
+from odirkit.data.table import Task, check_sample_table, select_task
+from odirkit.engine.seeding import derive_seed
+from odirkit.errors import ConfigError, DataError
+
+#: preprocessed images are held in memory when they take less than this
+PRELOAD_LIMIT_BYTES = 4 * 1024**3
+CACHE_FOLDER = ".odirkit-cache"
+
+
+class ImageStore:
+    """Preprocessed images by row index, as ``uint8 [B, 3, S, S]`` batches.
+
+    Small datasets are held in one tensor; larger ones are read from the
+    cache per batch (through DataLoader workers when the run asks for them).
+    """
+
+    def __init__(self, arrays: list[np.ndarray] | None, entries: list[Path], size: int) -> None:
+        self.size = size
+        self.entries = entries
+        self.tensor: torch.Tensor | None = None
+        if arrays is not None:
+            stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+            self.tensor = torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
+
+    def __len__(self) -> int:
+        return len(self.entries) if self.tensor is None else int(self.tensor.shape[0])
+
+    def item(self, index: int) -> torch.Tensor:
+        if self.tensor is not None:
+            return self.tensor[index]
+        return torch.from_numpy(np.load(self.entries[index])).permute(2, 0, 1).contiguous()
+
+    def batch(self, indices: np.ndarray) -> torch.Tensor:
+        if self.tensor is not None:
+            return self.tensor[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
+        return torch.stack([self.item(int(i)) for i in indices])
+
+    def append(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """Add images (e.g. synthetic ones); return their new row indices."""
+        start = len(self)
+        extra = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        if self.tensor is None:
+            raise DataError("cannot add images to a dataset streamed from the cache")
+        self.tensor = torch.cat([self.tensor, extra])
+        return np.arange(start, start + len(arrays))
+
+
+class _StoreDataset(torch.utils.data.Dataset):
+    def __init__(self, store: ImageStore) -> None:
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.store.item(index)
+
+
+@dataclass
+class DataBundle:
+    """Everything a run needs from the data: rows, targets, split and images."""
+
+    table: pd.DataFrame
+    task: Task
+    targets: np.ndarray
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    store: ImageStore
+    report: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def targets_tensor(self, indices: np.ndarray) -> torch.Tensor:
+        values = self.targets[indices]
+        if self.task.single_label:
+            return torch.from_numpy(values.astype(np.int64))
+        return torch.from_numpy(values.astype(np.float32))
+
+    def batches(
+        self,
+        indices: np.ndarray,
+        batch_size: int,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+        """``(row indices, uint8 images, targets)`` per batch, in the order given."""
+        chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+        if self.store.tensor is not None or num_workers == 0:
+            for chunk in chunks:
+                yield chunk, self.store.batch(chunk), self.targets_tensor(chunk)
+            return
+        loader = torch.utils.data.DataLoader(
+            _StoreDataset(self.store),
+            batch_sampler=[c.tolist() for c in chunks],
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=False,
+        )
+        for chunk, images in zip(chunks, loader, strict=True):
+            yield chunk, images, self.targets_tensor(chunk)
+
+
+def prepare_data(exp: Experiment) -> DataBundle:
+    """Build the sample table, choose the task, preprocess the images and split by patient."""
+    cfg = exp.config.data
+    root = Path(cfg.root)
+    table = exp.dataset.build(root=str(root))
+    table = check_sample_table(table, dataset=exp.dataset.name, root=root)
+    selection = select_task(table, list(cfg.labels), cfg.task)
+    rows = selection.table
+    targets = selection.targets
+
+    cache = ImageCache(Path(cfg.cache_dir) if cfg.cache_dir else root / CACHE_FOLDER,
+                       Preprocessing(size=exp.image_size, crop_to_fov=cfg.crop_to_fov))
+    paths = rows["image_path"].tolist()
+    with progress_bar() as bar:
+        task_id = bar.add_task("Preparing images", total=len(paths), status="")
+        prepared = prepare_images(paths, cache, progress=lambda n: bar.update(task_id, completed=n))
+    skipped: list[dict[str, str]] = []
+    if prepared.failures:
+        bad = sorted(prepared.failures)
+        if cfg.on_bad_image == "error":
+            shown = "\n  ".join(prepared.failures[i] for i in bad[:5])
+            more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise DataError(
+                f"{len(bad)} image(s) could not be read:\n  {shown}{more}\n"
+                "Fix or remove them, or set data.on_bad_image = \"skip\" to leave them out."
+            )
+        skipped = [{"path": paths[i], "error": prepared.failures[i]} for i in bad]
+        warn(f"skipped {len(bad)} unreadable image(s); first: {prepared.failures[bad[0]]}")
+        keep = np.setdiff1d(np.arange(len(rows)), bad)
+        rows = rows.iloc[keep].reset_index(drop=True)
+        targets = targets[keep]
+        prepared.images = [prepared.images[i] for i in keep]
+        if rows.empty:
+            raise DataError("every image was unreadable; nothing to train on")
+
+    total_bytes = len(rows) * 3 * exp.image_size**2
+    arrays = prepared.images if total_bytes <= PRELOAD_LIMIT_BYTES else None
+    store = ImageStore(arrays, [cache.entry(p) for p in rows["image_path"]], exp.image_size)  # type: ignore[arg-type]
+
+    train_idx, test_idx = patient_level_split(
+        rows, labels=list(cfg.labels), test_fraction=cfg.test_fraction, seed=exp.config.seed
+    )
+    task = selection.task
+    if cfg.balance == "undersample":
+        if not task.single_label:
+            raise ConfigError(
+                f"{exp.source}: [data] balance = \"undersample\" needs a single-label task; "
+                "use balance = \"weighted\" for multi-label tasks"
+            )
+        train_idx = undersample(train_idx, targets[train_idx],
+                                seed=derive_seed(exp.config.seed, 1))
+    if cfg.shuffle_train_labels:
+        targets = targets.copy()
+        rng = np.random.default_rng(derive_seed(exp.config.seed, 2))
+        targets[train_idx] = targets[rng.permutation(train_idx)]
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise DataError("the split left no training or no test image")
+
+    report = {
+        "images": int(len(rows)),
+        "patients": int(rows["patient_id"].nunique()),
+        "train_images": int(len(train_idx)),
+        "test_images": int(len(test_idx)),
+        "train_patients": int(rows.loc[train_idx, "patient_id"].nunique()),
+        "test_patients": int(rows.loc[test_idx, "patient_id"].nunique()),
+        "dropped_without_label": selection.dropped_none,
+        "dropped_with_several_labels": selection.dropped_several,
+        "skipped_unreadable": len(skipped),
+        "task": task.kind,
+        "labels": list(task.labels),
+        "train_counts": _counts(targets[train_idx], task),
+        "test_counts": _counts(targets[test_idx], task),
+    }
+    return DataBundle(rows, task, targets, train_idx, test_idx, store, report, skipped)
+
+
+def _counts(targets: np.ndarray, task: Task) -> dict[str, int]:
+    if task.single_label:
+        counts = np.bincount(targets.astype(np.int64), minlength=task.num_classes)
+    else:
+        counts = targets.sum(axis=0)
+    return {label: int(c) for label, c in zip(task.labels, counts, strict=True)}

@@ -1,0 +1,141 @@
+"""The sample table: checking what a dataset plugin returned, choosing the task.
+
+A dataset plugin returns one row per image (see the ``odirkit_register_datasets``
+hook). The core checks it here, resolves image paths against the dataset root,
+and turns the experiment's ``labels`` and ``task`` into targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from odirkit.errors import DataError, PluginError
+from odirkit.labels import LABELS
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", "eye", "path", "age", "sex", *LABELS)
+TaskKind = Literal["single_label", "multi_label"]
+
+
+def check_sample_table(table: object, *, dataset: str, root: Path) -> pd.DataFrame:
+    """Validate a dataset plugin's table; return a clean copy with absolute ``image_path``.
+
+    Label columns become 0/1 integers, ``patient_id`` a string, ``eye`` one of
+    ``left``/``right``, and mask paths (``mask_path_<L>``) absolute or empty.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise PluginError(
+            f"dataset {dataset!r} returned {type(table).__name__}, expected a pandas DataFrame"
+        )
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise PluginError(
+            f"dataset {dataset!r}: the sample table lacks column(s) {', '.join(missing)}; "
+            f"required: {', '.join(REQUIRED_COLUMNS)}"
+        )
+    if table.empty:
+        raise DataError(f"dataset {dataset!r} at {root}: no images found")
+    out = table.reset_index(drop=True).copy()
+    for label in LABELS:
+        values = pd.to_numeric(out[label], errors="coerce")
+        bad = ~values.isin([0, 1])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"dataset {dataset!r}: label column {label!r} must hold 0 or 1; "
+                f"row {row} ({out.loc[row, 'path']}) has {out.loc[row, label]!r}"
+            )
+        out[label] = values.astype(np.int64)
+    out["patient_id"] = out["patient_id"].astype(str)
+    out["eye"] = out["eye"].astype(str).str.lower()
+    bad_eye = ~out["eye"].isin(["left", "right"])
+    if bad_eye.any():
+        value = out.loc[bad_eye, "eye"].iloc[0]
+        raise DataError(f"dataset {dataset!r}: eye must be 'left' or 'right', got {value!r}")
+    out["age"] = pd.to_numeric(out["age"], errors="coerce").astype(float)
+    out["sex"] = out["sex"].astype(str)
+    out["path"] = out["path"].astype(str)
+    out["image_path"] = [str(_resolve(root, p)) for p in out["path"]]
+    for label in LABELS:
+        column = f"mask_path_{label}"
+        if column in out.columns:
+            out[column] = [
+                str(_resolve(root, p)) if isinstance(p, str) and p else ""
+                for p in out[column].fillna("")
+            ]
+    return out
+
+
+def _resolve(root: Path, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else root / p
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the model learns: which labels, and whether they exclude each other."""
+
+    labels: tuple[str, ...]
+    kind: TaskKind
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def single_label(self) -> bool:
+        return self.kind == "single_label"
+
+
+@dataclass
+class TaskSelection:
+    """The rows kept for a task, their targets, and what was left out and why."""
+
+    table: pd.DataFrame
+    task: Task
+    targets: np.ndarray  # class index [N] (single-label) or 0/1 matrix [N, C] (multi-label)
+    dropped_none: int
+    dropped_several: int
+
+
+def select_task(table: pd.DataFrame, labels: list[str], task: str) -> TaskSelection:
+    """Keep the images the task can use and build their targets.
+
+    ``task = "auto"`` is single-label when no image carries two of ``labels``
+    (``["N", "D"]``), multi-label otherwise. A single-label task keeps the
+    images with exactly one of the labels; a multi-label task keeps every
+    image (one with none of the labels is a negative for all of them).
+    """
+    y = table[list(labels)].to_numpy(dtype=np.int64)
+    per_row = y.sum(axis=1)
+    kind: TaskKind
+    if task == "auto":
+        kind = "single_label" if (per_row <= 1).all() else "multi_label"
+    else:
+        kind = task  # type: ignore[assignment]
+    if kind == "single_label":
+        keep = per_row == 1
+        selection = table[keep].reset_index(drop=True)
+        targets = y[keep].argmax(axis=1)
+        dropped_none = int((per_row == 0).sum())
+        dropped_several = int((per_row > 1).sum())
+    else:
+        selection = table.reset_index(drop=True)
+        targets = y.astype(np.float32)
+        dropped_none = dropped_several = 0
+    if selection.empty:
+        raise DataError(
+            f"no image carries any of the labels {', '.join(labels)}; nothing to train on"
+        )
+    return TaskSelection(selection, Task(tuple(labels), kind), targets, dropped_none, dropped_several)
+
+
+def label_sets(table: pd.DataFrame, labels: list[str]) -> pd.Series:
+    """Each patient's set of positive labels (over all their images), as a string key."""
+    y = table[list(labels)].astype(bool)
+    per_patient = y.groupby(table["patient_id"]).any()
+    return per_patient.apply(lambda row: "".join(l for l in labels if row[l]) or "-", axis=1)

@@ -1,0 +1,1 @@
+"""The engine: devices, seeding, checkpoints, the training loop and runs."""

@@ -1,0 +1,592 @@
+"""Runs: the run directory, training every variant, resuming, and the comparison.
+
+``odirkit run FILE`` writes::
+
+    runs/<name>/<timestamp>/
+        experiment.toml      the experiment file as it was
+        run.json             variants, overrides, source, start time
+        comparison.csv/.png  the variants side by side, and report.md
+        <variant>/
+            config.json      the resolved configuration (every default filled in)
+            environment.json versions, plugins, device, seed, git commit
+            data.json        image and patient counts; split.csv: each image's side
+            metrics.csv      one row per epoch
+            metrics.json     final and best metrics (written last: the variant is done)
+            predictions.csv  per test image: targets and probabilities
+            checkpoints/     last.pt (every epoch, and every N steps) and best.pt
+            figures/         F1 and recall per epoch, recall per class, loss
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from odirkit.config import Experiment, resolve_document
+from odirkit.console import info, progress_bar, warn
+from odirkit.data.prepare import DataBundle, prepare_data
+from odirkit.data.split import class_weights
+from odirkit.engine.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    write_json,
+    write_text,
+)
+from odirkit.engine.device import resolve_device
+from odirkit.engine.environment import capture_environment
+from odirkit.engine.seeding import seed_everything, set_deterministic
+from odirkit.engine.trainer import (
+    EpochProgress,
+    Evaluation,
+    Trainer,
+    make_loss,
+    make_optimizer,
+    make_scheduler,
+)
+from odirkit.errors import OdirkitError, PluginError, RunError
+from odirkit.metrics import classification_metrics, flatten_metrics, predictions
+from odirkit.plugins import Registry
+from odirkit.report import RunSummary, plot_run, write_report
+
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.5, 0.5, 0.5)
+LOWER_IS_BETTER = {"loss"}
+
+
+class RunInterrupted(OdirkitError):
+    """The user stopped the run; a checkpoint was written first."""
+
+    exit_code = 130
+
+
+@dataclass
+class VariantResult:
+    """A finished variant: its folder, history and final metrics."""
+
+    variant: str
+    directory: Path
+    history: pd.DataFrame
+    final: dict[str, Any]
+
+
+@dataclass
+class ExperimentRun:
+    """A run of every variant of one experiment, in one timestamped folder."""
+
+    directory: Path
+    experiments: list[Experiment]
+    results: list[VariantResult] = field(default_factory=list)
+
+
+# -- run folders --------------------------------------------------------------
+
+
+def new_run_directory(out: Path, name: str) -> Path:
+    """``out/<name>/<timestamp>``, created now (a suffix keeps two runs apart)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    parent = out / name
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for i in range(1000):
+            candidate = parent / (stamp if i == 0 else f"{stamp}-{i}")
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise RunError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
+    raise RunError(f"{parent}: too many runs started in the same second")
+
+
+def start_run(
+    experiments: Sequence[Experiment],
+    *,
+    out: Path,
+    source_text: str | None,
+    overrides: Sequence[str],
+) -> ExperimentRun:
+    """Create the run folder and write what defines it, before any training."""
+    first = experiments[0]
+    directory = new_run_directory(out, first.name)
+    if source_text is not None:
+        write_text(directory / "experiment.toml", source_text)
+    write_json(
+        directory / "run.json",
+        {
+            "name": first.name,
+            "source": first.source,
+            "overrides": list(overrides),
+            "variants": [e.variant for e in experiments],
+            "started": datetime.now().isoformat(timespec="seconds"),
+        },
+    )
+    for exp in experiments:
+        write_json(directory / exp.variant / "config.json", exp.to_dict())
+    return ExperimentRun(directory, list(experiments))
+
+
+def load_run(directory: Path, registry: Registry) -> ExperimentRun:
+    """Re-open a run folder (the whole experiment, or one variant) to resume it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RunError(f"{directory}: no such run folder")
+    if (directory / "config.json").exists():  # one variant
+        return ExperimentRun(directory.parent, [_load_variant(directory, registry)])
+    run_file = directory / "run.json"
+    if not run_file.exists():
+        raise RunError(
+            f"{directory}: not an odirkit run folder (no run.json or config.json); "
+            "pass runs/<name>/<timestamp> or one of its variant folders"
+        )
+    try:
+        meta = json.loads(run_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{run_file}: unreadable ({exc})") from None
+    variants = meta.get("variants", [])
+    return ExperimentRun(directory, [_load_variant(directory / v, registry) for v in variants])
+
+
+def _load_variant(vdir: Path, registry: Registry) -> Experiment:
+    config_file = vdir / "config.json"
+    try:
+        doc = json.loads(config_file.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{config_file}: missing; this variant cannot be resumed") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{config_file}: unreadable ({exc})") from None
+    (exp,) = resolve_document(doc, registry, source=str(config_file))
+    exp.variant = vdir.name
+    return exp
+
+
+# -- Ctrl-C -------------------------------------------------------------------
+
+
+class _StopFlag:
+    """Set by the first Ctrl-C (or SIGTERM); the loop stops at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+@contextmanager
+def graceful_stop() -> Iterator[_StopFlag]:
+    """First Ctrl-C/SIGTERM: finish the step, checkpoint, stop. Second Ctrl-C: stop now."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.requested = True
+        warn("stopping after this step; a checkpoint will be written (Ctrl-C again to abort)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class _Stop(Exception):
+    pass
+
+
+# -- one variant --------------------------------------------------------------
+
+
+def run_variant(exp: Experiment, vdir: Path, *, registry: Registry) -> VariantResult:
+    """Train and evaluate one variant in ``vdir``, continuing from its last checkpoint."""
+    done = vdir / "metrics.json"
+    if done.exists():
+        info(f"{vdir}: already finished, skipped")
+        return _finished(exp.variant, vdir)
+    cfg = exp.config
+    seed_everything(cfg.seed)
+    set_deterministic(cfg.train.deterministic)
+    device = resolve_device(cfg.device)
+    write_json(vdir / "config.json", exp.to_dict())
+    write_json(
+        vdir / "environment.json",
+        capture_environment(
+            registry=registry, device=device, seed=cfg.seed, experiment_file=exp.source
+        ),
+    )
+    data = prepare_data(exp)
+    write_json(vdir / "data.json", data.report)
+    _write_split(vdir / "split.csv", data)
+    if data.skipped:
+        write_text(vdir / "skipped_images.csv", pd.DataFrame(data.skipped).to_csv(index=False))
+
+    seed_everything(cfg.seed)
+    model = exp.model.build(num_classes=data.task.num_classes)
+    if not isinstance(model, nn.Module):
+        raise PluginError(
+            f"model {exp.model.name!r} returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    model.to(device)
+    meta = exp.model.spec.meta
+    augmenters = []
+    for call in exp.augmenters:
+        aug = call.build()
+        if not callable(aug):
+            raise PluginError(
+                f"augmenter {call.name!r} returned {type(aug).__name__}, which is not callable"
+            )
+        augmenters.append(aug)
+    weights = None
+    if cfg.data.balance == "weighted":
+        weights = class_weights(
+            data.targets[data.train_idx], data.task.num_classes, single_label=data.task.single_label
+        )
+    loss_fn = make_loss(data.task.single_label, weights, device)
+    optimizer = make_optimizer(
+        cfg.train.optimizer,
+        model.parameters(),
+        lr=cfg.train.lr,
+        momentum=cfg.train.momentum,
+        weight_decay=cfg.train.weight_decay,
+    )
+    scheduler = make_scheduler(
+        cfg.train.scheduler,
+        optimizer,
+        epochs=cfg.train.epochs,
+        step_size=cfg.train.step_size,
+        gamma=cfg.train.gamma,
+    )
+    trainer = Trainer(
+        model=model,
+        optimizer=optimizer,
+        loss_fn=loss_fn,
+        data=data,
+        device=device,
+        mean=meta.get("mean", DEFAULT_MEAN),
+        std=meta.get("std", DEFAULT_STD),
+        augmenters=augmenters,
+        seed=cfg.seed,
+        batch_size=cfg.train.batch_size,
+        eval_batch_size=cfg.train.eval_batch_size,
+        num_workers=cfg.train.num_workers,
+    )
+    loop = _Loop(exp, vdir, trainer, scheduler)
+    loop.restore()
+    loop.run()
+    return loop.finish()
+
+
+def _write_split(path: Path, data: DataBundle) -> None:
+    side = np.full(len(data.table), "unused", dtype=object)
+    side[data.train_idx] = "train"
+    side[data.test_idx] = "test"
+    split = data.table[["patient_id", "eye", "path"]].assign(split=side)
+    write_text(path, split.to_csv(index=False))
+
+
+class _Loop:
+    """The epochs of one variant, with checkpoints, metrics files and progress."""
+
+    def __init__(self, exp: Experiment, vdir: Path, trainer: Trainer, scheduler: Any) -> None:
+        self.exp = exp
+        self.cfg = exp.config
+        self.vdir = vdir
+        self.trainer = trainer
+        self.scheduler = scheduler
+        self.progress = EpochProgress(epoch=0)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.last_eval: Evaluation | None = None
+        self.started = time.perf_counter()
+        self.seconds_before = 0.0
+
+    @property
+    def last_path(self) -> Path:
+        return self.vdir / "checkpoints" / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.vdir / "checkpoints" / "best.pt"
+
+    # -- checkpoints ---------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.exp.fingerprint(),
+            "epoch": self.progress.epoch,
+            "step": self.progress.step,
+            "loss_sum": self.progress.loss_sum,
+            "seen": self.progress.seen,
+            "model": self.trainer.model.state_dict(),
+            "optimizer": self.trainer.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "history": self.history,
+            "best": self.best,
+            "seconds": self.seconds_before + time.perf_counter() - self.started,
+            "rng": {"torch": torch.get_rng_state()},
+        }
+
+    def save(self) -> None:
+        save_checkpoint(self.last_path, self.state())
+
+    def restore(self) -> None:
+        if not self.last_path.exists():
+            return
+        state = load_checkpoint(self.last_path)
+        if state.get("fingerprint") != self.exp.fingerprint():
+            raise RunError(
+                f"{self.last_path}: this checkpoint belongs to a different configuration; "
+                "resume with the run's own config.json, or start a new run"
+            )
+        try:
+            self.trainer.model.load_state_dict(state["model"])
+            self.trainer.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise RunError(
+                f"{self.last_path}: does not fit model {self.exp.model.name!r} "
+                f"({str(exc).splitlines()[0]})"
+            ) from None
+        self.progress = EpochProgress(
+            state["epoch"], state["step"], state["loss_sum"], state["seen"]
+        )
+        self.history = list(state["history"])
+        self.best = state["best"]
+        self.seconds_before = float(state.get("seconds", 0.0))
+        info(f"resuming {self.vdir} at epoch {self.progress.epoch + 1}, step {self.progress.step}")
+
+    # -- the epochs ----------------------------------------------------------
+
+    def run(self) -> None:
+        epochs = self.cfg.train.epochs
+        every = self.cfg.train.checkpoint_every
+        steps = self.trainer.steps_per_epoch()
+        label = f"{self.exp.name}/{self.exp.variant}"
+        with graceful_stop() as stop, progress_bar() as bar:
+            epoch_task = bar.add_task(
+                f"{label} epochs", total=epochs, completed=self.progress.epoch, status=""
+            )
+            step_task = bar.add_task("  steps", total=steps, status="")
+
+            def after_step(p: EpochProgress) -> None:
+                bar.update(step_task, completed=p.step, status=f"loss {p.loss:.4f}")
+                if every and p.step % every == 0 and p.step < steps:
+                    self.save()
+                if stop.requested:
+                    raise _Stop
+
+            try:
+                while self.progress.epoch < epochs:
+                    bar.reset(step_task, total=steps, completed=self.progress.step, status="")
+                    self.trainer.train_epoch(self.progress, after_step=after_step)
+                    self.end_epoch()
+                    bar.update(
+                        epoch_task,
+                        completed=self.progress.epoch,
+                        status=self._status(self.history[-1]),
+                    )
+                    if stop.requested:
+                        raise _Stop
+            except _Stop:
+                self.save()
+                raise RunInterrupted(
+                    f"stopped; checkpoint written to {self.last_path}.\n"
+                    f"Continue with: odirkit run --resume {self.vdir.parent}"
+                ) from None
+
+    def end_epoch(self) -> None:
+        epoch = self.progress.epoch
+        evaluation = self.trainer.evaluate()
+        self.last_eval = evaluation
+        task = self.trainer.data.task
+        metrics = classification_metrics(
+            evaluation.targets, evaluation.probs, labels=task.labels, single_label=task.single_label
+        )
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": self.progress.loss,
+            "test_loss": evaluation.loss,
+            **flatten_metrics(metrics),
+            "lr": self.trainer.optimizer.param_groups[0]["lr"],
+            "seconds": round(self.seconds_before + time.perf_counter() - self.started, 3),
+        }
+        self.history.append(row)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        improved = self._improved(row)
+        if improved:
+            monitor = self.cfg.train.monitor
+            self.best = {"epoch": epoch + 1, "monitor": monitor, "value": row[_column(monitor)]}
+        self.progress = EpochProgress(epoch=epoch + 1)
+        self.save()
+        if improved:
+            save_checkpoint(
+                self.best_path,
+                {
+                    "fingerprint": self.exp.fingerprint(),
+                    "epoch": epoch + 1,
+                    "model": self.trainer.model.state_dict(),
+                    "metrics": {k: v for k, v in row.items() if isinstance(v, int | float)},
+                },
+            )
+        write_text(self.vdir / "metrics.csv", self._history_frame().to_csv(index=False))
+        info(f"{self.exp.variant} epoch {epoch + 1}/{self.cfg.train.epochs}  {self._status(row)}")
+
+    def _improved(self, row: dict[str, Any]) -> bool:
+        monitor = self.cfg.train.monitor
+        value = row.get(_column(monitor))
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return self.best is None
+        if self.best is None:
+            return True
+        if monitor in LOWER_IS_BETTER:
+            return value < self.best["value"]
+        return value > self.best["value"]
+
+    @staticmethod
+    def _status(row: dict[str, Any]) -> str:
+        return (
+            f"train loss {row['train_loss']:.4f}  test loss {row['test_loss']:.4f}  "
+            f"F1 micro {row['f1_micro']:.3f} macro {row['f1_macro']:.3f}"
+        )
+
+    def _history_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.history)
+
+    # -- the end -------------------------------------------------------------
+
+    def finish(self) -> VariantResult:
+        evaluation = self.last_eval or self.trainer.evaluate()
+        data = self.trainer.data
+        task = data.task
+        metrics = classification_metrics(
+            evaluation.targets, evaluation.probs, labels=task.labels, single_label=task.single_label
+        )
+        write_text(self.vdir / "predictions.csv", self._predictions(evaluation).to_csv(index=False))
+        history = self._history_frame()
+        write_text(self.vdir / "metrics.csv", history.to_csv(index=False))
+        plot_run(
+            history, list(task.labels), self.vdir / "figures", f"{self.exp.name}/{self.exp.variant}"
+        )
+        final = {
+            "experiment": self.exp.name,
+            "variant": self.exp.variant,
+            "task": task.kind,
+            "labels": list(task.labels),
+            "epochs": self.cfg.train.epochs,
+            "seed": self.cfg.seed,
+            "final": {**metrics, "loss": evaluation.loss},
+            "best": self.best,
+            "data": data.report,
+            "seconds": round(self.seconds_before + time.perf_counter() - self.started, 3),
+        }
+        write_json(self.vdir / "metrics.json", final)
+        return VariantResult(self.exp.variant, self.vdir, history, final)
+
+    def _predictions(self, evaluation: Evaluation) -> pd.DataFrame:
+        data = self.trainer.data
+        task = data.task
+        rows = data.table.iloc[evaluation.indices]
+        out = pd.DataFrame(
+            {
+                "patient_id": rows["patient_id"].to_numpy(),
+                "eye": rows["eye"].to_numpy(),
+                "path": rows["path"].to_numpy(),
+            }
+        )
+        pred = predictions(evaluation.probs, single_label=task.single_label)
+        if task.single_label:
+            out["target"] = [task.labels[i] for i in evaluation.targets.astype(int)]
+            out["predicted"] = [task.labels[i] for i in pred]
+        for i, label in enumerate(task.labels):
+            if not task.single_label:
+                out[f"target_{label}"] = evaluation.targets[:, i].astype(int)
+                out[f"predicted_{label}"] = pred[:, i]
+            out[f"prob_{label}"] = np.round(evaluation.probs[:, i], 6)
+        return out
+
+
+def _column(monitor: str) -> str:
+    """The metrics.csv column of a ``train.monitor`` value."""
+    return "test_loss" if monitor == "loss" else monitor
+
+
+def _finished(variant: str, vdir: Path) -> VariantResult:
+    final = json.loads((vdir / "metrics.json").read_text())
+    history = pd.read_csv(vdir / "metrics.csv")
+    return VariantResult(variant, vdir, history, final)
+
+
+# -- the whole experiment -----------------------------------------------------
+
+
+def run_experiment(run: ExperimentRun, *, registry: Registry) -> ExperimentRun:
+    """Run every variant, then compare them in the run folder."""
+    for exp in run.experiments:
+        vdir = run.directory / exp.variant
+        info(f"variant {exp.variant!r} -> {vdir}")
+        run.results.append(run_variant(exp, vdir, registry=registry))
+    write_comparison(run)
+    return run
+
+
+def write_comparison(run: ExperimentRun) -> pd.DataFrame:
+    """comparison.csv, comparison.png and report.md across the run's finished variants."""
+    results = []
+    for exp in run.experiments:
+        vdir = run.directory / exp.variant
+        if (vdir / "metrics.json").exists():
+            results.append(_finished(exp.variant, vdir))
+    first = run.experiments[0]
+    summaries = [RunSummary(r.variant, r.history, r.final, r.final["labels"]) for r in results]
+    return write_report(
+        run.directory,
+        title=first.name,
+        description=first.config.description,
+        runs=summaries,
+        figures={r.variant: f"{r.variant}/figures" for r in results},
+    )
+
+
+def summaries_from_dirs(directories: Sequence[Path]) -> list[RunSummary]:
+    """Finished variants under the given folders (run folders or variant folders)."""
+    found: list[tuple[Path, str]] = []
+    for directory in directories:
+        directory = Path(directory)
+        if (directory / "metrics.json").exists():
+            found.append((directory, f"{directory.parent.parent.name}/{directory.name}"))
+        elif directory.is_dir():
+            for child in sorted(p for p in directory.iterdir() if (p / "metrics.json").exists()):
+                found.append((child, f"{directory.parent.name}/{child.name}"))
+        if not directory.exists():
+            raise RunError(f"{directory}: no such run folder")
+    if not found:
+        raise RunError(
+            "no finished run in "
+            + ", ".join(str(d) for d in directories)
+            + " (a finished variant folder holds metrics.json)"
+        )
+    labels = [label for _, label in found]
+    summaries = []
+    for path, label in found:
+        unique = label if labels.count(label) == 1 else str(path)
+        result = _finished(path.name, path)
+        summaries.append(RunSummary(unique, result.history, result.final, result.final["labels"]))
+    return summaries

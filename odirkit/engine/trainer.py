@@ -1,0 +1,195 @@
+"""The training loop: one epoch of steps, and the evaluation on held-out patients.
+
+Images arrive as ``uint8`` batches; on the training device they become floats
+in [0, 1], pass through the online augmenters, are normalised with the
+model's mean and standard deviation, and meet the model. Every random draw of
+a step is seeded from ``(seed, epoch, step)`` (see :mod:`odirkit.engine.seeding`),
+so an epoch can stop after any step and resume to the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from odirkit.data.prepare import DataBundle
+from odirkit.engine.seeding import derive_seed, generator_for
+from odirkit.errors import TrainingDiverged
+
+Augmenter = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class EpochProgress:
+    """Where an epoch stands: steps done and the running training loss."""
+
+    epoch: int
+    step: int = 0
+    loss_sum: float = 0.0
+    seen: int = 0
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.seen if self.seen else float("nan")
+
+
+@dataclass
+class Evaluation:
+    """Predictions on the held-out images."""
+
+    indices: np.ndarray
+    probs: np.ndarray
+    targets: np.ndarray
+    loss: float
+
+
+class Trainer:
+    """Runs training steps and evaluations for one model on one data bundle."""
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: nn.Module,
+        data: DataBundle,
+        device: torch.device,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augmenters: Sequence[Augmenter] = (),
+        seed: int = 0,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.data = data
+        self.device = device
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.augmenters = list(augmenters)
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = device.type == "cuda"
+
+    # -- the pieces of a step ------------------------------------------------
+
+    def to_input(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """uint8 batch -> floats in [0, 1] -> augmenters (given a generator) -> normalised."""
+        x = images.to(self.device, non_blocking=True).float().div_(255.0)
+        if generator is not None:
+            for aug in self.augmenters:
+                x = aug(x, generator)
+        return (x - self.mean) / self.std
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The training images of ``epoch`` in their shuffled order (seeded by epoch)."""
+        rng = np.random.default_rng(derive_seed(self.seed, epoch, 0))
+        return self.data.train_idx[rng.permutation(len(self.data.train_idx))]
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data.train_idx) / self.batch_size)
+
+    # -- training ------------------------------------------------------------
+
+    def train_epoch(
+        self,
+        progress: EpochProgress,
+        *,
+        after_step: Callable[[EpochProgress], None] | None = None,
+    ) -> EpochProgress:
+        """Run the remaining steps of ``progress.epoch``; ``after_step`` sees each one."""
+        self.model.train()
+        order = self.epoch_order(progress.epoch)[progress.step * self.batch_size :]
+        batches = self.data.batches(
+            order, self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory
+        )
+        for _, images, targets in batches:
+            step_seed = derive_seed(self.seed, progress.epoch, progress.step + 1)
+            torch.manual_seed(step_seed)
+            generator = generator_for(self.device, step_seed, 1)
+            x = self.to_input(images, generator)
+            y = targets.to(self.device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.model(x), y)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"the training loss became {value} at epoch {progress.epoch + 1}, "
+                    f"step {progress.step + 1}; lower train.lr or check the data"
+                )
+            loss.backward()
+            self.optimizer.step()
+            progress.step += 1
+            progress.loss_sum += value * len(images)
+            progress.seen += len(images)
+            if after_step is not None:
+                after_step(progress)
+        return progress
+
+    # -- evaluation ----------------------------------------------------------
+
+    @torch.inference_mode()
+    def evaluate(self, indices: np.ndarray | None = None) -> Evaluation:
+        """Probabilities and loss on ``indices`` (default: the test images), in order."""
+        indices = self.data.test_idx if indices is None else indices
+        self.model.eval()
+        probs, total, seen = [], 0.0, 0
+        for _, images, targets in self.data.batches(
+            indices,
+            self.eval_batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        ):
+            logits = self.model(self.to_input(images))
+            y = targets.to(self.device)
+            total += float(self.loss_fn(logits, y)) * len(images)
+            seen += len(images)
+            p = logits.softmax(dim=1) if self.data.task.single_label else logits.sigmoid()
+            probs.append(p.float().cpu().numpy())
+        return Evaluation(
+            indices=indices,
+            probs=np.concatenate(probs) if probs else np.zeros((0, self.data.task.num_classes)),
+            targets=self.data.targets[indices],
+            loss=total / max(seen, 1),
+        )
+
+
+def make_optimizer(
+    name: str, params: Any, *, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """SGD with momentum, or Adam."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def make_scheduler(
+    name: str, optimizer: torch.optim.Optimizer, *, epochs: int, step_size: int, gamma: float
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """A per-epoch learning-rate schedule, or None."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+    return None
+
+
+def make_loss(single_label: bool, weights: np.ndarray | None, device: torch.device) -> nn.Module:
+    """Cross entropy for single-label tasks, binary cross entropy for multi-label ones."""
+    w = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
+    if single_label:
+        return nn.CrossEntropyLoss(weight=w)
+    return nn.BCEWithLogitsLoss(pos_weight=w)

@@ -1,0 +1,48 @@
+"""Errors a user can act on.
+
+Every error that comes from the user's input (an experiment file, a command
+line, a dataset folder, an installed plugin) is an :class:`OdirkitError`. The
+command line prints its message and exits with code 2, without a traceback.
+Anything else that escapes is a bug in odirkit and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class OdirkitError(Exception):
+    """Base class of the errors caused by user input; the message says what and where."""
+
+    exit_code = 2
+
+
+class ConfigError(OdirkitError):
+    """An experiment file or an override is malformed or names something unknown."""
+
+
+class PluginError(OdirkitError):
+    """A plugin could not be loaded, registered, found or built."""
+
+
+class PluginConflictError(PluginError):
+    """Two plugins registered the same name for the same kind."""
+
+
+class DataError(OdirkitError):
+    """A dataset folder, table or image is missing or unreadable."""
+
+
+class RunError(OdirkitError):
+    """A run directory cannot be written, resumed or compared."""
+
+
+class TrainingDiverged(OdirkitError):
+    """The loss became NaN or infinite."""
+
+
+def closest(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or ``""``."""
+    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""

@@ -1,0 +1,132 @@
+"""The plugin API: the hooks a plugin implements.
+
+A plugin is a module (or any object) whose functions are marked with
+``@odirkit.hookimpl`` and named after the hooks below. It is found through an
+entry point of group ``odirkit`` in its distribution's ``pyproject.toml``::
+
+    [project.entry-points.odirkit]
+    tinynet = "odirkit_tinynet"
+
+Each hook is called once, at discovery, with a ``register`` callback::
+
+    register(name, factory, *, summary="", **meta)
+
+``factory`` is a callable whose keyword parameters, with their type hints and
+defaults, are the plugin's parameters in an experiment TOML file: odirkit
+validates the TOML table against that signature before anything runs, so a
+plugin never sees an unknown key or a value of the wrong type. Parameters
+without a default are required. Use TOML-friendly types: ``int``, ``float``,
+``bool``, ``str``, ``list[...]``, ``Literal[...]`` and ``X | None``.
+
+``summary`` is the one line ``odirkit list-plugins`` shows. ``meta`` carries
+kind-specific facts listed under each hook, plus, for every kind,
+``test_params`` (a dict of parameters that make the plugin small and fast,
+used by the conformance tests and by ``odirkit describe`` as an example).
+
+The hook documentation here is the reference a plugin author reads; it is
+rendered in ``docs/hooks.md``, and a test fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pluggy
+
+PROJECT_NAME = "odirkit"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+class Register(Protocol):
+    """The callback each registration hook receives."""
+
+    def __call__(self, name: str, factory: Any, *, summary: str = "", **meta: Any) -> None: ...
+
+
+@hookspec
+def odirkit_register_models(register: Register) -> None:
+    """Register model plugins.
+
+    ``factory(*, num_classes: int, **params) -> torch.nn.Module``. The module
+    maps a float batch ``[B, 3, H, W]``, normalised with the model's ``mean``
+    and ``std``, to logits ``[B, num_classes]``. odirkit supplies
+    ``num_classes``; when the factory also takes ``input_size`` and the
+    experiment does not set it, odirkit passes the experiment's
+    ``data.image_size``.
+
+    ``meta`` keys:
+
+    - ``input_size`` (int): the image size the model expects when the
+      experiment does not say (e.g. 299 for Inception v3);
+    - ``mean``, ``std`` (three floats each): the normalisation of its inputs
+      (default 0.5 and 0.5, mapping [0, 1] to [-1, 1]);
+    - ``cam_layer`` (str): dotted name of the module whose activations
+      Grad-CAM explains by default (``"features.10"``);
+    - ``test_params`` (dict): parameters for a small, fast instance.
+
+    Example::
+
+        @odirkit.hookimpl
+        def odirkit_register_models(register):
+            register("tinynet", build_tinynet, summary="A two-layer CNN",
+                     cam_layer="features.3", test_params={"width": 4})
+    """
+
+
+@hookspec
+def odirkit_register_augmenters(register: Register) -> None:
+    """Register augmenter plugins.
+
+    ``factory(**params)`` returns one of two things:
+
+    - a callable ``aug(images, generator) -> images`` applied online to each
+      training batch on the training device: ``images`` is a float tensor
+      ``[B, 3, H, W]`` in [0, 1] and the result has the same shape, dtype and
+      range; ``generator`` is a ``torch.Generator`` on the images' device and
+      the only source of randomness the augmenter may use, so that a run
+      repeats exactly;
+    - an object with ``expand(train, ctx) -> extra`` that adds synthetic
+      training samples once, before training starts (the DCGAN). ``train`` is
+      the training sample table; ``ctx`` gives the run directory, the device,
+      the image size, the labels and a seeded generator. ``extra`` is a table
+      of new rows in the same format (with their label columns and paths of
+      the images written under the run directory).
+
+    ``meta`` keys: ``test_params`` (dict).
+    """
+
+
+@hookspec
+def odirkit_register_explainers(register: Register) -> None:
+    """Register explainer plugins.
+
+    ``factory(**params)`` returns a callable
+    ``explain(model, images, targets, layer) -> Tensor[B, H, W]``: ``images``
+    is the normalised batch ``[B, 3, H, W]``, ``targets`` the class index to
+    explain for each image (a long tensor ``[B]``), and ``layer`` the
+    resolved module for layer-based methods (the model's CAM layer unless the
+    experiment names another). The result is non-negative and has the input's
+    spatial size.
+
+    ``meta`` keys: ``needs_layer`` (bool, default True), ``test_params`` (dict).
+    """
+
+
+@hookspec
+def odirkit_register_datasets(register: Register) -> None:
+    """Register dataset plugins.
+
+    ``factory(*, root: str, **params) -> pandas.DataFrame`` returns the sample
+    table: one row per image with at least the columns ``patient_id``,
+    ``eye`` (``"left"`` or ``"right"``), ``path`` (absolute, or relative to
+    ``root``), ``age`` (years), ``sex`` (``"Male"``/``"Female"``) and one 0/1
+    column per label ``N D G C A H M O``. A column ``mask_path_<L>`` may give,
+    per image, the path of a binary lesion mask for label ``L`` (empty when
+    there is none). Splitting, preprocessing, caching and loading belong to
+    the core. A factory that cannot find its data raises
+    ``odirkit.DataError`` saying where it looked and what to do.
+
+    ``meta`` keys: ``test_params`` (dict).
+    """

@@ -1,0 +1,186 @@
+"""Plugin parameters: a factory's keyword signature turned into a validator.
+
+A plugin's TOML parameters are the keyword parameters of its factory, with
+their type hints and defaults. This module reads them with :mod:`inspect`,
+builds a strict pydantic model from them, and turns validation failures into
+messages that name the file, the table and the key.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from odirkit.errors import ConfigError, PluginError, closest
+
+REQUIRED = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Param:
+    """One keyword parameter of a plugin factory."""
+
+    name: str
+    annotation: Any
+    default: Any = REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.annotation)
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a table came from, for error messages: a file, a table path and a note."""
+
+    file: str | None
+    table: str
+    note: str = ""
+
+    def __str__(self) -> str:
+        prefix = f"{self.file}: " if self.file else ""
+        note = f" ({self.note})" if self.note else ""
+        return f"{prefix}[{self.table or 'top level'}]{note}"
+
+
+def type_name(annotation: Any) -> str:
+    """A short, readable name for a type hint (``list[int]``, ``'sgd' | 'adam'``)."""
+    if annotation is Any or annotation is REQUIRED:
+        return "any"
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(v) for v in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        args = ", ".join(type_name(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def factory_params(factory: Callable[..., Any], *, supplied: Iterable[str] = ()) -> list[Param]:
+    """The TOML parameters of ``factory``: its keyword parameters minus ``supplied``.
+
+    ``supplied`` names the parameters odirkit passes itself (``num_classes``
+    for models, ``root`` for datasets). Raises :class:`PluginError` when the
+    signature cannot be read or takes ``*args``.
+    """
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError) as exc:
+        raise PluginError(f"cannot read the signature of factory {factory!r}: {exc}") from exc
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception as exc:  # unresolvable forward references and the like
+        raise PluginError(
+            f"cannot resolve the type hints of factory {_qualname(factory)}: {exc}"
+        ) from exc
+    skip = set(supplied)
+    params: list[Param] = []
+    for p in signature.parameters.values():
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            raise PluginError(
+                f"factory {_qualname(factory)} takes *{p.name}; "
+                "plugin parameters must be keyword parameters"
+            )
+        if p.kind is inspect.Parameter.VAR_KEYWORD or p.name in skip or p.name == "self":
+            continue
+        params.append(Param(p.name, hints.get(p.name, Any), p.default))
+    return params
+
+
+def accepts(factory: Callable[..., Any], name: str) -> bool:
+    """Whether ``factory`` has a parameter called ``name``."""
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def params_model(title: str, params: list[Param]) -> type[pydantic.BaseModel]:
+    """A strict pydantic model validating a table against ``params``."""
+    fields: dict[str, Any] = {
+        p.name: (p.annotation, ... if p.required else p.default) for p in params
+    }
+    config = pydantic.ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+    return pydantic.create_model(_identifier(title), __config__=config, **fields)
+
+
+def validate_params(
+    params: list[Param],
+    values: Mapping[str, Any],
+    *,
+    where: Where,
+    owner: str,
+) -> dict[str, Any]:
+    """Validate ``values`` against ``params``; return them with defaults filled in.
+
+    ``owner`` names the plugin for the messages (``"model 'cnn'"``).
+    """
+    model = params_model(owner, params)
+    try:
+        validated = model(**dict(values))
+    except pydantic.ValidationError as exc:
+        raise ConfigError(
+            validation_message(exc, where=where, valid_keys=[p.name for p in params], owner=owner)
+        ) from None
+    return {p.name: getattr(validated, p.name) for p in params}
+
+
+def validation_message(
+    exc: pydantic.ValidationError,
+    *,
+    where: Where,
+    valid_keys: Iterable[str],
+    owner: str = "",
+) -> str:
+    """Turn a pydantic error into one line per problem, naming file, table and key."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(table)"
+        lines.append(describe_error(err, where=where, key=key, valid_keys=valid_keys, owner=owner))
+    return "\n".join(lines)
+
+
+def describe_error(
+    err: Mapping[str, Any],
+    *,
+    where: Where,
+    key: str,
+    valid_keys: Iterable[str],
+    owner: str = "",
+) -> str:
+    """One pydantic error as a sentence: unknown key, missing key, or a bad value."""
+    who = f" for {owner}" if owner else ""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        valid = sorted(valid_keys)
+        hint = closest(key.split(".")[-1], valid)
+        return f"{where} unknown key {key!r}{who}{hint}; valid keys: {', '.join(valid) or 'none'}"
+    if kind == "missing":
+        return f"{where} missing required key {key!r}{who}"
+    got = err.get("input")
+    return f"{where} {key}: {err['msg'].lower()}, got {got!r} ({type(got).__name__}){who}"
+
+
+def _qualname(obj: Any) -> str:
+    module = getattr(obj, "__module__", "?")
+    return f"{module}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _identifier(text: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() else "_" for ch in text)
+    return cleaned or "Params"

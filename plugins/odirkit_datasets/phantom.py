@@ -1,0 +1,339 @@
+"""The phantom: a deterministic synthetic ODIR-5K, lesion masks included.
+
+It writes the official ODIR-5K layout — the annotation workbook
+``ODIR-5K_Training_Annotations(Updated)_V2.xlsx`` (one row per patient, the
+official columns, diagnostic keywords from the real vocabulary joined by the
+full-width comma the official file uses) beside ``ODIR-5K_Training_Dataset/``
+holding ``<ID>_left.jpg`` and ``<ID>_right.jpg`` — plus what the real data
+lacks: ``phantom_images.csv`` with per-eye labels and ``masks/<ID>_<eye>_<L>.png``,
+one lesion mask per eye and label, the ground truth for judging explanations.
+
+Label frequencies and co-occurrences follow ODIR-5K's training set roughly
+(normal and diabetes most common), a disease sits in one or both eyes, and age
+and sex depend on the labels (older patients for A and C, younger for M), so
+metadata carries some signal. Each patient is drawn from its own random
+stream, seeded by ``(seed, patient)``: same seed, same bytes, and adding
+patients leaves the first ones unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+import odirkit
+from odirkit.console import progress_bar
+from odirkit.labels import LABELS
+from odirkit_datasets.fundus_render import render_eye
+
+GENERATOR_VERSION = 1
+WORKBOOK = "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"
+IMAGE_DIR = "ODIR-5K_Training_Dataset"
+MASK_DIR = "masks"
+IMAGE_TABLE = "phantom_images.csv"
+MANIFEST = "phantom.json"
+KEYWORD_SEPARATOR = "，"  # U+FF0C, as in the official workbook
+
+#: ODIR-5K training set, patients per label out of 3500 (N is drawn separately)
+PATIENT_RATE = {"D": 1128, "G": 215, "C": 212, "A": 164, "H": 103, "M": 174, "O": 979}
+NORMAL_RATE = 1138 / 3500
+#: probability that a disease of the patient shows in both eyes
+BOTH_EYES = {"D": 0.7, "G": 0.6, "C": 0.6, "A": 0.55, "H": 0.6, "M": 0.75, "O": 0.35}
+#: years added to a patient's age per label
+AGE_SHIFT = {"D": 4.0, "G": 5.0, "C": 12.0, "A": 14.0, "H": 6.0, "M": -12.0, "O": 1.0}
+
+KEYWORDS: dict[str, list[str]] = {
+    "N": ["normal fundus"],
+    "D": [
+        "mild nonproliferative retinopathy",
+        "moderate non proliferative retinopathy",
+        "severe nonproliferative retinopathy",
+        "proliferative diabetic retinopathy",
+    ],
+    "G": ["glaucoma", "suspected glaucoma"],
+    "C": ["cataract"],
+    "A": ["dry age-related macular degeneration", "wet age-related macular degeneration"],
+    "H": ["hypertensive retinopathy"],
+    "M": ["pathological myopia", "myopic retinopathy"],
+    "O": [
+        "laser spot",
+        "retinal pigmentation",
+        "chorioretinal atrophy",
+        "post laser photocoagulation",
+    ],
+}
+#: keywords that decide nothing, drawn now and then as in the real data
+NON_DECISIVE = ["lens dust", "low image quality", "image offset"]
+
+
+@dataclass(frozen=True)
+class PhantomPatient:
+    """One synthetic patient: labels per eye, age, sex and keywords."""
+
+    patient_id: int
+    age: int
+    sex: str
+    left: frozenset[str]
+    right: frozenset[str]
+    left_keywords: str
+    right_keywords: str
+    left_dust: bool
+    right_dust: bool
+
+    @property
+    def labels(self) -> set[str]:
+        diseases = set(self.left | self.right)
+        return diseases or {"N"}
+
+
+def patient_rng(seed: int, patient_id: int) -> np.random.Generator:
+    return np.random.default_rng([seed, patient_id, GENERATOR_VERSION])
+
+
+def draw_patient(seed: int, patient_id: int) -> PhantomPatient:
+    """The labels, eyes, age, sex and keywords of one patient."""
+    rng = patient_rng(seed, patient_id)
+    diseases: set[str] = set()
+    if rng.uniform() >= NORMAL_RATE:
+        share = 1.0 - NORMAL_RATE
+        while not diseases:
+            for label, count in PATIENT_RATE.items():
+                p = count / 3500 / share
+                if label == "H" and "D" in diseases:
+                    p *= 1.5  # hypertension and diabetes go together
+                if rng.uniform() < min(p, 0.95):
+                    diseases.add(label)
+    eyes: dict[str, set[str]] = {"left": set(), "right": set()}
+    for label in sorted(diseases, key=LABELS.index):
+        if rng.uniform() < BOTH_EYES[label]:
+            eyes["left"].add(label)
+            eyes["right"].add(label)
+        else:
+            eyes[str(rng.choice(["left", "right"]))].add(label)
+    age = rng.normal(55.0, 10.0) + sum(AGE_SHIFT[label] for label in diseases)
+    male = rng.uniform() < (0.62 if "H" in diseases else 0.53)
+    keywords = {}
+    dust = {}
+    for eye, found in eyes.items():
+        words = [str(rng.choice(KEYWORDS[label])) for label in sorted(found, key=LABELS.index)]
+        words = words or list(KEYWORDS["N"])
+        dust[eye] = bool(rng.uniform() < 0.06)
+        if dust[eye]:
+            words.append("lens dust")
+        elif rng.uniform() < 0.03:
+            words.append(str(rng.choice(NON_DECISIVE[1:])))
+        keywords[eye] = KEYWORD_SEPARATOR.join(words)
+    return PhantomPatient(
+        patient_id=patient_id,
+        age=int(np.clip(round(age), 18, 95)),
+        sex="Male" if male else "Female",
+        left=frozenset(eyes["left"]),
+        right=frozenset(eyes["right"]),
+        left_keywords=keywords["left"],
+        right_keywords=keywords["right"],
+        left_dust=dust["left"],
+        right_dust=dust["right"],
+    )
+
+
+def write_patient_images(root: Path, patient: PhantomPatient, seed: int, size: int) -> list[dict]:
+    """Render both eyes of a patient; return their per-image table rows."""
+    rows = []
+    for eye in ("left", "right"):
+        labels = set(patient.left if eye == "left" else patient.right)
+        dust = patient.left_dust if eye == "left" else patient.right_dust
+        rng = np.random.default_rng([seed, patient.patient_id, GENERATOR_VERSION, eye == "left"])
+        image, masks = render_eye(rng, size, eye=eye, labels=labels, lens_dust=dust)
+        name = f"{patient.patient_id}_{eye}.jpg"
+        Image.fromarray(image).save(root / IMAGE_DIR / name, quality=92, optimize=False)
+        row = {
+            "patient_id": patient.patient_id,
+            "eye": eye,
+            "path": f"{IMAGE_DIR}/{name}",
+            "age": patient.age,
+            "sex": patient.sex,
+            "keywords": patient.left_keywords if eye == "left" else patient.right_keywords,
+        }
+        for label in LABELS:
+            positive = label in labels if label != "N" else not labels
+            row[label] = int(positive)
+            mask_path = ""
+            if label in masks:
+                mask_path = f"{MASK_DIR}/{patient.patient_id}_{eye}_{label}.png"
+                Image.fromarray((masks[label] * 255).astype(np.uint8), mode="L").save(
+                    root / mask_path
+                )
+            row[f"mask_path_{label}"] = mask_path
+        rows.append(row)
+    return rows
+
+
+def workbook_table(patients: list[PhantomPatient]) -> pd.DataFrame:
+    """The official ODIR-5K annotation columns, one row per patient."""
+    rows = []
+    for p in patients:
+        row = {
+            "ID": p.patient_id,
+            "Patient Age": p.age,
+            "Patient Sex": p.sex,
+            "Left-Fundus": f"{p.patient_id}_left.jpg",
+            "Right-Fundus": f"{p.patient_id}_right.jpg",
+            "Left-Diagnostic Keywords": p.left_keywords,
+            "Right-Diagnostic Keywords": p.right_keywords,
+        }
+        labels = p.labels
+        row.update({label: int(label in labels) for label in LABELS})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_workbook(table: pd.DataFrame, path: Path) -> None:
+    """Write the workbook with fixed timestamps, so the same data gives the same bytes."""
+    buffer = io.BytesIO()
+    table.to_excel(buffer, index=False, sheet_name="Sheet1", engine="openpyxl")
+    fixed = "2019-01-01T00:00:00Z"
+    with (
+        zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src,
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
+        for info in sorted(src.infolist(), key=lambda i: i.filename):
+            data = src.read(info.filename)
+            if info.filename == "docProps/core.xml":
+                text = re.sub(
+                    r"(<dcterms:(created|modified)[^>]*>)[^<]*(</dcterms:\2>)",
+                    rf"\g<1>{fixed}\g<3>",
+                    data.decode("utf-8"),
+                )
+                data = text.encode("utf-8")
+            dst.writestr(zipfile.ZipInfo(info.filename, date_time=(2019, 1, 1, 0, 0, 0)), data)
+
+
+def generate(
+    root: Path,
+    *,
+    patients: int,
+    size: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Write a phantom dataset into ``root`` (which must not hold anything else).
+
+    The dataset is written into a temporary sibling folder and moved into
+    place at the end, so an interrupted generation leaves no half dataset.
+    """
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    try:
+        (staging / IMAGE_DIR).mkdir()
+        (staging / MASK_DIR).mkdir()
+        drawn = [draw_patient(seed, pid) for pid in range(patients)]
+        rows: list[dict] = []
+        for i, patient in enumerate(drawn):
+            rows.extend(write_patient_images(staging, patient, seed, size))
+            if progress:
+                progress(i + 1, patients)
+        pd.DataFrame(rows).to_csv(staging / IMAGE_TABLE, index=False)
+        write_workbook(workbook_table(drawn), staging / WORKBOOK)
+        manifest = {
+            "generator": "odirkit phantom",
+            "version": GENERATOR_VERSION,
+            "patients": patients,
+            "size": size,
+            "seed": seed,
+            "images": len(rows),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if root.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+            os.replace(root, old / root.name)
+            os.replace(staging, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def read_manifest(root: Path) -> dict | None:
+    try:
+        return json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def needs_generation(root: Path, *, patients: int, size: int, seed: int) -> bool:
+    """Whether ``root`` lacks the phantom with these parameters.
+
+    A folder that exists and is not a phantom is never written into: that is an error.
+    """
+    wanted = {"version": GENERATOR_VERSION, "patients": patients, "size": size, "seed": seed}
+    manifest = read_manifest(root)
+    if manifest is not None and all(manifest.get(k) == v for k, v in wanted.items()):
+        return False
+    if root.exists() and not root.is_dir():
+        raise odirkit.DataError(f"{root}: is a file, not a folder")
+    if manifest is None and root.exists() and any(root.iterdir()):
+        raise odirkit.DataError(
+            f"{root}: this folder is not empty and is not a phantom dataset (no {MANIFEST}); "
+            "the phantom will not write into it. Choose an empty or new folder for data.root."
+        )
+    return True
+
+
+def load_table(root: Path) -> pd.DataFrame:
+    """The per-image table the phantom wrote (paths relative to ``root``)."""
+    return pd.read_csv(root / IMAGE_TABLE, keep_default_na=False)
+
+
+def phantom(
+    *,
+    root: str,
+    patients: int = 400,
+    size: int = 256,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Synthetic fundus photographs in the ODIR-5K layout, generated into ``root`` on first use.
+
+    patients: number of patients (two images each).
+    size: height in pixels of the generated photographs (width is 1.25 times).
+    seed: the generator's seed; the same seed writes the same bytes.
+    """
+    if patients < 1:
+        raise odirkit.ConfigError(f"phantom: patients must be at least 1, got {patients}")
+    if not 32 <= size <= 4096:
+        raise odirkit.ConfigError(f"phantom: size must be within 32..4096, got {size}")
+    path = Path(root)
+    if needs_generation(path, patients=patients, size=size, seed=seed):
+        with progress_bar() as bar:
+            task = bar.add_task(f"Drawing the phantom in {path}", total=patients, status="")
+            generate(
+                path,
+                patients=patients,
+                size=size,
+                seed=seed,
+                progress=lambda done, _: bar.update(task, completed=done),
+            )
+    return load_table(path)
+
+
+@odirkit.hookimpl
+def odirkit_register_datasets(register):
+    register(
+        "phantom",
+        phantom,
+        summary="Synthetic fundus photographs in the ODIR-5K layout, with lesion masks",
+        test_params={"patients": 6, "size": 64},
+    )
