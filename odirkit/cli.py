@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from odirkit import __version__
@@ -46,7 +47,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except OdirkitError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
 
 
@@ -102,7 +103,7 @@ def run(
 ) -> None:
     """Run an experiment: every variant, then a comparison of them."""
     from odirkit.config import load_experiment
-    from odirkit.engine.run import load_run, run_experiment, start_run
+    from odirkit.engine.run import load_run, preflight, run_experiment, start_run
 
     with user_errors():
         reg = registry()
@@ -117,6 +118,8 @@ def run(
             if file is None:
                 raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
             experiments = load_experiment(file, reg, overrides=set_ or [], variants=variant)
+            for exp in experiments:
+                preflight(exp, data=True)
             source_text = file.read_text(encoding="utf-8")
             started = start_run(
                 experiments, out=out_dir, source_text=source_text, overrides=set_ or []
@@ -175,9 +178,12 @@ def validate(
 ) -> None:
     """Check an experiment file (every variant) without running it."""
     from odirkit.config import load_experiment
+    from odirkit.engine.run import preflight
 
     with user_errors():
         experiments = load_experiment(file, registry(), overrides=set_ or [])
+        for exp in experiments:
+            preflight(exp)
     for exp in experiments:
         cfg = exp.config
         augment = ", ".join(a.name for a in exp.augmenters) or "none"
@@ -238,14 +244,14 @@ def list_plugins(
     for column in ("kind", "name", "summary", "provided by"):
         table.add_column(column)
     for s in specs:
-        table.add_row(s.kind, s.name, s.summary, str(s.source))
+        table.add_row(*_cells(s.kind, s.name, s.summary, str(s.source)))
     out.print(table)
     if reg.broken:
         broken = Table(title="broken plugins (skipped)", title_style="bold red")
         for column in ("plugin", "provided by", "stage", "error"):
             broken.add_column(column)
         for b in reg.broken:
-            broken.add_row(b.plugin, str(b.source), b.stage, b.error)
+            broken.add_row(*_cells(b.plugin, str(b.source), b.stage, b.error))
         out.print(broken)
 
 
@@ -273,7 +279,9 @@ def describe(
                         continue
                     default = info.get_default(call_default_factory=True)
                     table.add_row(
-                        key, type_name(info.annotation), _toml(default), info.description or ""
+                        *_cells(
+                            key, type_name(info.annotation), _toml(default), info.description or ""
+                        )
                     )
                 out.print(table)
             return
@@ -291,11 +299,17 @@ def describe(
     for column in ("key", "type", "default"):
         table.add_column(column)
     for p in spec.params:
-        table.add_row(p.name, p.type_name, "(required)" if p.required else _toml(p.default))
+        default = "(required)" if p.required else _toml(p.default)
+        table.add_row(*_cells(p.name, p.type_name, default))
     out.print(table)
     meta = {k: v for k, v in spec.meta.items() if k != "test_params"}
     if meta:
         out.print("meta: " + ", ".join(f"{k} = {_toml(v)}" for k, v in meta.items()), markup=False)
+
+
+def _cells(*values: Any) -> list[str]:
+    """Table cells shown as written: square brackets are not rich markup here."""
+    return [escape(str(v)) for v in values]
 
 
 def _toml(value: Any) -> str:
@@ -355,11 +369,24 @@ def compare(
         summaries = summaries_from_dirs(run_dirs)
         target = out_dir or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
         table = write_report(target, title="comparison", description="", runs=summaries, figures={})
-    rich_table = Table(title="comparison (last epoch)")
-    for column in table.columns:
-        rich_table.add_column(str(column))
-    for row in table.itertuples(index=False):
-        rich_table.add_row(*(_fmt(v) for v in row))
+    shown = [
+        c
+        for c in (
+            "run",
+            "epochs",
+            "f1_micro",
+            "f1_macro",
+            "recall_macro",
+            "auc_macro",
+            "best_epoch",
+        )
+        if c in table.columns
+    ]
+    rich_table = Table(title="comparison (last epoch; every column in comparison.csv)")
+    for column in shown:
+        rich_table.add_column(column, overflow="fold")
+    for row in table[shown].itertuples(index=False):
+        rich_table.add_row(*_cells(*(_fmt(v) for v in row)))
     out.print(rich_table)
     out.print(f"written to {target}")
 

@@ -150,13 +150,20 @@ class PluginCall:
 
     spec: PluginSpec
     params: dict[str, Any]
+    where: Where | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def build(self, **supplied: Any) -> Any:
-        return self.spec.build(**supplied, **self.params)
+        """Call the plugin's factory; its errors name the experiment table that chose it."""
+        try:
+            return self.spec.build(**supplied, **self.params)
+        except OdirkitError as exc:
+            if self.where is None:
+                raise
+            raise type(exc)(f"{self.where} {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.spec.name, **self.params}
@@ -491,7 +498,7 @@ def _resolve_plugin(
     except ConfigError as exc:
         # Re-point the message at the table that set the offending key.
         raise ConfigError(_repoint(str(exc), origin, table, params)) from None
-    return PluginCall(spec, validated)
+    return PluginCall(spec, validated, Where(origin.file, table))
 
 
 def _resolve_entry(

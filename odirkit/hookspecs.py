@@ -21,7 +21,7 @@ without a default are required. Use TOML-friendly types: ``int``, ``float``,
 ``summary`` is the one line ``odirkit list-plugins`` shows. ``meta`` carries
 kind-specific facts listed under each hook, plus, for every kind,
 ``test_params`` (a dict of parameters that make the plugin small and fast,
-used by the conformance tests and by ``odirkit describe`` as an example).
+used by the conformance tests, ``odirkit.testing``).
 
 The hook documentation here is the reference a plugin author reads; it is
 rendered in ``docs/hooks.md``, and a test fails when the two disagree.
@@ -130,3 +130,30 @@ def odirkit_register_datasets(register: Register) -> None:
 
     ``meta`` keys: ``test_params`` (dict).
     """
+
+
+def hook_names() -> list[str]:
+    """The names of all hooks, in the order they are documented."""
+    return [name for name in globals() if name.startswith("odirkit_") and callable(globals()[name])]
+
+
+def render_markdown() -> str:
+    """``docs/hooks.md``: this module's documentation as Markdown.
+
+    Regenerate with ``python -c "from odirkit.hookspecs import render_markdown as r;
+    print(r(), end='')" > docs/hooks.md``; a test fails when the file is stale.
+    """
+    import inspect
+
+    lines = [
+        "# Hooks",
+        "",
+        "<!-- generated from odirkit/hookspecs.py by odirkit.hookspecs.render_markdown -->",
+        "",
+        inspect.cleandoc(__doc__ or ""),
+        "",
+    ]
+    for name in hook_names():
+        fn = globals()[name]
+        lines += [f"## `{name}(register)`", "", inspect.cleandoc(fn.__doc__ or ""), ""]
+    return "\n".join(lines)

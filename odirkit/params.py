@@ -173,7 +173,8 @@ def describe_error(
     if kind == "missing":
         return f"{where} missing required key {key!r}{who}"
     got = err.get("input")
-    return f"{where} {key}: {err['msg'].lower()}, got {got!r} ({type(got).__name__}){who}"
+    message = err["msg"][:1].lower() + err["msg"][1:]
+    return f"{where} {key}: {message}, got {got!r} ({type(got).__name__}){who}"
 
 
 def _qualname(obj: Any) -> str:

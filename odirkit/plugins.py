@@ -153,7 +153,6 @@ class Registry:
                 )
                 continue
             self.add_plugin(module, name=ep.name, source=source)
-        self._check_strict()
 
     def add_plugin(self, plugin: object, *, name: str, source: Source | None = None) -> bool:
         """Register one plugin object (a module or any object with hookimpls).
@@ -204,7 +203,6 @@ class Registry:
             return False
         for spec in staged:
             self._add_spec(spec)
-        self._check_strict()
         return True
 
     def _add_spec(self, spec: PluginSpec) -> None:
@@ -231,11 +229,11 @@ class Registry:
 
     def _broken(self, broken: BrokenPlugin) -> None:
         self.broken.append(broken)
-
-    def _check_strict(self) -> None:
-        if self.strict and self.broken:
-            problems = "\n".join(f"  {b.plugin} ({b.source}): {b.error}" for b in self.broken)
-            raise PluginError(f"broken plugins (strict mode):\n{problems}")
+        if self.strict:
+            raise PluginError(
+                f"broken plugin {broken.plugin!r} ({broken.source}): {broken.error}\n"
+                f"(strict mode: --strict or {STRICT_ENV}=1 makes any broken plugin fatal)"
+            )
 
     # -- lookup ----------------------------------------------------------
 

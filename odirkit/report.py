@@ -133,7 +133,7 @@ def plot_comparison(runs: Sequence[RunSummary], path: Path, title: str) -> None:
         for run in runs:
             if column in run.history:
                 ax.plot(run.history["epoch"], run.history[column], marker=".", label=run.label)
-        _style(ax, name, name.split(" ")[-1] if column.startswith("recall_") else name)
+        _style(ax, name, "recall" if column.startswith("recall_") else name)
     for ax in flat[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title)

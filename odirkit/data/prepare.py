@@ -15,7 +15,7 @@ from odirkit.config import Experiment
 from odirkit.console import progress_bar, warn
 from odirkit.data.images import ImageCache, Preprocessing, prepare_images
 from odirkit.data.split import patient_level_split, undersample
-from odirkit.data.table import Task, check_sample_table, select_task
+from odirkit.data.table import Task, TaskSelection, check_sample_table, select_task
 from odirkit.engine.seeding import derive_seed
 from odirkit.errors import ConfigError, DataError
 
@@ -117,13 +117,20 @@ class DataBundle:
             yield chunk, images, self.targets_tensor(chunk)
 
 
-def prepare_data(exp: Experiment) -> DataBundle:
-    """Build the sample table, choose the task, preprocess the images and split by patient."""
+def load_samples(exp: Experiment) -> TaskSelection:
+    """The dataset plugin's sample table, checked, narrowed to the experiment's task."""
     cfg = exp.config.data
     root = Path(cfg.root)
     table = exp.dataset.build(root=str(root))
     table = check_sample_table(table, dataset=exp.dataset.name, root=root)
-    selection = select_task(table, list(cfg.labels), cfg.task)
+    return select_task(table, list(cfg.labels), cfg.task)
+
+
+def prepare_data(exp: Experiment) -> DataBundle:
+    """Build the sample table, choose the task, preprocess the images and split by patient."""
+    cfg = exp.config.data
+    root = Path(cfg.root)
+    selection = load_samples(exp)
     rows = selection.table
     targets = selection.targets
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from odirkit.config import Experiment, resolve_document
 from odirkit.console import info, progress_bar, warn
-from odirkit.data.prepare import DataBundle, prepare_data
+from odirkit.data.prepare import DataBundle, load_samples, prepare_data
 from odirkit.data.split import class_weights
 from odirkit.engine.checkpoint import (
     load_checkpoint,
@@ -210,6 +210,38 @@ class _Stop(Exception):
     pass
 
 
+# -- checks before anything runs -------------------------------------------------
+
+
+def preflight(exp: Experiment, *, data: bool = False) -> None:
+    """Fail early, before any folder is written, on what can be checked cheaply.
+
+    Builds the model on PyTorch's meta device (no memory, no weights) and the
+    augmenters, so a factory that rejects its parameters fails now. With
+    ``data=True`` it also builds the sample table and chooses the task, so a
+    missing data folder or an empty selection fails before the run folder exists.
+    """
+    with torch.device("meta"):
+        model = exp.model.build(num_classes=len(exp.labels))
+    if not isinstance(model, nn.Module):
+        raise PluginError(
+            f"model {exp.model.name!r} returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    for call in exp.augmenters:
+        _check_augmenter(call.name, call.build())
+    if data:
+        load_samples(exp)
+
+
+def _check_augmenter(name: str, aug: Any) -> Any:
+    if not (callable(aug) or hasattr(aug, "expand")):
+        raise PluginError(
+            f"augmenter {name!r} returned {type(aug).__name__}: expected a callable "
+            "aug(images, generator) or an object with expand(train, ctx)"
+        )
+    return aug
+
+
 # -- one variant --------------------------------------------------------------
 
 
@@ -244,14 +276,7 @@ def run_variant(exp: Experiment, vdir: Path, *, registry: Registry) -> VariantRe
         )
     model.to(device)
     meta = exp.model.spec.meta
-    augmenters = []
-    for call in exp.augmenters:
-        aug = call.build()
-        if not callable(aug):
-            raise PluginError(
-                f"augmenter {call.name!r} returned {type(aug).__name__}, which is not callable"
-            )
-        augmenters.append(aug)
+    augmenters = [_check_augmenter(call.name, call.build()) for call in exp.augmenters]
     weights = None
     if cfg.data.balance == "weighted":
         weights = class_weights(

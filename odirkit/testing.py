@@ -1,0 +1,143 @@
+"""Conformance checks that every plugin of a kind must pass.
+
+odirkit's own test suite runs them on every registered plugin, built-in and
+third-party alike; a plugin author runs them in their own tests::
+
+    from odirkit import get_registry
+    from odirkit.testing import check_model
+
+    def test_tinynet_conforms():
+        check_model(get_registry().get("model", "tinynet"))
+
+Each check raises ``AssertionError`` with a message saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from odirkit.data.images import Preprocessing, preprocess
+from odirkit.data.table import check_sample_table
+from odirkit.plugins import PluginSpec
+
+DEFAULT_TEST_SIZE = 64
+
+
+def small_params(spec: PluginSpec) -> dict[str, Any]:
+    """The plugin's small, fast parameters (``meta["test_params"]``), validated."""
+    from odirkit.params import Where
+
+    params = dict(spec.meta.get("test_params", {}))
+    return spec.validate(params, where=Where(None, f"{spec.kind} {spec.name} test_params"))
+
+
+def model_input_size(spec: PluginSpec, params: dict[str, Any]) -> int:
+    return int(params.get("input_size") or spec.meta.get("test_input_size") or DEFAULT_TEST_SIZE)
+
+
+def check_model(spec: PluginSpec, *, num_classes: int = 3) -> nn.Module:
+    """A model plugin maps ``[B, 3, H, W]`` to finite logits ``[B, num_classes]``, trains,
+    names a real CAM layer, and round-trips through its state dict."""
+    assert spec.kind == "model"
+    names = [p.name for p in spec.params]
+    assert "num_classes" not in names, "num_classes is supplied by odirkit, not a TOML parameter"
+    params = small_params(spec)
+    torch.manual_seed(0)
+    model = spec.build(num_classes=num_classes, **params)
+    assert isinstance(model, nn.Module), f"factory returned {type(model).__name__}"
+    size = model_input_size(spec, params)
+    x = torch.rand(2, 3, size, size)
+    model.train()
+    logits = model(x)
+    assert isinstance(logits, torch.Tensor), f"forward returned {type(logits).__name__}"
+    assert logits.shape == (2, num_classes), f"logits shape {tuple(logits.shape)}"
+    assert torch.isfinite(logits).all(), "logits are not finite"
+    logits.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads, "no parameter received a gradient"
+    assert all(torch.isfinite(g).all() for g in grads), "gradients are not finite"
+
+    for key in ("mean", "std"):
+        if key in spec.meta:
+            assert len(spec.meta[key]) == 3, f"meta {key} must have three values"
+    if "input_size" in spec.meta:
+        assert int(spec.meta["input_size"]) > 0
+    cam_layer = spec.meta.get("cam_layer")
+    if cam_layer is not None:
+        layer = model.get_submodule(cam_layer)
+        assert isinstance(layer, nn.Module), f"cam_layer {cam_layer!r} is not a module"
+
+    model.eval()
+    with torch.no_grad():
+        first = model(x)
+        again = model(x)
+    assert torch.allclose(first, again), "eval-mode outputs differ between two calls"
+    torch.manual_seed(1)
+    twin = spec.build(num_classes=num_classes, **params)
+    twin.load_state_dict(copy.deepcopy(model.state_dict()))
+    twin.eval()
+    with torch.no_grad():
+        assert torch.allclose(twin(x), first, atol=1e-5), "state dict does not round-trip"
+    return model
+
+
+def check_dataset(spec: PluginSpec, root: Path) -> Any:
+    """A dataset plugin returns a valid sample table of readable images, the same twice."""
+    assert spec.kind == "dataset"
+    params = small_params(spec)
+    table = spec.build(root=str(root), **params)
+    clean = check_sample_table(table, dataset=spec.name, root=root)
+    assert len(clean) > 0
+    for path in clean["image_path"].head(4):
+        image = preprocess(path, Preprocessing(size=32))
+        assert image.shape == (32, 32, 3)
+    for column in [c for c in clean.columns if c.startswith("mask_path_")]:
+        for path in [p for p in clean[column] if p][:4]:
+            assert Path(path).exists(), f"mask {path} does not exist"
+    second = check_sample_table(spec.build(root=str(root), **params), dataset=spec.name, root=root)
+    assert clean.equals(second), "two calls with the same parameters gave different tables"
+    return clean
+
+
+def check_augmenter(spec: PluginSpec) -> Any:
+    """An online augmenter keeps shape, dtype and the [0, 1] range, leaves its input alone,
+    and draws only from the generator it is given; an offline one has ``expand``."""
+    assert spec.kind == "augmenter"
+    aug = spec.build(**small_params(spec))
+    if hasattr(aug, "expand"):
+        assert callable(aug.expand), "expand must be callable"
+        return aug
+    assert callable(aug), "an augmenter is a callable or has expand()"
+    images = torch.rand(3, 3, 48, 48)
+    before = images.clone()
+    out1 = aug(images, torch.Generator().manual_seed(7))
+    assert torch.equal(images, before), "the augmenter changed its input in place"
+    assert out1.shape == images.shape and out1.dtype == images.dtype
+    assert torch.isfinite(out1).all()
+    assert float(out1.min()) >= -1e-6 and float(out1.max()) <= 1 + 1e-6, "output left [0, 1]"
+    torch.manual_seed(123)  # the global generator must not matter
+    out2 = aug(images, torch.Generator().manual_seed(7))
+    assert torch.equal(out1, out2), "the same generator seed gave a different batch"
+    return aug
+
+
+def check_explainer(spec: PluginSpec, model: nn.Module, layer: nn.Module, size: int) -> Any:
+    """An explainer returns finite, non-negative maps ``[B, H, W]`` at the input size."""
+    assert spec.kind == "explainer"
+    explain = spec.build(**small_params(spec))
+    assert callable(explain)
+    model.eval()
+    images = torch.rand(2, 3, size, size)
+    targets = torch.tensor([0, 1])
+    maps = explain(model, images, targets, layer)
+    assert isinstance(maps, torch.Tensor)
+    assert maps.shape == (2, size, size), f"maps shape {tuple(maps.shape)}"
+    values = maps.detach().cpu().numpy()
+    assert np.isfinite(values).all() and (values >= 0).all(), "maps must be finite, >= 0"
+    return explain

@@ -1,0 +1,120 @@
+"""The command line: listing and describing plugins, validating, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import tiny_experiment
+
+
+def test_list_plugins_shows_kind_name_summary_and_distribution(cli):
+    result = cli("list-plugins")
+    assert result.exit_code == 0, result.output
+    for text in ("model", "cnn", "dataset", "phantom", "odirkit 0.1.0", "Thiry"):
+        assert text in result.stdout
+
+
+def test_list_plugins_json_and_kind_filter(cli):
+    result = cli("list-plugins", "--json", "--kind", "model")
+    doc = json.loads(result.stdout)
+    names = {p["name"]: p for p in doc["plugins"]}
+    assert names["cnn"]["distribution"] == "odirkit"
+    assert {p["kind"] for p in doc["plugins"]} == {"model"}
+    assert "broken" in doc
+
+
+def test_describe_shows_parameters_types_and_defaults(cli):
+    result = cli("describe", "model", "cnn")
+    assert result.exit_code == 0, result.output
+    assert "widths" in result.stdout and "list[int]" in result.stdout
+    assert "[12, 36, 72, 144]" in result.stdout and "cam_layer" in result.stdout
+    experiment = cli("describe", "experiment")
+    assert "test_fraction" in experiment.stdout and "balance" in experiment.stdout
+
+
+def test_validate_accepts_the_shipped_experiments(cli):
+    root = Path(__file__).parents[1] / "experiments"
+    for path in sorted(root.glob("*.toml")):
+        result = cli("validate", path)
+        assert result.exit_code == 0, f"{path}: {result.output}"
+        assert "ok" in result.stdout
+
+
+BAD_FILES = {
+    "syntax": ('name = "x"\n[train]\nepochs = \n', "invalid TOML"),
+    "unknown_key": ('name = "x"\n[train]\nepoch = 1\n', "unknown key 'epoch'"),
+    "wrong_type": ('name = "x"\n[train]\nlr = "fast"\n', "lr: input should be a valid number"),
+    "unknown_model": ('name = "x"\n[model]\nname = "resnet"\n', "unknown model 'resnet'"),
+    "factory_rejects": ('name = "x"\n[model]\nwidths = [1]\n', "widths and kernels need four"),
+    "missing_data": (
+        'name = "x"\n[data]\ndataset = "phantom"\nroot = "{tmp}/file.txt"\n',
+        "is a file, not a folder",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_input_exits_2_with_one_message_and_touches_nothing(cli, tmp_path, case):
+    text, expected = BAD_FILES[case]
+    (tmp_path / "file.txt").write_text("not a dataset")
+    earlier = tmp_path / "runs" / "x" / "earlier"
+    earlier.mkdir(parents=True)
+    (earlier / "metrics.json").write_text("{}")
+    exp = tmp_path / "exp.toml"
+    exp.write_text(text.format(tmp=tmp_path.as_posix()))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+
+    result = cli("run", exp, "--out", tmp_path / "runs", "--set", "train.epochs=1")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.startswith("error:") and expected in result.stderr
+    assert (earlier / "metrics.json").read_text() == "{}"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_unwritable_output_folder_is_a_clear_error(cli, tmp_path, phantom_root):
+    if os.geteuid() == 0:
+        target = tmp_path / "a_file"
+        target.write_text("x")  # root ignores permissions: use a file where a folder must go
+        out = target / "runs"
+    else:
+        out = tmp_path / "locked"
+        out.mkdir()
+        out.chmod(stat.S_IREAD | stat.S_IEXEC)
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=1))
+    result = cli("run", exp, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert "cannot create the run folder" in result.stderr
+
+
+def test_missing_experiment_file_and_unknown_variant(cli, tmp_path, phantom_root):
+    result = cli("run", tmp_path / "nope.toml")
+    assert result.exit_code == 2 and "no such experiment file" in result.stderr
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root))
+    result = cli("run", exp, "--variant", "nope")
+    assert result.exit_code == 2 and "no variant 'nope'" in result.stderr
+
+
+def test_resume_of_something_that_is_not_a_run(cli, tmp_path):
+    result = cli("run", "--resume", tmp_path)
+    assert result.exit_code == 2 and "not an odirkit run folder" in result.stderr
+
+
+def test_tampered_checkpoint_is_refused(cli, tmp_path, phantom_root):
+    import torch
+
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=1))
+    assert cli("run", exp, "--out", tmp_path / "runs").exit_code == 0
+    (variant,) = (tmp_path / "runs").glob("*/*/default")
+    (variant / "metrics.json").unlink()  # pretend it was interrupted
+    torch.save({"model": Path("arbitrary object")}, variant / "checkpoints/last.pt")
+    result = cli("run", "--resume", variant.parent)
+    assert result.exit_code == 2, result.output
+    assert "refused to load" in result.stderr

@@ -1,0 +1,224 @@
+"""Training runs end to end: the run folder, reproducibility, resuming, bad data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_experiment
+
+
+def run_dirs(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob("*/*") if p.is_dir())
+
+
+def start(cli, tmp_path, text, *args):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(text)
+    result = cli("run", exp, "--out", tmp_path / "runs", *args)
+    return result
+
+
+def test_run_writes_config_metrics_predictions_checkpoints_and_figures(cli, tmp_path, phantom_root):
+    result = start(cli, tmp_path, tiny_experiment(phantom_root, epochs=2))
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    variant = run / "default"
+    for name in [
+        "config.json",
+        "environment.json",
+        "data.json",
+        "split.csv",
+        "metrics.csv",
+        "metrics.json",
+        "predictions.csv",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "figures/f1_per_epoch.png",
+        "figures/recall_per_epoch.png",
+        "figures/recall_per_class.png",
+    ]:
+        assert (variant / name).exists(), name
+    for name in ["experiment.toml", "run.json", "comparison.csv", "comparison.png", "report.md"]:
+        assert (run / name).exists(), name
+
+    metrics = pd.read_csv(variant / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2]
+    assert {"f1_micro", "f1_macro", "recall_N", "recall_D", "precision_D", "test_loss"} <= set(
+        metrics.columns
+    )
+
+    environment = json.loads((variant / "environment.json").read_text())
+    assert environment["device"] == "cpu" and environment["seed"] == 0
+    assert (
+        environment["packages"]["torch"] == torch.__version__.split("+")[0]
+        or environment["packages"]["torch"]
+    )
+    assert {
+        "kind": "model",
+        "name": "cnn",
+        "distribution": "odirkit",
+        "version": environment["packages"]["odirkit"],
+    } in environment["plugins"]
+
+    config = json.loads((variant / "config.json").read_text())
+    assert config["train"]["epochs"] == 2 and config["model"]["widths"] == [4, 8, 8, 8]
+
+    # Predictions cover exactly the held-out images, and no held-out patient trained.
+    split = pd.read_csv(variant / "split.csv")
+    predictions = pd.read_csv(variant / "predictions.csv")
+    assert len(predictions) == (split["split"] == "test").sum()
+    train_patients = set(split.loc[split["split"] == "train", "patient_id"])
+    assert not train_patients & set(predictions["patient_id"])
+
+    final = json.loads((variant / "metrics.json").read_text())
+    assert final["final"]["f1_micro"] == pytest.approx(metrics["f1_micro"].iloc[-1])
+    checkpoint = torch.load(variant / "checkpoints/last.pt", weights_only=True)
+    assert checkpoint["epoch"] == 2 and "model" in checkpoint and "optimizer" in checkpoint
+
+
+def test_same_experiment_same_seed_same_numbers(cli, tmp_path, phantom_root):
+    text = tiny_experiment(phantom_root, epochs=2)
+    assert start(cli, tmp_path, text).exit_code == 0
+    assert start(cli, tmp_path, text).exit_code == 0
+    first, second = run_dirs(tmp_path / "runs")
+    a = pd.read_csv(first / "default/metrics.csv").drop(columns=["seconds"])
+    b = pd.read_csv(second / "default/metrics.csv").drop(columns=["seconds"])
+    pd.testing.assert_frame_equal(a, b)
+    assert (first / "default/predictions.csv").read_text() == (
+        second / "default/predictions.csv"
+    ).read_text()
+
+
+def test_variants_run_in_one_go_and_are_compared(cli, tmp_path, phantom_root):
+    text = (
+        tiny_experiment(phantom_root, epochs=1)
+        + """
+[variants.default]
+[variants.sgd]
+train = { optimizer = "sgd", lr = 0.01 }
+"""
+    )
+    result = start(cli, tmp_path, text)
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    table = pd.read_csv(run / "comparison.csv")
+    assert list(table["run"]) == ["default", "sgd"]
+    assert "| sgd |" in (run / "report.md").read_text()
+    assert json.loads((run / "sgd/config.json").read_text())["train"]["optimizer"] == "sgd"
+
+    compared = cli("compare", run / "default", run / "sgd", "--out", tmp_path / "cmp")
+    assert compared.exit_code == 0, compared.output
+    assert (tmp_path / "cmp" / "comparison.png").exists()
+    assert "sgd" in compared.stdout
+
+
+def _odirkit(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "ODIRKIT_QUIET": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "odirkit", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def _wait_for_checkpoint(process: subprocess.Popen, path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+
+
+LONGER = """
+[train]
+epochs = 6
+batch_size = 4
+optimizer = "adam"
+lr = 0.003
+checkpoint_every = 2
+"""
+
+
+@pytest.mark.parametrize("how", ["sigkill", "ctrl_c"])
+def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, phantom_root, how):
+    text = tiny_experiment(phantom_root, epochs=6).split("[train]")[0] + LONGER
+    text = text.replace("dropout = 0.0", "dropout = 0.3")  # draws from the generators
+    exp = tmp_path / "exp.toml"
+    exp.write_text(text)
+
+    whole = _odirkit("run", str(exp), "--out", str(tmp_path / "whole"))
+    assert whole.wait() == 0, whole.communicate()
+
+    broken = _odirkit("run", str(exp), "--out", str(tmp_path / "broken"))
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "broken").glob("*/*/default/checkpoints/last.pt")):
+        assert broken.poll() is None, broken.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    broken.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGINT)
+    _, err = broken.communicate()
+    code = broken.returncode
+    if how == "sigkill":
+        assert code == -signal.SIGKILL
+    else:
+        assert code == 130, err
+        assert "odirkit run --resume" in err and "Traceback" not in err
+    (run,) = run_dirs(tmp_path / "broken")
+    assert not (run / "default/metrics.json").exists(), "the run finished before the interruption"
+
+    resumed = _odirkit("run", "--resume", str(run))
+    assert resumed.wait() == 0, resumed.communicate()
+    (reference,) = run_dirs(tmp_path / "whole")
+    a = pd.read_csv(reference / "default/metrics.csv").drop(columns=["seconds"])
+    b = pd.read_csv(run / "default/metrics.csv").drop(columns=["seconds"])
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_resuming_a_finished_run_changes_nothing(cli, tmp_path, phantom_root):
+    assert start(cli, tmp_path, tiny_experiment(phantom_root, epochs=1)).exit_code == 0
+    (run,) = run_dirs(tmp_path / "runs")
+    before = (run / "default/metrics.json").read_text()
+    result = cli("run", "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert (run / "default/metrics.json").read_text() == before
+
+
+def test_corrupt_image_stops_the_run_naming_the_file(cli, tmp_path, phantom_copy):
+    table = pd.read_csv(phantom_copy / "phantom_images.csv", keep_default_na=False)
+    victim = phantom_copy / table[table["D"] == 1]["path"].iloc[0]
+    victim.write_bytes(victim.read_bytes()[:200])
+    result = start(cli, tmp_path, tiny_experiment(phantom_copy, epochs=1))
+    assert result.exit_code == 2
+    assert victim.name in result.stderr and "on_bad_image" in result.stderr
+    assert "Traceback" not in result.output
+
+    result = start(
+        cli, tmp_path, tiny_experiment(phantom_copy, epochs=1), "--set", "data.on_bad_image=skip"
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = [d for d in run_dirs(tmp_path / "runs") if (d / "default/metrics.json").exists()]
+    skipped = pd.read_csv(run / "default/skipped_images.csv")
+    assert skipped["path"].str.endswith(victim.name).all() and len(skipped) == 1
+
+
+def test_diverging_loss_stops_with_a_message(cli, tmp_path, phantom_root):
+    text = (
+        tiny_experiment(phantom_root, epochs=2)
+        .replace("lr = 0.003", "lr = 1e30")
+        .replace('optimizer = "adam"', 'optimizer = "sgd"')
+    )
+    result = start(cli, tmp_path, text)
+    assert result.exit_code == 2, result.output
+    assert "training loss became" in result.stderr and "epoch" in result.stderr

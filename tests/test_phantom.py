@@ -1,0 +1,129 @@
+"""The phantom: synthetic fundus photographs in the ODIR-5K layout."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from odirkit.errors import DataError
+
+OFFICIAL_COLUMNS = [
+    "ID",
+    "Patient Age",
+    "Patient Sex",
+    "Left-Fundus",
+    "Right-Fundus",
+    "Left-Diagnostic Keywords",
+    "Right-Diagnostic Keywords",
+    "N",
+    "D",
+    "G",
+    "C",
+    "A",
+    "H",
+    "M",
+    "O",
+]
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_same_seed_same_bytes_and_another_seed_other_bytes(registry, tmp_path):
+    spec = registry.get("dataset", "phantom")
+    spec.build(root=str(tmp_path / "a"), patients=5, size=64, seed=3)
+    spec.build(root=str(tmp_path / "b"), patients=5, size=64, seed=3)
+    spec.build(root=str(tmp_path / "c"), patients=5, size=64, seed=4)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert digest(tmp_path / "a") != digest(tmp_path / "c")
+
+
+def test_official_layout_and_columns(phantom_root):
+    workbook = pd.read_excel(phantom_root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx")
+    assert list(workbook.columns) == OFFICIAL_COLUMNS
+    assert len(workbook) == 40
+    for _, row in workbook.iterrows():
+        for side in ("Left", "Right"):
+            image = phantom_root / "ODIR-5K_Training_Dataset" / row[f"{side}-Fundus"]
+            assert image.exists()
+    # A patient is N exactly when neither eye has a disease.
+    diseases = workbook[list("DGCAHMO")].sum(axis=1)
+    assert ((workbook["N"] == 1) == (diseases == 0)).all()
+
+
+def test_keywords_use_the_real_vocabulary_and_the_fullwidth_comma(registry, tmp_path):
+    root = tmp_path / "p"
+    registry.get("dataset", "phantom").build(root=str(root), patients=120, size=48, seed=0)
+    workbook = pd.read_excel(root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx")
+    words = pd.concat([workbook["Left-Diagnostic Keywords"], workbook["Right-Diagnostic Keywords"]])
+    assert words.str.contains("，").any()
+    vocabulary = set(words.str.split("，").explode())
+    assert "normal fundus" in vocabulary
+    assert vocabulary & {
+        "moderate non proliferative retinopathy",
+        "mild nonproliferative retinopathy",
+        "severe nonproliferative retinopathy",
+        "proliferative diabetic retinopathy",
+    }
+    assert "lens dust" in vocabulary
+
+
+def test_label_frequencies_resemble_odir5k(registry, tmp_path):
+    root = tmp_path / "p"
+    registry.get("dataset", "phantom").build(root=str(root), patients=400, size=32, seed=1)
+    workbook = pd.read_excel(root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx")
+    share = workbook[list("NDGCAHMO")].mean()
+    assert 0.25 < share["N"] < 0.42 and 0.25 < share["D"] < 0.45
+    assert share["N"] > share["G"] and share["D"] > share["A"] and share["O"] > share["H"]
+    # Older patients for AMD and cataract, younger for myopia.
+    age = workbook["Patient Age"]
+    assert age[workbook["A"] == 1].mean() > age[workbook["N"] == 1].mean() + 5
+    assert age[workbook["M"] == 1].mean() < age[workbook["N"] == 1].mean()
+
+
+def test_masks_mark_lesions_inside_the_field_of_view(phantom_root):
+    table = pd.read_csv(phantom_root / "phantom_images.csv", keep_default_na=False)
+    diabetic = table[table["D"] == 1].iloc[0]
+    mask = np.asarray(Image.open(phantom_root / diabetic["mask_path_D"])) > 0
+    image = np.asarray(Image.open(phantom_root / diabetic["path"]).convert("L"))
+    assert mask.shape == image.shape
+    assert 0 < mask.mean() < 0.3
+    assert (image[mask] > 20).mean() > 0.95  # lesions lie on the fundus, not the black border
+    normal = table[table["N"] == 1].iloc[0]
+    assert all(normal[f"mask_path_{label}"] == "" for label in "DGCAHMO")
+
+
+def test_optic_disc_is_on_the_nasal_side_mirrored_between_eyes():
+    from odirkit_datasets.fundus_render import render_eye
+
+    def brightest_column(eye: str) -> float:
+        image, _ = render_eye(np.random.default_rng(0), 128, eye=eye, labels=set())
+        luminance = image.astype(float).mean(axis=2)
+        return np.unravel_index(luminance.argmax(), luminance.shape)[1] / image.shape[1]
+
+    assert brightest_column("right") > 0.55  # the disc is right of centre in a right eye
+    assert brightest_column("left") < 0.45
+
+
+def test_refuses_to_write_into_a_foreign_folder(registry, tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not a phantom dataset"):
+        registry.get("dataset", "phantom").build(root=str(tmp_path), patients=2, size=32)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_phantom_command_writes_a_dataset(cli, tmp_path):
+    result = cli("phantom", tmp_path / "ph", "--patients", "3", "--size", "48", "--seed", "2")
+    assert result.exit_code == 0, result.output
+    assert "3 patients, 6 images" in result.stdout
+    assert (tmp_path / "ph" / "phantom.json").exists()
