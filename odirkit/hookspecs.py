@@ -87,12 +87,17 @@ def odirkit_register_augmenters(register: Register) -> None:
       range; ``generator`` is a ``torch.Generator`` on the images' device and
       the only source of randomness the augmenter may use, so that a run
       repeats exactly;
-    - an object with ``expand(train, ctx) -> extra`` that adds synthetic
-      training samples once, before training starts (the DCGAN). ``train`` is
-      the training sample table; ``ctx`` gives the run directory, the device,
-      the image size, the labels and a seeded generator. ``extra`` is a table
-      of new rows in the same format (with their label columns and paths of
-      the images written under the run directory).
+    - an object with ``expand(train, ctx) -> odirkit.augment.ExtraSamples``
+      that adds samples once, before training starts (offline augmentation,
+      the DCGAN). ``train`` is the table of the training images (never a
+      held-out one); ``ctx`` is an ``odirkit.augment.ExpandContext``:
+      ``ctx.images(positions)`` gives those images preprocessed (``uint8
+      [n, 3, S, S]``), ``ctx.targets`` their targets, ``ctx.task`` the labels,
+      ``ctx.image_size``, ``ctx.device``, ``ctx.generator`` and ``ctx.seed`` for
+      randomness, ``ctx.run_dir`` for the augmenter's files and
+      ``ctx.cache_dir`` for work shared between runs. The result holds a
+      table (one row per new image, with the task's label columns) and the
+      images, ``uint8 [N, 3, S, S]``; they join the training set only.
 
     ``meta`` keys: ``test_params`` (dict).
     """

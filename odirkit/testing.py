@@ -112,6 +112,7 @@ def check_augmenter(spec: PluginSpec) -> Any:
     aug = spec.build(**small_params(spec))
     if hasattr(aug, "expand"):
         assert callable(aug.expand), "expand must be callable"
+        _check_expand(spec.name, aug)
         return aug
     assert callable(aug), "an augmenter is a callable or has expand()"
     images = torch.rand(3, 3, 48, 48)
@@ -125,6 +126,32 @@ def check_augmenter(spec: PluginSpec) -> Any:
     out2 = aug(images, torch.Generator().manual_seed(7))
     assert torch.equal(out1, out2), "the same generator seed gave a different batch"
     return aug
+
+
+def _check_expand(name: str, aug: Any) -> None:
+    """Run ``expand`` on eight random training images of two classes."""
+    import tempfile
+
+    import pandas as pd
+
+    from odirkit.augment import ExpandContext, ExtraSamples
+    from odirkit.data.table import Task
+
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    targets = np.array([0, 1] * 4)
+    train = pd.DataFrame({"patient_id": [str(i) for i in range(8)], "eye": "left",
+                          "N": 1 - targets, "D": targets})
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = ExpandContext(
+            load=lambda positions: images[list(positions)], size=8, targets=targets,
+            task=Task(("N", "D"), "single_label"), image_size=32, device=torch.device("cpu"),
+            generator=torch.Generator().manual_seed(0), seed=0, run_dir=Path(tmp) / "run",
+            cache_dir=Path(tmp) / "cache", log=lambda message: None,
+        )
+        extra = aug.expand(train, ctx)
+        assert isinstance(extra, ExtraSamples), f"expand returned {type(extra).__name__}"
+        extra.check(name, ctx)
 
 
 def check_explainer(spec: PluginSpec, model: nn.Module, layer: nn.Module, size: int) -> Any:

@@ -22,7 +22,7 @@ def final_metrics(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_quickstart_reaches_a_micro_f1_of_0_85(cli, workdir):
-    result = cli("run", QUICKSTART, "--out", workdir / "runs", cwd=workdir)
+    result = cli("run", QUICKSTART, "--variant", "default", "--out", workdir / "runs", cwd=workdir)
     assert result.exit_code == 0, result.output
     final = final_metrics(workdir / "runs")
     assert final["f1_micro"] >= 0.85, final

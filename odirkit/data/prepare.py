@@ -18,6 +18,7 @@ from odirkit.data.split import patient_level_split, undersample
 from odirkit.data.table import Task, TaskSelection, check_sample_table, select_task
 from odirkit.engine.seeding import derive_seed
 from odirkit.errors import ConfigError, DataError
+from odirkit.labels import LABELS
 
 #: preprocessed images are held in memory when they take less than this
 PRELOAD_LIMIT_BYTES = 4 * 1024**3
@@ -52,14 +53,22 @@ class ImageStore:
             return self.tensor[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
         return torch.stack([self.item(int(i)) for i in indices])
 
-    def append(self, arrays: list[np.ndarray]) -> np.ndarray:
-        """Add images (e.g. synthetic ones); return their new row indices."""
+    def append(self, images: torch.Tensor, spill_dir: Path) -> np.ndarray:
+        """Add ``uint8 [N, 3, S, S]`` images (e.g. synthetic ones); return their row indices.
+
+        Held in memory when the store is; otherwise written to ``spill_dir``.
+        """
         start = len(self)
-        extra = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        if self.tensor is None:
-            raise DataError("cannot add images to a dataset streamed from the cache")
-        self.tensor = torch.cat([self.tensor, extra])
-        return np.arange(start, start + len(arrays))
+        images = images.contiguous()
+        if self.tensor is not None:
+            self.tensor = torch.cat([self.tensor, images])
+        else:
+            spill_dir.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(images):
+                entry = spill_dir / f"{start + i}.npy"
+                np.save(entry, image.permute(1, 2, 0).numpy())
+                self.entries.append(entry)
+        return np.arange(start, start + len(images))
 
 
 class _StoreDataset(torch.utils.data.Dataset):
@@ -85,6 +94,34 @@ class DataBundle:
     store: ImageStore
     report: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def add_training_samples(
+        self, table: pd.DataFrame, images: torch.Tensor, targets: np.ndarray, *,
+        source: str, spill_dir: Path,
+    ) -> np.ndarray:
+        """Append synthetic or augmented samples to the training set only."""
+        rows = table.reset_index(drop=True).copy()
+        for column, default in (("patient_id", None), ("eye", ""), ("path", ""),
+                                ("image_path", ""), ("age", np.nan), ("sex", "")):
+            if column not in rows.columns:
+                rows[column] = (
+                    [f"{source}-{i}" for i in range(len(rows))] if column == "patient_id"
+                    else default
+                )
+        rows["patient_id"] = rows["patient_id"].astype(str)
+        if "source" not in rows.columns:
+            rows["source"] = source
+        for label in LABELS:
+            if label not in rows.columns:
+                rows[label] = 0
+        new = self.store.append(images, spill_dir)
+        self.table = pd.concat([self.table, rows], ignore_index=True)
+        self.targets = np.concatenate([self.targets, targets.astype(self.targets.dtype)])
+        self.train_idx = np.concatenate([self.train_idx, new])
+        added = self.report.setdefault("extra_train_images", {})
+        added[source] = added.get(source, 0) + len(new)
+        self.report["train_images"] = int(len(self.train_idx))
+        return new
 
     def targets_tensor(self, indices: np.ndarray) -> torch.Tensor:
         values = self.targets[indices]
@@ -117,6 +154,12 @@ class DataBundle:
             yield chunk, images, self.targets_tensor(chunk)
 
 
+def cache_root(exp: Experiment) -> Path:
+    """The folder shared by runs for preprocessed images and other reusable work."""
+    cfg = exp.config.data
+    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.root) / CACHE_FOLDER
+
+
 def load_samples(exp: Experiment) -> TaskSelection:
     """The dataset plugin's sample table, checked, narrowed to the experiment's task."""
     cfg = exp.config.data
@@ -134,8 +177,8 @@ def prepare_data(exp: Experiment) -> DataBundle:
     rows = selection.table
     targets = selection.targets
 
-    cache = ImageCache(Path(cfg.cache_dir) if cfg.cache_dir else root / CACHE_FOLDER,
-                       Preprocessing(size=exp.image_size, crop_to_fov=cfg.crop_to_fov))
+    cache = ImageCache(cache_root(exp), Preprocessing(size=exp.image_size,
+                                                      crop_to_fov=cfg.crop_to_fov))
     paths = rows["image_path"].tolist()
     with progress_bar() as bar:
         task_id = bar.add_task("Preparing images", total=len(paths), status="")

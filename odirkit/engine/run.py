@@ -36,9 +36,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from odirkit.augment import ExpandContext, ExtraSamples, targets_of
 from odirkit.config import Experiment, resolve_document
 from odirkit.console import info, progress_bar, warn
-from odirkit.data.prepare import DataBundle, load_samples, prepare_data
+from odirkit.data.prepare import DataBundle, cache_root, load_samples, prepare_data
 from odirkit.data.split import class_weights
 from odirkit.engine.checkpoint import (
     load_checkpoint,
@@ -48,7 +49,7 @@ from odirkit.engine.checkpoint import (
 )
 from odirkit.engine.device import resolve_device
 from odirkit.engine.environment import capture_environment
-from odirkit.engine.seeding import seed_everything, set_deterministic
+from odirkit.engine.seeding import derive_seed, generator_for, seed_everything, set_deterministic
 from odirkit.engine.trainer import (
     EpochProgress,
     Evaluation,
@@ -276,7 +277,16 @@ def run_variant(exp: Experiment, vdir: Path, *, registry: Registry) -> VariantRe
         )
     model.to(device)
     meta = exp.model.spec.meta
-    augmenters = [_check_augmenter(call.name, call.build()) for call in exp.augmenters]
+    augmenters = []
+    for i, call in enumerate(exp.augmenters):
+        aug = _check_augmenter(call.name, call.build())
+        if hasattr(aug, "expand"):
+            _expand(aug, call.name, i, exp, data, vdir, device)
+        else:
+            augmenters.append(aug)
+    if data.report.get("extra_train_images"):
+        write_json(vdir / "data.json", data.report)
+        _write_split(vdir / "split.csv", data)
     weights = None
     if cfg.data.balance == "weighted":
         weights = class_weights(
@@ -317,11 +327,48 @@ def run_variant(exp: Experiment, vdir: Path, *, registry: Registry) -> VariantRe
     return loop.finish()
 
 
+def _expand(
+    aug: Any, name: str, position: int, exp: Experiment, data: DataBundle, vdir: Path,
+    device: torch.device,
+) -> None:
+    """Let an offline augmenter add samples, seeing the training images only."""
+    train_idx = data.train_idx.copy()
+    folder = vdir / "augment" / f"{position}-{name}"
+    seed = derive_seed(exp.config.seed, 1000 + position)
+    ctx = ExpandContext(
+        load=lambda positions: data.store.batch(train_idx[np.asarray(positions, dtype=np.int64)]),
+        size=len(train_idx),
+        targets=data.targets[train_idx],
+        task=data.task,
+        image_size=exp.image_size,
+        device=device,
+        generator=generator_for(device, seed),
+        seed=seed,
+        run_dir=folder,
+        cache_dir=cache_root(exp) / "augment",
+        log=info,
+    )
+    train = data.table.iloc[train_idx].reset_index(drop=True)
+    extra = aug.expand(train, ctx)
+    if not isinstance(extra, ExtraSamples):
+        raise PluginError(
+            f"augmenter {name!r}: expand() returned {type(extra).__name__}, not ExtraSamples"
+        )
+    extra.check(name, ctx)
+    if len(extra.table):
+        data.add_training_samples(
+            extra.table, extra.images.cpu(), targets_of(extra.table, data.task),
+            source=name, spill_dir=folder / "images",
+        )
+
+
 def _write_split(path: Path, data: DataBundle) -> None:
     side = np.full(len(data.table), "unused", dtype=object)
     side[data.train_idx] = "train"
     side[data.test_idx] = "test"
     split = data.table[["patient_id", "eye", "path"]].assign(split=side)
+    if "source" in data.table.columns:
+        split["source"] = data.table["source"].fillna("").to_numpy()
     write_text(path, split.to_csv(index=False))
 
 
