@@ -118,8 +118,9 @@ def run(
             if file is None:
                 raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
             experiments = load_experiment(file, reg, overrides=set_ or [], variants=variant)
+            seen: set[str] = set()
             for exp in experiments:
-                preflight(exp, data=True)
+                preflight(exp, data=True, seen=seen)
             source_text = file.read_text(encoding="utf-8")
             started = start_run(
                 experiments, out=out_dir, source_text=source_text, overrides=set_ or []
@@ -389,6 +390,78 @@ def compare(
         rich_table.add_row(*_cells(*(_fmt(v) for v in row)))
     out.print(rich_table)
     out.print(f"written to {target}")
+
+
+# -- predict and score ------------------------------------------------------------
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run (its variant folder).")],
+    images: Annotated[
+        Path, typer.Argument(help="A folder of <ID>_left/_right images, or a workbook or CSV.")
+    ],
+    out_file: Annotated[Path, typer.Option("--out", help="The CSV to write: ID,N,...,O.")],
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
+) -> None:
+    """Per-patient probabilities in the ODIR-2019 submission format."""
+    from odirkit.engine.checkpoint import write_text
+    from odirkit.labels import LABELS
+    from odirkit.predict import find_variant
+    from odirkit.predict import predict as run_predict
+
+    with user_errors():
+        if checkpoint not in ("best", "last"):
+            raise ConfigError(f"--checkpoint {checkpoint!r}: use best or last")
+        variant_dir = find_variant(run_dir)
+        table = run_predict(variant_dir, images, registry(), checkpoint=checkpoint)
+        missing = [label for label in LABELS if label not in table.columns]
+        if missing:
+            err.print(
+                f"note: the run learned {', '.join(table.columns[1:])} only; the submission "
+                f"format's other columns ({', '.join(missing)}) are left out",
+                highlight=False,
+            )
+        write_text(out_file, table.to_csv(index=False))
+    out.print(f"{len(table)} patients -> {out_file}")
+
+
+@app.command()
+def score(
+    ground_truth: Annotated[Path, typer.Argument(help="Workbook or CSV: ID,N,...,O (0/1).")],
+    predictions: Annotated[Path, typer.Argument(help="Submission CSV: ID,N,...,O.")],
+    sort: Annotated[
+        bool, typer.Option("--sort", help="Match patients by ID instead of by row order.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Score a submission as the ODIR-2019 challenge did: kappa, F1, AUC, final score."""
+    from odirkit.submission import score_files
+
+    with user_errors():
+        report = score_files(ground_truth, predictions, sort=sort)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict(), default=float))
+        return
+    summary = Table(title=f"ODIR-2019 score over {report.patients} patients")
+    for column in ("kappa", "F1 (micro)", "AUC", "final score"):
+        summary.add_column(column, justify="right")
+    odir = report.odir
+    summary.add_row(*(_fmt(odir[k]) for k in ("kappa", "f1", "auc", "final")))
+    out.print(summary)
+    per_class = Table(title="per class (threshold 0.5)")
+    for column in ("label", "AUC", "F1", "recall", "precision", "positives"):
+        per_class.add_column(column, justify="right")
+    for label, figures in report.metrics["per_class"].items():
+        per_class.add_row(
+            label,
+            _fmt(figures["auc"]),
+            _fmt(figures["f1"]),
+            _fmt(figures["recall"]),
+            _fmt(figures["precision"]),
+            str(figures["support"]),
+        )
+    out.print(per_class)
 
 
 def main() -> None:

@@ -62,6 +62,24 @@ class DataConfig(_Table):
     balance: Literal["none", "undersample", "weighted"] = Field(
         "none", description="class balance of the training set"
     )
+    level: Literal["image", "patient"] = Field(
+        "image",
+        description="evaluate per image, or per patient (the ODIR-2019 unit: both eyes' "
+        "probabilities fused per label)",
+    )
+    fusion: Literal["max", "mean"] = Field(
+        "max", description="how a patient's eyes are fused per label (level = 'patient')"
+    )
+    folds: int = Field(
+        0, ge=0, le=100, description="k-fold cross-validation by patient (0: one split)"
+    )
+    fold: int | None = Field(
+        None, ge=0, description="the held-out fold; unset with folds >= 2: run every fold"
+    )
+    split_file: str | None = Field(
+        None, description="CSV of patient_id,split (or fold): read when it exists, else written"
+    )
+    circle_crop: bool = Field(False, description="black out what lies outside the inscribed circle")
     crop_to_fov: bool = Field(True, description="crop the black border around the field of view")
     cache_dir: str | None = Field(
         None, description="preprocessed-image cache; default: <root>/.odirkit-cache"
@@ -79,6 +97,16 @@ class DataConfig(_Table):
         if len(set(labels)) != len(labels):
             raise ValueError("labels must not repeat")
         return labels
+
+    @pydantic.model_validator(mode="after")
+    def _folds(self) -> DataConfig:
+        if self.folds == 1:
+            raise ValueError("folds = 1 is no cross-validation: use 0 (one split) or 2 or more")
+        if self.fold is not None and not self.folds:
+            raise ValueError("fold needs folds >= 2")
+        if self.fold is not None and self.fold >= self.folds:
+            raise ValueError(f"fold must be below folds ({self.folds}), got {self.fold}")
+        return self
 
 
 class ModelConfig(_Table):
@@ -358,8 +386,32 @@ def resolve_document(
         origin = _Origin(
             source, vname if variant_tables else None, vtable, [k for _, k, _ in later]
         )
-        resolved.append(_resolve_variant(merged, registry, vname, origin))
+        resolved.extend(_expand_folds(_resolve_variant(merged, registry, vname, origin)))
     return resolved
+
+
+def _expand_folds(exp: Experiment) -> list[Experiment]:
+    """``data.folds = k`` without ``data.fold``: one experiment per held-out fold."""
+    data = exp.config.data
+    if not data.folds or data.fold is not None:
+        return [exp]
+    expanded = []
+    for fold in range(data.folds):
+        config = exp.config.model_copy(deep=True)
+        config.data.fold = fold
+        expanded.append(
+            Experiment(
+                config=config,
+                variant=f"{exp.variant}-fold{fold}",
+                dataset=exp.dataset,
+                model=exp.model,
+                augmenters=exp.augmenters,
+                explainers=exp.explainers,
+                source=exp.source,
+                raw=exp.raw,
+            )
+        )
+    return expanded
 
 
 @dataclass

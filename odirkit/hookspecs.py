@@ -131,9 +131,16 @@ def odirkit_register_datasets(register: Register) -> None:
     per image, the path of a binary lesion mask for label ``L`` (empty when
     there is none). Splitting, preprocessing, caching and loading belong to
     the core. A factory that cannot find its data raises
-    ``odirkit.DataError`` saying where it looked and what to do.
+    ``odirkit.DataError`` saying where it looked and what to do. Optional
+    columns ``patient_<L>`` give the patient-level labels (for
+    ``data.level = "patient"``); without them a patient's labels are the union
+    of its eyes' (N only when no eye has a disease). A report for the run's
+    ``data.json`` (what was left out, and why) may be put in
+    ``table.attrs["odirkit_report"]``.
 
-    ``meta`` keys: ``test_params`` (dict).
+    ``meta`` keys: ``test_params`` (dict), ``test_setup`` (a callable writing
+    a small sample of the data into a folder, for plugins that read data
+    from disk rather than make it).
     """
 
 

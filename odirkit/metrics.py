@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    cohen_kappa_score,
     f1_score,
     precision_score,
     recall_score,
@@ -101,13 +102,34 @@ def classification_metrics(
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """``{"per_class": {"N": {"recall": x}}}`` -> ``{"recall_N": x}``: one CSV row."""
+    """``{"per_class": {"N": {"recall": x}}, "odir": {"kappa": k}}`` ->
+    ``{"recall_N": x, "odir_kappa": k}``: one CSV row."""
     row: dict[str, float] = {}
     for key, value in metrics.items():
         if key == "per_class":
             for label, figures in value.items():
                 for name, number in figures.items():
                     row[f"{prefix}{name}_{label}"] = number
+        elif isinstance(value, dict):
+            for name, number in value.items():
+                row[f"{prefix}{key}_{name}"] = number
         elif isinstance(value, int | float):
             row[f"{prefix}{key}"] = value
     return row
+
+
+def odir_score(targets: np.ndarray, probs: np.ndarray, threshold: float = THRESHOLD) -> dict:
+    """The ODIR-2019 challenge score, computed exactly as its evaluation did.
+
+    Over patients, the ground truth ``[P, 8]`` and the probabilities ``[P, 8]``
+    are flattened into one vector each; with ``p > threshold`` as the
+    prediction: Cohen's kappa, F1 with ``average='micro'``, ROC AUC of the
+    probabilities, and their mean as the final score.
+    """
+    gt = np.asarray(targets).astype(np.int64).ravel()
+    pr = np.asarray(probs, dtype=np.float64).ravel()
+    predicted = pr > threshold
+    kappa = float(cohen_kappa_score(gt, predicted))
+    f1 = float(f1_score(gt, predicted, average="micro"))
+    auc = float(roc_auc_score(gt, pr)) if gt.min() != gt.max() else float("nan")
+    return {"kappa": kappa, "f1": f1, "auc": auc, "final": (kappa + f1 + auc) / 3.0}

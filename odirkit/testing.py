@@ -91,6 +91,9 @@ def check_dataset(spec: PluginSpec, root: Path) -> Any:
     """A dataset plugin returns a valid sample table of readable images, the same twice."""
     assert spec.kind == "dataset"
     params = small_params(spec)
+    setup = spec.meta.get("test_setup")
+    if setup is not None:  # a plugin reading data from disk writes a small sample first
+        setup(Path(root))
     table = spec.build(root=str(root), **params)
     clean = check_sample_table(table, dataset=spec.name, root=root)
     assert len(clean) > 0
@@ -137,17 +140,26 @@ def _check_expand(name: str, aug: Any) -> None:
     from odirkit.augment import ExpandContext, ExtraSamples
     from odirkit.data.table import Task
 
-    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8,
-                           generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     targets = np.array([0, 1] * 4)
-    train = pd.DataFrame({"patient_id": [str(i) for i in range(8)], "eye": "left",
-                          "N": 1 - targets, "D": targets})
+    train = pd.DataFrame(
+        {"patient_id": [str(i) for i in range(8)], "eye": "left", "N": 1 - targets, "D": targets}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         ctx = ExpandContext(
-            load=lambda positions: images[list(positions)], size=8, targets=targets,
-            task=Task(("N", "D"), "single_label"), image_size=32, device=torch.device("cpu"),
-            generator=torch.Generator().manual_seed(0), seed=0, run_dir=Path(tmp) / "run",
-            cache_dir=Path(tmp) / "cache", log=lambda message: None,
+            load=lambda positions: images[list(positions)],
+            size=8,
+            targets=targets,
+            task=Task(("N", "D"), "single_label"),
+            image_size=32,
+            device=torch.device("cpu"),
+            generator=torch.Generator().manual_seed(0),
+            seed=0,
+            run_dir=Path(tmp) / "run",
+            cache_dir=Path(tmp) / "cache",
+            log=lambda message: None,
         )
         extra = aug.expand(train, ctx)
         assert isinstance(extra, ExtraSamples), f"expand returned {type(extra).__name__}"

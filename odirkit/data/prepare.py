@@ -14,7 +14,13 @@ import torch
 from odirkit.config import Experiment
 from odirkit.console import progress_bar, warn
 from odirkit.data.images import ImageCache, Preprocessing, prepare_images
-from odirkit.data.split import patient_level_split, undersample
+from odirkit.data.split import (
+    patient_folds,
+    patient_level_split,
+    split_file_assignment,
+    undersample,
+    write_split_file,
+)
 from odirkit.data.table import Task, TaskSelection, check_sample_table, select_task
 from odirkit.engine.seeding import derive_seed
 from odirkit.errors import ConfigError, DataError
@@ -94,6 +100,7 @@ class DataBundle:
     store: ImageStore
     report: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    patients: pd.DataFrame | None = None  # patient labels, for patient-level evaluation
 
     def add_training_samples(
         self, table: pd.DataFrame, images: torch.Tensor, targets: np.ndarray, *,
@@ -160,27 +167,90 @@ def cache_root(exp: Experiment) -> Path:
     return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.root) / CACHE_FOLDER
 
 
-def load_samples(exp: Experiment) -> TaskSelection:
+@dataclass
+class Samples:
+    """The dataset plugin's table, checked; the task's selection of it; the plugin's report."""
+
+    table: pd.DataFrame
+    selection: TaskSelection
+    report: dict[str, Any]
+
+
+def load_samples(exp: Experiment) -> Samples:
     """The dataset plugin's sample table, checked, narrowed to the experiment's task."""
     cfg = exp.config.data
     root = Path(cfg.root)
-    table = exp.dataset.build(root=str(root))
-    table = check_sample_table(table, dataset=exp.dataset.name, root=root)
-    return select_task(table, list(cfg.labels), cfg.task)
+    raw = exp.dataset.build(root=str(root))
+    report = dict(getattr(raw, "attrs", {}).get("odirkit_report", {}))
+    table = check_sample_table(raw, dataset=exp.dataset.name, root=root)
+    return Samples(table, select_task(table, list(cfg.labels), cfg.task), report)
+
+
+def assign_split(exp: Experiment, table: pd.DataFrame) -> pd.Series:
+    """``"train"`` or ``"test"`` for every patient of the full table.
+
+    The split is made on all patients and all eight labels, whatever the task,
+    so that experiments with the same seed (or the same split file) share it.
+    With ``data.split_file`` an existing file is read, a missing one written.
+    """
+    cfg = exp.config.data
+    seed = exp.config.seed
+    file = Path(cfg.split_file) if cfg.split_file else None
+    if file is not None and file.exists():
+        saved = split_file_assignment(file, table)
+        if saved.name == "fold":
+            if cfg.fold is None:
+                raise ConfigError(f"{file}: this split file has folds; set data.folds and data.fold")
+            return saved.map(lambda f: "test" if int(f) == cfg.fold else "train")
+        if cfg.folds:
+            raise ConfigError(f"{file}: this split file has no folds, but data.folds = {cfg.folds}")
+        return saved.astype(str)
+    if cfg.folds:
+        folds = patient_folds(table, labels=list(LABELS), folds=cfg.folds, seed=seed)
+        if file is not None:
+            write_split_file(file, folds)
+        return folds.map(lambda f: "test" if int(f) == cfg.fold else "train")
+    train_idx, test_idx = patient_level_split(
+        table, labels=list(LABELS), test_fraction=cfg.test_fraction, seed=seed
+    )
+    sides = pd.concat([
+        pd.Series("train", index=table.loc[train_idx, "patient_id"].unique()),
+        pd.Series("test", index=table.loc[test_idx, "patient_id"].unique()),
+    ]).rename("split")
+    if file is not None:
+        write_split_file(file, sides)
+    return sides
+
+
+def patient_targets(rows: pd.DataFrame, task: Task) -> pd.DataFrame:
+    """Each patient's labels for the task: the dataset's ``patient_<L>`` columns when it
+    gives them, else the union of the eyes' labels (N only when no eye has a disease)."""
+    if all(f"patient_{label}" in rows.columns for label in LABELS):
+        per_patient = rows.groupby("patient_id")[[f"patient_{l}" for l in LABELS]].max()
+        per_patient.columns = list(LABELS)
+    else:
+        per_patient = rows.groupby("patient_id")[list(LABELS)].max()
+        diseased = per_patient[[l for l in LABELS if l != "N"]].max(axis=1)
+        per_patient["N"] = (diseased == 0).astype(int)
+    return per_patient[list(task.labels)].astype(int)
 
 
 def prepare_data(exp: Experiment) -> DataBundle:
     """Build the sample table, choose the task, preprocess the images and split by patient."""
     cfg = exp.config.data
-    root = Path(cfg.root)
-    selection = load_samples(exp)
+    samples = load_samples(exp)
+    selection = samples.selection
+    sides = assign_split(exp, samples.table)
     rows = selection.table
     targets = selection.targets
 
-    cache = ImageCache(cache_root(exp), Preprocessing(size=exp.image_size,
-                                                      crop_to_fov=cfg.crop_to_fov))
+    cache = ImageCache(
+        cache_root(exp),
+        Preprocessing(size=exp.image_size, crop_to_fov=cfg.crop_to_fov,
+                      circle_crop=cfg.circle_crop),
+    )
     paths = rows["image_path"].tolist()
-    with progress_bar() as bar:
+    with cache.building(), progress_bar() as bar:
         task_id = bar.add_task("Preparing images", total=len(paths), status="")
         prepared = prepare_images(paths, cache, progress=lambda n: bar.update(task_id, completed=n))
     skipped: list[dict[str, str]] = []
@@ -204,11 +274,11 @@ def prepare_data(exp: Experiment) -> DataBundle:
 
     total_bytes = len(rows) * 3 * exp.image_size**2
     arrays = prepared.images if total_bytes <= PRELOAD_LIMIT_BYTES else None
-    store = ImageStore(arrays, [cache.entry(p) for p in rows["image_path"]], exp.image_size)  # type: ignore[arg-type]
+    entries = [cache.entry(p) for p in rows["image_path"]]
+    store = ImageStore(arrays, entries, exp.image_size)  # type: ignore[arg-type]
 
-    train_idx, test_idx = patient_level_split(
-        rows, labels=list(cfg.labels), test_fraction=cfg.test_fraction, seed=exp.config.seed
-    )
+    is_test = rows["patient_id"].map(sides).to_numpy() == "test"
+    train_idx, test_idx = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     task = selection.task
     if cfg.balance == "undersample":
         if not task.single_label:
@@ -223,7 +293,10 @@ def prepare_data(exp: Experiment) -> DataBundle:
         rng = np.random.default_rng(derive_seed(exp.config.seed, 2))
         targets[train_idx] = targets[rng.permutation(train_idx)]
     if len(train_idx) == 0 or len(test_idx) == 0:
-        raise DataError("the split left no training or no test image")
+        raise DataError(
+            f"the split left {len(train_idx)} training and {len(test_idx)} test image(s) for "
+            f"the labels {', '.join(task.labels)}; use more data or another test_fraction"
+        )
 
     report = {
         "images": int(len(rows)),
@@ -240,7 +313,13 @@ def prepare_data(exp: Experiment) -> DataBundle:
         "train_counts": _counts(targets[train_idx], task),
         "test_counts": _counts(targets[test_idx], task),
     }
-    return DataBundle(rows, task, targets, train_idx, test_idx, store, report, skipped)
+    if cfg.folds:
+        report["fold"] = {"folds": cfg.folds, "test_fold": cfg.fold}
+    if samples.report:
+        report["dataset"] = samples.report
+    bundle = DataBundle(rows, task, targets, train_idx, test_idx, store, report, skipped)
+    bundle.patients = patient_targets(rows, task)
+    return bundle
 
 
 def _counts(targets: np.ndarray, task: Task) -> dict[str, int]:

@@ -2,12 +2,70 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from odirkit.data.table import label_sets
 from odirkit.errors import ConfigError, DataError
+
+
+def _strata(table: pd.DataFrame, labels: list[str], minimum: int) -> pd.Series:
+    """Each patient's label set, with sets held by fewer than ``minimum`` patients pooled."""
+    keys = label_sets(table, labels)
+    counts = keys.value_counts()
+    return keys.where(keys.map(counts) >= minimum, "rare")
+
+
+def patient_folds(
+    table: pd.DataFrame, *, labels: list[str], folds: int, seed: int
+) -> pd.Series:
+    """A fold number (0..folds-1) per patient, stratified on label sets as far as possible."""
+    strata = _strata(table, labels, folds)
+    patients = np.asarray(strata.index)
+    if len(patients) < folds:
+        raise DataError(f"{folds} folds need at least {folds} patients; the data has "
+                        f"{len(patients)}")
+    assignment = np.zeros(len(patients), dtype=np.int64)
+    try:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        parts = list(splitter.split(patients, strata.to_numpy()))
+    except ValueError:  # a stratum smaller than the number of folds even after pooling
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(patients))
+        parts = [(None, order[i::folds]) for i in range(folds)]
+    for fold, (_, test) in enumerate(parts):
+        assignment[test] = fold
+    return pd.Series(assignment, index=patients, name="fold")
+
+
+def split_file_assignment(path: Path, table: pd.DataFrame) -> pd.Series:
+    """Read a saved split: ``patient_id,split`` (train/test) or ``patient_id,fold``."""
+    try:
+        frame = pd.read_csv(path, dtype={"patient_id": str}, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the split file ({exc})") from None
+    column = "fold" if "fold" in frame.columns else "split" if "split" in frame.columns else None
+    if "patient_id" not in frame.columns or column is None:
+        raise DataError(f"{path}: a split file has the columns patient_id and split (or fold)")
+    assignment = frame.set_index("patient_id")[column]
+    patients = pd.Index(table["patient_id"].astype(str).unique())
+    missing = patients.difference(assignment.index)
+    if len(missing):
+        raise DataError(
+            f"{path}: the split file does not place {len(missing)} patient(s) of this dataset "
+            f"(e.g. {', '.join(missing[:3])}); delete it to make a new split, or name another"
+        )
+    return assignment
+
+
+def write_split_file(path: Path, assignment: pd.Series) -> None:
+    from odirkit.engine.checkpoint import write_text
+
+    frame = assignment.rename_axis("patient_id").reset_index()
+    write_text(path, frame.to_csv(index=False))
 
 
 def patient_level_split(
@@ -24,15 +82,13 @@ def patient_level_split(
     pooled, and when even that cannot be stratified the split is a plain
     shuffle. The same seed gives the same split.
     """
-    keys = label_sets(table, labels)
-    patients = np.asarray(keys.index)
+    strata_series = _strata(table, labels, 2)
+    patients = np.asarray(strata_series.index)
     if len(patients) < 2:
         raise DataError(
             f"a train/test split needs at least two patients; the data has {len(patients)}"
         )
-    strata = keys.to_numpy().astype(object)
-    counts = pd.Series(strata).value_counts()
-    strata = np.where(pd.Series(strata).map(counts).to_numpy() < 2, "rare", strata)
+    strata = strata_series.to_numpy()
     n_test = max(1, round(test_fraction * len(patients)))
     if n_test >= len(patients):
         raise ConfigError(

@@ -49,6 +49,7 @@ from odirkit.engine.checkpoint import (
 )
 from odirkit.engine.device import resolve_device
 from odirkit.engine.environment import capture_environment
+from odirkit.engine.evaluate import Scores, score
 from odirkit.engine.seeding import derive_seed, generator_for, seed_everything, set_deterministic
 from odirkit.engine.trainer import (
     EpochProgress,
@@ -59,7 +60,7 @@ from odirkit.engine.trainer import (
     make_scheduler,
 )
 from odirkit.errors import OdirkitError, PluginError, RunError
-from odirkit.metrics import classification_metrics, flatten_metrics, predictions
+from odirkit.metrics import flatten_metrics, predictions
 from odirkit.plugins import Registry
 from odirkit.report import RunSummary, plot_run, write_report
 
@@ -214,13 +215,14 @@ class _Stop(Exception):
 # -- checks before anything runs -------------------------------------------------
 
 
-def preflight(exp: Experiment, *, data: bool = False) -> None:
+def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = None) -> None:
     """Fail early, before any folder is written, on what can be checked cheaply.
 
     Builds the model on PyTorch's meta device (no memory, no weights) and the
     augmenters, so a factory that rejects its parameters fails now. With
     ``data=True`` it also builds the sample table and chooses the task, so a
-    missing data folder or an empty selection fails before the run folder exists.
+    missing data folder or an empty selection fails before the run folder exists
+    (``seen`` skips a data table already checked for another variant).
     """
     with torch.device("meta"):
         model = exp.model.build(num_classes=len(exp.labels))
@@ -231,7 +233,11 @@ def preflight(exp: Experiment, *, data: bool = False) -> None:
     for call in exp.augmenters:
         _check_augmenter(call.name, call.build())
     if data:
-        load_samples(exp)
+        key = json.dumps(exp.to_dict()["data"], sort_keys=True)
+        if seen is None or key not in seen:
+            load_samples(exp)
+        if seen is not None:
+            seen.add(key)
 
 
 def _check_augmenter(name: str, aug: Any) -> Any:
@@ -328,7 +334,12 @@ def run_variant(exp: Experiment, vdir: Path, *, registry: Registry) -> VariantRe
 
 
 def _expand(
-    aug: Any, name: str, position: int, exp: Experiment, data: DataBundle, vdir: Path,
+    aug: Any,
+    name: str,
+    position: int,
+    exp: Experiment,
+    data: DataBundle,
+    vdir: Path,
     device: torch.device,
 ) -> None:
     """Let an offline augmenter add samples, seeing the training images only."""
@@ -357,8 +368,11 @@ def _expand(
     extra.check(name, ctx)
     if len(extra.table):
         data.add_training_samples(
-            extra.table, extra.images.cpu(), targets_of(extra.table, data.task),
-            source=name, spill_dir=folder / "images",
+            extra.table,
+            extra.images.cpu(),
+            targets_of(extra.table, data.task),
+            source=name,
+            spill_dir=folder / "images",
         )
 
 
@@ -487,15 +501,13 @@ class _Loop:
         epoch = self.progress.epoch
         evaluation = self.trainer.evaluate()
         self.last_eval = evaluation
-        task = self.trainer.data.task
-        metrics = classification_metrics(
-            evaluation.targets, evaluation.probs, labels=task.labels, single_label=task.single_label
-        )
+        scores = self.score(evaluation)
         row = {
             "epoch": epoch + 1,
             "train_loss": self.progress.loss,
             "test_loss": evaluation.loss,
-            **flatten_metrics(metrics),
+            **flatten_metrics(scores.metrics),
+            **(flatten_metrics(scores.image_metrics, "image_") if scores.image_metrics else {}),
             "lr": self.trainer.optimizer.param_groups[0]["lr"],
             "seconds": round(self.seconds_before + time.perf_counter() - self.started, 3),
         }
@@ -520,6 +532,10 @@ class _Loop:
             )
         write_text(self.vdir / "metrics.csv", self._history_frame().to_csv(index=False))
         info(f"{self.exp.variant} epoch {epoch + 1}/{self.cfg.train.epochs}  {self._status(row)}")
+
+    def score(self, evaluation: Evaluation) -> Scores:
+        data_cfg = self.cfg.data
+        return score(self.trainer.data, evaluation, level=data_cfg.level, fusion=data_cfg.fusion)
 
     def _improved(self, row: dict[str, Any]) -> bool:
         monitor = self.cfg.train.monitor
@@ -548,10 +564,12 @@ class _Loop:
         evaluation = self.last_eval or self.trainer.evaluate()
         data = self.trainer.data
         task = data.task
-        metrics = classification_metrics(
-            evaluation.targets, evaluation.probs, labels=task.labels, single_label=task.single_label
-        )
+        scores = self.score(evaluation)
         write_text(self.vdir / "predictions.csv", self._predictions(evaluation).to_csv(index=False))
+        if scores.patients is not None:
+            write_text(
+                self.vdir / "patient_predictions.csv", scores.patients.round(6).to_csv(index=False)
+            )
         history = self._history_frame()
         write_text(self.vdir / "metrics.csv", history.to_csv(index=False))
         plot_run(
@@ -564,7 +582,9 @@ class _Loop:
             "labels": list(task.labels),
             "epochs": self.cfg.train.epochs,
             "seed": self.cfg.seed,
-            "final": {**metrics, "loss": evaluation.loss},
+            "level": self.cfg.data.level,
+            "final": {**scores.metrics, "loss": evaluation.loss},
+            **({"final_per_image": scores.image_metrics} if scores.image_metrics else {}),
             "best": self.best,
             "data": data.report,
             "seconds": round(self.seconds_before + time.perf_counter() - self.started, 3),

@@ -1,0 +1,287 @@
+"""ODIR-5K as published: the annotation workbook (or ``full_df.csv``) and its images.
+
+With nothing but ``root`` it finds the common layouts:
+
+- the official one: ``ODIR-5K_Training_Annotations(Updated)_V2.xlsx`` beside
+  ``ODIR-5K_Training_Dataset/``;
+- the widespread mirror's: ``ODIR-5K/data.xlsx`` with ``ODIR-5K/Training Images/``,
+  and ``full_df.csv`` (one row per image) with ``preprocessed_images/``;
+- in general, a workbook or CSV with the official columns anywhere under
+  ``root``, and images found by file name anywhere under ``root``.
+
+``annotations`` and ``images`` name anything else. Each eye's labels come from
+its diagnostic keywords (see :mod:`odirkit_datasets.keywords`); images that are
+not fundus photographs are left out; the patient labels the keywords give are
+checked against the workbook's own N..O columns. What was left out and every
+disagreement are reported (printed, and kept in the run's ``data.json``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+import odirkit
+from odirkit.console import warn
+from odirkit.data.images import IMAGE_SUFFIXES
+from odirkit.labels import LABELS
+from odirkit_datasets.keywords import diagnose_eye, one_hot, patient_labels
+
+OFFICIAL_COLUMNS = (
+    "ID",
+    "Patient Age",
+    "Patient Sex",
+    "Left-Fundus",
+    "Right-Fundus",
+    "Left-Diagnostic Keywords",
+    "Right-Diagnostic Keywords",
+)
+#: (annotation file, preferred image folders), most specific first
+KNOWN_LAYOUTS = (
+    ("ODIR-5K_Training_Annotations(Updated)_V2.xlsx", ("ODIR-5K_Training_Dataset",)),
+    ("ODIR-5K/data.xlsx", ("ODIR-5K/Training Images", "Training Images")),
+    ("full_df.csv", ("preprocessed_images",)),
+)
+SKIP_FOLDERS = {".odirkit-cache", "__pycache__", ".git"}
+HOW_TO_GET = (
+    "Get ODIR-5K from https://odir2019.grand-challenge.org/ (or a mirror such as Kaggle's "
+    "'ocular-disease-recognition-odir5k') and unpack it there, or name the files with "
+    "data.annotations and data.images. To run the same experiment on synthetic data instead: "
+    "--set data.dataset=phantom --set data.root=data/phantom"
+)
+
+
+def _normalise_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.rename(columns={c: " ".join(str(c).split()) for c in frame.columns})
+
+
+def _read(path: Path, nrows: int | None = None) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() in {".xlsx", ".xlsm", ".xls"}:
+            return _normalise_columns(pd.read_excel(path, nrows=nrows))
+        return _normalise_columns(pd.read_csv(path, nrows=nrows, keep_default_na=False))
+    except Exception as exc:  # openpyxl and pandas raise many kinds for a damaged file
+        raise odirkit.DataError(f"{path}: cannot read the annotations ({exc})") from None
+
+
+def _has_official_columns(path: Path) -> bool:
+    try:
+        header = _read(path, nrows=0)
+    except odirkit.DataError:
+        return False
+    return all(c in header.columns for c in OFFICIAL_COLUMNS)
+
+
+def find_annotations(root: Path) -> tuple[Path, tuple[str, ...]]:
+    """The annotation file under ``root`` and the image folders to prefer."""
+    for name, folders in KNOWN_LAYOUTS:
+        if (root / name).is_file():
+            return root / name, folders
+    candidates = sorted(
+        p for p in _walk(root) if p.suffix.lower() in {".xlsx", ".csv"} and _has_official_columns(p)
+    )
+    # A per-patient workbook is the primary source; a per-image CSV comes second.
+    candidates.sort(key=lambda p: (p.suffix.lower() != ".xlsx", len(p.parts), str(p)))
+    if candidates:
+        return candidates[0], ()
+    looked = ", ".join(name for name, _ in KNOWN_LAYOUTS)
+    raise odirkit.DataError(
+        f"{root}: no ODIR-5K annotations found (looked for {looked}, and for any workbook or "
+        f"CSV with the columns {', '.join(OFFICIAL_COLUMNS)}). {HOW_TO_GET}"
+    )
+
+
+def _walk(root: Path):
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_FOLDERS and not d.startswith(".odirkit"))
+        for name in sorted(files):
+            yield Path(folder) / name
+
+
+def index_images(root: Path, preferred: tuple[str, ...]) -> dict[str, Path]:
+    """Image files under ``root`` by file name; a preferred folder wins a name clash."""
+    found: dict[str, list[Path]] = {}
+    for path in _walk(root):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            found.setdefault(path.name, []).append(path)
+
+    def rank(path: Path) -> tuple[int, str]:
+        relative = path.relative_to(root).parent.as_posix()
+        for i, folder in enumerate(preferred):
+            if relative == folder or relative.endswith("/" + folder):
+                return i, str(path)
+        return len(preferred), str(path)
+
+    return {name: min(paths, key=rank) for name, paths in found.items()}
+
+
+def _eye_rows(frame: pd.DataFrame, per_image: bool) -> list[dict]:
+    """One row per eye from per-patient rows, or per image from ``full_df.csv``-like rows."""
+    rows = []
+    for record in frame.to_dict("records"):
+        eyes = ("left", "right")
+        if per_image:
+            filename = str(record.get("filename", "")).strip()
+            if filename == str(record["Left-Fundus"]).strip():
+                eyes = ("left",)
+            elif filename == str(record["Right-Fundus"]).strip():
+                eyes = ("right",)
+            else:
+                eyes = ("left",) if "left" in filename.lower() else ("right",)
+        for eye in eyes:
+            side = eye.capitalize()
+            rows.append(
+                {
+                    "patient_id": str(record["ID"]).strip(),
+                    "eye": eye,
+                    "filename": str(record[f"{side}-Fundus"]).strip(),
+                    "age": record["Patient Age"],
+                    "sex": str(record["Patient Sex"]).strip(),
+                    "keywords": record[f"{side}-Diagnostic Keywords"],
+                    "workbook": {label: record.get(label) for label in LABELS},
+                }
+            )
+    return rows
+
+
+def read_odir(
+    root: Path, annotations: Path, preferred: tuple[str, ...], images: Path | None
+) -> pd.DataFrame:
+    """The sample table of an ODIR-5K annotation file, with a report in ``attrs``."""
+    frame = _read(annotations)
+    missing = [c for c in OFFICIAL_COLUMNS if c not in frame.columns]
+    if missing:
+        raise odirkit.DataError(
+            f"{annotations}: missing column(s) {', '.join(missing)}; an ODIR-5K annotation file "
+            f"has {', '.join(OFFICIAL_COLUMNS)} and N, D, G, C, A, H, M, O"
+        )
+    per_image = "filename" in frame.columns
+    eye_rows = _eye_rows(frame, per_image)
+    index = index_images(images or root, preferred)
+
+    diagnoses = {(r["patient_id"], r["eye"]): diagnose_eye(r["keywords"]) for r in eye_rows}
+    # Patient labels from both eyes' keywords (an eye missing from a per-image file is normal).
+    by_patient: dict[str, set[str]] = {}
+    for pid in {r["patient_id"] for r in eye_rows}:
+        left = diagnoses.get((pid, "left")) or diagnose_eye("normal fundus")
+        right = diagnoses.get((pid, "right")) or diagnose_eye("normal fundus")
+        by_patient[pid] = patient_labels(left, right)
+
+    rows, non_fundus, disagreements, not_found = [], [], {}, []
+    other_keywords: Counter[str] = Counter()
+    for record in eye_rows:
+        pid, eye = record["patient_id"], record["eye"]
+        diagnosis = diagnoses[(pid, eye)]
+        other_keywords.update(diagnosis.unknown)
+        if not diagnosis.fundus:
+            non_fundus.append({"patient_id": pid, "eye": eye, "keywords": record["keywords"]})
+            continue
+        workbook = {k: v for k, v in record["workbook"].items() if v is not None and v != ""}
+        derived = by_patient[pid]
+        if len(workbook) == len(LABELS):
+            stated = {label for label, v in workbook.items() if int(v) == 1}
+            if stated != derived and pid not in disagreements:
+                disagreements[pid] = {
+                    "patient_id": pid,
+                    "keywords": "".join(sorted(derived, key=LABELS.index)),
+                    "workbook": "".join(sorted(stated, key=LABELS.index)),
+                }
+        path = index.get(record["filename"])
+        if path is None:
+            not_found.append(record["filename"])
+            path = (images or root) / record["filename"]
+        row = {
+            "patient_id": pid,
+            "eye": eye,
+            "path": _relative(path, root),
+            "age": record["age"],
+            "sex": record["sex"],
+            "keywords": record["keywords"],
+            **one_hot(diagnosis.labels),
+        }
+        row.update({f"patient_{label}": int(label in derived) for label in LABELS})
+        rows.append(row)
+
+    table = pd.DataFrame(rows)
+    if non_fundus:
+        warn(
+            f"odir5k: {len(non_fundus)} image(s) marked 'anterior segment image' or "
+            "'no fundus image' are not fundus photographs and are left out"
+        )
+    if disagreements:
+        shown = ", ".join(
+            f"{d['patient_id']} (keywords {d['keywords']}, workbook {d['workbook']})"
+            for d in list(disagreements.values())[:3]
+        )
+        warn(
+            f"odir5k: for {len(disagreements)} patient(s) the labels from the diagnostic "
+            f"keywords disagree with the workbook's N..O columns: {shown}"
+        )
+    if not_found:
+        warn(
+            f"odir5k: {len(not_found)} image file(s) named in {annotations.name} were not found "
+            f"under {images or root}, e.g. {not_found[0]}"
+        )
+    table.attrs["odirkit_report"] = {
+        "annotations": str(annotations),
+        "per_image_file": per_image,
+        "patients": len(by_patient),
+        "images": len(table),
+        "non_fundus_left_out": non_fundus,
+        "keyword_workbook_disagreements": list(disagreements.values()),
+        "images_not_found": not_found,
+        "other_keywords": dict(other_keywords.most_common()),
+    }
+    return table
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to the dataset root when it lies below it, else absolute."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def odir5k(*, root: str, annotations: str | None = None, images: str | None = None) -> pd.DataFrame:
+    """ODIR-5K read from its annotation workbook or full_df.csv, labels from the keywords.
+
+    annotations: the workbook or CSV, relative to root (default: found under root).
+    images: the folder holding the photographs, relative to root (default: found
+    by file name anywhere under root).
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise odirkit.DataError(f"{base}: ODIR-5K not found: no such folder. {HOW_TO_GET}")
+    if annotations is not None:
+        path = base / annotations
+        if not path.is_file():
+            raise odirkit.DataError(f"{path}: annotation file not found")
+        preferred: tuple[str, ...] = ()
+    else:
+        path, preferred = find_annotations(base)
+    image_root = base / images if images is not None else None
+    if image_root is not None and not image_root.is_dir():
+        raise odirkit.DataError(f"{image_root}: image folder not found")
+    return read_odir(base, path, preferred, image_root)
+
+
+def write_test_data(root: Path) -> None:
+    """A small dataset in the official layout, for the conformance tests."""
+    from odirkit_datasets.phantom import generate
+
+    generate(root, patients=4, size=48, seed=0)
+
+
+@odirkit.hookimpl
+def odirkit_register_datasets(register):
+    register(
+        "odir5k",
+        odir5k,
+        summary="ODIR-5K from its workbook or full_df.csv; labels from each eye's keywords",
+        test_params={},
+        test_setup=write_test_data,
+    )

@@ -1,0 +1,376 @@
+"""ODIR-5K as published: layouts, keyword rules, patient labels, splits, scoring."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_experiment
+from PIL import Image
+
+from odirkit.errors import DataError
+from odirkit.labels import LABELS
+
+COLUMNS = [
+    "ID",
+    "Patient Age",
+    "Patient Sex",
+    "Left-Fundus",
+    "Right-Fundus",
+    "Left-Diagnostic Keywords",
+    "Right-Diagnostic Keywords",
+    *LABELS,
+]
+
+
+def fundus(path: Path, colour=(180, 80, 40)) -> None:
+    """A tiny stand-in photograph: a coloured disc on black."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:40, 0:50]
+    image = np.zeros((40, 50, 3), np.uint8)
+    image[(yy - 20) ** 2 + (xx - 25) ** 2 < 18**2] = colour
+    Image.fromarray(image).save(path)
+
+
+def patient(pid, left, right, labels, age=60, sex="Female"):
+    row = {
+        "ID": pid,
+        "Patient Age": age,
+        "Patient Sex": sex,
+        "Left-Fundus": f"{pid}_left.jpg",
+        "Right-Fundus": f"{pid}_right.jpg",
+        "Left-Diagnostic Keywords": left,
+        "Right-Diagnostic Keywords": right,
+    }
+    row.update({label: int(label in labels) for label in LABELS})
+    return row
+
+
+#: (left keywords, right keywords, workbook labels, expected left, expected right)
+RULES = [
+    ("normal fundus", "normal fundus", "N", "N", "N"),
+    ("moderate non proliferative retinopathy，lens dust", "normal fundus", "D", "D", "N"),
+    ("suspected glaucoma", "glaucoma", "G", "G", "G"),
+    (
+        "proliferative diabetic retinopathy，hypertensive retinopathy",
+        "mild nonproliferative retinopathy",
+        "DH",
+        "DH",
+        "D",
+    ),
+    ("cataract", "low image quality，normal fundus", "C", "C", "N"),
+    ("dry age-related macular degeneration", "wet age-related macular degeneration", "A", "A", "A"),
+    ("pathological myopia", "myopic maculopathy", "M", "M", "M"),
+    ("epiretinal membrane", "optic disk photographically invisible", "O", "O", "N"),
+    ("lens dust", "image offset", "N", "N", "N"),
+    ("anterior segment image", "normal fundus", "N", None, "N"),
+    ("no fundus image", "severe nonproliferative retinopathy", "D", None, "D"),
+    ("laser spot，vitreous degeneration", "normal fundus", "O", "O", "N"),
+    ("normal fundus", "normal fundus", "D", "N", "N"),  # workbook disagrees with keywords
+]
+
+
+def write_rules_dataset(root: Path, layout: str = "official") -> Path:
+    rows = [patient(i, left, right, labels) for i, (left, right, labels, _, _) in enumerate(RULES)]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if layout == "official":
+        frame.to_excel(root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx", index=False)
+        folder = root / "ODIR-5K_Training_Dataset"
+    elif layout == "mirror":
+        (root / "ODIR-5K").mkdir(parents=True)
+        frame.to_excel(root / "ODIR-5K" / "data.xlsx", index=False)
+        folder = root / "ODIR-5K" / "Training Images"
+    else:  # anywhere: a CSV in one folder, the images in another
+        (root / "meta").mkdir(parents=True)
+        frame.to_csv(root / "meta" / "my_annotations.csv", index=False)
+        folder = root / "photos" / "all"
+    for row in rows:
+        fundus(folder / row["Left-Fundus"])
+        fundus(folder / row["Right-Fundus"])
+    return root
+
+
+@pytest.fixture
+def odir5k(registry):
+    spec = registry.get("dataset", "odir5k")
+    return lambda root, **kw: spec.build(root=str(root), **kw)
+
+
+@pytest.mark.parametrize("layout", ["official", "mirror", "anywhere"])
+def test_every_keyword_rule_on_each_layout(odir5k, tmp_path, layout, capsys):
+    table = odir5k(write_rules_dataset(tmp_path, layout))
+    by_eye = table.set_index(["patient_id", "eye"])
+    for i, (_, _, _, left, right) in enumerate(RULES):
+        for eye, expected in (("left", left), ("right", right)):
+            key = (str(i), eye)
+            if expected is None:
+                assert key not in by_eye.index, f"patient {i} {eye} is not a fundus photograph"
+                continue
+            got = "".join(label for label in LABELS if by_eye.loc[key, label] == 1)
+            assert got == expected, f"patient {i} {eye}: {got} != {expected}"
+            assert (tmp_path / by_eye.loc[key, "path"]).exists()
+    report = table.attrs["odirkit_report"]
+    assert {(r["patient_id"], r["eye"]) for r in report["non_fundus_left_out"]} == {
+        ("9", "left"),
+        ("10", "left"),
+    }
+    assert [d["patient_id"] for d in report["keyword_workbook_disagreements"]] == ["12"]
+    assert "epiretinal membrane" in report["other_keywords"]
+    err = capsys.readouterr().err
+    assert "not fundus photographs" in err and "disagree" in err
+
+
+def test_patient_is_normal_only_when_neither_eye_is_diseased(odir5k, tmp_path):
+    table = odir5k(write_rules_dataset(tmp_path))
+    patients = table.groupby("patient_id")[[f"patient_{label}" for label in LABELS]].max()
+    assert patients.loc["1", "patient_N"] == 0 and patients.loc["1", "patient_D"] == 1
+    assert patients.loc["0", "patient_N"] == 1
+    assert patients.loc["3"].filter(like="patient_").to_dict() == {
+        f"patient_{label}": int(label in "DH") for label in LABELS
+    }
+
+
+def test_the_phantom_reads_back_through_the_odir5k_loader(odir5k, phantom_root):
+    table = odir5k(phantom_root)
+    own = pd.read_csv(phantom_root / "phantom_images.csv", keep_default_na=False)
+    merged = table.merge(
+        own.astype({"patient_id": str}), on=["patient_id", "eye"], suffixes=("", "_phantom")
+    )
+    assert len(merged) == len(own) == len(table)
+    for label in LABELS:
+        assert (merged[label] == merged[f"{label}_phantom"]).all(), label
+    assert table.attrs["odirkit_report"]["keyword_workbook_disagreements"] == []
+
+
+def test_full_df_csv_with_preprocessed_images(odir5k, tmp_path):
+    rows = []
+    for i, (left, right, labels, _, _) in enumerate(RULES[:4]):
+        record = patient(i, left, right, labels)
+        for eye in ("left", "right"):
+            name = record[f"{eye.capitalize()}-Fundus"]
+            rows.append(
+                {
+                    **record,
+                    "filepath": f"../input/preprocessed_images/{name}",
+                    "labels": "['N']",
+                    "target": "[1, 0, 0, 0, 0, 0, 0, 0]",
+                    "filename": name,
+                }
+            )
+            fundus(tmp_path / "preprocessed_images" / name)
+            fundus(tmp_path / "ODIR-5K" / "Training Images" / name, colour=(10, 200, 10))
+    pd.DataFrame(rows).to_csv(tmp_path / "full_df.csv", index=False)
+    table = odir5k(tmp_path)
+    assert len(table) == 8
+    assert table["path"].str.startswith("preprocessed_images/").all()  # its own folder wins
+    row = table[(table["patient_id"] == "3") & (table["eye"] == "left")].iloc[0]
+    assert (row["D"], row["H"]) == (1, 1)
+
+
+def test_missing_data_says_where_it_looked_and_how_to_use_the_phantom(odir5k, tmp_path):
+    with pytest.raises(DataError) as info:
+        odir5k(tmp_path / "nowhere")
+    message = str(info.value)
+    assert "nowhere" in message and "odir2019" in message
+    assert "--set data.dataset=phantom" in message
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no ODIR-5K annotations found"):
+        odir5k(tmp_path / "empty")
+
+
+def test_workbook_with_missing_columns_is_named(odir5k, tmp_path):
+    pd.DataFrame({"ID": [1], "Patient Age": [3]}).to_excel(tmp_path / "x.xlsx", index=False)
+    with pytest.raises(DataError, match="missing column"):
+        odir5k(tmp_path, annotations="x.xlsx")
+
+
+def test_shipped_paper_experiment_fails_clearly_without_odir5k(cli, tmp_path):
+    experiment = Path(__file__).parents[1] / "experiments" / "normal_vs_diabetes.toml"
+    result = cli("run", experiment, "--out", tmp_path / "runs", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "data/odir5k" in result.stderr and "--set data.dataset=phantom" in result.stderr
+    assert not (tmp_path / "runs").exists()
+    ok = cli(
+        "validate", experiment, "--set", "data.dataset=phantom", "--set", "data.root=data/phantom"
+    )
+    assert ok.exit_code == 0, ok.output
+
+
+# -- splits ------------------------------------------------------------------------------
+
+
+def test_k_folds_partition_the_patients_and_run_as_variants(registry, tmp_path, phantom_root):
+    from odirkit.config import load_experiment
+    from odirkit.data.prepare import assign_split, load_samples
+
+    path = tmp_path / "exp.toml"
+    path.write_text(tiny_experiment(phantom_root).replace("test_fraction = 0.25", "folds = 3"))
+    experiments = load_experiment(path, registry)
+    assert [e.variant for e in experiments] == ["default-fold0", "default-fold1", "default-fold2"]
+    table = load_samples(experiments[0]).table
+    tests = [set(assign_split(e, table).pipe(lambda s: s[s == "test"]).index) for e in experiments]
+    assert not tests[0] & tests[1] and not tests[1] & tests[2] and not tests[0] & tests[2]
+    assert set().union(*tests) == set(table["patient_id"])
+
+
+def test_split_file_is_written_then_reused(registry, tmp_path, phantom_root):
+    from odirkit.config import load_experiment
+    from odirkit.data.prepare import assign_split, load_samples
+
+    split_file = tmp_path / "splits" / "seed0.csv"
+    path = tmp_path / "exp.toml"
+    path.write_text(
+        tiny_experiment(phantom_root).replace(
+            "test_fraction = 0.25", f'test_fraction = 0.25\nsplit_file = "{split_file}"'
+        )
+    )
+    (exp,) = load_experiment(path, registry)
+    table = load_samples(exp).table
+    first = assign_split(exp, table)
+    assert split_file.exists()
+    saved = pd.read_csv(split_file, dtype={"patient_id": str})
+    assert set(saved["split"]) == {"train", "test"}
+    (other_seed,) = load_experiment(path, registry, overrides=["seed=9"])
+    assert assign_split(other_seed, table).sort_index().equals(first.sort_index())
+    saved.iloc[1:].to_csv(split_file, index=False)  # a patient goes missing
+    with pytest.raises(DataError, match="does not place 1 patient"):
+        assign_split(exp, table)
+
+
+# -- patient level, predict and score ----------------------------------------------------
+
+
+def test_patient_level_fuses_both_eyes_by_max(cli, tmp_path, phantom_root):
+    text = tiny_experiment(phantom_root, epochs=1).replace(
+        'labels = ["N", "D"]',
+        'labels = ["N", "D", "G", "C", "A", "H", "M", "O"]\nlevel = "patient"',
+    )
+    text = text.replace('dataset = "phantom"', 'dataset = "odir5k"')
+    text = "\n".join(
+        line for line in text.splitlines() if not line.startswith(("patients =", "size ="))
+    )
+    exp = tmp_path / "exp.toml"
+    exp.write_text(text)
+    result = cli("run", exp, "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (variant,) = (tmp_path / "runs").glob("*/*/default")
+    images = pd.read_csv(variant / "predictions.csv", dtype={"patient_id": str})
+    patients = pd.read_csv(variant / "patient_predictions.csv", dtype={"ID": str})
+    expected = images.groupby("patient_id")[[f"prob_{label}" for label in LABELS]].max()
+    got = patients.set_index("ID")[list(LABELS)]
+    assert np.allclose(got.loc[expected.index].to_numpy(), expected.to_numpy(), atol=1e-5)
+    final = json.loads((variant / "metrics.json").read_text())
+    assert final["level"] == "patient" and set(final["final"]["odir"]) == {
+        "kappa",
+        "f1",
+        "auc",
+        "final",
+    }
+    assert "odir_final" in pd.read_csv(variant / "metrics.csv").columns
+
+    submission = tmp_path / "submission.csv"
+    predicted = cli(
+        "predict", variant, phantom_root / "ODIR-5K_Training_Dataset", "--out", submission
+    )
+    assert predicted.exit_code == 0, predicted.output
+    frame = pd.read_csv(submission)
+    assert list(frame.columns) == ["ID", *LABELS] and len(frame) == 40
+    workbook = phantom_root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"
+    scored = cli("score", workbook, submission, "--json")
+    assert scored.exit_code == 0, scored.output
+    assert set(json.loads(scored.stdout)["odir"]) == {"kappa", "f1", "auc", "final"}
+
+
+def test_score_matches_the_challenge_formula(cli, tmp_path):
+    from sklearn import metrics
+
+    rng = np.random.default_rng(0)
+    ids = np.arange(200)
+    truth = pd.DataFrame(rng.integers(0, 2, (200, 8)), columns=list(LABELS)).assign(ID=ids)
+    preds = pd.DataFrame(rng.random((200, 8)), columns=list(LABELS)).assign(ID=ids)
+    truth[["ID", *LABELS]].to_csv(tmp_path / "truth.csv", index=False)
+    preds[["ID", *LABELS]].to_csv(tmp_path / "preds.csv", index=False)
+    result = cli("score", tmp_path / "truth.csv", tmp_path / "preds.csv", "--json")
+    assert result.exit_code == 0, result.output
+    odir = json.loads(result.stdout)["odir"]
+    gt = truth[list(LABELS)].to_numpy().flatten()
+    pr = pd.read_csv(tmp_path / "preds.csv")[list(LABELS)].to_numpy().flatten()
+    kappa = metrics.cohen_kappa_score(gt, pr > 0.5)
+    f1 = metrics.f1_score(gt, pr > 0.5, average="micro")
+    auc = metrics.roc_auc_score(gt, pr)
+    assert odir["kappa"] == pytest.approx(kappa, abs=1e-9)
+    assert odir["f1"] == pytest.approx(f1, abs=1e-9)
+    assert odir["auc"] == pytest.approx(auc, abs=1e-9)
+    assert odir["final"] == pytest.approx((kappa + f1 + auc) / 3, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda p: p.iloc[:-2], "2 patient(s) of the ground truth have no prediction"),
+        (lambda p: pd.concat([p, p.iloc[[0]].assign(ID=999)]), "not in the ground truth"),
+        (lambda p: p.iloc[::-1], "not in the order"),
+        (lambda p: p.drop(columns=["G"]), "lacks column(s) G"),
+        (lambda p: p.assign(D="x"), "column D must hold numbers"),
+        (lambda p: pd.concat([p, p.iloc[[0]]]), "repeated"),
+    ],
+)
+def test_score_rejects_bad_submissions_clearly(cli, tmp_path, change, expected):
+    ids = np.arange(10)
+    truth = pd.DataFrame(np.eye(8, dtype=int)[ids % 8], columns=list(LABELS)).assign(ID=ids)
+    preds = truth.astype(float)
+    truth[["ID", *LABELS]].to_csv(tmp_path / "truth.csv", index=False)
+    change(preds[["ID", *LABELS]]).to_csv(tmp_path / "preds.csv", index=False)
+    result = cli("score", tmp_path / "truth.csv", tmp_path / "preds.csv")
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr and "Traceback" not in result.output
+
+
+def test_score_sort_matches_patients_by_id(cli, tmp_path):
+    ids = np.arange(10)
+    truth = pd.DataFrame(np.eye(8, dtype=int)[ids % 8], columns=list(LABELS)).assign(ID=ids)
+    truth[["ID", *LABELS]].to_csv(tmp_path / "truth.csv", index=False)
+    truth[["ID", *LABELS]].iloc[::-1].to_csv(tmp_path / "preds.csv", index=False)
+    result = cli("score", tmp_path / "truth.csv", tmp_path / "preds.csv", "--sort", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["odir"]["final"] == pytest.approx(1.0)
+
+
+# -- the cache -----------------------------------------------------------------------------
+
+
+def test_two_processes_share_one_cache(tmp_path, phantom_root):
+    import subprocess
+    import sys
+
+    images = sorted(str(p) for p in (phantom_root / "ODIR-5K_Training_Dataset").glob("*.jpg"))
+    code = (
+        "import sys\n"
+        "from odirkit.data.images import ImageCache, Preprocessing, prepare_images\n"
+        "cache = ImageCache(sys.argv[1], Preprocessing(size=40))\n"
+        "with cache.building():\n"
+        "    result = prepare_images(sys.argv[2:], cache)\n"
+        "assert not result.failures\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "cache"), *images])
+        for _ in range(2)
+    ]
+    assert [p.wait() for p in procs] == [0, 0]
+    entries = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(entries) == len(images)
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_circle_crop_blacks_out_the_corners(tmp_path):
+    from odirkit.data.images import Preprocessing, preprocess
+
+    path = tmp_path / "bright.png"
+    Image.fromarray(np.full((30, 30, 3), 200, np.uint8)).save(path)
+    image = preprocess(path, Preprocessing(size=32, crop_to_fov=False, circle_crop=True))
+    assert image[0, 0].sum() == 0 and image[16, 16].sum() > 0
+    shutil.rmtree(tmp_path)
