@@ -303,7 +303,7 @@ def describe(
         default = "(required)" if p.required else _toml(p.default)
         table.add_row(*_cells(p.name, p.type_name, default))
     out.print(table)
-    meta = {k: v for k, v in spec.meta.items() if k != "test_params"}
+    meta = {k: v for k, v in spec.meta.items() if not callable(v) and not k.startswith("test_")}
     if meta:
         out.print("meta: " + ", ".join(f"{k} = {_toml(v)}" for k, v in meta.items()), markup=False)
 
@@ -462,6 +462,77 @@ def score(
             str(figures["support"]),
         )
     out.print(per_class)
+
+
+# -- baseline and ensemble -------------------------------------------------------------
+
+baseline_app = typer.Typer(help="Baselines that need no images.", no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("metadata")
+def baseline_metadata(
+    file: Annotated[Path, typer.Argument(help="Experiment TOML file (its data and split).")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key (repeatable).")
+    ] = None,
+    variant: Annotated[
+        str | None, typer.Option("--variant", help="Take data and split from this variant.")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the run.")] = Path("runs"),
+) -> None:
+    """Logistic regression on age and sex alone, on the experiment's split and metrics."""
+    from odirkit.baseline import fit_metadata_baseline
+    from odirkit.config import load_experiment
+    from odirkit.engine.run import new_run_directory
+
+    with user_errors():
+        experiments = load_experiment(
+            file, registry(), overrides=set_ or [], variants=[variant] if variant else None
+        )
+        exp = experiments[0]
+        directory = new_run_directory(out_dir, exp.name) / "baseline-metadata"
+        result = fit_metadata_baseline(exp, directory)
+    final = result["final"]
+    table = Table(title=f"{exp.name}: logistic regression on age and sex ({result['level']} level)")
+    for column in ("micro F1", "macro F1", "macro recall", "macro AUC"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        _fmt(final["f1_micro"]),
+        _fmt(final["f1_macro"]),
+        _fmt(final["recall_macro"]),
+        _fmt(final["auc_macro"]),
+    )
+    out.print(table)
+    out.print(f"written to {directory}")
+
+
+@app.command()
+def ensemble(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Finished runs or variant folders.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the ensemble.")
+    ] = None,
+) -> None:
+    """Average finished runs' probabilities on their shared test images, and score them."""
+    from odirkit.engine.run import finished_variant_dirs
+    from odirkit.ensemble import ensemble as run_ensemble
+
+    with user_errors():
+        members = finished_variant_dirs(run_dirs)
+        target = out_dir or Path("runs") / f"ensemble-{datetime.now():%Y%m%d-%H%M%S}"
+        result = run_ensemble(members, target)
+    table = Table(
+        title=f"ensemble of {len(members)} runs on {result['shared_test_samples']} "
+        "shared test samples"
+    )
+    table.add_column("run")
+    table.add_column("micro F1", justify="right")
+    for member, f1 in result["members_f1_micro"].items():
+        table.add_row(escape(member), _fmt(f1))
+    table.add_row("[bold]ensemble[/bold]", _fmt(result["final"]["f1_micro"]))
+    out.print(table)
+    out.print(f"written to {target}")
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import json
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -113,6 +114,10 @@ class ModelConfig(_Table):
     """``[model]``: the model plugin; its other keys are the plugin's parameters."""
 
     name: str = Field("cnn", description="model plugin")
+    metadata: bool = Field(
+        False, description="fuse age and sex with the pooled image features (any model)"
+    )
+    metadata_hidden: int = Field(64, ge=1, description="width of the metadata fusion head")
 
 
 class TrainConfig(_Table):
@@ -138,7 +143,21 @@ class TrainConfig(_Table):
     checkpoint_every: int = Field(
         0, ge=0, description="also checkpoint every N steps within an epoch (0: end of epoch only)"
     )
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    num_workers: int | None = Field(
+        None,
+        ge=0,
+        description="DataLoader workers; default: several on CUDA when images stream from the "
+        "cache, none otherwise",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: bf16 autocast on CUDA where supported, else fp16 with a gradient "
+        "scaler; fp32 on the CPU",
+    )
+    channels_last: bool | None = Field(
+        None, description="channels-last memory format; default: on for CUDA"
+    )
+    compile: bool = Field(False, description="torch.compile the model")
     deterministic: bool = Field(
         False, description="use PyTorch's deterministic algorithms (warns where there are none)"
     )
@@ -183,6 +202,11 @@ class PluginCall:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        """The plugin's meta, completed by its ``meta_for(params)`` when it has one."""
+        return self.spec.meta_for(self.params, where=self.where)
 
     def build(self, **supplied: Any) -> Any:
         """Call the plugin's factory; its errors name the experiment table that chose it."""
@@ -517,7 +541,7 @@ def _settle_image_size(config: ExperimentConfig, model: PluginCall, model_table:
         if takes_size and "input_size" in model_table:
             size = model.params["input_size"]
         else:
-            size = model.spec.meta.get("input_size") or (
+            size = model.meta.get("input_size") or (
                 model.params.get("input_size") if takes_size else None
             )
         config.data.image_size = int(size or DEFAULT_IMAGE_SIZE)

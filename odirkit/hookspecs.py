@@ -64,7 +64,17 @@ def odirkit_register_models(register: Register) -> None:
       (default 0.5 and 0.5, mapping [0, 1] to [-1, 1]);
     - ``cam_layer`` (str): dotted name of the module whose activations
       Grad-CAM explains by default (``"features.10"``);
-    - ``test_params`` (dict): parameters for a small, fast instance.
+    - ``meta_for`` (callable): ``meta_for(params) -> dict`` for facts that
+      depend on the parameters (a timm architecture's input size, mean, std
+      and CAM layer); its result updates the static meta;
+    - ``prepare`` (callable): ``prepare(params)``, called by ``odirkit run``
+      before anything is trained or written, to fetch what the model needs
+      (pretrained weights); it raises ``odirkit.PluginError`` with a message
+      saying what was wanted and how to supply it. The factory itself, when
+      called on PyTorch's meta device (odirkit checking parameters), must not
+      download anything;
+    - ``test_params`` (dict): parameters for a small, fast instance;
+      ``test_input_size`` (int): the image size the conformance checks use.
 
     Example::
 

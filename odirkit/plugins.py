@@ -86,6 +86,25 @@ class PluginSpec:
         """Check a TOML table against the parameters; return it with defaults filled in."""
         return validate_params(self.params, values, where=where, owner=self.label)
 
+    def meta_for(self, params: Mapping[str, Any], *, where: Any = None) -> dict[str, Any]:
+        """The meta for these parameters: ``meta``, updated by ``meta["meta_for"](params)``
+        when the plugin declares one (for facts that depend on a parameter, such as the
+        input size of a timm architecture)."""
+        meta = {k: v for k, v in self.meta.items() if k != "meta_for"}
+        resolver = self.meta.get("meta_for")
+        if resolver is not None:
+            try:
+                meta.update(resolver(dict(params)))
+            except OdirkitError as exc:
+                if where is None:
+                    raise
+                raise type(exc)(f"{where} {exc}") from None
+            except Exception as exc:
+                raise PluginError(
+                    f"{self.label} from {self.source}: meta_for failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        return meta
+
     def build(self, **kwargs: Any) -> Any:
         """Call the factory; an exception in it becomes a :class:`PluginError`."""
         try:

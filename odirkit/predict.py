@@ -24,6 +24,7 @@ from odirkit.config import Experiment, resolve_document
 from odirkit.data.images import IMAGE_SUFFIXES, Preprocessing, preprocess
 from odirkit.engine.checkpoint import load_checkpoint
 from odirkit.engine.device import resolve_device
+from odirkit.engine.models import build_model
 from odirkit.errors import DataError, RunError
 from odirkit.plugins import Registry
 
@@ -35,6 +36,8 @@ class InputImage:
     patient_id: str
     eye: str
     path: Path
+    age: float = float("nan")
+    sex: str = ""
 
 
 def find_variant(run_dir: Path) -> Path:
@@ -61,7 +64,7 @@ def load_trained(
     if not path.exists():
         raise RunError(f"{path}: no such checkpoint (is the run finished?)")
     state = load_checkpoint(path)
-    model = exp.model.build(num_classes=len(exp.labels))
+    model = build_model(exp, len(exp.labels))
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
@@ -109,7 +112,15 @@ def find_inputs(source: Path) -> list[InputImage]:
                     f"{source}: image {name} of patient {record['ID']} not found "
                     f"under {source.parent}"
                 )
-            found.append(InputImage(str(record["ID"]).strip(), eye, path))
+            found.append(
+                InputImage(
+                    str(record["ID"]).strip(),
+                    eye,
+                    path,
+                    age=record.get("Patient Age", float("nan")),
+                    sex=str(record.get("Patient Sex", "")),
+                )
+            )
     return found
 
 
@@ -134,15 +145,19 @@ def predict(
     )
     with ThreadPoolExecutor() as pool:
         images = list(pool.map(lambda item: preprocess(item.path, prep), inputs))
-    meta = exp.model.spec.meta
+    meta = exp.model.meta
     mean = torch.tensor(meta.get("mean", (0.5, 0.5, 0.5)), device=device).view(1, 3, 1, 1)
     std = torch.tensor(meta.get("std", (0.5, 0.5, 0.5)), device=device).view(1, 3, 1, 1)
     single = _single_label(variant_dir)
+    metadata = _metadata(variant_dir, inputs) if exp.config.model.metadata else None
     probs = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.stack(images[start : start + batch_size])).permute(0, 3, 1, 2)
         x = (batch.to(device).float() / 255.0 - mean) / std
-        logits = model(x)
+        if exp.config.model.metadata:
+            logits = model(x, metadata[start : start + batch_size].to(device))
+        else:
+            logits = model(x)
         probs.append((logits.softmax(1) if single else logits.sigmoid()).float().cpu().numpy())
     frame = pd.DataFrame(np.concatenate(probs), columns=exp.labels)
     frame.insert(0, "ID", [item.patient_id for item in inputs])
@@ -153,6 +168,23 @@ def predict(
     if order.notna().all():
         fused = fused.iloc[np.argsort(order.to_numpy(), kind="stable")]
     return fused.reset_index(drop=True).round(6)
+
+
+def _metadata(variant_dir: Path, inputs: list[InputImage]) -> torch.Tensor:
+    """Age and sex of the inputs, standardised as in training (unknown without a workbook)."""
+    from odirkit.data.prepare import metadata_features
+
+    stats = json.loads((variant_dir / "data.json").read_text()).get("age_normalisation", {})
+    table = pd.DataFrame({"age": [i.age for i in inputs], "sex": [i.sex for i in inputs]})
+    if table["age"].isna().all():
+        from odirkit.console import warn
+
+        warn(
+            "this model uses age and sex, and the images come without them: they are taken "
+            "as unknown (give a workbook with Patient Age and Patient Sex instead)"
+        )
+    features = metadata_features(table, stats.get("mean", 0.0), stats.get("std", 1.0))
+    return torch.from_numpy(features)
 
 
 def _single_label(variant_dir: Path) -> bool:

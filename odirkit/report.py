@@ -141,6 +141,28 @@ def plot_comparison(runs: Sequence[RunSummary], path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
+def plot_recall_per_class(runs: Sequence[RunSummary], path: Path, title: str) -> None:
+    """Final recall per class, one group of bars per class, one bar per run (the paper's
+    Figure 4)."""
+    labels: list[str] = []
+    for run in runs:
+        labels += [label for label in run.labels if label not in labels]
+    width = 0.8 / max(len(runs), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) * max(1, len(runs)) ** 0.5), 4))
+    for i, run in enumerate(runs):
+        per_class = run.final.get("final", {}).get("per_class", {})
+        values = [per_class.get(label, {}).get("recall", float("nan")) for label in labels]
+        positions = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(labels))]
+        ax.bar(positions, values, width=width, label=run.label)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("recall")
+    ax.set_title(f"{title}: recall per class")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
 def write_report(
     out_dir: Path,
     *,
@@ -154,12 +176,22 @@ def write_report(
     write_text(out_dir / "comparison.csv", table.to_csv(index=False))
     if runs:
         plot_comparison(runs, out_dir / "comparison.png", title)
+        plot_recall_per_class(runs, out_dir / "recall_per_class.png", title)
     lines = [f"# {title}", ""]
     if description:
         lines += [description, ""]
     lines += ["## Held-out results (last epoch)", "", _markdown(table), ""]
     if runs:
-        lines += ["## F1 and recall per epoch", "", "![comparison](comparison.png)", ""]
+        lines += [
+            "## F1 and recall per epoch",
+            "",
+            "![comparison](comparison.png)",
+            "",
+            "## Recall per class",
+            "",
+            "![recall per class](recall_per_class.png)",
+            "",
+        ]
     for run in runs:
         link = figures.get(run.label)
         if link:

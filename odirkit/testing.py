@@ -38,6 +38,7 @@ def small_params(spec: PluginSpec) -> dict[str, Any]:
 
 
 def model_input_size(spec: PluginSpec, params: dict[str, Any]) -> int:
+    """The image size the conformance checks use for a model."""
     return int(params.get("input_size") or spec.meta.get("test_input_size") or DEFAULT_TEST_SIZE)
 
 
@@ -45,8 +46,12 @@ def check_model(spec: PluginSpec, *, num_classes: int = 3) -> nn.Module:
     """A model plugin maps ``[B, 3, H, W]`` to finite logits ``[B, num_classes]``, trains,
     names a real CAM layer, and round-trips through its state dict."""
     assert spec.kind == "model"
+    from odirkit.config import ModelConfig
+
     names = [p.name for p in spec.params]
     assert "num_classes" not in names, "num_classes is supplied by odirkit, not a TOML parameter"
+    shadowed = set(names) & set(ModelConfig.model_fields)
+    assert not shadowed, f"parameters {sorted(shadowed)} clash with odirkit's own [model] keys"
     params = small_params(spec)
     torch.manual_seed(0)
     model = spec.build(num_classes=num_classes, **params)
@@ -63,12 +68,13 @@ def check_model(spec: PluginSpec, *, num_classes: int = 3) -> nn.Module:
     assert grads, "no parameter received a gradient"
     assert all(torch.isfinite(g).all() for g in grads), "gradients are not finite"
 
+    meta = spec.meta_for(params)
     for key in ("mean", "std"):
-        if key in spec.meta:
-            assert len(spec.meta[key]) == 3, f"meta {key} must have three values"
-    if "input_size" in spec.meta:
-        assert int(spec.meta["input_size"]) > 0
-    cam_layer = spec.meta.get("cam_layer")
+        if key in meta:
+            assert len(meta[key]) == 3, f"meta {key} must have three values"
+    if "input_size" in meta:
+        assert int(meta["input_size"]) > 0
+    cam_layer = meta.get("cam_layer")
     if cam_layer is not None:
         layer = model.get_submodule(cam_layer)
         assert isinstance(layer, nn.Module), f"cam_layer {cam_layer!r} is not a module"

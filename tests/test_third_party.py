@@ -97,7 +97,13 @@ def test_experiment_uses_the_installed_plugins_despite_a_broken_one(site, tmp_pa
     assert result.returncode == 0, result.stderr
     (variant,) = (tmp_path / "runs").glob("*/*/default")
     config = json.loads((variant / "config.json").read_text())
-    assert config["model"] == {"name": "tinynet", "width": 4, "dropout": 0.0}
+    assert config["model"] == {
+        "name": "tinynet",
+        "width": 4,
+        "dropout": 0.0,
+        "metadata": False,
+        "metadata_hidden": 64,
+    }
     assert config["augment"] == [{"name": "brightness", "strength": 0.3}]
     environment = json.loads((variant / "environment.json").read_text())
     assert {

@@ -13,7 +13,7 @@ import torch
 
 from odirkit.config import Experiment
 from odirkit.console import progress_bar, warn
-from odirkit.data.images import ImageCache, Preprocessing, prepare_images
+from odirkit.data.images import ImageCache, PreparedImages, Preprocessing, prepare_images
 from odirkit.data.split import (
     patient_folds,
     patient_level_split,
@@ -101,6 +101,11 @@ class DataBundle:
     report: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     patients: pd.DataFrame | None = None  # patient labels, for patient-level evaluation
+    age_stats: tuple[float, float] = (0.0, 1.0)  # training images' age mean and deviation
+
+    def metadata_tensor(self, indices: np.ndarray) -> torch.Tensor:
+        """Standardised age and sex of these rows, ``float32 [B, 2]``."""
+        return torch.from_numpy(metadata_features(self.table.iloc[indices], *self.age_stats))
 
     def add_training_samples(
         self, table: pd.DataFrame, images: torch.Tensor, targets: np.ndarray, *,
@@ -235,8 +240,11 @@ def patient_targets(rows: pd.DataFrame, task: Task) -> pd.DataFrame:
     return per_patient[list(task.labels)].astype(int)
 
 
-def prepare_data(exp: Experiment) -> DataBundle:
-    """Build the sample table, choose the task, preprocess the images and split by patient."""
+def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
+    """Build the sample table, choose the task, preprocess the images and split by patient.
+
+    ``images=False`` skips the images (for baselines that use the table alone).
+    """
     cfg = exp.config.data
     samples = load_samples(exp)
     selection = samples.selection
@@ -250,9 +258,14 @@ def prepare_data(exp: Experiment) -> DataBundle:
                       circle_crop=cfg.circle_crop),
     )
     paths = rows["image_path"].tolist()
-    with cache.building(), progress_bar() as bar:
-        task_id = bar.add_task("Preparing images", total=len(paths), status="")
-        prepared = prepare_images(paths, cache, progress=lambda n: bar.update(task_id, completed=n))
+    if images:
+        with cache.building(), progress_bar() as bar:
+            task_id = bar.add_task("Preparing images", total=len(paths), status="")
+            prepared = prepare_images(
+                paths, cache, progress=lambda n: bar.update(task_id, completed=n)
+            )
+    else:
+        prepared = PreparedImages([None] * len(paths), {})
     skipped: list[dict[str, str]] = []
     if prepared.failures:
         bad = sorted(prepared.failures)
@@ -273,7 +286,7 @@ def prepare_data(exp: Experiment) -> DataBundle:
             raise DataError("every image was unreadable; nothing to train on")
 
     total_bytes = len(rows) * 3 * exp.image_size**2
-    arrays = prepared.images if total_bytes <= PRELOAD_LIMIT_BYTES else None
+    arrays = prepared.images if images and total_bytes <= PRELOAD_LIMIT_BYTES else None
     entries = [cache.entry(p) for p in rows["image_path"]]
     store = ImageStore(arrays, entries, exp.image_size)  # type: ignore[arg-type]
 
@@ -319,7 +332,27 @@ def prepare_data(exp: Experiment) -> DataBundle:
         report["dataset"] = samples.report
     bundle = DataBundle(rows, task, targets, train_idx, test_idx, store, report, skipped)
     bundle.patients = patient_targets(rows, task)
+    bundle.age_stats = age_statistics(rows, train_idx)
+    report["age_normalisation"] = {"mean": bundle.age_stats[0], "std": bundle.age_stats[1]}
     return bundle
+
+
+def age_statistics(table: pd.DataFrame, train_idx: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the training images' ages."""
+    age = pd.to_numeric(table["age"].iloc[train_idx], errors="coerce").dropna().to_numpy()
+    mean = float(age.mean()) if age.size else 0.0
+    std = float(age.std()) if age.size > 1 and age.std() > 0 else 1.0
+    return mean, std
+
+
+def metadata_features(table: pd.DataFrame, mean: float, std: float) -> np.ndarray:
+    """Age standardised with the training images' ``mean`` and ``std`` (missing: 0, the
+    mean) and sex as 1 (male), 0 (female) or 0.5 (unknown): ``float32 [N, 2]``."""
+    age = pd.to_numeric(table["age"], errors="coerce").to_numpy(dtype=np.float64)
+    z = np.nan_to_num((age - mean) / std, nan=0.0)
+    sex = table["sex"].astype(str).str.strip().str.lower().map(
+        {"male": 1.0, "m": 1.0, "female": 0.0, "f": 0.0}).fillna(0.5).to_numpy()
+    return np.stack([z, sex], axis=1).astype(np.float32)
 
 
 def _counts(targets: np.ndarray, task: Task) -> dict[str, int]:

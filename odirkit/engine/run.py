@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from odirkit.augment import ExpandContext, ExtraSamples, targets_of
 from odirkit.config import Experiment, resolve_document
@@ -50,6 +49,7 @@ from odirkit.engine.checkpoint import (
 from odirkit.engine.device import resolve_device
 from odirkit.engine.environment import capture_environment
 from odirkit.engine.evaluate import Scores, score
+from odirkit.engine.models import build_model
 from odirkit.engine.seeding import derive_seed, generator_for, seed_everything, set_deterministic
 from odirkit.engine.trainer import (
     EpochProgress,
@@ -58,6 +58,7 @@ from odirkit.engine.trainer import (
     make_loss,
     make_optimizer,
     make_scheduler,
+    resolve_performance,
 )
 from odirkit.errors import OdirkitError, PluginError, RunError
 from odirkit.metrics import flatten_metrics, predictions
@@ -220,24 +221,38 @@ def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = No
 
     Builds the model on PyTorch's meta device (no memory, no weights) and the
     augmenters, so a factory that rejects its parameters fails now. With
-    ``data=True`` it also builds the sample table and chooses the task, so a
-    missing data folder or an empty selection fails before the run folder exists
+    ``data=True`` (``odirkit run``) it also calls each plugin's ``prepare`` (a
+    model fetching its pretrained weights), builds the sample table and chooses
+    the task, so missing weights, a missing data folder or an empty selection
+    fail before the run folder exists
     (``seen`` skips a data table already checked for another variant).
     """
     with torch.device("meta"):
-        model = exp.model.build(num_classes=len(exp.labels))
-    if not isinstance(model, nn.Module):
-        raise PluginError(
-            f"model {exp.model.name!r} returned {type(model).__name__}, not a torch.nn.Module"
-        )
+        build_model(exp, len(exp.labels))
     for call in exp.augmenters:
         _check_augmenter(call.name, call.build())
-    if data:
+    if data:  # what "odirkit run" checks and fetches, and "odirkit validate" does not
+        for call in (exp.model, exp.dataset, *exp.augmenters, *exp.explainers):
+            prepare = call.spec.meta.get("prepare")
+            if prepare is not None:
+                _prepare(call, prepare)
         key = json.dumps(exp.to_dict()["data"], sort_keys=True)
         if seen is None or key not in seen:
             load_samples(exp)
         if seen is not None:
             seen.add(key)
+
+
+def _prepare(call: Any, prepare: Any) -> None:
+    """A plugin's ``prepare(params)``: fetch what it needs (weights) before any training."""
+    try:
+        prepare(dict(call.params))
+    except OdirkitError as exc:
+        raise type(exc)(f"{call.where} {exc}") from None
+    except Exception as exc:
+        raise PluginError(
+            f"{call.where} {call.spec.label} could not prepare: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _check_augmenter(name: str, aug: Any) -> Any:
@@ -276,13 +291,8 @@ def run_variant(exp: Experiment, vdir: Path, *, registry: Registry) -> VariantRe
         write_text(vdir / "skipped_images.csv", pd.DataFrame(data.skipped).to_csv(index=False))
 
     seed_everything(cfg.seed)
-    model = exp.model.build(num_classes=data.task.num_classes)
-    if not isinstance(model, nn.Module):
-        raise PluginError(
-            f"model {exp.model.name!r} returned {type(model).__name__}, not a torch.nn.Module"
-        )
-    model.to(device)
-    meta = exp.model.spec.meta
+    model = build_model(exp, data.task.num_classes).to(device)
+    meta = exp.model.meta
     augmenters = []
     for i, call in enumerate(exp.augmenters):
         aug = _check_augmenter(call.name, call.build())
@@ -301,7 +311,7 @@ def run_variant(exp: Experiment, vdir: Path, *, registry: Registry) -> VariantRe
     loss_fn = make_loss(data.task.single_label, weights, device)
     optimizer = make_optimizer(
         cfg.train.optimizer,
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],
         lr=cfg.train.lr,
         momentum=cfg.train.momentum,
         weight_decay=cfg.train.weight_decay,
@@ -325,7 +335,15 @@ def run_variant(exp: Experiment, vdir: Path, *, registry: Registry) -> VariantRe
         seed=cfg.seed,
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.train.eval_batch_size,
-        num_workers=cfg.train.num_workers,
+        performance=resolve_performance(
+            precision=cfg.train.precision,
+            channels_last=cfg.train.channels_last,
+            compile=cfg.train.compile,
+            num_workers=cfg.train.num_workers,
+            device=device,
+            streaming=data.store.tensor is None,
+        ),
+        metadata=cfg.model.metadata,
     )
     loop = _Loop(exp, vdir, trainer, scheduler)
     loop.restore()
@@ -422,6 +440,7 @@ class _Loop:
             "model": self.trainer.model.state_dict(),
             "optimizer": self.trainer.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.trainer.scaler.state_dict(),
             "history": self.history,
             "best": self.best,
             "seconds": self.seconds_before + time.perf_counter() - self.started,
@@ -445,6 +464,8 @@ class _Loop:
             self.trainer.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state.get("scheduler"):
                 self.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                self.trainer.scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise RunError(
                 f"{self.last_path}: does not fit model {self.exp.model.name!r} "
@@ -622,7 +643,8 @@ def _column(monitor: str) -> str:
 
 def _finished(variant: str, vdir: Path) -> VariantResult:
     final = json.loads((vdir / "metrics.json").read_text())
-    history = pd.read_csv(vdir / "metrics.csv")
+    csv = vdir / "metrics.csv"  # a baseline has no epochs
+    history = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
     return VariantResult(variant, vdir, history, final)
 
 
@@ -657,8 +679,12 @@ def write_comparison(run: ExperimentRun) -> pd.DataFrame:
     )
 
 
-def summaries_from_dirs(directories: Sequence[Path]) -> list[RunSummary]:
-    """Finished variants under the given folders (run folders or variant folders)."""
+def finished_variant_dirs(directories: Sequence[Path]) -> list[Path]:
+    """The finished variant folders given, or found inside the given run folders."""
+    return [path for path, _ in _finished_dirs(directories)]
+
+
+def _finished_dirs(directories: Sequence[Path]) -> list[tuple[Path, str]]:
     found: list[tuple[Path, str]] = []
     for directory in directories:
         directory = Path(directory)
@@ -675,6 +701,12 @@ def summaries_from_dirs(directories: Sequence[Path]) -> list[RunSummary]:
             + ", ".join(str(d) for d in directories)
             + " (a finished variant folder holds metrics.json)"
         )
+    return found
+
+
+def summaries_from_dirs(directories: Sequence[Path]) -> list[RunSummary]:
+    """Finished variants under the given folders (run folders or variant folders)."""
+    found = _finished_dirs(directories)
     labels = [label for _, label in found]
     summaries = []
     for path, label in found:

@@ -49,6 +49,65 @@ class Evaluation:
     loss: float
 
 
+@dataclass(frozen=True)
+class Performance:
+    """How fast to run: mixed precision, memory format, compilation, loading."""
+
+    autocast_dtype: torch.dtype | None = None  # None: fp32
+    grad_scaler: bool = False  # fp16 needs loss scaling
+    channels_last: bool = False
+    compile: bool = False
+    num_workers: int = 0
+    pin_memory: bool = False
+
+    @property
+    def precision(self) -> str:
+        names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+        return names.get(self.autocast_dtype, "fp32")  # type: ignore[arg-type]
+
+
+def resolve_performance(
+    *,
+    precision: str,
+    channels_last: bool | None,
+    compile: bool,
+    num_workers: int | None,
+    device: torch.device,
+    streaming: bool,
+) -> Performance:
+    """Settle ``auto`` and unset choices for this device.
+
+    On CUDA: bf16 autocast where the GPU supports it, else fp16 with a gradient
+    scaler; channels_last on; pinned memory; DataLoader workers when images are
+    read from the cache. On the CPU: fp32, contiguous, no workers — unless the
+    experiment asks otherwise.
+    """
+    cuda = device.type == "cuda"
+    dtype: torch.dtype | None
+    if precision == "auto":
+        if cuda:
+            bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            dtype = torch.bfloat16 if bf16 else torch.float16
+        else:
+            dtype = None
+    else:
+        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if dtype is torch.float16 and not cuda:
+        dtype = torch.bfloat16  # CPU autocast has no fp16 gradient scaling: use bf16
+    if num_workers is None:
+        import os
+
+        num_workers = min(8, os.cpu_count() or 1) if (cuda and streaming) else 0
+    return Performance(
+        autocast_dtype=dtype,
+        grad_scaler=dtype is torch.float16,
+        channels_last=cuda if channels_last is None else channels_last,
+        compile=compile,
+        num_workers=num_workers,
+        pin_memory=cuda,
+    )
+
+
 class Trainer:
     """Runs training steps and evaluations for one model on one data bundle."""
 
@@ -66,9 +125,14 @@ class Trainer:
         seed: int = 0,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        performance: Performance | None = None,
+        metadata: bool = False,
     ) -> None:
-        self.model = model
+        self.performance = performance or Performance()
+        self.model = model  # the module whose state is saved
+        if self.performance.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.forward_model: nn.Module = torch.compile(model) if self.performance.compile else model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.data = data
@@ -79,8 +143,8 @@ class Trainer:
         self.seed = seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = device.type == "cuda"
+        self.metadata = metadata
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.performance.grad_scaler)
 
     # -- the pieces of a step ------------------------------------------------
 
@@ -92,7 +156,21 @@ class Trainer:
         if generator is not None:
             for aug in self.augmenters:
                 x = aug(x, generator)
-        return (x - self.mean) / self.std
+        x = (x - self.mean) / self.std
+        if self.performance.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: torch.Tensor, indices: np.ndarray) -> torch.Tensor:
+        """The model on a batch, under autocast when mixed precision is on."""
+        dtype = self.performance.autocast_dtype
+        with torch.autocast(
+            self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+        ):
+            if self.metadata:
+                meta = self.data.metadata_tensor(indices).to(self.device, non_blocking=True)
+                return self.forward_model(x, meta)
+            return self.forward_model(x)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The training images of ``epoch`` in their shuffled order (seeded by epoch)."""
@@ -101,6 +179,14 @@ class Trainer:
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.data.train_idx) / self.batch_size)
+
+    def _batches(self, indices: np.ndarray, batch_size: int):
+        return self.data.batches(
+            indices,
+            batch_size,
+            num_workers=self.performance.num_workers,
+            pin_memory=self.performance.pin_memory,
+        )
 
     # -- training ------------------------------------------------------------
 
@@ -113,25 +199,24 @@ class Trainer:
         """Run the remaining steps of ``progress.epoch``; ``after_step`` sees each one."""
         self.model.train()
         order = self.epoch_order(progress.epoch)[progress.step * self.batch_size :]
-        batches = self.data.batches(
-            order, self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory
-        )
-        for _, images, targets in batches:
+        for indices, images, targets in self._batches(order, self.batch_size):
             step_seed = derive_seed(self.seed, progress.epoch, progress.step + 1)
             torch.manual_seed(step_seed)
             generator = generator_for(self.device, step_seed, 1)
             x = self.to_input(images, generator)
             y = targets.to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.model(x), y)
+            logits = self.forward(x, indices)
+            loss = self.loss_fn(logits.float(), y)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"the training loss became {value} at epoch {progress.epoch + 1}, "
                     f"step {progress.step + 1}; lower train.lr or check the data"
                 )
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             progress.step += 1
             progress.loss_sum += value * len(images)
             progress.seen += len(images)
@@ -147,18 +232,13 @@ class Trainer:
         indices = self.data.test_idx if indices is None else indices
         self.model.eval()
         probs, total, seen = [], 0.0, 0
-        for _, images, targets in self.data.batches(
-            indices,
-            self.eval_batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-        ):
-            logits = self.model(self.to_input(images))
+        for chunk, images, targets in self._batches(indices, self.eval_batch_size):
+            logits = self.forward(self.to_input(images), chunk).float()
             y = targets.to(self.device)
             total += float(self.loss_fn(logits, y)) * len(images)
             seen += len(images)
             p = logits.softmax(dim=1) if self.data.task.single_label else logits.sigmoid()
-            probs.append(p.float().cpu().numpy())
+            probs.append(p.cpu().numpy())
         return Evaluation(
             indices=indices,
             probs=np.concatenate(probs) if probs else np.zeros((0, self.data.task.num_classes)),
