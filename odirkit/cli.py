@@ -127,6 +127,10 @@ def run(
             )
             result = run_experiment(started, registry=reg)
         _print_results(result)
+        for r in result.results:
+            summary = r.directory / "explain" / "localisation.csv"
+            if summary.exists():
+                out.print(f"{r.variant}: explanations in {summary.parent}")
 
 
 def _check_same_experiment(file: Path, previous: Any, reg: Registry) -> None:
@@ -462,6 +466,175 @@ def score(
             str(figures["support"]),
         )
     out.print(per_class)
+
+
+# -- explain ------------------------------------------------------------------------------
+
+
+@app.command("explain")
+def explain_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run (its variant folder).")],
+    explainer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--explainer",
+            help="Explainer plugin (repeatable); default: the run's, else every installed one.",
+        ),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="Explain this class (repeatable); default: the predicted."),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="Explain these images (a file or folder) instead of the run's held-out ones.",
+        ),
+    ] = None,
+    layer: Annotated[
+        str | None, typer.Option("--layer", help="default, auto, or a dotted module name.")
+    ] = None,
+    max_images: Annotated[
+        int, typer.Option("--max-images", help="Held-out images explained at most.")
+    ] = 64,
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write.")] = None,
+) -> None:
+    """Explain a finished run's decisions: maps, overlays, grid, localisation, sanity."""
+    from odirkit.config import ExplainOptions, PluginCall
+    from odirkit.data.images import Preprocessing
+    from odirkit.data.prepare import prepare_data
+    from odirkit.engine.device import resolve_device
+    from odirkit.engine.run import explain_variant
+    from odirkit.explain import explain, inputs_from_files
+    from odirkit.params import Where
+    from odirkit.predict import find_variant, load_trained
+
+    with user_errors():
+        if checkpoint not in ("best", "last"):
+            raise ConfigError(f"--checkpoint {checkpoint!r}: use best or last")
+        reg = registry()
+        variant_dir = find_variant(run_dir)
+        exp, model = load_trained(variant_dir, reg, checkpoint)
+        if explainer:
+            calls = [
+                PluginCall(
+                    spec,
+                    spec.validate({}, where=Where(None, f"--explainer {name}")),
+                    options=ExplainOptions(max_images=max_images).model_dump(),
+                )
+                for name in explainer
+                for spec in [reg.get("explainer", name)]
+            ]
+        elif exp.explainers:
+            calls = list(exp.explainers)
+        else:
+            calls = [
+                PluginCall(
+                    spec,
+                    spec.validate({}, where=Where(None, spec.name)),
+                    options=ExplainOptions(max_images=max_images).model_dump(),
+                )
+                for spec in reg.specs("explainer")
+            ]
+        if not calls:
+            raise ConfigError("no explainer plugin is installed")
+        asked = None
+        if label:
+            unknown = [x for x in label if x not in exp.labels]
+            if unknown:
+                raise ConfigError(
+                    f"--label {unknown[0]!r}: the run learned {', '.join(exp.labels)} only"
+                )
+            asked = [exp.labels.index(x) for x in label]
+        target = out_dir or _fresh(variant_dir / "explain")
+        device = resolve_device(exp.config.device)
+        if images is not None:
+            prep = Preprocessing(
+                size=exp.image_size,
+                crop_to_fov=exp.config.data.crop_to_fov,
+                circle_crop=exp.config.data.circle_crop,
+            )
+            meta = exp.model.meta
+            cam = meta.get("cam_layer")
+            result = explain(
+                model=model,
+                calls=calls,
+                inputs=inputs_from_files(images, prep, metadata=exp.config.model.metadata),
+                labels=exp.labels,
+                single_label=_run_is_single_label(variant_dir),
+                mean=meta.get("mean", (0.5, 0.5, 0.5)),
+                std=meta.get("std", (0.5, 0.5, 0.5)),
+                cam_layer=f"backbone.{cam}" if cam and exp.config.model.metadata else cam,
+                device=device,
+                out_dir=target,
+                seed=exp.config.seed,
+                asked=asked,
+                layer_override=layer,
+            )
+        else:
+            data = prepare_data(exp)
+            result = explain_variant(
+                exp,
+                model,
+                data,
+                target,
+                device,
+                calls=calls,
+                asked=asked,
+                layer=layer,
+                max_images=max_images,
+            )
+    _print_explanations(result)
+    out.print(f"written to {target}")
+
+
+def _fresh(path: Path) -> Path:
+    """``path``, or a timestamped sibling when it exists: earlier results stay."""
+    return (
+        path if not path.exists() else path.with_name(f"{path.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    )
+
+
+def _run_is_single_label(variant_dir: Path) -> bool:
+    try:
+        return json.loads((variant_dir / "data.json").read_text()).get("task") == "single_label"
+    except (OSError, ValueError):
+        return False
+
+
+def _print_explanations(result: Any) -> None:
+    if result.localisation is not None:
+        table = Table(title="localisation against the lesion masks")
+        for column in (
+            "explainer",
+            "label",
+            "images",
+            "pointing game",
+            "random point",
+            "energy in mask",
+            "uniform map",
+        ):
+            table.add_column(column, justify="right")
+        for row in result.localisation.itertuples(index=False):
+            table.add_row(
+                row.explainer,
+                row.label,
+                str(row.images),
+                _fmt(row.pointing_game),
+                _fmt(row.random_point),
+                _fmt(row.energy_in_mask),
+                _fmt(row.uniform_map),
+            )
+        out.print(table)
+    if result.sanity is not None:
+        table = Table(title="sanity: rank correlation with a re-initialised model (low is good)")
+        table.add_column("explainer")
+        table.add_column("rank correlation", justify="right")
+        for row in result.sanity.itertuples(index=False):
+            table.add_row(row.explainer, _fmt(row.rank_correlation_with_random_model))
+        out.print(table)
 
 
 # -- baseline and ensemble -------------------------------------------------------------

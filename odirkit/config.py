@@ -163,6 +163,24 @@ class TrainConfig(_Table):
     )
 
 
+class ExplainOptions(_Table):
+    """odirkit's own keys of an ``[[explain]]`` entry (the others are the plugin's)."""
+
+    layer: str = Field(
+        "default",
+        description="the layer explained: default (the model's CAM layer), auto (the last "
+        "convolution), or a dotted module name",
+    )
+    max_images: int = Field(64, ge=1, description="held-out images explained at most")
+    sanity: bool = Field(
+        True, description="compare with the maps of a re-initialised model (rank correlation)"
+    )
+
+
+#: odirkit's own keys in the entries of a plugin list, per kind
+ENTRY_OPTIONS: dict[str, type[pydantic.BaseModel]] = {"explainer": ExplainOptions}
+
+
 class ExperimentConfig(_Table):
     """The top level of an experiment file."""
 
@@ -198,6 +216,7 @@ class PluginCall:
     spec: PluginSpec
     params: dict[str, Any]
     where: Where | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # odirkit's own keys of the entry
 
     @property
     def name(self) -> str:
@@ -218,7 +237,7 @@ class PluginCall:
             raise type(exc)(f"{self.where} {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.spec.name, **self.params}
+        return {"name": self.spec.name, **self.options, **self.params}
 
 
 @dataclass
@@ -586,9 +605,29 @@ def _resolve_entry(
         raise ConfigError(
             f'{origin.where(table)} each {table.split(".")[0]} entry needs name = "<{kind} plugin>"'
         )
-    return _resolve_plugin(
-        registry, kind, name, entry, origin, table, core_keys=["name"], name_key="name"
+    options_model = ENTRY_OPTIONS.get(kind)
+    options: dict[str, Any] = {}
+    if options_model is not None:
+        own = {k: entry.pop(k) for k in list(entry) if k in options_model.model_fields}
+        try:
+            options = options_model(**own).model_dump()
+        except pydantic.ValidationError as exc:
+            raise ConfigError(
+                "\n".join(
+                    describe_error(
+                        err,
+                        where=origin.where(table, str(err["loc"][0])),
+                        key=".".join(str(p) for p in err["loc"]),
+                        valid_keys=options_model.model_fields,
+                    )
+                    for err in exc.errors()
+                )
+            ) from None
+    core = ["name", *(options_model.model_fields if options_model else [])]
+    call = _resolve_plugin(
+        registry, kind, name, entry, origin, table, core_keys=core, name_key="name"
     )
+    return PluginCall(call.spec, call.params, call.where, options)
 
 
 def _repoint(message: str, origin: _Origin, table: str, params: Mapping[str, Any]) -> str:

@@ -58,8 +58,12 @@ def load_trained(
     variant_dir: Path, registry: Registry, checkpoint: str = "best"
 ) -> tuple[Experiment, torch.nn.Module]:
     """The run's experiment and its model with the chosen checkpoint's weights."""
+    from odirkit.engine.run import rebase_paths
+
     doc = json.loads((variant_dir / "config.json").read_text())
-    (exp,) = resolve_document(doc, registry, source=str(variant_dir / "config.json"))
+    (exp,) = resolve_document(
+        rebase_paths(doc, variant_dir), registry, source=str(variant_dir / "config.json")
+    )
     path = variant_dir / "checkpoints" / f"{checkpoint}.pt"
     if not path.exists():
         raise RunError(f"{path}: no such checkpoint (is the run finished?)")

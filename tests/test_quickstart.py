@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 QUICKSTART = Path(__file__).parents[1] / "experiments" / "quickstart.toml"
@@ -29,14 +30,29 @@ def test_quickstart_reaches_a_micro_f1_of_0_85(cli, workdir):
 
 
 @pytest.mark.slow
+def test_gradcam_points_at_the_diabetic_lesions(workdir):
+    # The quickstart explains its model after training (see its [[explain]] tables).
+    (path,) = (workdir / "runs").glob("quickstart/*/default/explain/localisation.csv")
+    table = pd.read_csv(path).set_index(["explainer", "label"])
+    gradcam = table.loc[("gradcam", "D")]
+    assert gradcam["images"] >= 10
+    assert gradcam["pointing_game"] > 1.5 * gradcam["random_point"], gradcam
+    assert gradcam["pointing_game"] > gradcam["random_point"] + 0.15, gradcam
+
+
+@pytest.mark.slow
 def test_shuffled_training_labels_stay_near_chance(cli, workdir):
     result = cli(
         "run",
         QUICKSTART,
+        "--variant",
+        "default",
         "--out",
         workdir / "control",
         "--set",
         "data.shuffle_train_labels=true",
+        "--set",
+        "explain=[]",
         cwd=workdir,
     )
     assert result.exit_code == 0, result.output

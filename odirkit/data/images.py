@@ -96,6 +96,36 @@ def preprocess(path: str | Path, prep: Preprocessing) -> np.ndarray:
     return array
 
 
+def preprocess_mask(mask_path: str | Path, image_path: str | Path, prep: Preprocessing) -> np.ndarray:
+    """A lesion mask brought into the same frame as its preprocessed image: ``bool [S, S]``.
+
+    The field-of-view box is found on the full-resolution photograph, applied to
+    the mask, which is then padded and resized (nearest neighbour) the same way.
+    """
+    try:
+        with Image.open(image_path) as img:
+            gray = np.asarray(img.convert("L"))
+        with Image.open(mask_path) as m:
+            mask = m.convert("L")
+            mask.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{mask_path}: cannot read the lesion mask ({exc})") from None
+    if mask.size != (gray.shape[1], gray.shape[0]):
+        mask = mask.resize((gray.shape[1], gray.shape[0]), Image.Resampling.NEAREST)
+    if prep.crop_to_fov:
+        box = fov_box(gray)
+        if box is not None:
+            mask = mask.crop(box)
+    w, h = mask.size
+    side = max(w, h)
+    if w != h:
+        square = Image.new("L", (side, side))
+        square.paste(mask, ((side - w) // 2, (side - h) // 2))
+        mask = square
+    mask = mask.resize((prep.size, prep.size), Image.Resampling.NEAREST)
+    return np.asarray(mask) > 127
+
+
 def circle_mask(size: int) -> np.ndarray:
     """The disc inscribed in a ``size`` x ``size`` square, as 0/1 ``uint8``."""
     centre = (size - 1) / 2

@@ -91,4 +91,5 @@ def capture_environment(
         ],
         "git": git_revision(where),
         "command": sys.argv,
+        "working_directory": str(Path.cwd()),
     }

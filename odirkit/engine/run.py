@@ -34,10 +34,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from odirkit.augment import ExpandContext, ExtraSamples, targets_of
 from odirkit.config import Experiment, resolve_document
 from odirkit.console import info, progress_bar, warn
+from odirkit.data.images import Preprocessing
 from odirkit.data.prepare import DataBundle, cache_root, load_samples, prepare_data
 from odirkit.data.split import class_weights
 from odirkit.engine.checkpoint import (
@@ -172,9 +174,35 @@ def _load_variant(vdir: Path, registry: Registry) -> Experiment:
         raise RunError(f"{config_file}: missing; this variant cannot be resumed") from None
     except (OSError, ValueError) as exc:
         raise RunError(f"{config_file}: unreadable ({exc})") from None
-    (exp,) = resolve_document(doc, registry, source=str(config_file))
+    (exp,) = resolve_document(rebase_paths(doc, vdir), registry, source=str(config_file))
     exp.variant = vdir.name
     return exp
+
+
+#: the paths of a resolved configuration that are relative to the working directory
+RELATIVE_PATHS = (
+    ("data", "root"),
+    ("data", "cache_dir"),
+    ("data", "split_file"),
+    ("model", "weights"),
+)
+
+
+def rebase_paths(doc: dict[str, Any], vdir: Path) -> dict[str, Any]:
+    """Relative data paths of a saved run, made relative to where the run was started,
+    so that resuming, predicting or explaining works from any working directory."""
+    try:
+        env = json.loads((vdir / "environment.json").read_text())
+        start = Path(env["working_directory"])
+    except (OSError, ValueError, KeyError):
+        return doc
+    for table, key in RELATIVE_PATHS:
+        value = doc.get(table, {}).get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            here, there = Path(value), start / value
+            if not here.exists() and there.exists():
+                doc[table][key] = str(there)
+    return doc
 
 
 # -- Ctrl-C -------------------------------------------------------------------
@@ -348,7 +376,60 @@ def run_variant(exp: Experiment, vdir: Path, *, registry: Registry) -> VariantRe
     loop = _Loop(exp, vdir, trainer, scheduler)
     loop.restore()
     loop.run()
-    return loop.finish()
+    result = loop.finish()
+    if exp.explainers:
+        explain_variant(exp, model, data, vdir / "explain", device)
+    return result
+
+
+def explain_variant(
+    exp: Experiment,
+    model: nn.Module,
+    data: DataBundle,
+    out_dir: Path,
+    device: torch.device,
+    *,
+    calls: Sequence[Any] | None = None,
+    asked: Sequence[int] | None = None,
+    layer: str | None = None,
+    max_images: int | None = None,
+) -> Any:
+    """The experiment's explainers (or ``calls``) on a trained model's held-out images."""
+    from odirkit.explain import explain, inputs_from_data
+
+    calls = list(calls if calls is not None else exp.explainers)
+    limit = max_images or max(c.options.get("max_images", 64) for c in calls)
+    meta = exp.model.meta
+    cam_layer = meta.get("cam_layer")
+    if cam_layer and exp.config.model.metadata:
+        cam_layer = f"backbone.{cam_layer}"
+
+    def random_model() -> nn.Module:
+        torch.manual_seed(derive_seed(exp.config.seed, 7))
+        return build_model(exp, data.task.num_classes)
+
+    prep = Preprocessing(
+        size=exp.image_size,
+        crop_to_fov=exp.config.data.crop_to_fov,
+        circle_crop=exp.config.data.circle_crop,
+    )
+    return explain(
+        model=model,
+        calls=calls,
+        inputs=inputs_from_data(data, limit, metadata=exp.config.model.metadata),
+        labels=list(data.task.labels),
+        single_label=data.task.single_label,
+        mean=meta.get("mean", DEFAULT_MEAN),
+        std=meta.get("std", DEFAULT_STD),
+        cam_layer=cam_layer,
+        device=device,
+        out_dir=out_dir,
+        seed=exp.config.seed,
+        prep=prep,
+        random_model=random_model,
+        asked=asked,
+        layer_override=layer,
+    )
 
 
 def _expand(

@@ -1,0 +1,1 @@
+"""Built-in explainer plugins of odirkit (Captum)."""

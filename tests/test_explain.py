@@ -1,0 +1,229 @@
+"""Explanations: the Captum explainers, layers, maps, overlays, localisation, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+from conftest import tiny_experiment
+
+from odirkit.errors import ConfigError
+from odirkit.explain import pointing_and_energy, rank_correlation, resolve_layer
+from odirkit.testing import small_params
+
+EXPLAINERS = ["gradcam", "guided_gradcam", "smoothgrad"]
+
+
+@pytest.fixture
+def cnn(registry):
+    spec = registry.get("model", "cnn")
+    torch.manual_seed(0)
+    model = spec.build(num_classes=2, **small_params(spec)).eval()
+    return model, model.get_submodule(spec.meta["cam_layer"])
+
+
+def build(registry, name, **params):
+    spec = registry.get("explainer", name)
+    return spec.build(**spec.validate(params, where=None))
+
+
+def test_gradcam_equals_captum_called_directly(registry, cnn):
+    model, layer = cnn
+    images = torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([0, 1, 0])
+    ours = build(registry, "gradcam")(model, images, targets, layer)
+    direct = LayerGradCam(model, layer).attribute(images, target=targets, relu_attributions=True)
+    expected = LayerAttribution.interpolate(direct, (48, 48), interpolate_mode="bilinear")
+    assert torch.allclose(ours, expected[:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", EXPLAINERS)
+def test_maps_have_the_input_shape_are_non_negative_and_repeat(registry, cnn, name):
+    model, layer = cnn
+    explainer = build(registry, name, **({"samples": 4} if name == "smoothgrad" else {}))
+    images = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+    targets = torch.tensor([0, 1])
+    torch.manual_seed(5)
+    first = explainer(model, images, targets, layer)
+    torch.manual_seed(5)
+    again = explainer(model, images, targets, layer)
+    assert first.shape == (2, 48, 48) and (first >= 0).all()
+    assert torch.equal(first, again)
+
+
+class TwoLesionModel(torch.nn.Module):
+    """Class 0 is evidence of red lesions, class 1 of green ones (one channel each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.ReLU())
+        with torch.no_grad():
+            self.features[0].weight.zero_()
+            self.features[0].weight[0, 0, 1, 1] = 1.0  # channel 0 sees red
+            self.features[0].weight[1, 1, 1, 1] = 1.0  # channel 1 sees green
+            self.features[0].bias.zero_()
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.classifier = torch.nn.Linear(2, 2)
+        with torch.no_grad():
+            self.classifier.weight.copy_(torch.eye(2))
+            self.classifier.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+@pytest.mark.parametrize("name", EXPLAINERS)
+def test_maps_differ_between_classes_on_an_image_with_two_lesions(registry, name):
+    model = TwoLesionModel().eval()
+    image = torch.zeros(1, 3, 32, 32)
+    image[:, 0, 8:12, 4:8] = 1.0  # a red lesion on the left: class 0's evidence
+    image[:, 1, 20:24, 24:28] = 1.0  # a green one on the right: class 1's
+    explainer = build(registry, name, **({"samples": 4} if name == "smoothgrad" else {}))
+    torch.manual_seed(0)
+    left = explainer(model, image, torch.tensor([0]), model.features[1])[0]
+    torch.manual_seed(0)
+    right = explainer(model, image, torch.tensor([1]), model.features[1])[0]
+    assert not torch.allclose(left, right)
+    assert left[:, :16].sum() > left[:, 16:].sum()
+    assert right[:, 16:].sum() > right[:, :16].sum()
+
+
+@pytest.mark.parametrize(("name", "size"), [("cnn", 48), ("vgg13_bn", 64), ("inception_v3", 75)])
+def test_every_explainer_works_on_the_paper_models(registry, name, size):
+    spec = registry.get("model", name)
+    params = small_params(spec) if name == "cnn" else {}
+    torch.manual_seed(0)
+    model = spec.build(num_classes=3, **params).eval()
+    _, layer = resolve_layer(model, "default", spec.meta["cam_layer"])
+    images = torch.rand(1, 3, size, size)
+    for explainer_name in EXPLAINERS:
+        extra = {"samples": 2, "sample_batch_size": 2} if explainer_name == "smoothgrad" else {}
+        maps = build(registry, explainer_name, **extra)(model, images, torch.tensor([2]), layer)
+        assert maps.shape == (1, size, size) and (maps >= 0).all(), explainer_name
+
+
+def test_layers_default_auto_named_and_wrong(cnn):
+    model, layer = cnn
+    assert resolve_layer(model, "default", "features.13")[1] is layer
+    name, module = resolve_layer(model, "auto", None)
+    assert name == "features.11" and isinstance(module, torch.nn.Conv2d)  # the last convolution
+    assert resolve_layer(model, "features.3", None)[0] == "features.3"
+    with pytest.raises(ConfigError) as info:
+        resolve_layer(model, "features.99", None)
+    assert "candidate layers" in str(info.value) and "features.13" in str(info.value)
+
+
+def test_pointing_game_and_energy():
+    heat = np.zeros((10, 10))
+    heat[2, 3] = 1.0
+    heat[8, 8] = 0.5
+    mask = np.zeros((10, 10), bool)
+    mask[2, 3] = True
+    fov = np.ones((10, 10), bool)
+    hit, energy, chance, share = pointing_and_energy(heat, mask, fov, tolerance=0)
+    assert (hit, energy, chance, share) == (1.0, 1.0 / 1.5, 0.01, 0.01)
+    miss, *_ = pointing_and_energy(heat, np.roll(mask, 5, axis=0), fov, tolerance=0)
+    assert miss == 0.0
+    near, *_ = pointing_and_energy(heat, np.roll(mask, 1, axis=0), fov, tolerance=1)
+    assert near == 1.0  # within the tolerance
+
+
+def test_rank_correlation():
+    a = np.random.default_rng(0).random((56, 56))
+    assert rank_correlation(a, a) == pytest.approx(1.0)
+    assert rank_correlation(a, -a) == pytest.approx(-1.0)
+    assert np.isnan(rank_correlation(a, np.zeros_like(a)))
+
+
+EXPLAIN = """
+[[explain]]
+name = "gradcam"
+[[explain]]
+name = "smoothgrad"
+samples = 4
+max_images = 8
+"""
+
+
+@pytest.fixture
+def explained_run(cli, tmp_path, phantom_root):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=1) + EXPLAIN)
+    result = cli("run", exp, "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (variant,) = (tmp_path / "runs").glob("*/*/default")
+    return variant
+
+
+def test_explain_tables_run_after_training(explained_run):
+    folder = explained_run / "explain"
+    for name in ("maps.npz", "grid.png", "localisation.csv", "sanity.csv", "summary.json"):
+        assert (folder / name).exists(), name
+    maps = np.load(folder / "maps.npz")
+    assert (
+        maps["gradcam"].shape[1:] == (48, 48) and maps["gradcam"].shape == maps["smoothgrad"].shape
+    )
+    assert set(maps["target"]) <= {"N", "D"}
+    overlays = list((folder / "overlays" / "gradcam").glob("*.png"))
+    assert overlays
+    table = pd.read_csv(folder / "localisation.csv")
+    assert set(table["explainer"]) == {"gradcam", "smoothgrad"}
+    assert set(table.columns) >= {"pointing_game", "random_point", "energy_in_mask", "uniform_map"}
+    sanity = pd.read_csv(folder / "sanity.csv")
+    assert list(sanity["explainer"]) == ["gradcam", "smoothgrad"]
+
+
+def test_explain_command_on_a_finished_run(cli, explained_run, tmp_path, phantom_root):
+    first = cli(
+        "explain",
+        explained_run,
+        "--explainer",
+        "guided_gradcam",
+        "--label",
+        "D",
+        "--max-images",
+        "4",
+    )
+    assert first.exit_code == 0, first.output
+    folders = sorted(p.name for p in explained_run.glob("explain*"))
+    assert len(folders) == 2  # the earlier explain/ folder is kept
+    newest = explained_run / folders[-1]
+    names = {p.name for p in (newest / "overlays" / "guided_gradcam").glob("*.png")}
+    assert names and all(n.endswith("_D.png") for n in names)
+
+    images = phantom_root / "ODIR-5K_Training_Dataset"
+    given = cli(
+        "explain",
+        explained_run,
+        "--images",
+        images / "0_left.jpg",
+        "--explainer",
+        "gradcam",
+        "--out",
+        tmp_path / "mine",
+    )
+    assert given.exit_code == 0, given.output
+    assert (tmp_path / "mine" / "overlays" / "gradcam").iterdir()
+    summary = json.loads((tmp_path / "mine" / "summary.json").read_text())
+    assert summary["localisation"] is None  # no masks for images given by hand
+
+    bad = cli("explain", explained_run, "--layer", "nope.1")
+    assert bad.exit_code == 2 and "candidate layers" in bad.stderr
+    wrong = cli("explain", explained_run, "--label", "G")
+    assert wrong.exit_code == 2 and "learned N, D only" in wrong.stderr
+
+
+def test_explaining_a_metadata_model(cli, tmp_path, phantom_root):
+    text = tiny_experiment(phantom_root, epochs=1).replace(
+        "dropout = 0.0", "dropout = 0.0\nmetadata = true"
+    )
+    exp = tmp_path / "exp.toml"
+    exp.write_text(text + EXPLAIN)
+    result = cli("run", exp, "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (variant,) = (tmp_path / "runs").glob("*/*/default")
+    assert (variant / "explain" / "maps.npz").exists()
