@@ -103,9 +103,11 @@ def run(
 ) -> None:
     """Run an experiment: every variant, then a comparison of them."""
     from odirkit.config import load_experiment
+    from odirkit.engine import distributed
     from odirkit.engine.run import load_run, preflight, run_experiment, start_run
 
     with user_errors():
+        distributed.setup()
         reg = registry()
         if resume is not None:
             if set_ or variant:
@@ -119,13 +121,18 @@ def run(
                 raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
             experiments = load_experiment(file, reg, overrides=set_ or [], variants=variant)
             seen: set[str] = set()
-            for exp in experiments:
-                preflight(exp, data=True, seen=seen)
+            with distributed.rank_zero_first():  # one process writes a phantom, if any
+                for exp in experiments:
+                    preflight(exp, data=True, seen=seen)
             source_text = file.read_text(encoding="utf-8")
             started = start_run(
                 experiments, out=out_dir, source_text=source_text, overrides=set_ or []
             )
             result = run_experiment(started, registry=reg)
+        if not distributed.is_main():
+            distributed.teardown()
+            return
+        distributed.teardown()
         _print_results(result)
         for r in result.results:
             summary = r.directory / "explain" / "localisation.csv"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,8 +22,14 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def quiet() -> bool:
-    """Whether progress bars are off (``ODIRKIT_QUIET=1``)."""
+    """Whether progress bars are off (``ODIRKIT_QUIET=1``, or any rank but 0 of ``torchrun``)."""
+    if not _rank_zero():
+        return True
     return os.environ.get("ODIRKIT_QUIET", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _rank_zero() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 def progress_bar(*, transient: bool = True) -> Progress:
@@ -41,8 +48,10 @@ def progress_bar(*, transient: bool = True) -> Progress:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False)
+    if _rank_zero():
+        err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
 
 def info(message: str) -> None:
-    err.print(message, markup=False, highlight=False)
+    if _rank_zero():
+        err.print(message, markup=False, highlight=False)

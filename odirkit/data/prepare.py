@@ -143,14 +143,12 @@ class DataBundle:
 
     def batches(
         self,
-        indices: np.ndarray,
-        batch_size: int,
+        chunks: list[np.ndarray],
         *,
         num_workers: int = 0,
         pin_memory: bool = False,
     ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-        """``(row indices, uint8 images, targets)`` per batch, in the order given."""
-        chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+        """``(row indices, uint8 images, targets)`` for each chunk of row indices, in order."""
         if self.store.tensor is not None or num_workers == 0:
             for chunk in chunks:
                 yield chunk, self.store.batch(chunk), self.targets_tensor(chunk)
@@ -164,6 +162,11 @@ class DataBundle:
         )
         for chunk, images in zip(chunks, loader, strict=True):
             yield chunk, images, self.targets_tensor(chunk)
+
+
+def chunked(indices: np.ndarray, size: int) -> list[np.ndarray]:
+    """``indices`` in consecutive chunks of ``size`` (the last may be shorter)."""
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
 def cache_root(exp: Experiment) -> Path:

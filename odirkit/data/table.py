@@ -31,14 +31,14 @@ def check_sample_table(table: object, *, dataset: str, root: Path) -> pd.DataFra
         raise PluginError(
             f"dataset {dataset!r} returned {type(table).__name__}, expected a pandas DataFrame"
         )
+    if len(table) == 0:
+        raise DataError(f"dataset {dataset!r} at {root}: no images found")
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise PluginError(
             f"dataset {dataset!r}: the sample table lacks column(s) {', '.join(missing)}; "
             f"required: {', '.join(REQUIRED_COLUMNS)}"
         )
-    if table.empty:
-        raise DataError(f"dataset {dataset!r} at {root}: no images found")
     out = table.reset_index(drop=True).copy()
     for label in LABELS:
         values = pd.to_numeric(out[label], errors="coerce")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -72,9 +73,11 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     except FileNotFoundError:
         raise RunError(f"{path}: checkpoint not found") from None
     except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" (it names {found.group(1)})" if found else ""
         raise RunError(
             f"{path}: refused to load: the checkpoint holds objects other than tensors and "
-            f"plain values, and loading it could run code ({_first_line(exc)})"
+            f"plain values{what}, and unpickling them could run code"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise RunError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None

@@ -42,6 +42,7 @@ from odirkit.console import info, progress_bar, warn
 from odirkit.data.images import Preprocessing
 from odirkit.data.prepare import DataBundle, cache_root, load_samples, prepare_data
 from odirkit.data.split import class_weights
+from odirkit.engine import distributed
 from odirkit.engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
@@ -52,7 +53,14 @@ from odirkit.engine.device import resolve_device
 from odirkit.engine.environment import capture_environment
 from odirkit.engine.evaluate import Scores, score
 from odirkit.engine.models import build_model
-from odirkit.engine.seeding import derive_seed, generator_for, seed_everything, set_deterministic
+from odirkit.engine.seeding import (
+    derive_seed,
+    generator_for,
+    random_states,
+    restore_random_states,
+    seed_everything,
+    set_deterministic,
+)
 from odirkit.engine.trainer import (
     EpochProgress,
     Evaluation,
@@ -62,7 +70,7 @@ from odirkit.engine.trainer import (
     make_scheduler,
     resolve_performance,
 )
-from odirkit.errors import OdirkitError, PluginError, RunError
+from odirkit.errors import OdirkitError, PluginError, RunError, TrainingDiverged
 from odirkit.metrics import flatten_metrics, predictions
 from odirkit.plugins import Registry
 from odirkit.report import RunSummary, plot_run, write_report
@@ -125,9 +133,18 @@ def start_run(
     source_text: str | None,
     overrides: Sequence[str],
 ) -> ExperimentRun:
-    """Create the run folder and write what defines it, before any training."""
+    """Create the run folder and write what defines it, before any training.
+
+    Under ``torchrun`` rank 0 creates it and tells the others where it is.
+    """
     first = experiments[0]
-    directory = new_run_directory(out, first.name)
+    directory = Path(
+        distributed.broadcast(
+            str(new_run_directory(out, first.name)) if distributed.is_main() else None
+        )
+    )
+    if not distributed.is_main():
+        return ExperimentRun(directory, list(experiments))
     if source_text is not None:
         write_text(directory / "experiment.toml", source_text)
     write_json(
@@ -255,6 +272,7 @@ def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = No
     fail before the run folder exists
     (``seen`` skips a data table already checked for another variant).
     """
+    resolve_device(exp.config.device)  # "cuda" on a machine without it fails here
     with torch.device("meta"):
         build_model(exp, len(exp.labels))
     for call in exp.augmenters:
@@ -302,33 +320,47 @@ def run_variant(exp: Experiment, vdir: Path, *, registry: Registry) -> VariantRe
         info(f"{vdir}: already finished, skipped")
         return _finished(exp.variant, vdir)
     cfg = exp.config
+    here = distributed.world()
+    main = here.main
     seed_everything(cfg.seed)
     set_deterministic(cfg.train.deterministic)
     device = resolve_device(cfg.device)
-    write_json(vdir / "config.json", exp.to_dict())
-    write_json(
-        vdir / "environment.json",
-        capture_environment(
+    if here.distributed and device.type == "cuda":
+        device = torch.device("cuda", here.local_rank)
+    distributed.check_batch_size(cfg.train.batch_size)
+    if main:
+        write_json(vdir / "config.json", exp.to_dict())
+        environment = capture_environment(
             registry=registry, device=device, seed=cfg.seed, experiment_file=exp.source
-        ),
-    )
-    data = prepare_data(exp)
-    write_json(vdir / "data.json", data.report)
-    _write_split(vdir / "split.csv", data)
-    if data.skipped:
-        write_text(vdir / "skipped_images.csv", pd.DataFrame(data.skipped).to_csv(index=False))
+        )
+        environment["distributed"] = {"world_size": here.size, "backend": here.backend}
+        name = "environment.json"
+        if (vdir / name).exists():  # a resumed run keeps the first environment too
+            name = f"environment-resumed-{datetime.now():%Y%m%d-%H%M%S}.json"
+        write_json(vdir / name, environment)
+    with distributed.rank_zero_first():  # one process builds the dataset and the caches
+        data = prepare_data(exp)
+    if main:
+        write_json(vdir / "data.json", data.report)
+        _write_split(vdir / "split.csv", data)
+        if data.skipped:
+            write_text(vdir / "skipped_images.csv", pd.DataFrame(data.skipped).to_csv(index=False))
 
     seed_everything(cfg.seed)
-    model = build_model(exp, data.task.num_classes).to(device)
+    model = build_model(exp, data.task.num_classes)
+    if here.distributed and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     meta = exp.model.meta
     augmenters = []
     for i, call in enumerate(exp.augmenters):
         aug = _check_augmenter(call.name, call.build())
         if hasattr(aug, "expand"):
-            _expand(aug, call.name, i, exp, data, vdir, device)
+            with distributed.rank_zero_first():  # one process trains the GAN, the others reuse it
+                _expand(aug, call.name, i, exp, data, vdir, device)
         else:
             augmenters.append(aug)
-    if data.report.get("extra_train_images"):
+    if main and data.report.get("extra_train_images"):
         write_json(vdir / "data.json", data.report)
         _write_split(vdir / "split.csv", data)
     weights = None
@@ -374,11 +406,13 @@ def run_variant(exp: Experiment, vdir: Path, *, registry: Registry) -> VariantRe
         metadata=cfg.model.metadata,
     )
     loop = _Loop(exp, vdir, trainer, scheduler)
+    distributed.barrier()  # rank 0 may have written the checkpoint being resumed
     loop.restore()
     loop.run()
     result = loop.finish()
-    if exp.explainers:
+    if exp.explainers and main:
         explain_variant(exp, model, data, vdir / "explain", device)
+    distributed.barrier()
     return result
 
 
@@ -525,11 +559,12 @@ class _Loop:
             "history": self.history,
             "best": self.best,
             "seconds": self.seconds_before + time.perf_counter() - self.started,
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": random_states(),
         }
 
     def save(self) -> None:
-        save_checkpoint(self.last_path, self.state())
+        if distributed.is_main():
+            save_checkpoint(self.last_path, self.state())
 
     def restore(self) -> None:
         if not self.last_path.exists():
@@ -555,6 +590,8 @@ class _Loop:
         self.progress = EpochProgress(
             state["epoch"], state["step"], state["loss_sum"], state["seen"]
         )
+        if state.get("rng"):
+            restore_random_states(state["rng"])
         self.history = list(state["history"])
         self.best = state["best"]
         self.seconds_before = float(state.get("seconds", 0.0))
@@ -577,20 +614,27 @@ class _Loop:
                 bar.update(step_task, completed=p.step, status=f"loss {p.loss:.4f}")
                 if every and p.step % every == 0 and p.step < steps:
                     self.save()
-                if stop.requested:
+                if p.stop:  # asked on some rank; every rank agrees within the step
                     raise _Stop
 
             try:
                 while self.progress.epoch < epochs:
                     bar.reset(step_task, total=steps, completed=self.progress.step, status="")
-                    self.trainer.train_epoch(self.progress, after_step=after_step)
+                    try:
+                        self.trainer.train_epoch(
+                            self.progress,
+                            after_step=after_step,
+                            stop_requested=lambda: stop.requested,
+                        )
+                    except TrainingDiverged as exc:
+                        raise TrainingDiverged(f"{exc}. {self._last_good()}") from None
                     self.end_epoch()
                     bar.update(
                         epoch_task,
                         completed=self.progress.epoch,
                         status=self._status(self.history[-1]),
                     )
-                    if stop.requested:
+                    if distributed.all_sum([float(stop.requested)])[0] > 0:
                         raise _Stop
             except _Stop:
                 self.save()
@@ -598,6 +642,16 @@ class _Loop:
                     f"stopped; checkpoint written to {self.last_path}.\n"
                     f"Continue with: odirkit run --resume {self.vdir.parent}"
                 ) from None
+
+    def _last_good(self) -> str:
+        if not self.last_path.exists():
+            return "No checkpoint was written before it."
+        state = load_checkpoint(self.last_path)
+        return (
+            f"The last good checkpoint is {self.last_path} (after epoch {state['epoch']}, "
+            f"step {state['step']}); resume from it with a lower lr: edit "
+            f"{self.vdir / 'config.json'} or start a new run"
+        )
 
     def end_epoch(self) -> None:
         epoch = self.progress.epoch
@@ -622,6 +676,8 @@ class _Loop:
             self.best = {"epoch": epoch + 1, "monitor": monitor, "value": row[_column(monitor)]}
         self.progress = EpochProgress(epoch=epoch + 1)
         self.save()
+        if not distributed.is_main():
+            return
         if improved:
             save_checkpoint(
                 self.best_path,
@@ -667,12 +723,21 @@ class _Loop:
         data = self.trainer.data
         task = data.task
         scores = self.score(evaluation)
+        here = distributed.world()
+        in_sync = None
+        if here.distributed:  # every rank must end with the very same weights
+            digests = distributed.gather(distributed.parameters_digest(self.trainer.model))
+            in_sync = len(set(digests)) == 1
+            if not in_sync:
+                raise RunError(f"the {here.size} processes ended with different weights")
+        history = self._history_frame()
+        if not here.main:
+            return VariantResult(self.exp.variant, self.vdir, history, {})
         write_text(self.vdir / "predictions.csv", self._predictions(evaluation).to_csv(index=False))
         if scores.patients is not None:
             write_text(
                 self.vdir / "patient_predictions.csv", scores.patients.round(6).to_csv(index=False)
             )
-        history = self._history_frame()
         write_text(self.vdir / "metrics.csv", history.to_csv(index=False))
         plot_run(
             history, list(task.labels), self.vdir / "figures", f"{self.exp.name}/{self.exp.variant}"
@@ -690,6 +755,11 @@ class _Loop:
             "best": self.best,
             "data": data.report,
             "seconds": round(self.seconds_before + time.perf_counter() - self.started, 3),
+            "distributed": {
+                "world_size": here.size,
+                "backend": here.backend,
+                "ranks_in_sync": in_sync,
+            },
         }
         write_json(self.vdir / "metrics.json", final)
         return VariantResult(self.exp.variant, self.vdir, history, final)
@@ -738,7 +808,8 @@ def run_experiment(run: ExperimentRun, *, registry: Registry) -> ExperimentRun:
         vdir = run.directory / exp.variant
         info(f"variant {exp.variant!r} -> {vdir}")
         run.results.append(run_variant(exp, vdir, registry=registry))
-    write_comparison(run)
+    if distributed.is_main():
+        write_comparison(run)
     return run
 
 

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from odirkit.data.prepare import DataBundle
+from odirkit.data.prepare import DataBundle, chunked
+from odirkit.engine import distributed
+from odirkit.engine.distributed import world
 from odirkit.engine.seeding import derive_seed, generator_for
 from odirkit.errors import TrainingDiverged
 
@@ -33,6 +35,7 @@ class EpochProgress:
     step: int = 0
     loss_sum: float = 0.0
     seen: int = 0
+    stop: bool = False  # a stop was requested on some rank
 
     @property
     def loss(self) -> float:
@@ -132,7 +135,14 @@ class Trainer:
         self.model = model  # the module whose state is saved
         if self.performance.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.forward_model: nn.Module = torch.compile(model) if self.performance.compile else model
+        self.forward_model: nn.Module = model
+        here = world()
+        if here.distributed:
+            self.forward_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        if self.performance.compile:
+            self.forward_model = torch.compile(self.forward_model)
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.data = data
@@ -161,16 +171,23 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def forward(self, x: torch.Tensor, indices: np.ndarray) -> torch.Tensor:
-        """The model on a batch, under autocast when mixed precision is on."""
+    def forward(
+        self, x: torch.Tensor, indices: np.ndarray, *, training: bool = True
+    ) -> torch.Tensor:
+        """The model on a batch, under autocast when mixed precision is on.
+
+        Training goes through the distributed (and compiled) wrapper; evaluation,
+        where ranks may run different numbers of batches, through the module itself.
+        """
         dtype = self.performance.autocast_dtype
+        module = self.forward_model if training else self.model
         with torch.autocast(
             self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
         ):
             if self.metadata:
                 meta = self.data.metadata_tensor(indices).to(self.device, non_blocking=True)
-                return self.forward_model(x, meta)
-            return self.forward_model(x)
+                return module(x, meta)
+            return module(x)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The training images of ``epoch`` in their shuffled order (seeded by epoch)."""
@@ -180,10 +197,9 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.data.train_idx) / self.batch_size)
 
-    def _batches(self, indices: np.ndarray, batch_size: int):
+    def _batches(self, chunks: list[np.ndarray]):
         return self.data.batches(
-            indices,
-            batch_size,
+            chunks,
             num_workers=self.performance.num_workers,
             pin_memory=self.performance.pin_memory,
         )
@@ -195,11 +211,19 @@ class Trainer:
         progress: EpochProgress,
         *,
         after_step: Callable[[EpochProgress], None] | None = None,
+        stop_requested: Callable[[], bool] | None = None,
     ) -> EpochProgress:
-        """Run the remaining steps of ``progress.epoch``; ``after_step`` sees each one."""
+        """Run the remaining steps of ``progress.epoch``; ``after_step`` sees each one.
+
+        Under ``torchrun`` each rank takes its share of every global batch; one
+        small all-reduce per step agrees on the loss, on divergence and on a stop
+        request, so that every rank stops at the same step.
+        """
         self.model.train()
-        order = self.epoch_order(progress.epoch)[progress.step * self.batch_size :]
-        for indices, images, targets in self._batches(order, self.batch_size):
+        chunks = chunked(self.epoch_order(progress.epoch), self.batch_size)[progress.step :]
+        shares = [distributed.rank_share(chunk) for chunk in chunks]
+        batches = self._batches([mine for mine, _ in shares])
+        for (indices, images, targets), (_, weight) in zip(batches, shares, strict=True):
             step_seed = derive_seed(self.seed, progress.epoch, progress.step + 1)
             torch.manual_seed(step_seed)
             generator = generator_for(self.device, step_seed, 1)
@@ -209,17 +233,25 @@ class Trainer:
             logits = self.forward(x, indices)
             loss = self.loss_fn(logits.float(), y)
             value = float(loss.detach())
-            if not math.isfinite(value):
+            count = len(images) if weight > 0 else 0
+            finite = math.isfinite(value)
+            stop = bool(stop_requested and stop_requested())
+            totals = distributed.all_sum(
+                [0.0 if finite else 1.0, float(stop), value * count if finite else 0.0, count]
+            )
+            if totals[0] > 0:
                 raise TrainingDiverged(
-                    f"the training loss became {value} at epoch {progress.epoch + 1}, "
-                    f"step {progress.step + 1}; lower train.lr or check the data"
+                    f"the training loss became {value if not finite else 'not finite'} at "
+                    f"epoch {progress.epoch + 1}, step {progress.step + 1}; lower train.lr or "
+                    "check the data"
                 )
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss * weight).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             progress.step += 1
-            progress.loss_sum += value * len(images)
-            progress.seen += len(images)
+            progress.loss_sum += totals[2]
+            progress.seen += int(totals[3])
+            progress.stop = totals[1] > 0
             if after_step is not None:
                 after_step(progress)
         return progress
@@ -228,20 +260,36 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(self, indices: np.ndarray | None = None) -> Evaluation:
-        """Probabilities and loss on ``indices`` (default: the test images), in order."""
+        """Probabilities and loss on ``indices`` (default: the test images), in order.
+
+        Under ``torchrun`` each rank evaluates every ``WORLD_SIZE``-th image and the
+        predictions are gathered: each image is evaluated exactly once.
+        """
         indices = self.data.test_idx if indices is None else indices
+        here = world()
+        mine = indices[here.rank :: here.size] if here.distributed else indices
         self.model.eval()
         probs, total, seen = [], 0.0, 0
-        for chunk, images, targets in self._batches(indices, self.eval_batch_size):
-            logits = self.forward(self.to_input(images), chunk).float()
+        for chunk, images, targets in self._batches(chunked(mine, self.eval_batch_size)):
+            logits = self.forward(self.to_input(images), chunk, training=False).float()
             y = targets.to(self.device)
             total += float(self.loss_fn(logits, y)) * len(images)
             seen += len(images)
             p = logits.softmax(dim=1) if self.data.task.single_label else logits.sigmoid()
             probs.append(p.cpu().numpy())
+        empty = np.zeros((0, self.data.task.num_classes))
+        local = np.concatenate(probs) if probs else empty
+        if here.distributed:
+            parts = distributed.gather((mine, local, total, seen))
+            order = np.concatenate([p[0] for p in parts])
+            stacked = np.concatenate([p[1] for p in parts])
+            position = {int(row): i for i, row in enumerate(order)}
+            local = stacked[[position[int(row)] for row in indices]]
+            total = sum(p[2] for p in parts)
+            seen = sum(p[3] for p in parts)
         return Evaluation(
             indices=indices,
-            probs=np.concatenate(probs) if probs else np.zeros((0, self.data.task.num_classes)),
+            probs=local,
             targets=self.data.targets[indices],
             loss=total / max(seen, 1),
         )

@@ -53,24 +53,30 @@ class PaperCNN(nn.Module):
         pool: int,
         dense: list[int],
         dropout: float,
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         w1, w2, w3, w4 = widths
         k1, k2, k3, k4 = kernels
+
+        def norm(channels: int) -> nn.Module:
+            # Identity keeps the module indices (and CAM_LAYER) the same without batch norm.
+            return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+
         self.features = nn.Sequential(
             nn.Conv2d(3, w1, k1),
-            nn.BatchNorm2d(w1),
+            norm(w1),
             nn.ReLU(),
             nn.Conv2d(w1, w2, k2, padding="same"),
-            nn.BatchNorm2d(w2),
+            norm(w2),
             nn.ReLU(),
             nn.MaxPool2d(pool),
             nn.Dropout(dropout),
             nn.Conv2d(w2, w3, k3),
-            nn.BatchNorm2d(w3),
+            norm(w3),
             nn.ReLU(),
             nn.Conv2d(w3, w4, k4, padding="same"),
-            nn.BatchNorm2d(w4),
+            norm(w4),
             nn.ReLU(),
             nn.MaxPool2d(pool),
             nn.Dropout(dropout),
@@ -98,6 +104,7 @@ def build_cnn(
     pool: int = 4,
     dense: list[int] = [4096, 512, 64],  # noqa: B006
     dropout: float = 0.25,
+    batch_norm: bool = True,
 ) -> PaperCNN:
     """The paper's CNN.
 
@@ -107,6 +114,7 @@ def build_cnn(
     pool: max-pooling size after each block.
     dense: sizes of the hidden dense layers.
     dropout: dropout probability after each pooling.
+    batch_norm: batch normalisation after each convolution (the paper: yes).
     """
     if len(widths) != 4 or len(kernels) != 4:
         raise odirkit.ConfigError(
@@ -129,6 +137,7 @@ def build_cnn(
         pool=pool,
         dense=list(dense),
         dropout=dropout,
+        batch_norm=batch_norm,
     )
 
 

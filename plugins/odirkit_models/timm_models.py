@@ -161,6 +161,8 @@ def build_timm(
         path = Path(weights)
         if not path.is_file():
             raise odirkit.DataError(f"weights file {path} not found")
+        if path.suffix != ".safetensors" and not _on_meta_device():
+            _check_loadable_safely(path)
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path.resolve())})
     elif pretrained:
         kwargs["pretrained"] = True
@@ -202,6 +204,24 @@ def fetch_weights(params: dict[str, Any]) -> None:
             timm.create_model(arch, pretrained=True, num_classes=2)
     except Exception as exc:
         raise _download_error(arch, exc) from None
+
+
+def _check_loadable_safely(path: Path) -> None:
+    """A pickled weights file must hold tensors and plain values only (never run code)."""
+    import pickle
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise odirkit.PluginError(
+            f"weights file {path}: refused to load: it holds objects other than tensors and "
+            "plain values, and unpickling them could run code; save a state dict or a "
+            ".safetensors file"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise odirkit.PluginError(
+            f"weights file {path}: not a readable state dict ({exc})"
+        ) from None
 
 
 def build_vgg13_bn(
