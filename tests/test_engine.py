@@ -222,3 +222,4 @@ def test_diverging_loss_stops_with_a_message(cli, tmp_path, phantom_root):
     result = start(cli, tmp_path, text)
     assert result.exit_code == 2, result.output
     assert "training loss became" in result.stderr and "epoch" in result.stderr
+    assert "checkpoint" in result.stderr  # the last good one, or that there is none yet
