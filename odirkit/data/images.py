@@ -61,6 +61,19 @@ def fov_box(gray: np.ndarray, threshold: int = FOV_THRESHOLD) -> tuple[int, int,
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
+def crop_to_square(img: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
+    """Crop to ``box`` (when given), then pad with black, centred, to a square."""
+    if box is not None:
+        img = img.crop(box)
+    w, h = img.size
+    if w == h:
+        return img
+    side = max(w, h)
+    square = Image.new(img.mode, (side, side))
+    square.paste(img, ((side - w) // 2, (side - h) // 2))
+    return square
+
+
 def preprocess(path: str | Path, prep: Preprocessing) -> np.ndarray:
     """Read one photograph and return it preprocessed: ``uint8 [size, size, 3]``.
 
@@ -78,17 +91,8 @@ def preprocess(path: str | Path, prep: Preprocessing) -> np.ndarray:
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
-    if prep.crop_to_fov:
-        gray = np.asarray(img.convert("L"))
-        box = fov_box(gray)
-        if box is not None:
-            img = img.crop(box)
-    w, h = img.size
-    side = max(w, h)
-    if w != h:
-        square = Image.new("RGB", (side, side))
-        square.paste(img, ((side - w) // 2, (side - h) // 2))
-        img = square
+    box = fov_box(np.asarray(img.convert("L"))) if prep.crop_to_fov else None
+    img = crop_to_square(img, box)
     img = img.resize((prep.size, prep.size), Image.Resampling.BICUBIC, reducing_gap=2.0)
     array = np.asarray(img, dtype=np.uint8)
     if prep.circle_crop:
@@ -112,16 +116,7 @@ def preprocess_mask(mask_path: str | Path, image_path: str | Path, prep: Preproc
         raise DataError(f"{mask_path}: cannot read the lesion mask ({exc})") from None
     if mask.size != (gray.shape[1], gray.shape[0]):
         mask = mask.resize((gray.shape[1], gray.shape[0]), Image.Resampling.NEAREST)
-    if prep.crop_to_fov:
-        box = fov_box(gray)
-        if box is not None:
-            mask = mask.crop(box)
-    w, h = mask.size
-    side = max(w, h)
-    if w != h:
-        square = Image.new("L", (side, side))
-        square.paste(mask, ((side - w) // 2, (side - h) // 2))
-        mask = square
+    mask = crop_to_square(mask, fov_box(gray) if prep.crop_to_fov else None)
     mask = mask.resize((prep.size, prep.size), Image.Resampling.NEAREST)
     return np.asarray(mask) > 127
 

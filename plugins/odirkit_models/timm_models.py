@@ -224,54 +224,41 @@ def _check_loadable_safely(path: Path) -> None:
         ) from None
 
 
-def build_vgg13_bn(
-    *,
-    num_classes: int,
-    pretrained: bool = False,
-    weights: str | None = None,
-    freeze_backbone: bool = False,
-    drop_rate: float = 0.0,
-) -> nn.Module:
-    """VGG13 with batch norm (timm's vgg13_bn), fine-tuned as in the paper.
+def fixed_architecture(arch: str, title: str) -> Any:
+    """A factory for one timm architecture: ``build_timm`` without the ``arch`` key."""
+
+    def factory(
+        *,
+        num_classes: int,
+        pretrained: bool = False,
+        weights: str | None = None,
+        freeze_backbone: bool = False,
+        drop_rate: float = 0.0,
+    ) -> nn.Module:
+        return build_timm(
+            num_classes=num_classes,
+            arch=arch,
+            pretrained=pretrained,
+            weights=weights,
+            freeze_backbone=freeze_backbone,
+            drop_rate=drop_rate,
+        )
+
+    factory.__name__ = factory.__qualname__ = f"build_{arch}"
+    factory.__doc__ = f"""{title}, fine-tuned as in the paper.
 
     pretrained: start from timm's ImageNet weights (downloaded once, then cached).
     weights: a local state dict or .safetensors file to start from instead.
     freeze_backbone: train only the classifier.
     drop_rate: dropout before the classifier.
     """
-    return build_timm(
-        num_classes=num_classes,
-        arch="vgg13_bn",
-        pretrained=pretrained,
-        weights=weights,
-        freeze_backbone=freeze_backbone,
-        drop_rate=drop_rate,
-    )
+    return factory
 
 
-def build_inception_v3(
-    *,
-    num_classes: int,
-    pretrained: bool = False,
-    weights: str | None = None,
-    freeze_backbone: bool = False,
-    drop_rate: float = 0.0,
-) -> nn.Module:
-    """Inception v3 (timm's inception_v3) at 299x299, fine-tuned as in the paper.
-
-    pretrained: start from timm's ImageNet weights (downloaded once, then cached).
-    weights: a local state dict or .safetensors file to start from instead.
-    freeze_backbone: train only the classifier.
-    drop_rate: dropout before the classifier.
-    """
-    return build_timm(
-        num_classes=num_classes,
-        arch="inception_v3",
-        pretrained=pretrained,
-        weights=weights,
-        freeze_backbone=freeze_backbone,
-        drop_rate=drop_rate,
-    )
+build_vgg13_bn = fixed_architecture("vgg13_bn", "VGG13 with batch norm (timm's vgg13_bn)")
+build_inception_v3 = fixed_architecture(
+    "inception_v3", "Inception v3 (timm's inception_v3), 299 px"
+)
 
 
 @odirkit.hookimpl
