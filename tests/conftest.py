@@ -16,6 +16,36 @@ from odirkit.plugins import Registry, reset_registry
 TESTS = Path(__file__).parent
 EXAMPLE_PLUGINS = TESTS / "plugins"
 
+#: the columns of the official ODIR-5K annotation workbook, as published
+OFFICIAL_COLUMNS = [
+    "ID",
+    "Patient Age",
+    "Patient Sex",
+    "Left-Fundus",
+    "Right-Fundus",
+    "Left-Diagnostic Keywords",
+    "Right-Diagnostic Keywords",
+    "N",
+    "D",
+    "G",
+    "C",
+    "A",
+    "H",
+    "M",
+    "O",
+]
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``folder``, by relative path."""
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
 
 @pytest.fixture
 def registry() -> Registry:

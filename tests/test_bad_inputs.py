@@ -7,7 +7,6 @@ every file of the earlier run as it was.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_experiment
+from conftest import OFFICIAL_COLUMNS, file_digests, tiny_experiment
 
 BASE = 'name = "x"\n'
 
@@ -72,18 +71,6 @@ def odir_workbook(columns: list[str], rows: int) -> Callable[[Path, Path], list[
         return ["run", "exp.toml", "--out", "runs"]
 
     return prepare
-
-
-OFFICIAL = [
-    "ID",
-    "Patient Age",
-    "Patient Sex",
-    "Left-Fundus",
-    "Right-Fundus",
-    "Left-Diagnostic Keywords",
-    "Right-Diagnostic Keywords",
-    *"NDGCAHMO",
-]
 
 
 def finished_run_with(checkpoint: Callable[[Path], None]) -> Callable[[Path, Path], list[str]]:
@@ -217,7 +204,7 @@ CASES = [
         experiment(BASE + '[data]\ndataset = "odir5k"\nroot = "nowhere"\n'),
         "nowhere: ODIR-5K not found",
     ),
-    Case("empty_dataset", odir_workbook(OFFICIAL, 0), "no images found"),
+    Case("empty_dataset", odir_workbook(OFFICIAL_COLUMNS, 0), "no images found"),
     Case("workbook_missing_columns", odir_workbook(["ID", "Patient Age"], 2), "missing column"),
     Case("corrupt_jpeg", with_broken_image(truncate=False), "cannot read image"),
     Case("truncated_jpeg", with_broken_image(truncate=True), "_left.jpg"),
@@ -285,14 +272,6 @@ CASES = [
 ]
 
 
-def digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def earlier_run(tmp_path_factory, phantom_root) -> Path:
     """A finished run, resumable once its metrics.json is removed."""
@@ -318,7 +297,7 @@ def test_bad_input_exits_2_with_one_clear_message(case, cli, tmp_path, phantom_r
     shutil.copytree(earlier_run, tmp_path / "resumable")
     keep = tmp_path / "keep"
     shutil.copytree(earlier_run, keep)
-    before = digest(keep)
+    before = file_digests(keep)
     args = case.prepare(tmp_path, phantom_root)
     result = cli(*args, cwd=tmp_path)
     assert result.exit_code == 2, result.output
@@ -326,7 +305,7 @@ def test_bad_input_exits_2_with_one_clear_message(case, cli, tmp_path, phantom_r
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr  # one message (progress notes may precede it)
     assert case.expected in result.stderr, result.stderr
-    assert digest(keep) == before  # nothing an earlier run wrote was touched
+    assert file_digests(keep) == before  # nothing an earlier run wrote was touched
 
 
 @pytest.mark.parametrize(

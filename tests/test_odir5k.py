@@ -9,22 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_experiment
+from conftest import OFFICIAL_COLUMNS, tiny_experiment
 from PIL import Image
 
 from odirkit.errors import DataError
 from odirkit.labels import LABELS
-
-COLUMNS = [
-    "ID",
-    "Patient Age",
-    "Patient Sex",
-    "Left-Fundus",
-    "Right-Fundus",
-    "Left-Diagnostic Keywords",
-    "Right-Diagnostic Keywords",
-    *LABELS,
-]
 
 
 def fundus(path: Path, colour=(180, 80, 40)) -> None:
@@ -76,7 +65,7 @@ RULES = [
 
 def write_rules_dataset(root: Path, layout: str = "official") -> Path:
     rows = [patient(i, left, right, labels) for i, (left, right, labels, _, _) in enumerate(RULES)]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS)
     if layout == "official":
         frame.to_excel(root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx", index=False)
         folder = root / "ODIR-5K_Training_Dataset"

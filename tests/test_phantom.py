@@ -2,41 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import OFFICIAL_COLUMNS, file_digests
 from PIL import Image
 
 from odirkit.errors import DataError
-
-OFFICIAL_COLUMNS = [
-    "ID",
-    "Patient Age",
-    "Patient Sex",
-    "Left-Fundus",
-    "Right-Fundus",
-    "Left-Diagnostic Keywords",
-    "Right-Diagnostic Keywords",
-    "N",
-    "D",
-    "G",
-    "C",
-    "A",
-    "H",
-    "M",
-    "O",
-]
-
-
-def digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_same_seed_same_bytes_and_another_seed_other_bytes(registry, tmp_path):
@@ -44,8 +16,8 @@ def test_same_seed_same_bytes_and_another_seed_other_bytes(registry, tmp_path):
     spec.build(root=str(tmp_path / "a"), patients=5, size=64, seed=3)
     spec.build(root=str(tmp_path / "b"), patients=5, size=64, seed=3)
     spec.build(root=str(tmp_path / "c"), patients=5, size=64, seed=4)
-    assert digest(tmp_path / "a") == digest(tmp_path / "b")
-    assert digest(tmp_path / "a") != digest(tmp_path / "c")
+    assert file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
+    assert file_digests(tmp_path / "a") != file_digests(tmp_path / "c")
 
 
 def test_official_layout_and_columns(phantom_root):
