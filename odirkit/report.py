@@ -98,8 +98,8 @@ def comparison_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
     """One row per run: final micro/macro F1, recall per class, best epoch."""
     rows = []
     for run in runs:
-        final = run.final.get("final", {})
-        best = run.final.get("best", {})
+        final = run.final.get("final") or {}
+        best = run.final.get("best") or {}
         row: dict[str, Any] = {
             "run": run.label,
             "epochs": int(run.history["epoch"].max()) if len(run.history) else 0,
@@ -113,7 +113,24 @@ def comparison_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
         for label in run.labels:
             row[f"recall_{label}"] = final.get("per_class", {}).get(label, {}).get("recall")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _with_fold_means(pd.DataFrame(rows))
+
+
+def _with_fold_means(table: pd.DataFrame) -> pd.DataFrame:
+    """Add, for cross-validated variants (``<name>-fold<i>``), the mean over their folds
+    and the standard deviation of the micro F1."""
+    if table.empty:
+        return table
+    base = table["run"].astype(str).str.extract(r"^(.*)-fold\d+$")[0]
+    extra = []
+    for name, group in table.groupby(base, sort=False):
+        if len(group) < 2:
+            continue
+        numbers = group.select_dtypes("number")
+        row = {"run": f"{name} (mean of {len(group)} folds)", **numbers.mean().to_dict()}
+        row["f1_micro_std"] = float(group["f1_micro"].std(ddof=1))
+        extra.append(row)
+    return pd.concat([table, pd.DataFrame(extra)], ignore_index=True) if extra else table
 
 
 def plot_comparison(runs: Sequence[RunSummary], path: Path, title: str) -> None:

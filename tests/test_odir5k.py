@@ -363,3 +363,22 @@ def test_circle_crop_blacks_out_the_corners(tmp_path):
     image = preprocess(path, Preprocessing(size=32, crop_to_fov=False, circle_crop=True))
     assert image[0, 0].sum() == 0 and image[16, 16].sum() > 0
     shutil.rmtree(tmp_path)
+
+
+def test_cross_validation_reports_the_mean_over_folds(cli, tmp_path, phantom_root):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(
+        tiny_experiment(phantom_root, epochs=1).replace("test_fraction = 0.25", "folds = 2")
+    )
+    result = cli("run", exp, "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs").glob("*/*")
+    table = pd.read_csv(run / "comparison.csv")
+    assert list(table["run"]) == ["default-fold0", "default-fold1", "default (mean of 2 folds)"]
+    mean = table.iloc[2]
+    assert mean["f1_micro"] == pytest.approx(table["f1_micro"].iloc[:2].mean())
+    split0 = pd.read_csv(run / "default-fold0" / "split.csv")
+    split1 = pd.read_csv(run / "default-fold1" / "split.csv")
+    test0 = set(split0.loc[split0["split"] == "test", "patient_id"])
+    test1 = set(split1.loc[split1["split"] == "test", "patient_id"])
+    assert test0 and test1 and not test0 & test1
