@@ -10,9 +10,8 @@ and returns :class:`ExtraSamples`, which join the training set.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +49,6 @@ class ExpandContext:
     run_dir: Path
     cache_dir: Path
     log: Callable[[str], None] = print
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.size

@@ -251,7 +251,6 @@ class Experiment:
     augmenters: list[PluginCall]
     explainers: list[PluginCall]
     source: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -451,7 +450,6 @@ def _expand_folds(exp: Experiment) -> list[Experiment]:
                 augmenters=exp.augmenters,
                 explainers=exp.explainers,
                 source=exp.source,
-                raw=exp.raw,
             )
         )
     return expanded
@@ -497,7 +495,6 @@ def _has_path(table: Mapping[str, Any], path: Sequence[str]) -> bool:
 def _resolve_variant(
     doc: dict[str, Any], registry: Registry, variant: str, origin: _Origin
 ) -> Experiment:
-    raw = copy.deepcopy(doc)
     core_doc = copy.deepcopy(doc)
     plugin_params: dict[str, dict[str, Any]] = {}
     for table in PLUGIN_TABLES:
@@ -549,7 +546,6 @@ def _resolve_variant(
         augmenters=augmenters,
         explainers=explainers,
         source=origin.file,
-        raw=raw,
     )
 
 

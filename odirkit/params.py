@@ -102,14 +102,6 @@ def factory_params(factory: Callable[..., Any], *, supplied: Iterable[str] = ())
     return params
 
 
-def accepts(factory: Callable[..., Any], name: str) -> bool:
-    """Whether ``factory`` has a parameter called ``name``."""
-    try:
-        return name in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def params_model(title: str, params: list[Param]) -> type[pydantic.BaseModel]:
     """A strict pydantic model validating a table against ``params``."""
     fields: dict[str, Any] = {

@@ -289,13 +289,6 @@ class Registry:
         chosen = [s for s in self._specs.values() if kind is None or s.kind == kind]
         return sorted(chosen, key=lambda s: (order[s.kind], s.name))
 
-    def sources(self) -> list[Source]:
-        """Every distinct source of a registered plugin (for the run environment)."""
-        seen: dict[str, Source] = {}
-        for spec in self._specs.values():
-            seen.setdefault(spec.source.plugin, spec.source)
-        return [seen[k] for k in sorted(seen)]
-
 
 @dataclass
 class _Registrar:
