@@ -4,7 +4,8 @@ The paper reports that patient age and sex alone reach a micro F1 of 0.44 on
 the eight labels. ``odirkit baseline metadata FILE`` fits scikit-learn's
 logistic regression on the experiment's training patients (multinomial for a
 single-label task, one per label for a multi-label one), on the same split,
-and reports the same metrics as a network, at the same level.
+chooses the operating point on the validation patients and reports the same
+metrics as a network, at the same level, with the same intervals.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
@@ -22,68 +22,89 @@ from sklearn.multiclass import OneVsRestClassifier
 
 from odirkit.config import Experiment
 from odirkit.data.prepare import metadata_features, prepare_data
-from odirkit.engine.checkpoint import write_json, write_text
-from odirkit.engine.evaluate import score
+from odirkit.engine.checkpoint import write_json
+from odirkit.engine.evaluate import score_test, write_prediction_files
+from odirkit.engine.seeding import derive_seed
 from odirkit.engine.trainer import Evaluation
 
 
+def _logits(probs: np.ndarray, single_label: bool) -> np.ndarray:
+    """Logits whose softmax (single-label) or sigmoid (multi-label) gives ``probs`` back."""
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    return np.log(p) if single_label else np.log(p / (1 - p))
+
+
+def _predict(model: Any, features: np.ndarray, num_classes: int, single_label: bool) -> np.ndarray:
+    if single_label:
+        probs = np.zeros((len(features), num_classes))
+        probs[:, model.classes_] = model.predict_proba(features)
+        return probs
+    return model.predict_proba(features)
+
+
+def _loss(y: np.ndarray, probs: np.ndarray, single_label: bool) -> float:
+    if len(y) == 0:
+        return float("nan")
+    if single_label:
+        return float(log_loss(y.astype(int), probs, labels=list(range(probs.shape[1]))))
+    return float(
+        np.mean([log_loss(y[:, i], probs[:, i], labels=[0, 1]) for i in range(probs.shape[1])])
+    )
+
+
 def fit_metadata_baseline(exp: Experiment, out_dir: Path) -> dict[str, Any]:
-    """Fit, evaluate and write ``out_dir``: config, data, metrics and predictions."""
+    """Fit on the training patients, choose the operating point on the validation ones,
+    score the test ones once (as a network's run), and write ``out_dir``."""
     data = prepare_data(exp, images=False)
     features = metadata_features(data.table, *data.age_stats)
     weights = "balanced" if exp.config.data.balance == "weighted" else None
-    train, test = data.train_idx, data.test_idx
+    task = data.task
     y = data.targets
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", UserWarning)  # a label with one class in training
-        if data.task.single_label:
-            model = LogisticRegression(max_iter=1000, class_weight=weights)
-            model.fit(features[train], y[train].astype(int))
-            probs = np.zeros((len(test), data.task.num_classes))
-            probs[:, model.classes_] = model.predict_proba(features[test])
-            loss = log_loss(y[test].astype(int), probs, labels=list(range(data.task.num_classes)))
+        if task.single_label:
+            model: Any = LogisticRegression(max_iter=1000, class_weight=weights)
         else:
             model = OneVsRestClassifier(LogisticRegression(max_iter=1000, class_weight=weights))
-            model.fit(features[train], y[train].astype(int))
-            probs = model.predict_proba(features[test])
-            loss = float(
-                np.mean(
-                    [
-                        log_loss(y[test][:, i], probs[:, i], labels=[0, 1])
-                        for i in range(data.task.num_classes)
-                    ]
-                )
-            )
-    evaluation = Evaluation(indices=test, probs=probs, targets=y[test], loss=float(loss))
-    scores = score(data, evaluation, level=exp.config.data.level, fusion=exp.config.data.fusion)
+        model.fit(features[data.train_idx], y[data.train_idx].astype(int))
 
+    def evaluation(indices: np.ndarray) -> Evaluation:
+        probs = _predict(model, features[indices], task.num_classes, task.single_label)
+        loss = _loss(y[indices], probs, task.single_label)
+        return Evaluation(indices, probs, y[indices], loss, _logits(probs, task.single_label))
+
+    cfg = exp.config
+    val = evaluation(data.val_idx) if len(data.val_idx) else None
+    test = evaluation(data.test_idx)
+    result = score_test(
+        data,
+        val=val,
+        test=test,
+        level=cfg.data.level,
+        fusion=cfg.data.fusion,
+        threshold=cfg.eval.threshold,
+        calibrate=cfg.eval.calibrate,
+        resamples=cfg.eval.bootstrap,
+        confidence=cfg.eval.confidence,
+        seed=derive_seed(cfg.seed, 3),
+    )
     write_json(out_dir / "config.json", {**exp.to_dict(), "baseline": "metadata"})
     write_json(out_dir / "data.json", data.report)
-    rows = data.table.iloc[test]
-    predictions = pd.DataFrame(
-        {
-            "patient_id": rows["patient_id"].to_numpy(),
-            "eye": rows["eye"].to_numpy(),
-            "path": rows["path"].to_numpy(),
-        }
-    )
-    for i, label in enumerate(data.task.labels):
-        predictions[f"prob_{label}"] = np.round(probs[:, i], 6)
-    write_text(out_dir / "predictions.csv", predictions.to_csv(index=False))
-    if scores.patients is not None:
-        write_text(
-            out_dir / "patient_predictions.csv", scores.patients.round(6).to_csv(index=False)
-        )
-    result = {
+    write_prediction_files(out_dir, data, result, test, fusion=cfg.data.fusion)
+    final = {
         "experiment": exp.name,
         "variant": "baseline-metadata",
         "baseline": "logistic regression on age and sex",
-        "task": data.task.kind,
-        "labels": list(data.task.labels),
-        "level": exp.config.data.level,
-        "final": {**scores.metrics, "loss": float(loss)},
+        "task": task.kind,
+        "labels": list(task.labels),
+        "level": cfg.data.level,
+        "seed": cfg.seed,
+        "checkpoint": "last",
+        "final": {**result.summary(cfg.eval.threshold, cfg.eval.confidence), "loss": test.loss},
+        **({"final_per_image": result.image_metrics} if result.image_metrics else {}),
+        "validation": result.validation,
         "data": data.report,
     }
-    write_json(out_dir / "metrics.json", result)
-    return result
+    write_json(out_dir / "metrics.json", final)
+    return final

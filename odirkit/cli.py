@@ -153,23 +153,37 @@ def _check_same_experiment(file: Path, previous: Any, reg: Registry) -> None:
 
 
 def _print_results(result: Any) -> None:
-    table = Table(title=f"{result.experiments[0].name}: held-out results (last epoch)")
+    first = result.experiments[0].config
+    level = round(first.eval.confidence * 100)
+    table = Table(title=f"{first.name}: test patients, scored once ({level}% bootstrap intervals)")
     table.add_column("variant")
-    for column in ("micro F1", "macro F1", "macro recall", "best epoch"):
+    for column in ("checkpoint", "micro F1", "macro F1", "macro recall", "macro AUC"):
         table.add_column(column, justify="right")
     for r in result.results:
         final = r.final["final"]
-        best = r.final.get("best") or {}
+        intervals = final.get("intervals", {})
         table.add_row(
             r.variant,
-            _fmt(final["f1_micro"]),
-            _fmt(final["f1_macro"]),
-            _fmt(final["recall_macro"]),
-            str(best.get("epoch", "")),
+            f"{r.final.get('checkpoint', 'last')} (epoch {r.final.get('checkpoint_epoch')})",
+            *(
+                _with_interval(final[m], intervals.get(m))
+                for m in ("f1_micro", "f1_macro", "recall_macro", "auc_macro")
+            ),
         )
     out.print(table)
+    if result.comparison is not None and result.comparison.verdicts:
+        out.print("[bold]Is the difference real?[/bold]")
+        for line in result.comparison.verdicts:
+            out.print(f"  {escape(line)}", highlight=False)
     out.print(f"run folder: {result.directory}")
     out.print(f"report:     {result.directory / 'report.md'}")
+
+
+def _with_interval(value: Any, interval: Any) -> str:
+    text = _fmt(value)
+    if interval and all(isinstance(v, float) and math.isfinite(v) for v in interval):
+        text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return text
 
 
 def _fmt(value: Any) -> str:
@@ -372,34 +386,61 @@ def compare(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Where to write the comparison.")
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option("--baseline", help="The run the others are tested against (default: first)."),
+    ] = None,
 ) -> None:
-    """Compare finished runs: a table, F1 and recall per epoch side by side."""
+    """Compare finished runs: test results with intervals, paired tests, curves side by side."""
     from odirkit.engine.run import summaries_from_dirs
     from odirkit.report import write_report
 
     with user_errors():
         summaries = summaries_from_dirs(run_dirs)
+        names = [s.label for s in summaries]
+        if baseline is not None and baseline not in names:
+            from odirkit.comparison import parse_run_name
+
+            if baseline not in {parse_run_name(n)[0] for n in names}:
+                raise ConfigError(
+                    f"--baseline {baseline!r}: not one of the runs{closest(baseline, names)}; "
+                    f"runs: {', '.join(names)}"
+                )
         target = out_dir or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
-        table = write_report(target, title="comparison", description="", runs=summaries, figures={})
+        comparison = write_report(
+            target,
+            title="comparison",
+            description="",
+            runs=summaries,
+            figures={},
+            baseline=baseline,
+        )
+    table = comparison.table
     shown = [
         c
         for c in (
             "run",
-            "epochs",
+            "checkpoint_epoch",
             "f1_micro",
             "f1_macro",
             "recall_macro",
             "auc_macro",
-            "best_epoch",
         )
         if c in table.columns
     ]
-    rich_table = Table(title="comparison (last epoch; every column in comparison.csv)")
+    rich_table = Table(title="comparison (test patients; every column in comparison.csv)")
     for column in shown:
         rich_table.add_column(column, overflow="fold")
-    for row in table[shown].itertuples(index=False):
-        rich_table.add_row(*_cells(*(_fmt(v) for v in row)))
+    for record in table.to_dict("records"):
+        cells = []
+        for column in shown:
+            low, high = record.get(f"{column}_low"), record.get(f"{column}_high")
+            interval = [low, high] if low is not None and high is not None else None
+            cells.append(_with_interval(record.get(column), interval))
+        rich_table.add_row(*_cells(*cells))
     out.print(rich_table)
+    for line in comparison.verdicts:
+        out.print(f"  {escape(line)}", highlight=False)
     out.print(f"written to {target}")
 
 
@@ -413,7 +454,10 @@ def predict(
         Path, typer.Argument(help="A folder of <ID>_left/_right images, or a workbook or CSV.")
     ],
     out_file: Annotated[Path, typer.Option("--out", help="The CSV to write: ID,N,...,O.")],
-    checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="Which checkpoint: best or last (default: the one the run reports)."),
+    ] = None,
 ) -> None:
     """Per-patient probabilities in the ODIR-2019 submission format."""
     from odirkit.engine.checkpoint import write_text
@@ -422,7 +466,7 @@ def predict(
     from odirkit.predict import predict as run_predict
 
     with user_errors():
-        if checkpoint not in ("best", "last"):
+        if checkpoint not in (None, "best", "last"):
             raise ConfigError(f"--checkpoint {checkpoint!r}: use best or last")
         variant_dir = find_variant(run_dir)
         table = run_predict(variant_dir, images, registry(), checkpoint=checkpoint)
@@ -505,7 +549,10 @@ def explain_command(
     max_images: Annotated[
         int, typer.Option("--max-images", help="Held-out images explained at most.")
     ] = 64,
-    checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="Which checkpoint: best or last (default: the one the run reports)."),
+    ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write.")] = None,
 ) -> None:
     """Explain a finished run's decisions: maps, overlays, grid, localisation, sanity."""
@@ -519,7 +566,7 @@ def explain_command(
     from odirkit.predict import find_variant, load_trained
 
     with user_errors():
-        if checkpoint not in ("best", "last"):
+        if checkpoint not in (None, "best", "last"):
             raise ConfigError(f"--checkpoint {checkpoint!r}: use best or last")
         reg = registry()
         variant_dir = find_variant(run_dir)

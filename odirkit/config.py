@@ -16,7 +16,7 @@ import copy
 import json
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -59,7 +59,16 @@ class DataConfig(_Table):
     image_size: Annotated[int, Field(ge=16, le=4096)] | None = Field(
         None, description="square side in pixels; default: the model's input size"
     )
-    test_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="share of patients held out")
+    test_fraction: float = Field(
+        0.15, gt=0.0, lt=1.0, description="share of patients held out for the test"
+    )
+    val_fraction: float = Field(
+        0.15,
+        ge=0.0,
+        lt=1.0,
+        description="share of the training patients kept for validation (checkpoint choice, "
+        "early stopping, thresholds, calibration); 0: none, the last epoch is the result",
+    )
     balance: Literal["none", "undersample", "weighted"] = Field(
         "none", description="class balance of the training set"
     )
@@ -90,6 +99,11 @@ class DataConfig(_Table):
     )
     shuffle_train_labels: bool = Field(
         False, description="control: permute the training labels (scores should fall to chance)"
+    )
+    shuffle_test_labels: bool = Field(
+        False,
+        description="control: permute the test patients' labels after the split (nothing but "
+        "the test scores may change: checkpoint, epoch and thresholds stay)",
     )
 
     @pydantic.field_validator("labels")
@@ -138,7 +152,18 @@ class TrainConfig(_Table):
     step_size: int = Field(10, ge=1, description="epochs between decays (scheduler = 'step')")
     gamma: float = Field(0.1, gt=0.0, le=1.0, description="decay factor (scheduler = 'step')")
     monitor: Literal[MONITORS] = Field(  # type: ignore[valid-type]
-        "f1_micro", description="held-out metric that picks the best checkpoint"
+        "f1_micro", description="validation metric that picks the best checkpoint"
+    )
+    patience: int = Field(
+        0,
+        ge=0,
+        description="stop after this many epochs without a better validation monitor "
+        "(0: never stop early)",
+    )
+    test_every_epoch: bool = Field(
+        False,
+        description="also score the test patients after every epoch (the paper's curves; "
+        "never used to choose anything)",
     )
     checkpoint_every: int = Field(
         0, ge=0, description="also checkpoint every N steps within an epoch (0: end of epoch only)"
@@ -177,6 +202,47 @@ class ExplainOptions(_Table):
     )
 
 
+class EvalConfig(_Table):
+    """``[eval]``: how the test patients are scored, once, after training."""
+
+    checkpoint: Literal["best", "last"] = Field(
+        "best",
+        description="the reported result: best (by the validation monitor) or last epoch",
+    )
+    threshold: str = Field(
+        "0.5",
+        description='operating point per class, chosen on validation: "0.5" (or another '
+        'number), "max_f1", "sensitivity:0.90" or "specificity:0.95"',
+    )
+    calibrate: bool = Field(
+        False, description="temperature scaling fitted on the validation images"
+    )
+    bootstrap: int = Field(
+        1000, ge=0, le=100_000, description="bootstrap resamples of the test patients (0: none)"
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="level of every interval")
+
+    @pydantic.field_validator("threshold")
+    @classmethod
+    def _rule(cls, value: str) -> str:
+        from odirkit.thresholds import parse_rule
+
+        return str(parse_rule(value))
+
+
+class CompareConfig(_Table):
+    """``[compare]``: how variants are compared."""
+
+    baseline: str | None = Field(
+        None, description="the variant the others are tested against; default: the first"
+    )
+    metrics: list[Literal["f1_micro", "f1_macro", "recall_macro", "auc_macro"]] = Field(
+        default_factory=lambda: ["f1_micro", "auc_macro"],
+        min_length=1,
+        description="metrics whose paired differences are tested",
+    )
+
+
 #: odirkit's own keys in the entries of a plugin list, per kind
 ENTRY_OPTIONS: dict[str, type[pydantic.BaseModel]] = {"explainer": ExplainOptions}
 
@@ -187,6 +253,14 @@ class ExperimentConfig(_Table):
     name: str = Field(..., pattern=NAME_PATTERN, description="experiment name (run folder)")
     description: str = Field("", description="free text, shown in the report")
     seed: int = Field(0, ge=0, description="seeds every random generator")
+    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        min_length=1,
+        description="run each variant once per seed (variants named <variant>-seed<k>)",
+    )
+    repeats: int | None = Field(
+        None, ge=1, le=100, description="run each variant with seeds seed, seed+1, ..."
+    )
     device: str = Field(
         "auto",
         pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
@@ -195,11 +269,42 @@ class ExperimentConfig(_Table):
     data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
     model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
     train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[arg-type]
+    eval: EvalConfig = Field(default_factory=EvalConfig)  # type: ignore[arg-type]
+    compare: CompareConfig = Field(default_factory=CompareConfig)  # type: ignore[arg-type]
     augment: list[dict[str, Any]] = Field(default_factory=list, description="augmenter plugins")
     explain: list[dict[str, Any]] = Field(default_factory=list, description="explainer plugins")
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="overrides merged onto the base, one run each"
     )
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if self.seeds is not None and self.repeats is not None:
+            raise ValueError("set seeds or repeats, not both")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must not repeat")
+        if self.data.val_fraction == 0:
+            needs = []
+            if self.eval.threshold != "0.5":
+                needs.append(f'eval.threshold = "{self.eval.threshold}"')
+            if self.eval.calibrate:
+                needs.append("eval.calibrate = true")
+            if self.train.patience:
+                needs.append(f"train.patience = {self.train.patience}")
+            if needs:
+                raise ValueError(
+                    f"{', '.join(needs)} need(s) validation patients: set data.val_fraction > 0"
+                )
+        return self
+
+    @property
+    def run_seeds(self) -> list[int] | None:
+        """The seeds each variant runs with, when more than the one ``seed``."""
+        if self.seeds is not None:
+            return list(self.seeds)
+        if self.repeats is not None:
+            return [self.seed + i for i in range(self.repeats)]
+        return None
 
 
 #: tables whose extra keys are plugin parameters, and the key naming the plugin
@@ -428,8 +533,30 @@ def resolve_document(
         origin = _Origin(
             source, vname if variant_tables else None, vtable, [k for _, k, _ in later]
         )
-        resolved.extend(_expand_folds(_resolve_variant(merged, registry, vname, origin)))
+        for exp in _expand_seeds(_resolve_variant(merged, registry, vname, origin)):
+            resolved.extend(_expand_folds(exp))
+    every = list(variant_tables) or ["default"]
+    baseline = resolved[0].config.compare.baseline if resolved else None
+    if baseline is not None and baseline not in every:
+        raise ConfigError(
+            f"{source}: [compare] baseline = {baseline!r} is not a variant"
+            f"{closest(baseline, every)}; variants: {', '.join(every)}"
+        )
     return resolved
+
+
+def _expand_seeds(exp: Experiment) -> list[Experiment]:
+    """``seeds = [...]`` or ``repeats = N``: one experiment per seed, ``<variant>-seed<k>``."""
+    seeds = exp.config.run_seeds
+    if seeds is None:
+        return [exp]
+    expanded = []
+    for seed in seeds:
+        config = exp.config.model_copy(deep=True)
+        config.seed = seed
+        config.seeds = config.repeats = None  # the expanded run is one seed (and resumes as one)
+        expanded.append(replace(exp, config=config, variant=f"{exp.variant}-seed{seed}"))
+    return expanded
 
 
 def _expand_folds(exp: Experiment) -> list[Experiment]:
@@ -441,17 +568,7 @@ def _expand_folds(exp: Experiment) -> list[Experiment]:
     for fold in range(data.folds):
         config = exp.config.model_copy(deep=True)
         config.data.fold = fold
-        expanded.append(
-            Experiment(
-                config=config,
-                variant=f"{exp.variant}-fold{fold}",
-                dataset=exp.dataset,
-                model=exp.model,
-                augmenters=exp.augmenters,
-                explainers=exp.explainers,
-                source=exp.source,
-            )
-        )
+        expanded.append(replace(exp, config=config, variant=f"{exp.variant}-fold{fold}"))
     return expanded
 
 
@@ -639,7 +756,7 @@ def _core_message(exc: pydantic.ValidationError, origin: _Origin) -> str:
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        if len(loc) > 1 and loc[0] in ("data", "model", "train"):
+        if len(loc) > 1 and loc[0] in ("data", "model", "train", "eval", "compare"):
             table, key = loc[0], ".".join(loc[1:])
         else:
             table, key = "", ".".join(loc)
@@ -681,6 +798,8 @@ def describe_tables() -> dict[str, type[pydantic.BaseModel]]:
         "data": DataConfig,
         "model": ModelConfig,
         "train": TrainConfig,
+        "eval": EvalConfig,
+        "compare": CompareConfig,
     }
 
 

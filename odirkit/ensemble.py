@@ -4,7 +4,9 @@ Thiry et al. (2021) name ensembling their models as the next step. The runs
 must have learned the same labels the same way; their held-out images are
 matched by patient, eye and file (runs with the same seed hold out the same
 patients, whatever the model). At patient level the runs' fused per-patient
-probabilities are averaged instead.
+probabilities are averaged instead. The operating point follows the first
+run's rule, chosen on the members' averaged validation predictions; the test
+samples get bootstrap intervals like a run's.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from odirkit import bootstrap
 from odirkit.engine.checkpoint import write_json, write_text
+from odirkit.engine.evaluate import scored_from_frame, thresholds_dict
 from odirkit.errors import RunError
-from odirkit.metrics import classification_metrics, odir_score
+from odirkit.metrics import classification_metrics, odir_score, predictions
+from odirkit.thresholds import choose_thresholds, parse_rule
 
 
 @dataclass
@@ -27,6 +32,11 @@ class Member:
     directory: Path
     final: dict[str, Any]
     predictions: pd.DataFrame
+    validation: pd.DataFrame | None
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"patient_id": str, "ID": str}, keep_default_na=False)
 
 
 def _member(directory: Path) -> Member:
@@ -37,16 +47,34 @@ def _member(directory: Path) -> Member:
     patient = final.get("level") == "patient"
     name = "patient_predictions.csv" if patient else "predictions.csv"
     try:
-        predictions = pd.read_csv(
-            directory / name, dtype={"patient_id": str, "ID": str}, keep_default_na=False
-        )
+        predictions = _read(directory / name)
     except OSError:
         raise RunError(f"{directory}: {name} is missing") from None
-    return Member(directory, final, predictions)
+    val_file = directory / "val_predictions.csv"
+    return Member(directory, final, predictions, _read(val_file) if val_file.exists() else None)
+
+
+def _average(frames: list[pd.DataFrame], keys: list[str], probs: list[str]) -> pd.DataFrame:
+    """The rows every frame holds (by ``keys``), with the frames' mean probabilities."""
+    shared = frames[0][keys]
+    for frame in frames[1:]:
+        shared = shared.merge(frame[keys], on=keys)
+    stacked = [shared.merge(f, on=keys, how="left")[probs].to_numpy(float) for f in frames]
+    out = shared.merge(frames[0].drop(columns=probs), on=keys, how="left")
+    for i, column in enumerate(probs):
+        out[column] = np.mean(stacked, axis=0)[:, i]
+    return out
+
+
+def _targets(frame: pd.DataFrame, labels: list[str], single: bool) -> np.ndarray:
+    if single:
+        return np.array([labels.index(t) for t in frame["target"]])
+    return frame[[f"target_{label}" for label in labels]].to_numpy()
 
 
 def ensemble(directories: list[Path], out_dir: Path) -> dict[str, Any]:
-    """Average the members' probabilities; write and return the metrics."""
+    """Average the members' probabilities; choose the operating point on their averaged
+    validation predictions; score the shared test samples with intervals; write and return."""
     members = [_member(d) for d in directories]
     if len(members) < 2:
         raise RunError("an ensemble needs at least two finished runs")
@@ -63,27 +91,42 @@ def ensemble(directories: list[Path], out_dir: Path) -> dict[str, Any]:
     patient = first.get("level") == "patient"
     keys = ["ID"] if patient else ["patient_id", "eye", "path"]
     probs = [label if patient else f"prob_{label}" for label in labels]
-    shared = members[0].predictions[keys]
-    for member in members[1:]:
-        shared = shared.merge(member.predictions[keys], on=keys)
-    if shared.empty:
+    test = _average([m.predictions for m in members], keys, probs)
+    if test.empty:
         raise RunError("the runs share no held-out image: were they split with the same seed?")
-    stacked = []
-    for member in members:
-        aligned = shared.merge(member.predictions, on=keys, how="left")
-        stacked.append(aligned[probs].to_numpy(dtype=float))
-    mean = np.mean(stacked, axis=0)
-    reference = shared.merge(members[0].predictions, on=keys, how="left")
-    if single:
-        targets = np.array([labels.index(t) for t in reference["target"]])
+    rule = parse_rule((first.get("final") or {}).get("threshold_rule", "0.5"))
+    validations = [m.validation for m in members]
+    val = None
+    if all(v is not None for v in validations):
+        val = _average(validations, keys, probs)  # type: ignore[arg-type]
+    if val is not None and not val.empty:
+        thresholds = choose_thresholds(
+            rule, _targets(val, labels, single), val[probs].to_numpy(float), single_label=single
+        )
     else:
-        targets = reference[[f"target_{label}" for label in labels]].to_numpy()
-    metrics = classification_metrics(targets, mean, labels=labels, single_label=single)
-    if not single:
-        metrics["odir"] = odir_score(targets, mean)
-    out = shared.copy()
-    for i, column in enumerate(probs):
-        out[column] = np.round(mean[:, i], 6)
+        if not rule.fixed:
+            rule = parse_rule("0.5")  # no shared validation: the challenge's default
+        empty = np.zeros((0, len(labels)))
+        thresholds = choose_thresholds(rule, empty, empty, single_label=single)
+    targets = _targets(test, labels, single)
+    mean = test[probs].to_numpy(float)
+    metrics = classification_metrics(
+        targets, mean, labels=labels, single_label=single, thresholds=thresholds
+    )
+    if patient and not single:  # the challenge's score, on patients only
+        metrics["odir_patient"] = odir_score(targets, mean)
+    scored, _ = scored_from_frame(
+        test, labels=labels, single_label=single, thresholds=thresholds, challenge=True
+    )
+    intervals = bootstrap.intervals(scored)
+    decided = predictions(mean, single_label=single, thresholds=thresholds)
+    out = test.copy()
+    if single:
+        out["predicted"] = [labels[i] for i in decided]
+    else:
+        for i, label in enumerate(labels):
+            out[f"predicted_{label}"] = decided[:, i]
+    out[probs] = out[probs].round(6)
     write_text(
         out_dir / ("patient_predictions.csv" if patient else "predictions.csv"),
         out.to_csv(index=False),
@@ -91,11 +134,17 @@ def ensemble(directories: list[Path], out_dir: Path) -> dict[str, Any]:
     result = {
         "ensemble_of": [str(m.directory) for m in members],
         "members_f1_micro": {str(m.directory): m.final["final"]["f1_micro"] for m in members},
-        "shared_test_samples": len(shared),
+        "shared_test_samples": len(test),
         "labels": labels,
         "task": first["task"],
         "level": first.get("level", "image"),
-        "final": metrics,
+        "checkpoint": "last",
+        "final": {
+            **metrics,
+            "intervals": intervals,
+            "threshold_rule": str(rule),
+            "thresholds": thresholds_dict(tuple(labels), thresholds),
+        },
     }
     write_json(out_dir / "metrics.json", result)
     return result

@@ -1,7 +1,11 @@
-"""Classification metrics: micro and macro F1, recall, precision and AUC per class.
+"""Classification metrics: F1, recall, specificity, precision, AUC and PR-AUC per class,
+micro and macro; operating points on the ROC curve; calibration; the ODIR-2019 score.
 
-Single-label tasks predict the most probable class; multi-label tasks predict
-every label whose probability exceeds 0.5. scikit-learn computes everything.
+Single-label tasks predict the most probable class (or, for a two-class task
+given a threshold, the second class when its probability exceeds it);
+multi-label tasks predict every label whose probability *exceeds* its
+threshold (``p > t``; 0.5 unless thresholds were chosen on validation), as
+the ODIR-2019 evaluation did. scikit-learn computes the figures.
 """
 
 from __future__ import annotations
@@ -13,29 +17,95 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     cohen_kappa_score,
     f1_score,
     precision_score,
     recall_score,
     roc_auc_score,
+    roc_curve,
 )
 
+from odirkit.calibration import brier_score, expected_calibration_error
+
 THRESHOLD = 0.5
+#: the operating points read off each class's ROC curve
+SPECIFICITY_POINTS = (0.90, 0.95)
+SENSITIVITY_POINTS = (0.90,)
 
 
-def predictions(probs: np.ndarray, *, single_label: bool) -> np.ndarray:
-    """Class indices (single-label) or a 0/1 matrix (multi-label) from probabilities."""
+def predictions(
+    probs: np.ndarray, *, single_label: bool, thresholds: np.ndarray | None = None
+) -> np.ndarray:
+    """Class indices (single-label) or a 0/1 matrix (multi-label) from probabilities.
+
+    ``thresholds`` (one per class) replace 0.5 for a multi-label task; for a
+    single-label task they need two classes, and ``thresholds[1]`` decides the
+    second class (the first is the rest).
+    """
+    probs = np.asarray(probs)
     if single_label:
-        return probs.argmax(axis=1)
-    return (probs > THRESHOLD).astype(np.int64)
+        if thresholds is None:
+            return probs.argmax(axis=1)
+        if probs.shape[1] != 2:
+            raise ValueError("a threshold on a single-label task needs exactly two classes")
+        return (probs[:, 1] > np.asarray(thresholds)[1]).astype(np.int64)
+    cut = THRESHOLD if thresholds is None else np.asarray(thresholds, dtype=np.float64)[None, :]
+    return (probs > cut).astype(np.int64)
 
 
-def _indicator(targets: np.ndarray, num_classes: int, single_label: bool) -> np.ndarray:
+def indicator(targets: np.ndarray, num_classes: int, single_label: bool) -> np.ndarray:
+    """Targets as a 0/1 matrix ``[N, C]`` (class indices become one-hot rows)."""
     if not single_label:
-        return targets.astype(np.int64)
+        return np.asarray(targets).astype(np.int64)
     out = np.zeros((len(targets), num_classes), dtype=np.int64)
-    out[np.arange(len(targets)), targets.astype(np.int64)] = 1
+    out[np.arange(len(targets)), np.asarray(targets).astype(np.int64)] = 1
     return out
+
+
+def sensitivity_at_specificity(
+    outcomes: np.ndarray, scores: np.ndarray, specificity: float
+) -> float:
+    """The highest sensitivity reachable while specificity stays at or above ``specificity``."""
+    if outcomes.min() == outcomes.max():
+        return float("nan")
+    fpr, tpr, _ = roc_curve(outcomes, scores)
+    return float(tpr[fpr <= 1.0 - specificity + 1e-12].max())
+
+
+def specificity_at_sensitivity(
+    outcomes: np.ndarray, scores: np.ndarray, sensitivity: float
+) -> float:
+    """The highest specificity reachable while sensitivity stays at or above ``sensitivity``."""
+    if outcomes.min() == outcomes.max():
+        return float("nan")
+    fpr, tpr, _ = roc_curve(outcomes, scores)
+    return float((1.0 - fpr[tpr >= sensitivity - 1e-12]).max())
+
+
+def _ranking(outcomes: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Threshold-free figures of one class: AUC, PR-AUC, operating points, calibration."""
+    both = outcomes.min() != outcomes.max()
+    figures = {
+        "auc": float(roc_auc_score(outcomes, scores)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(outcomes, scores)) if both else float("nan"),
+    }
+    for s in SPECIFICITY_POINTS:
+        figures[f"sens_at_spec_{round(s * 100)}"] = sensitivity_at_specificity(outcomes, scores, s)
+    for s in SENSITIVITY_POINTS:
+        figures[f"spec_at_sens_{round(s * 100)}"] = specificity_at_sensitivity(outcomes, scores, s)
+    figures["brier"] = brier_score(outcomes, scores)
+    figures["ece"] = expected_calibration_error(outcomes, scores)
+    return figures
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    if np.all(np.isnan(values)):
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanmean(values))
 
 
 def classification_metrics(
@@ -44,66 +114,72 @@ def classification_metrics(
     *,
     labels: Sequence[str],
     single_label: bool,
+    thresholds: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every metric of one evaluation, as plain floats.
 
     ``targets`` are class indices ``[N]`` (single-label) or a 0/1 matrix
-    ``[N, C]`` (multi-label); ``probs`` are ``[N, C]``. Per-class figures come
-    under ``per_class[label]``; AUC is NaN for a class without both outcomes.
+    ``[N, C]`` (multi-label); ``probs`` are ``[N, C]``; ``thresholds`` as in
+    :func:`predictions`. Per-class figures come under ``per_class[label]``:
+    f1, recall (sensitivity), specificity, precision, auc, pr_auc,
+    sens_at_spec_90/95, spec_at_sens_90, brier, ece and support. A figure
+    that needs both outcomes of a class is NaN without them.
     """
     n_classes = len(labels)
-    pred = predictions(probs, single_label=single_label)
-    y_true = _indicator(targets, n_classes, single_label)
-    y_pred = _indicator(pred, n_classes, single_label) if single_label else pred
+    probs = np.asarray(probs, dtype=np.float64)
+    pred = predictions(probs, single_label=single_label, thresholds=thresholds)
+    y_true = indicator(targets, n_classes, single_label)
+    y_pred = indicator(pred, n_classes, single_label) if single_label else pred
     kw: dict[str, Any] = {"zero_division": 0}
     if single_label:
         ids = list(range(n_classes))
-        t, p = targets.astype(np.int64), pred
-        f1_pc = f1_score(t, p, labels=ids, average=None, **kw)
-        rec_pc = recall_score(t, p, labels=ids, average=None, **kw)
-        prec_pc = precision_score(t, p, labels=ids, average=None, **kw)
-        f1_micro = f1_score(t, p, labels=ids, average="micro", **kw)
-        accuracy = accuracy_score(t, p)
+        t = np.asarray(targets).astype(np.int64)
+        f1_pc = f1_score(t, pred, labels=ids, average=None, **kw)
+        rec_pc = recall_score(t, pred, labels=ids, average=None, **kw)
+        prec_pc = precision_score(t, pred, labels=ids, average=None, **kw)
+        f1_micro = f1_score(t, pred, labels=ids, average="micro", **kw)
+        accuracy = accuracy_score(t, pred)
     else:
         f1_pc = f1_score(y_true, y_pred, average=None, **kw)
         rec_pc = recall_score(y_true, y_pred, average=None, **kw)
         prec_pc = precision_score(y_true, y_pred, average=None, **kw)
         f1_micro = f1_score(y_true, y_pred, average="micro", **kw)
         accuracy = accuracy_score(y_true, y_pred)  # exact match of the label sets
-    auc_pc = []
-    for c in range(n_classes):
-        column = y_true[:, c]
-        if column.min() == column.max():
-            auc_pc.append(float("nan"))
-        else:
-            auc_pc.append(float(roc_auc_score(column, probs[:, c])))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        auc_macro = float(np.nanmean(auc_pc)) if not np.all(np.isnan(auc_pc)) else float("nan")
-    per_class = {
-        label: {
+    negatives = (1 - y_true).sum(axis=0)
+    true_negatives = ((1 - y_true) * (1 - y_pred)).sum(axis=0)
+    spec_pc = np.where(negatives > 0, true_negatives / np.maximum(negatives, 1), np.nan)
+    per_class = {}
+    for i, label in enumerate(labels):
+        per_class[label] = {
             "f1": float(f1_pc[i]),
             "recall": float(rec_pc[i]),
+            "specificity": float(spec_pc[i]),
             "precision": float(prec_pc[i]),
-            "auc": auc_pc[i],
+            **_ranking(y_true[:, i], probs[:, i]),
             "support": int(y_true[:, i].sum()),
         }
-        for i, label in enumerate(labels)
-    }
+
+    def macro(name: str) -> float:
+        return _nanmean([per_class[label][name] for label in labels])
+
     return {
         "f1_micro": float(f1_micro),
         "f1_macro": float(np.mean(f1_pc)),
         "recall_macro": float(np.mean(rec_pc)),
+        "specificity_macro": macro("specificity"),
         "precision_macro": float(np.mean(prec_pc)),
         "accuracy": float(accuracy),
-        "auc_macro": auc_macro,
+        "auc_macro": macro("auc"),
+        "pr_auc_macro": macro("pr_auc"),
+        "brier_macro": macro("brier"),
+        "ece_macro": macro("ece"),
         "per_class": per_class,
     }
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """``{"per_class": {"N": {"recall": x}}, "odir": {"kappa": k}}`` ->
-    ``{"recall_N": x, "odir_kappa": k}``: one CSV row."""
+    """``{"per_class": {"N": {"recall": x}}, "odir_patient": {"kappa": k}}`` ->
+    ``{"recall_N": x, "odir_patient_kappa": k}``: one CSV row."""
     row: dict[str, float] = {}
     for key, value in metrics.items():
         if key == "per_class":
@@ -112,7 +188,8 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
                     row[f"{prefix}{name}_{label}"] = number
         elif isinstance(value, dict):
             for name, number in value.items():
-                row[f"{prefix}{key}_{name}"] = number
+                if isinstance(number, int | float):
+                    row[f"{prefix}{key}_{name}"] = number
         elif isinstance(value, int | float):
             row[f"{prefix}{key}"] = value
     return row
@@ -121,10 +198,11 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
 def odir_score(targets: np.ndarray, probs: np.ndarray, threshold: float = THRESHOLD) -> dict:
     """The ODIR-2019 challenge score, computed exactly as its evaluation did.
 
-    Over patients, the ground truth ``[P, 8]`` and the probabilities ``[P, 8]``
-    are flattened into one vector each; with ``p > threshold`` as the
-    prediction: Cohen's kappa, F1 with ``average='micro'``, ROC AUC of the
-    probabilities, and their mean as the final score.
+    Over **patients** — the challenge scored patients, never images — the
+    ground truth ``[P, 8]`` and the probabilities ``[P, 8]`` are flattened into
+    one vector each; with ``p > threshold`` as the prediction: Cohen's kappa,
+    F1 with ``average='micro'``, ROC AUC of the probabilities, and their mean as
+    the final score.
     """
     gt = np.asarray(targets).astype(np.int64).ravel()
     pr = np.asarray(probs, dtype=np.float64).ravel()

@@ -5,7 +5,8 @@ The input is a folder of photographs named ``<ID>_left.<ext>`` and
 columns ``ID``, ``Left-Fundus`` and ``Right-Fundus`` whose images are found by
 name under the file's folder. Each image is preprocessed as in training, the
 run's model gives its probabilities, and each patient's eyes are fused per
-label (the run's ``data.fusion``).
+label by the run's ``data.fusion`` (N by the minimum over the eyes: see
+:mod:`odirkit.fusion`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from odirkit.engine.checkpoint import load_checkpoint
 from odirkit.engine.device import resolve_device
 from odirkit.engine.models import build_model
 from odirkit.errors import DataError, RunError
+from odirkit.fusion import fuse_eyes
 from odirkit.plugins import Registry
 
 EYE_FILE = re.compile(r"^(?P<id>.+)_(?P<eye>left|right)$", re.IGNORECASE)
@@ -54,12 +56,34 @@ def find_variant(run_dir: Path) -> Path:
     raise RunError(f"{run_dir}: holds several variants ({names}); pass one of their folders")
 
 
+def reported_checkpoint(variant_dir: Path) -> str:
+    """The checkpoint a run reports (metrics.json), else best when it exists, else last."""
+    try:
+        return str(json.loads((variant_dir / "metrics.json").read_text())["checkpoint"])
+    except (OSError, ValueError, KeyError):
+        return "best" if (variant_dir / "checkpoints" / "best.pt").exists() else "last"
+
+
+def run_temperature(variant_dir: Path, checkpoint: str) -> float | None:
+    """The temperature fitted on validation for the reported checkpoint (None: not fitted)."""
+    try:
+        final = json.loads((variant_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if final.get("checkpoint") != checkpoint:
+        return None
+    value = (final.get("final") or {}).get("temperature")
+    return float(value) if value else None
+
+
 def load_trained(
-    variant_dir: Path, registry: Registry, checkpoint: str = "best"
+    variant_dir: Path, registry: Registry, checkpoint: str | None = None
 ) -> tuple[Experiment, torch.nn.Module]:
-    """The run's experiment and its model with the chosen checkpoint's weights."""
+    """The run's experiment and its model with the chosen checkpoint's weights (default: the
+    checkpoint the run reports)."""
     from odirkit.engine.run import rebase_paths
 
+    checkpoint = checkpoint or reported_checkpoint(variant_dir)
     doc = json.loads((variant_dir / "config.json").read_text())
     (exp,) = resolve_document(
         rebase_paths(doc, variant_dir), registry, source=str(variant_dir / "config.json")
@@ -134,11 +158,17 @@ def predict(
     source: Path,
     registry: Registry,
     *,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     batch_size: int = 32,
 ) -> pd.DataFrame:
-    """Per-patient fused probabilities: ``ID`` and one column per label of the run."""
+    """Per-patient fused probabilities: ``ID`` and one column per label of the run.
+
+    With the run's reported checkpoint, its logits are divided by the temperature
+    fitted on validation (``eval.calibrate``) before they become probabilities.
+    """
+    checkpoint = checkpoint or reported_checkpoint(variant_dir)
     exp, model = load_trained(variant_dir, registry, checkpoint)
+    temperature = run_temperature(variant_dir, checkpoint) or 1.0
     device = resolve_device(exp.config.device)
     model.to(device).eval()
     inputs = find_inputs(source)
@@ -162,12 +192,15 @@ def predict(
             logits = model(x, metadata[start : start + batch_size].to(device))
         else:
             logits = model(x)
+        logits = logits.float() / temperature
         probs.append((logits.softmax(1) if single else logits.sigmoid()).float().cpu().numpy())
-    frame = pd.DataFrame(np.concatenate(probs), columns=exp.labels)
-    frame.insert(0, "ID", [item.patient_id for item in inputs])
-    grouped = frame.groupby("ID", sort=False)[exp.labels]
-    fused = grouped.max() if exp.config.data.fusion == "max" else grouped.mean()
-    fused = fused.reset_index()
+    fused = fuse_eyes(
+        np.concatenate(probs),
+        [item.patient_id for item in inputs],
+        exp.labels,
+        exp.config.data.fusion,
+    )
+    fused = fused.rename_axis("ID").reset_index()
     order = pd.to_numeric(fused["ID"], errors="coerce")
     if order.notna().all():
         fused = fused.iloc[np.argsort(order.to_numpy(), kind="stable")]

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from odirkit.engine.checkpoint import atomic_write, write_text
+from odirkit.engine.checkpoint import atomic_write, write_json, write_text
 from odirkit.labels import LABEL_NAMES
 
 
@@ -32,46 +32,138 @@ def save_figure(fig: Any, path: Path) -> None:
     atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
 
 
-def plot_run(history: pd.DataFrame, labels: Sequence[str], out_dir: Path, title: str) -> list[Path]:
-    """F1 per epoch, recall per class per epoch, losses, and final recall per class."""
+def _curves(history: pd.DataFrame) -> list[tuple[str, str]]:
+    """The per-epoch splits present: validation, and test when it was asked for."""
+    found = []
+    if "val_f1_micro" in history:
+        found.append(("val", "validation"))
+    if "test_f1_micro" in history:
+        found.append(("test", "test, every epoch (not used for selection)"))
+    return found
+
+
+def plot_run(
+    history: pd.DataFrame,
+    labels: Sequence[str],
+    out_dir: Path,
+    title: str,
+    final: dict[str, Any] | None = None,
+) -> list[Path]:
+    """F1 per epoch, recall per class per epoch, losses, and the reported recall per class.
+
+    Curves are the validation patients'; the test patients' curves are added,
+    marked as such, only when the run scored them every epoch
+    (``train.test_every_epoch``). The bars are the test result of the reported
+    checkpoint (``final``), with its bootstrap intervals.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     epochs = history["epoch"]
     written = []
+    curves = _curves(history)
+    styles = {"val": "-", "test": "--"}
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, history["f1_micro"], marker="o", label="micro F1")
-    ax.plot(epochs, history["f1_macro"], marker="s", label="macro F1")
-    _style(ax, f"{title}: held-out F1", "F1")
-    save_figure(fig, out_dir / "f1_per_epoch.png")
-    written.append(out_dir / "f1_per_epoch.png")
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for split, name in curves:
+            ax.plot(
+                epochs,
+                history[f"{split}_f1_micro"],
+                styles[split],
+                marker="o",
+                label=f"micro F1, {name}",
+            )
+            ax.plot(
+                epochs,
+                history[f"{split}_f1_macro"],
+                styles[split],
+                marker="s",
+                label=f"macro F1, {name}",
+            )
+        heading = " and ".join(name.split(",")[0] for _, name in curves)
+        _style(ax, f"{title}: F1 per epoch ({heading})", "F1")
+        save_figure(fig, out_dir / "f1_per_epoch.png")
+        written.append(out_dir / "f1_per_epoch.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label in labels:
-        ax.plot(
-            epochs, history[f"recall_{label}"], marker=".", label=f"{label} ({LABEL_NAMES[label]})"
-        )
-    _style(ax, f"{title}: held-out recall per class", "recall")
-    save_figure(fig, out_dir / "recall_per_epoch.png")
-    written.append(out_dir / "recall_per_epoch.png")
+        fig, ax = plt.subplots(figsize=(6, 4))
+        split, name = curves[0]
+        for label in labels:
+            ax.plot(
+                epochs,
+                history[f"{split}_recall_{label}"],
+                marker=".",
+                label=f"{label} ({LABEL_NAMES[label]})",
+            )
+        _style(ax, f"{title}: recall per class per epoch ({name})", "recall")
+        save_figure(fig, out_dir / "recall_per_epoch.png")
+        written.append(out_dir / "recall_per_epoch.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, history["train_loss"], marker="o", label="training")
-    ax.plot(epochs, history["test_loss"], marker="s", label="held-out")
+    for split, name in curves:
+        ax.plot(epochs, history[f"{split}_loss"], styles[split], marker="s", label=name)
     _style(ax, f"{title}: loss", "loss", unit_range=False)
     save_figure(fig, out_dir / "loss_per_epoch.png")
     written.append(out_dir / "loss_per_epoch.png")
 
-    last = history.iloc[-1]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    values = [last[f"recall_{label}"] for label in labels]
-    bars = ax.bar(list(labels), values, color="tab:blue")
-    ax.bar_label(bars, fmt="%.2f")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("recall")
-    ax.set_title(f"{title}: recall per class (epoch {int(last['epoch'])})")
-    save_figure(fig, out_dir / "recall_per_class.png")
-    written.append(out_dir / "recall_per_class.png")
+    if final is not None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        per_class = final["final"]["per_class"]
+        intervals = final["final"].get("intervals", {})
+        values = [per_class[label]["recall"] for label in labels]
+        errors = _error_bars([intervals.get(f"recall_{label}") for label in labels], values)
+        bars = ax.bar(list(labels), values, color="tab:blue", yerr=errors, capsize=4)
+        ax.bar_label(bars, fmt="%.2f", label_type="center", color="white")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("recall (sensitivity)")
+        ax.set_title(
+            f"{title}: test recall per class\n({final.get('checkpoint', 'last')} checkpoint, "
+            f"epoch {final.get('checkpoint_epoch')}; bars: "
+            f"{_percent(final)} bootstrap interval)"
+        )
+        save_figure(fig, out_dir / "recall_per_class.png")
+        written.append(out_dir / "recall_per_class.png")
     return written
+
+
+def _percent(final: dict[str, Any]) -> str:
+    return f"{round(100 * final['final'].get('confidence', 0.95))}%"
+
+
+def _error_bars(intervals: Sequence[Any], values: Sequence[float]) -> Any:
+    """Asymmetric error bars from ``[low, high]`` intervals (none where one is missing)."""
+    import numpy as np
+
+    lower, upper = [], []
+    for interval, value in zip(intervals, values, strict=True):
+        if not interval or not all(map(math.isfinite, interval)):
+            lower.append(0.0)
+            upper.append(0.0)
+        else:
+            lower.append(max(0.0, value - interval[0]))
+            upper.append(max(0.0, interval[1] - value))
+    return np.array([lower, upper])
+
+
+def plot_reliability(table: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:
+    """The reliability diagram: observed frequency against mean probability, per class."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for label, bins in table.items():
+        if bins["mean_probability"]:
+            ax.plot(
+                bins["mean_probability"],
+                bins["frequency"],
+                marker="o",
+                label=f"{label} ({LABEL_NAMES.get(label, label)})",
+            )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
 
 
 def _style(ax: Any, title: str, ylabel: str, *, unit_range: bool = True) -> None:
@@ -86,58 +178,79 @@ def _style(ax: Any, title: str, ylabel: str, *, unit_range: bool = True) -> None
 
 @dataclass
 class RunSummary:
-    """What a comparison needs of one run: its name, per-epoch history and final metrics."""
+    """What a comparison needs of one run: its name, per-epoch history, final metrics and
+    (for the paired tests) its folder."""
 
     label: str
     history: pd.DataFrame
     final: dict[str, Any]
     labels: list[str]
+    directory: Path | None = None
+
+
+#: the columns of a comparison that carry a bootstrap interval
+WITH_INTERVALS = ("f1_micro", "f1_macro", "recall_macro", "auc_macro")
 
 
 def comparison_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
-    """One row per run: final micro/macro F1, recall per class, best epoch."""
+    """One row per run: the test result of its reported checkpoint, with intervals; then,
+    for variants run over several seeds or folds, their mean, deviation and interval."""
+    from odirkit.comparison import FinishedRun, group_summary
+
     rows = []
     for run in runs:
         final = run.final.get("final") or {}
+        intervals = final.get("intervals") or {}
         best = run.final.get("best") or {}
         row: dict[str, Any] = {
             "run": run.label,
             "epochs": int(run.history["epoch"].max()) if len(run.history) else 0,
-            "f1_micro": final.get("f1_micro"),
-            "f1_macro": final.get("f1_macro"),
-            "recall_macro": final.get("recall_macro"),
-            "auc_macro": final.get("auc_macro"),
-            "best_epoch": best.get("epoch"),
-            f"best_{best.get('monitor', 'f1_micro')}": best.get("value"),
+            "checkpoint": run.final.get("checkpoint", "last"),
+            "checkpoint_epoch": run.final.get("checkpoint_epoch"),
         }
+        for metric in WITH_INTERVALS:
+            row[metric] = final.get(metric)
+            low, high = intervals.get(metric) or (None, None)
+            row[f"{metric}_low"], row[f"{metric}_high"] = low, high
+        if "odir_patient" in final:
+            row["odir_patient_final"] = final["odir_patient"]["final"]
+            low, high = intervals.get("odir_patient_final") or (None, None)
+            row["odir_patient_final_low"], row["odir_patient_final_high"] = low, high
+        row["best_epoch"] = best.get("epoch")
+        row[f"best_val_{best.get('monitor', 'f1_micro')}"] = best.get("value")
         for label in run.labels:
             row[f"recall_{label}"] = final.get("per_class", {}).get(label, {}).get("recall")
         rows.append(row)
-    return _with_fold_means(pd.DataFrame(rows))
-
-
-def _with_fold_means(table: pd.DataFrame) -> pd.DataFrame:
-    """Add, for cross-validated variants (``<name>-fold<i>``), the mean over their folds
-    and the standard deviation of the micro F1."""
-    if table.empty:
+    table = pd.DataFrame(rows)
+    groups = group_summary([FinishedRun(r.label, r.final) for r in runs], [*WITH_INTERVALS])
+    if groups.empty:
         return table
-    base = table["run"].astype(str).str.extract(r"^(.*)-fold\d+$")[0]
     extra = []
-    for name, group in table.groupby(base, sort=False):
-        if len(group) < 2:
-            continue
-        numbers = group.select_dtypes("number")
-        row = {"run": f"{name} (mean of {len(group)} folds)", **numbers.mean().to_dict()}
-        row["f1_micro_std"] = float(group["f1_micro"].std(ddof=1))
+    for group in groups.to_dict("records"):
+        row = {"run": f"{group['variant']} (mean of {group['runs']} {group['unit']})"}
+        for metric in WITH_INTERVALS:
+            row[metric] = group[metric]
+            row[f"{metric}_std"] = group[f"{metric}_std"]
+            row[f"{metric}_low"] = group[f"{metric}_low"]
+            row[f"{metric}_high"] = group[f"{metric}_high"]
         extra.append(row)
-    return pd.concat([table, pd.DataFrame(extra)], ignore_index=True) if extra else table
+    return pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
 
 
-def plot_comparison(runs: Sequence[RunSummary], path: Path, title: str) -> None:
-    """F1 and recall per epoch for every run, side by side, plus recall per class."""
+def _labels_of(runs: Sequence[RunSummary]) -> list[str]:
     labels: list[str] = []
     for run in runs:
         labels += [label for label in run.labels if label not in labels]
+    return labels
+
+
+def plot_comparison(runs: Sequence[RunSummary], path: Path, title: str, split: str = "val") -> bool:
+    """F1 and recall per epoch for every run, side by side (validation curves, or the test
+    curves of runs that asked for them). Returns whether anything was drawn."""
+    runs = [r for r in runs if f"{split}_f1_micro" in r.history]
+    if not runs:
+        return False
+    labels = _labels_of(runs)
     columns = 2 + len(labels)
     ncols = min(4, columns)
     nrows = math.ceil(columns / ncols)
@@ -147,37 +260,72 @@ def plot_comparison(runs: Sequence[RunSummary], path: Path, title: str) -> None:
         (f"recall_{label}", f"recall {label} ({LABEL_NAMES[label]})") for label in labels
     ]
     for ax, (column, name) in zip(flat, panels, strict=False):
-        for run in runs:
-            if column in run.history:
-                ax.plot(run.history["epoch"], run.history[column], marker=".", label=run.label)
+        for i, run in enumerate(runs):
+            if f"{split}_{column}" in run.history:
+                ax.plot(
+                    run.history["epoch"],
+                    run.history[f"{split}_{column}"],
+                    marker=".",
+                    label=run.label,
+                    color=_colour(i),
+                )
         _style(ax, name, "recall" if column.startswith("recall_") else name)
     for ax in flat[len(panels) :]:
         ax.axis("off")
-    fig.suptitle(title)
+    which = (
+        "validation patients"
+        if split == "val"
+        else "test patients, every epoch (not used for selection)"
+    )
+    fig.suptitle(f"{title}: {which}")
     fig.tight_layout()
     save_figure(fig, path)
+    return True
+
+
+def _colour(i: int) -> Any:
+    """One colour per run, the same in every figure."""
+    return plt.get_cmap("tab10")(i % 10)
 
 
 def plot_recall_per_class(runs: Sequence[RunSummary], path: Path, title: str) -> None:
-    """Final recall per class, one group of bars per class, one bar per run (the paper's
-    Figure 4)."""
-    labels: list[str] = []
-    for run in runs:
-        labels += [label for label in run.labels if label not in labels]
+    """Test recall per class, one group of bars per class, one bar per run, with bootstrap
+    intervals (the paper's Figure 4)."""
+    labels = _labels_of(runs)
     width = 0.8 / max(len(runs), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) * max(1, len(runs)) ** 0.5), 4))
     for i, run in enumerate(runs):
-        per_class = run.final.get("final", {}).get("per_class", {})
+        final = run.final.get("final", {})
+        per_class = final.get("per_class", {})
+        intervals = final.get("intervals", {})
         values = [per_class.get(label, {}).get("recall", float("nan")) for label in labels]
+        errors = _error_bars([intervals.get(f"recall_{label}") for label in labels], values)
         positions = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(labels))]
-        ax.bar(positions, values, width=width, label=run.label)
+        ax.bar(
+            positions,
+            values,
+            width=width,
+            label=run.label,
+            color=_colour(i),
+            yerr=errors,
+            capsize=2,
+        )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("recall")
-    ax.set_title(f"{title}: recall per class")
+    ax.set_ylabel("test recall")
+    ax.set_title(f"{title}: test recall per class (bootstrap intervals)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path)
+
+
+@dataclass
+class Comparison:
+    """A written comparison: the table, the paired tests and their verdicts in words."""
+
+    table: pd.DataFrame
+    tests: list[Any]
+    verdicts: list[str]
 
 
 def write_report(
@@ -187,28 +335,71 @@ def write_report(
     description: str,
     runs: Sequence[RunSummary],
     figures: dict[str, str],
-) -> pd.DataFrame:
-    """comparison.csv, comparison.png and report.md in ``out_dir``; return the table."""
+    baseline: str | None = None,
+    metrics: Sequence[str] = ("f1_micro", "auc_macro"),
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Comparison:
+    """comparison.csv, comparison.json, the figures and report.md in ``out_dir``."""
+    from odirkit.comparison import FinishedRun, compare_variants
+
     table = comparison_table(runs)
+    tests = compare_variants(
+        [FinishedRun(r.label, r.final, r.directory) for r in runs],
+        baseline=baseline,
+        metrics=metrics,
+        resamples=resamples,
+        confidence=confidence,
+        seed=seed,
+    )
+    verdicts = [line for test in tests for line in test.verdicts(confidence)]
     write_text(out_dir / "comparison.csv", table.to_csv(index=False))
+    write_json(
+        out_dir / "comparison.json",
+        {"tests": [t.to_dict() for t in tests], "verdicts": verdicts, "confidence": confidence},
+    )
+    drawn_val = drawn_test = False
     if runs:
-        plot_comparison(runs, out_dir / "comparison.png", title)
+        drawn_val = plot_comparison(runs, out_dir / "comparison.png", title, "val")
+        drawn_test = plot_comparison(runs, out_dir / "comparison_test.png", title, "test")
         plot_recall_per_class(runs, out_dir / "recall_per_class.png", title)
+    level = round(confidence * 100)
     lines = [f"# {title}", ""]
     if description:
         lines += [description, ""]
-    lines += ["## Held-out results (last epoch)", "", _markdown(table), ""]
-    if runs:
+    lines += ["## Is the difference real?", ""]
+    lines += [f"- {v}" for v in verdicts] or ["(one variant: nothing to compare)"]
+    lines += [
+        "",
+        "## Test results",
+        "",
+        "Each run's test patients, scored once, for the checkpoint chosen on the validation "
+        f"patients; [low, high] is the {level}% bootstrap interval over test patients. Rows "
+        "'mean of N runs' give the mean over seeds or folds and the t-interval of that mean.",
+        "",
+        _markdown(table),
+        "",
+    ]
+    if drawn_val:
         lines += [
-            "## F1 and recall per epoch",
+            "## F1 and recall per epoch (validation)",
             "",
             "![comparison](comparison.png)",
             "",
-            "## Recall per class",
+        ]
+    if drawn_test:
+        lines += [
+            "## F1 and recall per epoch on the test patients",
             "",
-            "![recall per class](recall_per_class.png)",
+            "Drawn because the experiment asked for them (`train.test_every_epoch`); no "
+            "choice was made on them.",
+            "",
+            "![test per epoch](comparison_test.png)",
             "",
         ]
+    if runs:
+        lines += ["## Recall per class (test)", "", "![recall per class](recall_per_class.png)", ""]
     for run in runs:
         link = figures.get(run.label)
         if link:
@@ -216,22 +407,61 @@ def write_report(
                 f"## {run.label}",
                 "",
                 f"![F1 per epoch]({link}/f1_per_epoch.png) "
-                f"![recall per class]({link}/recall_per_class.png)",
+                f"![recall per class]({link}/recall_per_class.png) "
+                f"![reliability]({link}/reliability.png)",
+                "",
+                _screening(run),
                 "",
             ]
     write_text(out_dir / "report.md", "\n".join(lines))
-    return table
+    return Comparison(table, tests, verdicts)
+
+
+def _screening(run: RunSummary) -> str:
+    """Screening cares about missed disease: each disease's sensitivity at the operating point."""
+    final = run.final.get("final", {})
+    thresholds = final.get("thresholds") or {}
+    intervals = final.get("intervals", {})
+    parts = []
+    for label in run.labels:
+        if label == "N":
+            continue
+        recall = final.get("per_class", {}).get(label, {}).get("recall")
+        if recall is None:
+            continue
+        low, high = intervals.get(f"recall_{label}") or (float("nan"), float("nan"))
+        at = f" at threshold {thresholds[label]:.3f}" if label in thresholds else ""
+        parts.append(f"{label} {recall:.3f} [{low:.3f}, {high:.3f}]{at}")
+    rule = str(final.get("threshold_rule", "0.5"))
+    how = "a fixed threshold" if rule[:1] in "0." else "thresholds chosen on validation"
+    return (
+        f"Sensitivity per disease (operating point {rule}: {how}): "
+        + ("; ".join(parts) if parts else "-")
+        + "."
+    )
 
 
 def _markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "(no finished runs)"
-    head = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = [
-        "| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)
-    ]
+    shown = [c for c in table.columns if not c.endswith(("_low", "_high", "_std"))]
+    head = "| " + " | ".join(shown) + " |"
+    rule = "|" + "|".join("---" for _ in shown) + "|"
+    body = []
+    for record in table.to_dict("records"):
+        cells = []
+        for column in shown:
+            cell = _cell(record.get(column))
+            low, high = record.get(f"{column}_low"), record.get(f"{column}_high")
+            if cell and _finite(low) and _finite(high):
+                cell += f" [{low:.3f}, {high:.3f}]"
+            cells.append(cell)
+        body.append("| " + " | ".join(cells) + " |")
     return "\n".join([head, rule, *body])
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _cell(value: Any) -> str:

@@ -183,6 +183,17 @@ CASES = [
     Case("zero_learning_rate", experiment(BASE + "[train]\nlr = 0\n"), "lr: input should be"),
     Case("one_fold", experiment(BASE + "[data]\nfolds = 1\n"), "folds = 1 is no cross-valid"),
     Case(
+        "unknown_threshold_rule",
+        experiment(BASE + '[eval]\nthreshold = "best"\n'),
+        "[eval] threshold: value error, threshold 'best': expected a number",
+    ),
+    Case(
+        "unknown_baseline_variant",
+        experiment(BASE + '[compare]\nbaseline = "defualt"\n'),
+        "baseline = 'defualt' is not a variant (did you mean 'default'?)",
+    ),
+    Case("seeds_and_repeats", experiment(BASE + "seeds = [0, 1]\nrepeats = 2\n"), "not both"),
+    Case(
         "unknown_dataset", experiment(BASE + '[data]\ndataset = "odir"\n'), "unknown dataset 'odir'"
     ),
     Case(

@@ -52,9 +52,16 @@ def test_run_writes_config_metrics_predictions_checkpoints_and_figures(cli, tmp_
 
     metrics = pd.read_csv(variant / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2]
-    assert {"f1_micro", "f1_macro", "recall_N", "recall_D", "precision_D", "test_loss"} <= set(
-        metrics.columns
-    )
+    # Each epoch is scored on the validation patients only (unless test_every_epoch).
+    assert {
+        "val_f1_micro",
+        "val_f1_macro",
+        "val_recall_N",
+        "val_recall_D",
+        "val_precision_D",
+        "val_loss",
+    } <= set(metrics.columns)
+    assert not [c for c in metrics.columns if c.startswith("test_")]
 
     environment = json.loads((variant / "environment.json").read_text())
     assert environment["device"] == "cpu" and environment["seed"] == 0
@@ -72,15 +79,20 @@ def test_run_writes_config_metrics_predictions_checkpoints_and_figures(cli, tmp_
     config = json.loads((variant / "config.json").read_text())
     assert config["train"]["epochs"] == 2 and config["model"]["widths"] == [4, 8, 8, 8]
 
-    # Predictions cover exactly the held-out images, and no held-out patient trained.
+    # Predictions cover exactly the test images, and no test patient trained or validated.
     split = pd.read_csv(variant / "split.csv")
+    assert set(split["split"]) == {"train", "val", "test"}
     predictions = pd.read_csv(variant / "predictions.csv")
     assert len(predictions) == (split["split"] == "test").sum()
-    train_patients = set(split.loc[split["split"] == "train", "patient_id"])
-    assert not train_patients & set(predictions["patient_id"])
+    others = set(split.loc[split["split"] != "test", "patient_id"])
+    assert not others & set(predictions["patient_id"])
 
     final = json.loads((variant / "metrics.json").read_text())
-    assert final["final"]["f1_micro"] == pytest.approx(metrics["f1_micro"].iloc[-1])
+    accuracy = (predictions["target"] == predictions["predicted"]).mean()
+    assert final["final"]["f1_micro"] == pytest.approx(accuracy)  # single-label micro F1
+    assert final["checkpoint"] == "best" and final["checkpoint_epoch"] == final["best"]["epoch"]
+    low, high = final["final"]["intervals"]["f1_micro"]
+    assert low <= final["final"]["f1_micro"] <= high
     checkpoint = torch.load(variant / "checkpoints/last.pt", weights_only=True)
     assert checkpoint["epoch"] == 2 and "model" in checkpoint and "optimizer" in checkpoint
 

@@ -222,7 +222,7 @@ def test_split_file_is_written_then_reused(registry, tmp_path, phantom_root):
     first = assign_split(exp, table)
     assert split_file.exists()
     saved = pd.read_csv(split_file, dtype={"patient_id": str})
-    assert set(saved["split"]) == {"train", "test"}
+    assert set(saved["split"]) == {"train", "val", "test"}
     (other_seed,) = load_experiment(path, registry, overrides=["seed=9"])
     assert assign_split(other_seed, table).sort_index().equals(first.sort_index())
     saved.iloc[1:].to_csv(split_file, index=False)  # a patient goes missing
@@ -233,7 +233,7 @@ def test_split_file_is_written_then_reused(registry, tmp_path, phantom_root):
 # -- patient level, predict and score ----------------------------------------------------
 
 
-def test_patient_level_fuses_both_eyes_by_max(cli, tmp_path, phantom_root):
+def test_patient_level_fuses_diseases_by_max_and_normal_by_min(cli, tmp_path, phantom_root):
     text = tiny_experiment(phantom_root, epochs=1).replace(
         'labels = ["N", "D"]',
         'labels = ["N", "D", "G", "C", "A", "H", "M", "O"]\nlevel = "patient"',
@@ -249,25 +249,30 @@ def test_patient_level_fuses_both_eyes_by_max(cli, tmp_path, phantom_root):
     (variant,) = (tmp_path / "runs").glob("*/*/default")
     images = pd.read_csv(variant / "predictions.csv", dtype={"patient_id": str})
     patients = pd.read_csv(variant / "patient_predictions.csv", dtype={"ID": str})
-    expected = images.groupby("patient_id")[[f"prob_{label}" for label in LABELS]].max()
+    grouped = images.groupby("patient_id")
+    expected = grouped[[f"prob_{label}" for label in LABELS]].max()
+    expected["prob_N"] = grouped["prob_N"].min()  # a patient is as normal as the least normal eye
     got = patients.set_index("ID")[list(LABELS)]
     assert np.allclose(got.loc[expected.index].to_numpy(), expected.to_numpy(), atol=1e-5)
     final = json.loads((variant / "metrics.json").read_text())
-    assert final["level"] == "patient" and set(final["final"]["odir"]) == {
+    assert final["level"] == "patient" and set(final["final"]["odir_patient"]) == {
         "kappa",
         "f1",
         "auc",
         "final",
     }
-    assert "odir_final" in pd.read_csv(variant / "metrics.csv").columns
+    assert "val_odir_patient_final" in pd.read_csv(variant / "metrics.csv").columns
 
     submission = tmp_path / "submission.csv"
     predicted = cli(
         "predict", variant, phantom_root / "ODIR-5K_Training_Dataset", "--out", submission
     )
     assert predicted.exit_code == 0, predicted.output
-    frame = pd.read_csv(submission)
+    frame = pd.read_csv(submission, dtype={"ID": str})
     assert list(frame.columns) == ["ID", *LABELS] and len(frame) == 40
+    # predict fuses exactly as the evaluation does
+    same = frame.set_index("ID").loc[got.index]
+    assert np.allclose(same.to_numpy(), got.to_numpy(), atol=2e-6)
     workbook = phantom_root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"
     scored = cli("score", workbook, submission, "--json")
     assert scored.exit_code == 0, scored.output
@@ -375,6 +380,7 @@ def test_cross_validation_reports_the_mean_over_folds(cli, tmp_path, phantom_roo
     (run,) = (tmp_path / "runs").glob("*/*")
     table = pd.read_csv(run / "comparison.csv")
     assert list(table["run"]) == ["default-fold0", "default-fold1", "default (mean of 2 folds)"]
+    assert table.iloc[2]["f1_micro_std"] == pytest.approx(table["f1_micro"].iloc[:2].std())
     mean = table.iloc[2]
     assert mean["f1_micro"] == pytest.approx(table["f1_micro"].iloc[:2].mean())
     split0 = pd.read_csv(run / "default-fold0" / "split.csv")

@@ -100,7 +100,9 @@ def preprocess(path: str | Path, prep: Preprocessing) -> np.ndarray:
     return array
 
 
-def preprocess_mask(mask_path: str | Path, image_path: str | Path, prep: Preprocessing) -> np.ndarray:
+def preprocess_mask(
+    mask_path: str | Path, image_path: str | Path, prep: Preprocessing
+) -> np.ndarray:
     """A lesion mask brought into the same frame as its preprocessed image: ``bool [S, S]``.
 
     The field-of-view box is found on the full-resolution photograph, applied to

@@ -15,6 +15,7 @@ from odirkit.config import Experiment
 from odirkit.console import progress_bar, warn
 from odirkit.data.images import ImageCache, PreparedImages, Preprocessing, prepare_images
 from odirkit.data.split import (
+    carve_validation,
     patient_folds,
     patient_level_split,
     split_file_assignment,
@@ -96,6 +97,7 @@ class DataBundle:
     task: Task
     targets: np.ndarray
     train_idx: np.ndarray
+    val_idx: np.ndarray
     test_idx: np.ndarray
     store: ImageStore
     report: dict[str, Any] = field(default_factory=dict)
@@ -108,16 +110,28 @@ class DataBundle:
         return torch.from_numpy(metadata_features(self.table.iloc[indices], *self.age_stats))
 
     def add_training_samples(
-        self, table: pd.DataFrame, images: torch.Tensor, targets: np.ndarray, *,
-        source: str, spill_dir: Path,
+        self,
+        table: pd.DataFrame,
+        images: torch.Tensor,
+        targets: np.ndarray,
+        *,
+        source: str,
+        spill_dir: Path,
     ) -> np.ndarray:
         """Append synthetic or augmented samples to the training set only."""
         rows = table.reset_index(drop=True).copy()
-        for column, default in (("patient_id", None), ("eye", ""), ("path", ""),
-                                ("image_path", ""), ("age", np.nan), ("sex", "")):
+        for column, default in (
+            ("patient_id", None),
+            ("eye", ""),
+            ("path", ""),
+            ("image_path", ""),
+            ("age", np.nan),
+            ("sex", ""),
+        ):
             if column not in rows.columns:
                 rows[column] = (
-                    [f"{source}-{i}" for i in range(len(rows))] if column == "patient_id"
+                    [f"{source}-{i}" for i in range(len(rows))]
+                    if column == "patient_id"
                     else default
                 )
         rows["patient_id"] = rows["patient_id"].astype(str)
@@ -132,7 +146,7 @@ class DataBundle:
         self.train_idx = np.concatenate([self.train_idx, new])
         added = self.report.setdefault("extra_train_images", {})
         added[source] = added.get(source, 0) + len(new)
-        self.report["train_images"] = int(len(self.train_idx))
+        self.report["train_images"] = len(self.train_idx)
         return new
 
     def targets_tensor(self, indices: np.ndarray) -> torch.Tensor:
@@ -195,52 +209,101 @@ def load_samples(exp: Experiment) -> Samples:
 
 
 def assign_split(exp: Experiment, table: pd.DataFrame) -> pd.Series:
-    """``"train"`` or ``"test"`` for every patient of the full table.
+    """``"train"``, ``"val"`` or ``"test"`` for every patient of the full table.
 
     The split is made on all patients and all eight labels, whatever the task,
     so that experiments with the same seed (or the same split file) share it.
-    With ``data.split_file`` an existing file is read, a missing one written.
+    The test patients are drawn first (or the held-out fold); then
+    ``data.val_fraction`` of the remaining patients become validation
+    patients, stratified the same way. With ``data.split_file`` an existing
+    file is read (a file without ``val`` gets its validation patients drawn
+    now), a missing one written.
     """
     cfg = exp.config.data
     seed = exp.config.seed
     file = Path(cfg.split_file) if cfg.split_file else None
+
+    def with_validation(sides: pd.Series) -> pd.Series:
+        if (sides == "val").any():
+            return sides
+        return carve_validation(
+            table,
+            sides,
+            labels=list(LABELS),
+            fraction=cfg.val_fraction,
+            seed=derive_seed(seed, 4) % 2**32,
+        )
+
     if file is not None and file.exists():
         saved = split_file_assignment(file, table)
         if saved.name == "fold":
             if cfg.fold is None:
-                raise ConfigError(f"{file}: this split file has folds; set data.folds and data.fold")
-            return saved.map(lambda f: "test" if int(f) == cfg.fold else "train")
+                raise ConfigError(
+                    f"{file}: this split file has folds; set data.folds and data.fold"
+                )
+            return with_validation(saved.map(lambda f: "test" if int(f) == cfg.fold else "train"))
         if cfg.folds:
             raise ConfigError(f"{file}: this split file has no folds, but data.folds = {cfg.folds}")
-        return saved.astype(str)
+        return with_validation(saved.astype(str))
     if cfg.folds:
         folds = patient_folds(table, labels=list(LABELS), folds=cfg.folds, seed=seed)
         if file is not None:
             write_split_file(file, folds)
-        return folds.map(lambda f: "test" if int(f) == cfg.fold else "train")
+        return with_validation(folds.map(lambda f: "test" if int(f) == cfg.fold else "train"))
     train_idx, test_idx = patient_level_split(
         table, labels=list(LABELS), test_fraction=cfg.test_fraction, seed=seed
     )
-    sides = pd.concat([
-        pd.Series("train", index=table.loc[train_idx, "patient_id"].unique()),
-        pd.Series("test", index=table.loc[test_idx, "patient_id"].unique()),
-    ]).rename("split")
+    sides = pd.concat(
+        [
+            pd.Series("train", index=table.loc[train_idx, "patient_id"].unique()),
+            pd.Series("test", index=table.loc[test_idx, "patient_id"].unique()),
+        ]
+    ).rename("split")
+    sides = with_validation(sides)
     if file is not None:
         write_split_file(file, sides)
     return sides
 
 
-def patient_targets(rows: pd.DataFrame, task: Task) -> pd.DataFrame:
-    """Each patient's labels for the task: the dataset's ``patient_<L>`` columns when it
-    gives them, else the union of the eyes' labels (N only when no eye has a disease)."""
-    if all(f"patient_{label}" in rows.columns for label in LABELS):
-        per_patient = rows.groupby("patient_id")[[f"patient_{l}" for l in LABELS]].max()
-        per_patient.columns = list(LABELS)
-    else:
-        per_patient = rows.groupby("patient_id")[list(LABELS)].max()
-        diseased = per_patient[[l for l in LABELS if l != "N"]].max(axis=1)
-        per_patient["N"] = (diseased == 0).astype(int)
-    return per_patient[list(task.labels)].astype(int)
+def eye_union_labels(table: pd.DataFrame) -> pd.DataFrame:
+    """Each patient's eight labels as the union of their eyes' (N only when no eye is
+    diseased)."""
+    per_patient = table.groupby("patient_id")[list(LABELS)].max()
+    diseased = per_patient[[label for label in LABELS if label != "N"]].max(axis=1)
+    per_patient["N"] = (diseased == 0).astype(int)
+    return per_patient.astype(int)
+
+
+def patient_truth(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Each patient's eight labels, and a report of where they came from.
+
+    A dataset that gives ``patient_<L>`` columns (``odir5k``: the workbook's
+    patient columns N..O, the challenge's ground truth) is taken at its word;
+    otherwise the patient's labels are the union of their eyes' labels. The
+    report counts the patients on whom the two disagree. ``table`` is the whole
+    sample table, so a patient's truth does not depend on which eyes a task keeps.
+    """
+    union = eye_union_labels(table)
+    if not all(f"patient_{label}" in table.columns for label in LABELS):
+        return union, {"source": "union of the eyes' labels", "patients": len(union)}
+    columns = [f"patient_{label}" for label in LABELS]
+    given = table.groupby("patient_id")[columns].max().fillna(0).astype(int)
+    given.columns = list(LABELS)
+    differs = (given != union.loc[given.index]).any(axis=1)
+    examples = [
+        {
+            "patient_id": str(pid),
+            "dataset": "".join(x for x in LABELS if given.at[pid, x]),
+            "eyes": "".join(x for x in LABELS if union.at[pid, x]),
+        }
+        for pid in given.index[differs][:10]
+    ]
+    return given, {
+        "source": "the dataset's patient labels (patient_N..patient_O)",
+        "patients": len(given),
+        "disagree_with_eye_labels": int(differs.sum()),
+        "examples": examples,
+    }
 
 
 def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
@@ -257,8 +320,9 @@ def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
 
     cache = ImageCache(
         cache_root(exp),
-        Preprocessing(size=exp.image_size, crop_to_fov=cfg.crop_to_fov,
-                      circle_crop=cfg.circle_crop),
+        Preprocessing(
+            size=exp.image_size, crop_to_fov=cfg.crop_to_fov, circle_crop=cfg.circle_crop
+        ),
     )
     paths = rows["image_path"].tolist()
     if images:
@@ -277,7 +341,7 @@ def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
             more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
             raise DataError(
                 f"{len(bad)} image(s) could not be read:\n  {shown}{more}\n"
-                "Fix or remove them, or set data.on_bad_image = \"skip\" to leave them out."
+                'Fix or remove them, or set data.on_bad_image = "skip" to leave them out.'
             )
         skipped = [{"path": paths[i], "error": prepared.failures[i]} for i in bad]
         warn(f"skipped {len(bad)} unreadable image(s); first: {prepared.failures[bad[0]]}")
@@ -293,48 +357,70 @@ def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
     entries = [cache.entry(p) for p in rows["image_path"]]
     store = ImageStore(arrays, entries, exp.image_size)  # type: ignore[arg-type]
 
-    is_test = rows["patient_id"].map(sides).to_numpy() == "test"
-    train_idx, test_idx = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    side = rows["patient_id"].map(sides).to_numpy()
+    train_idx = np.flatnonzero(side == "train")
+    val_idx = np.flatnonzero(side == "val")
+    test_idx = np.flatnonzero(side == "test")
     task = selection.task
     if cfg.balance == "undersample":
         if not task.single_label:
             raise ConfigError(
-                f"{exp.source}: [data] balance = \"undersample\" needs a single-label task; "
-                "use balance = \"weighted\" for multi-label tasks"
+                f'{exp.source}: [data] balance = "undersample" needs a single-label task; '
+                'use balance = "weighted" for multi-label tasks'
             )
-        train_idx = undersample(train_idx, targets[train_idx],
-                                seed=derive_seed(exp.config.seed, 1))
+        train_idx = undersample(train_idx, targets[train_idx], seed=derive_seed(exp.config.seed, 1))
+    truth, truth_report = patient_truth(samples.table)
+    truth = truth[list(task.labels)]
     if cfg.shuffle_train_labels:
         targets = targets.copy()
         rng = np.random.default_rng(derive_seed(exp.config.seed, 2))
         targets[train_idx] = targets[rng.permutation(train_idx)]
+    if cfg.shuffle_test_labels:  # a control: only the test scores may change
+        targets = targets.copy()
+        rng = np.random.default_rng(derive_seed(exp.config.seed, 5))
+        targets[test_idx] = targets[rng.permutation(test_idx)]
+        test_patients = truth.index[truth.index.isin(set(rows.loc[test_idx, "patient_id"]))]
+        truth = truth.copy()
+        truth.loc[test_patients] = truth.loc[rng.permutation(test_patients)].to_numpy()
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise DataError(
             f"the split left {len(train_idx)} training and {len(test_idx)} test image(s) for "
             f"the labels {', '.join(task.labels)}; use more data or another test_fraction"
         )
+    if cfg.val_fraction > 0 and len(val_idx) == 0:
+        raise DataError(
+            f"the split left no validation image for the labels {', '.join(task.labels)}; "
+            "use more data, a larger data.val_fraction, or data.val_fraction = 0"
+        )
+
+    def patients_of(idx: np.ndarray) -> int:
+        return int(rows.loc[idx, "patient_id"].nunique())
 
     report = {
-        "images": int(len(rows)),
+        "images": len(rows),
         "patients": int(rows["patient_id"].nunique()),
-        "train_images": int(len(train_idx)),
-        "test_images": int(len(test_idx)),
-        "train_patients": int(rows.loc[train_idx, "patient_id"].nunique()),
-        "test_patients": int(rows.loc[test_idx, "patient_id"].nunique()),
+        "train_images": len(train_idx),
+        "val_images": len(val_idx),
+        "test_images": len(test_idx),
+        "train_patients": patients_of(train_idx),
+        "val_patients": patients_of(val_idx),
+        "test_patients": patients_of(test_idx),
         "dropped_without_label": selection.dropped_none,
         "dropped_with_several_labels": selection.dropped_several,
         "skipped_unreadable": len(skipped),
         "task": task.kind,
         "labels": list(task.labels),
         "train_counts": _counts(targets[train_idx], task),
+        "val_counts": _counts(targets[val_idx], task),
         "test_counts": _counts(targets[test_idx], task),
+        "patient_truth": truth_report,
     }
     if cfg.folds:
         report["fold"] = {"folds": cfg.folds, "test_fold": cfg.fold}
     if samples.report:
         report["dataset"] = samples.report
-    bundle = DataBundle(rows, task, targets, train_idx, test_idx, store, report, skipped)
-    bundle.patients = patient_targets(rows, task)
+    bundle = DataBundle(rows, task, targets, train_idx, val_idx, test_idx, store, report, skipped)
+    bundle.patients = truth
     bundle.age_stats = age_statistics(rows, train_idx)
     report["age_normalisation"] = {"mean": bundle.age_stats[0], "std": bundle.age_stats[1]}
     return bundle
@@ -353,8 +439,15 @@ def metadata_features(table: pd.DataFrame, mean: float, std: float) -> np.ndarra
     mean) and sex as 1 (male), 0 (female) or 0.5 (unknown): ``float32 [N, 2]``."""
     age = pd.to_numeric(table["age"], errors="coerce").to_numpy(dtype=np.float64)
     z = np.nan_to_num((age - mean) / std, nan=0.0)
-    sex = table["sex"].astype(str).str.strip().str.lower().map(
-        {"male": 1.0, "m": 1.0, "female": 0.0, "f": 0.0}).fillna(0.5).to_numpy()
+    sex = (
+        table["sex"]
+        .astype(str)
+        .str.strip()
+        .str.lower()
+        .map({"male": 1.0, "m": 1.0, "female": 0.0, "f": 0.0})
+        .fillna(0.5)
+        .to_numpy()
+    )
     return np.stack([z, sex], axis=1).astype(np.float32)
 
 

@@ -19,15 +19,14 @@ def _strata(table: pd.DataFrame, labels: list[str], minimum: int) -> pd.Series:
     return keys.where(keys.map(counts) >= minimum, "rare")
 
 
-def patient_folds(
-    table: pd.DataFrame, *, labels: list[str], folds: int, seed: int
-) -> pd.Series:
+def patient_folds(table: pd.DataFrame, *, labels: list[str], folds: int, seed: int) -> pd.Series:
     """A fold number (0..folds-1) per patient, stratified on label sets as far as possible."""
     strata = _strata(table, labels, folds)
     patients = np.asarray(strata.index)
     if len(patients) < folds:
-        raise DataError(f"{folds} folds need at least {folds} patients; the data has "
-                        f"{len(patients)}")
+        raise DataError(
+            f"{folds} folds need at least {folds} patients; the data has {len(patients)}"
+        )
     assignment = np.zeros(len(patients), dtype=np.int64)
     try:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -41,8 +40,12 @@ def patient_folds(
     return pd.Series(assignment, index=patients, name="fold")
 
 
+SIDES = ("train", "val", "test")
+
+
 def split_file_assignment(path: Path, table: pd.DataFrame) -> pd.Series:
-    """Read a saved split: ``patient_id,split`` (train/test) or ``patient_id,fold``."""
+    """Read a saved split: ``patient_id,split`` (train/val/test, or train/test) or
+    ``patient_id,fold``."""
     try:
         frame = pd.read_csv(path, dtype={"patient_id": str}, keep_default_na=False)
     except (OSError, ValueError) as exc:
@@ -51,6 +54,12 @@ def split_file_assignment(path: Path, table: pd.DataFrame) -> pd.Series:
     if "patient_id" not in frame.columns or column is None:
         raise DataError(f"{path}: a split file has the columns patient_id and split (or fold)")
     assignment = frame.set_index("patient_id")[column]
+    if column == "split":
+        unknown = sorted(set(assignment.astype(str)) - set(SIDES))
+        if unknown:
+            raise DataError(
+                f"{path}: split values are train, val or test; found {', '.join(unknown[:3])}"
+            )
     patients = pd.Index(table["patient_id"].astype(str).unique())
     missing = patients.difference(assignment.index)
     if len(missing):
@@ -74,6 +83,7 @@ def patient_level_split(
     labels: list[str],
     test_fraction: float,
     seed: int,
+    key: str = "data.test_fraction",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of the training and test images; no patient is on both sides.
 
@@ -92,18 +102,37 @@ def patient_level_split(
     n_test = max(1, round(test_fraction * len(patients)))
     if n_test >= len(patients):
         raise ConfigError(
-            f"data.test_fraction = {test_fraction} leaves no training patient "
-            f"out of {len(patients)}"
+            f"{key} = {test_fraction} leaves no training patient out of {len(patients)}"
         )
     try:
-        train_p, test_p = train_test_split(
-            patients, test_size=n_test, random_state=seed, stratify=strata
-        )
+        _, test_p = train_test_split(patients, test_size=n_test, random_state=seed, stratify=strata)
     except ValueError:  # too few patients per stratum for this test size
-        train_p, test_p = train_test_split(patients, test_size=n_test, random_state=seed)
+        _, test_p = train_test_split(patients, test_size=n_test, random_state=seed)
     test_set = set(test_p.tolist())
     is_test = table["patient_id"].isin(test_set).to_numpy()
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def carve_validation(
+    table: pd.DataFrame, sides: pd.Series, *, labels: list[str], fraction: float, seed: int
+) -> pd.Series:
+    """Move ``fraction`` of the training patients to ``"val"``, stratified on label sets
+    exactly as the test split is; test patients stay where they are."""
+    if fraction <= 0:
+        return sides
+    training = sides.index[sides == "train"]
+    rows = table[table["patient_id"].isin(set(training))].reset_index(drop=True)
+    if rows["patient_id"].nunique() < 3:
+        raise DataError(
+            f"a validation split needs at least three training patients; there are "
+            f"{rows['patient_id'].nunique()} (set data.val_fraction = 0 to go without)"
+        )
+    _, val_idx = patient_level_split(
+        rows, labels=labels, test_fraction=fraction, seed=seed, key="data.val_fraction"
+    )
+    out = sides.copy()
+    out[rows.loc[val_idx, "patient_id"].unique()] = "val"
+    return out
 
 
 def undersample(indices: np.ndarray, classes: np.ndarray, *, seed: int) -> np.ndarray:

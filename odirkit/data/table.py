@@ -112,11 +112,9 @@ def select_task(table: pd.DataFrame, labels: list[str], task: str) -> TaskSelect
     """
     y = table[list(labels)].to_numpy(dtype=np.int64)
     per_row = y.sum(axis=1)
-    kind: TaskKind
+    kind: TaskKind = task  # type: ignore[assignment]
     if task == "auto":
         kind = "single_label" if (per_row <= 1).all() else "multi_label"
-    else:
-        kind = task  # type: ignore[assignment]
     if kind == "single_label":
         keep = per_row == 1
         selection = table[keep].reset_index(drop=True)
@@ -131,11 +129,13 @@ def select_task(table: pd.DataFrame, labels: list[str], task: str) -> TaskSelect
         raise DataError(
             f"no image carries any of the labels {', '.join(labels)}; nothing to train on"
         )
-    return TaskSelection(selection, Task(tuple(labels), kind), targets, dropped_none, dropped_several)
+    return TaskSelection(
+        selection, Task(tuple(labels), kind), targets, dropped_none, dropped_several
+    )
 
 
 def label_sets(table: pd.DataFrame, labels: list[str]) -> pd.Series:
     """Each patient's set of positive labels (over all their images), as a string key."""
     y = table[list(labels)].astype(bool)
     per_patient = y.groupby(table["patient_id"]).any()
-    return per_patient.apply(lambda row: "".join(l for l in labels if row[l]) or "-", axis=1)
+    return per_patient.apply(lambda row: "".join(x for x in labels if row[x]) or "-", axis=1)

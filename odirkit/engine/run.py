@@ -10,11 +10,16 @@
             config.json      the resolved configuration (every default filled in)
             environment.json versions, plugins, device, seed, git commit
             data.json        image and patient counts; split.csv: each image's side
-            metrics.csv      one row per epoch
-            metrics.json     final and best metrics (written last: the variant is done)
-            predictions.csv  per test image: targets and probabilities
+                             (train / val / test)
+            metrics.csv      one row per epoch: training loss, validation metrics (and
+                             test metrics with train.test_every_epoch)
+            metrics.json     the test patients scored once, with intervals, for the best
+                             and the last checkpoint (written last: the variant is done)
+            predictions.csv  per test image: targets, decisions and probabilities
+            patient_predictions.csv  per test patient (data.level = "patient")
+            val_predictions.csv      per validation image or patient
             checkpoints/     last.pt (every epoch, and every N steps) and best.pt
-            figures/         F1 and recall per epoch, recall per class, loss
+            figures/         F1 and recall per epoch, recall per class, loss, reliability
 """
 
 from __future__ import annotations
@@ -51,7 +56,13 @@ from odirkit.engine.checkpoint import (
 )
 from odirkit.engine.device import resolve_device
 from odirkit.engine.environment import capture_environment
-from odirkit.engine.evaluate import Scores, score
+from odirkit.engine.evaluate import (
+    TestResult,
+    at_level,
+    metrics_of,
+    score_test,
+    write_prediction_files,
+)
 from odirkit.engine.models import build_model
 from odirkit.engine.seeding import (
     derive_seed,
@@ -71,9 +82,9 @@ from odirkit.engine.trainer import (
     resolve_performance,
 )
 from odirkit.errors import OdirkitError, PluginError, RunError, TrainingDiverged
-from odirkit.metrics import flatten_metrics, predictions
+from odirkit.metrics import flatten_metrics
 from odirkit.plugins import Registry
-from odirkit.report import RunSummary, plot_run, write_report
+from odirkit.report import Comparison, RunSummary, plot_reliability, plot_run, write_report
 
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)
@@ -103,6 +114,7 @@ class ExperimentRun:
     directory: Path
     experiments: list[Experiment]
     results: list[VariantResult] = field(default_factory=list)
+    comparison: Comparison | None = None
 
 
 # -- run folders --------------------------------------------------------------
@@ -512,6 +524,7 @@ def _expand(
 def _write_split(path: Path, data: DataBundle) -> None:
     side = np.full(len(data.table), "unused", dtype=object)
     side[data.train_idx] = "train"
+    side[data.val_idx] = "val"
     side[data.test_idx] = "test"
     split = data.table[["patient_id", "eye", "path"]].assign(split=side)
     if "source" in data.table.columns:
@@ -531,7 +544,8 @@ class _Loop:
         self.progress = EpochProgress(epoch=0)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
-        self.last_eval: Evaluation | None = None
+        self.since_best = 0  # epochs since the validation monitor last improved
+        self.stopped_early = False
         self.started = time.perf_counter()
         self.seconds_before = 0.0
 
@@ -558,6 +572,8 @@ class _Loop:
             "scaler": self.trainer.scaler.state_dict(),
             "history": self.history,
             "best": self.best,
+            "since_best": self.since_best,
+            "stopped_early": self.stopped_early,
             "seconds": self.seconds_before + time.perf_counter() - self.started,
             "rng": random_states(),
         }
@@ -594,6 +610,8 @@ class _Loop:
             restore_random_states(state["rng"])
         self.history = list(state["history"])
         self.best = state["best"]
+        self.since_best = int(state.get("since_best", 0))
+        self.stopped_early = bool(state.get("stopped_early", False))
         self.seconds_before = float(state.get("seconds", 0.0))
         info(f"resuming {self.vdir} at epoch {self.progress.epoch + 1}, step {self.progress.step}")
 
@@ -618,7 +636,7 @@ class _Loop:
                     raise _Stop
 
             try:
-                while self.progress.epoch < epochs:
+                while self.progress.epoch < epochs and not self.stopped_early:
                     bar.reset(step_task, total=steps, completed=self.progress.step, status="")
                     try:
                         self.trainer.train_epoch(
@@ -655,18 +673,14 @@ class _Loop:
 
     def end_epoch(self) -> None:
         epoch = self.progress.epoch
-        evaluation = self.trainer.evaluate()
-        self.last_eval = evaluation
-        scores = self.score(evaluation)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": self.progress.loss,
-            "test_loss": evaluation.loss,
-            **flatten_metrics(scores.metrics),
-            **(flatten_metrics(scores.image_metrics, "image_") if scores.image_metrics else {}),
-            "lr": self.trainer.optimizer.param_groups[0]["lr"],
-            "seconds": round(self.seconds_before + time.perf_counter() - self.started, 3),
-        }
+        data = self.trainer.data
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": self.progress.loss}
+        if len(data.val_idx):
+            row.update(self._epoch_scores("val", self.trainer.evaluate(data.val_idx)))
+        if self.cfg.train.test_every_epoch:  # the paper's curves; nothing is chosen on them
+            row.update(self._epoch_scores("test", self.trainer.evaluate(data.test_idx)))
+        row["lr"] = self.trainer.optimizer.param_groups[0]["lr"]
+        row["seconds"] = round(self.seconds_before + time.perf_counter() - self.started, 3)
         self.history.append(row)
         if self.scheduler is not None:
             self.scheduler.step()
@@ -674,6 +688,12 @@ class _Loop:
         if improved:
             monitor = self.cfg.train.monitor
             self.best = {"epoch": epoch + 1, "monitor": monitor, "value": row[_column(monitor)]}
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        patience = self.cfg.train.patience
+        if patience and self.since_best >= patience and epoch + 1 < self.cfg.train.epochs:
+            self.stopped_early = True
         self.progress = EpochProgress(epoch=epoch + 1)
         self.save()
         if not distributed.is_main():
@@ -690,14 +710,29 @@ class _Loop:
             )
         write_text(self.vdir / "metrics.csv", self._history_frame().to_csv(index=False))
         info(f"{self.exp.variant} epoch {epoch + 1}/{self.cfg.train.epochs}  {self._status(row)}")
+        if self.stopped_early:
+            info(
+                f"{self.exp.variant}: no better validation {self.cfg.train.monitor} for "
+                f"{patience} epoch(s); stopping early (best: epoch {self.best['epoch']})"
+            )
 
-    def score(self, evaluation: Evaluation) -> Scores:
+    def _epoch_scores(self, split: str, evaluation: Evaluation) -> dict[str, float]:
+        """One split's per-epoch columns: ``<split>_loss`` and ``<split>_<metric>`` at the
+        experiment's level (and ``<split>_image_<metric>`` at patient level)."""
         data_cfg = self.cfg.data
-        return score(self.trainer.data, evaluation, level=data_cfg.level, fusion=data_cfg.fusion)
+        data = self.trainer.data
+        preds = at_level(data, evaluation, level=data_cfg.level, fusion=data_cfg.fusion)
+        row = {f"{split}_loss": evaluation.loss, **flatten_metrics(metrics_of(preds), f"{split}_")}
+        if data_cfg.level == "patient":
+            image = at_level(data, evaluation, level="image", fusion=data_cfg.fusion)
+            row.update(flatten_metrics(metrics_of(image), f"{split}_image_"))
+        return row
 
     def _improved(self, row: dict[str, Any]) -> bool:
         monitor = self.cfg.train.monitor
         value = row.get(_column(monitor))
+        if _column(monitor) not in row:  # no validation patients: nothing to choose on
+            return False
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return self.best is None
         if self.best is None:
@@ -708,21 +743,44 @@ class _Loop:
 
     @staticmethod
     def _status(row: dict[str, Any]) -> str:
-        return (
-            f"train loss {row['train_loss']:.4f}  test loss {row['test_loss']:.4f}  "
-            f"F1 micro {row['f1_micro']:.3f} macro {row['f1_macro']:.3f}"
-        )
+        text = f"train loss {row['train_loss']:.4f}"
+        if "val_loss" in row:
+            text += (
+                f"  val loss {row['val_loss']:.4f}  val F1 micro {row['val_f1_micro']:.3f} "
+                f"macro {row['val_f1_macro']:.3f}"
+            )
+        if "test_loss" in row:
+            text += f"  (test F1 micro {row['test_f1_micro']:.3f})"
+        return text
 
     def _history_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.history)
 
     # -- the end -------------------------------------------------------------
 
+    def _score_checkpoint(self) -> tuple[TestResult, Evaluation]:
+        """Validation (for the operating point) and test (once) with the model's weights now."""
+        data = self.trainer.data
+        ev = self.cfg.eval
+        val = self.trainer.evaluate(data.val_idx) if len(data.val_idx) else None
+        test = self.trainer.evaluate(data.test_idx)
+        result = score_test(
+            data,
+            val=val,
+            test=test,
+            level=self.cfg.data.level,
+            fusion=self.cfg.data.fusion,
+            threshold=ev.threshold,
+            calibrate=ev.calibrate,
+            resamples=ev.bootstrap,
+            confidence=ev.confidence,
+            seed=derive_seed(self.cfg.seed, 3),
+        )
+        return result, test
+
     def finish(self) -> VariantResult:
-        evaluation = self.last_eval or self.trainer.evaluate()
         data = self.trainer.data
         task = data.task
-        scores = self.score(evaluation)
         here = distributed.world()
         in_sync = None
         if here.distributed:  # every rank must end with the very same weights
@@ -730,28 +788,47 @@ class _Loop:
             in_sync = len(set(digests)) == 1
             if not in_sync:
                 raise RunError(f"the {here.size} processes ended with different weights")
+        # The test patients are scored once per kept checkpoint: last, then best. The model
+        # ends with the weights of the reported one (the explanations use it).
+        chosen = self.cfg.eval.checkpoint if self.best is not None else "last"
+        results = {"last": self._score_checkpoint()}
+        if self.best is not None:
+            distributed.barrier()  # rank 0 wrote best.pt
+            last_weights = {k: v.clone() for k, v in self.trainer.model.state_dict().items()}
+            self.trainer.model.load_state_dict(load_checkpoint(self.best_path)["model"])
+            results["best"] = self._score_checkpoint()
+            if chosen == "last":
+                self.trainer.model.load_state_dict(last_weights)
         history = self._history_frame()
         if not here.main:
             return VariantResult(self.exp.variant, self.vdir, history, {})
-        write_text(self.vdir / "predictions.csv", self._predictions(evaluation).to_csv(index=False))
-        if scores.patients is not None:
-            write_text(
-                self.vdir / "patient_predictions.csv", scores.patients.round(6).to_csv(index=False)
-            )
-        write_text(self.vdir / "metrics.csv", history.to_csv(index=False))
-        plot_run(
-            history, list(task.labels), self.vdir / "figures", f"{self.exp.name}/{self.exp.variant}"
+        result, test = results[chosen]
+        rule = self.cfg.eval.threshold
+        write_prediction_files(
+            self.vdir, self.trainer.data, result, test, fusion=self.cfg.data.fusion
         )
+        write_text(self.vdir / "metrics.csv", history.to_csv(index=False))
+        summary = result.summary(rule, self.cfg.eval.confidence)
+        epochs = {"last": len(self.history), "best": (self.best or {}).get("epoch")}
         final = {
             "experiment": self.exp.name,
             "variant": self.exp.variant,
             "task": task.kind,
             "labels": list(task.labels),
             "epochs": self.cfg.train.epochs,
+            "epochs_trained": len(self.history),
+            "stopped_early": self.stopped_early,
             "seed": self.cfg.seed,
             "level": self.cfg.data.level,
-            "final": {**scores.metrics, "loss": evaluation.loss},
-            **({"final_per_image": scores.image_metrics} if scores.image_metrics else {}),
+            "checkpoint": chosen,
+            "checkpoint_epoch": epochs[chosen],
+            "final": {**summary, "loss": test.loss},
+            **({"final_per_image": result.image_metrics} if result.image_metrics else {}),
+            "validation": result.validation,
+            "checkpoints": {
+                name: {"epoch": epochs[name], **_headline(r.metrics), "intervals": r.intervals}
+                for name, (r, _) in results.items()
+            },
             "best": self.best,
             "data": data.report,
             "seconds": round(self.seconds_before + time.perf_counter() - self.started, 3),
@@ -761,35 +838,32 @@ class _Loop:
                 "ranks_in_sync": in_sync,
             },
         }
+        title = f"{self.exp.name}/{self.exp.variant}"
+        plot_run(history, list(task.labels), self.vdir / "figures", title, final)
+        plot_reliability(
+            summary["reliability"],
+            self.vdir / "figures" / "reliability.png",
+            f"{title}: reliability on the test patients",
+        )
         write_json(self.vdir / "metrics.json", final)
         return VariantResult(self.exp.variant, self.vdir, history, final)
 
-    def _predictions(self, evaluation: Evaluation) -> pd.DataFrame:
-        data = self.trainer.data
-        task = data.task
-        rows = data.table.iloc[evaluation.indices]
-        out = pd.DataFrame(
-            {
-                "patient_id": rows["patient_id"].to_numpy(),
-                "eye": rows["eye"].to_numpy(),
-                "path": rows["path"].to_numpy(),
-            }
-        )
-        pred = predictions(evaluation.probs, single_label=task.single_label)
-        if task.single_label:
-            out["target"] = [task.labels[i] for i in evaluation.targets.astype(int)]
-            out["predicted"] = [task.labels[i] for i in pred]
-        for i, label in enumerate(task.labels):
-            if not task.single_label:
-                out[f"target_{label}"] = evaluation.targets[:, i].astype(int)
-                out[f"predicted_{label}"] = pred[:, i]
-            out[f"prob_{label}"] = np.round(evaluation.probs[:, i], 6)
-        return out
+
+#: the figures of a result shown wherever a run is summarised
+HEADLINE = ("f1_micro", "f1_macro", "recall_macro", "specificity_macro", "auc_macro")
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {k: metrics[k] for k in HEADLINE if k in metrics}
+    out["recall"] = {label: f["recall"] for label, f in metrics["per_class"].items()}
+    if "odir_patient" in metrics:
+        out["odir_patient"] = metrics["odir_patient"]
+    return out
 
 
 def _column(monitor: str) -> str:
-    """The metrics.csv column of a ``train.monitor`` value."""
-    return "test_loss" if monitor == "loss" else monitor
+    """The metrics.csv column of a ``train.monitor`` value (always a validation column)."""
+    return f"val_{monitor}"
 
 
 def _finished(variant: str, vdir: Path) -> VariantResult:
@@ -809,25 +883,34 @@ def run_experiment(run: ExperimentRun, *, registry: Registry) -> ExperimentRun:
         info(f"variant {exp.variant!r} -> {vdir}")
         run.results.append(run_variant(exp, vdir, registry=registry))
     if distributed.is_main():
-        write_comparison(run)
+        run.comparison = write_comparison(run)
     return run
 
 
-def write_comparison(run: ExperimentRun) -> pd.DataFrame:
-    """comparison.csv, comparison.png and report.md across the run's finished variants."""
+def write_comparison(run: ExperimentRun) -> Comparison:
+    """comparison.csv/.json, figures and report.md across the run's finished variants, with
+    the paired tests of ``[compare]``."""
     results = []
     for exp in run.experiments:
         vdir = run.directory / exp.variant
         if (vdir / "metrics.json").exists():
             results.append(_finished(exp.variant, vdir))
     first = run.experiments[0]
-    summaries = [RunSummary(r.variant, r.history, r.final, r.final["labels"]) for r in results]
+    summaries = [
+        RunSummary(r.variant, r.history, r.final, r.final["labels"], r.directory) for r in results
+    ]
+    cfg = first.config
     return write_report(
         run.directory,
         title=first.name,
-        description=first.config.description,
+        description=cfg.description,
         runs=summaries,
         figures={r.variant: f"{r.variant}/figures" for r in results},
+        baseline=cfg.compare.baseline,
+        metrics=cfg.compare.metrics,
+        resamples=cfg.eval.bootstrap,
+        confidence=cfg.eval.confidence,
+        seed=derive_seed(cfg.seed, 6),
     )
 
 
@@ -864,5 +947,7 @@ def summaries_from_dirs(directories: Sequence[Path]) -> list[RunSummary]:
     for path, label in found:
         unique = label if labels.count(label) == 1 else str(path)
         result = _finished(path.name, path)
-        summaries.append(RunSummary(unique, result.history, result.final, result.final["labels"]))
+        summaries.append(
+            RunSummary(unique, result.history, result.final, result.final["labels"], path)
+        )
     return summaries

@@ -1,4 +1,4 @@
-"""The training loop: one epoch of steps, and the evaluation on held-out patients.
+"""The training loop: one epoch of steps, and the evaluation of a set of images.
 
 Images arrive as ``uint8`` batches; on the training device they become floats
 in [0, 1], pass through the online augmenters, are normalised with the
@@ -44,12 +44,13 @@ class EpochProgress:
 
 @dataclass
 class Evaluation:
-    """Predictions on the held-out images."""
+    """A model's outputs on some images (validation or test), in the order of ``indices``."""
 
     indices: np.ndarray
     probs: np.ndarray
     targets: np.ndarray
     loss: float
+    logits: np.ndarray | None = None  # before softmax/sigmoid, for temperature scaling
 
 
 @dataclass(frozen=True)
@@ -259,26 +260,24 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------
 
     @torch.inference_mode()
-    def evaluate(self, indices: np.ndarray | None = None) -> Evaluation:
-        """Probabilities and loss on ``indices`` (default: the test images), in order.
+    def evaluate(self, indices: np.ndarray) -> Evaluation:
+        """Probabilities and loss on the images ``indices`` (validation or test), in order.
 
         Under ``torchrun`` each rank evaluates every ``WORLD_SIZE``-th image and the
         predictions are gathered: each image is evaluated exactly once.
         """
-        indices = self.data.test_idx if indices is None else indices
         here = world()
         mine = indices[here.rank :: here.size] if here.distributed else indices
         self.model.eval()
-        probs, total, seen = [], 0.0, 0
+        outputs, total, seen = [], 0.0, 0
         for chunk, images, targets in self._batches(chunked(mine, self.eval_batch_size)):
             logits = self.forward(self.to_input(images), chunk, training=False).float()
             y = targets.to(self.device)
             total += float(self.loss_fn(logits, y)) * len(images)
             seen += len(images)
-            p = logits.softmax(dim=1) if self.data.task.single_label else logits.sigmoid()
-            probs.append(p.cpu().numpy())
-        empty = np.zeros((0, self.data.task.num_classes))
-        local = np.concatenate(probs) if probs else empty
+            outputs.append(logits.cpu().numpy())
+        empty = np.zeros((0, self.data.task.num_classes), dtype=np.float32)
+        local = np.concatenate(outputs) if outputs else empty
         if here.distributed:
             parts = distributed.gather((mine, local, total, seen))
             order = np.concatenate([p[0] for p in parts])
@@ -287,11 +286,14 @@ class Trainer:
             local = stacked[[position[int(row)] for row in indices]]
             total = sum(p[2] for p in parts)
             seen = sum(p[3] for p in parts)
+        logits = torch.from_numpy(local)
+        probs = logits.softmax(dim=1) if self.data.task.single_label else logits.sigmoid()
         return Evaluation(
             indices=indices,
-            probs=local,
+            probs=probs.numpy(),
             targets=self.data.targets[indices],
-            loss=total / max(seen, 1),
+            loss=total / max(seen, 1) if seen else float("nan"),
+            logits=local,
         )
 
 

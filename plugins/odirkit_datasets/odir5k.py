@@ -11,8 +11,10 @@ With nothing but ``root`` it finds the common layouts:
 
 ``annotations`` and ``images`` name anything else. Each eye's labels come from
 its diagnostic keywords (see :mod:`odirkit_datasets.keywords`); images that are
-not fundus photographs are left out; the patient labels the keywords give are
-checked against the workbook's own N..O columns. What was left out and every
+not fundus photographs are left out. A patient's own labels (``patient_N`` ..
+``patient_O``, the truth of patient-level evaluation) are the workbook's N..O
+columns, the challenge's ground truth, when the file has them, else the union
+of the eyes' keywords; the two are compared, and what was left out and every
 disagreement are reported (printed, and kept in the run's ``data.json``).
 """
 
@@ -181,8 +183,9 @@ def read_odir(
             continue
         workbook = {k: v for k, v in record["workbook"].items() if v is not None and v != ""}
         derived = by_patient[pid]
+        stated: set[str] = set()
         if len(workbook) == len(LABELS):
-            stated = {label for label, v in workbook.items() if int(v) == 1}
+            stated = {label for label, v in workbook.items() if int(float(v)) == 1}
             if stated != derived and pid not in disagreements:
                 disagreements[pid] = {
                     "patient_id": pid,
@@ -202,7 +205,10 @@ def read_odir(
             "keywords": record["keywords"],
             **one_hot(diagnosis.labels),
         }
-        row.update({f"patient_{label}": int(label in derived) for label in LABELS})
+        # The patient's truth is the workbook's N..O (the challenge's ground truth) when the
+        # file gives all eight; the eyes' keywords remain each image's training target.
+        truth = stated if len(workbook) == len(LABELS) else derived
+        row.update({f"patient_{label}": int(label in truth) for label in LABELS})
         rows.append(row)
 
     table = pd.DataFrame(rows)

@@ -1,0 +1,308 @@
+"""Uncertainty: bootstrap confidence intervals over patients, and paired comparisons.
+
+**Intervals.** The test patients are resampled with replacement ``resamples``
+times (1000 by default; seeded, so the same run gives the same interval). A
+patient is the unit: at image level both eyes of a resampled patient come
+along (a cluster bootstrap), since two eyes of one person are not two
+independent observations. Each metric is recomputed on every resample; the
+95% interval is the 2.5th and 97.5th percentile of those values (the
+percentile bootstrap; Efron & Tibshirani, 1993). Thresholds are fixed before
+resampling (chosen on validation), so the interval is about the test
+patients, not the threshold choice.
+
+**Paired comparison.** Two variants scored on the same test patients are
+resampled *together* (the same patients in each resample), and the difference
+of their metric is recomputed each time. The difference is called
+distinguishable from noise when its 95% interval excludes 0; the two-sided
+p-value is twice the share of resampled differences on the far side of 0.
+
+**Across seeds or folds**, each (seed, fold) pair gives one paired difference;
+a paired t-test over them (``scipy.stats.ttest_1samp`` on the differences) says
+whether the mean difference is distinguishable from 0.
+
+Everything is vectorised over the resamples: a metric is a function of
+per-patient weights (how often each patient was drawn), so one resample costs
+a matrix product, not a call into scikit-learn.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the weighted metrics need: outcomes, decisions and scores ``[N, C]``, and the
+    patient (cluster) of each row."""
+
+    outcomes: np.ndarray  # 0/1 [N, C]
+    decisions: np.ndarray  # 0/1 [N, C]
+    scores: np.ndarray  # probabilities [N, C]
+    clusters: np.ndarray  # [N] integer code of each row's patient
+    labels: tuple[str, ...]
+    challenge: bool = False  # also the ODIR-2019 figures (patient level, multi-label)
+
+    @classmethod
+    def build(
+        cls,
+        outcomes: np.ndarray,
+        decisions: np.ndarray,
+        scores: np.ndarray,
+        *,
+        labels: Sequence[str],
+        clusters: Sequence[Any] | None = None,
+        challenge: bool = False,
+    ) -> Scored:
+        n = len(outcomes)
+        codes = (
+            np.arange(n)
+            if clusters is None
+            else np.unique(np.asarray(clusters), return_inverse=True)[1]
+        )
+        return cls(
+            np.asarray(outcomes, dtype=np.float64),
+            np.asarray(decisions, dtype=np.float64),
+            np.asarray(scores, dtype=np.float64),
+            codes.astype(np.int64),
+            tuple(labels),
+            challenge,
+        )
+
+    @property
+    def clusters_count(self) -> int:
+        return int(self.clusters.max()) + 1 if len(self.clusters) else 0
+
+
+def cluster_weights(clusters: int, resamples: int, seed: int) -> np.ndarray:
+    """``[resamples, clusters]``: how often each cluster is drawn in each resample."""
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, clusters, size=(resamples, clusters))
+    offsets = (np.arange(resamples) * clusters)[:, None]
+    counts = np.bincount((drawn + offsets).ravel(), minlength=resamples * clusters)
+    return counts.reshape(resamples, clusters).astype(np.float64)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def weighted_auc(outcomes: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of one class under each row of ``weights`` ``[B, N]`` (ties count one half):
+    the weighted Mann-Whitney statistic."""
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    w = weights[:, order]
+    y = outcomes[order]
+    pos = np.add.reduceat(w * y, starts, axis=1)  # [B, K] weight of positives per distinct score
+    neg = np.add.reduceat(w * (1.0 - y), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
+    return _ratio((pos * (below + 0.5 * neg)).sum(axis=1), total_pos * total_neg)
+
+
+def weighted_metrics(scored: Scored, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """The headline metrics under each row of per-row ``weights`` ``[B, N]``.
+
+    With all weights 1 these equal :func:`odirkit.metrics.classification_metrics`
+    (and :func:`odirkit.metrics.odir_score`) wherever both outcomes of a class occur.
+    """
+    y, d, s = scored.outcomes, scored.decisions, scored.scores
+    tp = weights @ (y * d)
+    fp = weights @ ((1 - y) * d)
+    fn = weights @ (y * (1 - d))
+    tn = weights @ ((1 - y) * (1 - d))
+    out: dict[str, np.ndarray] = {}
+    out["f1_micro"] = _ratio(2 * tp.sum(1), 2 * tp.sum(1) + fp.sum(1) + fn.sum(1))
+    f1 = np.nan_to_num(_ratio(2 * tp, 2 * tp + fp + fn), nan=0.0)
+    out["f1_macro"] = f1.mean(axis=1)
+    recall = _ratio(tp, tp + fn)
+    specificity = _ratio(tn, tn + fp)
+    auc = np.stack([weighted_auc(y[:, c], s[:, c], weights) for c in range(y.shape[1])], axis=1)
+    with warnings.catch_warnings():  # an all-NaN row (no class defined) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out["recall_macro"] = np.nanmean(recall, axis=1)
+        out["specificity_macro"] = np.nanmean(specificity, axis=1)
+        out["auc_macro"] = np.nanmean(auc, axis=1)
+    for c, label in enumerate(scored.labels):
+        out[f"recall_{label}"] = recall[:, c]
+        out[f"specificity_{label}"] = specificity[:, c]
+        out[f"auc_{label}"] = auc[:, c]
+    if scored.challenge:
+        out.update(_weighted_challenge(y, d, s, weights))
+    return out
+
+
+def _weighted_challenge(
+    y: np.ndarray, d: np.ndarray, s: np.ndarray, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The ODIR-2019 figures (flattened over patients and labels) under each weighting."""
+    c = y.shape[1]
+    total = weights.sum(axis=1) * c
+    agree = weights @ (y == d).sum(axis=1)
+    true_yes = weights @ y.sum(axis=1) / total
+    pred_yes = weights @ d.sum(axis=1) / total
+    observed = agree / total
+    expected = true_yes * pred_yes + (1 - true_yes) * (1 - pred_yes)
+    kappa = _ratio(observed - expected, 1 - expected)
+    flat_w = np.repeat(weights, c, axis=1)
+    auc = weighted_auc(y.ravel(), s.ravel(), flat_w)
+    # F1 with average="micro" over a flattened 0/1 vector is the share of agreements.
+    return {
+        "odir_patient_kappa": kappa,
+        "odir_patient_f1": observed,
+        "odir_patient_auc": auc,
+        "odir_patient_final": (kappa + observed + auc) / 3.0,
+    }
+
+
+def _row_weights(scored: Scored, resamples: int, seed: int) -> np.ndarray:
+    return cluster_weights(scored.clusters_count, resamples, seed)[:, scored.clusters]
+
+
+def _percentiles(values: np.ndarray, confidence: float) -> list[float]:
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return [float("nan"), float("nan")]
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+def intervals(
+    scored: Scored,
+    *,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """``{metric: [low, high]}``: percentile bootstrap intervals over the clusters."""
+    if resamples <= 0 or scored.clusters_count == 0:
+        return {}
+    values = weighted_metrics(scored, _row_weights(scored, resamples, seed))
+    return {name: _percentiles(v, confidence) for name, v in values.items()}
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``candidate - baseline`` of one metric on the same patients."""
+
+    metric: str
+    difference: float
+    interval: list[float]
+    p_value: float
+
+    @property
+    def distinguishable(self) -> bool:
+        low, high = self.interval
+        return bool(np.isfinite(low) and (low > 0 or high < 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "difference": self.difference,
+            "interval": self.interval,
+            "p_value": self.p_value,
+            "distinguishable": self.distinguishable,
+        }
+
+
+def paired_bootstrap(
+    baseline: Scored,
+    candidate: Scored,
+    metrics: Sequence[str] = ("f1_micro", "auc_macro"),
+    *,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> list[PairedDifference]:
+    """Resample the shared patients once for both, and bootstrap the difference of each metric.
+
+    The two must hold the same rows in the same order (the same patients and targets).
+    """
+    if baseline.outcomes.shape != candidate.outcomes.shape or not np.array_equal(
+        baseline.outcomes, candidate.outcomes
+    ):
+        raise ValueError("a paired comparison needs the same patients and targets on both sides")
+    full = np.ones((1, len(baseline.outcomes)))
+    point_a, point_b = weighted_metrics(baseline, full), weighted_metrics(candidate, full)
+    weights = _row_weights(baseline, max(resamples, 1), seed)
+    a, b = weighted_metrics(baseline, weights), weighted_metrics(candidate, weights)
+    results = []
+    for metric in metrics:
+        diff = b[metric] - a[metric]
+        finite = diff[np.isfinite(diff)]
+        if len(finite):
+            p = min(1.0, 2 * min(float(np.mean(finite <= 0)), float(np.mean(finite >= 0))))
+        else:
+            p = float("nan")
+        results.append(
+            PairedDifference(
+                metric,
+                float(point_b[metric][0] - point_a[metric][0]),
+                _percentiles(diff, confidence),
+                p,
+            )
+        )
+    return results
+
+
+def paired_over_runs(differences: Sequence[float]) -> dict[str, float]:
+    """A paired t-test of per-seed (or per-fold) differences against 0."""
+    from scipy import stats
+
+    values = np.asarray([d for d in differences if np.isfinite(d)], dtype=np.float64)
+    n = len(values)
+    if n < 2:
+        return {
+            "runs": n,
+            "mean": float(values.mean()) if n else float("nan"),
+            "t": float("nan"),
+            "p_value": float("nan"),
+        }
+    if np.allclose(values, values[0]):
+        p = 1.0 if values[0] == 0 else 0.0
+        return {"runs": n, "mean": float(values.mean()), "t": float("nan"), "p_value": p}
+    result = stats.ttest_1samp(values, 0.0)
+    return {
+        "runs": n,
+        "mean": float(values.mean()),
+        "t": float(result.statistic),
+        "p_value": float(result.pvalue),
+    }
+
+
+def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, float]:
+    """Mean, standard deviation and t-interval of the mean over runs (seeds, folds)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return {
+            "n": 0,
+            "mean": float("nan"),
+            "std": float("nan"),
+            "low": float("nan"),
+            "high": float("nan"),
+        }
+    mean = float(v.mean())
+    if len(v) < 2:
+        return {
+            "n": 1,
+            "mean": mean,
+            "std": float("nan"),
+            "low": float("nan"),
+            "high": float("nan"),
+        }
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1)) * std / np.sqrt(len(v))
+    return {"n": len(v), "mean": mean, "std": std, "low": mean - half, "high": mean + half}

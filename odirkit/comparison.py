@@ -1,0 +1,266 @@
+"""Comparing variants: is the difference real?
+
+Runs are named ``<variant>[-seed<k>][-fold<i>]``. Runs of one variant over
+seeds and folds are summarised by their mean, standard deviation and the
+t-interval of the mean. Each variant is tested against the baseline (the first
+variant, or ``[compare] baseline``) on the same test patients: for every
+(seed, fold) the two runs share, a paired bootstrap of the difference
+(:func:`odirkit.bootstrap.paired_bootstrap`); over several such pairs, a paired
+t-test of the differences. The verdict says in words whether the difference
+is distinguishable from noise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from odirkit import bootstrap
+from odirkit.engine.evaluate import scored_from_frame, thresholds_array
+
+_NAME = re.compile(r"^(?P<base>.+?)(?:-seed(?P<seed>\d+))?(?:-fold(?P<fold>\d+))?$")
+
+METRIC_NAMES = {
+    "f1_micro": "micro F1",
+    "f1_macro": "macro F1",
+    "recall_macro": "macro recall",
+    "auc_macro": "macro AUC",
+}
+
+
+def parse_run_name(name: str) -> tuple[str, int | None, int | None]:
+    """``"gan-seed1-fold0"`` -> ``("gan", 1, 0)``."""
+    match = _NAME.match(name)
+    assert match is not None
+    seed, fold = match["seed"], match["fold"]
+    return match["base"], int(seed) if seed else None, int(fold) if fold else None
+
+
+@dataclass
+class FinishedRun:
+    """What a comparison needs of one finished run."""
+
+    name: str
+    final: dict[str, Any]
+    directory: Path | None = None
+
+    @property
+    def base(self) -> str:
+        return parse_run_name(self.name)[0]
+
+    @property
+    def pair_key(self) -> tuple[int | None, int | None]:
+        _, seed, fold = parse_run_name(self.name)
+        return seed, fold
+
+    def predictions(self) -> pd.DataFrame | None:
+        """The run's test predictions at its level, or None if the files are gone."""
+        if self.directory is None:
+            return None
+        patient = self.final.get("level") == "patient"
+        path = self.directory / ("patient_predictions.csv" if patient else "predictions.csv")
+        if not path.exists():
+            return None
+        return pd.read_csv(path, dtype={"ID": str, "patient_id": str}, keep_default_na=False)
+
+
+@dataclass
+class PairTest:
+    """One (seed, fold) pair of a candidate and the baseline, on their shared test patients."""
+
+    seed: int | None
+    fold: int | None
+    patients: int
+    differences: list[bootstrap.PairedDifference]
+
+
+@dataclass
+class VariantTest:
+    """A candidate variant against the baseline."""
+
+    candidate: str
+    baseline: str
+    pairs: list[PairTest] = field(default_factory=list)
+    over_runs: dict[str, dict[str, float]] = field(default_factory=dict)
+    note: str = ""
+
+    def verdicts(self, confidence: float) -> list[str]:
+        """One sentence per metric: the difference and whether it is distinguishable."""
+        if self.note:
+            return [f"{self.candidate} vs {self.baseline}: {self.note}"]
+        lines = []
+        level = round(confidence * 100)
+        for i, diff in enumerate(self.pairs[0].differences if self.pairs else []):
+            name = METRIC_NAMES.get(diff.metric, diff.metric)
+            if len(self.pairs) == 1:
+                pair = self.pairs[0]
+                low, high = diff.interval
+                word = (
+                    "distinguishable from noise"
+                    if diff.distinguishable
+                    else "not distinguishable from noise"
+                )
+                lines.append(
+                    f"{self.candidate} vs {self.baseline}: {name} {diff.difference:+.3f} "
+                    f"({level}% CI {low:+.3f} to {high:+.3f}, {_p(diff.p_value)}, paired "
+                    f"bootstrap over {pair.patients} test patients): {word}."
+                )
+                continue
+            summary = self.over_runs.get(diff.metric, {})
+            per_pair = [p.differences[i] for p in self.pairs]
+            alone = sum(d.distinguishable for d in per_pair)
+            p = summary.get("p_value", float("nan"))
+            distinguishable = np.isfinite(p) and p < 1 - confidence
+            word = (
+                "distinguishable from noise"
+                if distinguishable
+                else "not distinguishable from noise"
+            )
+            lines.append(
+                f"{self.candidate} vs {self.baseline}: {name} {summary.get('mean', np.nan):+.3f} "
+                f"on average over {len(self.pairs)} paired runs (paired t-test {_p(p)}; "
+                f"{alone} of {len(self.pairs)} runs distinguishable alone): {word}."
+            )
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate,
+            "baseline": self.baseline,
+            "note": self.note,
+            "pairs": [
+                {
+                    "seed": p.seed,
+                    "fold": p.fold,
+                    "patients": p.patients,
+                    "differences": [d.to_dict() for d in p.differences],
+                }
+                for p in self.pairs
+            ],
+            "over_runs": self.over_runs,
+        }
+
+
+def _p(value: float) -> str:
+    if not np.isfinite(value):
+        return "p not defined"
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
+
+
+def group_summary(runs: Sequence[FinishedRun], metrics: Sequence[str]) -> pd.DataFrame:
+    """Per variant with several runs (seeds, folds): mean, std and interval of each metric."""
+    rows = []
+    bases = list(dict.fromkeys(r.base for r in runs))
+    for base in bases:
+        members = [r for r in runs if r.base == base]
+        if len(members) < 2:
+            continue
+        seeds = {parse_run_name(r.name)[1] for r in members}
+        folds = {parse_run_name(r.name)[2] for r in members}
+        unit = "folds" if len(seeds) == 1 else "seeds" if len(folds) == 1 else "runs"
+        row: dict[str, Any] = {"variant": base, "runs": len(members), "unit": unit}
+        for metric in metrics:
+            values = [float(r.final["final"].get(metric, np.nan)) for r in members]
+            stats = bootstrap.mean_interval(values)
+            row[metric] = stats["mean"]
+            row[f"{metric}_std"] = stats["std"]
+            row[f"{metric}_low"] = stats["low"]
+            row[f"{metric}_high"] = stats["high"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare_variants(
+    runs: Sequence[FinishedRun],
+    *,
+    baseline: str | None = None,
+    metrics: Sequence[str] = ("f1_micro", "auc_macro"),
+    resamples: int = bootstrap.RESAMPLES,
+    confidence: float = bootstrap.CONFIDENCE,
+    seed: int = 0,
+) -> list[VariantTest]:
+    """Every variant against the baseline, pair by pair, then over the pairs."""
+    bases = list(dict.fromkeys(r.base for r in runs))
+    if len(bases) < 2:
+        return []
+    reference = baseline if baseline in bases else bases[0]
+    by_key = {(r.base, r.pair_key): r for r in runs}
+    tests = []
+    for candidate in bases:
+        if candidate == reference:
+            continue
+        test = VariantTest(candidate, reference)
+        for (base, key), run in by_key.items():
+            if base != candidate or (reference, key) not in by_key:
+                continue
+            pair = _pair(by_key[(reference, key)], run, key, metrics, resamples, confidence, seed)
+            if isinstance(pair, str):
+                test.note = pair
+                break
+            test.pairs.append(pair)
+        if not test.pairs and not test.note:
+            test.note = "no run of the two shares a seed and fold: nothing to pair"
+        if len(test.pairs) > 1:
+            test.over_runs = {
+                metric: bootstrap.paired_over_runs(
+                    [p.differences[i].difference for p in test.pairs]
+                )
+                for i, metric in enumerate(metrics)
+            }
+        tests.append(test)
+    return tests
+
+
+def _pair(
+    reference: FinishedRun,
+    candidate: FinishedRun,
+    key: tuple[int | None, int | None],
+    metrics: Sequence[str],
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> PairTest | str:
+    for field_name in ("labels", "task", "level"):
+        if reference.final.get(field_name) != candidate.final.get(field_name):
+            return f"they differ in {field_name}: no paired test"
+    frames = [reference.predictions(), candidate.predictions()]
+    if any(f is None for f in frames):
+        return "a prediction file is missing: no paired test"
+    labels = list(reference.final["labels"])
+    single = reference.final["task"] == "single_label"
+    sides = []
+    for run, frame in zip((reference, candidate), frames, strict=True):
+        thresholds = thresholds_array(labels, run.final["final"].get("thresholds") or {})
+        sides.append(
+            scored_from_frame(frame, labels=labels, single_label=single, thresholds=thresholds)
+        )
+    (a, key_a), (b, key_b) = sides
+    shared = sorted(set(key_a) & set(key_b))
+    if len(shared) < len(key_a) or len(shared) < len(key_b):
+        return "they were tested on different patients: no paired test"
+    order_a = key_a.reset_index(drop=True).sort_values().index.to_numpy()
+    order_b = key_b.reset_index(drop=True).sort_values().index.to_numpy()
+    a, b = _rows(a, order_a), _rows(b, order_b)
+    if not np.array_equal(a.outcomes, b.outcomes):
+        return "the same patients carry different labels in the two runs: no paired test"
+    differences = bootstrap.paired_bootstrap(
+        a, b, metrics, resamples=resamples, confidence=confidence, seed=seed
+    )
+    return PairTest(key[0], key[1], a.clusters_count, differences)
+
+
+def _rows(scored: bootstrap.Scored, order: np.ndarray) -> bootstrap.Scored:
+    return bootstrap.Scored(
+        scored.outcomes[order],
+        scored.decisions[order],
+        scored.scores[order],
+        np.unique(scored.clusters[order], return_inverse=True)[1],
+        scored.labels,
+        scored.challenge,
+    )
