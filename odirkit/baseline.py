@@ -22,10 +22,10 @@ from sklearn.multiclass import OneVsRestClassifier
 
 from odirkit.config import Experiment
 from odirkit.data.prepare import metadata_features, prepare_data
-from odirkit.engine.checkpoint import write_json
 from odirkit.engine.evaluate import score_test, write_prediction_files
-from odirkit.engine.seeding import derive_seed
 from odirkit.engine.trainer import Evaluation
+from odirkit.files import write_json
+from odirkit.seeding import derive_seed
 
 
 def _logits(probs: np.ndarray, single_label: bool) -> np.ndarray:

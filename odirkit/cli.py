@@ -460,7 +460,7 @@ def predict(
     ] = None,
 ) -> None:
     """Per-patient probabilities in the ODIR-2019 submission format."""
-    from odirkit.engine.checkpoint import write_text
+    from odirkit.files import write_text
     from odirkit.labels import LABELS
     from odirkit.predict import find_variant
     from odirkit.predict import predict as run_predict

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from odirkit import bootstrap
-from odirkit.engine.checkpoint import write_json, write_text
 from odirkit.engine.evaluate import scored_from_frame, thresholds_dict
 from odirkit.errors import RunError
+from odirkit.files import write_json, write_text
 from odirkit.metrics import classification_metrics, odir_score, predictions
 from odirkit.thresholds import choose_thresholds, parse_rule
 

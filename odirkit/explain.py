@@ -37,9 +37,9 @@ from torch import nn
 from odirkit.config import PluginCall
 from odirkit.console import progress_bar
 from odirkit.data.images import FOV_THRESHOLD, Preprocessing, preprocess_mask
-from odirkit.engine.checkpoint import atomic_write, write_json, write_text
-from odirkit.engine.seeding import derive_seed
 from odirkit.errors import ConfigError, PluginError
+from odirkit.files import atomic_write, write_json, write_text
+from odirkit.seeding import derive_seed
 
 EXPLAIN_BATCH = 16
 SANITY_PAIRS = 16
@@ -268,8 +268,8 @@ def save_grid(
     """One row per class (its example image), the image then one column per explainer."""
     import matplotlib.pyplot as plt
 
+    from odirkit.figures import save_figure
     from odirkit.labels import LABEL_NAMES
-    from odirkit.report import save_figure
 
     examples = sorted(
         ((i, p) for i, p in enumerate(result.pairs) if p.example), key=lambda item: item[1].target

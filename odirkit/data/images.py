@@ -16,21 +16,20 @@ half-written entry, and every later run and experiment reuses it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from odirkit.errors import DataError
+from odirkit.errors import DataError, RunError
+from odirkit.files import atomic_write, exclusive_lock
 
 CACHE_FORMAT = 1
 DRAFT_MARGIN = 1.15
@@ -141,18 +140,8 @@ class ImageCache:
     def building(self) -> Iterator[None]:
         """Hold the cache's lock while building it: when several processes prepare the
         same images, one builds each entry and the others then read it."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle = open(self.directory / ".lock", "a+b")  # noqa: SIM115 - held for the block
-        except OSError:
-            yield  # a read-only cache: no lock, no writes
-            return
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with exclusive_lock(self.directory / ".lock"):  # a read-only cache: no lock, no writes
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
 
     def entry(self, source: str | Path) -> Path:
         """Where the preprocessed copy of ``source`` lives."""
@@ -178,14 +167,8 @@ class ImageCache:
         return image
 
     def _write(self, entry: Path, image: np.ndarray) -> None:
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, image)
-            os.replace(tmp, entry)
-        except OSError:
-            pass  # a read-only cache folder only costs speed
+        with suppress(OSError, RunError):  # a read-only cache folder only costs speed
+            atomic_write(entry, lambda fh: np.save(fh, image))
 
 
 @dataclass

@@ -23,9 +23,9 @@ from odirkit.data.split import (
     write_split_file,
 )
 from odirkit.data.table import Task, TaskSelection, check_sample_table, select_task
-from odirkit.engine.seeding import derive_seed
 from odirkit.errors import ConfigError, DataError
 from odirkit.labels import LABELS
+from odirkit.seeding import derive_seed
 
 #: preprocessed images are held in memory when they take less than this
 PRELOAD_LIMIT_BYTES = 4 * 1024**3

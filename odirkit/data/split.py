@@ -71,7 +71,7 @@ def split_file_assignment(path: Path, table: pd.DataFrame) -> pd.Series:
 
 
 def write_split_file(path: Path, assignment: pd.Series) -> None:
-    from odirkit.engine.checkpoint import write_text
+    from odirkit.files import write_text
 
     frame = assignment.rename_axis("patient_id").reset_index()
     write_text(path, frame.to_csv(index=False))

@@ -48,12 +48,7 @@ from odirkit.data.images import Preprocessing
 from odirkit.data.prepare import DataBundle, cache_root, load_samples, prepare_data
 from odirkit.data.split import class_weights
 from odirkit.engine import distributed
-from odirkit.engine.checkpoint import (
-    load_checkpoint,
-    save_checkpoint,
-    write_json,
-    write_text,
-)
+from odirkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from odirkit.engine.device import resolve_device
 from odirkit.engine.environment import capture_environment
 from odirkit.engine.evaluate import (
@@ -64,14 +59,6 @@ from odirkit.engine.evaluate import (
     write_prediction_files,
 )
 from odirkit.engine.models import build_model
-from odirkit.engine.seeding import (
-    derive_seed,
-    generator_for,
-    random_states,
-    restore_random_states,
-    seed_everything,
-    set_deterministic,
-)
 from odirkit.engine.trainer import (
     EpochProgress,
     Evaluation,
@@ -82,9 +69,19 @@ from odirkit.engine.trainer import (
     resolve_performance,
 )
 from odirkit.errors import OdirkitError, PluginError, RunError, TrainingDiverged
+from odirkit.figures import plot_reliability, plot_run
+from odirkit.files import write_json, write_text
 from odirkit.metrics import flatten_metrics
 from odirkit.plugins import Registry
-from odirkit.report import Comparison, RunSummary, plot_reliability, plot_run, write_report
+from odirkit.report import Comparison, RunSummary, write_report
+from odirkit.seeding import (
+    derive_seed,
+    generator_for,
+    random_states,
+    restore_random_states,
+    seed_everything,
+    set_deterministic,
+)
 
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)

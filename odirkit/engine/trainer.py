@@ -3,7 +3,7 @@
 Images arrive as ``uint8`` batches; on the training device they become floats
 in [0, 1], pass through the online augmenters, are normalised with the
 model's mean and standard deviation, and meet the model. Every random draw of
-a step is seeded from ``(seed, epoch, step)`` (see :mod:`odirkit.engine.seeding`),
+a step is seeded from ``(seed, epoch, step)`` (see :mod:`odirkit.seeding`),
 so an epoch can stop after any step and resume to the same numbers.
 """
 
@@ -21,8 +21,8 @@ from torch import nn
 from odirkit.data.prepare import DataBundle, chunked
 from odirkit.engine import distributed
 from odirkit.engine.distributed import world
-from odirkit.engine.seeding import derive_seed, generator_for
 from odirkit.errors import TrainingDiverged
+from odirkit.seeding import derive_seed, generator_for
 
 Augmenter = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 

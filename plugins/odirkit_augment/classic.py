@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import odirkit
-from odirkit.augment import ExpandContext, ExtraSamples, images_to_uint8
+from odirkit.api import ExpandContext, ExtraSamples, images_to_uint8
 
 #: torch.quantile refuses inputs above 2**24 elements: work in chunks below that
 _QUANTILE_LIMIT = 2**24

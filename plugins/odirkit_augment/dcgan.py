@@ -42,9 +42,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import odirkit
-from odirkit.augment import ExpandContext, ExtraSamples, images_to_uint8
-from odirkit.console import progress_bar, warn
-from odirkit.engine.seeding import derive_seed, generator_for
+from odirkit.api import (
+    ExpandContext,
+    ExtraSamples,
+    derive_seed,
+    generator_for,
+    images_to_uint8,
+    progress_bar,
+    warn,
+)
 
 GAN_VERSION = 1
 Z_DIM = 100
@@ -138,7 +144,7 @@ def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
 def plot_losses(losses: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
-    from odirkit.report import save_figure
+    from odirkit.api import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(losses["epoch"], losses["loss_d"], label="discriminator")

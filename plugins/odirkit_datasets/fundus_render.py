@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from odirkit.labels import LABELS
+from odirkit import LABELS
 
 Colour = tuple[float, float, float]
 

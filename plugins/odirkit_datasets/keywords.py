@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from odirkit.labels import LABELS
+from odirkit import LABELS
 
 SEPARATORS = re.compile(r"[,，、;；]")
 NON_DECISIVE = (

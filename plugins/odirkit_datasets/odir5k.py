@@ -27,9 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 import odirkit
-from odirkit.console import warn
-from odirkit.data.images import IMAGE_SUFFIXES
-from odirkit.labels import LABELS
+from odirkit import LABELS
+from odirkit.api import IMAGE_SUFFIXES, warn
 from odirkit_datasets.keywords import diagnose_eye, one_hot, patient_labels
 
 OFFICIAL_COLUMNS = (

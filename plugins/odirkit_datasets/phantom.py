@@ -34,8 +34,8 @@ import pandas as pd
 from PIL import Image
 
 import odirkit
-from odirkit.console import progress_bar
-from odirkit.labels import LABELS
+from odirkit import LABELS
+from odirkit.api import progress_bar
 from odirkit_datasets.fundus_render import render_eye
 
 GENERATOR_VERSION = 1

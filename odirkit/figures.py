@@ -1,0 +1,180 @@
+"""Figures of one run: curves per epoch, recall per class with intervals, reliability.
+
+Each figure is a PNG written atomically (:func:`save_figure`, which plugins use
+too, through :mod:`odirkit.api`). Curves are the validation patients'; the
+test patients' curves are drawn only when a run scored them every epoch, and
+are labelled so.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from odirkit.files import write_bytes
+from odirkit.labels import LABEL_NAMES
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure as PNG, atomically, and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes(path, buffer.getvalue())
+
+
+def _curves(history: pd.DataFrame) -> list[tuple[str, str]]:
+    """The per-epoch splits present: validation, and test when it was asked for."""
+    found = []
+    if "val_f1_micro" in history:
+        found.append(("val", "validation"))
+    if "test_f1_micro" in history:
+        found.append(("test", "test, every epoch (not used for selection)"))
+    return found
+
+
+def plot_run(
+    history: pd.DataFrame,
+    labels: Sequence[str],
+    out_dir: Path,
+    title: str,
+    final: dict[str, Any] | None = None,
+) -> list[Path]:
+    """F1 per epoch, recall per class per epoch, losses, and the reported recall per class.
+
+    Curves are the validation patients'; the test patients' curves are added,
+    marked as such, only when the run scored them every epoch
+    (``train.test_every_epoch``). The bars are the test result of the reported
+    checkpoint (``final``), with its bootstrap intervals.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    epochs = history["epoch"]
+    written = []
+    curves = _curves(history)
+    styles = {"val": "-", "test": "--"}
+
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for split, name in curves:
+            ax.plot(
+                epochs,
+                history[f"{split}_f1_micro"],
+                styles[split],
+                marker="o",
+                label=f"micro F1, {name}",
+            )
+            ax.plot(
+                epochs,
+                history[f"{split}_f1_macro"],
+                styles[split],
+                marker="s",
+                label=f"macro F1, {name}",
+            )
+        heading = " and ".join(name.split(",")[0] for _, name in curves)
+        style_axes(ax, f"{title}: F1 per epoch ({heading})", "F1")
+        save_figure(fig, out_dir / "f1_per_epoch.png")
+        written.append(out_dir / "f1_per_epoch.png")
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        split, name = curves[0]
+        for label in labels:
+            ax.plot(
+                epochs,
+                history[f"{split}_recall_{label}"],
+                marker=".",
+                label=f"{label} ({LABEL_NAMES[label]})",
+            )
+        style_axes(ax, f"{title}: recall per class per epoch ({name})", "recall")
+        save_figure(fig, out_dir / "recall_per_epoch.png")
+        written.append(out_dir / "recall_per_epoch.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, history["train_loss"], marker="o", label="training")
+    for split, name in curves:
+        ax.plot(epochs, history[f"{split}_loss"], styles[split], marker="s", label=name)
+    style_axes(ax, f"{title}: loss", "loss", unit_range=False)
+    save_figure(fig, out_dir / "loss_per_epoch.png")
+    written.append(out_dir / "loss_per_epoch.png")
+
+    if final is not None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        per_class = final["final"]["per_class"]
+        intervals = final["final"].get("intervals", {})
+        values = [per_class[label]["recall"] for label in labels]
+        errors = error_bars([intervals.get(f"recall_{label}") for label in labels], values)
+        bars = ax.bar(list(labels), values, color="tab:blue", yerr=errors, capsize=4)
+        ax.bar_label(bars, fmt="%.2f", label_type="center", color="white")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("recall (sensitivity)")
+        ax.set_title(
+            f"{title}: test recall per class\n({final.get('checkpoint', 'last')} checkpoint, "
+            f"epoch {final.get('checkpoint_epoch')}; bars: "
+            f"{_percent(final)} bootstrap interval)"
+        )
+        save_figure(fig, out_dir / "recall_per_class.png")
+        written.append(out_dir / "recall_per_class.png")
+    return written
+
+
+def _percent(final: dict[str, Any]) -> str:
+    return f"{round(100 * final['final'].get('confidence', 0.95))}%"
+
+
+def error_bars(intervals: Sequence[Any], values: Sequence[float]) -> Any:
+    """Asymmetric error bars from ``[low, high]`` intervals (none where one is missing)."""
+    lower, upper = [], []
+    for interval, value in zip(intervals, values, strict=True):
+        if not interval or not all(map(math.isfinite, interval)):
+            lower.append(0.0)
+            upper.append(0.0)
+        else:
+            lower.append(max(0.0, value - interval[0]))
+            upper.append(max(0.0, interval[1] - value))
+    return np.array([lower, upper])
+
+
+def plot_reliability(table: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:
+    """The reliability diagram: observed frequency against mean probability, per class."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for label, bins in table.items():
+        if bins["mean_probability"]:
+            ax.plot(
+                bins["mean_probability"],
+                bins["frequency"],
+                marker="o",
+                label=f"{label} ({LABEL_NAMES.get(label, label)})",
+            )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def style_axes(ax: Any, title: str, ylabel: str, *, unit_range: bool = True) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if unit_range:
+        ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def colour(i: int) -> Any:
+    """One colour per run, the same in every figure."""
+    return plt.get_cmap("tab10")(i % 10)
