@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from odirkit.explain import Pair, compute_maps, resolve_layer
+from odirkit.explain import Pair, compute_maps
+from odirkit.layers import resolve_layer
 from odirkit.plugins import get_registry
 
 MODELS = {

@@ -11,7 +11,6 @@ metrics as a network, at the same level, with the same intervals.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from odirkit.config import Experiment
 from odirkit.data.prepare import metadata_features, prepare_data
 from odirkit.engine.evaluate import score_test, write_prediction_files
+from odirkit.engine.rundir import VariantDirectory
 from odirkit.engine.trainer import Evaluation
 from odirkit.files import write_json
 from odirkit.seeding import derive_seed
@@ -52,9 +52,9 @@ def _loss(y: np.ndarray, probs: np.ndarray, single_label: bool) -> float:
     )
 
 
-def fit_metadata_baseline(exp: Experiment, out_dir: Path) -> dict[str, Any]:
+def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> dict[str, Any]:
     """Fit on the training patients, choose the operating point on the validation ones,
-    score the test ones once (as a network's run), and write ``out_dir``."""
+    score the test ones once (as a network's run), and write the folder ``out``."""
     data = prepare_data(exp, images=False)
     features = metadata_features(data.table, *data.age_stats)
     weights = "balanced" if exp.config.data.balance == "weighted" else None
@@ -89,9 +89,9 @@ def fit_metadata_baseline(exp: Experiment, out_dir: Path) -> dict[str, Any]:
         confidence=cfg.eval.confidence,
         seed=derive_seed(cfg.seed, 3),
     )
-    write_json(out_dir / "config.json", {**exp.to_dict(), "baseline": "metadata"})
-    write_json(out_dir / "data.json", data.report)
-    write_prediction_files(out_dir, data, result, test, fusion=cfg.data.fusion)
+    write_json(out.config_file, {**exp.to_dict(), "baseline": "metadata"})
+    write_json(out.data_file, data.report)
+    write_prediction_files(out, data, result, test)
     final = {
         "experiment": exp.name,
         "variant": "baseline-metadata",
@@ -106,5 +106,5 @@ def fit_metadata_baseline(exp: Experiment, out_dir: Path) -> dict[str, Any]:
         "validation": result.validation,
         "data": data.report,
     }
-    write_json(out_dir / "metrics.json", final)
+    write_json(out.metrics_file, final)
     return final

@@ -1,8 +1,10 @@
 """The ``odirkit`` command line.
 
-Every command turns an :class:`~odirkit.errors.OdirkitError` (a mistake in the
-input, not a bug) into one message on stderr and exit code 2, without a
-traceback; anything else is a bug and keeps its traceback.
+One handler, on the command group (:class:`_Commands`), turns an
+:class:`~odirkit.errors.OdirkitError` (a mistake in the input, not a bug) from
+any command into one message on stderr and exit code 2, without a traceback;
+anything else is a bug and keeps its traceback. Commands find the plugin
+registry in ``ctx.obj`` (:class:`CliState`), set up by the group's callback.
 """
 
 from __future__ import annotations
@@ -10,23 +12,38 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from odirkit import __version__
 from odirkit.console import err, out
 from odirkit.errors import ConfigError, OdirkitError, closest
 from odirkit.plugins import KINDS, Registry, get_registry
 
+
+class _Commands(TyperGroup):
+    """The command group: every command's user errors end here, as one line and exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OdirkitError as exc:
+            err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
     name="odirkit",
+    cls=_Commands,
     help="Plugin-based experiments for ocular disease recognition from fundus photographs.",
     no_args_is_help=True,
     add_completion=False,
@@ -34,25 +51,43 @@ app = typer.Typer(
 )
 
 
-class _State:
+@dataclass
+class CliState:
+    """What the group's options decide for every command (``ctx.obj``)."""
+
     strict: bool | None = None
 
-
-STATE = _State()
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Exit 2 with one clear message for user errors; let bugs show their traceback."""
-    try:
-        yield
-    except OdirkitError as exc:
-        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(exc.exit_code) from None
+    def registry(self) -> Registry:
+        return get_registry(strict=self.strict)
 
 
-def registry() -> Registry:
-    return get_registry(strict=STATE.strict)
+def state(ctx: typer.Context) -> CliState:
+    return ctx.obj if isinstance(ctx.obj, CliState) else CliState()
+
+
+# -- choices and options shared by several commands ------------------------------------
+
+
+class Checkpoint(StrEnum):
+    best = "best"
+    last = "last"
+
+
+Kind = Enum("Kind", {kind: kind for kind in KINDS}, type=str)  # type: ignore[misc]
+DescribeKind = Enum(  # type: ignore[misc]
+    "DescribeKind", {**{kind: kind for kind in KINDS}, "experiment": "experiment"}, type=str
+)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a key: --set train.epochs=2 (repeatable)."),
+]
+CheckpointOption = Annotated[
+    Checkpoint | None,
+    typer.Option(help="Which checkpoint (default: the one the run reports)."),
+]
+RunDirArgument = Annotated[Path, typer.Argument(help="A finished run (its variant folder).")]
+RunDirsArgument = Annotated[list[Path], typer.Argument(help="Run folders or variant folders.")]
 
 
 def _version(value: bool) -> None:
@@ -63,6 +98,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     strict: Annotated[
         bool,
         typer.Option(
@@ -75,7 +111,7 @@ def main_options(
     ] = False,
 ) -> None:
     """odirkit: experiments in TOML files, plugins for datasets, models, augmenters, explainers."""
-    STATE.strict = True if strict else None
+    ctx.obj = CliState(strict=True if strict else None)
 
 
 # -- run ----------------------------------------------------------------------
@@ -83,11 +119,9 @@ def main_options(
 
 @app.command()
 def run(
+    ctx: typer.Context,
     file: Annotated[Path | None, typer.Argument(help="Experiment TOML file.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a key: --set train.epochs=2 (repeatable)."),
-    ] = None,
+    set_: SetOption = None,
     variant: Annotated[
         list[str] | None, typer.Option("--variant", help="Run only this variant (repeatable).")
     ] = None,
@@ -104,40 +138,37 @@ def run(
     """Run an experiment: every variant, then a comparison of them."""
     from odirkit.config import load_experiment
     from odirkit.engine import distributed
-    from odirkit.engine.run import load_run, preflight, run_experiment, start_run
+    from odirkit.engine.variant import preflight
+    from odirkit.experiment import load_run, run_experiment, start_run
 
-    with user_errors():
-        distributed.setup()
-        reg = registry()
-        if resume is not None:
-            if set_ or variant:
-                raise ConfigError("--resume continues a run as it was: drop --set and --variant")
-            previous = load_run(resume, reg)
-            if file is not None:
-                _check_same_experiment(file, previous, reg)
-            result = run_experiment(previous, registry=reg)
-        else:
-            if file is None:
-                raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
-            experiments = load_experiment(file, reg, overrides=set_ or [], variants=variant)
-            seen: set[str] = set()
-            with distributed.rank_zero_first():  # one process writes a phantom, if any
-                for exp in experiments:
-                    preflight(exp, data=True, seen=seen)
-            source_text = file.read_text(encoding="utf-8")
-            started = start_run(
-                experiments, out=out_dir, source_text=source_text, overrides=set_ or []
-            )
-            result = run_experiment(started, registry=reg)
-        if not distributed.is_main():
-            distributed.teardown()
-            return
-        distributed.teardown()
-        _print_results(result)
-        for r in result.results:
-            summary = r.directory / "explain" / "localisation.csv"
-            if summary.exists():
-                out.print(f"{r.variant}: explanations in {summary.parent}")
+    distributed.setup()
+    reg = state(ctx).registry()
+    if resume is not None:
+        if set_ or variant:
+            raise ConfigError("--resume continues a run as it was: drop --set and --variant")
+        previous = load_run(resume, reg)
+        if file is not None:
+            _check_same_experiment(file, previous, reg)
+        result = run_experiment(previous, registry=reg)
+    else:
+        if file is None:
+            raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
+        experiments = load_experiment(file, reg, overrides=set_ or [], variants=variant)
+        seen: set[str] = set()
+        with distributed.rank_zero_first():  # one process writes a phantom, if any
+            for exp in experiments:
+                preflight(exp, data=True, seen=seen)
+        source_text = file.read_text(encoding="utf-8-sig")
+        started = start_run(experiments, out=out_dir, source_text=source_text, overrides=set_ or [])
+        result = run_experiment(started, registry=reg)
+    main = distributed.is_main()
+    distributed.teardown()
+    if not main:
+        return
+    _print_results(result)
+    for r in result.results:
+        if r.directory.explain_dir.exists():
+            out.print(f"{r.variant}: explanations in {r.directory.explain_dir}")
 
 
 def _check_same_experiment(file: Path, previous: Any, reg: Registry) -> None:
@@ -176,7 +207,7 @@ def _print_results(result: Any) -> None:
         for line in result.comparison.verdicts:
             out.print(f"  {escape(line)}", highlight=False)
     out.print(f"run folder: {result.directory}")
-    out.print(f"report:     {result.directory / 'report.md'}")
+    out.print(f"report:     {result.directory.path / 'report.md'}")
 
 
 def _with_interval(value: Any, interval: Any) -> str:
@@ -189,7 +220,7 @@ def _with_interval(value: Any, interval: Any) -> str:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.3f}"
-    return str(value)
+    return "" if value is None else str(value)
 
 
 # -- validate -----------------------------------------------------------------
@@ -197,19 +228,17 @@ def _fmt(value: Any) -> str:
 
 @app.command()
 def validate(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Experiment TOML file.")],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key (repeatable).")
-    ] = None,
+    set_: SetOption = None,
 ) -> None:
     """Check an experiment file (every variant) without running it."""
     from odirkit.config import load_experiment
-    from odirkit.engine.run import preflight
+    from odirkit.engine.variant import preflight
 
-    with user_errors():
-        experiments = load_experiment(file, registry(), overrides=set_ or [])
-        for exp in experiments:
-            preflight(exp)
+    experiments = load_experiment(file, state(ctx).registry(), overrides=set_ or [])
+    for exp in experiments:
+        preflight(exp)
     for exp in experiments:
         cfg = exp.config
         augment = ", ".join(a.name for a in exp.augmenters) or "none"
@@ -227,19 +256,16 @@ def validate(
 
 @app.command("list-plugins")
 def list_plugins(
-    kind: Annotated[
-        str | None, typer.Option("--kind", help=f"Only this kind: {', '.join(KINDS)}.")
-    ] = None,
+    ctx: typer.Context,
+    kind: Annotated[Kind | None, typer.Option("--kind", help="Only this kind.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show why each broken plugin broke.")
+    ] = False,
 ) -> None:
     """Installed plugins: kind, name, summary, providing distribution and version."""
-    with user_errors():
-        reg = registry()
-        if kind is not None and kind not in KINDS:
-            raise ConfigError(
-                f"--kind {kind!r}: unknown kind{closest(kind, KINDS)}; kinds: {', '.join(KINDS)}"
-            )
-        specs = reg.specs(kind)
+    reg = state(ctx).registry()
+    specs = reg.specs(kind.value if kind else None)
     if as_json:
         doc = {
             "plugins": [
@@ -260,62 +286,88 @@ def list_plugins(
                     "version": b.source.version,
                     "stage": b.stage,
                     "error": b.error,
+                    "details": b.details,
                 }
                 for b in reg.broken
             ],
         }
         out.print_json(json.dumps(doc))
         return
-    table = Table(title="odirkit plugins")
-    for column in ("kind", "name", "summary", "provided by"):
-        table.add_column(column)
-    for s in specs:
-        table.add_row(*_cells(s.kind, s.name, s.summary, str(s.source)))
-    out.print(table)
-    if reg.broken:
-        broken = Table(title="broken plugins (skipped)", title_style="bold red")
-        for column in ("plugin", "provided by", "stage", "error"):
-            broken.add_column(column)
+    rows = [(s.kind, s.name, s.summary, str(s.source)) for s in specs]
+    broken = [(b.plugin, str(b.source), b.stage, b.error) for b in reg.broken]
+    if not out.is_terminal:  # piped: one tab-separated line per plugin, nothing cut
+        for row in rows:
+            typer.echo("\t".join(row))
+        for plugin, source, stage, error in broken:
+            typer.echo(f"broken\t{plugin}\t{source}\t{stage}: {error}")
+    else:
+        out.print(
+            _table("odirkit plugins", ("kind", "name", "summary", "provided by"), rows, 2),
+            crop=False,
+        )
+        if broken:
+            columns = ("plugin", "provided by", "stage", "error")
+            table = _table("broken plugins (skipped)", columns, broken, 3, style="bold red")
+            out.print(table, crop=False)
+    if verbose:
         for b in reg.broken:
-            broken.add_row(*_cells(b.plugin, str(b.source), b.stage, b.error))
-        out.print(broken)
+            if b.details:
+                err.print(f"\n{b.plugin} ({b.source}), {b.stage}:", markup=False)
+                err.print(b.details.rstrip(), markup=False, highlight=False)
+    elif reg.broken:
+        err.print("(odirkit list-plugins --verbose shows why each broken plugin broke)")
+
+
+def _table(
+    title: str,
+    columns: tuple[str, ...],
+    rows: list[tuple[str, ...]],
+    wrapped: int,
+    style: str = "",
+) -> Table:
+    """A table whose cells are never cut: every column but ``wrapped`` keeps its full width."""
+    table = Table(title=title, title_style=style or None)
+    for i, column in enumerate(columns):
+        width = max([len(column), *(len(row[i]) for row in rows)])
+        if i == wrapped:
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, no_wrap=True, min_width=width)
+    for row in rows:
+        table.add_row(*(escape(v) for v in row))
+    return table
 
 
 @app.command()
 def describe(
-    kind: Annotated[str, typer.Argument(help=f"{', '.join(KINDS)}, or 'experiment'.")],
+    ctx: typer.Context,
+    kind: Annotated[DescribeKind, typer.Argument(help="A plugin kind, or 'experiment'.")],
     name: Annotated[str | None, typer.Argument(help="The plugin's name.")] = None,
 ) -> None:
-    """A plugin's parameters (types, defaults), or the experiment file's core keys."""
+    """A plugin's parameters (types, ranges, defaults), or the experiment file's core keys."""
     import inspect
 
     from odirkit.config import describe_tables
     from odirkit.params import type_name
 
-    with user_errors():
-        if kind == "experiment":
-            for table_name, model in describe_tables().items():
-                table = Table(title=f"[{table_name}]" if table_name != "top level" else "top level")
-                for column in ("key", "type", "default", "meaning"):
-                    table.add_column(column)
-                for key, info in model.model_fields.items():
-                    if isinstance(info.annotation, type) and hasattr(
-                        info.annotation, "model_fields"
-                    ):
-                        continue
-                    default = info.get_default(call_default_factory=True)
-                    table.add_row(
-                        *_cells(
-                            key, type_name(info.annotation), _toml(default), info.description or ""
-                        )
-                    )
-                out.print(table)
-            return
-        if name is None:
-            raise ConfigError(
-                f"describe {kind}: give the plugin's name, e.g. odirkit describe model cnn"
-            )
-        spec = registry().get(kind, name)
+    if kind.value == "experiment":
+        for table_name, model in describe_tables().items():
+            table = Table(title=f"[{table_name}]" if table_name != "top level" else "top level")
+            for column in ("key", "type", "default", "meaning"):
+                table.add_column(column)
+            for key, info in model.model_fields.items():
+                if isinstance(info.annotation, type) and hasattr(info.annotation, "model_fields"):
+                    continue
+                default = info.get_default(call_default_factory=True)
+                kind_name = type_name(info.annotation, info.metadata)
+                table.add_row(*_cells(key, kind_name, _toml(default), info.description or ""))
+            out.print(table)
+        return
+    if name is None:
+        raise ConfigError(
+            f"describe {kind.value}: give the plugin's name, e.g. odirkit describe model cnn"
+        )
+    spec = state(ctx).registry().get(kind.value, name)
     out.print(f"[bold]{spec.kind} {spec.name}[/bold]: {spec.summary}")
     out.print(f"provided by {spec.source} (entry point {spec.source.plugin!r})")
     doc = inspect.getdoc(spec.factory)
@@ -328,7 +380,7 @@ def describe(
         default = "(required)" if p.required else _toml(p.default)
         table.add_row(*_cells(p.name, p.type_name, default))
     out.print(table)
-    meta = {k: v for k, v in spec.meta.items() if not callable(v) and not k.startswith("test_")}
+    meta = spec.declared_meta()
     if meta:
         out.print("meta: " + ", ".join(f"{k} = {_toml(v)}" for k, v in meta.items()), markup=False)
 
@@ -355,6 +407,7 @@ def _toml(value: Any) -> str:
 
 @app.command()
 def phantom(
+    ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="Folder to write (new or empty).")],
     patients: Annotated[int, typer.Option(help="Number of patients (two eyes each).")] = 400,
     seed: Annotated[int, typer.Option(help="Generator seed: same seed, same bytes.")] = 0,
@@ -364,12 +417,11 @@ def phantom(
     from odirkit.labels import LABELS
     from odirkit.params import Where
 
-    with user_errors():
-        spec = registry().get("dataset", "phantom")
-        params = spec.validate(
-            {"patients": patients, "seed": seed, "size": size}, where=Where(None, "phantom")
-        )
-        table = spec.build(root=str(directory), **params)
+    spec = state(ctx).registry().get("dataset", "phantom")
+    params = spec.validate(
+        {"patients": patients, "seed": seed, "size": size}, where=Where(None, "phantom")
+    )
+    table = spec.build(root=str(directory), **params)
     counts = ", ".join(f"{label} {int(table[label].sum())}" for label in LABELS)
     out.print(
         f"{directory}: {table['patient_id'].nunique()} patients, {len(table)} images "
@@ -382,7 +434,7 @@ def phantom(
 
 @app.command()
 def compare(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders or variant folders.")],
+    run_dirs: RunDirsArgument,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Where to write the comparison.")
     ] = None,
@@ -392,40 +444,25 @@ def compare(
     ] = None,
 ) -> None:
     """Compare finished runs: test results with intervals, paired tests, curves side by side."""
-    from odirkit.engine.run import summaries_from_dirs
+    from odirkit.comparison import parse_run_name
+    from odirkit.experiment import summaries_from_dirs
     from odirkit.report import write_report
 
-    with user_errors():
-        summaries = summaries_from_dirs(run_dirs)
-        names = [s.label for s in summaries]
-        if baseline is not None and baseline not in names:
-            from odirkit.comparison import parse_run_name
-
-            if baseline not in {parse_run_name(n)[0] for n in names}:
-                raise ConfigError(
-                    f"--baseline {baseline!r}: not one of the runs{closest(baseline, names)}; "
-                    f"runs: {', '.join(names)}"
-                )
-        target = out_dir or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
-        comparison = write_report(
-            target,
-            title="comparison",
-            description="",
-            runs=summaries,
-            figures={},
-            baseline=baseline,
+    summaries = summaries_from_dirs(run_dirs)
+    names = [s.label for s in summaries]
+    if baseline is not None and baseline not in {*names, *(parse_run_name(n)[0] for n in names)}:
+        raise ConfigError(
+            f"--baseline {baseline!r}: not one of the runs{closest(baseline, names)}; "
+            f"runs: {', '.join(names)}"
         )
+    target = out_dir or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
+    comparison = write_report(
+        target, title="comparison", description="", runs=summaries, figures={}, baseline=baseline
+    )
     table = comparison.table
     shown = [
         c
-        for c in (
-            "run",
-            "checkpoint_epoch",
-            "f1_micro",
-            "f1_macro",
-            "recall_macro",
-            "auc_macro",
-        )
+        for c in ("run", "checkpoint_epoch", "f1_micro", "f1_macro", "recall_macro", "auc_macro")
         if c in table.columns
     ]
     rich_table = Table(title="comparison (test patients; every column in comparison.csv)")
@@ -449,35 +486,34 @@ def compare(
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run (its variant folder).")],
+    ctx: typer.Context,
+    run_dir: RunDirArgument,
     images: Annotated[
         Path, typer.Argument(help="A folder of <ID>_left/_right images, or a workbook or CSV.")
     ],
     out_file: Annotated[Path, typer.Option("--out", help="The CSV to write: ID,N,...,O.")],
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(help="Which checkpoint: best or last (default: the one the run reports)."),
-    ] = None,
+    checkpoint: CheckpointOption = None,
 ) -> None:
     """Per-patient probabilities in the ODIR-2019 submission format."""
+    from odirkit.engine.rundir import find_variant
     from odirkit.files import write_text
     from odirkit.labels import LABELS
-    from odirkit.predict import find_variant
     from odirkit.predict import predict as run_predict
 
-    with user_errors():
-        if checkpoint not in (None, "best", "last"):
-            raise ConfigError(f"--checkpoint {checkpoint!r}: use best or last")
-        variant_dir = find_variant(run_dir)
-        table = run_predict(variant_dir, images, registry(), checkpoint=checkpoint)
-        missing = [label for label in LABELS if label not in table.columns]
-        if missing:
-            err.print(
-                f"note: the run learned {', '.join(table.columns[1:])} only; the submission "
-                f"format's other columns ({', '.join(missing)}) are left out",
-                highlight=False,
-            )
-        write_text(out_file, table.to_csv(index=False))
+    table = run_predict(
+        find_variant(run_dir),
+        images,
+        state(ctx).registry(),
+        checkpoint=checkpoint.value if checkpoint else None,
+    )
+    missing = [label for label in LABELS if label not in table.columns]
+    if missing:
+        err.print(
+            f"note: the run learned {', '.join(table.columns[1:])} only; the submission "
+            f"format's other columns ({', '.join(missing)}) are left out",
+            highlight=False,
+        )
+    write_text(out_file, table.to_csv(index=False))
     out.print(f"{len(table)} patients -> {out_file}")
 
 
@@ -493,8 +529,7 @@ def score(
     """Score a submission as the ODIR-2019 challenge did: kappa, F1, AUC, final score."""
     from odirkit.submission import score_files
 
-    with user_errors():
-        report = score_files(ground_truth, predictions, sort=sort)
+    report = score_files(ground_truth, predictions, sort=sort)
     if as_json:
         out.print_json(json.dumps(report.to_dict(), default=float))
         return
@@ -524,7 +559,8 @@ def score(
 
 @app.command("explain")
 def explain_command(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run (its variant folder).")],
+    ctx: typer.Context,
+    run_dir: RunDirArgument,
     explainer: Annotated[
         list[str] | None,
         typer.Option(
@@ -540,106 +576,35 @@ def explain_command(
         Path | None,
         typer.Option(
             "--images",
-            help="Explain these images (a file or folder) instead of the run's held-out ones.",
+            help="Explain these images (a file or folder) instead of the run's test ones.",
         ),
     ] = None,
     layer: Annotated[
         str | None, typer.Option("--layer", help="default, auto, or a dotted module name.")
     ] = None,
     max_images: Annotated[
-        int, typer.Option("--max-images", help="Held-out images explained at most.")
+        int, typer.Option("--max-images", min=1, help="Test images explained at most.")
     ] = 64,
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(help="Which checkpoint: best or last (default: the one the run reports)."),
-    ] = None,
+    checkpoint: CheckpointOption = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write.")] = None,
 ) -> None:
     """Explain a finished run's decisions: maps, overlays, grid, localisation, sanity."""
-    from odirkit.config import ExplainOptions, PluginCall
-    from odirkit.data.images import Preprocessing
-    from odirkit.data.prepare import prepare_data
-    from odirkit.engine.device import resolve_device
-    from odirkit.engine.run import explain_variant
-    from odirkit.explain import explain, inputs_from_files
-    from odirkit.params import Where
-    from odirkit.predict import find_variant, load_trained
+    from odirkit.engine.rundir import find_variant
+    from odirkit.explain import explain_run
 
-    with user_errors():
-        if checkpoint not in (None, "best", "last"):
-            raise ConfigError(f"--checkpoint {checkpoint!r}: use best or last")
-        reg = registry()
-        variant_dir = find_variant(run_dir)
-        exp, model = load_trained(variant_dir, reg, checkpoint)
-        if explainer:
-            calls = [
-                PluginCall(
-                    spec,
-                    spec.validate({}, where=Where(None, f"--explainer {name}")),
-                    options=ExplainOptions(max_images=max_images).model_dump(),
-                )
-                for name in explainer
-                for spec in [reg.get("explainer", name)]
-            ]
-        elif exp.explainers:
-            calls = list(exp.explainers)
-        else:
-            calls = [
-                PluginCall(
-                    spec,
-                    spec.validate({}, where=Where(None, spec.name)),
-                    options=ExplainOptions(max_images=max_images).model_dump(),
-                )
-                for spec in reg.specs("explainer")
-            ]
-        if not calls:
-            raise ConfigError("no explainer plugin is installed")
-        asked = None
-        if label:
-            unknown = [x for x in label if x not in exp.labels]
-            if unknown:
-                raise ConfigError(
-                    f"--label {unknown[0]!r}: the run learned {', '.join(exp.labels)} only"
-                )
-            asked = [exp.labels.index(x) for x in label]
-        target = out_dir or _fresh(variant_dir / "explain")
-        device = resolve_device(exp.config.device)
-        if images is not None:
-            prep = Preprocessing(
-                size=exp.image_size,
-                crop_to_fov=exp.config.data.crop_to_fov,
-                circle_crop=exp.config.data.circle_crop,
-            )
-            meta = exp.model.meta
-            cam = meta.get("cam_layer")
-            result = explain(
-                model=model,
-                calls=calls,
-                inputs=inputs_from_files(images, prep, metadata=exp.config.model.metadata),
-                labels=exp.labels,
-                single_label=_run_is_single_label(variant_dir),
-                mean=meta.get("mean", (0.5, 0.5, 0.5)),
-                std=meta.get("std", (0.5, 0.5, 0.5)),
-                cam_layer=f"backbone.{cam}" if cam and exp.config.model.metadata else cam,
-                device=device,
-                out_dir=target,
-                seed=exp.config.seed,
-                asked=asked,
-                layer_override=layer,
-            )
-        else:
-            data = prepare_data(exp)
-            result = explain_variant(
-                exp,
-                model,
-                data,
-                target,
-                device,
-                calls=calls,
-                asked=asked,
-                layer=layer,
-                max_images=max_images,
-            )
+    vdir = find_variant(run_dir)
+    target = out_dir or _fresh(vdir.explain_dir)
+    result = explain_run(
+        vdir,
+        state(ctx).registry(),
+        explainers=explainer,
+        labels=label,
+        images=images,
+        layer=layer,
+        max_images=max_images,
+        checkpoint=checkpoint.value if checkpoint else None,
+        out_dir=target,
+    )
     _print_explanations(result)
     out.print(f"written to {target}")
 
@@ -651,25 +616,11 @@ def _fresh(path: Path) -> Path:
     )
 
 
-def _run_is_single_label(variant_dir: Path) -> bool:
-    try:
-        return json.loads((variant_dir / "data.json").read_text()).get("task") == "single_label"
-    except (OSError, ValueError):
-        return False
-
-
 def _print_explanations(result: Any) -> None:
     if result.localisation is not None:
         table = Table(title="localisation against the lesion masks")
-        for column in (
-            "explainer",
-            "label",
-            "images",
-            "pointing game",
-            "random point",
-            "energy in mask",
-            "uniform map",
-        ):
+        columns = ("explainer", "label", "images", "pointing game", "random point")
+        for column in (*columns, "energy in mask", "uniform map"):
             table.add_column(column, justify="right")
         for row in result.localisation.itertuples(index=False):
             table.add_row(
@@ -693,16 +644,17 @@ def _print_explanations(result: Any) -> None:
 
 # -- baseline and ensemble -------------------------------------------------------------
 
-baseline_app = typer.Typer(help="Baselines that need no images.", no_args_is_help=True)
+baseline_app = typer.Typer(
+    cls=_Commands, help="Baselines that need no images.", no_args_is_help=True
+)
 app.add_typer(baseline_app, name="baseline")
 
 
 @baseline_app.command("metadata")
 def baseline_metadata(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Experiment TOML file (its data and split).")],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key (repeatable).")
-    ] = None,
+    set_: SetOption = None,
     variant: Annotated[
         str | None, typer.Option("--variant", help="Take data and split from this variant.")
     ] = None,
@@ -711,44 +663,43 @@ def baseline_metadata(
     """Logistic regression on age and sex alone, on the experiment's split and metrics."""
     from odirkit.baseline import fit_metadata_baseline
     from odirkit.config import load_experiment
-    from odirkit.engine.run import new_run_directory
+    from odirkit.engine.rundir import RunDirectory
 
-    with user_errors():
-        experiments = load_experiment(
-            file, registry(), overrides=set_ or [], variants=[variant] if variant else None
-        )
-        exp = experiments[0]
-        directory = new_run_directory(out_dir, exp.name) / "baseline-metadata"
-        result = fit_metadata_baseline(exp, directory)
+    experiments = load_experiment(
+        file, state(ctx).registry(), overrides=set_ or [], variants=[variant] if variant else None
+    )
+    exp = experiments[0]
+    vdir = RunDirectory.create(out_dir, exp.name).variant("baseline-metadata")
+    result = fit_metadata_baseline(exp, vdir)
     final = result["final"]
     table = Table(title=f"{exp.name}: logistic regression on age and sex ({result['level']} level)")
     for column in ("micro F1", "macro F1", "macro recall", "macro AUC"):
         table.add_column(column, justify="right")
+    intervals = final.get("intervals", {})
     table.add_row(
-        _fmt(final["f1_micro"]),
-        _fmt(final["f1_macro"]),
-        _fmt(final["recall_macro"]),
-        _fmt(final["auc_macro"]),
+        *(
+            _with_interval(final[m], intervals.get(m))
+            for m in ("f1_micro", "f1_macro", "recall_macro", "auc_macro")
+        )
     )
     out.print(table)
-    out.print(f"written to {directory}")
+    out.print(f"written to {vdir}")
 
 
 @app.command()
 def ensemble(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Finished runs or variant folders.")],
+    run_dirs: RunDirsArgument,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Where to write the ensemble.")
     ] = None,
 ) -> None:
     """Average finished runs' probabilities on their shared test images, and score them."""
-    from odirkit.engine.run import finished_variant_dirs
+    from odirkit.engine.rundir import finished_variants
     from odirkit.ensemble import ensemble as run_ensemble
 
-    with user_errors():
-        members = finished_variant_dirs(run_dirs)
-        target = out_dir or Path("runs") / f"ensemble-{datetime.now():%Y%m%d-%H%M%S}"
-        result = run_ensemble(members, target)
+    members = [vdir for vdir, _ in finished_variants(list(run_dirs))]
+    target = out_dir or Path("runs") / f"ensemble-{datetime.now():%Y%m%d-%H%M%S}"
+    result = run_ensemble(members, target)
     table = Table(
         title=f"ensemble of {len(members)} runs on {result['shared_test_samples']} "
         "shared test samples"
@@ -757,7 +708,11 @@ def ensemble(
     table.add_column("micro F1", justify="right")
     for member, f1 in result["members_f1_micro"].items():
         table.add_row(escape(member), _fmt(f1))
-    table.add_row("[bold]ensemble[/bold]", _fmt(result["final"]["f1_micro"]))
+    intervals = result["final"].get("intervals", {})
+    table.add_row(
+        "[bold]ensemble[/bold]",
+        _with_interval(result["final"]["f1_micro"], intervals.get("f1_micro")),
+    )
     out.print(table)
     out.print(f"written to {target}")
 

@@ -23,6 +23,8 @@ import pandas as pd
 
 from odirkit import bootstrap
 from odirkit.engine.evaluate import scored_from_frame, thresholds_array
+from odirkit.engine.rundir import VariantDirectory
+from odirkit.errors import RunError
 
 _NAME = re.compile(r"^(?P<base>.+?)(?:-seed(?P<seed>\d+))?(?:-fold(?P<fold>\d+))?$")
 
@@ -63,11 +65,10 @@ class FinishedRun:
         """The run's test predictions at its level, or None if the files are gone."""
         if self.directory is None:
             return None
-        patient = self.final.get("level") == "patient"
-        path = self.directory / ("patient_predictions.csv" if patient else "predictions.csv")
-        if not path.exists():
+        try:
+            return VariantDirectory(self.directory).test_predictions()
+        except RunError:
             return None
-        return pd.read_csv(path, dtype={"ID": str, "patient_id": str}, keep_default_na=False)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -202,6 +203,52 @@ class ExplainOptions(_Table):
     )
 
 
+_RULE = re.compile(
+    r"^(?:(?P<fixed>0?\.\d+)|(?P<max_f1>max_f1)"
+    r"|(?P<kind>sensitivity|specificity):(?P<target>0?\.\d+|1(?:\.0*)?))$"
+)
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """A parsed ``[eval] threshold`` value."""
+
+    kind: str  # "fixed", "max_f1", "sensitivity", "specificity"
+    value: float = 0.5
+
+    @property
+    def fixed(self) -> bool:
+        return self.kind == "fixed"
+
+    def __str__(self) -> str:
+        if self.kind == "fixed":
+            return f"{self.value:g}"
+        if self.kind == "max_f1":
+            return "max_f1"
+        return f"{self.kind}:{self.value:g}"
+
+
+def parse_rule(text: str) -> ThresholdRule:
+    """``"0.5"``, ``"max_f1"``, ``"sensitivity:0.90"`` or ``"specificity:0.95"``."""
+    match = _RULE.match(str(text).strip())
+    if match is None:
+        raise ValueError(
+            f'threshold {text!r}: expected a number in (0, 1) such as "0.5", "max_f1", '
+            '"sensitivity:0.90" or "specificity:0.95"'
+        )
+    if match["fixed"]:
+        value = float(match["fixed"])
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"threshold {text!r}: a fixed threshold lies in (0, 1)")
+        return ThresholdRule("fixed", value)
+    if match["max_f1"]:
+        return ThresholdRule("max_f1")
+    value = float(match["target"])
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"threshold {text!r}: the target lies in (0, 1]")
+    return ThresholdRule(match["kind"], value)
+
+
 class EvalConfig(_Table):
     """``[eval]``: how the test patients are scored, once, after training."""
 
@@ -225,8 +272,6 @@ class EvalConfig(_Table):
     @pydantic.field_validator("threshold")
     @classmethod
     def _rule(cls, value: str) -> str:
-        from odirkit.thresholds import parse_rule
-
         return str(parse_rule(value))
 
 
@@ -390,7 +435,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file; a syntax error names the file, line and column."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark (Windows editors) is fine
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such experiment file") from None
     except IsADirectoryError:
@@ -400,9 +445,15 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        return tomllib.loads(text)
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    if not doc:
+        raise ConfigError(
+            f"{path}: the experiment file is empty (no key, only comments or nothing); "
+            "start from experiments/quickstart.toml, or see docs/experiments.md"
+        )
+    return doc
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:

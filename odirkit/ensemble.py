@@ -11,7 +11,6 @@ samples get bootstrap intervals like a run's.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pandas as pd
 
 from odirkit import bootstrap
 from odirkit.engine.evaluate import scored_from_frame, thresholds_dict
+from odirkit.engine.rundir import VariantDirectory
 from odirkit.errors import RunError
 from odirkit.files import write_json, write_text
 from odirkit.metrics import classification_metrics, odir_score, predictions
@@ -29,29 +29,14 @@ from odirkit.thresholds import choose_thresholds, parse_rule
 
 @dataclass
 class Member:
-    directory: Path
+    directory: VariantDirectory
     final: dict[str, Any]
     predictions: pd.DataFrame
     validation: pd.DataFrame | None
 
 
-def _read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"patient_id": str, "ID": str}, keep_default_na=False)
-
-
-def _member(directory: Path) -> Member:
-    try:
-        final = json.loads((directory / "metrics.json").read_text())
-    except (OSError, ValueError):
-        raise RunError(f"{directory}: not a finished run (no readable metrics.json)") from None
-    patient = final.get("level") == "patient"
-    name = "patient_predictions.csv" if patient else "predictions.csv"
-    try:
-        predictions = _read(directory / name)
-    except OSError:
-        raise RunError(f"{directory}: {name} is missing") from None
-    val_file = directory / "val_predictions.csv"
-    return Member(directory, final, predictions, _read(val_file) if val_file.exists() else None)
+def _member(vdir: VariantDirectory) -> Member:
+    return Member(vdir, vdir.metrics(), vdir.test_predictions(), vdir.val_predictions())
 
 
 def _average(frames: list[pd.DataFrame], keys: list[str], probs: list[str]) -> pd.DataFrame:
@@ -72,7 +57,7 @@ def _targets(frame: pd.DataFrame, labels: list[str], single: bool) -> np.ndarray
     return frame[[f"target_{label}" for label in labels]].to_numpy()
 
 
-def ensemble(directories: list[Path], out_dir: Path) -> dict[str, Any]:
+def ensemble(directories: list[VariantDirectory], out_dir: Path) -> dict[str, Any]:
     """Average the members' probabilities; choose the operating point on their averaged
     validation predictions; score the shared test samples with intervals; write and return."""
     members = [_member(d) for d in directories]
@@ -127,10 +112,9 @@ def ensemble(directories: list[Path], out_dir: Path) -> dict[str, Any]:
         for i, label in enumerate(labels):
             out[f"predicted_{label}"] = decided[:, i]
     out[probs] = out[probs].round(6)
-    write_text(
-        out_dir / ("patient_predictions.csv" if patient else "predictions.csv"),
-        out.to_csv(index=False),
-    )
+    written = VariantDirectory(out_dir)
+    target = written.patient_predictions_file if patient else written.predictions_file
+    write_text(target, out.to_csv(index=False))
     result = {
         "ensemble_of": [str(m.directory) for m in members],
         "members_f1_micro": {str(m.directory): m.final["final"]["f1_micro"] for m in members},
@@ -146,5 +130,5 @@ def ensemble(directories: list[Path], out_dir: Path) -> dict[str, Any]:
             "thresholds": thresholds_dict(tuple(labels), thresholds),
         },
     }
-    write_json(out_dir / "metrics.json", result)
+    write_json(written.metrics_file, result)
     return result

@@ -15,6 +15,10 @@ For a trained model and a set of images, every explainer computes one map per
   architecture re-initialised. A faithful explainer's maps change, so the
   correlation is low.
 
+A model with extra inputs (age and sex, ``[model] metadata = true``) is
+explained as a function of the image, its extra inputs held: they reach the
+explainer as Captum's ``additional_forward_args``.
+
 Written to an ``explain/`` folder: ``maps.npz`` (the raw maps), overlays
 (green through red by importance), ``grid.png`` (an example per class, a
 column per explainer), ``localisation.csv`` and ``sanity.csv``.
@@ -34,12 +38,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from odirkit.config import PluginCall
+from odirkit.config import ExplainOptions, PluginCall
 from odirkit.console import progress_bar
-from odirkit.data.images import FOV_THRESHOLD, Preprocessing, preprocess_mask
-from odirkit.errors import ConfigError, PluginError
-from odirkit.files import atomic_write, write_json, write_text
+from odirkit.data.images import FOV_THRESHOLD, IMAGE_SUFFIXES, preprocess_mask
+from odirkit.engine.rundir import VariantDirectory
+from odirkit.errors import ConfigError, DataError, PluginError
+from odirkit.files import write_bytes, write_json, write_text
+from odirkit.layers import resolve_layer
+from odirkit.params import Where
+from odirkit.plugins import Registry
 from odirkit.seeding import derive_seed
+from odirkit.view import ModelView
 
 EXPLAIN_BATCH = 16
 SANITY_PAIRS = 16
@@ -53,7 +62,7 @@ class ExplainInputs:
     images: torch.Tensor  # uint8 [N, 3, S, S]
     rows: pd.DataFrame  # patient_id, eye, path (and, when known, image_path, mask_path_<L>)
     true: list[list[int]]  # per image: the true class indices (empty when unknown)
-    metadata: torch.Tensor | None = None  # [N, 2] for a model with metadata fusion
+    extra: tuple[torch.Tensor, ...] = ()  # the model's other inputs per image (age, sex)
 
 
 @dataclass
@@ -77,82 +86,16 @@ class Explanations:
     sanity: pd.DataFrame | None = None
 
 
-class ImagesOnly(nn.Module):
-    """A metadata-fusion model seen as a function of the images alone (metadata held)."""
-
-    def __init__(self, model: nn.Module, metadata: torch.Tensor) -> None:
-        super().__init__()
-        self.model = model
-        self.metadata = metadata
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        meta = self.metadata
-        if images.shape[0] != meta.shape[0]:  # Captum's noisy copies, repeat-interleaved
-            meta = meta.repeat_interleave(images.shape[0] // meta.shape[0], dim=0)
-        return self.model(images, meta)
-
-
-# -- layers -----------------------------------------------------------------------------
-
-
-def candidate_layers(model: nn.Module, limit: int = 20) -> list[str]:
-    """Names of the modules a layer-based explainer can use: the last convolutions,
-    activations and blocks with spatial output, deepest last."""
-    names = [
-        name
-        for name, module in model.named_modules()
-        if name
-        and isinstance(
-            module,
-            nn.Conv2d
-            | nn.ReLU
-            | nn.LeakyReLU
-            | nn.SiLU
-            | nn.GELU
-            | nn.Sequential
-            | nn.BatchNorm2d
-            | nn.MaxPool2d,
-        )
-    ]
-    return names[-limit:]
-
-
-def resolve_layer(model: nn.Module, choice: str, default: str | None) -> tuple[str, nn.Module]:
-    """``default`` (the model's CAM layer), ``auto`` (the last convolution), or a name."""
-    if choice == "default":
-        choice = default or "auto"
-    if choice == "auto":
-        convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-        if not convs:
-            raise ConfigError('layer = "auto": this model has no convolution; name a layer')
-        choice = convs[-1]
-    try:
-        return choice, model.get_submodule(choice)
-    except AttributeError:
-        listed = ", ".join(candidate_layers(model))
-        raise ConfigError(
-            f"the model has no layer {choice!r}; candidate layers (deepest last): {listed}"
-        ) from None
-
-
 # -- computing maps ------------------------------------------------------------------------
 
 
-def _normalise(
-    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], device: torch.device
-) -> torch.Tensor:
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    return (images.to(device).float() / 255.0 - m) / s
-
-
 def predicted_targets(
-    model: nn.Module, x: torch.Tensor, single_label: bool, metadata: torch.Tensor | None
+    model: nn.Module, x: torch.Tensor, single_label: bool, extra: tuple[torch.Tensor, ...] = ()
 ) -> list[list[int]]:
     """The predicted class (single-label) or every label above 0.5 (multi-label; at
     least the most probable one)."""
     with torch.no_grad():
-        logits = model(x, metadata) if metadata is not None else model(x)
+        logits = model(x, *extra)
     if single_label:
         return [[int(i)] for i in logits.argmax(1).tolist()]
     probs = logits.sigmoid()
@@ -170,25 +113,39 @@ def compute_maps(
     layer: nn.Module | None,
     *,
     seed: int,
-    metadata: torch.Tensor | None = None,
+    extra: tuple[torch.Tensor, ...] = (),
     batch_size: int = EXPLAIN_BATCH,
     progress: Callable[[int], None] | None = None,
+    name: str = "explainer",
 ) -> np.ndarray:
-    """``float32 [P, S, S]``: the explainer's map for each pair, in batches."""
+    """``float32 [P, S, S]``: the explainer's map for each pair, in batches.
+
+    The model's extra inputs, if any, are passed as ``additional_forward_args``
+    (held fixed while the image is explained).
+    """
     maps = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         index = torch.tensor([p.image for p in chunk], device=x.device)
         targets = torch.tensor([p.target for p in chunk], device=x.device)
-        subject: nn.Module = model
-        if metadata is not None:
-            subject = ImagesOnly(model, metadata[index.cpu()].to(x.device))
         torch.manual_seed(derive_seed(seed, start))  # SmoothGrad's noise repeats exactly
-        result = explainer(subject, x[index], targets, layer)
+        if extra:
+            held = tuple(t[index.cpu()].to(x.device) for t in extra)
+            try:
+                result = explainer(model, x[index], targets, layer, additional_forward_args=held)
+            except TypeError as exc:
+                if "additional_forward_args" not in str(exc):
+                    raise
+                raise PluginError(
+                    f"explainer {name!r} takes no additional_forward_args, so it cannot explain "
+                    "a model with extra inputs ([model] metadata = true)"
+                ) from None
+        else:
+            result = explainer(model, x[index], targets, layer)
         if not isinstance(result, torch.Tensor) or result.shape != (len(chunk), *x.shape[-2:]):
             shape = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result)
             raise PluginError(
-                f"an explainer returned {shape}; expected [B, H, W] maps at the input size"
+                f"explainer {name!r} returned {shape}; expected [B, H, W] maps at the input size"
             )
         maps.append(result.detach().float().clamp_min(0).cpu().numpy())
         if progress is not None:
@@ -336,26 +293,22 @@ def choose_pairs(
 def explain(
     *,
     model: nn.Module,
+    view: ModelView,
     calls: Sequence[PluginCall],
     inputs: ExplainInputs,
-    labels: Sequence[str],
-    single_label: bool,
-    mean: Sequence[float],
-    std: Sequence[float],
-    cam_layer: str | None,
     device: torch.device,
     out_dir: Path,
     seed: int,
-    prep: Preprocessing | None = None,
     random_model: Callable[[], nn.Module] | None = None,
     asked: Sequence[int] | None = None,
     layer_override: str | None = None,
 ) -> Explanations:
     """Run ``calls`` (explainer plugins) on ``inputs``; write everything to ``out_dir``."""
     model = model.to(device).eval()
-    x = _normalise(inputs.images, mean, std, device)
-    meta = inputs.metadata.to(device) if inputs.metadata is not None else None
-    predicted = predicted_targets(model, x, single_label, meta)
+    labels = view.labels
+    x = view.normalise(inputs.images, device)
+    extra = tuple(t.to(device) for t in inputs.extra)
+    predicted = predicted_targets(model, x, view.single_label, extra)
     max_images = max((c.options.get("max_images", 64) for c in calls), default=64)
     pairs = choose_pairs(inputs, predicted, labels, asked, max_images)
     result = Explanations(pairs)
@@ -367,7 +320,7 @@ def explain(
             layer_name, layer = (None, None)
             if needs_layer:
                 choice = layer_override or call.options.get("layer", "default")
-                layer_name, layer = resolve_layer(model, choice, cam_layer)
+                layer_name, layer = resolve_layer(model, choice, view.cam_layer)
             task = bar.add_task(f"explain {call.name}", total=len(pairs), status="")
             result.maps[call.name] = compute_maps(
                 explainer,
@@ -376,8 +329,9 @@ def explain(
                 pairs,
                 layer,
                 seed=seed,
-                metadata=meta,
+                extra=extra,
                 progress=lambda n, t=task: bar.advance(t, n),
+                name=call.name,
             )
             names.append(call.name)
             if random_model is not None and call.options.get("sanity", True):
@@ -392,15 +346,14 @@ def explain(
                             pairs,
                             layer_name,
                             seed,
-                            meta,
+                            extra,
                             result.maps[call.name],
                             device,
                         ),
                     ],
                     ignore_index=True,
                 )
-    if prep is not None:
-        result.localisation = _localisation(inputs, result, labels, prep)
+    result.localisation = _localisation(inputs, result, labels, view)
     _write(out_dir, inputs, result, labels, names)
     return result
 
@@ -413,14 +366,16 @@ def _sanity(
     pairs: list[Pair],
     layer_name: str | None,
     seed: int,
-    meta: torch.Tensor | None,
+    extra: tuple[torch.Tensor, ...],
     trained: np.ndarray,
     device: torch.device,
 ) -> pd.DataFrame:
     fresh = random_model().to(device).eval()
     layer = fresh.get_submodule(layer_name) if layer_name else None
     subset = pairs[:SANITY_PAIRS]
-    randomised = compute_maps(explainer, fresh, x, subset, layer, seed=seed, metadata=meta)
+    randomised = compute_maps(
+        explainer, fresh, x, subset, layer, seed=seed, extra=extra, name=call.name
+    )
     scores = [rank_correlation(trained[i], randomised[i]) for i in range(len(subset))]
     valid = [s for s in scores if not math.isnan(s)]
     return pd.DataFrame(
@@ -438,11 +393,12 @@ def _sanity(
 
 
 def _localisation(
-    inputs: ExplainInputs, result: Explanations, labels: Sequence[str], prep: Preprocessing
+    inputs: ExplainInputs, result: Explanations, labels: Sequence[str], view: ModelView
 ) -> pd.DataFrame | None:
     lesion = [(i, p) for i, p in enumerate(result.pairs) if p.lesion]
     if not lesion or "image_path" not in inputs.rows.columns:
         return None
+    prep = view.preprocessing
     tolerance = max(1, round(POINTING_TOLERANCE * prep.size))
     masks, fovs = {}, {}
     for _, pair in lesion:
@@ -498,13 +454,17 @@ def _write(
 ) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, Any] = {name: maps.astype(np.float16) for name, maps in result.maps.items()}
-    arrays["image"] = np.array([p.image for p in result.pairs])
-    arrays["target"] = np.array([labels[p.target] for p in result.pairs])
-    arrays["patient_id"] = inputs.rows["patient_id"].astype(str).to_numpy()[arrays["image"]]
-    arrays["eye"] = inputs.rows["eye"].astype(str).to_numpy()[arrays["image"]]
+    # strings as fixed-width unicode, so np.load needs no allow_pickle
+    arrays["image"] = np.array([p.image for p in result.pairs], dtype=np.int64)
+    arrays["target"] = np.array([labels[p.target] for p in result.pairs], dtype=str)
+    images = arrays["image"]
+    arrays["patient_id"] = np.array(inputs.rows["patient_id"].astype(str).tolist(), dtype=str)[
+        images
+    ]
+    arrays["eye"] = np.array(inputs.rows["eye"].astype(str).tolist(), dtype=str)[images]
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    atomic_write(out_dir / "maps.npz", lambda fh: fh.write(buffer.getvalue()))
+    write_bytes(out_dir / "maps.npz", buffer.getvalue())
     for name in names:
         folder = out_dir / "overlays" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -515,7 +475,7 @@ def _write(
             image = inputs.images[pair.image].permute(1, 2, 0).numpy()
             data = _png(overlay(image, result.maps[name][i]))
             target = folder / f"{row['patient_id']}_{row['eye']}_{labels[pair.target]}.png"
-            atomic_write(target, lambda fh, d=data: fh.write(d))
+            write_bytes(target, data)
     save_grid(out_dir / "grid.png", inputs, result, labels, names)
     if result.localisation is not None:
         write_text(out_dir / "localisation.csv", result.localisation.round(4).to_csv(index=False))
@@ -537,25 +497,22 @@ def _write(
 # -- from a run ---------------------------------------------------------------------------
 
 
-def inputs_from_data(data: Any, limit: int, *, metadata: bool = False) -> ExplainInputs:
-    """The first ``limit`` held-out images of a data bundle, with their true classes."""
+def inputs_from_data(data: Any, view: ModelView, limit: int) -> ExplainInputs:
+    """The first ``limit`` test images of a data bundle, with their true classes."""
     index = data.test_idx[:limit]
     rows = data.table.iloc[index].reset_index(drop=True)
     if data.task.single_label:
         true = [[int(t)] for t in data.targets[index]]
     else:
         true = [[int(i) for i in np.flatnonzero(t)] for t in data.targets[index]]
-    meta = data.metadata_tensor(index) if metadata else None
-    return ExplainInputs(images=data.store.batch(index), rows=rows, true=true, metadata=meta)
+    return ExplainInputs(
+        images=data.store.batch(index), rows=rows, true=true, extra=view.extra_inputs(rows)
+    )
 
 
-def inputs_from_files(
-    source: Path, prep: Preprocessing, *, metadata: bool = False
-) -> ExplainInputs:
-    """Images given by the user: a file, or every image in a folder (true classes unknown)."""
-    from odirkit.data.images import IMAGE_SUFFIXES, preprocess
-    from odirkit.errors import DataError
-
+def inputs_from_files(source: Path, view: ModelView) -> ExplainInputs:
+    """Images given by the user: a file, or every image in a folder (true classes, age and
+    sex unknown)."""
     source = Path(source)
     if source.is_dir():
         paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -565,17 +522,95 @@ def inputs_from_files(
         raise DataError(f"{source}: no such image or folder")
     if not paths:
         raise DataError(f"{source}: no images found")
-    arrays = [preprocess(p, prep) for p in paths]
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     stems = [p.stem for p in paths]
+    eyes = [s.endswith(("_left", "_right")) for s in stems]
     rows = pd.DataFrame(
         {
             "patient_id": [
-                s.rsplit("_", 1)[0] if s.endswith(("_left", "_right")) else s for s in stems
+                s.rsplit("_", 1)[0] if e else s for s, e in zip(stems, eyes, strict=True)
             ],
-            "eye": [s.rsplit("_", 1)[1] if s.endswith(("_left", "_right")) else "" for s in stems],
+            "eye": [s.rsplit("_", 1)[1] if e else "" for s, e in zip(stems, eyes, strict=True)],
             "path": [str(p) for p in paths],
+            "age": float("nan"),
+            "sex": "",
         }
     )
-    meta = torch.tensor([[0.0, 0.5]] * len(paths)) if metadata else None  # age, sex unknown
-    return ExplainInputs(images=images, rows=rows, true=[[] for _ in paths], metadata=meta)
+    images = view.batch([view.preprocess(p) for p in paths])
+    return ExplainInputs(
+        images=images, rows=rows, true=[[] for _ in paths], extra=view.extra_inputs(rows)
+    )
+
+
+def explainer_calls(
+    registry: Registry, names: Sequence[str] | None, configured: Sequence[PluginCall], limit: int
+) -> list[PluginCall]:
+    """The explainers named, else the run's own, else every installed one."""
+    if names:
+        specs = [registry.get("explainer", name) for name in names]
+    elif configured:
+        return list(configured)
+    else:
+        specs = registry.specs("explainer")
+    if not specs:
+        raise ConfigError("no explainer plugin is installed")
+    options = ExplainOptions(max_images=limit).model_dump()
+    return [
+        PluginCall(
+            spec, spec.validate({}, where=Where(None, f"explainer {spec.name}")), None, options
+        )
+        for spec in specs
+    ]
+
+
+def explain_run(
+    vdir: VariantDirectory,
+    registry: Registry,
+    *,
+    explainers: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    images: Path | None = None,
+    layer: str | None = None,
+    max_images: int = 64,
+    checkpoint: str | None = None,
+    out_dir: Path,
+) -> Explanations:
+    """Explain a finished run: its test images, or the photographs in ``images``."""
+    from odirkit.data.prepare import prepare_data
+    from odirkit.engine.device import resolve_device
+    from odirkit.engine.models import build_model
+    from odirkit.predict import load_trained
+
+    exp, model, view = load_trained(vdir, registry, checkpoint)
+    calls = explainer_calls(registry, explainers, exp.explainers, max_images)
+    asked = None
+    if labels:
+        unknown = [x for x in labels if x not in view.labels]
+        if unknown:
+            raise ConfigError(
+                f"--label {unknown[0]!r}: the run learned {', '.join(view.labels)} only"
+            )
+        asked = [view.labels.index(x) for x in labels]
+    device = resolve_device(exp.config.device)
+    random_model = None
+    if images is not None:
+        inputs = inputs_from_files(images, view)
+    else:
+        data = prepare_data(exp)
+        inputs = inputs_from_data(data, view, max_images)
+
+        def random_model() -> nn.Module:
+            torch.manual_seed(derive_seed(exp.config.seed, 7))
+            return build_model(exp, len(view.labels))
+
+    return explain(
+        model=model,
+        view=view,
+        calls=calls,
+        inputs=inputs,
+        device=device,
+        out_dir=out_dir,
+        seed=exp.config.seed,
+        random_model=random_model,
+        asked=asked,
+        layer_override=layer,
+    )

@@ -21,7 +21,15 @@ without a default are required. Use TOML-friendly types: ``int``, ``float``,
 ``summary`` is the one line ``odirkit list-plugins`` shows. ``meta`` carries
 kind-specific facts listed under each hook, plus, for every kind,
 ``test_params`` (a dict of parameters that make the plugin small and fast,
-used by the conformance tests, ``odirkit.testing``).
+used by the conformance tests, ``odirkit.testing``) and ``prepare`` (a
+callable ``prepare(params)`` that fetches what the plugin needs before a run
+writes anything). The keywords each kind accepts are declared
+(``odirkit.contract``): an unknown one, or a value of the wrong type, marks
+the plugin broken with a message naming it and the closest valid keyword.
+
+A parameter may carry its range as ``typing.Annotated[float,
+pydantic.Field(ge=0, lt=1)]``: the experiment's value is checked against it,
+and ``odirkit describe`` shows it.
 
 The hook documentation here is the reference a plugin author reads; it is
 rendered in ``docs/hooks.md``, and a test fails when the two disagree.
@@ -97,10 +105,10 @@ def odirkit_register_augmenters(register: Register) -> None:
       range; ``generator`` is a ``torch.Generator`` on the images' device and
       the only source of randomness the augmenter may use, so that a run
       repeats exactly;
-    - an object with ``expand(train, ctx) -> odirkit.augment.ExtraSamples``
+    - an object with ``expand(train, ctx) -> odirkit.api.ExtraSamples``
       that adds samples once, before training starts (offline augmentation,
       the DCGAN). ``train`` is the table of the training images (never a
-      held-out one); ``ctx`` is an ``odirkit.augment.ExpandContext``:
+      validation or test one); ``ctx`` is an ``odirkit.api.ExpandContext``:
       ``ctx.images(positions)`` gives those images preprocessed (``uint8
       [n, 3, S, S]``), ``ctx.targets`` their targets, ``ctx.task`` the labels,
       ``ctx.image_size``, ``ctx.device``, ``ctx.generator`` and ``ctx.seed`` for
@@ -109,7 +117,7 @@ def odirkit_register_augmenters(register: Register) -> None:
       table (one row per new image, with the task's label columns) and the
       images, ``uint8 [N, 3, S, S]``; they join the training set only.
 
-    ``meta`` keys: ``test_params`` (dict).
+    ``meta`` keys: ``prepare`` and ``test_params`` as for every kind.
     """
 
 
@@ -118,14 +126,19 @@ def odirkit_register_explainers(register: Register) -> None:
     """Register explainer plugins.
 
     ``factory(**params)`` returns a callable
-    ``explain(model, images, targets, layer) -> Tensor[B, H, W]``: ``images``
-    is the normalised batch ``[B, 3, H, W]``, ``targets`` the class index to
-    explain for each image (a long tensor ``[B]``), and ``layer`` the
-    resolved module for layer-based methods (the model's CAM layer unless the
-    experiment names another). The result is non-negative and has the input's
-    spatial size.
+    ``explain(model, images, targets, layer, additional_forward_args=None)
+    -> Tensor[B, H, W]``: ``images`` is the normalised batch ``[B, 3, H, W]``,
+    ``targets`` the class index to explain for each image (a long tensor
+    ``[B]``), and ``layer`` the resolved module for layer-based methods (the
+    model's CAM layer unless the experiment names another). A model with
+    other inputs besides the image (age and sex, ``[model] metadata = true``)
+    is called as ``model(images, *additional_forward_args)``: the explainer
+    passes them on, held fixed, exactly as Captum's ``attribute`` takes
+    ``additional_forward_args``. The result is non-negative and has the
+    input's spatial size.
 
-    ``meta`` keys: ``needs_layer`` (bool, default True), ``test_params`` (dict).
+    ``meta`` keys: ``needs_layer`` (bool, default True), ``prepare`` and
+    ``test_params`` as for every kind.
     """
 
 
@@ -148,9 +161,9 @@ def odirkit_register_datasets(register: Register) -> None:
     ``data.json`` (what was left out, and why) may be put in
     ``table.attrs["odirkit_report"]``.
 
-    ``meta`` keys: ``test_params`` (dict), ``test_setup`` (a callable writing
-    a small sample of the data into a folder, for plugins that read data
-    from disk rather than make it).
+    ``meta`` keys: ``test_setup`` (a callable writing a small sample of the
+    data into a folder, for plugins that read data from disk rather than
+    make it), ``prepare`` and ``test_params`` as for every kind.
     """
 
 

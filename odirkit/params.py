@@ -38,6 +38,11 @@ class Param:
     def type_name(self) -> str:
         return type_name(self.annotation)
 
+    @property
+    def constraints(self) -> str:
+        """The range the annotation declares (``">= 0, < 1"``), or ``""``."""
+        return constraint_text(annotation_metadata(self.annotation))
+
 
 @dataclass(frozen=True)
 class Where:
@@ -53,8 +58,51 @@ class Where:
         return f"{prefix}[{self.table or 'top level'}]{note}"
 
 
-def type_name(annotation: Any) -> str:
-    """A short, readable name for a type hint (``list[int]``, ``'sgd' | 'adam'``)."""
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("multiple_of", "multiple of"))
+_LENGTHS = (("min_length", "at least {} item(s)"), ("max_length", "at most {} item(s)"))
+
+
+def annotation_metadata(annotation: Any) -> list[Any]:
+    """The constraints an ``Annotated[...]`` hint carries (pydantic ``Field``s unpacked)."""
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return []
+    found: list[Any] = []
+    for extra in typing.get_args(annotation)[1:]:
+        found.extend(getattr(extra, "metadata", None) or [extra])
+    return found
+
+
+def constraint_text(metadata: Iterable[Any]) -> str:
+    """``Ge(0)``, ``Lt(1)`` and the like as ``">= 0, < 1"``."""
+    parts, lengths = [], {}
+    for item in metadata:
+        for attribute, symbol in _BOUNDS:
+            value = getattr(item, attribute, None)
+            if value is not None:
+                parts.append(f"{symbol} {value}")
+        for attribute, _ in _LENGTHS:
+            value = getattr(item, attribute, None)
+            if value is not None:
+                lengths[attribute] = value
+    if lengths and lengths.get("min_length") == lengths.get("max_length"):
+        parts.append(f"{lengths['min_length']} items")
+    else:
+        parts += [template.format(lengths[a]) for a, template in _LENGTHS if a in lengths]
+    return ", ".join(parts)
+
+
+def type_name(annotation: Any, metadata: Iterable[Any] = ()) -> str:
+    """A short, readable name for a type hint (``list[int]``, ``'sgd' | 'adam'``), with
+    the range it declares (``float (>= 0, < 1)``)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        metadata = [*annotation_metadata(annotation), *metadata]
+        annotation = typing.get_args(annotation)[0]
+    name = _bare_type_name(annotation)
+    bounds = constraint_text(metadata)
+    return f"{name} ({bounds})" if bounds else name
+
+
+def _bare_type_name(annotation: Any) -> str:
     if annotation is Any or annotation is REQUIRED:
         return "any"
     origin = typing.get_origin(annotation)
@@ -83,7 +131,7 @@ def factory_params(factory: Callable[..., Any], *, supplied: Iterable[str] = ())
     except (TypeError, ValueError) as exc:
         raise PluginError(f"cannot read the signature of factory {factory!r}: {exc}") from exc
     try:
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)  # keep Annotated ranges
     except Exception as exc:  # unresolvable forward references and the like
         raise PluginError(
             f"cannot resolve the type hints of factory {_qualname(factory)}: {exc}"

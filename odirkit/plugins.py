@@ -22,6 +22,7 @@ from typing import Any
 import pluggy
 
 from odirkit import hookspecs
+from odirkit.contract import check_meta
 from odirkit.errors import OdirkitError, PluginConflictError, PluginError, closest
 from odirkit.params import Param, Where, factory_params, validate_params
 
@@ -86,6 +87,10 @@ class PluginSpec:
         """Check a TOML table against the parameters; return it with defaults filled in."""
         return validate_params(self.params, values, where=where, owner=self.label)
 
+    def declared_meta(self) -> dict[str, Any]:
+        """What the plugin declared, for people: no callables, no test settings."""
+        return {k: v for k, v in self.meta.items() if not callable(v) and not k.startswith("test_")}
+
     def meta_for(self, params: Mapping[str, Any], *, where: Any = None) -> dict[str, Any]:
         """The meta for these parameters: ``meta``, updated by ``meta["meta_for"](params)``
         when the plugin declares one (for facts that depend on a parameter, such as the
@@ -94,7 +99,10 @@ class PluginSpec:
         resolver = self.meta.get("meta_for")
         if resolver is not None:
             try:
-                meta.update(resolver(dict(params)))
+                found = resolver(dict(params))
+                meta.update(
+                    check_meta(self.kind, self.name, found, origin=f"from {self.source}: meta_for")
+                )
             except OdirkitError as exc:
                 if where is None:
                     raise
@@ -307,7 +315,8 @@ class _Registrar:
             raise PluginError(f"{self.kind} {name!r}: factory {factory!r} is not callable")
         if not isinstance(summary, str):
             raise PluginError(f"{self.kind} {name!r}: summary must be a string")
-        spec = PluginSpec(self.kind, name, factory, summary, dict(meta), self.source)
+        checked = check_meta(self.kind, name, meta)  # a misspelled keyword breaks the plugin
+        spec = PluginSpec(self.kind, name, factory, summary, checked, self.source)
         spec.params  # noqa: B018 - read the signature now, so a bad one breaks the plugin here
         self.staged.append(spec)
 

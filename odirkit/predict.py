@@ -11,7 +11,6 @@ label by the run's ``data.fusion`` (N by the minimum over the eyes: see
 
 from __future__ import annotations
 
-import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,13 +21,15 @@ import pandas as pd
 import torch
 
 from odirkit.config import Experiment, resolve_document
-from odirkit.data.images import IMAGE_SUFFIXES, Preprocessing, preprocess
+from odirkit.console import warn
+from odirkit.data.images import IMAGE_SUFFIXES
 from odirkit.engine.checkpoint import load_checkpoint
 from odirkit.engine.device import resolve_device
 from odirkit.engine.models import build_model
+from odirkit.engine.rundir import VariantDirectory
 from odirkit.errors import DataError, RunError
-from odirkit.fusion import fuse_eyes
 from odirkit.plugins import Registry
+from odirkit.view import ModelView
 
 EYE_FILE = re.compile(r"^(?P<id>.+)_(?P<eye>left|right)$", re.IGNORECASE)
 
@@ -42,53 +43,15 @@ class InputImage:
     sex: str = ""
 
 
-def find_variant(run_dir: Path) -> Path:
-    """The variant folder: ``run_dir`` itself, or its only (finished) variant."""
-    run_dir = Path(run_dir)
-    if (run_dir / "config.json").exists():
-        return run_dir
-    variants = sorted(p for p in run_dir.glob("*") if (p / "config.json").exists())
-    if len(variants) == 1:
-        return variants[0]
-    if not variants:
-        raise RunError(f"{run_dir}: not an odirkit run folder (no config.json)")
-    names = ", ".join(p.name for p in variants)
-    raise RunError(f"{run_dir}: holds several variants ({names}); pass one of their folders")
-
-
-def reported_checkpoint(variant_dir: Path) -> str:
-    """The checkpoint a run reports (metrics.json), else best when it exists, else last."""
-    try:
-        return str(json.loads((variant_dir / "metrics.json").read_text())["checkpoint"])
-    except (OSError, ValueError, KeyError):
-        return "best" if (variant_dir / "checkpoints" / "best.pt").exists() else "last"
-
-
-def run_temperature(variant_dir: Path, checkpoint: str) -> float | None:
-    """The temperature fitted on validation for the reported checkpoint (None: not fitted)."""
-    try:
-        final = json.loads((variant_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if final.get("checkpoint") != checkpoint:
-        return None
-    value = (final.get("final") or {}).get("temperature")
-    return float(value) if value else None
-
-
 def load_trained(
-    variant_dir: Path, registry: Registry, checkpoint: str | None = None
-) -> tuple[Experiment, torch.nn.Module]:
-    """The run's experiment and its model with the chosen checkpoint's weights (default: the
-    checkpoint the run reports)."""
-    from odirkit.engine.run import rebase_paths
-
-    checkpoint = checkpoint or reported_checkpoint(variant_dir)
-    doc = json.loads((variant_dir / "config.json").read_text())
-    (exp,) = resolve_document(
-        rebase_paths(doc, variant_dir), registry, source=str(variant_dir / "config.json")
-    )
-    path = variant_dir / "checkpoints" / f"{checkpoint}.pt"
+    vdir: VariantDirectory, registry: Registry, checkpoint: str | None = None
+) -> tuple[Experiment, torch.nn.Module, ModelView]:
+    """The run's experiment, its model with the chosen checkpoint's weights (default: the
+    one the run reports) and how it sees an image (with the fitted temperature when the
+    checkpoint is the reported one)."""
+    checkpoint = checkpoint or vdir.reported_checkpoint()
+    (exp,) = resolve_document(vdir.config(), registry, source=str(vdir.config_file))
+    path = vdir.checkpoint(checkpoint)
     if not path.exists():
         raise RunError(f"{path}: no such checkpoint (is the run finished?)")
     state = load_checkpoint(path)
@@ -99,7 +62,13 @@ def load_trained(
         raise RunError(
             f"{path}: does not fit model {exp.model.name!r} ({str(exc).splitlines()[0]})"
         ) from None
-    return exp, model
+    view = ModelView.of(
+        exp,
+        single_label=vdir.single_label,
+        age_stats=vdir.age_stats,
+        temperature=vdir.temperature(checkpoint),
+    )
+    return exp, model, view
 
 
 def find_inputs(source: Path) -> list[InputImage]:
@@ -154,7 +123,7 @@ def find_inputs(source: Path) -> list[InputImage]:
 
 @torch.inference_mode()
 def predict(
-    variant_dir: Path,
+    vdir: VariantDirectory,
     source: Path,
     registry: Registry,
     *,
@@ -163,71 +132,31 @@ def predict(
 ) -> pd.DataFrame:
     """Per-patient fused probabilities: ``ID`` and one column per label of the run.
 
-    With the run's reported checkpoint, its logits are divided by the temperature
-    fitted on validation (``eval.calibrate``) before they become probabilities.
+    The run's :class:`~odirkit.view.ModelView` does everything the run did to an
+    image: preprocessing, normalisation, age and sex (from a workbook), the
+    temperature fitted on validation, and the patient fusion.
     """
-    checkpoint = checkpoint or reported_checkpoint(variant_dir)
-    exp, model = load_trained(variant_dir, registry, checkpoint)
-    temperature = run_temperature(variant_dir, checkpoint) or 1.0
+    exp, model, view = load_trained(vdir, registry, checkpoint)
     device = resolve_device(exp.config.device)
     model.to(device).eval()
     inputs = find_inputs(source)
-    prep = Preprocessing(
-        size=exp.image_size,
-        crop_to_fov=exp.config.data.crop_to_fov,
-        circle_crop=exp.config.data.circle_crop,
-    )
     with ThreadPoolExecutor() as pool:
-        images = list(pool.map(lambda item: preprocess(item.path, prep), inputs))
-    meta = exp.model.meta
-    mean = torch.tensor(meta.get("mean", (0.5, 0.5, 0.5)), device=device).view(1, 3, 1, 1)
-    std = torch.tensor(meta.get("std", (0.5, 0.5, 0.5)), device=device).view(1, 3, 1, 1)
-    single = _single_label(variant_dir)
-    metadata = _metadata(variant_dir, inputs) if exp.config.model.metadata else None
+        images = list(pool.map(lambda item: view.preprocess(item.path), inputs))
+    table = pd.DataFrame({"age": [i.age for i in inputs], "sex": [i.sex for i in inputs]})
+    if view.metadata and table["age"].isna().all():
+        warn(
+            "this model uses age and sex, and the images come without them: they are taken "
+            "as unknown (give a workbook with Patient Age and Patient Sex instead)"
+        )
+    extra = view.extra_inputs(table)
     probs = []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.stack(images[start : start + batch_size])).permute(0, 3, 1, 2)
-        x = (batch.to(device).float() / 255.0 - mean) / std
-        if exp.config.model.metadata:
-            logits = model(x, metadata[start : start + batch_size].to(device))
-        else:
-            logits = model(x)
-        logits = logits.float() / temperature
-        probs.append((logits.softmax(1) if single else logits.sigmoid()).float().cpu().numpy())
-    fused = fuse_eyes(
-        np.concatenate(probs),
-        [item.patient_id for item in inputs],
-        exp.labels,
-        exp.config.data.fusion,
-    )
+        x = view.normalise(view.batch(images[start : start + batch_size]), device)
+        held = [t[start : start + batch_size].to(device) for t in extra]
+        probs.append(view.probabilities(model(x, *held)).cpu().numpy())
+    fused = view.fuse(np.concatenate(probs), [item.patient_id for item in inputs])
     fused = fused.rename_axis("ID").reset_index()
     order = pd.to_numeric(fused["ID"], errors="coerce")
     if order.notna().all():
         fused = fused.iloc[np.argsort(order.to_numpy(), kind="stable")]
     return fused.reset_index(drop=True).round(6)
-
-
-def _metadata(variant_dir: Path, inputs: list[InputImage]) -> torch.Tensor:
-    """Age and sex of the inputs, standardised as in training (unknown without a workbook)."""
-    from odirkit.data.prepare import metadata_features
-
-    stats = json.loads((variant_dir / "data.json").read_text()).get("age_normalisation", {})
-    table = pd.DataFrame({"age": [i.age for i in inputs], "sex": [i.sex for i in inputs]})
-    if table["age"].isna().all():
-        from odirkit.console import warn
-
-        warn(
-            "this model uses age and sex, and the images come without them: they are taken "
-            "as unknown (give a workbook with Patient Age and Patient Sex instead)"
-        )
-    features = metadata_features(table, stats.get("mean", 0.0), stats.get("std", 1.0))
-    return torch.from_numpy(features)
-
-
-def _single_label(variant_dir: Path) -> bool:
-    """Whether the run trained a single-label task (softmax) or a multi-label one (sigmoid)."""
-    try:
-        data = json.loads((variant_dir / "data.json").read_text())
-        return data.get("task") == "single_label"
-    except (OSError, ValueError):
-        return False

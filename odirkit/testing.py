@@ -172,8 +172,22 @@ def _check_expand(name: str, aug: Any) -> None:
         extra.check(name, ctx)
 
 
+class _WithExtraInput(nn.Module):
+    """A model that also takes a second input, as metadata fusion makes one."""
+
+    def __init__(self, model: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.model = model
+        self.extra = nn.Linear(2, num_classes)
+
+    def forward(self, images: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        return self.model(images) + self.extra(extra)
+
+
 def check_explainer(spec: PluginSpec, model: nn.Module, layer: nn.Module, size: int) -> Any:
-    """An explainer returns finite, non-negative maps ``[B, H, W]`` at the input size."""
+    """An explainer returns finite, non-negative maps ``[B, H, W]`` at the input size, for a
+    model of the images alone and for one with an extra input passed as
+    ``additional_forward_args``."""
     assert spec.kind == "explainer"
     explain = spec.build(**small_params(spec))
     assert callable(explain)
@@ -181,8 +195,17 @@ def check_explainer(spec: PluginSpec, model: nn.Module, layer: nn.Module, size: 
     images = torch.rand(2, 3, size, size)
     targets = torch.tensor([0, 1])
     maps = explain(model, images, targets, layer)
+    _check_maps(maps, size)
+    num_classes = int(model(images).shape[1])
+    wrapped = _WithExtraInput(model, num_classes).eval()
+    extra = (torch.rand(2, 2),)
+    maps = explain(wrapped, images, targets, layer, additional_forward_args=extra)
+    _check_maps(maps, size)
+    return explain
+
+
+def _check_maps(maps: Any, size: int) -> None:
     assert isinstance(maps, torch.Tensor)
     assert maps.shape == (2, size, size), f"maps shape {tuple(maps.shape)}"
     values = maps.detach().cpu().numpy()
     assert np.isfinite(values).all() and (values >= 0).all(), "maps must be finite, >= 0"
-    return explain

@@ -93,9 +93,12 @@ def test_same_generator_seed_same_batch(classic):
 
 
 def test_parameters_are_checked(registry):
+    from odirkit.errors import ConfigError
+    from odirkit.params import Where
+
     spec = registry.get("augmenter", "classic")
-    with pytest.raises(Exception, match="must be a probability"):
-        spec.build(noise_p=1.5)
+    with pytest.raises(ConfigError, match="noise_p: input should be less than or equal to 1"):
+        spec.validate({"noise_p": 1.5}, where=Where("exp.toml", "augment.0"))
     with pytest.raises(Exception, match="low_percentile < high_percentile"):
         spec.build(low_percentile=50.0, high_percentile=10.0)
 

@@ -135,6 +135,20 @@ def odirkit_register_models(register):
 
 CASES = [
     Case("toml_syntax", experiment(BASE + "[train]\nepochs = \n"), "invalid TOML"),
+    Case("empty_file", experiment(""), "exp.toml: the experiment file is empty"),
+    Case("only_comments", experiment("# nothing yet\n\n# [train]\n"), "file is empty"),
+    Case(
+        "wrong_explain_layer",
+        lambda work, phantom: (
+            tiny(work, phantom)
+            and (work / "exp.toml").write_text(
+                (work / "exp.toml").read_text()
+                + '\n[[explain]]\nname = "gradcam"\nlayer = "features.99"\n'
+            )
+            and ["run", "exp.toml", "--out", "runs"]
+        ),
+        "[explain.0] layer: the model has no layer 'features.99'; candidate layers",
+    ),
     Case("toml_duplicate_key", experiment(BASE + 'name = "y"\n'), "invalid TOML"),
     Case("unknown_top_level_key", experiment(BASE + "epochs = 3\n"), "unknown key 'epochs'"),
     Case("unknown_table", experiment(BASE + "[trian]\n"), "did you mean 'train'"),
@@ -298,6 +312,10 @@ def earlier_run(tmp_path_factory, phantom_root) -> Path:
     return run
 
 
+#: mistakes found before a run folder is created (not after training)
+CHECKED_BEFORE_ANY_FOLDER = {"empty_file", "only_comments", "wrong_explain_layer", "toml_syntax"}
+
+
 def test_there_are_at_least_thirty_cases():
     assert len(CASES) >= 30
     assert len({c.name for c in CASES}) == len(CASES)
@@ -317,6 +335,8 @@ def test_bad_input_exits_2_with_one_clear_message(case, cli, tmp_path, phantom_r
     assert len(errors) == 1, result.stderr  # one message (progress notes may precede it)
     assert case.expected in result.stderr, result.stderr
     assert file_digests(keep) == before  # nothing an earlier run wrote was touched
+    if case.name in CHECKED_BEFORE_ANY_FOLDER:
+        assert not (tmp_path / "runs").exists(), "the run folder was made before the check"
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,8 @@ def test_list_plugins_json_and_kind_filter(cli):
 def test_describe_shows_parameters_types_and_defaults(cli):
     result = cli("describe", "model", "cnn")
     assert result.exit_code == 0, result.output
-    assert "widths" in result.stdout and "list[int]" in result.stdout
+    assert "widths" in result.stdout and "list[int (>= 1)]" in result.stdout
+    assert "float (>= 0.0, < 1.0)" in result.stdout  # dropout's declared range
     assert "[12, 36, 72, 144]" in result.stdout and "cam_layer" in result.stdout
     experiment = cli("describe", "experiment")
     assert "test_fraction" in experiment.stdout and "balance" in experiment.stdout
@@ -49,7 +50,10 @@ BAD_FILES = {
     "unknown_key": ('name = "x"\n[train]\nepoch = 1\n', "unknown key 'epoch'"),
     "wrong_type": ('name = "x"\n[train]\nlr = "fast"\n', "lr: input should be a valid number"),
     "unknown_model": ('name = "x"\n[model]\nname = "resnet"\n', "unknown model 'resnet'"),
-    "factory_rejects": ('name = "x"\n[model]\nwidths = [1]\n', "widths and kernels need four"),
+    "factory_rejects": (
+        'name = "x"\n[model]\nwidths = [1]\n',
+        "widths: list should have at least 4",
+    ),
     "missing_data": (
         'name = "x"\n[data]\ndataset = "phantom"\nroot = "{tmp}/file.txt"\n',
         "is a file, not a folder",
@@ -118,3 +122,22 @@ def test_tampered_checkpoint_is_refused(cli, tmp_path, phantom_root):
     result = cli("run", "--resume", variant.parent)
     assert result.exit_code == 2, result.output
     assert "refused to load" in result.stderr
+
+
+def test_list_plugins_in_a_narrow_terminal_cuts_no_name(monkeypatch):
+    import io
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    import odirkit.cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        odirkit.cli, "out", Console(file=screen, force_terminal=True, width=40, color_system=None)
+    )
+    result = CliRunner().invoke(odirkit.cli.app, ["list-plugins"])
+    assert result.exit_code == 0, result.output
+    text = screen.getvalue()
+    assert "guided_gradcam" in text and "inception_v3" in text and "…" not in text
+    assert text.count("odirkit 0.1.0") == len(odirkit.cli.get_registry().specs())

@@ -170,3 +170,13 @@ def test_resolved_config_is_itself_a_valid_experiment(tmp_path, registry):
 def test_a_toml_file_cannot_name_an_import_path(tmp_path, registry):
     with pytest.raises(PluginError, match=r"unknown model 'os\.system'"):
         load(tmp_path, registry, 'name = "x"\n[model]\nname = "os.system"\n')
+
+
+def test_a_file_with_a_byte_order_mark_is_read(cli, tmp_path, phantom_root):
+    from conftest import tiny_experiment
+
+    exp = tmp_path / "exp.toml"
+    exp.write_bytes(b"\xef\xbb\xbf" + tiny_experiment(phantom_root).encode("utf-8"))
+    result = cli("validate", exp)
+    assert result.exit_code == 0, result.output
+    assert "ok tiny/default" in result.stdout

@@ -3,6 +3,7 @@ operating points, calibration, bootstrap intervals and paired tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -168,9 +169,8 @@ def test_predict_fuses_a_one_diseased_eye_patient_as_not_normal(
     real = predict_module.load_trained
 
     def perfect(variant_dir, registry, checkpoint=None):
-        exp, _ = real(variant_dir, registry, checkpoint)
-        exp.config.data.fusion = fusion
-        return exp, ColourModel()
+        exp, _, view = real(variant_dir, registry, checkpoint)
+        return exp, ColourModel(), dataclasses.replace(view, fusion=fusion)
 
     monkeypatch.setattr(predict_module, "load_trained", perfect)
     out = tmp_path / "submission.csv"

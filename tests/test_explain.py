@@ -12,7 +12,8 @@ from captum.attr import LayerAttribution, LayerGradCam
 from conftest import tiny_experiment
 
 from odirkit.errors import ConfigError
-from odirkit.explain import pointing_and_energy, rank_correlation, resolve_layer
+from odirkit.explain import pointing_and_energy, rank_correlation
+from odirkit.layers import resolve_layer
 from odirkit.testing import small_params
 
 EXPLAINERS = ["gradcam", "guided_gradcam", "smoothgrad"]
@@ -168,6 +169,12 @@ def test_explain_tables_run_after_training(explained_run):
         maps["gradcam"].shape[1:] == (48, 48) and maps["gradcam"].shape == maps["smoothgrad"].shape
     )
     assert set(maps["target"]) <= {"N", "D"}
+    # every array loads without allow_pickle: strings are stored as fixed-width text
+    for name in ("target", "patient_id", "eye", "image"):
+        assert maps[name].dtype.kind in "Ui", (name, maps[name].dtype)
+    split = pd.read_csv(explained_run / "split.csv", dtype={"patient_id": str})
+    test_patients = set(split.loc[split["split"] == "test", "patient_id"])
+    assert set(maps["patient_id"]) <= test_patients
     overlays = list((folder / "overlays" / "gradcam").glob("*.png"))
     assert overlays
     table = pd.read_csv(folder / "localisation.csv")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import types
+from typing import Annotated
 
 import pytest
 import torch
+from pydantic import Field
 from torch import nn
 
 import odirkit
@@ -154,9 +156,10 @@ def test_invalid_registrations_are_rejected():
 
 def test_an_explainer_registered_through_its_hook_is_usable():
     class GradientMagnitude:
-        def __call__(self, model, images, targets, layer):
+        def __call__(self, model, images, targets, layer, additional_forward_args=None):
             images = images.clone().requires_grad_(True)
-            scores = model(images).gather(1, targets[:, None]).sum()
+            scores = model(images, *(additional_forward_args or ())).gather(1, targets[:, None])
+            scores = scores.sum()
             (grad,) = torch.autograd.grad(scores, images)
             return grad.abs().amax(dim=1)
 
@@ -177,3 +180,48 @@ def test_an_explainer_registered_through_its_hook_is_usable():
         nn.Linear(4, 2),
     )
     check_explainer(reg.get("explainer", "gradmag"), model, model[1], 16)
+
+
+def test_a_misspelled_register_keyword_breaks_the_plugin_and_names_the_closest():
+    def odirkit_register_models(register):
+        register("typo", lambda *, num_classes: nn.Linear(1, num_classes), cam_layr="0")
+
+    reg = Registry()
+    assert not reg.add_plugin(_plugin(odirkit_register_models=odirkit_register_models), name="typo")
+    (broken,) = reg.broken
+    assert broken.stage == "register"
+    assert "unknown keyword 'cam_layr' (did you mean 'cam_layer'?)" in broken.error
+    with pytest.raises(PluginError, match="installed but broken"):
+        reg.get("model", "typo")
+
+
+def test_a_register_keyword_of_the_wrong_type_breaks_the_plugin():
+    def odirkit_register_models(register):
+        register("bad", lambda *, num_classes: nn.Linear(1, num_classes), mean=(0.5, 0.5))
+
+    reg = Registry()
+    assert not reg.add_plugin(_plugin(odirkit_register_models=odirkit_register_models), name="b")
+    assert "mean" in reg.broken[0].error
+
+
+def test_annotated_ranges_are_enforced_and_described(cli):
+    from odirkit.errors import ConfigError
+    from odirkit.params import Where
+
+    def odirkit_register_models(register):
+        register("ranged", build_ranged)
+
+    reg = Registry()
+    assert reg.add_plugin(_plugin(odirkit_register_models=odirkit_register_models), name="r")
+    spec = reg.get("model", "ranged")
+    with pytest.raises(ConfigError, match="dropout: input should be less than 1"):
+        spec.validate({"dropout": 5.0}, where=Where("exp.toml", "model"))
+    assert spec.validate({"dropout": 0.5}, where=Where("exp.toml", "model")) == {"dropout": 0.5}
+    assert spec.params[0].type_name == "float (>= 0, < 1)"
+    described = cli("describe", "explainer", "smoothgrad")
+    assert described.exit_code == 0 and "float (> 0.0, <= 1.0)" in described.stdout
+
+
+def build_ranged(*, num_classes: int, dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1):
+    """A factory whose parameter declares its range."""
+    return nn.Linear(1, num_classes)

@@ -68,9 +68,26 @@ def test_installed_plugin_is_listed_with_its_distribution(site):
 def test_broken_plugin_is_listed_with_its_error_and_skipped(site):
     result = odirkit(site, "list-plugins")
     assert result.returncode == 0, result.stderr
-    assert "broken plugins" in result.stdout and "odirkit-broken" in result.stdout
-    assert "nonexistent_dependency" in result.stdout
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("broken\t")]
+    assert "odirkit-broken" in line and "nonexistent_dependency" in line
     assert "Traceback" not in result.stdout + result.stderr
+    assert "--verbose" in result.stderr  # where to see why
+
+
+def test_a_broken_plugins_traceback_is_shown_on_request(site):
+    verbose = odirkit(site, "list-plugins", "--verbose")
+    assert verbose.returncode == 0
+    assert "Traceback" in verbose.stderr and "nonexistent_dependency" in verbose.stderr
+    listed = json.loads(odirkit(site, "list-plugins", "--json").stdout)
+    (broken,) = [b for b in listed["broken"] if b["distribution"] == "odirkit-broken"]
+    assert "Traceback" in broken["details"]
+
+
+def test_piped_names_and_distributions_are_never_cut(site):
+    result = odirkit(site, "list-plugins", env={"COLUMNS": "30"})
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert rows[[r[1] for r in rows].index("tinynet")][:2] == ["model", "tinynet"]
+    assert any(r[-1] == "odirkit-tinynet 0.3.1" for r in rows)
 
 
 def test_strict_mode_makes_a_broken_plugin_fatal(site):

@@ -105,10 +105,6 @@ class DataBundle:
     patients: pd.DataFrame | None = None  # patient labels, for patient-level evaluation
     age_stats: tuple[float, float] = (0.0, 1.0)  # training images' age mean and deviation
 
-    def metadata_tensor(self, indices: np.ndarray) -> torch.Tensor:
-        """Standardised age and sex of these rows, ``float32 [B, 2]``."""
-        return torch.from_numpy(metadata_features(self.table.iloc[indices], *self.age_stats))
-
     def add_training_samples(
         self,
         table: pd.DataFrame,
@@ -181,6 +177,14 @@ class DataBundle:
 def chunked(indices: np.ndarray, size: int) -> list[np.ndarray]:
     """``indices`` in consecutive chunks of ``size`` (the last may be shorter)."""
     return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def preprocessing_of(exp: Experiment) -> Preprocessing:
+    """How the experiment's photographs become its training images (``[data]``)."""
+    cfg = exp.config.data
+    return Preprocessing(
+        size=exp.image_size, crop_to_fov=cfg.crop_to_fov, circle_crop=cfg.circle_crop
+    )
 
 
 def cache_root(exp: Experiment) -> Path:
@@ -318,12 +322,7 @@ def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
     rows = selection.table
     targets = selection.targets
 
-    cache = ImageCache(
-        cache_root(exp),
-        Preprocessing(
-            size=exp.image_size, crop_to_fov=cfg.crop_to_fov, circle_crop=cfg.circle_crop
-        ),
-    )
+    cache = ImageCache(cache_root(exp), preprocessing_of(exp))
     paths = rows["image_path"].tolist()
     if images:
         with cache.building(), progress_bar() as bar:

@@ -19,7 +19,6 @@ truth). Multi-label tasks at patient level also get the challenge's own score
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ import pandas as pd
 from odirkit import bootstrap
 from odirkit.calibration import fit_temperature, probabilities, reliability
 from odirkit.data.prepare import DataBundle
+from odirkit.engine.rundir import VariantDirectory
 from odirkit.engine.trainer import Evaluation
 from odirkit.files import write_text
 from odirkit.fusion import fuse_eyes
@@ -290,24 +290,24 @@ def predictions_frame(preds: LevelPredictions, thresholds: np.ndarray | None) ->
 
 
 def write_prediction_files(
-    directory: Path, data: DataBundle, result: TestResult, test: Evaluation, *, fusion: str
+    vdir: VariantDirectory, data: DataBundle, result: TestResult, test: Evaluation
 ) -> None:
     """predictions.csv (test images), patient_predictions.csv (test patients, at patient
     level) and val_predictions.csv (validation, at the experiment's level)."""
     patient = result.test.level == "patient"
-    images = at_level(data, test, level="image", fusion=fusion, temperature=result.temperature)
+    images = at_level(data, test, level="image", fusion="max", temperature=result.temperature)
     write_text(
-        directory / "predictions.csv",
+        vdir.predictions_file,
         predictions_frame(images, None if patient else result.thresholds).to_csv(index=False),
     )
     if patient:
         write_text(
-            directory / "patient_predictions.csv",
+            vdir.patient_predictions_file,
             predictions_frame(result.test, result.thresholds).to_csv(index=False),
         )
     if result.val is not None:
         write_text(
-            directory / "val_predictions.csv",
+            vdir.val_predictions_file,
             predictions_frame(result.val, result.thresholds).to_csv(index=False),
         )
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from odirkit.errors import PluginError
+from odirkit.layers import BACKBONE
 
 METADATA_FEATURES = 2  # age (standardised) and sex (1 male, 0 female, 0.5 unknown)
 
@@ -41,7 +42,7 @@ class MetadataFusion(nn.Module):
         super().__init__()
         parent, attr, linear = final_linear(model, num_classes)
         setattr(parent, attr, nn.Identity())
-        self.backbone = model
+        self.add_module(BACKBONE, model)  # the CAM layer is found under this name
         self.head = nn.Sequential(
             nn.Linear(linear.in_features + METADATA_FEATURES, hidden),
             nn.ReLU(),
@@ -49,5 +50,5 @@ class MetadataFusion(nn.Module):
         )
 
     def forward(self, images: torch.Tensor, metadata: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(images)
+        features = getattr(self, BACKBONE)(images)
         return self.head(torch.cat([features.flatten(1), metadata.to(features.dtype)], dim=1))

@@ -23,6 +23,7 @@ from odirkit.engine import distributed
 from odirkit.engine.distributed import world
 from odirkit.errors import TrainingDiverged
 from odirkit.seeding import derive_seed, generator_for
+from odirkit.view import ModelView
 
 Augmenter = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -123,14 +124,12 @@ class Trainer:
         loss_fn: nn.Module,
         data: DataBundle,
         device: torch.device,
-        mean: Sequence[float],
-        std: Sequence[float],
+        view: ModelView,
         augmenters: Sequence[Augmenter] = (),
         seed: int = 0,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         performance: Performance | None = None,
-        metadata: bool = False,
     ) -> None:
         self.performance = performance or Performance()
         self.model = model  # the module whose state is saved
@@ -148,13 +147,15 @@ class Trainer:
         self.loss_fn = loss_fn
         self.data = data
         self.device = device
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.view = view
+        self.mean = torch.tensor(view.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(view.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        # the model's other inputs (age, sex) for every row, computed once
+        self.extra = view.extra_inputs(data.table)
         self.augmenters = list(augmenters)
         self.seed = seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.metadata = metadata
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.performance.grad_scaler)
 
     # -- the pieces of a step ------------------------------------------------
@@ -162,7 +163,8 @@ class Trainer:
     def to_input(
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """uint8 batch -> floats in [0, 1] -> augmenters (given a generator) -> normalised."""
+        """uint8 batch -> floats in [0, 1] -> augmenters (given a generator) -> normalised
+        with the view's mean and std (as :meth:`ModelView.normalise` does, on the device)."""
         x = images.to(self.device, non_blocking=True).float().div_(255.0)
         if generator is not None:
             for aug in self.augmenters:
@@ -185,10 +187,9 @@ class Trainer:
         with torch.autocast(
             self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
         ):
-            if self.metadata:
-                meta = self.data.metadata_tensor(indices).to(self.device, non_blocking=True)
-                return module(x, meta)
-            return module(x)
+            rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+            extra = [t[rows].to(self.device, non_blocking=True) for t in self.extra]
+            return module(x, *extra)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The training images of ``epoch`` in their shuffled order (seeded by epoch)."""

@@ -25,11 +25,12 @@ image are added to the training set once, before training.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 import odirkit
 from odirkit.api import ExpandContext, ExtraSamples, images_to_uint8
@@ -183,19 +184,23 @@ class OfflineClassic:
         return ExtraSamples(table=table, images=torch.cat(images))
 
 
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Percentile = Annotated[float, Field(ge=0.0, le=100.0)]
+
+
 def build_classic(
     *,
     mode: Literal["online", "offline"] = "online",
-    copies: int = 1,
-    noise_p: float = 0.5,
-    noise_variance: float = 0.01,
-    rotation_p: float = 0.5,
-    max_angle: float = math.pi / 4,
-    contrast_p: float = 0.5,
-    low_percentile: float = 0.2,
-    high_percentile: float = 99.8,
-    hflip_p: float = 0.0,
-    vflip_p: float = 0.0,
+    copies: Annotated[int, Field(ge=1)] = 1,
+    noise_p: Probability = 0.5,
+    noise_variance: Annotated[float, Field(ge=0.0)] = 0.01,
+    rotation_p: Probability = 0.5,
+    max_angle: Annotated[float, Field(ge=0.0)] = math.pi / 4,
+    contrast_p: Probability = 0.5,
+    low_percentile: Percentile = 0.2,
+    high_percentile: Percentile = 99.8,
+    hflip_p: Probability = 0.0,
+    vflip_p: Probability = 0.0,
 ) -> ClassicAugment | OfflineClassic:
     """Gaussian noise, rotation and percentile contrast stretch (Thiry et al. 2021).
 
@@ -208,24 +213,11 @@ def build_classic(
     hflip_p, vflip_p: probability of a horizontal / vertical flip (default 0:
     a flipped left eye looks like a right eye).
     """
-    for name, p in {
-        "noise_p": noise_p,
-        "rotation_p": rotation_p,
-        "contrast_p": contrast_p,
-        "hflip_p": hflip_p,
-        "vflip_p": vflip_p,
-    }.items():
-        if not 0.0 <= p <= 1.0:
-            raise odirkit.ConfigError(f"classic: {name} must be a probability, got {p}")
-    if noise_variance < 0 or max_angle < 0:
-        raise odirkit.ConfigError("classic: noise_variance and max_angle must not be negative")
-    if not 0.0 <= low_percentile < high_percentile <= 100.0:
+    if not low_percentile < high_percentile:
         raise odirkit.ConfigError(
-            "classic: need 0 <= low_percentile < high_percentile <= 100, got "
+            "classic: need low_percentile < high_percentile, got "
             f"{low_percentile} and {high_percentile}"
         )
-    if copies < 1:
-        raise odirkit.ConfigError(f"classic: copies must be at least 1, got {copies}")
     augment = ClassicAugment(
         noise_p=noise_p,
         noise_variance=noise_variance,

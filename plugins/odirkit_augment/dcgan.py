@@ -34,11 +34,13 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 import odirkit
@@ -369,17 +371,17 @@ class DCGAN:
 
 def build_dcgan(
     *,
-    epochs: int = 200,
-    batch_size: int = 64,
-    width: int = 64,
-    gan_size: int = 64,
-    lr: float = 2e-4,
-    beta1: float = 0.5,
-    real_label: float = 1.0,
-    images_per_class: int | None = None,
-    ratio: float = 0.5,
+    epochs: Annotated[int, Field(ge=1)] = 200,
+    batch_size: Annotated[int, Field(ge=2)] = 64,
+    width: Annotated[int, Field(ge=1)] = 64,
+    gan_size: Annotated[int, Field(ge=16)] = 64,
+    lr: Annotated[float, Field(gt=0.0)] = 2e-4,
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5,
+    real_label: Annotated[float, Field(ge=0.5, le=1.0)] = 1.0,
+    images_per_class: Annotated[int, Field(ge=0)] | None = None,
+    ratio: Annotated[float, Field(ge=0.0)] = 0.5,
     classes: list[str] | None = None,
-    min_images: int = 64,
+    min_images: Annotated[int, Field(ge=0)] = 64,
     sample_epochs: list[int] = [30, 100, 200],  # noqa: B006 - never mutated
 ) -> DCGAN:
     """One DCGAN per class, trained on that class's training images; samples join training.
@@ -397,16 +399,8 @@ def build_dcgan(
     min_images: a class with fewer training images is skipped, with a warning.
     sample_epochs: epochs at which a grid of samples is saved (and the last one).
     """
-    if gan_size < 16 or gan_size & (gan_size - 1):
-        raise odirkit.ConfigError(f"dcgan: gan_size must be a power of two >= 16, got {gan_size}")
-    if epochs < 1 or batch_size < 2 or width < 1:
-        raise odirkit.ConfigError("dcgan: epochs >= 1, batch_size >= 2 and width >= 1 are needed")
-    if images_per_class is not None and images_per_class < 0:
-        raise odirkit.ConfigError("dcgan: images_per_class must not be negative")
-    if not 0.5 <= real_label <= 1.0:
-        raise odirkit.ConfigError(f"dcgan: real_label must be within [0.5, 1], got {real_label}")
-    if ratio < 0:
-        raise odirkit.ConfigError(f"dcgan: ratio must not be negative, got {ratio}")
+    if gan_size & (gan_size - 1):
+        raise odirkit.ConfigError(f"dcgan: gan_size must be a power of two, got {gan_size}")
     return DCGAN(
         epochs=epochs,
         batch_size=batch_size,

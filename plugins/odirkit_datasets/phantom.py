@@ -28,10 +28,12 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+from pydantic import Field
 
 import odirkit
 from odirkit import LABELS
@@ -301,9 +303,9 @@ def load_table(root: Path) -> pd.DataFrame:
 def phantom(
     *,
     root: str,
-    patients: int = 400,
-    size: int = 256,
-    seed: int = 0,
+    patients: Annotated[int, Field(ge=1)] = 400,
+    size: Annotated[int, Field(ge=32, le=4096)] = 256,
+    seed: Annotated[int, Field(ge=0)] = 0,
 ) -> pd.DataFrame:
     """Synthetic fundus photographs in the ODIR-5K layout, generated into ``root`` on first use.
 
@@ -311,10 +313,6 @@ def phantom(
     size: height in pixels of the generated photographs (width is 1.25 times).
     seed: the generator's seed; the same seed writes the same bytes.
     """
-    if patients < 1:
-        raise odirkit.ConfigError(f"phantom: patients must be at least 1, got {patients}")
-    if not 32 <= size <= 4096:
-        raise odirkit.ConfigError(f"phantom: size must be within 32..4096, got {size}")
     path = Path(root)
     if needs_generation(path, patients=patients, size=size, seed=seed):
         with progress_bar() as bar:

@@ -1,8 +1,11 @@
 """Grad-CAM, Guided Grad-CAM and SmoothGrad, each a thin, batched call into Captum.
 
-Every explainer has the same call, ``explain(model, images, targets, layer)``,
-and returns a non-negative map ``[B, H, W]`` at the input resolution, for the
-class index given per image.
+Every explainer has the same call, ``explain(model, images, targets, layer,
+additional_forward_args=None)``, and returns a non-negative map ``[B, H, W]``
+at the input resolution, for the class index given per image. The model's
+other inputs (age and sex, for a model with metadata fusion) are passed on to
+Captum as ``additional_forward_args``: held fixed, and repeated for every noisy
+copy by SmoothGrad's noise tunnel.
 
 - **Grad-CAM** (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep
   Networks via Gradient-based Localization"): the layer's activations weighted
@@ -25,8 +28,10 @@ class index given per image.
 from __future__ import annotations
 
 import warnings
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 
 import odirkit
@@ -39,12 +44,20 @@ class GradCAM:
         self.interpolate_mode = interpolate_mode
 
     def __call__(
-        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        layer: nn.Module,
+        additional_forward_args: tuple[torch.Tensor, ...] | None = None,
     ) -> torch.Tensor:
         from captum.attr import LayerAttribution, LayerGradCam
 
         attributions = LayerGradCam(model, layer).attribute(
-            images, target=targets, relu_attributions=True
+            images,
+            target=targets,
+            relu_attributions=True,
+            additional_forward_args=additional_forward_args,
         )
         upsampled = LayerAttribution.interpolate(
             attributions, tuple(images.shape[-2:]), interpolate_mode=self.interpolate_mode
@@ -56,7 +69,12 @@ class GuidedGradCAMExplainer:
     """Guided backpropagation times the upsampled Grad-CAM; magnitude over channels."""
 
     def __call__(
-        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        layer: nn.Module,
+        additional_forward_args: tuple[torch.Tensor, ...] | None = None,
     ) -> torch.Tensor:
         from captum.attr import GuidedGradCam
 
@@ -66,6 +84,7 @@ class GuidedGradCAMExplainer:
                 images.detach().clone().requires_grad_(True),
                 target=targets,
                 interpolate_mode="bilinear",
+                additional_forward_args=additional_forward_args,
             )
         return attributions.abs().amax(dim=1).detach()
 
@@ -84,6 +103,7 @@ class SmoothGrad:
         images: torch.Tensor,
         targets: torch.Tensor,
         layer: nn.Module | None = None,
+        additional_forward_args: tuple[torch.Tensor, ...] | None = None,
     ) -> torch.Tensor:
         from captum.attr import NoiseTunnel, Saliency
 
@@ -95,6 +115,7 @@ class SmoothGrad:
             nt_samples_batch_size=self.sample_batch_size,
             stdevs=self.noise * spread,
             target=targets,
+            additional_forward_args=additional_forward_args,
         )
         return attributions.abs().amax(dim=1).detach()
 
@@ -110,7 +131,10 @@ def build_guided_gradcam() -> GuidedGradCAMExplainer:
 
 
 def build_smoothgrad(
-    *, samples: int = 25, noise: float = 0.15, sample_batch_size: int = 5
+    *,
+    samples: Annotated[int, Field(ge=1)] = 25,
+    noise: Annotated[float, Field(gt=0.0, le=1.0)] = 0.15,
+    sample_batch_size: Annotated[int, Field(ge=1)] = 5,
 ) -> SmoothGrad:
     """SmoothGrad (Captum NoiseTunnel over Saliency).
 
@@ -118,10 +142,6 @@ def build_smoothgrad(
     noise: standard deviation of the noise, as a share of the input range.
     sample_batch_size: noisy copies processed at once.
     """
-    if samples < 1 or sample_batch_size < 1:
-        raise odirkit.ConfigError("smoothgrad: samples and sample_batch_size must be >= 1")
-    if not 0.0 < noise <= 1.0:
-        raise odirkit.ConfigError(f"smoothgrad: noise must be within (0, 1], got {noise}")
     return SmoothGrad(samples, noise, sample_batch_size)
 
 

@@ -24,7 +24,10 @@ pooling, dense sizes and dropout scale it down for small images on a CPU.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 from torch import nn
 
 import odirkit
@@ -95,15 +98,19 @@ class PaperCNN(nn.Module):
         return self.classifier(self.features(images))
 
 
+Positive = Annotated[int, Field(ge=1)]
+FourSizes = Annotated[list[Positive], Field(min_length=4, max_length=4)]
+
+
 def build_cnn(
     *,
     num_classes: int,
-    input_size: int = 512,
-    widths: list[int] = [12, 36, 72, 144],  # noqa: B006 - never mutated; shown as the TOML default
-    kernels: list[int] = [13, 3, 6, 3],  # noqa: B006
-    pool: int = 4,
-    dense: list[int] = [4096, 512, 64],  # noqa: B006
-    dropout: float = 0.25,
+    input_size: Annotated[int, Field(ge=8)] = 512,
+    widths: FourSizes = [12, 36, 72, 144],  # noqa: B006 - never mutated; shown as the TOML default
+    kernels: FourSizes = [13, 3, 6, 3],  # noqa: B006
+    pool: Positive = 4,
+    dense: list[Positive] = [4096, 512, 64],  # noqa: B006
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25,
     batch_norm: bool = True,
 ) -> PaperCNN:
     """The paper's CNN.
@@ -116,14 +123,6 @@ def build_cnn(
     dropout: dropout probability after each pooling.
     batch_norm: batch normalisation after each convolution (the paper: yes).
     """
-    if len(widths) != 4 or len(kernels) != 4:
-        raise odirkit.ConfigError(
-            f"cnn: widths and kernels need four values each, got {widths} and {kernels}"
-        )
-    if min(widths + kernels + [pool]) < 1 or any(d < 1 for d in dense):
-        raise odirkit.ConfigError("cnn: widths, kernels, pool and dense sizes must be positive")
-    if not 0.0 <= dropout < 1.0:
-        raise odirkit.ConfigError(f"cnn: dropout must be in [0, 1), got {dropout}")
     if _feature_size(input_size, kernels, pool) < 1:
         raise odirkit.ConfigError(
             f"cnn: input_size {input_size} is too small for kernels {kernels} and pool {pool}; "

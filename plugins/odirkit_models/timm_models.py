@@ -28,9 +28,10 @@ from __future__ import annotations
 import difflib
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 import odirkit
@@ -134,6 +135,9 @@ def _download_error(arch: str, exc: Exception) -> odirkit.PluginError:
     )
 
 
+DropRate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
 def build_timm(
     *,
     num_classes: int,
@@ -141,7 +145,7 @@ def build_timm(
     pretrained: bool = False,
     weights: str | None = None,
     freeze_backbone: bool = False,
-    drop_rate: float = 0.0,
+    drop_rate: DropRate = 0.0,
 ) -> nn.Module:
     """Any timm model, fine-tuned.
 
@@ -233,7 +237,7 @@ def fixed_architecture(arch: str, title: str) -> Any:
         pretrained: bool = False,
         weights: str | None = None,
         freeze_backbone: bool = False,
-        drop_rate: float = 0.0,
+        drop_rate: DropRate = 0.0,
     ) -> nn.Module:
         return build_timm(
             num_classes=num_classes,

@@ -1,0 +1,376 @@
+"""The epochs of one variant: training, validation, checkpoints, early stopping, the end.
+
+After each epoch the **validation** patients are scored, ``last.pt`` (and,
+when the validation monitor improved, ``best.pt``) is written atomically and
+``metrics.csv`` grows by a row. At the end the **test** patients are scored
+once for the last and for the best checkpoint (:func:`score_test`), and the
+prediction files, figures and ``metrics.json`` — the marker of a finished
+variant — are written.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from odirkit.config import Experiment
+from odirkit.console import info, progress_bar
+from odirkit.engine import distributed
+from odirkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from odirkit.engine.evaluate import (
+    TestResult,
+    at_level,
+    metrics_of,
+    score_test,
+    write_prediction_files,
+)
+from odirkit.engine.interrupt import RunInterrupted, StopRequested, graceful_stop
+from odirkit.engine.rundir import VariantDirectory
+from odirkit.engine.trainer import EpochProgress, Evaluation, Trainer
+from odirkit.errors import RunError, TrainingDiverged
+from odirkit.figures import plot_reliability, plot_run
+from odirkit.files import write_json, write_text
+from odirkit.metrics import flatten_metrics
+from odirkit.seeding import derive_seed, random_states, restore_random_states
+
+LOWER_IS_BETTER = {"loss"}
+
+
+class EpochLoop:
+    """The epochs of one variant, with checkpoints, metrics files and progress."""
+
+    def __init__(
+        self, exp: Experiment, vdir: VariantDirectory, trainer: Trainer, scheduler: Any
+    ) -> None:
+        self.exp = exp
+        self.cfg = exp.config
+        self.vdir = vdir
+        self.trainer = trainer
+        self.scheduler = scheduler
+        self.progress = EpochProgress(epoch=0)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.since_best = 0  # epochs since the validation monitor last improved
+        self.stopped_early = False
+        self.started = time.perf_counter()
+        self.seconds_before = 0.0
+
+    @property
+    def last_path(self) -> Path:
+        return self.vdir.checkpoint("last")
+
+    @property
+    def best_path(self) -> Path:
+        return self.vdir.checkpoint("best")
+
+    # -- checkpoints ---------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.exp.fingerprint(),
+            "epoch": self.progress.epoch,
+            "step": self.progress.step,
+            "loss_sum": self.progress.loss_sum,
+            "seen": self.progress.seen,
+            "model": self.trainer.model.state_dict(),
+            "optimizer": self.trainer.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.trainer.scaler.state_dict(),
+            "history": self.history,
+            "best": self.best,
+            "since_best": self.since_best,
+            "stopped_early": self.stopped_early,
+            "seconds": self.seconds_before + time.perf_counter() - self.started,
+            "rng": random_states(),
+        }
+
+    def save(self) -> None:
+        if distributed.is_main():
+            save_checkpoint(self.last_path, self.state())
+
+    def restore(self) -> None:
+        if not self.last_path.exists():
+            return
+        state = load_checkpoint(self.last_path)
+        if state.get("fingerprint") != self.exp.fingerprint():
+            raise RunError(
+                f"{self.last_path}: this checkpoint belongs to a different configuration; "
+                "resume with the run's own config.json, or start a new run"
+            )
+        try:
+            self.trainer.model.load_state_dict(state["model"])
+            self.trainer.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                self.trainer.scaler.load_state_dict(state["scaler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise RunError(
+                f"{self.last_path}: does not fit model {self.exp.model.name!r} "
+                f"({str(exc).splitlines()[0]})"
+            ) from None
+        self.progress = EpochProgress(
+            state["epoch"], state["step"], state["loss_sum"], state["seen"]
+        )
+        if state.get("rng"):
+            restore_random_states(state["rng"])
+        self.history = list(state["history"])
+        self.best = state["best"]
+        self.since_best = int(state.get("since_best", 0))
+        self.stopped_early = bool(state.get("stopped_early", False))
+        self.seconds_before = float(state.get("seconds", 0.0))
+        info(f"resuming {self.vdir} at epoch {self.progress.epoch + 1}, step {self.progress.step}")
+
+    # -- the epochs ----------------------------------------------------------
+
+    def run(self) -> None:
+        epochs = self.cfg.train.epochs
+        every = self.cfg.train.checkpoint_every
+        steps = self.trainer.steps_per_epoch()
+        label = f"{self.exp.name}/{self.exp.variant}"
+        with graceful_stop() as stop, progress_bar() as bar:
+            epoch_task = bar.add_task(
+                f"{label} epochs", total=epochs, completed=self.progress.epoch, status=""
+            )
+            step_task = bar.add_task("  steps", total=steps, status="")
+
+            def after_step(p: EpochProgress) -> None:
+                bar.update(step_task, completed=p.step, status=f"loss {p.loss:.4f}")
+                if every and p.step % every == 0 and p.step < steps:
+                    self.save()
+                if p.stop:  # asked on some rank; every rank agrees within the step
+                    raise StopRequested
+
+            try:
+                while self.progress.epoch < epochs and not self.stopped_early:
+                    bar.reset(step_task, total=steps, completed=self.progress.step, status="")
+                    try:
+                        self.trainer.train_epoch(
+                            self.progress,
+                            after_step=after_step,
+                            stop_requested=lambda: stop.requested,
+                        )
+                    except TrainingDiverged as exc:
+                        raise TrainingDiverged(f"{exc}. {self._last_good()}") from None
+                    self.end_epoch()
+                    bar.update(
+                        epoch_task,
+                        completed=self.progress.epoch,
+                        status=self._status(self.history[-1]),
+                    )
+                    if distributed.all_sum([float(stop.requested)])[0] > 0:
+                        raise StopRequested
+            except StopRequested:
+                self.save()
+                raise RunInterrupted(
+                    f"stopped; checkpoint written to {self.last_path}.\n"
+                    f"Continue with: odirkit run --resume {self.vdir.run}"
+                ) from None
+
+    def _last_good(self) -> str:
+        if not self.last_path.exists():
+            return "No checkpoint was written before it."
+        state = load_checkpoint(self.last_path)
+        return (
+            f"The last good checkpoint is {self.last_path} (after epoch {state['epoch']}, "
+            f"step {state['step']}); resume from it with a lower lr: edit "
+            f"{self.vdir.config_file} or start a new run"
+        )
+
+    def end_epoch(self) -> None:
+        epoch = self.progress.epoch
+        data = self.trainer.data
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": self.progress.loss}
+        if len(data.val_idx):
+            row.update(self._epoch_scores("val", self.trainer.evaluate(data.val_idx)))
+        if self.cfg.train.test_every_epoch:  # the paper's curves; nothing is chosen on them
+            row.update(self._epoch_scores("test", self.trainer.evaluate(data.test_idx)))
+        row["lr"] = self.trainer.optimizer.param_groups[0]["lr"]
+        row["seconds"] = round(self.seconds_before + time.perf_counter() - self.started, 3)
+        self.history.append(row)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        improved = self._improved(row)
+        if improved:
+            monitor = self.cfg.train.monitor
+            self.best = {"epoch": epoch + 1, "monitor": monitor, "value": row[_column(monitor)]}
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        patience = self.cfg.train.patience
+        if patience and self.since_best >= patience and epoch + 1 < self.cfg.train.epochs:
+            self.stopped_early = True
+        self.progress = EpochProgress(epoch=epoch + 1)
+        self.save()
+        if not distributed.is_main():
+            return
+        if improved:
+            save_checkpoint(
+                self.best_path,
+                {
+                    "fingerprint": self.exp.fingerprint(),
+                    "epoch": epoch + 1,
+                    "model": self.trainer.model.state_dict(),
+                    "metrics": {k: v for k, v in row.items() if isinstance(v, int | float)},
+                },
+            )
+        write_text(self.vdir.history_file, self._history_frame().to_csv(index=False))
+        info(f"{self.exp.variant} epoch {epoch + 1}/{self.cfg.train.epochs}  {self._status(row)}")
+        if self.stopped_early:
+            info(
+                f"{self.exp.variant}: no better validation {self.cfg.train.monitor} for "
+                f"{patience} epoch(s); stopping early (best: epoch {self.best['epoch']})"
+            )
+
+    def _epoch_scores(self, split: str, evaluation: Evaluation) -> dict[str, float]:
+        """One split's per-epoch columns: ``<split>_loss`` and ``<split>_<metric>`` at the
+        experiment's level (and ``<split>_image_<metric>`` at patient level)."""
+        data_cfg = self.cfg.data
+        data = self.trainer.data
+        preds = at_level(data, evaluation, level=data_cfg.level, fusion=data_cfg.fusion)
+        row = {f"{split}_loss": evaluation.loss, **flatten_metrics(metrics_of(preds), f"{split}_")}
+        if data_cfg.level == "patient":
+            image = at_level(data, evaluation, level="image", fusion=data_cfg.fusion)
+            row.update(flatten_metrics(metrics_of(image), f"{split}_image_"))
+        return row
+
+    def _improved(self, row: dict[str, Any]) -> bool:
+        monitor = self.cfg.train.monitor
+        value = row.get(_column(monitor))
+        if _column(monitor) not in row:  # no validation patients: nothing to choose on
+            return False
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return self.best is None
+        if self.best is None:
+            return True
+        if monitor in LOWER_IS_BETTER:
+            return value < self.best["value"]
+        return value > self.best["value"]
+
+    @staticmethod
+    def _status(row: dict[str, Any]) -> str:
+        text = f"train loss {row['train_loss']:.4f}"
+        if "val_loss" in row:
+            text += (
+                f"  val loss {row['val_loss']:.4f}  val F1 micro {row['val_f1_micro']:.3f} "
+                f"macro {row['val_f1_macro']:.3f}"
+            )
+        if "test_loss" in row:
+            text += f"  (test F1 micro {row['test_f1_micro']:.3f})"
+        return text
+
+    def _history_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.history)
+
+    # -- the end -------------------------------------------------------------
+
+    def _score_checkpoint(self) -> tuple[TestResult, Evaluation]:
+        """Validation (for the operating point) and test (once) with the model's weights now."""
+        data = self.trainer.data
+        ev = self.cfg.eval
+        val = self.trainer.evaluate(data.val_idx) if len(data.val_idx) else None
+        test = self.trainer.evaluate(data.test_idx)
+        result = score_test(
+            data,
+            val=val,
+            test=test,
+            level=self.cfg.data.level,
+            fusion=self.cfg.data.fusion,
+            threshold=ev.threshold,
+            calibrate=ev.calibrate,
+            resamples=ev.bootstrap,
+            confidence=ev.confidence,
+            seed=derive_seed(self.cfg.seed, 3),
+        )
+        return result, test
+
+    def finish(self) -> tuple[pd.DataFrame, dict[str, Any], float | None]:
+        """Score the test patients once per kept checkpoint; write predictions, figures and
+        metrics.json. Returns the history, the final metrics and the fitted temperature."""
+        data = self.trainer.data
+        task = data.task
+        here = distributed.world()
+        in_sync = None
+        if here.distributed:  # every rank must end with the very same weights
+            digests = distributed.gather(distributed.parameters_digest(self.trainer.model))
+            in_sync = len(set(digests)) == 1
+            if not in_sync:
+                raise RunError(f"the {here.size} processes ended with different weights")
+        # The test patients are scored once per kept checkpoint: last, then best. The model
+        # ends with the weights of the reported one (the explanations use it).
+        chosen = self.cfg.eval.checkpoint if self.best is not None else "last"
+        results = {"last": self._score_checkpoint()}
+        if self.best is not None:
+            distributed.barrier()  # rank 0 wrote best.pt
+            last_weights = {k: v.clone() for k, v in self.trainer.model.state_dict().items()}
+            self.trainer.model.load_state_dict(load_checkpoint(self.best_path)["model"])
+            results["best"] = self._score_checkpoint()
+            if chosen == "last":
+                self.trainer.model.load_state_dict(last_weights)
+        history = self._history_frame()
+        if not here.main:
+            return history, {}, results[chosen][0].temperature
+        result, test = results[chosen]
+        rule = self.cfg.eval.threshold
+        write_prediction_files(self.vdir, self.trainer.data, result, test)
+        write_text(self.vdir.history_file, history.to_csv(index=False))
+        summary = result.summary(rule, self.cfg.eval.confidence)
+        epochs = {"last": len(self.history), "best": (self.best or {}).get("epoch")}
+        final = {
+            "experiment": self.exp.name,
+            "variant": self.exp.variant,
+            "task": task.kind,
+            "labels": list(task.labels),
+            "epochs": self.cfg.train.epochs,
+            "epochs_trained": len(self.history),
+            "stopped_early": self.stopped_early,
+            "seed": self.cfg.seed,
+            "level": self.cfg.data.level,
+            "checkpoint": chosen,
+            "checkpoint_epoch": epochs[chosen],
+            "final": {**summary, "loss": test.loss},
+            **({"final_per_image": result.image_metrics} if result.image_metrics else {}),
+            "validation": result.validation,
+            "checkpoints": {
+                name: {"epoch": epochs[name], **_headline(r.metrics), "intervals": r.intervals}
+                for name, (r, _) in results.items()
+            },
+            "best": self.best,
+            "data": data.report,
+            "seconds": round(self.seconds_before + time.perf_counter() - self.started, 3),
+            "distributed": {
+                "world_size": here.size,
+                "backend": here.backend,
+                "ranks_in_sync": in_sync,
+            },
+        }
+        title = f"{self.exp.name}/{self.exp.variant}"
+        plot_run(history, list(task.labels), self.vdir.figures, title, final)
+        plot_reliability(
+            summary["reliability"],
+            self.vdir.figures / "reliability.png",
+            f"{title}: reliability on the test patients",
+        )
+        write_json(self.vdir.metrics_file, final)
+        return history, final, result.temperature
+
+
+#: the figures of a result shown wherever a run is summarised
+HEADLINE = ("f1_micro", "f1_macro", "recall_macro", "specificity_macro", "auc_macro")
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {k: metrics[k] for k in HEADLINE if k in metrics}
+    out["recall"] = {label: f["recall"] for label, f in metrics["per_class"].items()}
+    if "odir_patient" in metrics:
+        out["odir_patient"] = metrics["odir_patient"]
+    return out
+
+
+def _column(monitor: str) -> str:
+    """The metrics.csv column of a ``train.monitor`` value (always a validation column)."""
+    return f"val_{monitor}"

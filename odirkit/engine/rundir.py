@@ -1,0 +1,363 @@
+"""Run folders: the one place that knows their layout.
+
+``odirkit run FILE`` writes::
+
+    runs/<name>/<timestamp>/              RunDirectory
+        experiment.toml      the experiment file as it was
+        run.json             variants, overrides, source, start time
+        report.md            verdicts, test results with intervals, figures
+        comparison.csv/.json/.png, comparison_test.png, recall_per_class.png
+        <variant>/                        VariantDirectory
+            config.json      the resolved configuration (every default filled in)
+            environment.json versions, plugins, device, seed, git commit
+            data.json        image and patient counts; split.csv: each image's side
+            metrics.csv      one row per epoch: training loss, validation metrics
+            metrics.json     the test patients scored once (written last: done)
+            predictions.csv, patient_predictions.csv, val_predictions.csv
+            checkpoints/     last.pt and best.pt
+            figures/         the run's figures
+            explain/         explanations
+            augment/         what augmenters wrote
+
+Everything else asks these objects for a path or a file's content; no other
+module spells a file name of the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from odirkit.errors import RunError
+
+#: the paths of a resolved configuration that are relative to the working directory
+RELATIVE_PATHS = (
+    ("data", "root"),
+    ("data", "cache_dir"),
+    ("data", "split_file"),
+    ("model", "weights"),
+)
+CHECKPOINTS = ("best", "last")
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing ({what})") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: unreadable ({exc})") from None
+
+
+class VariantDirectory:
+    """One variant's folder, ``runs/<name>/<timestamp>/<variant>/``."""
+
+    CONFIG = "config.json"
+    ENVIRONMENT = "environment.json"
+    DATA = "data.json"
+    SPLIT = "split.csv"
+    SKIPPED = "skipped_images.csv"
+    HISTORY = "metrics.csv"
+    METRICS = "metrics.json"
+    PREDICTIONS = "predictions.csv"
+    PATIENT_PREDICTIONS = "patient_predictions.csv"
+    VAL_PREDICTIONS = "val_predictions.csv"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"VariantDirectory({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VariantDirectory) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def run(self) -> RunDirectory:
+        return RunDirectory(self.path.parent)
+
+    # -- paths ---------------------------------------------------------------------------
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def data_file(self) -> Path:
+        return self.path / self.DATA
+
+    @property
+    def split_file(self) -> Path:
+        return self.path / self.SPLIT
+
+    @property
+    def skipped_file(self) -> Path:
+        return self.path / self.SKIPPED
+
+    @property
+    def history_file(self) -> Path:
+        return self.path / self.HISTORY
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def predictions_file(self) -> Path:
+        return self.path / self.PREDICTIONS
+
+    @property
+    def patient_predictions_file(self) -> Path:
+        return self.path / self.PATIENT_PREDICTIONS
+
+    @property
+    def val_predictions_file(self) -> Path:
+        return self.path / self.VAL_PREDICTIONS
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def explain_dir(self) -> Path:
+        return self.path / "explain"
+
+    def augment_dir(self, position: int, name: str) -> Path:
+        """The folder of the ``position``-th augmenter of the experiment."""
+        return self.path / "augment" / f"{position}-{name}"
+
+    def checkpoint(self, which: str) -> Path:
+        """``checkpoints/best.pt`` or ``checkpoints/last.pt``."""
+        if which not in CHECKPOINTS:
+            raise RunError(f"checkpoint {which!r}: use best or last")
+        return self.path / "checkpoints" / f"{which}.pt"
+
+    def environment_file(self) -> Path:
+        """Where this start's environment goes: ``environment.json``, or, for a resumed run,
+        a timestamped sibling (the first start's stays)."""
+        first = self.path / self.ENVIRONMENT
+        if not first.exists():
+            return first
+        return self.path / f"environment-resumed-{datetime.now():%Y%m%d-%H%M%S}.json"
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        return self.config_file.exists()
+
+    @property
+    def finished(self) -> bool:
+        """A variant is finished once its ``metrics.json`` exists (it is written last)."""
+        return self.metrics_file.exists()
+
+    # -- contents ------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """The resolved configuration, with relative data paths made to work from here."""
+        doc = _read_json(self.config_file, "this variant cannot be resumed or reused")
+        return rebase_paths(doc, self)
+
+    def environment(self) -> dict[str, Any]:
+        return _read_json(self.path / self.ENVIRONMENT, "the run's environment")
+
+    def data_report(self) -> dict[str, Any]:
+        return _read_json(self.data_file, "the run's data report")
+
+    def metrics(self) -> dict[str, Any]:
+        return _read_json(self.metrics_file, "not a finished run")
+
+    def history(self) -> pd.DataFrame:
+        """``metrics.csv``: one row per epoch (empty for a baseline, which has no epochs)."""
+        return pd.read_csv(self.history_file) if self.history_file.exists() else pd.DataFrame()
+
+    @property
+    def single_label(self) -> bool:
+        """Whether the run learned a single-label task (softmax) or a multi-label one."""
+        for path in (self.data_file, self.metrics_file):
+            try:
+                return json.loads(path.read_text()).get("task") == "single_label"
+            except (OSError, ValueError):
+                continue
+        return False
+
+    @property
+    def age_stats(self) -> tuple[float, float]:
+        """The training images' age mean and deviation (metadata fusion)."""
+        try:
+            stats = self.data_report().get("age_normalisation", {})
+        except RunError:
+            stats = {}
+        return float(stats.get("mean", 0.0)), float(stats.get("std", 1.0))
+
+    def reported_checkpoint(self) -> str:
+        """The checkpoint the run reports, else best when it exists, else last."""
+        try:
+            return str(self.metrics()["checkpoint"])
+        except (RunError, KeyError):
+            return "best" if self.checkpoint("best").exists() else "last"
+
+    def temperature(self, checkpoint: str) -> float | None:
+        """The temperature fitted on validation, for the reported checkpoint only."""
+        try:
+            final = self.metrics()
+        except RunError:
+            return None
+        if final.get("checkpoint") != checkpoint:
+            return None
+        value = (final.get("final") or {}).get("temperature")
+        return float(value) if value else None
+
+    def test_predictions(self) -> pd.DataFrame:
+        """The test predictions at the run's level (patients, or images)."""
+        patient = self.metrics().get("level") == "patient"
+        path = self.patient_predictions_file if patient else self.predictions_file
+        return _read_predictions(path)
+
+    def val_predictions(self) -> pd.DataFrame | None:
+        path = self.val_predictions_file
+        return _read_predictions(path) if path.exists() else None
+
+
+def _read_predictions(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype={"patient_id": str, "ID": str}, keep_default_na=False)
+    except OSError:
+        raise RunError(f"{path} is missing") from None
+
+
+def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:
+    """Relative data paths of a saved run, made relative to where the run was started,
+    so that resuming, predicting or explaining works from any working directory."""
+    try:
+        start = Path(vdir.environment()["working_directory"])
+    except (RunError, KeyError):
+        return doc
+    for table, key in RELATIVE_PATHS:
+        value = doc.get(table, {}).get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            here, there = Path(value), start / value
+            if not here.exists() and there.exists():
+                doc[table][key] = str(there)
+    return doc
+
+
+class RunDirectory:
+    """An experiment's run folder, ``runs/<name>/<timestamp>/``."""
+
+    RUN = "run.json"
+    EXPERIMENT = "experiment.toml"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDirectory({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @classmethod
+    def create(cls, out: Path, name: str) -> RunDirectory:
+        """``out/<name>/<timestamp>``, created now (a suffix keeps two runs apart)."""
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        parent = Path(out) / name
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            for i in range(1000):
+                candidate = parent / (stamp if i == 0 else f"{stamp}-{i}")
+                try:
+                    candidate.mkdir()
+                    return cls(candidate)
+                except FileExistsError:
+                    continue
+        except OSError as exc:
+            raise RunError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
+        raise RunError(f"{parent}: too many runs started in the same second")
+
+    @property
+    def run_file(self) -> Path:
+        return self.path / self.RUN
+
+    @property
+    def experiment_file(self) -> Path:
+        return self.path / self.EXPERIMENT
+
+    def variant(self, name: str) -> VariantDirectory:
+        return VariantDirectory(self.path / name)
+
+    def variant_names(self) -> list[str]:
+        """The variants ``run.json`` lists, in order."""
+        if not self.path.is_dir():
+            raise RunError(f"{self.path}: no such run folder")
+        if not self.run_file.exists():
+            raise RunError(
+                f"{self.path}: not an odirkit run folder (no {self.RUN} or "
+                f"{VariantDirectory.CONFIG}); pass runs/<name>/<timestamp> or one of its "
+                "variant folders"
+            )
+        return list(_read_json(self.run_file, "the run's description").get("variants", []))
+
+    def variants(self) -> list[VariantDirectory]:
+        return [self.variant(name) for name in self.variant_names()]
+
+    def finished_variants(self) -> list[VariantDirectory]:
+        """The variant folders holding a finished run, in name order."""
+        return sorted(
+            (
+                VariantDirectory(p)
+                for p in self.path.iterdir()
+                if (p / VariantDirectory.METRICS).exists()
+            ),
+            key=lambda v: v.name,
+        )
+
+
+def find_variant(path: str | Path) -> VariantDirectory:
+    """The variant folder: ``path`` itself, or its only variant."""
+    path = Path(path)
+    if VariantDirectory(path).exists:
+        return VariantDirectory(path)
+    variants = sorted(p for p in path.glob("*") if VariantDirectory(p).exists)
+    if len(variants) == 1:
+        return VariantDirectory(variants[0])
+    if not variants:
+        raise RunError(f"{path}: not an odirkit run folder (no {VariantDirectory.CONFIG})")
+    names = ", ".join(p.name for p in variants)
+    raise RunError(f"{path}: holds several variants ({names}); pass one of their folders")
+
+
+def finished_variants(paths: list[Path]) -> list[tuple[VariantDirectory, str]]:
+    """The finished variant folders given, or found inside the given run folders, each with
+    a label ``<timestamp>/<variant>``."""
+    found: list[tuple[VariantDirectory, str]] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise RunError(f"{path}: no such run folder")
+        variant = VariantDirectory(path)
+        if variant.finished:
+            found.append((variant, f"{path.parent.parent.name}/{path.name}"))
+        elif path.is_dir():
+            for child in RunDirectory(path).finished_variants():
+                found.append((child, f"{path.parent.name}/{child.name}"))
+    if not found:
+        raise RunError(
+            "no finished run in "
+            + ", ".join(str(p) for p in paths)
+            + f" (a finished variant folder holds {VariantDirectory.METRICS})"
+        )
+    return found

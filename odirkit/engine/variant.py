@@ -1,0 +1,275 @@
+"""One variant: checks before anything runs, and wiring data, model, augmenters and trainer.
+
+:func:`run_variant` prepares the data (split by patient), builds the model
+plugin's network, lets offline augmenters add their samples, assembles the
+:class:`~odirkit.engine.trainer.Trainer` and hands it to the epoch loop
+(:mod:`odirkit.engine.loop`), which trains, checkpoints and scores.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from odirkit.augment import ExpandContext, ExtraSamples, targets_of
+from odirkit.config import Experiment
+from odirkit.console import info
+from odirkit.data.prepare import DataBundle, cache_root, load_samples, prepare_data
+from odirkit.data.split import class_weights
+from odirkit.engine import distributed
+from odirkit.engine.device import resolve_device
+from odirkit.engine.environment import capture_environment
+from odirkit.engine.loop import EpochLoop
+from odirkit.engine.models import build_model
+from odirkit.engine.rundir import VariantDirectory
+from odirkit.engine.trainer import (
+    Trainer,
+    make_loss,
+    make_optimizer,
+    make_scheduler,
+    resolve_performance,
+)
+from odirkit.errors import OdirkitError, PluginError
+from odirkit.files import write_json, write_text
+from odirkit.layers import check_layers
+from odirkit.plugins import Registry
+from odirkit.seeding import derive_seed, generator_for, seed_everything, set_deterministic
+from odirkit.view import ModelView
+
+
+@dataclass
+class VariantResult:
+    """A finished variant: its folder and final metrics, and, when it was trained in this
+    process, the trained model with its data and view (for explanations)."""
+
+    variant: str
+    directory: VariantDirectory
+    history: pd.DataFrame
+    final: dict[str, Any]
+    model: nn.Module | None = None
+    data: DataBundle | None = None
+    view: ModelView | None = None
+    device: torch.device | None = None
+
+
+def finished_result(variant: str, vdir: VariantDirectory) -> VariantResult:
+    """A variant finished earlier, read back from its folder."""
+    return VariantResult(variant, vdir, vdir.history(), vdir.metrics())
+
+
+# -- checks before anything runs -------------------------------------------------
+
+
+def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = None) -> None:
+    """Fail early, before any folder is written, on what can be checked cheaply.
+
+    Builds the model on PyTorch's meta device (no memory, no weights) and the
+    augmenters, so a factory that rejects its parameters fails now, and checks
+    that every ``[[explain]]`` layer exists in that model. With ``data=True``
+    (``odirkit run``) it also calls each plugin's ``prepare`` (a model fetching
+    its pretrained weights), builds the sample table and chooses the task, so
+    missing weights, a missing data folder or an empty selection fail before the
+    run folder exists (``seen`` skips a data table already checked for another
+    variant).
+    """
+    resolve_device(exp.config.device)  # "cuda" on a machine without it fails here
+    with torch.device("meta"):
+        model = build_model(exp, len(exp.labels))
+    check_layers(exp, model)
+    for call in exp.augmenters:
+        check_augmenter(call.name, call.build())
+    if data:  # what "odirkit run" checks and fetches, and "odirkit validate" does not
+        for call in (exp.model, exp.dataset, *exp.augmenters, *exp.explainers):
+            prepare = call.spec.meta.get("prepare")
+            if prepare is not None:
+                _prepare(call, prepare)
+        key = json.dumps(exp.to_dict()["data"], sort_keys=True)
+        if seen is None or key not in seen:
+            load_samples(exp)
+        if seen is not None:
+            seen.add(key)
+
+
+def _prepare(call: Any, prepare: Any) -> None:
+    """A plugin's ``prepare(params)``: fetch what it needs (weights) before any training."""
+    try:
+        prepare(dict(call.params))
+    except OdirkitError as exc:
+        raise type(exc)(f"{call.where} {exc}") from None
+    except Exception as exc:
+        raise PluginError(
+            f"{call.where} {call.spec.label} could not prepare: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def check_augmenter(name: str, aug: Any) -> Any:
+    if not (callable(aug) or hasattr(aug, "expand")):
+        raise PluginError(
+            f"augmenter {name!r} returned {type(aug).__name__}: expected a callable "
+            "aug(images, generator) or an object with expand(train, ctx)"
+        )
+    return aug
+
+
+# -- one variant --------------------------------------------------------------
+
+
+def run_variant(exp: Experiment, vdir: VariantDirectory, *, registry: Registry) -> VariantResult:
+    """Train and evaluate one variant in ``vdir``, continuing from its last checkpoint."""
+    if vdir.finished:
+        info(f"{vdir}: already finished, skipped")
+        return finished_result(exp.variant, vdir)
+    cfg = exp.config
+    here = distributed.world()
+    seed_everything(cfg.seed)
+    set_deterministic(cfg.train.deterministic)
+    device = resolve_device(cfg.device)
+    if here.distributed and device.type == "cuda":
+        device = torch.device("cuda", here.local_rank)
+    distributed.check_batch_size(cfg.train.batch_size)
+    if here.main:
+        write_json(vdir.config_file, exp.to_dict())
+        environment = capture_environment(
+            registry=registry, device=device, seed=cfg.seed, experiment_file=exp.source
+        )
+        environment["distributed"] = {"world_size": here.size, "backend": here.backend}
+        write_json(vdir.environment_file(), environment)
+    with distributed.rank_zero_first():  # one process builds the dataset and the caches
+        data = prepare_data(exp)
+    if here.main:
+        _write_data(vdir, data)
+
+    seed_everything(cfg.seed)
+    model = build_model(exp, data.task.num_classes)
+    if here.distributed and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    augmenters = []
+    for i, call in enumerate(exp.augmenters):
+        aug = check_augmenter(call.name, call.build())
+        if hasattr(aug, "expand"):
+            with distributed.rank_zero_first():  # one process trains the GAN, the others reuse it
+                _expand(aug, call.name, i, exp, data, vdir, device)
+        else:
+            augmenters.append(aug)
+    if here.main and data.report.get("extra_train_images"):
+        _write_data(vdir, data)
+    view = ModelView.of(exp, single_label=data.task.single_label, age_stats=data.age_stats)
+    weights = None
+    if cfg.data.balance == "weighted":
+        weights = class_weights(
+            data.targets[data.train_idx], data.task.num_classes, single_label=data.task.single_label
+        )
+    optimizer = make_optimizer(
+        cfg.train.optimizer,
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.train.lr,
+        momentum=cfg.train.momentum,
+        weight_decay=cfg.train.weight_decay,
+    )
+    scheduler = make_scheduler(
+        cfg.train.scheduler,
+        optimizer,
+        epochs=cfg.train.epochs,
+        step_size=cfg.train.step_size,
+        gamma=cfg.train.gamma,
+    )
+    trainer = Trainer(
+        model=model,
+        optimizer=optimizer,
+        loss_fn=make_loss(data.task.single_label, weights, device),
+        data=data,
+        device=device,
+        view=view,
+        augmenters=augmenters,
+        seed=cfg.seed,
+        batch_size=cfg.train.batch_size,
+        eval_batch_size=cfg.train.eval_batch_size,
+        performance=resolve_performance(
+            precision=cfg.train.precision,
+            channels_last=cfg.train.channels_last,
+            compile=cfg.train.compile,
+            num_workers=cfg.train.num_workers,
+            device=device,
+            streaming=data.store.tensor is None,
+        ),
+    )
+    loop = EpochLoop(exp, vdir, trainer, scheduler)
+    distributed.barrier()  # rank 0 may have written the checkpoint being resumed
+    loop.restore()
+    loop.run()
+    history, final, temperature = loop.finish()
+    return VariantResult(
+        exp.variant,
+        vdir,
+        history,
+        final,
+        model=model,
+        data=data,
+        view=view.with_temperature(temperature),
+        device=device,
+    )
+
+
+def _expand(
+    aug: Any,
+    name: str,
+    position: int,
+    exp: Experiment,
+    data: DataBundle,
+    vdir: VariantDirectory,
+    device: torch.device,
+) -> None:
+    """Let an offline augmenter add samples, seeing the training images only."""
+    train_idx = data.train_idx.copy()
+    folder = vdir.augment_dir(position, name)
+    seed = derive_seed(exp.config.seed, 1000 + position)
+    ctx = ExpandContext(
+        load=lambda positions: data.store.batch(train_idx[np.asarray(positions, dtype=np.int64)]),
+        size=len(train_idx),
+        targets=data.targets[train_idx],
+        task=data.task,
+        image_size=exp.image_size,
+        device=device,
+        generator=generator_for(device, seed),
+        seed=seed,
+        run_dir=folder,
+        cache_dir=cache_root(exp) / "augment",
+        log=info,
+    )
+    train = data.table.iloc[train_idx].reset_index(drop=True)
+    extra = aug.expand(train, ctx)
+    if not isinstance(extra, ExtraSamples):
+        raise PluginError(
+            f"augmenter {name!r}: expand() returned {type(extra).__name__}, not ExtraSamples"
+        )
+    extra.check(name, ctx)
+    if len(extra.table):
+        data.add_training_samples(
+            extra.table,
+            extra.images.cpu(),
+            targets_of(extra.table, data.task),
+            source=name,
+            spill_dir=folder / "images",
+        )
+
+
+def _write_data(vdir: VariantDirectory, data: DataBundle) -> None:
+    """data.json, split.csv (each image's side) and, if any, the skipped images."""
+    write_json(vdir.data_file, data.report)
+    side = np.full(len(data.table), "unused", dtype=object)
+    side[data.train_idx] = "train"
+    side[data.val_idx] = "val"
+    side[data.test_idx] = "test"
+    split = data.table[["patient_id", "eye", "path"]].assign(split=side)
+    if "source" in data.table.columns:
+        split["source"] = data.table["source"].fillna("").to_numpy()
+    write_text(vdir.split_file, split.to_csv(index=False))
+    if data.skipped:
+        write_text(vdir.skipped_file, pd.DataFrame(data.skipped).to_csv(index=False))

@@ -1,0 +1,131 @@
+"""The import rules of docs/architecture.md, checked on the source.
+
+- the core never imports a plugin;
+- a module imports only modules of its own layer or of a lower one;
+- a built-in plugin imports only ``odirkit`` and ``odirkit.api`` of the core, as a
+  third-party plugin must.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+CORE = ROOT / "odirkit"
+PLUGINS = ROOT / "plugins"
+
+#: lowest first; a module may import from its own layer and the layers below
+LAYERS: list[set[str]] = [
+    {
+        "odirkit.errors",
+        "odirkit.labels",
+        "odirkit.console",
+        "odirkit.files",
+        "odirkit.seeding",
+        "odirkit.hookspecs",
+        "odirkit.params",
+        "odirkit.contract",
+    },
+    {"odirkit.plugins", "odirkit.config"},
+    {
+        "odirkit.data",
+        "odirkit.metrics",
+        "odirkit.fusion",
+        "odirkit.thresholds",
+        "odirkit.calibration",
+        "odirkit.bootstrap",
+        "odirkit.figures",
+        "odirkit.augment",
+        "odirkit.layers",
+        "odirkit.view",
+        "odirkit.submission",
+        "odirkit.api",
+    },
+    {"odirkit.engine"},
+    {
+        "odirkit.explain",
+        "odirkit.comparison",
+        "odirkit.report",
+        "odirkit.predict",
+        "odirkit.ensemble",
+        "odirkit.baseline",
+        "odirkit.experiment",
+        "odirkit.testing",
+    },
+    {"odirkit.cli", "odirkit.__main__"},
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> int:
+    for i, layer in enumerate(LAYERS):
+        if any(module == name or module.startswith(name + ".") for name in layer):
+            return i
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS and docs/architecture.md")
+
+
+def imports(path: Path) -> list[str]:
+    """Every module ``path`` imports, at the top or inside a function."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+            found += [f"{node.module}.{alias.name}" for alias in node.names]
+    return found
+
+
+CORE_FILES = sorted(p for p in CORE.rglob("*.py") if p.name != "__init__.py" or p.parent != CORE)
+PLUGIN_FILES = sorted(p for p in PLUGINS.rglob("*.py") if "build" not in p.parts)
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_core_module_imports_no_plugin_and_nothing_above_its_layer(path):
+    own = module_name(path)
+    level = layer_of(own)
+    for target in imports(path):
+        assert not target.startswith(("odirkit_", "plugins")), f"{own} imports plugin {target}"
+        if not target.startswith("odirkit.") or target in {"odirkit.__version__"}:
+            continue
+        try:
+            other = layer_of(target)
+        except AssertionError:
+            continue  # a name imported from a module (odirkit.data.images.X) was checked too
+        assert other <= level, f"{own} (layer {level}) imports {target} (layer {other})"
+
+
+@pytest.mark.parametrize("path", PLUGIN_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_builtin_plugin_imports_only_the_public_surface(path):
+    for target in imports(path):
+        if target == "odirkit" or not target.startswith("odirkit."):
+            continue
+        if target.startswith("odirkit.api") or target.split(".")[1] in _TOP_LEVEL_NAMES:
+            continue
+        raise AssertionError(f"{path.relative_to(ROOT)} imports {target}; use odirkit.api")
+
+
+_TOP_LEVEL_NAMES = set(__import__("odirkit").__all__)
+
+
+def test_every_core_module_has_a_layer():
+    for path in CORE_FILES:
+        layer_of(module_name(path))
+
+
+def test_the_rules_catch_an_upward_import(tmp_path):
+    # The checker itself: a data module importing the engine is refused.
+    fake = CORE / "data" / "_probe_upward.py"
+    fake.write_text("from odirkit.engine.trainer import Trainer\n")
+    try:
+        with pytest.raises(AssertionError, match=r"imports odirkit\.engine"):
+            test_a_core_module_imports_no_plugin_and_nothing_above_its_layer(fake)
+    finally:
+        fake.unlink()
