@@ -64,11 +64,13 @@ def _fresh_process_registry():
 
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory) -> Path:
-    """A 40-patient phantom at 96 px, written once per test session."""
+    """A 40-patient phantom at 96 px, the easy look, written once per test session."""
     reg = Registry()
     reg.load_entry_points()
     root = tmp_path_factory.mktemp("phantom") / "phantom"
-    reg.get("dataset", "phantom").build(root=str(root), patients=40, size=96, seed=0)
+    reg.get("dataset", "phantom").build(
+        root=str(root), patients=40, size=96, seed=0, difficulty="easy"
+    )
     return root
 
 
@@ -111,6 +113,7 @@ dataset = "phantom"
 root = "{root.as_posix()}"
 patients = 40
 size = 96
+difficulty = "easy"
 labels = ["N", "D"]
 image_size = 48
 test_fraction = 0.25

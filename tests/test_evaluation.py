@@ -43,7 +43,9 @@ def eight_label_experiment(root: Path, *, epochs: int = 1, extra: str = "") -> s
     )
     text = text.replace('dataset = "phantom"', 'dataset = "odir5k"')
     return "\n".join(
-        line for line in text.splitlines() if not line.startswith(("patients =", "size ="))
+        line
+        for line in text.splitlines()
+        if not line.startswith(("patients =", "size =", "difficulty ="))
     )
 
 

@@ -240,7 +240,9 @@ def test_patient_level_fuses_diseases_by_max_and_normal_by_min(cli, tmp_path, ph
     )
     text = text.replace('dataset = "phantom"', 'dataset = "odir5k"')
     text = "\n".join(
-        line for line in text.splitlines() if not line.startswith(("patients =", "size ="))
+        line
+        for line in text.splitlines()
+        if not line.startswith(("patients =", "size =", "difficulty ="))
     )
     exp = tmp_path / "exp.toml"
     exp.write_text(text)

@@ -52,7 +52,9 @@ def test_keywords_use_the_real_vocabulary_and_the_fullwidth_comma(registry, tmp_
 
 def test_label_frequencies_resemble_odir5k(registry, tmp_path):
     root = tmp_path / "p"
-    registry.get("dataset", "phantom").build(root=str(root), patients=400, size=32, seed=1)
+    registry.get("dataset", "phantom").build(
+        root=str(root), patients=400, size=32, seed=1, label_noise=0.0
+    )
     workbook = pd.read_excel(root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx")
     share = workbook[list("NDGCAHMO")].mean()
     assert 0.25 < share["N"] < 0.42 and 0.25 < share["D"] < 0.45
@@ -99,3 +101,100 @@ def test_phantom_command_writes_a_dataset(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert "3 patients, 6 images" in result.stdout
     assert (tmp_path / "ph" / "phantom.json").exists()
+
+
+# -- the realistic look ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("difficulty", ["realistic", "easy"])
+def test_each_difficulty_is_deterministic_and_recorded(registry, tmp_path, difficulty):
+    import json
+
+    spec = registry.get("dataset", "phantom")
+    for name in ("a", "b"):
+        spec.build(root=str(tmp_path / name), patients=4, size=64, seed=5, difficulty=difficulty)
+    assert file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
+    manifest = json.loads((tmp_path / "a" / "phantom.json").read_text())
+    assert manifest["difficulty"] == difficulty and manifest["look"]["name"] == difficulty
+    assert manifest["label_noise"] == (0.05 if difficulty == "realistic" else 0.0)
+    assert {"severity", "microaneurysms", "jpeg_quality", "colour_cast_sd"} <= set(manifest["look"])
+
+
+def test_the_two_difficulties_draw_different_photographs(registry, tmp_path):
+    spec = registry.get("dataset", "phantom")
+    spec.build(root=str(tmp_path / "r"), patients=3, size=64, seed=5, difficulty="realistic")
+    spec.build(root=str(tmp_path / "e"), patients=3, size=64, seed=5, difficulty="easy")
+    name = "ODIR-5K_Training_Dataset/0_left.jpg"
+    assert (tmp_path / "r" / name).read_bytes() != (tmp_path / "e" / name).read_bytes()
+
+
+@pytest.mark.parametrize("look_name", ["REALISTIC", "EASY"])
+def test_masks_cover_every_drawn_lesion(look_name, monkeypatch):
+    import odirkit_datasets.fundus_render as render
+
+    look = getattr(render, look_name)
+    spots: list[tuple[float, float, str | None]] = []
+    original = render.Canvas.spot
+
+    def recording(self, x, y, r, colour, **kw):
+        original(self, x, y, r, colour, **kw)
+        if kw.get("label") is not None:
+            spots.append((x, y, kw["label"]))
+
+    monkeypatch.setattr(render.Canvas, "spot", recording)
+    checked = 0
+    for seed in range(12):
+        spots.clear()
+        image, masks = render.render_eye(
+            np.random.default_rng(seed), 128, eye="left", labels={"D", "A", "O"}, look=look
+        )
+        visible = image.astype(int).sum(axis=2) > 0
+        for x, y, label in spots:
+            row, col = round(y), round(x)
+            if 0 <= row < image.shape[0] and 0 <= col < image.shape[1] and visible[row, col]:
+                assert masks[label][row, col], (seed, label, x, y)
+                checked += 1
+    assert checked > 50
+
+
+def test_label_noise_strikes_the_stated_share_of_eyes():
+    from odirkit_datasets.phantom import draw_patient
+
+    noisy = eyes = 0
+    for pid in range(4000):
+        patient = draw_patient(3, pid, label_noise=0.08)
+        for eye in ("left", "right"):
+            eyes += 1
+            noisy += patient.drawn(eye) != patient.labelled(eye)
+    assert abs(noisy / eyes - 0.08) < 0.02
+    # ... while the drawn patients are those of a phantom without noise
+    clean = draw_patient(3, 17, label_noise=0.0)
+    assert draw_patient(3, 17, label_noise=0.08).left_drawn == clean.left_drawn
+
+
+def test_noisy_labels_are_recorded_per_eye(registry, tmp_path):
+    root = tmp_path / "p"
+    registry.get("dataset", "phantom").build(
+        root=str(root), patients=60, size=32, seed=2, label_noise=0.3
+    )
+    table = pd.read_csv(root / "phantom_images.csv", keep_default_na=False)
+    drawn = table[[f"drawn_{label}" for label in "NDGCAHMO"]].to_numpy()
+    labels = table[list("NDGCAHMO")].to_numpy()
+    disagree = (drawn != labels).any(axis=1)
+    assert disagree.any() and (table["label_noise"].astype(bool) == disagree).all()
+
+
+def test_a_colour_histogram_cannot_separate_normal_from_diabetic_on_the_realistic_look(
+    registry, tmp_path
+):
+    from odirkit_datasets.difficulty import measure
+
+    spec = registry.get("dataset", "phantom")
+    found = {}
+    for difficulty in ("realistic", "easy"):
+        root = tmp_path / difficulty
+        spec.build(root=str(root), patients=90, size=64, seed=0, difficulty=difficulty)
+        found[difficulty] = measure(root)
+    assert found["realistic"]["histogram_logistic_auc"] < 0.85, found
+    assert found["easy"]["histogram_logistic_auc"] > 0.95, found  # the check can tell
+    assert found["realistic"]["oracle_lesion_area_auc"] > 0.9, found  # the lesions are there

@@ -1,4 +1,9 @@
-"""The shipped quickstart learns the images, and a shuffled-label control does not."""
+"""The shipped quickstart learns the images, and a shuffled-label control does not.
+
+One seed of the default variant, on the quickstart's realistic phantom: the CNN must land
+where the phantom was tuned (docs: benchmarks/phantom_difficulty.py), well above chance and
+well below perfect.
+"""
 
 from __future__ import annotations
 
@@ -17,25 +22,43 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def final_metrics(out: Path) -> dict:
-    (path,) = out.glob("quickstart/*/default/metrics.json")
+    (path,) = out.glob("quickstart/*/default-seed0/metrics.json")
     return json.loads(path.read_text())["final"]
 
 
+ONE_SEED = ("--variant", "default", "--set", "seeds=[0]")
+
+
 @pytest.mark.slow
-def test_quickstart_reaches_a_micro_f1_of_0_85(cli, workdir):
-    result = cli("run", QUICKSTART, "--variant", "default", "--out", workdir / "runs", cwd=workdir)
+def test_quickstart_learns_the_realistic_phantom_but_not_perfectly(cli, workdir):
+    result = cli("run", QUICKSTART, *ONE_SEED, "--out", workdir / "runs", cwd=workdir)
     assert result.exit_code == 0, result.output
     final = final_metrics(workdir / "runs")
-    assert final["f1_micro"] >= 0.85, final
+    assert 0.7 <= final["f1_micro"] <= 0.95, final
+    assert final["auc_macro"] >= 0.8, final
 
 
 @pytest.mark.slow
-def test_gradcam_points_at_the_diabetic_lesions(workdir):
-    # The quickstart explains its model after training (see its [[explain]] tables).
-    (path,) = (workdir / "runs").glob("quickstart/*/default/explain/localisation.csv")
+def test_gradcam_points_at_florid_diabetic_lesions(cli, workdir):
+    # The pipeline check: maps and lesion masks share one frame, so on the easy look's
+    # florid lesions Grad-CAM's maximum falls on a lesion far more often than chance.
+    easy = (
+        *ONE_SEED,
+        "--set",
+        "data.difficulty=easy",
+        "--set",
+        "data.patients=150",
+        "--set",
+        f"data.root={(workdir / 'easy').as_posix()}",
+        "--set",
+        "explain.0.max_images=40",
+    )
+    result = cli("run", QUICKSTART, *easy, "--out", workdir / "easy-runs", cwd=workdir)
+    assert result.exit_code == 0, result.output
+    (path,) = (workdir / "easy-runs").glob("quickstart/*/default-seed0/explain/localisation.csv")
     table = pd.read_csv(path).set_index(["explainer", "label"])
     gradcam = table.loc[("gradcam", "D")]
-    assert gradcam["images"] >= 10
+    assert gradcam["images"] >= 8
     assert gradcam["pointing_game"] > 1.5 * gradcam["random_point"], gradcam
     assert gradcam["pointing_game"] > gradcam["random_point"] + 0.15, gradcam
 
@@ -45,8 +68,7 @@ def test_shuffled_training_labels_stay_near_chance(cli, workdir):
     result = cli(
         "run",
         QUICKSTART,
-        "--variant",
-        "default",
+        *ONE_SEED,
         "--out",
         workdir / "control",
         "--set",

@@ -276,9 +276,9 @@ def odir5k(*, root: str, annotations: str | None = None, images: str | None = No
 
 def write_test_data(root: Path) -> None:
     """A small dataset in the official layout, for the conformance tests."""
-    from odirkit_datasets.phantom import generate
+    from odirkit_datasets.phantom import Settings, generate
 
-    generate(root, patients=4, size=48, seed=0)
+    generate(root, Settings(patients=4, size=48, seed=0, difficulty="easy"))
 
 
 @odirkit.hookimpl

@@ -11,7 +11,14 @@ one lesion mask per eye and label, the ground truth for judging explanations.
 Label frequencies and co-occurrences follow ODIR-5K's training set roughly
 (normal and diabetes most common), a disease sits in one or both eyes, and age
 and sex depend on the labels (older patients for A and C, younger for M), so
-metadata carries some signal. Each patient is drawn from its own random
+metadata carries some signal. ``difficulty = "realistic"`` (the default) draws
+disease as a continuum from barely visible to severe, mild cases the most
+common, with overlapping features, benign look-alikes and acquisition
+variation, and gives a stated share of eyes keywords that disagree with their
+lesions (``label_noise``): ``phantom_images.csv`` says per eye what is drawn
+(``drawn_<L>``) and whether the label is noisy. ``difficulty = "easy"`` is the
+first version's look: florid lesions, classes apart, for fast tests.
+``phantom.json`` records every generator parameter. Each patient is drawn from its own random
 stream, seeded by ``(seed, patient)``: same seed, same bytes, and adding
 patients leaves the first ones unchanged.
 """
@@ -26,9 +33,9 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
@@ -38,9 +45,9 @@ from pydantic import Field
 import odirkit
 from odirkit import LABELS
 from odirkit.api import progress_bar
-from odirkit_datasets.fundus_render import render_eye
+from odirkit_datasets.fundus_render import CAMERAS, EASY, LOOKS, Look, jpeg_quality, render_eye
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 WORKBOOK = "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"
 IMAGE_DIR = "ODIR-5K_Training_Dataset"
 MASK_DIR = "masks"
@@ -82,30 +89,48 @@ NON_DECISIVE = ["lens dust", "low image quality", "image offset"]
 
 @dataclass(frozen=True)
 class PhantomPatient:
-    """One synthetic patient: labels per eye, age, sex and keywords."""
+    """One synthetic patient: per eye the diseases drawn and the diseases the keywords name
+    (they differ where label noise struck), age, sex, keywords and camera."""
 
     patient_id: int
     age: int
     sex: str
-    left: frozenset[str]
+    left: frozenset[str]  # what the keywords say (the labels)
     right: frozenset[str]
     left_keywords: str
     right_keywords: str
     left_dust: bool
     right_dust: bool
+    left_drawn: frozenset[str] = frozenset()  # what is drawn in the photograph
+    right_drawn: frozenset[str] = frozenset()
+    camera: int = 0
 
     @property
     def labels(self) -> set[str]:
         diseases = set(self.left | self.right)
         return diseases or {"N"}
 
+    def drawn(self, eye: str) -> set[str]:
+        return set(self.left_drawn if eye == "left" else self.right_drawn)
+
+    def labelled(self, eye: str) -> set[str]:
+        return set(self.left if eye == "left" else self.right)
+
 
 def patient_rng(seed: int, patient_id: int) -> np.random.Generator:
     return np.random.default_rng([seed, patient_id, GENERATOR_VERSION])
 
 
-def draw_patient(seed: int, patient_id: int) -> PhantomPatient:
-    """The labels, eyes, age, sex and keywords of one patient."""
+def draw_patient(
+    seed: int, patient_id: int, *, label_noise: float = 0.0, cameras: int = 1
+) -> PhantomPatient:
+    """The diseases, eyes, age, sex, keywords and camera of one patient.
+
+    With ``label_noise`` each eye's keywords disagree with its drawn lesions with
+    that probability: a diseased eye is called normal or given another disease, a
+    normal eye a disease (weighted by prevalence). Noise and camera come from a
+    stream of their own, so the drawn patient does not depend on them.
+    """
     rng = patient_rng(seed, patient_id)
     diseases: set[str] = set()
     if rng.uniform() >= NORMAL_RATE:
@@ -126,9 +151,15 @@ def draw_patient(seed: int, patient_id: int) -> PhantomPatient:
             eyes[str(rng.choice(["left", "right"]))].add(label)
     age = rng.normal(55.0, 10.0) + sum(AGE_SHIFT[label] for label in diseases)
     male = rng.uniform() < (0.62 if "H" in diseases else 0.53)
+    side = np.random.default_rng([seed, patient_id, GENERATOR_VERSION, 99])
+    labelled = {eye: set(found) for eye, found in eyes.items()}
+    for eye in ("left", "right"):
+        if label_noise and side.uniform() < label_noise:
+            labelled[eye] = _mislabel(side, eyes[eye])
+    camera = int(side.integers(0, cameras)) if cameras > 1 else 0
     keywords = {}
     dust = {}
-    for eye, found in eyes.items():
+    for eye, found in labelled.items():
         words = [str(rng.choice(KEYWORDS[label])) for label in sorted(found, key=LABELS.index)]
         words = words or list(KEYWORDS["N"])
         dust[eye] = bool(rng.uniform() < 0.06)
@@ -141,25 +172,51 @@ def draw_patient(seed: int, patient_id: int) -> PhantomPatient:
         patient_id=patient_id,
         age=int(np.clip(round(age), 18, 95)),
         sex="Male" if male else "Female",
-        left=frozenset(eyes["left"]),
-        right=frozenset(eyes["right"]),
+        left=frozenset(labelled["left"]),
+        right=frozenset(labelled["right"]),
         left_keywords=keywords["left"],
         right_keywords=keywords["right"],
         left_dust=dust["left"],
         right_dust=dust["right"],
+        left_drawn=frozenset(eyes["left"]),
+        right_drawn=frozenset(eyes["right"]),
+        camera=camera,
     )
 
 
-def write_patient_images(root: Path, patient: PhantomPatient, seed: int, size: int) -> list[dict]:
-    """Render both eyes of a patient; return their per-image table rows."""
+def _mislabel(rng: np.random.Generator, drawn: set[str]) -> set[str]:
+    """Keywords that disagree with what is drawn."""
+    weights = np.array([PATIENT_RATE[label] for label in PATIENT_RATE], dtype=float)
+    others = list(PATIENT_RATE)
+    if drawn and rng.uniform() < 0.5:
+        return set()  # the grader missed the disease
+    candidates = [label for label in others if label not in drawn]
+    w = np.array([weights[others.index(label)] for label in candidates])
+    swapped = str(rng.choice(candidates, p=w / w.sum()))
+    return {swapped}
+
+
+def write_patient_images(
+    root: Path, patient: PhantomPatient, seed: int, size: int, look: Look = EASY
+) -> list[dict]:
+    """Render both eyes of a patient; return their per-image table rows.
+
+    The label columns say what the keywords say; ``drawn_<L>`` what the
+    photograph shows, and ``label_noise`` marks an eye where they differ.
+    """
     rows = []
+    camera = CAMERAS[patient.camera]
     for eye in ("left", "right"):
-        labels = set(patient.left if eye == "left" else patient.right)
+        labels = patient.labelled(eye)
+        drawn = patient.drawn(eye)
         dust = patient.left_dust if eye == "left" else patient.right_dust
         rng = np.random.default_rng([seed, patient.patient_id, GENERATOR_VERSION, eye == "left"])
-        image, masks = render_eye(rng, size, eye=eye, labels=labels, lens_dust=dust)
+        image, masks = render_eye(
+            rng, size, eye=eye, labels=drawn, lens_dust=dust, look=look, camera=camera
+        )
         name = f"{patient.patient_id}_{eye}.jpg"
-        Image.fromarray(image).save(root / IMAGE_DIR / name, quality=92, optimize=False)
+        quality = jpeg_quality(rng, look)
+        Image.fromarray(image).save(root / IMAGE_DIR / name, quality=quality, optimize=False)
         row = {
             "patient_id": patient.patient_id,
             "eye": eye,
@@ -178,6 +235,11 @@ def write_patient_images(root: Path, patient: PhantomPatient, seed: int, size: i
                     root / mask_path
                 )
             row[f"mask_path_{label}"] = mask_path
+        for label in LABELS:
+            row[f"drawn_{label}"] = int(label in drawn if label != "N" else not drawn)
+        row["label_noise"] = int(labels != drawn)
+        row["camera"] = patient.camera
+        row["jpeg_quality"] = quality
         rows.append(row)
     return rows
 
@@ -222,12 +284,48 @@ def write_workbook(table: pd.DataFrame, path: Path) -> None:
             dst.writestr(zipfile.ZipInfo(info.filename, date_time=(2019, 1, 1, 0, 0, 0)), data)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides a phantom's bytes."""
+
+    patients: int
+    size: int
+    seed: int
+    difficulty: str = "realistic"
+    label_noise: float = 0.0
+    camera_shift: bool = False
+
+    @property
+    def look(self) -> Look:
+        return LOOKS[self.difficulty]
+
+    @property
+    def cameras(self) -> int:
+        return len(CAMERAS) if self.camera_shift else 1
+
+    def manifest(self) -> dict:
+        """``phantom.json``: every generator parameter."""
+        return {
+            "generator": "odirkit phantom",
+            "version": GENERATOR_VERSION,
+            "patients": self.patients,
+            "size": self.size,
+            "seed": self.seed,
+            "difficulty": self.difficulty,
+            "label_noise": self.label_noise,
+            "camera_shift": self.camera_shift,
+            "look": self.look.to_dict(),
+            "cameras": [asdict(c) for c in CAMERAS[: self.cameras]],
+            "prevalence": {"N": NORMAL_RATE, **{k: v / 3500 for k, v in PATIENT_RATE.items()}},
+            "both_eyes": BOTH_EYES,
+            "age_shift": AGE_SHIFT,
+        }
+
+
 def generate(
     root: Path,
+    settings: Settings,
     *,
-    patients: int,
-    size: int,
-    seed: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Write a phantom dataset into ``root`` (which must not hold anything else).
@@ -240,22 +338,22 @@ def generate(
     try:
         (staging / IMAGE_DIR).mkdir()
         (staging / MASK_DIR).mkdir()
-        drawn = [draw_patient(seed, pid) for pid in range(patients)]
+        drawn = [
+            draw_patient(
+                settings.seed, pid, label_noise=settings.label_noise, cameras=settings.cameras
+            )
+            for pid in range(settings.patients)
+        ]
         rows: list[dict] = []
         for i, patient in enumerate(drawn):
-            rows.extend(write_patient_images(staging, patient, seed, size))
+            rows.extend(
+                write_patient_images(staging, patient, settings.seed, settings.size, settings.look)
+            )
             if progress:
-                progress(i + 1, patients)
+                progress(i + 1, settings.patients)
         pd.DataFrame(rows).to_csv(staging / IMAGE_TABLE, index=False)
         write_workbook(workbook_table(drawn), staging / WORKBOOK)
-        manifest = {
-            "generator": "odirkit phantom",
-            "version": GENERATOR_VERSION,
-            "patients": patients,
-            "size": size,
-            "seed": seed,
-            "images": len(rows),
-        }
+        manifest = {**settings.manifest(), "images": len(rows)}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if root.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
@@ -276,12 +374,14 @@ def read_manifest(root: Path) -> dict | None:
         return None
 
 
-def needs_generation(root: Path, *, patients: int, size: int, seed: int) -> bool:
-    """Whether ``root`` lacks the phantom with these parameters.
+def needs_generation(root: Path, settings: Settings) -> bool:
+    """Whether ``root`` lacks the phantom with these settings.
 
     A folder that exists and is not a phantom is never written into: that is an error.
     """
-    wanted = {"version": GENERATOR_VERSION, "patients": patients, "size": size, "seed": seed}
+    wanted = {
+        k: v for k, v in settings.manifest().items() if k not in {"look", "cameras", "prevalence"}
+    }
     manifest = read_manifest(root)
     if manifest is not None and all(manifest.get(k) == v for k, v in wanted.items()):
         return False
@@ -306,24 +406,29 @@ def phantom(
     patients: Annotated[int, Field(ge=1)] = 400,
     size: Annotated[int, Field(ge=32, le=4096)] = 256,
     seed: Annotated[int, Field(ge=0)] = 0,
+    difficulty: Literal["realistic", "easy"] = "realistic",
+    label_noise: Annotated[float, Field(ge=0.0, le=0.5)] | None = None,
+    camera_shift: bool = False,
 ) -> pd.DataFrame:
     """Synthetic fundus photographs in the ODIR-5K layout, generated into ``root`` on first use.
 
     patients: number of patients (two images each).
     size: height in pixels of the generated photographs (width is 1.25 times).
     seed: the generator's seed; the same seed writes the same bytes.
+    difficulty: realistic (mild disease most common, overlapping classes, benign
+    look-alikes, acquisition variation) or easy (florid lesions, one camera).
+    label_noise: share of eyes whose keywords disagree with the drawn lesions
+    (default: 0.05 when realistic, 0 when easy); recorded per eye.
+    camera_shift: patients photographed by three cameras of different colour,
+    vignetting and framing.
     """
+    noise = label_noise if label_noise is not None else (0.05 if difficulty == "realistic" else 0.0)
+    settings = Settings(patients, size, seed, difficulty, float(noise), camera_shift)
     path = Path(root)
-    if needs_generation(path, patients=patients, size=size, seed=seed):
+    if needs_generation(path, settings):
         with progress_bar() as bar:
             task = bar.add_task(f"Drawing the phantom in {path}", total=patients, status="")
-            generate(
-                path,
-                patients=patients,
-                size=size,
-                seed=seed,
-                progress=lambda done, _: bar.update(task, completed=done),
-            )
+            generate(path, settings, progress=lambda done, _: bar.update(task, completed=done))
     return load_table(path)
 
 
@@ -333,5 +438,5 @@ def odirkit_register_datasets(register):
         "phantom",
         phantom,
         summary="Synthetic fundus photographs in the ODIR-5K layout, with lesion masks",
-        test_params={"patients": 6, "size": 64},
+        test_params={"patients": 6, "size": 64, "difficulty": "easy"},
     )
