@@ -622,24 +622,32 @@ def _print_explanations(result: Any) -> None:
         columns = ("explainer", "label", "images", "pointing game", "random point")
         for column in (*columns, "energy in mask", "uniform map"):
             table.add_column(column, justify="right")
-        for row in result.localisation.itertuples(index=False):
+        for row in result.localisation.to_dict("records"):
+            unreliable = not row.get("reliable", True)
             table.add_row(
-                row.explainer,
-                row.label,
-                str(row.images),
-                _fmt(row.pointing_game),
-                _fmt(row.random_point),
-                _fmt(row.energy_in_mask),
-                _fmt(row.uniform_map),
+                row["explainer"] + (" (unreliable)" if unreliable else ""),
+                row["label"],
+                str(row["images"]),
+                _fmt(row["pointing_game"]),
+                _fmt(row["random_point"]),
+                _fmt(row["energy_in_mask"]),
+                _fmt(row["uniform_map"]),
             )
         out.print(table)
     if result.sanity is not None:
-        table = Table(title="sanity: rank correlation with a re-initialised model (low is good)")
-        table.add_column("explainer")
-        table.add_column("rank correlation", justify="right")
+        table = Table(title="sanity: rank correlations inside the field of view (low is good)")
+        for column in ("explainer", "with a re-initialised model", "across images", "verdict"):
+            table.add_column(column, justify="right")
         for row in result.sanity.itertuples(index=False):
-            table.add_row(row.explainer, _fmt(row.rank_correlation_with_random_model))
+            table.add_row(
+                row.explainer,
+                _fmt(row.rank_correlation_with_random_model),
+                _fmt(row.input_dependence),
+                "ok" if row.reliable else "[bold red]unreliable[/bold red]",
+            )
         out.print(table)
+    for line in result.flagged():
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False)
 
 
 # -- baseline and ensemble -------------------------------------------------------------

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from odirkit.config import Experiment, resolve_document
-from odirkit.console import info
+from odirkit.console import info, warn
 from odirkit.engine import distributed
 from odirkit.engine.models import build_model
 from odirkit.engine.rundir import RunDirectory, VariantDirectory, finished_variants
@@ -118,7 +118,7 @@ def explain_result(exp: Experiment, result: VariantResult) -> None:
         torch.manual_seed(derive_seed(exp.config.seed, 7))
         return build_model(exp, result.data.task.num_classes)  # type: ignore[union-attr]
 
-    explain(
+    explained = explain(
         model=result.model,
         view=result.view,
         calls=exp.explainers,
@@ -128,6 +128,8 @@ def explain_result(exp: Experiment, result: VariantResult) -> None:
         seed=exp.config.seed,
         random_model=random_model,
     )
+    for line in explained.flagged():
+        warn(f"{exp.variant}: {line}")
 
 
 def write_comparison(run: ExperimentRun) -> Comparison:

@@ -10,10 +10,15 @@ For a trained model and a set of images, every explainer computes one map per
   maximum falls inside the mask dilated by a small tolerance) and the share
   of the map's **energy inside the mask**, averaged per explainer and class,
   beside what a uniform random point in the field of view would score;
-- a **model-randomisation sanity check** (Adebayo et al. 2018): the rank
-  correlation between the maps of the trained model and those of the same
-  architecture re-initialised. A faithful explainer's maps change, so the
-  correlation is low.
+- two **sanity checks** (Adebayo et al. 2018), each a Spearman rank
+  correlation computed inside the field of view (the black border every
+  fundus shares would agree in any two maps): the **model-randomisation
+  check**, between the maps of the trained model and of the same architecture
+  re-initialised, and the **input-dependence check**, between the maps of
+  images of different classes. A faithful explainer's maps change with the
+  model and with the image, so both correlations are low; an explainer above
+  ``SANITY_LIMIT`` (0.5) in either is *flagged*: the console and the report
+  say so, and its localisation scores are marked unreliable.
 
 A model with extra inputs (age and sex, ``[model] metadata = true``) is
 explained as a function of the image, its extra inputs held: they reach the
@@ -27,6 +32,7 @@ column per explainer), ``localisation.csv`` and ``sanity.csv``.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +58,10 @@ from odirkit.view import ModelView
 
 EXPLAIN_BATCH = 16
 SANITY_PAIRS = 16
+INPUT_PAIRS = 64  # pairs of images of different classes for the input-dependence check
+#: a rank correlation above this fails a sanity check (Adebayo et al. 2018 report
+#: near-zero correlations for faithful maps after randomisation)
+SANITY_LIMIT = 0.5
 POINTING_TOLERANCE = 0.03  # of the image side: 15 px at 512
 
 
@@ -84,6 +94,30 @@ class Explanations:
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32 [P, S, S]
     localisation: pd.DataFrame | None = None
     sanity: pd.DataFrame | None = None
+
+    def flagged(self) -> list[str]:
+        """One sentence per explainer that failed a sanity check."""
+        if self.sanity is None:
+            return []
+        lines = []
+        for row in self.sanity.to_dict("records"):
+            failed = []
+            if row["fails_randomisation"]:
+                failed.append(
+                    f"its maps barely change when the model is re-initialised (rank "
+                    f"correlation {row['rank_correlation_with_random_model']:.2f})"
+                )
+            if row["fails_input_dependence"]:
+                failed.append(
+                    f"its maps barely change from image to image (rank correlation "
+                    f"{row['input_dependence']:.2f} across classes)"
+                )
+            if failed:
+                lines.append(
+                    f"{row['explainer']} fails its sanity checks: {'; '.join(failed)} "
+                    f"(limit {SANITY_LIMIT}); its localisation scores are unreliable"
+                )
+        return lines
 
 
 # -- computing maps ------------------------------------------------------------------------
@@ -173,18 +207,39 @@ def pointing_and_energy(
     return float(grown[y, x]), energy, chance, share
 
 
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two maps (on a 56x56 grid, for speed)."""
+def rank_correlation(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> float:
+    """Spearman's rank correlation of two maps, on a 56x56 grid (for speed), over the cells
+    mostly inside ``region`` (the field of view) when it is given."""
     from scipy.stats import spearmanr
 
     def small(m: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(m)[None, None]
+        t = torch.from_numpy(np.asarray(m, dtype=np.float32))[None, None]
         return torch.nn.functional.adaptive_avg_pool2d(t, 56).flatten().numpy()
 
     x, y = small(a), small(b)
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
+    if region is not None:
+        inside = small(region.astype(np.float32)) > 0.5
+        x, y = x[inside], y[inside]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     return float(spearmanr(x, y).statistic)
+
+
+def input_dependence(
+    maps: np.ndarray, pairs: Sequence[Pair], classes: Sequence[int], fovs: Sequence[np.ndarray]
+) -> float:
+    """Mean rank correlation between the maps of images of different classes (high: the
+    maps hardly depend on the image)."""
+    shown = [(i, p) for i, p in enumerate(pairs) if p.shown]
+    scores = []
+    for (i, a), (j, b) in itertools.combinations(shown, 2):
+        if a.image == b.image or classes[a.image] == classes[b.image]:
+            continue
+        scores.append(rank_correlation(maps[i], maps[j], fovs[a.image] & fovs[b.image]))
+        if len(scores) >= INPUT_PAIRS:
+            break
+    valid = [v for v in scores if not math.isnan(v)]
+    return float(np.mean(valid)) if valid else float("nan")
 
 
 # -- drawing --------------------------------------------------------------------------------
@@ -309,6 +364,8 @@ def explain(
     x = view.normalise(inputs.images, device)
     extra = tuple(t.to(device) for t in inputs.extra)
     predicted = predicted_targets(model, x, view.single_label, extra)
+    classes = [t[0] if t else p[0] for t, p in zip(inputs.true, predicted, strict=True)]
+    fovs = [(image.float().mean(0) > FOV_THRESHOLD).numpy() for image in inputs.images]
     max_images = max((c.options.get("max_images", 64) for c in calls), default=64)
     pairs = choose_pairs(inputs, predicted, labels, asked, max_images)
     result = Explanations(pairs)
@@ -334,7 +391,7 @@ def explain(
                 name=call.name,
             )
             names.append(call.name)
-            if random_model is not None and call.options.get("sanity", True):
+            if call.options.get("sanity", True):
                 result.sanity = pd.concat(
                     [
                         result.sanity if result.sanity is not None else pd.DataFrame(),
@@ -349,11 +406,18 @@ def explain(
                             extra,
                             result.maps[call.name],
                             device,
+                            classes,
+                            fovs,
                         ),
                     ],
                     ignore_index=True,
                 )
     result.localisation = _localisation(inputs, result, labels, view)
+    if result.localisation is not None and result.sanity is not None:
+        reliable = dict(zip(result.sanity["explainer"], result.sanity["reliable"], strict=True))
+        result.localisation["reliable"] = [
+            bool(reliable.get(name, True)) for name in result.localisation["explainer"]
+        ]
     _write(out_dir, inputs, result, labels, names)
     return result
 
@@ -361,7 +425,7 @@ def explain(
 def _sanity(
     call: PluginCall,
     explainer: Any,
-    random_model: Callable[[], nn.Module],
+    random_model: Callable[[], nn.Module] | None,
     x: torch.Tensor,
     pairs: list[Pair],
     layer_name: str | None,
@@ -369,24 +433,38 @@ def _sanity(
     extra: tuple[torch.Tensor, ...],
     trained: np.ndarray,
     device: torch.device,
+    classes: Sequence[int],
+    fovs: Sequence[np.ndarray],
 ) -> pd.DataFrame:
-    fresh = random_model().to(device).eval()
-    layer = fresh.get_submodule(layer_name) if layer_name else None
+    """Both sanity checks for one explainer, and the verdict."""
+    randomisation, constant = float("nan"), 0
     subset = pairs[:SANITY_PAIRS]
-    randomised = compute_maps(
-        explainer, fresh, x, subset, layer, seed=seed, extra=extra, name=call.name
-    )
-    scores = [rank_correlation(trained[i], randomised[i]) for i in range(len(subset))]
-    valid = [s for s in scores if not math.isnan(s)]
+    if random_model is not None:
+        fresh = random_model().to(device).eval()
+        layer = fresh.get_submodule(layer_name) if layer_name else None
+        randomised = compute_maps(
+            explainer, fresh, x, subset, layer, seed=seed, extra=extra, name=call.name
+        )
+        scores = [
+            rank_correlation(trained[i], randomised[i], fovs[p.image]) for i, p in enumerate(subset)
+        ]
+        valid = [v for v in scores if not math.isnan(v)]
+        randomisation = float(np.mean(valid)) if valid else float("nan")
+        constant = len(scores) - len(valid)
+    dependence = input_dependence(trained, pairs, classes, fovs)
+    fails_randomisation = bool(randomisation > SANITY_LIMIT)
+    fails_input = bool(dependence > SANITY_LIMIT)
     return pd.DataFrame(
         [
             {
                 "explainer": call.name,
                 "pairs": len(subset),
-                "rank_correlation_with_random_model": float(np.mean(valid))
-                if valid
-                else float("nan"),
-                "constant_maps": len(scores) - len(valid),
+                "rank_correlation_with_random_model": randomisation,
+                "constant_maps": constant,
+                "input_dependence": dependence,
+                "fails_randomisation": fails_randomisation,
+                "fails_input_dependence": fails_input,
+                "reliable": not (fails_randomisation or fails_input),
             }
         ]
     )
@@ -614,3 +692,15 @@ def explain_run(
         asked=asked,
         layer_override=layer,
     )
+
+
+def read_flags(explain_dir: Path) -> list[str]:
+    """The sanity flags of explanations written earlier (``sanity.csv``)."""
+    path = Path(explain_dir) / "sanity.csv"
+    if not path.exists():
+        return []
+    table = pd.read_csv(path)
+    needed = {"fails_randomisation", "fails_input_dependence"}
+    if not needed <= set(table.columns):
+        return []
+    return Explanations([], sanity=table).flagged()

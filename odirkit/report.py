@@ -254,6 +254,7 @@ def write_report(
                 "",
                 _screening(run),
                 "",
+                *_explanation_flags(run),
             ]
     write_text(out_dir / "report.md", "\n".join(lines))
     return Comparison(table, tests, verdicts)
@@ -281,6 +282,17 @@ def _screening(run: RunSummary) -> str:
         + ("; ".join(parts) if parts else "-")
         + "."
     )
+
+
+def _explanation_flags(run: RunSummary) -> list[str]:
+    """The run's explainers that failed a sanity check (their localisation is unreliable)."""
+    from odirkit.engine.rundir import VariantDirectory
+    from odirkit.explain import read_flags
+
+    if run.directory is None:
+        return []
+    flags = read_flags(VariantDirectory(run.directory).explain_dir)
+    return [f"**Explanations:** {line}." for line in flags] + ([""] if flags else [])
 
 
 def _markdown(table: pd.DataFrame) -> str:

@@ -50,13 +50,14 @@ def test_rotation_stays_within_a_quarter_turn_and_keeps_the_field_round(classic)
         _, eigvecs = torch.linalg.eigh(coords @ coords.T)
         vx, vy = eigvecs[:, -1]
         angle = math.atan(vy / vx) if vx != 0 else math.pi / 2
-        angles.append(abs(angle))
+        angles.append(angle)
         field = image[0] > 0.3
         expected = base[0] > 0.3
         iou = (field & expected).sum() / (field | expected).sum()
         assert iou > 0.95  # the round field of view stays round and in place
-    assert max(angles) <= math.pi / 4 + 0.05
-    assert max(angles) > math.pi / 6  # the whole range is used
+    assert max(abs(a) for a in angles) <= math.pi / 4 + 0.05
+    # the whole range is used, in both directions
+    assert max(angles) > math.pi / 6 and min(angles) < -math.pi / 6
 
 
 def test_contrast_stretch_maps_the_percentiles_to_0_and_1(classic):

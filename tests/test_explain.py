@@ -32,6 +32,30 @@ def build(registry, name, **params):
     return spec.build(**spec.validate(params, where=None))
 
 
+def test_gradcam_keeps_only_the_positive_evidence(registry):
+    # Class 0's Grad-CAM is +red -green on a coarse 8x8 layer: positive on the red lesion,
+    # negative on the green one beside it. The ReLU comes before the upsampling, so the
+    # negative cells do not eat into the positive ones' neighbourhood.
+    model = TwoLesionModel().eval()
+    model.features.append(torch.nn.AvgPool2d(4))
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+    image = torch.zeros(1, 3, 32, 32)
+    image[:, 0, 8:16, 8:16] = 1.0
+    image[:, 1, 8:16, 16:24] = 1.0
+    layer = model.features[2]
+    raw = LayerGradCam(model, layer).attribute(image, target=0, relu_attributions=False)
+    assert raw.max() > 0 and raw.min() < 0  # both signs: the ReLU matters
+
+    def upsample(cam):
+        return LayerAttribution.interpolate(cam, (32, 32), interpolate_mode="bilinear")[0, 0]
+
+    expected = upsample(raw.clamp_min(0))
+    ours = build(registry, "gradcam")(model, image, torch.tensor([0]), layer)[0]
+    assert torch.allclose(ours, expected, atol=1e-6)
+    assert not torch.allclose(upsample(raw).clamp_min(0), expected, atol=1e-3)
+
+
 def test_gradcam_equals_captum_called_directly(registry, cnn):
     model, layer = cnn
     images = torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(1))
@@ -234,3 +258,77 @@ def test_explaining_a_metadata_model(cli, tmp_path, phantom_root):
     assert result.exit_code == 0, result.output
     (variant,) = (tmp_path / "runs").glob("*/*/default")
     assert (variant / "explain" / "maps.npz").exists()
+
+
+class FixedMap:
+    """A broken explainer: the same map whatever the model and the image."""
+
+    def __call__(self, model, images, targets, layer, additional_forward_args=None):
+        size = images.shape[-1]
+        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        blob = torch.exp(-((yy - size / 3) ** 2 + (xx - size / 2) ** 2) / (2 * (size / 6) ** 2))
+        return blob.expand(len(images), size, size).clone()
+
+
+def test_sanity_checks_flag_a_map_that_ignores_model_and_image(explained_run, registry, tmp_path):
+    from odirkit.config import PluginCall
+    from odirkit.data.prepare import prepare_data
+    from odirkit.engine.models import build_model
+    from odirkit.engine.rundir import VariantDirectory
+    from odirkit.explain import explain, inputs_from_data
+    from odirkit.plugins import Registry
+    from odirkit.predict import load_trained
+
+    exp, model, view = load_trained(VariantDirectory(explained_run), registry)
+    import types
+
+    import odirkit
+
+    module = types.ModuleType("fixed_explainer")
+
+    @odirkit.hookimpl
+    def odirkit_register_explainers(register):
+        register("fixed", FixedMap, needs_layer=False)
+
+    module.odirkit_register_explainers = odirkit_register_explainers
+    own = Registry()
+    assert own.add_plugin(module, name="fixed")
+    spec = own.get("explainer", "fixed")
+    calls = [PluginCall(spec, {}, None, {"max_images": 16, "sanity": True})]
+    gradcam = registry.get("explainer", "gradcam")
+    calls.append(PluginCall(gradcam, {}, None, {"max_images": 16, "sanity": True}))
+    data = prepare_data(exp)
+    result = explain(
+        model=model,
+        view=view,
+        calls=calls,
+        inputs=inputs_from_data(data, view, 16),
+        device=torch.device("cpu"),
+        out_dir=tmp_path / "explain",
+        seed=0,
+        random_model=lambda: build_model(exp, len(view.labels)),
+    )
+    table = result.sanity.set_index("explainer")
+    assert (
+        table.loc["fixed", "fails_randomisation"] and table.loc["fixed", "fails_input_dependence"]
+    )
+    assert not table.loc["fixed", "reliable"]
+    assert table.loc["gradcam", "reliable"], table  # Grad-CAM on a trained model passes
+    (line,) = result.flagged()
+    assert line.startswith("fixed fails its sanity checks")
+    saved = pd.read_csv(tmp_path / "explain" / "sanity.csv").set_index("explainer")
+    assert not saved.loc["fixed", "reliable"] and saved.loc["gradcam", "reliable"]
+
+
+def test_sanity_correlations_ignore_what_lies_outside_the_field_of_view():
+    rng = np.random.default_rng(0)
+    inside = np.zeros((56, 56), bool)
+    inside[8:48, 8:48] = True
+    a = rng.uniform(size=(56, 56))
+    b = a.copy()
+    b[~inside] = 1 - a[~inside]  # the maps disagree on the border only
+    c = rng.uniform(size=(56, 56))
+    c[~inside] = a[~inside]  # ... or agree on the border only
+    assert rank_correlation(a, b, inside) == pytest.approx(1.0)
+    assert rank_correlation(a, b) < 0.9
+    assert abs(rank_correlation(a, c, inside)) < 0.2 and rank_correlation(a, c) > 0.3

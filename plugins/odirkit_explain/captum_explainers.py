@@ -18,11 +18,18 @@ copy by SmoothGrad's noise tunnel.
   backpropagation is known to depend little on the model's upper layers
   (Adebayo et al. 2018, "Sanity Checks for Saliency Maps").
 - **SmoothGrad** (Smilkov et al. 2017, "SmoothGrad: removing noise by adding
-  noise"): the absolute input gradient averaged over noisy copies of the image
-  (Captum's ``NoiseTunnel`` over ``Saliency``); the noise's standard deviation
-  is ``noise`` times the batch's input range, and the noisy copies are
-  processed ``sample_batch_size`` at a time. Its randomness comes from
-  PyTorch's global generator, which odirkit seeds before each batch.
+  noise", eq. 3): the input gradient averaged over noisy copies of the image
+  (Captum's ``NoiseTunnel`` over ``Saliency``), then its magnitude; the noise's
+  standard deviation is ``noise`` times the batch's input range, and the noisy
+  copies are processed ``sample_batch_size`` at a time. The gradients are
+  averaged *signed* (``Saliency(abs=False)``), as the paper's equation does:
+  Captum's default, the absolute value of every noisy gradient before
+  averaging, keeps the noise from cancelling, and on fundus photographs gave
+  maps that hardly depended on the model or the image (rank correlation 0.39
+  with a re-initialised model's maps and 0.76 across images of different
+  classes, inside the field of view, against 0.22 and 0.48 averaged signed).
+  Its randomness comes from PyTorch's global generator, which odirkit seeds
+  before each batch.
 """
 
 from __future__ import annotations
@@ -116,6 +123,7 @@ class SmoothGrad:
             stdevs=self.noise * spread,
             target=targets,
             additional_forward_args=additional_forward_args,
+            abs=False,  # average the signed gradients, then take the magnitude
         )
         return attributions.abs().amax(dim=1).detach()
 
