@@ -154,6 +154,10 @@ def test_offline_classic_adds_labelled_copies(registry, phantom_root, tmp_path):
     assert (
         extra.table[["N", "D"]].to_numpy() == np.tile(train[["N", "D"]].to_numpy(), (2, 1))
     ).all()
+    # Every copy carries at least one transform: none duplicates its source image.
+    sources = ctx.images(list(range(len(train)))).repeat(2, 1, 1, 1)
+    same = (extra.images == sources).flatten(1).all(dim=1)
+    assert not same.any(), f"{int(same.sum())} copies equal their source"
 
 
 DCGAN_SMALL = {
