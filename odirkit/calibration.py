@@ -79,7 +79,8 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, *, single_label: bo
     """The temperature that minimises the negative log-likelihood of ``targets``.
 
     ``targets`` are class indices ``[N]`` (single-label) or a 0/1 matrix
-    ``[N, C]`` (multi-label). Fitted on log T, so T stays positive.
+    ``[N, C]`` (multi-label; with ``single_label`` the softmax is fitted to the
+    labels as equal shares). Fitted on log T, so T stays positive.
     """
     z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
     if len(z) == 0:
@@ -91,7 +92,10 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, *, single_label: bo
     def nll() -> torch.Tensor:
         optimiser.zero_grad()
         scaled = z / log_t.exp()
-        if single_label:
+        if single_label and y.ndim == 2:  # a softmax over multi-label targets: equal shares
+            shares = y.double() / y.double().sum(dim=1, keepdim=True).clamp_min(1.0)
+            loss = torch.nn.functional.cross_entropy(scaled, shares)
+        elif single_label:
             loss = torch.nn.functional.cross_entropy(scaled, y.long())
         else:
             loss = torch.nn.functional.binary_cross_entropy_with_logits(scaled, y.double())

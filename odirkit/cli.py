@@ -188,7 +188,9 @@ def _print_results(result: Any) -> None:
     level = round(first.eval.confidence * 100)
     table = Table(title=f"{first.name}: test patients, scored once ({level}% bootstrap intervals)")
     table.add_column("variant")
-    for column in ("checkpoint", "micro F1", "macro F1", "macro recall", "macro AUC"):
+    single = all(r.final.get("task") == "single_label" for r in result.results)
+    headline = "accuracy" if single else "micro F1"  # a single-label micro F1 is accuracy
+    for column in ("checkpoint", headline, "macro F1", "macro recall", "macro AUC"):
         table.add_column(column, justify="right")
     for r in result.results:
         final = r.final["final"]

@@ -36,6 +36,13 @@ METRIC_NAMES = {
 }
 
 
+def metric_name(metric: str, *, single_label: bool) -> str:
+    """How a metric is called: a single-label task's micro F1 is its accuracy."""
+    if metric == "f1_micro" and single_label:
+        return "accuracy"
+    return METRIC_NAMES.get(metric, metric)
+
+
 def parse_run_name(name: str) -> tuple[str, int | None, int | None]:
     """``"gan-seed1-fold0"`` -> ``("gan", 1, 0)``."""
     match = _NAME.match(name)
@@ -90,6 +97,7 @@ class VariantTest:
     pairs: list[PairTest] = field(default_factory=list)
     over_runs: dict[str, dict[str, float]] = field(default_factory=dict)
     note: str = ""
+    single_label: bool = False
 
     def verdicts(self, confidence: float) -> list[str]:
         """One sentence per metric: the difference and whether it is distinguishable."""
@@ -98,7 +106,7 @@ class VariantTest:
         lines = []
         level = round(confidence * 100)
         for i, diff in enumerate(self.pairs[0].differences if self.pairs else []):
-            name = METRIC_NAMES.get(diff.metric, diff.metric)
+            name = metric_name(diff.metric, single_label=self.single_label)
             if len(self.pairs) == 1:
                 pair = self.pairs[0]
                 low, high = diff.interval
@@ -196,7 +204,8 @@ def compare_variants(
     for candidate in bases:
         if candidate == reference:
             continue
-        test = VariantTest(candidate, reference)
+        single = any(r.final.get("task") == "single_label" for r in runs if r.base == candidate)
+        test = VariantTest(candidate, reference, single_label=single)
         for (base, key), run in by_key.items():
             if base != candidate or (reference, key) not in by_key:
                 continue

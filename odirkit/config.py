@@ -146,6 +146,12 @@ class TrainConfig(_Table):
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd (with momentum) or adam")
     lr: float = Field(0.01, gt=0.0, description="learning rate")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    loss: Literal["auto", "cross_entropy", "binary_cross_entropy"] = Field(
+        "auto",
+        description="auto: cross entropy for a single-label task, binary cross entropy for a "
+        "multi-label one; cross_entropy on a multi-label task: softmax over the labels with "
+        "the image's labels as equal shares (the paper's CNN)",
+    )
     weight_decay: float = Field(1e-4, ge=0.0, description="L2 weight decay")
     scheduler: Literal["none", "cosine", "step"] = Field(
         "none", description="learning-rate schedule"

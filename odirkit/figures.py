@@ -63,9 +63,26 @@ def plot_run(
     curves = _curves(history)
     styles = {"val": "-", "test": "--"}
 
+    positive = positive_label(labels, final)
     if curves:
         fig, ax = plt.subplots(figsize=(6, 4))
         for split, name in curves:
+            if positive:  # the paper's Figures 2 and 3: the disease's F1 and recall
+                ax.plot(
+                    epochs,
+                    history[f"{split}_f1_{positive}"],
+                    styles[split],
+                    marker="o",
+                    label=f"F1 {positive}, {name}",
+                )
+                ax.plot(
+                    epochs,
+                    history[f"{split}_recall_{positive}"],
+                    styles[split],
+                    marker="s",
+                    label=f"recall {positive}, {name}",
+                )
+                continue
             ax.plot(
                 epochs,
                 history[f"{split}_f1_micro"],
@@ -80,8 +97,8 @@ def plot_run(
                 marker="s",
                 label=f"macro F1, {name}",
             )
-        heading = " and ".join(name.split(",")[0] for _, name in curves)
-        style_axes(ax, f"{title}: F1 per epoch ({heading})", "F1")
+        what = f"F1 and recall of {positive}" if positive else "F1"
+        style_axes(ax, f"{title}: {what} per epoch", "F1 / recall" if positive else "F1")
         save_figure(fig, out_dir / "f1_per_epoch.png")
         written.append(out_dir / "f1_per_epoch.png")
 
@@ -124,6 +141,13 @@ def plot_run(
         save_figure(fig, out_dir / "recall_per_class.png")
         written.append(out_dir / "recall_per_class.png")
     return written
+
+
+def positive_label(labels: Sequence[str], final: dict[str, Any] | None) -> str | None:
+    """The disease of a two-class single-label task (``["N", "D"]`` -> ``"D"``), else None."""
+    if final is None or final.get("task") != "single_label" or len(labels) != 2:
+        return None
+    return labels[1]
 
 
 def _percent(final: dict[str, Any]) -> str:

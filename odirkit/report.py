@@ -98,14 +98,23 @@ def plot_comparison(runs: Sequence[RunSummary], path: Path, title: str, split: s
     if not runs:
         return False
     labels = _labels_of(runs)
-    columns = 2 + len(labels)
+    single = all(r.final.get("task") == "single_label" for r in runs)
+    if single and len(labels) == 2:  # the paper's Figures 2 and 3: the disease's F1, recall
+        positive = labels[1]
+        panels = [
+            (f"f1_{positive}", f"F1 {positive} ({LABEL_NAMES[positive]})"),
+            (f"recall_{positive}", f"recall {positive} ({LABEL_NAMES[positive]})"),
+            ("f1_micro", "accuracy"),
+        ]
+    else:
+        panels = [("f1_micro", "micro F1"), ("recall_macro", "macro recall")] + [
+            (f"recall_{label}", f"recall {label} ({LABEL_NAMES[label]})") for label in labels
+        ]
+    columns = len(panels)
     ncols = min(4, columns)
     nrows = math.ceil(columns / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
     flat = axes.ravel()
-    panels = [("f1_micro", "micro F1"), ("recall_macro", "macro recall")] + [
-        (f"recall_{label}", f"recall {label} ({LABEL_NAMES[label]})") for label in labels
-    ]
     for ax, (column, name) in zip(flat, panels, strict=False):
         for i, run in enumerate(runs):
             if f"{split}_{column}" in run.history:
@@ -220,7 +229,7 @@ def write_report(
         f"patients; [low, high] is the {level}% bootstrap interval over test patients. Rows "
         "'mean of N runs' give the mean over seeds or folds and the t-interval of that mean.",
         "",
-        _markdown(table),
+        _markdown(_named(table, runs)),
         "",
     ]
     if drawn_val:
@@ -293,6 +302,14 @@ def _explanation_flags(run: RunSummary) -> list[str]:
         return []
     flags = read_flags(VariantDirectory(run.directory).explain_dir)
     return [f"**Explanations:** {line}." for line in flags] + ([""] if flags else [])
+
+
+def _named(table: pd.DataFrame, runs: Sequence[RunSummary]) -> pd.DataFrame:
+    """The table as shown: a single-label task's micro F1 is called accuracy."""
+    if runs and all(r.final.get("task") == "single_label" for r in runs):
+        renamed = {c: c.replace("f1_micro", "accuracy", 1) for c in table.columns}
+        return table.rename(columns=renamed)
+    return table
 
 
 def _markdown(table: pd.DataFrame) -> str:

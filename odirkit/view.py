@@ -45,6 +45,7 @@ class ModelView:
     age_std: float = 1.0
     fusion: str = "max"
     temperature: float = 1.0
+    softmax: bool = False  # softmax over the labels (a single-label task, or a softmax loss)
 
     @classmethod
     def of(
@@ -71,6 +72,7 @@ class ModelView:
             age_std=float(age_stats[1]),
             fusion=data.fusion,
             temperature=float(temperature or 1.0),
+            softmax=single_label or exp.config.train.loss == "cross_entropy",
         )
 
     def with_temperature(self, temperature: float | None) -> ModelView:
@@ -107,9 +109,9 @@ class ModelView:
     # -- outputs ---------------------------------------------------------------------------
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Softmax (single-label) or sigmoid (multi-label) of ``logits / temperature``."""
+        """Softmax (single-label, or a softmax loss) or sigmoid of ``logits / temperature``."""
         z = logits.float() / self.temperature
-        return z.softmax(dim=1) if self.single_label else z.sigmoid()
+        return z.softmax(dim=1) if self.softmax else z.sigmoid()
 
     def fuse(self, probs: np.ndarray, patient_ids: Sequence[Any]) -> pd.DataFrame:
         """Per-patient probabilities (:mod:`odirkit.fusion`), indexed by patient ID."""

@@ -234,16 +234,6 @@ CASES = [
     Case("corrupt_jpeg", with_broken_image(truncate=False), "cannot read image"),
     Case("truncated_jpeg", with_broken_image(truncate=True), "_left.jpg"),
     Case(
-        "undersample_multi_label",
-        experiment(
-            tiny_experiment(Path("{phantom}"), epochs=1).replace(
-                'labels = ["N", "D"]',
-                'labels = ["N", "D", "O"]\ntask = "multi_label"\nbalance = "undersample"',
-            )
-        ),
-        "needs a single-label task",
-    ),
-    Case(
         "missing_weights_file",
         experiment(
             BASE + '[model]\nname = "timm"\narch = "test_efficientnet"\n'

@@ -117,3 +117,27 @@ def test_corrupt_and_missing_images_are_reported_by_name(tmp_path):
     assert set(prepared.failures) == {1, 2}
     assert "corrupt.jpg" in prepared.failures[1]
     assert "missing.jpg: image file not found" in prepared.failures[2]
+
+
+def test_multilabel_undersampling_caps_the_common_labels_and_keeps_every_rare_one():
+    from odirkit.data.split import undersample_multilabel
+
+    rng = np.random.default_rng(0)
+    # N alone is common, D common, G and A rare, some images carry D and A together.
+    rows = (
+        [[1, 0, 0, 0]] * 400
+        + [[0, 1, 0, 0]] * 250
+        + [[0, 0, 1, 0]] * 40
+        + [[0, 0, 0, 1]] * 30
+        + [[0, 1, 0, 1]] * 20
+    )
+    targets = np.array(rows, dtype=np.float32)[rng.permutation(len(rows))]
+    indices = np.arange(len(targets))
+    kept = undersample_multilabel(indices, targets, seed=1)
+    before = targets.sum(axis=0)
+    after = targets[kept].sum(axis=0)
+    median = int(np.median(before))  # 145: N and D are the majority labels
+    assert after[0] == median and after[1] == median  # the common labels capped
+    assert after[2] == before[2] and after[3] == before[3]  # no rare image removed
+    assert np.array_equal(kept, undersample_multilabel(indices, targets, seed=1))
+    assert not np.array_equal(kept, undersample_multilabel(indices, targets, seed=2))

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -235,3 +236,30 @@ def test_diverging_loss_stops_with_a_message(cli, tmp_path, phantom_root):
     assert result.exit_code == 2, result.output
     assert "training loss became" in result.stderr and "epoch" in result.stderr
     assert "checkpoint" in result.stderr  # the last good one, or that there is none yet
+
+
+def test_a_softmax_loss_on_a_multi_label_task_gives_probabilities_that_share_one(
+    cli, tmp_path, phantom_root
+):
+    text = tiny_experiment(phantom_root, epochs=1, extra='loss = "cross_entropy"').replace(
+        'labels = ["N", "D"]', 'labels = ["N", "D", "O"]\ntask = "multi_label"'
+    )
+    result = start(cli, tmp_path, text)
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    predictions = pd.read_csv(run / "default" / "predictions.csv")
+    totals = predictions[["prob_N", "prob_D", "prob_O"]].sum(axis=1)
+    assert np.allclose(totals, 1.0, atol=1e-4)  # softmax over the labels, not sigmoids
+
+    bce = tiny_experiment(phantom_root, epochs=1, extra='loss = "binary_cross_entropy"')
+    refused = start(cli, tmp_path, bce)
+    assert refused.exit_code == 2 and "needs a multi-label task" in refused.stderr
+
+
+def test_a_single_label_headline_is_called_accuracy(cli, tmp_path, phantom_root):
+    result = start(cli, tmp_path, tiny_experiment(phantom_root, epochs=1))
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.stdout and "micro F1" not in result.stdout
+    (run,) = run_dirs(tmp_path / "runs")
+    report = (run / "report.md").read_text()
+    assert "| accuracy |" in report and "f1_micro" not in report

@@ -20,6 +20,7 @@ from odirkit.data.split import (
     patient_level_split,
     split_file_assignment,
     undersample,
+    undersample_multilabel,
     write_split_file,
 )
 from odirkit.data.table import Task, TaskSelection, check_sample_table, select_task
@@ -362,12 +363,11 @@ def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
     test_idx = np.flatnonzero(side == "test")
     task = selection.task
     if cfg.balance == "undersample":
-        if not task.single_label:
-            raise ConfigError(
-                f'{exp.source}: [data] balance = "undersample" needs a single-label task; '
-                'use balance = "weighted" for multi-label tasks'
-            )
-        train_idx = undersample(train_idx, targets[train_idx], seed=derive_seed(exp.config.seed, 1))
+        seed = derive_seed(exp.config.seed, 1)
+        if task.single_label:
+            train_idx = undersample(train_idx, targets[train_idx], seed=seed)
+        else:  # the common label sets capped, no minority label's image removed
+            train_idx = undersample_multilabel(train_idx, targets, seed=seed)
     truth, truth_report = patient_truth(samples.table)
     truth = truth[list(task.labels)]
     if cfg.shuffle_train_labels:

@@ -144,14 +144,45 @@ def undersample(indices: np.ndarray, classes: np.ndarray, *, seed: int) -> np.nd
     return np.sort(np.concatenate(kept))
 
 
-def class_weights(targets: np.ndarray, num_classes: int, *, single_label: bool) -> np.ndarray:
+def undersample_multilabel(indices: np.ndarray, targets: np.ndarray, *, seed: int) -> np.ndarray:
+    """Random undersampling for a multi-label task (in the manner of Charte et al.'s ML-RUS).
+
+    A label is a *majority* label when more images carry it than the median label
+    does. Images whose labels are all majority labels (N alone, D alone, N and D
+    ...) are removed in a seeded random order, each only while every one of its
+    labels stays above that median: the common label sets are capped, and no
+    image of a minority label is ever removed.
+    """
+    y = np.asarray(targets) > 0.5
+    counts = y[indices].sum(axis=0).astype(np.int64)
+    target = int(np.median(counts))
+    majority = counts > target
+    rng = np.random.default_rng(seed)
+    kept = np.ones(len(indices), dtype=bool)
+    for position in rng.permutation(len(indices)):
+        labels = y[indices[position]]
+        if not labels.any() or not majority[labels].all():
+            continue
+        if (counts[labels] > target).all():
+            kept[position] = False
+            counts[labels] -= 1
+    return np.sort(indices[kept])
+
+
+def class_weights(
+    targets: np.ndarray, num_classes: int, *, single_label: bool, shares: bool = False
+) -> np.ndarray:
     """Loss weights against class imbalance.
 
-    Single-label: ``n / (C * count_c)`` per class (cross-entropy weights).
+    Single-label: ``n / (C * count_c)`` per class (cross-entropy weights); the same
+    for a multi-label task under a softmax loss (``shares``), counting each label.
     Multi-label: ``negatives / positives`` per label (BCE ``pos_weight``).
     """
     if single_label:
         counts = np.bincount(targets.astype(np.int64), minlength=num_classes).astype(float)
+        return len(targets) / (num_classes * np.maximum(counts, 1.0))
+    if shares:
+        counts = targets.sum(axis=0).astype(float)
         return len(targets) / (num_classes * np.maximum(counts, 1.0))
     positives = targets.sum(axis=0)
     negatives = len(targets) - positives

@@ -63,6 +63,7 @@ def at_level(
     level: str,
     fusion: str,
     temperature: float | None = None,
+    softmax: bool | None = None,
 ) -> LevelPredictions:
     """The evaluation's rows at ``level``; probabilities re-scaled by ``temperature`` first.
 
@@ -73,7 +74,9 @@ def at_level(
     probs = evaluation.probs
     if temperature is not None and evaluation.logits is not None:
         probs = probabilities(
-            evaluation.logits, single_label=task.single_label, temperature=temperature
+            evaluation.logits,
+            single_label=task.single_label if softmax is None else softmax,
+            temperature=temperature,
         )
     rows = data.table.iloc[evaluation.indices]
     if level != "patient":
@@ -215,6 +218,7 @@ def score_test(
     resamples: int = bootstrap.RESAMPLES,
     confidence: float = bootstrap.CONFIDENCE,
     seed: int = 0,
+    softmax: bool | None = None,
 ) -> TestResult:
     """Choose the temperature and thresholds on ``val``; score ``test`` with them, once.
 
@@ -226,9 +230,10 @@ def score_test(
     if calibrate:
         if val is None or val.logits is None:
             raise ValueError("calibration needs the validation images' logits")
-        temperature = fit_temperature(val.logits, val.targets, single_label=task.single_label)
+        shared = task.single_label if softmax is None else softmax
+        temperature = fit_temperature(val.logits, val.targets, single_label=shared)
     val_preds = (
-        at_level(data, val, level=level, fusion=fusion, temperature=temperature)
+        at_level(data, val, level=level, fusion=fusion, temperature=temperature, softmax=softmax)
         if val is not None and len(val.indices)
         else None
     )
@@ -242,7 +247,9 @@ def score_test(
         thresholds = choose_thresholds(
             rule, val_preds.targets, val_preds.probs, single_label=task.single_label
         )
-    test_preds = at_level(data, test, level=level, fusion=fusion, temperature=temperature)
+    test_preds = at_level(
+        data, test, level=level, fusion=fusion, temperature=temperature, softmax=softmax
+    )
     metrics = metrics_of(test_preds, thresholds)
     intervals = bootstrap.intervals(
         scored(test_preds, thresholds), resamples=resamples, confidence=confidence, seed=seed
@@ -250,7 +257,9 @@ def score_test(
     image_metrics = None
     if level == "patient":
         image_metrics = metrics_of(
-            at_level(data, test, level="image", fusion=fusion, temperature=temperature)
+            at_level(
+                data, test, level="image", fusion=fusion, temperature=temperature, softmax=softmax
+            )
         )
     return TestResult(
         metrics=metrics,

@@ -231,10 +231,15 @@ class EpochLoop:
         experiment's level (and ``<split>_image_<metric>`` at patient level)."""
         data_cfg = self.cfg.data
         data = self.trainer.data
-        preds = at_level(data, evaluation, level=data_cfg.level, fusion=data_cfg.fusion)
+        softmax = self.trainer.view.softmax
+        preds = at_level(
+            data, evaluation, level=data_cfg.level, fusion=data_cfg.fusion, softmax=softmax
+        )
         row = {f"{split}_loss": evaluation.loss, **flatten_metrics(metrics_of(preds), f"{split}_")}
         if data_cfg.level == "patient":
-            image = at_level(data, evaluation, level="image", fusion=data_cfg.fusion)
+            image = at_level(
+                data, evaluation, level="image", fusion=data_cfg.fusion, softmax=softmax
+            )
             row.update(flatten_metrics(metrics_of(image), f"{split}_image_"))
         return row
 
@@ -285,6 +290,7 @@ class EpochLoop:
             resamples=ev.bootstrap,
             confidence=ev.confidence,
             seed=derive_seed(self.cfg.seed, 3),
+            softmax=self.trainer.view.softmax,
         )
         return result, test
 

@@ -288,7 +288,7 @@ class Trainer:
             total = sum(p[2] for p in parts)
             seen = sum(p[3] for p in parts)
         logits = torch.from_numpy(local)
-        probs = logits.softmax(dim=1) if self.data.task.single_label else logits.sigmoid()
+        probs = logits.softmax(dim=1) if self.view.softmax else logits.sigmoid()
         return Evaluation(
             indices=indices,
             probs=probs.numpy(),
@@ -318,9 +318,27 @@ def make_scheduler(
     return None
 
 
-def make_loss(single_label: bool, weights: np.ndarray | None, device: torch.device) -> nn.Module:
-    """Cross entropy for single-label tasks, binary cross entropy for multi-label ones."""
+class SharedLabelCrossEntropy(nn.Module):
+    """Softmax cross entropy for multi-label targets: each of an image's labels gets an
+    equal share of the target distribution (the paper's 8-label CNN)."""
+
+    def __init__(self, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        shares = targets / targets.sum(dim=1, keepdim=True).clamp_min(1.0)
+        return nn.functional.cross_entropy(logits, shares, weight=self.weight)
+
+
+def make_loss(
+    single_label: bool, weights: np.ndarray | None, device: torch.device, *, softmax: bool = False
+) -> nn.Module:
+    """Cross entropy for single-label tasks; for multi-label ones binary cross entropy, or
+    (``softmax``) cross entropy over the labels."""
     w = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
     if single_label:
         return nn.CrossEntropyLoss(weight=w)
+    if softmax:
+        return SharedLabelCrossEntropy(weight=w)
     return nn.BCEWithLogitsLoss(pos_weight=w)

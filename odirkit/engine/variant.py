@@ -35,7 +35,7 @@ from odirkit.engine.trainer import (
     make_scheduler,
     resolve_performance,
 )
-from odirkit.errors import OdirkitError, PluginError
+from odirkit.errors import ConfigError, OdirkitError, PluginError
 from odirkit.files import write_json, write_text
 from odirkit.layers import check_layers
 from odirkit.plugins import Registry
@@ -161,10 +161,18 @@ def run_variant(exp: Experiment, vdir: VariantDirectory, *, registry: Registry) 
     if here.main and data.report.get("extra_train_images"):
         _write_data(vdir, data)
     view = ModelView.of(exp, single_label=data.task.single_label, age_stats=data.age_stats)
+    if cfg.train.loss == "binary_cross_entropy" and data.task.single_label:
+        raise ConfigError(
+            f'{exp.source}: [train] loss = "binary_cross_entropy" needs a multi-label task; '
+            f"labels {', '.join(data.task.labels)} exclude each other here"
+        )
     weights = None
     if cfg.data.balance == "weighted":
         weights = class_weights(
-            data.targets[data.train_idx], data.task.num_classes, single_label=data.task.single_label
+            data.targets[data.train_idx],
+            data.task.num_classes,
+            single_label=data.task.single_label,
+            shares=view.softmax,
         )
     optimizer = make_optimizer(
         cfg.train.optimizer,
@@ -183,7 +191,7 @@ def run_variant(exp: Experiment, vdir: VariantDirectory, *, registry: Registry) 
     trainer = Trainer(
         model=model,
         optimizer=optimizer,
-        loss_fn=make_loss(data.task.single_label, weights, device),
+        loss_fn=make_loss(data.task.single_label, weights, device, softmax=view.softmax),
         data=data,
         device=device,
         view=view,
