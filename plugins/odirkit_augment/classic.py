@@ -157,12 +157,13 @@ class ClassicAugment:
             rotate_mask, contrast_mask, noise_mask, hflip_mask, vflip_mask = masks
         chosen_noise = int(noise_mask.sum())
         offsets = uniform(chosen_noise)
-        noise = self._noise(chosen_noise, images.shape[1:], offsets, device)
+        windows = self._noise(chosen_noise, images.shape[1:], offsets, device)
 
         def add_noise(x: torch.Tensor, own: bool) -> torch.Tensor:
-            if own:
-                return x.add_(noise, alpha=self.noise_std).clamp_(0.0, 1.0)
-            return (x + self.noise_std * noise).clamp(0.0, 1.0)
+            x = x if own else x.clone()
+            for image, window in zip(x, windows, strict=True):  # no stacked copy of the noise
+                image.add_(window, alpha=self.noise_std)
+            return x.clamp_(0.0, 1.0)
 
         steps = [
             (rotate_mask, lambda x, i, own: rotate(x, angles[i])),
@@ -208,13 +209,14 @@ class ClassicAugment:
 
     def _noise(
         self, n: int, shape: torch.Size, offsets: torch.Tensor, device: torch.device
-    ) -> torch.Tensor:
-        """``n`` images of standard normal noise: each a window of the augmenter's bank of
-        ``NOISE_BANK`` values (drawn once, seeded), at an offset from the run's generator.
-        Exactly Gaussian within an image, and a fraction of the cost of fresh draws."""
+    ) -> list[torch.Tensor]:
+        """``n`` images' standard normal noise: each a window (a view, not a copy) of the
+        augmenter's bank of ``NOISE_BANK`` values (drawn once, seeded), at an offset from
+        the run's generator. Exactly Gaussian within an image, and a fraction of the cost
+        of fresh draws."""
         size = math.prod(shape)
         if n == 0:
-            return torch.zeros((0, *shape), device=device)
+            return []
         bank_size = max(NOISE_BANK, 2 * size)
         key = f"{device}-{bank_size}"
         if key not in self._bank:
@@ -222,7 +224,7 @@ class ClassicAugment:
             self._bank[key] = torch.randn(bank_size, generator=fixed).to(device)
         bank = self._bank[key]
         starts = (offsets * (bank_size - size)).long().tolist()
-        return torch.stack([bank[s : s + size] for s in starts]).view(n, *shape)
+        return [bank[s : s + size].view(shape) for s in starts]
 
 
 class OfflineClassic:
