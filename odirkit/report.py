@@ -164,7 +164,11 @@ def plot_recall_per_class(runs: Sequence[RunSummary], path: Path, title: str) ->
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test recall")
-    ax.set_title(f"{title}: test recall per class (bootstrap intervals)")
+    ax.set_title(
+        f"{title}: test recall per class, each run's reported checkpoint (best on validation "
+        "unless eval.checkpoint = last), with bootstrap intervals",
+        fontsize=9,
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path)
