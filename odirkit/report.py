@@ -326,7 +326,7 @@ def _markdown(table: pd.DataFrame) -> str:
     for record in table.to_dict("records"):
         cells = []
         for column in shown:
-            cell = _cell(record.get(column))
+            cell = _cell(record.get(column), column)
             low, high = record.get(f"{column}_low"), record.get(f"{column}_high")
             if cell and _finite(low) and _finite(high):
                 cell += f" [{low:.3f}, {high:.3f}]"
@@ -339,7 +339,13 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def _cell(value: Any) -> str:
+#: columns that count (epochs), shown without decimals
+_COUNTS = ("epochs", "checkpoint_epoch", "best_epoch")
+
+
+def _cell(value: Any, column: str = "") -> str:
     if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.3f}"
+        if math.isnan(value):
+            return ""
+        return f"{value:.0f}" if column in _COUNTS else f"{value:.3f}"
     return "" if value is None else str(value)
