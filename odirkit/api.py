@@ -17,14 +17,17 @@ from odirkit.data.images import IMAGE_SUFFIXES, Preprocessing, preprocess
 from odirkit.figures import save_figure
 from odirkit.files import atomic_write, write_json, write_text
 from odirkit.seeding import derive_seed, generator_for
+from odirkit.tracking import RunInfo, flatten
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "ExpandContext",
     "ExtraSamples",
     "Preprocessing",
+    "RunInfo",
     "atomic_write",
     "derive_seed",
+    "flatten",
     "generator_for",
     "images_to_uint8",
     "info",

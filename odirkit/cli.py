@@ -483,6 +483,57 @@ def compare(
     out.print(f"written to {target}")
 
 
+@app.command()
+def runs(
+    root: Annotated[
+        Path, typer.Argument(help="The folder holding runs/<name>/<timestamp>.")
+    ] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The runs under a folder: experiment, start, variants, status, best headline figure."""
+    from odirkit.experiment import list_runs
+
+    found = list_runs(root)
+    if as_json:
+        out.print_json(json.dumps(found))
+        return
+    table = Table(title=f"runs under {root}")
+    for column in ("experiment", "started", "variants", "status", "best"):
+        table.add_column(column, no_wrap=column in ("experiment", "started"))
+    for run in found:
+        statuses = run["variants"]
+        done = sum(s == "finished" for s in statuses.values())
+        best = run["best"]
+        table.add_row(
+            *_cells(
+                run["experiment"],
+                run["started"],
+                f"{done}/{len(statuses)} finished",
+                run["status"],
+                f"{best['variant']}: {best['metric']} {best['value']:.3f}" if best else "",
+            )
+        )
+    out.print(table)
+    for run in found:
+        for variant, error in run["errors"].items():
+            out.print(f"{run['folder']}/{variant} failed: {escape(error)}", highlight=False)
+        if run["resume"]:
+            out.print(f"{run['status']}: {run['resume']}", highlight=False)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<name>/<timestamp>).")],
+) -> None:
+    """Rebuild report.md and report.html from a run folder's files (finished or not)."""
+    from odirkit.experiment import rebuild_report
+
+    run, comparison = rebuild_report(run_dir)
+    for line in comparison.verdicts:
+        out.print(f"  {escape(line)}", highlight=False)
+    out.print(f"report: {run.path / 'report.html'}")
+
+
 # -- predict and score ------------------------------------------------------------
 
 

@@ -324,6 +324,9 @@ class ExperimentConfig(_Table):
     compare: CompareConfig = Field(default_factory=CompareConfig)  # type: ignore[arg-type]
     augment: list[dict[str, Any]] = Field(default_factory=list, description="augmenter plugins")
     explain: list[dict[str, Any]] = Field(default_factory=list, description="explainer plugins")
+    log: list[dict[str, Any]] = Field(
+        default_factory=list, description="logger plugins (experiment trackers)"
+    )
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="overrides merged onto the base, one run each"
     )
@@ -407,6 +410,7 @@ class Experiment:
     augmenters: list[PluginCall]
     explainers: list[PluginCall]
     source: str | None = None
+    loggers: list[PluginCall] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -423,11 +427,12 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration: a valid experiment document of its own."""
-        doc = self.config.model_dump(mode="json", exclude={"variants", "augment", "explain"})
+        doc = self.config.model_dump(mode="json", exclude={"variants", "augment", "explain", "log"})
         doc["data"].update(self.dataset.params)
         doc["model"].update(self.model.params)
         doc["augment"] = [a.to_dict() for a in self.augmenters]
         doc["explain"] = [e.to_dict() for e in self.explainers]
+        doc["log"] = [log.to_dict() for log in self.loggers]
         return doc
 
     def fingerprint(self) -> str:
@@ -711,6 +716,10 @@ def _resolve_variant(
         _resolve_entry(registry, "explainer", entry, origin, f"explain.{i}")
         for i, entry in enumerate(config.explain)
     ]
+    loggers = [
+        _resolve_entry(registry, "logger", entry, origin, f"log.{i}")
+        for i, entry in enumerate(config.log)
+    ]
     _settle_image_size(config, model, plugin_params["model"])
     return Experiment(
         config=config,
@@ -720,6 +729,7 @@ def _resolve_variant(
         augmenters=augmenters,
         explainers=explainers,
         source=origin.file,
+        loggers=loggers,
     )
 
 

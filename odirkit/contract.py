@@ -66,11 +66,16 @@ class DatasetMeta(_Meta):
     )
 
 
+class LoggerMeta(_Meta):
+    """``register`` keywords of a logger plugin."""
+
+
 META: dict[str, type[_Meta]] = {
     "model": ModelMeta,
     "augmenter": AugmenterMeta,
     "explainer": ExplainerMeta,
     "dataset": DatasetMeta,
+    "logger": LoggerMeta,
 }
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from odirkit.config import Experiment, resolve_document
 from odirkit.console import info, warn
 from odirkit.engine import distributed
+from odirkit.engine.interrupt import RunInterrupted
 from odirkit.engine.models import build_model
 from odirkit.engine.rundir import RunDirectory, VariantDirectory, finished_variants
 from odirkit.engine.variant import VariantResult, finished_result, run_variant
@@ -97,13 +98,35 @@ def run_experiment(run: ExperimentRun, *, registry: Registry) -> ExperimentRun:
     for exp in run.experiments:
         vdir = run.directory.variant(exp.variant)
         info(f"variant {exp.variant!r} -> {vdir}")
-        result = run_variant(exp, vdir, registry=registry)
+        try:
+            result = run_variant(exp, vdir, registry=registry)
+        except RunInterrupted:
+            raise
+        except BaseException as exc:
+            if distributed.is_main() and not isinstance(exc, KeyboardInterrupt):
+                write_json(
+                    vdir.failed_file,
+                    {
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "time": datetime.now().isoformat(timespec="seconds"),
+                        "resume": f"odirkit run --resume {run.directory}",
+                    },
+                )
+            raise
+        vdir.failed_file.unlink(missing_ok=True)
         if exp.explainers and result.model is not None and distributed.is_main():
             explain_result(exp, result)
         distributed.barrier()
         run.results.append(result)
     if distributed.is_main():
         run.comparison = write_comparison(run)
+        report = [run.directory.path / name for name in ("report.md", "report.html")]
+        for result in run.results:
+            if result.tracker is not None:
+                explained = sorted(result.directory.explain_dir.glob("*.png"))
+                sanity = sorted(result.directory.explain_dir.glob("*.csv"))
+                result.tracker.files([*explained, *sanity, *report])
+                result.tracker.close()
     return run
 
 
@@ -169,3 +192,91 @@ def summaries_from_dirs(paths: Sequence[Path]) -> list[RunSummary]:
         final = vdir.metrics()
         summaries.append(RunSummary(unique, vdir.history(), final, final["labels"], vdir.path))
     return summaries
+
+
+def rebuild_report(path: Path) -> tuple[RunDirectory, Comparison]:
+    """report.md, report.html and the comparison of a run folder, from its files alone
+    (a finished run, or an interrupted one: its unfinished variants are listed)."""
+    run = RunDirectory(path)
+    variants = run.variants()
+    if not variants:
+        raise RunError(f"{path}: the run lists no variant")
+    first = variants[0].config()
+    summaries, unfinished = [], []
+    for vdir in variants:
+        if vdir.finished:
+            final = vdir.metrics()
+            summaries.append(
+                RunSummary(vdir.name, vdir.history(), final, final["labels"], vdir.path)
+            )
+            continue
+        history = vdir.history()
+        done = int(history["epoch"].max()) if len(history) else 0
+        unfinished.append(
+            f"{vdir.name}: stopped after epoch {done}; continue with "
+            f"odirkit run --resume {run.path}"
+        )
+    ev, compare = first.get("eval", {}), first.get("compare", {})
+    comparison = write_report(
+        run.path,
+        title=first.get("name", run.path.parent.name),
+        description=first.get("description", ""),
+        runs=summaries,
+        figures={s.label: f"{s.label}/figures" for s in summaries},
+        baseline=compare.get("baseline"),
+        metrics=compare.get("metrics", ["f1_micro", "auc_macro"]),
+        resamples=ev.get("bootstrap", 1000),
+        confidence=ev.get("confidence", 0.95),
+        seed=derive_seed(int(first.get("seed", 0)), 6),
+        unfinished=unfinished,
+    )
+    return run, comparison
+
+
+def list_runs(root: Path) -> list[dict[str, object]]:
+    """Every run folder under ``root`` (``runs/<name>/<timestamp>``), newest first: its
+    experiment, start, variants with their status, the best headline figure, and the
+    command that resumes it when it is not finished."""
+    import json
+
+    found = []
+    for run_file in sorted(Path(root).glob(f"*/*/{RunDirectory.RUN}")):
+        run = RunDirectory(run_file.parent)
+        try:
+            meta = json.loads(run_file.read_text())
+        except (OSError, ValueError):
+            continue
+        variants = [run.variant(v) for v in meta.get("variants", [])]
+        statuses = {v.name: v.status for v in variants}
+        best = None
+        for vdir in variants:
+            if vdir.finished:
+                final = vdir.metrics()
+                value = (final.get("final") or {}).get("f1_micro")
+                metric = "accuracy" if final.get("task") == "single_label" else "micro F1"
+                if isinstance(value, int | float) and (best is None or value > best[2]):
+                    best = (vdir.name, metric, float(value))
+        if all(s == "finished" for s in statuses.values()):
+            status = "finished"
+        elif any(s == "failed" for s in statuses.values()):
+            status = "failed"
+        else:
+            status = "interrupted"
+        errors = {
+            v.name: json.loads(v.failed_file.read_text()).get("error", "")
+            for v in variants
+            if v.status == "failed"
+        }
+        found.append(
+            {
+                "folder": str(run.path),
+                "experiment": meta.get("name", run.path.parent.name),
+                "started": meta.get("started", ""),
+                "variants": statuses,
+                "status": status,
+                "best": {"variant": best[0], "metric": best[1], "value": best[2]} if best else None,
+                "errors": errors,
+                "resume": None if status == "finished" else f"odirkit run --resume {run.path}",
+            }
+        )
+    return sorted(found, key=lambda r: str(r["started"]), reverse=True)

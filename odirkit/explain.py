@@ -276,8 +276,10 @@ def save_grid(
     result: Explanations,
     labels: Sequence[str],
     names: Sequence[str],
+    view: ModelView | None = None,
 ) -> None:
-    """One row per class (its example image), the image then one column per explainer."""
+    """One row per class (its example image), the image then one column per explainer;
+    the lesion's outline drawn over each where the image has a lesion mask."""
     import matplotlib.pyplot as plt
 
     from odirkit.figures import save_figure
@@ -297,14 +299,31 @@ def save_grid(
         axes[row][0].imshow(image)
         label = labels[pair.target]
         axes[row][0].set_title(f"{label} ({LABEL_NAMES.get(label, label)})", fontsize=8)
+        mask = _lesion_mask(inputs, pair.image, label, view)
         for col, name in enumerate(names, start=1):
             axes[row][col].imshow(overlay(image, result.maps[name][i]))
             if row == 0:
                 axes[row][col].set_title(name, fontsize=9)
+        if mask is not None and mask.any():
+            for ax in axes[row]:
+                ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.7)
     for ax in axes.ravel():
         ax.axis("off")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def _lesion_mask(
+    inputs: ExplainInputs, image: int, label: str, view: ModelView | None
+) -> np.ndarray | None:
+    """The image's lesion mask for ``label`` in the image's frame, when there is one."""
+    column = f"mask_path_{label}"
+    if view is None or column not in inputs.rows.columns or "image_path" not in inputs.rows:
+        return None
+    row = inputs.rows.iloc[image]
+    if not isinstance(row[column], str) or not row[column]:
+        return None
+    return preprocess_mask(row[column], row["image_path"], view.preprocessing)
 
 
 # -- the whole thing ----------------------------------------------------------------------
@@ -418,7 +437,7 @@ def explain(
         result.localisation["reliable"] = [
             bool(reliable.get(name, True)) for name in result.localisation["explainer"]
         ]
-    _write(out_dir, inputs, result, labels, names)
+    _write(out_dir, inputs, result, labels, names, view)
     return result
 
 
@@ -529,6 +548,7 @@ def _write(
     result: Explanations,
     labels: Sequence[str],
     names: Sequence[str],
+    view: ModelView | None = None,
 ) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, Any] = {name: maps.astype(np.float16) for name, maps in result.maps.items()}
@@ -554,7 +574,7 @@ def _write(
             data = _png(overlay(image, result.maps[name][i]))
             target = folder / f"{row['patient_id']}_{row['eye']}_{labels[pair.target]}.png"
             write_bytes(target, data)
-    save_grid(out_dir / "grid.png", inputs, result, labels, names)
+    save_grid(out_dir / "grid.png", inputs, result, labels, names, view)
     if result.localisation is not None:
         write_text(out_dir / "localisation.csv", result.localisation.round(4).to_csv(index=False))
     if result.sanity is not None:

@@ -202,3 +202,93 @@ def style_axes(ax: Any, title: str, ylabel: str, *, unit_range: bool = True) -> 
 def colour(i: int) -> Any:
     """One colour per run, the same in every figure."""
     return plt.get_cmap("tab10")(i % 10)
+
+
+def plot_test_curves(
+    outcomes: np.ndarray,
+    scores: np.ndarray,
+    decisions: np.ndarray,
+    labels: Sequence[str],
+    out_dir: Path,
+    title: str,
+    *,
+    single_label: bool,
+) -> list[Path]:
+    """The test patients' ROC and precision-recall curves per class, and the confusion
+    matrix (single-label: classes x classes; multi-label: one 2 x 2 per label) at the
+    reported operating point. ``outcomes`` and ``decisions`` are 0/1 ``[N, C]``."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in ("roc", "pr"):
+        fig, ax = plt.subplots(figsize=(5, 4.5))
+        for c, label in enumerate(labels):
+            y, s = outcomes[:, c], scores[:, c]
+            if y.min() == y.max():
+                continue
+            if kind == "roc":
+                x, yy, _ = roc_curve(y, s)
+            else:
+                precision, recall, _ = precision_recall_curve(y, s)
+                x, yy = recall, precision
+            ax.plot(x, yy, label=f"{label} ({LABEL_NAMES.get(label, label)})", color=colour(c))
+        if kind == "roc":
+            ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+            ax.set_xlabel("1 - specificity")
+            ax.set_ylabel("sensitivity")
+        else:
+            ax.set_xlabel("recall")
+            ax.set_ylabel("precision")
+        ax.set_title(f"{title}: {'ROC' if kind == 'roc' else 'precision-recall'} (test)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        save_figure(fig, out_dir / f"{kind}.png")
+        written.append(out_dir / f"{kind}.png")
+
+    if single_label:
+        truth, guess = outcomes.argmax(axis=1), decisions.argmax(axis=1)
+        n = len(labels)
+        matrix = np.zeros((n, n), dtype=np.int64)
+        np.add.at(matrix, (truth, guess), 1)
+        fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.2 * n + 2))
+        _matrix(ax, matrix, list(labels), list(labels))
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    else:
+        n = len(labels)
+        cols = min(4, n)
+        rows = math.ceil(n / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows), squeeze=False)
+        for c, label in enumerate(labels):
+            matrix = np.zeros((2, 2), dtype=np.int64)
+            np.add.at(matrix, (outcomes[:, c].astype(int), decisions[:, c].astype(int)), 1)
+            ax = axes.ravel()[c]
+            _matrix(ax, matrix, ["no", "yes"], ["no", "yes"])
+            ax.set_title(label, fontsize=9)
+        for ax in axes.ravel()[n:]:
+            ax.axis("off")
+    fig.suptitle(f"{title}: confusion on the test set")
+    fig.tight_layout()
+    save_figure(fig, out_dir / "confusion.png")
+    written.append(out_dir / "confusion.png")
+    return written
+
+
+def _matrix(ax: Any, matrix: np.ndarray, rows: list[str], cols: list[str]) -> None:
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    top = matrix.max() or 1
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(
+            j,
+            i,
+            str(value),
+            ha="center",
+            va="center",
+            color="white" if value > top / 2 else "black",
+            fontsize=8,
+        )

@@ -167,6 +167,34 @@ def odirkit_register_datasets(register: Register) -> None:
     """
 
 
+@hookspec
+def odirkit_register_loggers(register: Register) -> None:
+    """Register logger plugins: experiment trackers (MLflow, TensorBoard, ...).
+
+    ``factory(**params)`` returns an object with any of these methods (a
+    missing one is simply not called):
+
+    - ``start(run) -> dict | None``: ``run`` is an ``odirkit.api.RunInfo``
+      (experiment, variant, seed, the resolved configuration, the environment
+      with the git commit, the variant folder, and ``resumed``: what this
+      logger's ``start`` returned when the run first started, so a resumed run
+      continues the same tracked run);
+    - ``log_epoch(epoch, metrics)``: after each epoch, a flat ``{name: float}``
+      of the training loss and the validation metrics (``val_*``; ``test_*``
+      where the experiment asks for per-epoch test scores);
+    - ``log_final(final)``: ``metrics.json``, the test scores with intervals;
+    - ``log_files(paths)``: files the run wrote (figures, configuration,
+      explanations, GAN samples, the report);
+    - ``close()``.
+
+    Experiments list loggers as ``[[log]]`` tables: ``name`` and the plugin's
+    parameters. odirkit calls them on rank 0 only under ``torchrun``. A logger
+    that raises is warned about once and switched off: it never fails a run.
+
+    ``meta`` keys: ``prepare`` and ``test_params`` as for every kind.
+    """
+
+
 def hook_names() -> list[str]:
     """The names of all hooks, in the order they are documented."""
     return [name for name in globals() if name.startswith("odirkit_") and callable(globals()[name])]

@@ -35,6 +35,7 @@ KIND_HOOKS: dict[str, str] = {
     "augmenter": "odirkit_register_augmenters",
     "explainer": "odirkit_register_explainers",
     "dataset": "odirkit_register_datasets",
+    "logger": "odirkit_register_loggers",
 }
 KINDS: tuple[str, ...] = tuple(KIND_HOOKS)
 
@@ -44,6 +45,7 @@ SUPPLIED_PARAMS: dict[str, tuple[str, ...]] = {
     "augmenter": (),
     "explainer": (),
     "dataset": ("root",),
+    "logger": (),
 }
 
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")

@@ -195,8 +195,10 @@ def write_report(
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    unfinished: Sequence[str] = (),
 ) -> Comparison:
-    """comparison.csv, comparison.json, the figures and report.md in ``out_dir``."""
+    """comparison.csv, comparison.json, the figures, report.md and report.html in
+    ``out_dir``."""
     from odirkit.comparison import FinishedRun, compare_variants
 
     table = comparison_table(runs)
@@ -269,7 +271,20 @@ def write_report(
                 "",
                 *_explanation_flags(run),
             ]
+    if unfinished:
+        lines += ["## Not finished", "", *[f"- {u}" for u in unfinished], ""]
     write_text(out_dir / "report.md", "\n".join(lines))
+    from odirkit.html_report import write_html
+
+    write_html(
+        out_dir,
+        title=title,
+        description=description,
+        runs=runs,
+        results=_named(table, runs),
+        verdicts=verdicts,
+        unfinished=unfinished,
+    )
     return Comparison(table, tests, verdicts)
 
 

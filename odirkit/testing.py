@@ -209,3 +209,46 @@ def _check_maps(maps: Any, size: int) -> None:
     assert maps.shape == (2, size, size), f"maps shape {tuple(maps.shape)}"
     values = maps.detach().cpu().numpy()
     assert np.isfinite(values).all() and (values >= 0).all(), "maps must be finite, >= 0"
+
+
+def check_logger(spec: PluginSpec, folder: Path) -> Any:
+    """A logger takes a two-epoch run from start to close (working in ``folder``), and
+    continues from the state it returned when the run resumes."""
+    import contextlib
+
+    from odirkit.tracking import RunInfo
+
+    assert spec.kind == "logger"
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    figure = folder / "figure.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(figure)
+    run = RunInfo(
+        experiment="conformance",
+        variant="default",
+        seed=0,
+        config={"train": {"epochs": 2, "lr": 0.01}, "data": {"labels": ["N", "D"]}},
+        environment={"git": {"commit": None}},
+        directory=folder,
+    )
+    with contextlib.chdir(folder):
+        logger = spec.build(**small_params(spec))
+        state = logger.start(run) if hasattr(logger, "start") else None
+        assert state is None or isinstance(state, dict), "start returns a dict or None"
+        for epoch in (1, 2):
+            if hasattr(logger, "log_epoch"):
+                logger.log_epoch(epoch, {"train_loss": 1.0 / epoch, "val_f1_micro": 0.5})
+        if hasattr(logger, "log_final"):
+            logger.log_final({"final": {"f1_micro": 0.6, "intervals": {"f1_micro": [0.5, 0.7]}}})
+        if hasattr(logger, "log_files"):
+            logger.log_files([figure])
+        if hasattr(logger, "close"):
+            logger.close()
+        again = spec.build(**small_params(spec))
+        if hasattr(again, "start"):
+            again.start(RunInfo(**{**run.__dict__, "resumed": state}))
+        if hasattr(again, "close"):
+            again.close()
+    return logger

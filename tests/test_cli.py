@@ -141,3 +141,37 @@ def test_list_plugins_in_a_narrow_terminal_cuts_no_name(monkeypatch):
     text = screen.getvalue()
     assert "guided_gradcam" in text and "inception_v3" in text and "…" not in text
     assert text.count("odirkit 0.1.0") == len(odirkit.cli.get_registry().specs())
+
+
+def test_runs_lists_finished_interrupted_and_failed_runs(cli, tmp_path, phantom_root):
+    import json
+
+    from conftest import tiny_experiment
+
+    fine = tiny_experiment(phantom_root, name="fine", epochs=1)
+    exp = tmp_path / "fine.toml"
+    exp.write_text(fine)
+    assert cli("run", exp, "--out", tmp_path / "runs").exit_code == 0
+    stopped = tmp_path / "stopped.toml"
+    stopped.write_text(tiny_experiment(phantom_root, name="stopped", epochs=1))
+    assert cli("run", stopped, "--out", tmp_path / "runs").exit_code == 0
+    (interrupted,) = (tmp_path / "runs" / "stopped").glob("*")
+    (interrupted / "default" / "metrics.json").unlink()  # as if killed after its checkpoint
+    broken = tiny_experiment(phantom_root, name="broken", epochs=1).replace(
+        'optimizer = "adam"\nlr = 0.003', 'optimizer = "sgd"\nlr = 1e30'
+    )
+    (tmp_path / "broken.toml").write_text(broken)
+    failed = cli("run", tmp_path / "broken.toml", "--out", tmp_path / "runs")
+    assert failed.exit_code == 2, failed.output
+
+    listed = cli("runs", tmp_path / "runs", "--json")
+    assert listed.exit_code == 0, listed.output
+    runs = {r["experiment"]: r for r in json.loads(listed.stdout)}
+    assert runs["fine"]["status"] == "finished" and runs["fine"]["resume"] is None
+    assert runs["fine"]["best"]["metric"] == "accuracy"
+    assert runs["stopped"]["status"] == "interrupted"
+    assert runs["stopped"]["resume"] == f"odirkit run --resume {interrupted}"
+    assert runs["broken"]["status"] == "failed"
+    assert "TrainingDiverged" in runs["broken"]["errors"]["default"]
+    table = cli("runs", tmp_path / "runs")
+    assert "failed" in table.stdout and "odirkit run --resume" in table.stdout

@@ -13,6 +13,7 @@ from odirkit.testing import (
     check_augmenter,
     check_dataset,
     check_explainer,
+    check_logger,
     check_model,
     model_input_size,
     small_params,
@@ -46,6 +47,12 @@ def test_explainer_plugin_conforms(name):
     check_explainer(REGISTRY.get("explainer", name), model, layer, model_input_size(cnn, params))
 
 
+@pytest.mark.parametrize("name", REGISTRY.names("logger"))
+def test_logger_plugin_conforms(name, tmp_path):
+    check_logger(REGISTRY.get("logger", name), tmp_path / name)
+
+
 def test_every_builtin_kind_with_plugins_is_checked():
     # A kind gains conformance coverage as soon as its first plugin registers.
     assert REGISTRY.names("model") and REGISTRY.names("dataset")
+    assert REGISTRY.names("logger") and REGISTRY.names("explainer")

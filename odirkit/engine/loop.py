@@ -26,16 +26,18 @@ from odirkit.engine.evaluate import (
     at_level,
     metrics_of,
     score_test,
+    scored,
     write_prediction_files,
 )
 from odirkit.engine.interrupt import RunInterrupted, StopRequested, graceful_stop
 from odirkit.engine.rundir import VariantDirectory
 from odirkit.engine.trainer import EpochProgress, Evaluation, Trainer
 from odirkit.errors import RunError, TrainingDiverged
-from odirkit.figures import plot_reliability, plot_run
+from odirkit.figures import plot_reliability, plot_run, plot_test_curves
 from odirkit.files import write_json, write_text
 from odirkit.metrics import flatten_metrics
 from odirkit.seeding import derive_seed, random_states, restore_random_states
+from odirkit.tracking import Tracker
 
 LOWER_IS_BETTER = {"loss"}
 
@@ -44,8 +46,14 @@ class EpochLoop:
     """The epochs of one variant, with checkpoints, metrics files and progress."""
 
     def __init__(
-        self, exp: Experiment, vdir: VariantDirectory, trainer: Trainer, scheduler: Any
+        self,
+        exp: Experiment,
+        vdir: VariantDirectory,
+        trainer: Trainer,
+        scheduler: Any,
+        tracker: Tracker | None = None,
     ) -> None:
+        self.tracker = tracker or Tracker()
         self.exp = exp
         self.cfg = exp.config
         self.vdir = vdir
@@ -219,6 +227,7 @@ class EpochLoop:
                 },
             )
         write_text(self.vdir.history_file, self._history_frame().to_csv(index=False))
+        self.tracker.epoch(epoch + 1, row)
         info(f"{self.exp.variant} epoch {epoch + 1}/{self.cfg.train.epochs}  {self._status(row)}")
         if self.stopped_early:
             info(
@@ -360,6 +369,16 @@ class EpochLoop:
             summary["reliability"],
             self.vdir.figures / "reliability.png",
             f"{title}: reliability on the test patients",
+        )
+        test_view = scored(result.test, result.thresholds)
+        plot_test_curves(
+            test_view.outcomes,
+            test_view.scores,
+            test_view.decisions,
+            task.labels,
+            self.vdir.figures,
+            title,
+            single_label=task.single_label,
         )
         write_json(self.vdir.metrics_file, final)
         return history, final, result.temperature

@@ -66,6 +66,7 @@ class VariantDirectory:
     PREDICTIONS = "predictions.csv"
     PATIENT_PREDICTIONS = "patient_predictions.csv"
     VAL_PREDICTIONS = "val_predictions.csv"
+    FAILED = "failed.json"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -129,6 +130,10 @@ class VariantDirectory:
         return self.path / self.VAL_PREDICTIONS
 
     @property
+    def failed_file(self) -> Path:
+        return self.path / self.FAILED
+
+    @property
     def figures(self) -> Path:
         return self.path / "figures"
 
@@ -164,6 +169,18 @@ class VariantDirectory:
     def finished(self) -> bool:
         """A variant is finished once its ``metrics.json`` exists (it is written last)."""
         return self.metrics_file.exists()
+
+    @property
+    def status(self) -> str:
+        """``finished``, ``failed``, ``interrupted`` (a checkpoint, no result), or
+        ``not started``."""
+        if self.finished:
+            return "finished"
+        if self.failed_file.exists():
+            return "failed"
+        if self.checkpoint("last").exists():
+            return "interrupted"
+        return "not started"
 
     # -- contents ------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from odirkit.files import write_json, write_text
 from odirkit.layers import check_layers
 from odirkit.plugins import Registry
 from odirkit.seeding import derive_seed, generator_for, seed_everything, set_deterministic
+from odirkit.tracking import RunInfo, Tracker
 from odirkit.view import ModelView
 
 
@@ -56,6 +57,7 @@ class VariantResult:
     data: DataBundle | None = None
     view: ModelView | None = None
     device: torch.device | None = None
+    tracker: Tracker | None = None  # its loggers, still open for the explanations and report
 
 
 def finished_result(variant: str, vdir: VariantDirectory) -> VariantResult:
@@ -133,6 +135,7 @@ def run_variant(exp: Experiment, vdir: VariantDirectory, *, registry: Registry) 
     if here.distributed and device.type == "cuda":
         device = torch.device("cuda", here.local_rank)
     distributed.check_batch_size(cfg.train.batch_size)
+    tracker = Tracker.build(exp.loggers, enabled=here.main)
     if here.main:
         write_json(vdir.config_file, exp.to_dict())
         environment = capture_environment(
@@ -140,6 +143,16 @@ def run_variant(exp: Experiment, vdir: VariantDirectory, *, registry: Registry) 
         )
         environment["distributed"] = {"world_size": here.size, "backend": here.backend}
         write_json(vdir.environment_file(), environment)
+        tracker.start(
+            RunInfo(
+                experiment=exp.name,
+                variant=exp.variant,
+                seed=cfg.seed,
+                config=exp.to_dict(),
+                environment=environment,
+                directory=vdir.path,
+            )
+        )
     with distributed.rank_zero_first():  # one process builds the dataset and the caches
         data = prepare_data(exp)
     if here.main:
@@ -208,11 +221,23 @@ def run_variant(exp: Experiment, vdir: VariantDirectory, *, registry: Registry) 
             streaming=data.store.tensor is None,
         ),
     )
-    loop = EpochLoop(exp, vdir, trainer, scheduler)
+    loop = EpochLoop(exp, vdir, trainer, scheduler, tracker)
     distributed.barrier()  # rank 0 may have written the checkpoint being resumed
     loop.restore()
     loop.run()
     history, final, temperature = loop.finish()
+    if here.main:
+        tracker.final(final)
+        tracker.files(
+            [
+                vdir.config_file,
+                vdir.metrics_file,
+                vdir.history_file,
+                vdir.data_file,
+                *sorted(vdir.figures.glob("*.png")),
+                *sorted((vdir.path / "augment").rglob("*.png")),
+            ]
+        )
     return VariantResult(
         exp.variant,
         vdir,
@@ -222,6 +247,7 @@ def run_variant(exp: Experiment, vdir: VariantDirectory, *, registry: Registry) 
         data=data,
         view=view.with_temperature(temperature),
         device=device,
+        tracker=tracker,
     )
 
 

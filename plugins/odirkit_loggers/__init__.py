@@ -1,0 +1,1 @@
+"""Built-in logger plugins: MLflow and TensorBoard (each an optional extra)."""
