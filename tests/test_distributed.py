@@ -65,3 +65,19 @@ def test_two_processes_train_like_one(tmp_path, phantom_root):
     assert not predictions.duplicated(["patient_id", "eye"]).any()
     single_predictions = pd.read_csv(reference / "predictions.csv")
     assert (predictions["prob_D"] - single_predictions["prob_D"]).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_batch_norm_statistics(tmp_path, phantom_root):
+    # The README's two-CPU-process command, with batch norm on (every built-in model has it).
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=2))
+    double = run(["run", str(exp), "--out", "ddp"], tmp_path, world=2)
+    assert double.returncode == 0, double.stderr
+    (variant,) = (tmp_path / "ddp").glob("*/*/default")
+    final = json.loads((variant / "metrics.json").read_text())
+    assert final["distributed"]["ranks_in_sync"] is True
+    import torch
+
+    state = torch.load(variant / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert any(key.endswith("running_mean") for key in state)

@@ -126,6 +126,29 @@ def all_sum(values: list[float]) -> list[float]:
     return tensor.cpu().tolist()
 
 
+def agree_buffers(model: torch.nn.Module) -> None:
+    """Make every rank's buffers equal: floating ones (batch norm's running mean and
+    variance) averaged over the ranks, counters (``num_batches_tracked``) taken from rank 0.
+
+    Without SyncBatchNorm (CUDA only) each process keeps running statistics of its
+    own share of the batches; averaging them before every evaluation and checkpoint
+    gives every rank the same model, and the statistics of all the batches.
+    """
+    if not _WORLD.distributed:
+        return
+    device = "cuda" if _WORLD.backend == "nccl" else "cpu"
+    for buffer in model.buffers():
+        if buffer.numel() == 0:
+            continue
+        value = buffer.detach().to(device)
+        if buffer.is_floating_point():
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+            value /= _WORLD.size
+        else:
+            dist.broadcast(value, src=0)
+        buffer.copy_(value.to(buffer.device))
+
+
 @contextmanager
 def rank_zero_first() -> Iterator[None]:
     """Rank 0 runs the block first (building caches); the others then run it (reading).

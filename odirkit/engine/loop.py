@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from odirkit.config import Experiment
 from odirkit.console import info, progress_bar
@@ -97,6 +98,8 @@ class EpochLoop:
         }
 
     def save(self) -> None:
+        with torch.no_grad():
+            distributed.agree_buffers(self.trainer.model)
         if distributed.is_main():
             save_checkpoint(self.last_path, self.state())
 
@@ -192,6 +195,8 @@ class EpochLoop:
     def end_epoch(self) -> None:
         epoch = self.progress.epoch
         data = self.trainer.data
+        with torch.no_grad():  # without SyncBatchNorm, ranks' running statistics differ
+            distributed.agree_buffers(self.trainer.model)
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": self.progress.loss}
         if len(data.val_idx):
             row.update(self._epoch_scores("val", self.trainer.evaluate(data.val_idx)))
