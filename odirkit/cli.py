@@ -546,19 +546,26 @@ def predict(
     ],
     out_file: Annotated[Path, typer.Option("--out", help="The CSV to write: ID,N,...,O.")],
     checkpoint: CheckpointOption = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Predict from photographs that fail the fundus check."),
+    ] = False,
 ) -> None:
-    """Per-patient probabilities in the ODIR-2019 submission format."""
+    """Per-patient probabilities in the ODIR-2019 submission format; every image checked
+    first (written to <out>.images.csv)."""
     from odirkit.engine.rundir import find_variant
     from odirkit.files import write_text
     from odirkit.labels import LABELS
     from odirkit.predict import predict as run_predict
 
-    table = run_predict(
+    result = run_predict(
         find_variant(run_dir),
         images,
         state(ctx).registry(),
         checkpoint=checkpoint.value if checkpoint else None,
+        force=force,
     )
+    table = result.patients
     missing = [label for label in LABELS if label not in table.columns]
     if missing:
         err.print(
@@ -567,7 +574,22 @@ def predict(
             highlight=False,
         )
     write_text(out_file, table.to_csv(index=False))
-    out.print(f"{len(table)} patients -> {out_file}")
+    report = out_file.with_name(f"{out_file.stem}.images.csv")
+    write_text(report, result.images.to_csv(index=False))
+    if result.left_out:
+        shown = ", ".join(result.left_out[:10])
+        more = f" and {len(result.left_out) - 10} more" if len(result.left_out) > 10 else ""
+        err.print(
+            f"[yellow]warning:[/yellow] {len(result.left_out)} patient(s) have no usable "
+            f"photograph and are left out of the submission: {escape(shown)}{more} "
+            f"(see {escape(str(report))}; --force predicts them anyway)",
+            highlight=False,
+        )
+    unusable = int((~result.images["usable"]).sum())
+    out.print(
+        f"{len(table)} patients -> {out_file}; {len(result.images)} images checked, "
+        f"{unusable} unusable -> {report}"
+    )
 
 
 @app.command()

@@ -95,6 +95,12 @@ class DataConfig(_Table):
     cache_dir: str | None = Field(
         None, description="preprocessed-image cache; default: <root>/.odirkit-cache"
     )
+    fundus_check: Literal["warn", "skip", "error", "off"] = Field(
+        "warn",
+        description="photographs that fail the fundus check (no round field of view, too dark, "
+        "washed out, hopelessly blurred): kept with a warning, left out, stop the run, or "
+        "not checked",
+    )
     on_bad_image: Literal["error", "skip"] = Field(
         "error", description="a corrupt or missing image stops the run, or is skipped and reported"
     )

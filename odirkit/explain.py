@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 from odirkit.config import ExplainOptions, PluginCall
-from odirkit.console import progress_bar
+from odirkit.console import progress_bar, warn
+from odirkit.data.fundus_check import check_fundus
 from odirkit.data.images import FOV_THRESHOLD, IMAGE_SUFFIXES, preprocess_mask
 from odirkit.engine.rundir import VariantDirectory
 from odirkit.errors import ConfigError, DataError, PluginError
@@ -633,7 +634,20 @@ def inputs_from_files(source: Path, view: ModelView) -> ExplainInputs:
             "sex": "",
         }
     )
-    images = view.batch([view.preprocess(p) for p in paths])
+    arrays, kept = [], []
+    for i, path in enumerate(paths):
+        image = view.preprocess(path)
+        verdict = check_fundus(image)
+        if not verdict.usable:
+            warn(f"{path}: {verdict.message}; not explained")
+            continue
+        arrays.append(image)
+        kept.append(i)
+    if not arrays:
+        raise DataError(f"{source}: no usable fundus photograph to explain")
+    rows = rows.iloc[kept].reset_index(drop=True)
+    images = view.batch(arrays)
+    paths = [paths[i] for i in kept]
     return ExplainInputs(
         images=images, rows=rows, true=[[] for _ in paths], extra=view.extra_inputs(rows)
     )

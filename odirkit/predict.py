@@ -22,6 +22,7 @@ import torch
 
 from odirkit.config import Experiment, resolve_document
 from odirkit.console import warn
+from odirkit.data.fundus_check import check_fundus
 from odirkit.data.images import IMAGE_SUFFIXES
 from odirkit.engine.checkpoint import load_checkpoint
 from odirkit.engine.device import resolve_device
@@ -121,6 +122,25 @@ def find_inputs(source: Path) -> list[InputImage]:
     return found
 
 
+@dataclass
+class Prediction:
+    """Per-patient probabilities, and what became of every image."""
+
+    patients: pd.DataFrame  # ID and one column per label (the submission)
+    images: pd.DataFrame  # image, patient_id, eye, usable, reason, predicted
+    left_out: list[str]  # patients without a usable photograph, not in the submission
+
+
+def _prepare(item: InputImage, view: ModelView) -> tuple[np.ndarray | None, str, str]:
+    """The preprocessed image (or None), the reason it is unusable (or ""), its message."""
+    try:
+        image = view.preprocess(item.path)
+    except DataError as exc:
+        return None, "unreadable", str(exc)
+    check = check_fundus(image)
+    return image, check.reason, check.message
+
+
 @torch.inference_mode()
 def predict(
     vdir: VariantDirectory,
@@ -129,19 +149,24 @@ def predict(
     *,
     checkpoint: str | None = None,
     batch_size: int = 32,
-) -> pd.DataFrame:
+    force: bool = False,
+    workers: int | None = None,
+) -> Prediction:
     """Per-patient fused probabilities: ``ID`` and one column per label of the run.
 
     The run's :class:`~odirkit.view.ModelView` does everything the run did to an
     image: preprocessing, normalisation, age and sex (from a workbook), the
-    temperature fitted on validation, and the patient fusion.
+    temperature fitted on validation, and the patient fusion. Every image is
+    checked first (:mod:`odirkit.data.fundus_check`); unusable ones are left out
+    of their patient's fusion, and a patient with no usable image is left out of
+    the submission, unless ``force`` predicts from whatever there is. Images
+    are decoded in parallel and streamed in chunks, so a folder of any size
+    runs in bounded memory.
     """
     exp, model, view = load_trained(vdir, registry, checkpoint)
     device = resolve_device(exp.config.device)
     model.to(device).eval()
     inputs = find_inputs(source)
-    with ThreadPoolExecutor() as pool:
-        images = list(pool.map(lambda item: view.preprocess(item.path), inputs))
     table = pd.DataFrame({"age": [i.age for i in inputs], "sex": [i.sex for i in inputs]})
     if view.metadata and table["age"].isna().all():
         warn(
@@ -149,14 +174,52 @@ def predict(
             "as unknown (give a workbook with Patient Age and Patient Sex instead)"
         )
     extra = view.extra_inputs(table)
-    probs = []
-    for start in range(0, len(images), batch_size):
-        x = view.normalise(view.batch(images[start : start + batch_size]), device)
-        held = [t[start : start + batch_size].to(device) for t in extra]
-        probs.append(view.probabilities(model(x, *held)).cpu().numpy())
-    fused = view.fuse(np.concatenate(probs), [item.patient_id for item in inputs])
-    fused = fused.rename_axis("ID").reset_index()
+    probs = np.full((len(inputs), len(view.labels)), np.nan)
+    reasons: list[str] = [""] * len(inputs)
+    messages: list[str] = [""] * len(inputs)
+    chunk = max(batch_size, 1) * 4
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(inputs), chunk):
+            part = list(range(start, min(len(inputs), start + chunk)))
+            prepared = list(pool.map(lambda i: _prepare(inputs[i], view), part))
+            usable = []
+            for i, (image, reason, message) in zip(part, prepared, strict=True):
+                reasons[i], messages[i] = reason, message
+                if image is not None and (not reason or force):
+                    usable.append((i, image))
+            for b in range(0, len(usable), batch_size):
+                rows = [i for i, _ in usable[b : b + batch_size]]
+                x = view.normalise(
+                    view.batch([image for _, image in usable[b : b + batch_size]]), device
+                )
+                index = torch.tensor(rows)
+                held = [t[index].to(device) for t in extra]
+                probs[rows] = view.probabilities(model(x, *held)).cpu().numpy()
+    predicted = ~np.isnan(probs).any(axis=1)
+    images = pd.DataFrame(
+        {
+            "image": [str(i.path) for i in inputs],
+            "patient_id": [i.patient_id for i in inputs],
+            "eye": [i.eye for i in inputs],
+            "usable": [not r for r in reasons],
+            "reason": messages,
+            "predicted": predicted,
+        }
+    )
+    for row in images[~images["usable"]].itertuples(index=False):
+        note = " (predicted anyway: --force)" if row.predicted else ""
+        warn(f"{row.image}: {row.reason}{note}")
+    ids = np.array([i.patient_id for i in inputs], dtype=object)
+    fused = view.fuse(probs[predicted], ids[predicted]).rename_axis("ID").reset_index()
+    left_out = sorted(set(ids) - set(fused["ID"]), key=_natural)
     order = pd.to_numeric(fused["ID"], errors="coerce")
     if order.notna().all():
         fused = fused.iloc[np.argsort(order.to_numpy(), kind="stable")]
-    return fused.reset_index(drop=True).round(6)
+    return Prediction(fused.reset_index(drop=True).round(6), images, left_out)
+
+
+def _natural(patient: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(patient), "")
+    except ValueError:
+        return (1, 0.0, patient)

@@ -176,7 +176,7 @@ def test_predict_fuses_a_one_diseased_eye_patient_as_not_normal(
 
     monkeypatch.setattr(predict_module, "load_trained", perfect)
     out = tmp_path / "submission.csv"
-    result = cli("predict", patient_run, folder, "--out", out)
+    result = cli("predict", patient_run, folder, "--out", out, "--force")  # flat drawn discs
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out, dtype={"ID": str}).set_index("ID")
     assert list(frame.index) == ["7", "12"]  # numeric order, as the challenge lists patients

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from odirkit.errors import DataError, RunError
 from odirkit.files import atomic_write, exclusive_lock
@@ -73,23 +73,48 @@ def crop_to_square(img: Image.Image, box: tuple[int, int, int, int] | None) -> I
     return square
 
 
-def preprocess(path: str | Path, prep: Preprocessing) -> np.ndarray:
-    """Read one photograph and return it preprocessed: ``uint8 [size, size, 3]``.
+def open_photograph(path: str | Path, *, draft: int | None = None) -> Image.Image:
+    """Any photograph as 8-bit RGB: JPEG, PNG, TIFF or BMP, 8- or 16-bit, grey, palette
+    or colour, turned upright by its EXIF orientation. ``draft`` lets a JPEG decode
+    at a reduced scale (libjpeg's DCT-domain reduction) no smaller than that side.
 
     Raises :class:`DataError` naming the file when it is missing or unreadable.
     """
     try:
         with Image.open(path) as img:
-            # Reduce in the DCT domain, keeping the field of view (about 0.9 of the
-            # shorter side) at least as large as the output.
-            side = math.ceil(prep.size * DRAFT_MARGIN)
-            img.draft("RGB", (side, side))
-            img = img.convert("RGB")
+            if draft is not None:
+                img.draft("RGB", (draft, draft))
+            img = ImageOps.exif_transpose(img)
+            img = _eight_bit_rgb(img)
             img.load()
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    return img
+
+
+def _eight_bit_rgb(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer images scaled to 8 bits (not clipped), then RGB."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if values.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(values * 255.0 / top + 0.5, 0, 255).astype(np.uint8))
+    elif img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        top = values.max() if values.max() > 1.0 else 1.0
+        img = Image.fromarray(np.clip(values * 255.0 / top + 0.5, 0, 255).astype(np.uint8))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def preprocess(path: str | Path, prep: Preprocessing) -> np.ndarray:
+    """Read one photograph and return it preprocessed: ``uint8 [size, size, 3]``.
+
+    Raises :class:`DataError` naming the file when it is missing or unreadable.
+    """
+    # Reduce in the DCT domain, keeping the field of view (about 0.9 of the shorter
+    # side) at least as large as the output.
+    img = open_photograph(path, draft=math.ceil(prep.size * DRAFT_MARGIN))
     box = fov_box(np.asarray(img.convert("L"))) if prep.crop_to_fov else None
     img = crop_to_square(img, box)
     img = img.resize((prep.size, prep.size), Image.Resampling.BICUBIC, reducing_gap=2.0)
@@ -107,9 +132,8 @@ def preprocess_mask(
     The field-of-view box is found on the full-resolution photograph, applied to
     the mask, which is then padded and resized (nearest neighbour) the same way.
     """
+    gray = np.asarray(open_photograph(image_path).convert("L"))
     try:
-        with Image.open(image_path) as img:
-            gray = np.asarray(img.convert("L"))
         with Image.open(mask_path) as m:
             mask = m.convert("L")
             mask.load()

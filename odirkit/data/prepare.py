@@ -13,6 +13,7 @@ import torch
 
 from odirkit.config import Experiment
 from odirkit.console import progress_bar, warn
+from odirkit.data.fundus_check import check_fundus
 from odirkit.data.images import ImageCache, PreparedImages, Preprocessing, prepare_images
 from odirkit.data.split import (
     carve_validation,
@@ -352,6 +353,10 @@ def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
         if rows.empty:
             raise DataError("every image was unreadable; nothing to train on")
 
+    rows, targets, prepared, checked = _fundus_check(exp, rows, targets, prepared, images)
+    if rows.empty:
+        raise DataError("no photograph passed the fundus check; nothing to train on")
+
     total_bytes = len(rows) * 3 * exp.image_size**2
     arrays = prepared.images if images and total_bytes <= PRELOAD_LIMIT_BYTES else None
     entries = [cache.entry(p) for p in rows["image_path"]]
@@ -407,6 +412,7 @@ def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
         "dropped_without_label": selection.dropped_none,
         "dropped_with_several_labels": selection.dropped_several,
         "skipped_unreadable": len(skipped),
+        "fundus_check": checked,
         "task": task.kind,
         "labels": list(task.labels),
         "train_counts": _counts(targets[train_idx], task),
@@ -423,6 +429,50 @@ def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
     bundle.age_stats = age_statistics(rows, train_idx)
     report["age_normalisation"] = {"mean": bundle.age_stats[0], "std": bundle.age_stats[1]}
     return bundle
+
+
+def _fundus_check(
+    exp: Experiment,
+    rows: pd.DataFrame,
+    targets: np.ndarray,
+    prepared: PreparedImages,
+    images: bool,
+) -> tuple[pd.DataFrame, np.ndarray, PreparedImages, dict[str, Any]]:
+    """Check every prepared photograph (``data.fundus_check``): warn about, leave out, or
+    stop on those that are not usable fundus photographs."""
+    mode = exp.config.data.fundus_check
+    if mode == "off" or not images:
+        return rows, targets, prepared, {"mode": mode, "checked": 0, "failed": 0}
+    failures = []
+    for i, image in enumerate(prepared.images):
+        if image is None:
+            continue
+        verdict = check_fundus(image)
+        if not verdict.usable:
+            failures.append((i, verdict.reason, verdict.message))
+    listed = [{"path": str(rows["path"].iloc[i]), "reason": reason} for i, reason, _ in failures]
+    report: dict[str, Any] = {
+        "mode": mode,
+        "checked": len(prepared.images),
+        "failed": len(failures),
+        "failures": listed[:200],
+    }
+    if not failures:
+        return rows, targets, prepared, report
+    first = f"{listed[0]['path']}: {failures[0][2]}"
+    if mode == "error":
+        raise DataError(
+            f"{len(failures)} photograph(s) fail the fundus check, first {first}; set "
+            'data.fundus_check = "warn" to keep them or "skip" to leave them out'
+        )
+    if mode == "warn":
+        warn(f"{len(failures)} photograph(s) fail the fundus check (kept), first {first}")
+        return rows, targets, prepared, report
+    warn(f"{len(failures)} photograph(s) fail the fundus check and are left out, first {first}")
+    keep = np.setdiff1d(np.arange(len(rows)), [i for i, _, _ in failures])
+    prepared.images = [prepared.images[i] for i in keep]
+    report["left_out"] = len(failures)
+    return rows.iloc[keep].reset_index(drop=True), targets[keep], prepared, report
 
 
 def age_statistics(table: pd.DataFrame, train_idx: np.ndarray) -> tuple[float, float]:
