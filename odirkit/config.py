@@ -261,6 +261,12 @@ def parse_rule(text: str) -> ThresholdRule:
     return ThresholdRule(match["kind"], value)
 
 
+#: a built-in test-time view (odirkit.tta)
+TTA_VIEW = r"^(identity|rotate:[+-]?\d+(\.\d+)?)$"
+#: ``[eval] tta = true``: small turns either way, as the eye sits in the camera (no flips)
+DEFAULT_TTA = ("rotate:-10", "rotate:10")
+
+
 class EvalConfig(_Table):
     """``[eval]``: how the test patients are scored, once, after training."""
 
@@ -280,6 +286,25 @@ class EvalConfig(_Table):
         1000, ge=0, le=100_000, description="bootstrap resamples of the test patients (0: none)"
     )
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="level of every interval")
+    tta: bool | list[str | dict[str, Any]] = Field(
+        default_factory=list,
+        description='test-time views besides the image: "rotate:DEG", "identity", or '
+        "{ name = <augmenter> } for an augmenter declared deterministic (true: the default "
+        "rotations); logits averaged",
+    )
+
+    @pydantic.field_validator("tta")
+    @classmethod
+    def _known_views(cls, value: bool | list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
+        if isinstance(value, bool):
+            return list(DEFAULT_TTA) if value else []
+        for view in value:
+            if isinstance(view, str) and not re.match(TTA_VIEW, view):
+                raise ValueError(
+                    f'unknown test-time view {view!r}: use "identity", "rotate:DEG" or '
+                    '{ name = "<augmenter>" } (no flips: a mirrored left eye is a right eye)'
+                )
+        return value
 
     @pydantic.field_validator("threshold")
     @classmethod
@@ -417,6 +442,7 @@ class Experiment:
     explainers: list[PluginCall]
     source: str | None = None
     loggers: list[PluginCall] = field(default_factory=list)
+    tta_augmenters: list[PluginCall] = field(default_factory=list)  # [eval] tta plugin views
 
     @property
     def name(self) -> str:
@@ -726,6 +752,18 @@ def _resolve_variant(
         _resolve_entry(registry, "logger", entry, origin, f"log.{i}")
         for i, entry in enumerate(config.log)
     ]
+    tta_augmenters = []
+    for i, entry in enumerate(config.eval.tta):
+        if not isinstance(entry, dict):
+            continue
+        call = _resolve_entry(registry, "augmenter", entry, origin, f"eval.tta.{i}")
+        if not call.spec.meta.get("deterministic", False):
+            raise ConfigError(
+                f"{origin.where('eval', 'tta')} augmenter {call.name!r} does not declare itself "
+                "deterministic per call (register(..., deterministic=True)), so it cannot be "
+                'a test-time view; use "rotate:DEG"'
+            )
+        tta_augmenters.append(call)
     _settle_image_size(config, model, plugin_params["model"])
     return Experiment(
         config=config,
@@ -736,6 +774,7 @@ def _resolve_variant(
         explainers=explainers,
         source=origin.file,
         loggers=loggers,
+        tta_augmenters=tta_augmenters,
     )
 
 

@@ -51,6 +51,10 @@ class ModelMeta(_Meta):
 class AugmenterMeta(_Meta):
     """``register`` keywords of an augmenter plugin."""
 
+    deterministic: bool = Field(
+        False, description="the same input gives the same output: usable as a test-time view"
+    )
+
 
 class ExplainerMeta(_Meta):
     """``register`` keywords of an explainer plugin."""

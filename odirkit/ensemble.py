@@ -118,6 +118,7 @@ def ensemble(directories: list[VariantDirectory], out_dir: Path) -> dict[str, An
     result = {
         "ensemble_of": [str(m.directory) for m in members],
         "members_f1_micro": {str(m.directory): m.final["final"]["f1_micro"] for m in members},
+        "members_tta": {str(m.directory): m.final.get("tta", []) for m in members},
         "shared_test_samples": len(test),
         "labels": labels,
         "task": first["task"],

@@ -117,7 +117,9 @@ def odirkit_register_augmenters(register: Register) -> None:
       table (one row per new image, with the task's label columns) and the
       images, ``uint8 [N, 3, S, S]``; they join the training set only.
 
-    ``meta`` keys: ``prepare`` and ``test_params`` as for every kind.
+    ``meta`` keys: ``deterministic`` (bool: the callable ignores its generator and
+    gives the same output for the same input; it may then be a test-time view,
+    ``[eval] tta``), ``prepare`` and ``test_params`` as for every kind.
     """
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 from odirkit.engine.rundir import VariantDirectory
 from odirkit.explain import read_flags
 from odirkit.files import write_text
+from odirkit.report import tta_line
 
 #: the per-run figures shown, in order, with their captions
 RUN_FIGURES = (
@@ -280,6 +281,9 @@ def _variant(run: Any, colour: str) -> str:
         f"thresholds {html.escape(json.dumps(scores.get('thresholds') or {}))}; "
         f"temperature {scores.get('temperature')}.</p>"
     )
+    tta = tta_line(run.label, final)
+    if tta:
+        checkpoint += f'<p class="tta">Test-time augmentation: {html.escape(tta)}.</p>'
     figures = "".join(
         _image(vdir.figures / name_, caption)
         for name_, caption in RUN_FIGURES

@@ -189,12 +189,11 @@ def predict(
                     usable.append((i, image))
             for b in range(0, len(usable), batch_size):
                 rows = [i for i, _ in usable[b : b + batch_size]]
-                x = view.normalise(
-                    view.batch([image for _, image in usable[b : b + batch_size]]), device
-                )
+                batch = view.batch([image for _, image in usable[b : b + batch_size]])
                 index = torch.tensor(rows)
                 held = [t[index].to(device) for t in extra]
-                probs[rows] = view.probabilities(model(x, *held)).cpu().numpy()
+                logits = view.logits(model, batch, held, device)
+                probs[rows] = view.probabilities(logits).cpu().numpy()
     predicted = ~np.isnan(probs).any(axis=1)
     images = pd.DataFrame(
         {

@@ -238,6 +238,10 @@ def write_report(
         _markdown(_named(table, runs)),
         "",
     ]
+    with_tta = [line for run in runs if (line := tta_line(run.label, run.final))]
+    if with_tta:
+        lines += ["## With and without test-time augmentation", ""]
+        lines += [f"- {line}" for line in with_tta] + [""]
     if drawn_val:
         lines += [
             "## F1 and recall per epoch (validation)",
@@ -286,6 +290,30 @@ def write_report(
         unfinished=unfinished,
     )
     return Comparison(table, tests, verdicts)
+
+
+def tta_line(label: str, final: dict[str, Any]) -> str | None:
+    """A run's headline scores with and without its test-time views (None without TTA)."""
+    plain = final.get("final_without_tta")
+    if not plain:
+        return None
+    scores = final.get("final") or {}
+    parts = []
+    for metric in ("f1_micro", "f1_macro", "auc_macro"):
+        if metric not in plain or metric not in scores:
+            continue
+        name = metric
+        if final.get("task") == "single_label":
+            name = metric.replace("f1_micro", "accuracy")
+
+        def shown(values: dict[str, Any], metric: str = metric) -> str:
+            low, high = (values.get("intervals") or {}).get(metric) or (None, None)
+            interval = f" [{low:.3f}, {high:.3f}]" if low is not None else ""
+            return f"{values[metric]:.3f}{interval}"
+
+        parts.append(f"{name} {shown(scores)} with TTA, {shown(plain)} without TTA")
+    views = ", ".join(final.get("tta") or [])
+    return f"{label} (views: {views}): " + "; ".join(parts)
 
 
 def _screening(run: RunSummary) -> str:

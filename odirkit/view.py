@@ -25,6 +25,7 @@ from odirkit.data.images import Preprocessing, preprocess
 from odirkit.data.prepare import metadata_features, preprocessing_of
 from odirkit.fusion import fuse_eyes
 from odirkit.layers import cam_layer_of
+from odirkit.tta import build_views
 
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)
@@ -46,6 +47,7 @@ class ModelView:
     fusion: str = "max"
     temperature: float = 1.0
     softmax: bool = False  # softmax over the labels (a single-label task, or a softmax loss)
+    views: tuple[Any, ...] = ()  # test-time views besides the image ([eval] tta)
 
     @classmethod
     def of(
@@ -73,6 +75,12 @@ class ModelView:
             fusion=data.fusion,
             temperature=float(temperature or 1.0),
             softmax=single_label or exp.config.train.loss == "cross_entropy",
+            views=tuple(
+                build_views(
+                    [v for v in exp.config.eval.tta if isinstance(v, str)],
+                    [call.build() for call in exp.tta_augmenters],
+                )
+            ),
         )
 
     def with_temperature(self, temperature: float | None) -> ModelView:
@@ -107,6 +115,22 @@ class ModelView:
         return (torch.from_numpy(features),)
 
     # -- outputs ---------------------------------------------------------------------------
+
+    def logits(
+        self,
+        model: Any,
+        images: torch.Tensor,
+        extra: Sequence[torch.Tensor] = (),
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """The model's logits for ``uint8`` images, averaged over the image and its
+        test-time views (``[eval] tta``)."""
+        x = images.to(device)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        total = model(self.normalise(x, device), *extra).float()
+        for view in self.views:
+            total = total + model(self.normalise(view(x), device), *extra).float()
+        return total / (1 + len(self.views))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax (single-label, or a softmax loss) or sigmoid of ``logits / temperature``."""

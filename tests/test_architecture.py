@@ -40,6 +40,7 @@ LAYERS: list[set[str]] = [
         "odirkit.figures",
         "odirkit.augment",
         "odirkit.layers",
+        "odirkit.tta",
         "odirkit.view",
         "odirkit.submission",
         "odirkit.tracking",

@@ -138,6 +138,7 @@ def test_installed_plugins_pass_the_conformance_checks(site):
         "reg = get_registry()\n"
         "check_model(reg.get('model', 'tinynet'))\n"
         "check_augmenter(reg.get('augmenter', 'brightness'))\n"
+        "check_augmenter(reg.get('augmenter', 'gamma'))\n"
         "print('conforms')\n"
     )
     result = subprocess.run(
@@ -163,3 +164,19 @@ def test_a_plugin_factory_that_raises_is_a_clear_error(site, tmp_path, phantom_r
     assert "[model] tinynet: width must be at least 1" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_deterministic_plugin_augmenter_is_a_test_time_view(site, tmp_path, phantom_root):
+    extra = '[eval]\ntta = [{ name = "gamma", value = 0.5 }]'
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=1, extra=extra))
+    result = odirkit(site, "run", str(exp), "--out", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr
+    (variant,) = (tmp_path / "runs").glob("*/*/default")
+    final = json.loads((variant / "metrics.json").read_text())
+    assert final["tta"] == ["gamma"]
+    assert final["final"]["loss"] != final["final_without_tta"]["loss"]
+    exp.write_text(exp.read_text().replace('"gamma", value = 0.5', '"brightness"'))
+    refused = odirkit(site, "validate", str(exp))
+    assert refused.returncode == 2 and "brightness" in refused.stderr
+    assert "deterministic" in refused.stderr and "Traceback" not in refused.stderr

@@ -287,12 +287,13 @@ class EpochLoop:
 
     # -- the end -------------------------------------------------------------
 
-    def _score_checkpoint(self) -> tuple[TestResult, Evaluation]:
-        """Validation (for the operating point) and test (once) with the model's weights now."""
+    def _score_checkpoint(self, *, tta: bool = False) -> tuple[TestResult, Evaluation]:
+        """Validation (for the operating point) and test (once) with the model's weights now;
+        with ``tta``, both averaged over the test-time views."""
         data = self.trainer.data
         ev = self.cfg.eval
-        val = self.trainer.evaluate(data.val_idx) if len(data.val_idx) else None
-        test = self.trainer.evaluate(data.test_idx)
+        val = self.trainer.evaluate(data.val_idx, tta=tta) if len(data.val_idx) else None
+        test = self.trainer.evaluate(data.test_idx, tta=tta)
         result = score_test(
             data,
             val=val,
@@ -322,13 +323,19 @@ class EpochLoop:
                 raise RunError(f"the {here.size} processes ended with different weights")
         # The test patients are scored once per kept checkpoint: last, then best. The model
         # ends with the weights of the reported one (the explanations use it).
+        # With test-time views the reported scores are those of the averaged views; the
+        # scores of the image alone are kept beside them (final_without_tta).
         chosen = self.cfg.eval.checkpoint if self.best is not None else "last"
-        results = {"last": self._score_checkpoint()}
+        tta = bool(self.trainer.view.views)
+        results = {"last": self._score_checkpoint(tta=tta)}
+        plain = {"last": self._score_checkpoint()} if tta else {}
         if self.best is not None:
             distributed.barrier()  # rank 0 wrote best.pt
             last_weights = {k: v.clone() for k, v in self.trainer.model.state_dict().items()}
             self.trainer.model.load_state_dict(load_checkpoint(self.best_path)["model"])
-            results["best"] = self._score_checkpoint()
+            results["best"] = self._score_checkpoint(tta=tta)
+            if tta:
+                plain["best"] = self._score_checkpoint()
             if chosen == "last":
                 self.trainer.model.load_state_dict(last_weights)
         history = self._history_frame()
@@ -353,6 +360,18 @@ class EpochLoop:
             "checkpoint": chosen,
             "checkpoint_epoch": epochs[chosen],
             "final": {**summary, "loss": test.loss},
+            **(
+                {
+                    "tta": list(_view_names(self.cfg.eval.tta)),
+                    "final_without_tta": {
+                        **_headline(plain[chosen][0].metrics),
+                        "intervals": plain[chosen][0].intervals,
+                        "loss": plain[chosen][1].loss,
+                    },
+                }
+                if tta
+                else {}
+            ),
             **({"final_per_image": result.image_metrics} if result.image_metrics else {}),
             "validation": result.validation,
             "checkpoints": {
@@ -399,6 +418,11 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     if "odir_patient" in metrics:
         out["odir_patient"] = metrics["odir_patient"]
     return out
+
+
+def _view_names(specs: list[Any]) -> list[str]:
+    """``[eval] tta`` as text: built-in views as written, plugin views by name."""
+    return [spec if isinstance(spec, str) else str(spec.get("name")) for spec in specs]
 
 
 def _column(monitor: str) -> str:

@@ -169,6 +169,9 @@ class Trainer:
         if generator is not None:
             for aug in self.augmenters:
                 x = aug(x, generator)
+        return self._normalised(x)
+
+    def _normalised(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
         if self.performance.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -261,18 +264,25 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------
 
     @torch.inference_mode()
-    def evaluate(self, indices: np.ndarray) -> Evaluation:
+    def evaluate(self, indices: np.ndarray, *, tta: bool = False) -> Evaluation:
         """Probabilities and loss on the images ``indices`` (validation or test), in order.
 
-        Under ``torchrun`` each rank evaluates every ``WORLD_SIZE``-th image and the
-        predictions are gathered: each image is evaluated exactly once.
+        With ``tta`` the logits are averaged over the image and its test-time views
+        (``[eval] tta``, :mod:`odirkit.tta`). Under ``torchrun`` each rank evaluates
+        every ``WORLD_SIZE``-th image and the predictions are gathered: each image is
+        evaluated exactly once.
         """
+        views = self.view.views if tta else ()
         here = world()
         mine = indices[here.rank :: here.size] if here.distributed else indices
         self.model.eval()
         outputs, total, seen = [], 0.0, 0
         for chunk, images, targets in self._batches(chunked(mine, self.eval_batch_size)):
-            logits = self.forward(self.to_input(images), chunk, training=False).float()
+            x = images.to(self.device, non_blocking=True).float().div_(255.0)
+            logits = self.forward(self._normalised(x), chunk, training=False).float()
+            for view in views:
+                logits += self.forward(self._normalised(view(x)), chunk, training=False).float()
+            logits /= 1 + len(views)
             y = targets.to(self.device)
             total += float(self.loss_fn(logits, y)) * len(images)
             seen += len(images)

@@ -1,8 +1,10 @@
-"""An example third-party odirkit plugin: a tiny CNN and a brightness augmenter.
+"""An example third-party odirkit plugin: a tiny CNN, a brightness and a gamma augmenter.
 
 Installed with ``pip install``, it appears in ``odirkit list-plugins`` and an
 experiment can name it: ``[model] name = "tinynet"``,
-``augment = [{ name = "brightness", strength = 0.2 }]``.
+``augment = [{ name = "brightness", strength = 0.2 }]``; the gamma augmenter is
+deterministic, so it may also be a test-time view:
+``[eval] tta = [{ name = "gamma", value = 0.8 }]``.
 """
 
 from __future__ import annotations
@@ -55,6 +57,23 @@ def build_brightness(*, strength: float = 0.1) -> Brightness:
     return Brightness(strength)
 
 
+class Gamma:
+    """Raise every pixel to the power ``value``: the same picture always gives the same output."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return images.clamp(0.0, 1.0).pow(self.value)
+
+
+def build_gamma(*, value: float = 0.8) -> Gamma:
+    """value: the exponent (below 1 brightens the dark fundus)."""
+    if value <= 0:
+        raise odirkit.ConfigError(f"gamma: value must be positive, got {value}")
+    return Gamma(value)
+
+
 @odirkit.hookimpl
 def odirkit_register_models(register):
     register(
@@ -74,4 +93,11 @@ def odirkit_register_augmenters(register):
         build_brightness,
         summary="Random brightness scaling (example plugin)",
         test_params={"strength": 0.2},
+    )
+    register(
+        "gamma",
+        build_gamma,
+        summary="A fixed gamma curve (example plugin; deterministic: usable as a test-time view)",
+        deterministic=True,
+        test_params={"value": 0.8},
     )

@@ -1,0 +1,65 @@
+"""Test-time augmentation: the model sees each image in several views; the logits are averaged.
+
+``[eval] tta`` lists the views besides the image itself:
+
+- ``"rotate:DEG"``: the image turned by ``DEG`` degrees about its centre (the
+  corners filled with black, like the field of view's surround);
+- ``"identity"``: the image unchanged (one identity view gives exactly the
+  scores without TTA);
+- ``{ name = "<augmenter>", ... }``: an augmenter plugin that declares itself
+  deterministic per call (``register(..., deterministic=True)``), called with a
+  fixed generator.
+
+No flips: a mirrored left eye is a right eye. The logits of the image and its
+views are averaged before the softmax or sigmoid, so temperature scaling and
+thresholds apply to the averaged model as to any other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import torch
+
+View = Callable[[torch.Tensor], torch.Tensor]  # floats in [0, 1], [B, 3, H, W] -> same
+
+_ROTATE = re.compile(r"^rotate:(?P<deg>[+-]?\d+(?:\.\d+)?)$")
+
+
+def rotation(degrees: float) -> View:
+    """A view turning the image by ``degrees`` (counter-clockwise), corners black."""
+    from torchvision.transforms.v2 import functional as F
+
+    def view(images: torch.Tensor) -> torch.Tensor:
+        return F.rotate(images, degrees, interpolation=F.InterpolationMode.BILINEAR, fill=0.0)
+
+    return view
+
+
+def identity(images: torch.Tensor) -> torch.Tensor:
+    return images
+
+
+def build_views(specs: Sequence[str], augmenters: Sequence[object] = ()) -> list[View]:
+    """The views of ``[eval] tta``: built-in ones by name, then plugin augmenters."""
+    views: list[View] = []
+    for spec in specs:
+        if spec == "identity":
+            views.append(identity)
+            continue
+        match = _ROTATE.match(spec)
+        if match is None:
+            raise ValueError(f"unknown test-time view {spec!r}")
+        views.append(rotation(float(match["deg"])))
+    for augmenter in augmenters:
+        views.append(_fixed(augmenter))
+    return views
+
+
+def _fixed(augmenter: object) -> View:
+    def view(images: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator(device=images.device).manual_seed(0)
+        return augmenter(images, generator)  # type: ignore[operator]
+
+    return view
