@@ -457,6 +457,11 @@ class Experiment:
     def labels(self) -> list[str]:
         return list(self.config.data.labels)
 
+    @property
+    def eyes(self) -> int:
+        """2 for a model that sees both eyes of a patient at once (``odirkit.eyes``), else 1."""
+        return int(self.model.meta.get("eyes", 1))
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration: a valid experiment document of its own."""
         doc = self.config.model_dump(mode="json", exclude={"variants", "augment", "explain", "log"})
@@ -765,6 +770,11 @@ def _resolve_variant(
             )
         tta_augmenters.append(call)
     _settle_image_size(config, model, plugin_params["model"])
+    if model.meta.get("eyes", 1) == 2 and config.data.level != "patient":
+        raise ConfigError(
+            f"{origin.where('model', 'name')} {model.name!r} sees both eyes of a patient and "
+            'predicts the patient\'s labels: set data.level = "patient"'
+        )
     return Experiment(
         config=config,
         variant=variant,

@@ -11,7 +11,7 @@ declaration. The hook documentation (``odirkit.hookspecs``) describes each key.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import Field
@@ -45,6 +45,11 @@ class ModelMeta(_Meta):
     )
     test_input_size: Positive | None = Field(
         None, description="image size of the conformance checks"
+    )
+    eyes: Literal[1, 2] = Field(
+        1,
+        description="2: a patient model taking both eyes interleaved, [2B, 3, H, W] -> "
+        "[B, num_classes] (odirkit.eyes)",
     )
 
 

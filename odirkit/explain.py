@@ -48,8 +48,10 @@ from odirkit.config import ExplainOptions, PluginCall
 from odirkit.console import progress_bar, warn
 from odirkit.data.fundus_check import check_fundus
 from odirkit.data.images import FOV_THRESHOLD, IMAGE_SUFFIXES, preprocess_mask
+from odirkit.data.pairs import BOTH, LEFT_ONLY
 from odirkit.engine.rundir import VariantDirectory
-from odirkit.errors import ConfigError, DataError, PluginError
+from odirkit.errors import ConfigError, DataError, PluginError, RunError
+from odirkit.eyes import LEFT, RIGHT, OneEye
 from odirkit.files import write_bytes, write_json, write_text
 from odirkit.layers import resolve_layer
 from odirkit.params import Where
@@ -74,6 +76,10 @@ class ExplainInputs:
     rows: pd.DataFrame  # patient_id, eye, path (and, when known, image_path, mask_path_<L>)
     true: list[list[int]]  # per image: the true class indices (empty when unknown)
     extra: tuple[torch.Tensor, ...] = ()  # the model's other inputs per image (age, sex)
+    # a both-eyes model: each photograph's other eye (uint8 [N, 3, S, S]; itself when the
+    # patient has one) and its side (0 left, 1 right)
+    partners: torch.Tensor | None = None
+    sides: torch.Tensor | None = None
 
 
 @dataclass
@@ -382,8 +388,21 @@ def explain(
     model = model.to(device).eval()
     labels = view.labels
     x = view.normalise(inputs.images, device)
-    extra = tuple(t.to(device) for t in inputs.extra)
-    predicted = predicted_targets(model, x, view.single_label, extra)
+    meta = tuple(t.to(device) for t in inputs.extra)
+
+    def runner(net: nn.Module) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+        """What the explainers call, and its extra inputs: a both-eyes model explains one
+        photograph with its other eye held fixed (odirkit.eyes.OneEye)."""
+        if view.eyes != 2:
+            return net, meta
+        if inputs.partners is None or inputs.sides is None:
+            raise RunError("a both-eyes model needs each photograph's other eye to explain it")
+        one = OneEye(net)
+        other = one.features(view.normalise(inputs.partners, device))
+        return one, (other, inputs.sides.to(device), *meta)
+
+    explained, extra = runner(model)
+    predicted = predicted_targets(explained, x, view.single_label, extra)
     classes = [t[0] if t else p[0] for t, p in zip(inputs.true, predicted, strict=True)]
     fovs = [(image.float().mean(0) > FOV_THRESHOLD).numpy() for image in inputs.images]
     max_images = max((c.options.get("max_images", 64) for c in calls), default=64)
@@ -401,7 +420,7 @@ def explain(
             task = bar.add_task(f"explain {call.name}", total=len(pairs), status="")
             result.maps[call.name] = compute_maps(
                 explainer,
-                model,
+                explained,
                 x,
                 pairs,
                 layer,
@@ -419,11 +438,11 @@ def explain(
                             call,
                             explainer,
                             random_model,
+                            runner,
                             x,
                             pairs,
                             layer_name,
                             seed,
-                            extra,
                             result.maps[call.name],
                             device,
                             classes,
@@ -446,11 +465,11 @@ def _sanity(
     call: PluginCall,
     explainer: Any,
     random_model: Callable[[], nn.Module] | None,
+    runner: Callable[[nn.Module], tuple[nn.Module, tuple[torch.Tensor, ...]]],
     x: torch.Tensor,
     pairs: list[Pair],
     layer_name: str | None,
     seed: int,
-    extra: tuple[torch.Tensor, ...],
     trained: np.ndarray,
     device: torch.device,
     classes: Sequence[int],
@@ -462,8 +481,9 @@ def _sanity(
     if random_model is not None:
         fresh = random_model().to(device).eval()
         layer = fresh.get_submodule(layer_name) if layer_name else None
+        explained, extra = runner(fresh)
         randomised = compute_maps(
-            explainer, fresh, x, subset, layer, seed=seed, extra=extra, name=call.name
+            explainer, explained, x, subset, layer, seed=seed, extra=extra, name=call.name
         )
         scores = [
             rank_correlation(trained[i], randomised[i], fovs[p.image]) for i, p in enumerate(subset)
@@ -598,6 +618,8 @@ def _write(
 
 def inputs_from_data(data: Any, view: ModelView, limit: int) -> ExplainInputs:
     """The first ``limit`` test images of a data bundle, with their true classes."""
+    if data.per_patient:
+        return _photographs_of_patients(data, view, limit)
     index = data.test_idx[:limit]
     rows = data.table.iloc[index].reset_index(drop=True)
     if data.task.single_label:
@@ -606,6 +628,39 @@ def inputs_from_data(data: Any, view: ModelView, limit: int) -> ExplainInputs:
         true = [[int(i) for i in np.flatnonzero(t)] for t in data.targets[index]]
     return ExplainInputs(
         images=data.store.batch(index), rows=rows, true=true, extra=view.extra_inputs(rows)
+    )
+
+
+def _photographs_of_patients(data: Any, view: ModelView, limit: int) -> ExplainInputs:
+    """A both-eyes run's first test patients, each photograph of theirs (up to ``limit``)
+    with its other eye; the true classes are the patient's labels."""
+    store = data.store
+    photos, partners, sides, true = [], [], [], []
+    for patient in data.test_idx:
+        left, right = (int(i) for i in store.pairs[patient])
+        target = data.targets[patient]
+        labels = [int(target)] if data.task.single_label else np.flatnonzero(target).tolist()
+        one_eye = data.table["eye"].iloc[patient] != BOTH
+        own = [(left, right, LEFT), (right, left, RIGHT)]
+        if one_eye:  # the photograph there is, once, beside itself as in training
+            flag = data.table["eye"].iloc[patient]
+            own = [(left, left, LEFT if flag == LEFT_ONLY else RIGHT)]
+        for photo, partner, side in own:
+            photos.append(photo)
+            partners.append(partner)
+            sides.append(side)
+            true.append([int(i) for i in labels])
+        if len(photos) >= limit:
+            break
+    photos, partners, sides, true = photos[:limit], partners[:limit], sides[:limit], true[:limit]
+    rows = data.photos.iloc[photos].reset_index(drop=True)
+    return ExplainInputs(
+        images=store.images.batch(np.array(photos)),
+        rows=rows,
+        true=true,
+        extra=view.extra_inputs(rows),
+        partners=store.images.batch(np.array(partners)),
+        sides=torch.tensor(sides, dtype=torch.long),
     )
 
 
@@ -648,8 +703,23 @@ def inputs_from_files(source: Path, view: ModelView) -> ExplainInputs:
     rows = rows.iloc[kept].reset_index(drop=True)
     images = view.batch(arrays)
     paths = [paths[i] for i in kept]
+    partners, sides = None, None
+    if view.eyes == 2:  # each photograph beside its patient's other one (or itself)
+        where = {(r.patient_id, r.eye): i for i, r in enumerate(rows.itertuples())}
+        other = {"left": "right", "right": "left"}
+        index = [
+            where.get((r.patient_id, other.get(r.eye, "")), i)
+            for i, r in enumerate(rows.itertuples())
+        ]
+        partners = images[torch.tensor(index)]
+        sides = torch.tensor([RIGHT if eye == "right" else LEFT for eye in rows["eye"]])
     return ExplainInputs(
-        images=images, rows=rows, true=[[] for _ in paths], extra=view.extra_inputs(rows)
+        images=images,
+        rows=rows,
+        true=[[] for _ in paths],
+        extra=view.extra_inputs(rows),
+        partners=partners,
+        sides=sides,
     )
 
 
@@ -707,7 +777,7 @@ def explain_run(
     if images is not None:
         inputs = inputs_from_files(images, view)
     else:
-        data = prepare_data(exp)
+        data = prepare_data(exp, pairs=exp.eyes == 2)
         inputs = inputs_from_data(data, view, max_images)
 
         def random_model() -> nn.Module:

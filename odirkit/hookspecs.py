@@ -75,6 +75,12 @@ def odirkit_register_models(register: Register) -> None:
     - ``meta_for`` (callable): ``meta_for(params) -> dict`` for facts that
       depend on the parameters (a timm architecture's input size, mean, std
       and CAM layer); its result updates the static meta;
+    - ``eyes`` (1 or 2): 2 for a patient model that sees both eyes at once —
+      it maps ``[2B, 3, H, W]``, rows ``2i`` and ``2i + 1`` patient ``i``'s
+      left and right photographs, to the patients' logits ``[B, num_classes]``
+      and is built on ``odirkit.api.BothEyes`` (so that one eye can be
+      explained with the other held fixed); it needs ``data.level =
+      "patient"``;
     - ``prepare`` (callable): ``prepare(params)``, called by ``odirkit run``
       before anything is trained or written, to fetch what the model needs
       (pretrained weights); it raises ``odirkit.PluginError`` with a message

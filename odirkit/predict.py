@@ -161,7 +161,9 @@ def predict(
     of their patient's fusion, and a patient with no usable image is left out of
     the submission, unless ``force`` predicts from whatever there is. Images
     are decoded in parallel and streamed in chunks, so a folder of any size
-    runs in bounded memory.
+    runs in bounded memory. A both-eyes model (``eyes = 2``) takes each
+    patient's two photographs together instead of fusing; a patient with one
+    usable photograph gets it in both places, as in training.
     """
     exp, model, view = load_trained(vdir, registry, checkpoint)
     device = resolve_device(exp.config.device)
@@ -174,27 +176,12 @@ def predict(
             "as unknown (give a workbook with Patient Age and Patient Sex instead)"
         )
     extra = view.extra_inputs(table)
-    probs = np.full((len(inputs), len(view.labels)), np.nan)
     reasons: list[str] = [""] * len(inputs)
     messages: list[str] = [""] * len(inputs)
-    chunk = max(batch_size, 1) * 4
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(inputs), chunk):
-            part = list(range(start, min(len(inputs), start + chunk)))
-            prepared = list(pool.map(lambda i: _prepare(inputs[i], view), part))
-            usable = []
-            for i, (image, reason, message) in zip(part, prepared, strict=True):
-                reasons[i], messages[i] = reason, message
-                if image is not None and (not reason or force):
-                    usable.append((i, image))
-            for b in range(0, len(usable), batch_size):
-                rows = [i for i, _ in usable[b : b + batch_size]]
-                batch = view.batch([image for _, image in usable[b : b + batch_size]])
-                index = torch.tensor(rows)
-                held = [t[index].to(device) for t in extra]
-                logits = view.logits(model, batch, held, device)
-                probs[rows] = view.probabilities(logits).cpu().numpy()
-    predicted = ~np.isnan(probs).any(axis=1)
+    run = _by_patient if view.eyes == 2 else _by_image
+    predicted, fused = run(
+        inputs, view, model, extra, device, batch_size, force, workers, reasons, messages
+    )
     images = pd.DataFrame(
         {
             "image": [str(i.path) for i in inputs],
@@ -209,7 +196,6 @@ def predict(
         note = " (predicted anyway: --force)" if row.predicted else ""
         warn(f"{row.image}: {row.reason}{note}")
     ids = np.array([i.patient_id for i in inputs], dtype=object)
-    fused = view.fuse(probs[predicted], ids[predicted]).rename_axis("ID").reset_index()
     left_out = sorted(set(ids) - set(fused["ID"]), key=_natural)
     order = pd.to_numeric(fused["ID"], errors="coerce")
     if order.notna().all():
@@ -222,3 +208,76 @@ def _natural(patient: str) -> tuple[int, float, str]:
         return (0, float(patient), "")
     except ValueError:
         return (1, 0.0, patient)
+
+
+def _prepared_chunks(inputs, view, batch_size, workers, reasons, messages, force, groups):
+    """Decode and check ``inputs`` in parallel, a chunk at a time (whole ``groups`` of input
+    positions per chunk); yield each chunk's usable ``(position, image)`` pairs."""
+    chunk = max(batch_size, 1) * 4
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        start = 0
+        while start < len(groups):
+            part_groups = groups[start : start + chunk]
+            start += chunk
+            part = [i for group in part_groups for i in group]
+            prepared = list(pool.map(lambda i: _prepare(inputs[i], view), part))
+            usable = {}
+            for i, (image, reason, message) in zip(part, prepared, strict=True):
+                reasons[i], messages[i] = reason, message
+                if image is not None and (not reason or force):
+                    usable[i] = image
+            yield part_groups, usable
+
+
+def _by_image(inputs, view, model, extra, device, batch_size, force, workers, reasons, messages):
+    """Each photograph through the model; each patient's photographs fused."""
+    probs = np.full((len(inputs), len(view.labels)), np.nan)
+    groups = [[i] for i in range(len(inputs))]
+    for _, usable in _prepared_chunks(
+        inputs, view, batch_size, workers, reasons, messages, force, groups
+    ):
+        items = list(usable.items())
+        for b in range(0, len(items), batch_size):
+            rows = [i for i, _ in items[b : b + batch_size]]
+            batch = view.batch([image for _, image in items[b : b + batch_size]])
+            index = torch.tensor(rows)
+            held = [t[index].to(device) for t in extra]
+            logits = view.logits(model, batch, held, device)
+            probs[rows] = view.probabilities(logits).cpu().numpy()
+    predicted = ~np.isnan(probs).any(axis=1)
+    ids = np.array([i.patient_id for i in inputs], dtype=object)
+    fused = view.fuse(probs[predicted], ids[predicted]).rename_axis("ID").reset_index()
+    return predicted, fused
+
+
+def _by_patient(inputs, view, model, extra, device, batch_size, force, workers, reasons, messages):
+    """A both-eyes model: each patient's left and right photograph together (one usable
+    photograph serves as both, as in training; odirkit.data.pairs)."""
+    patients: dict[str, list[int]] = {}
+    for i, item in enumerate(inputs):
+        patients.setdefault(item.patient_id, []).append(i)
+    groups = list(patients.values())
+    predicted = np.zeros(len(inputs), dtype=bool)
+    found: dict[str, np.ndarray] = {}
+    for part_groups, usable in _prepared_chunks(
+        inputs, view, batch_size, workers, reasons, messages, force, groups
+    ):
+        pairs = []
+        for group in part_groups:
+            eyes = {inputs[i].eye: i for i in reversed(group) if i in usable}
+            if not eyes:
+                continue
+            left = eyes.get("left", eyes.get("right"))
+            right = eyes.get("right", left)
+            pairs.append((left, right))
+            predicted[list(eyes.values())] = True
+        for b in range(0, len(pairs), batch_size):
+            chunk = pairs[b : b + batch_size]
+            batch = view.batch([usable[i] for pair in chunk for i in pair])
+            index = torch.tensor([left for left, _ in chunk])
+            held = [t[index].to(device) for t in extra]
+            logits = view.logits(model, batch, held, device)
+            for (left, _), row in zip(chunk, view.probabilities(logits).cpu().numpy(), strict=True):
+                found[inputs[left].patient_id] = row
+    fused = pd.DataFrame([[pid, *row] for pid, row in found.items()], columns=["ID", *view.labels])
+    return predicted, fused

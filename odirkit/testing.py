@@ -57,7 +57,8 @@ def check_model(spec: PluginSpec, *, num_classes: int = 3) -> nn.Module:
     model = spec.build(num_classes=num_classes, **params)
     assert isinstance(model, nn.Module), f"factory returned {type(model).__name__}"
     size = model_input_size(spec, params)
-    x = torch.rand(2, 3, size, size)
+    eyes = int(spec.meta_for(params).get("eyes", 1))  # 2: patients, both eyes interleaved
+    x = torch.rand(2 * eyes, 3, size, size)
     model.train()
     logits = model(x)
     assert isinstance(logits, torch.Tensor), f"forward returned {type(logits).__name__}"

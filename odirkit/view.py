@@ -48,6 +48,7 @@ class ModelView:
     temperature: float = 1.0
     softmax: bool = False  # softmax over the labels (a single-label task, or a softmax loss)
     views: tuple[Any, ...] = ()  # test-time views besides the image ([eval] tta)
+    eyes: int = 1  # 2: the model sees a patient's two photographs at once (odirkit.eyes)
 
     @classmethod
     def of(
@@ -75,6 +76,7 @@ class ModelView:
             fusion=data.fusion,
             temperature=float(temperature or 1.0),
             softmax=single_label or exp.config.train.loss == "cross_entropy",
+            eyes=exp.eyes,
             views=tuple(
                 build_views(
                     [v for v in exp.config.eval.tta if isinstance(v, str)],

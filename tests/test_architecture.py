@@ -41,6 +41,7 @@ LAYERS: list[set[str]] = [
         "odirkit.augment",
         "odirkit.layers",
         "odirkit.tta",
+        "odirkit.eyes",
         "odirkit.view",
         "odirkit.submission",
         "odirkit.tracking",

@@ -15,6 +15,7 @@ from odirkit.config import Experiment
 from odirkit.console import progress_bar, warn
 from odirkit.data.fundus_check import check_fundus
 from odirkit.data.images import ImageCache, PreparedImages, Preprocessing, prepare_images
+from odirkit.data.pairs import pair_patients
 from odirkit.data.split import (
     carve_validation,
     patient_folds,
@@ -93,7 +94,15 @@ class _StoreDataset(torch.utils.data.Dataset):
 
 @dataclass
 class DataBundle:
-    """Everything a run needs from the data: rows, targets, split and images."""
+    """Everything a run needs from the data: rows, targets, split and images.
+
+    The rows are photographs, or patients (both eyes) for a model with ``eyes = 2``.
+    """
+
+    @property
+    def per_patient(self) -> bool:
+        """Whether each sample is a patient with both eyes (else a photograph)."""
+        return self.photos is not None
 
     table: pd.DataFrame
     task: Task
@@ -105,6 +114,7 @@ class DataBundle:
     report: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     patients: pd.DataFrame | None = None  # patient labels, for patient-level evaluation
+    photos: pd.DataFrame | None = None  # the photographs, when the samples are patients
     age_stats: tuple[float, float] = (0.0, 1.0)  # training images' age mean and deviation
 
     def add_training_samples(
@@ -173,6 +183,8 @@ class DataBundle:
             persistent_workers=False,
         )
         for chunk, images in zip(chunks, loader, strict=True):
+            if images.dim() == 5:  # patients: [B, 2, 3, S, S] -> left, right interleaved
+                images = images.flatten(0, 1)
             yield chunk, images, self.targets_tensor(chunk)
 
 
@@ -312,10 +324,12 @@ def patient_truth(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     }
 
 
-def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
+def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -> DataBundle:
     """Build the sample table, choose the task, preprocess the images and split by patient.
 
     ``images=False`` skips the images (for baselines that use the table alone).
+    ``pairs=True`` makes each patient one sample, both eyes together
+    (:mod:`odirkit.data.pairs`), for a model with meta ``eyes = 2``.
     """
     cfg = exp.config.data
     samples = load_samples(exp)
@@ -363,18 +377,26 @@ def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
     store = ImageStore(arrays, entries, exp.image_size)  # type: ignore[arg-type]
 
     side = rows["patient_id"].map(sides).to_numpy()
+    task = selection.task
+    truth, truth_report = patient_truth(samples.table)
+    truth = truth[list(task.labels)]
+    photos, paired = None, None
+    image_counts = {
+        f"{split}_images": int((side == split).sum()) for split in ("train", "val", "test")
+    }
+    if pairs:  # a both-eyes model: patients are the samples
+        photos = rows
+        paired = pair_patients(rows, store, side, truth, task)
+        rows, targets, store, side = paired.table, paired.targets, paired.store, paired.side
     train_idx = np.flatnonzero(side == "train")
     val_idx = np.flatnonzero(side == "val")
     test_idx = np.flatnonzero(side == "test")
-    task = selection.task
     if cfg.balance == "undersample":
         seed = derive_seed(exp.config.seed, 1)
         if task.single_label:
             train_idx = undersample(train_idx, targets[train_idx], seed=seed)
         else:  # the common label sets capped, no minority label's image removed
             train_idx = undersample_multilabel(train_idx, targets, seed=seed)
-    truth, truth_report = patient_truth(samples.table)
-    truth = truth[list(task.labels)]
     if cfg.shuffle_train_labels:
         targets = targets.copy()
         rng = np.random.default_rng(derive_seed(exp.config.seed, 2))
@@ -401,7 +423,7 @@ def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
         return int(rows.loc[idx, "patient_id"].nunique())
 
     report = {
-        "images": len(rows),
+        "images": len(rows) if photos is None else len(photos),
         "patients": int(rows["patient_id"].nunique()),
         "train_images": len(train_idx),
         "val_images": len(val_idx),
@@ -420,12 +442,17 @@ def prepare_data(exp: Experiment, *, images: bool = True) -> DataBundle:
         "test_counts": _counts(targets[test_idx], task),
         "patient_truth": truth_report,
     }
+    if paired is not None:  # samples are patients: counts of photographs kept apart
+        report.update(image_counts)
+        report["samples"] = "patients (both eyes)"
+        report["both_eyes"] = paired.report
     if cfg.folds:
         report["fold"] = {"folds": cfg.folds, "test_fold": cfg.fold}
     if samples.report:
         report["dataset"] = samples.report
     bundle = DataBundle(rows, task, targets, train_idx, val_idx, test_idx, store, report, skipped)
     bundle.patients = truth
+    bundle.photos = photos
     bundle.age_stats = age_statistics(rows, train_idx)
     report["age_normalisation"] = {"mean": bundle.age_stats[0], "std": bundle.age_stats[1]}
     return bundle

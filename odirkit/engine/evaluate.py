@@ -255,7 +255,7 @@ def score_test(
         scored(test_preds, thresholds), resamples=resamples, confidence=confidence, seed=seed
     )
     image_metrics = None
-    if level == "patient":
+    if level == "patient" and not data.per_patient:  # a both-eyes model has no per-image score
         image_metrics = metrics_of(
             at_level(
                 data, test, level="image", fusion=fusion, temperature=temperature, softmax=softmax

@@ -250,7 +250,7 @@ class EpochLoop:
             data, evaluation, level=data_cfg.level, fusion=data_cfg.fusion, softmax=softmax
         )
         row = {f"{split}_loss": evaluation.loss, **flatten_metrics(metrics_of(preds), f"{split}_")}
-        if data_cfg.level == "patient":
+        if data_cfg.level == "patient" and not data.per_patient:
             image = at_level(
                 data, evaluation, level="image", fusion=data_cfg.fusion, softmax=softmax
             )

@@ -85,7 +85,13 @@ def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = No
         model = build_model(exp, len(exp.labels))
     check_layers(exp, model)
     for call in exp.augmenters:
-        check_augmenter(call.name, call.build())
+        aug = check_augmenter(call.name, call.build())
+        if exp.eyes == 2 and hasattr(aug, "expand"):
+            raise ConfigError(
+                f"{call.where} {call.name!r} adds single photographs before training, and "
+                f"model {exp.model.name!r} trains on patients with both eyes: use an online "
+                "augmenter (applied to each photograph of a pair)"
+            )
     if data:  # what "odirkit run" checks and fetches, and "odirkit validate" does not
         for call in (exp.model, exp.dataset, *exp.augmenters, *exp.explainers):
             prepare = call.spec.meta.get("prepare")
@@ -154,7 +160,7 @@ def run_variant(exp: Experiment, vdir: VariantDirectory, *, registry: Registry) 
             )
         )
     with distributed.rank_zero_first():  # one process builds the dataset and the caches
-        data = prepare_data(exp)
+        data = prepare_data(exp, pairs=exp.eyes == 2)
     if here.main:
         _write_data(vdir, data)
 
