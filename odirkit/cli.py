@@ -117,6 +117,12 @@ def main_options(
 # -- run ----------------------------------------------------------------------
 
 
+class Launcher(StrEnum):
+    local = "local"
+    pool = "pool"
+    slurm = "slurm"
+
+
 @app.command()
 def run(
     ctx: typer.Context,
@@ -134,6 +140,25 @@ def run(
             "--resume", help="Continue an interrupted run folder from its last checkpoint."
         ),
     ] = None,
+    launcher: Annotated[
+        Launcher | None,
+        typer.Option(
+            "--launcher",
+            help="Where the variants run: local (one after another), pool (--jobs processes "
+            "here), slurm (submitit). Default: [launcher] kind.",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", min=1, help="pool: runs at once ([launcher] jobs).")
+    ] = None,
+    wait: Annotated[
+        bool | None,
+        typer.Option(
+            "--wait/--no-wait",
+            help="slurm: wait for the jobs and print the results (default: only with "
+            '[launcher] cluster = "local").',
+        ),
+    ] = None,
 ) -> None:
     """Run an experiment: every variant, then a comparison of them."""
     from odirkit.config import load_experiment
@@ -146,10 +171,9 @@ def run(
     if resume is not None:
         if set_ or variant:
             raise ConfigError("--resume continues a run as it was: drop --set and --variant")
-        previous = load_run(resume, reg)
+        started = load_run(resume, reg)
         if file is not None:
-            _check_same_experiment(file, previous, reg)
-        result = run_experiment(previous, registry=reg)
+            _check_same_experiment(file, started, reg)
     else:
         if file is None:
             raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
@@ -160,7 +184,16 @@ def run(
                 preflight(exp, data=True, seen=seen)
         source_text = file.read_text(encoding="utf-8-sig")
         started = start_run(experiments, out=out_dir, source_text=source_text, overrides=set_ or [])
+    settings = started.experiments[0].config.launcher
+    kind = launcher.value if launcher is not None else settings.kind
+    if jobs is not None:
+        settings = settings.model_copy(update={"jobs": jobs})
+    if kind == "local":
         result = run_experiment(started, registry=reg)
+    else:
+        result = _launch(started, kind, settings, wait)
+        if result is None:
+            return
     main = distributed.is_main()
     distributed.teardown()
     if not main:
@@ -169,6 +202,33 @@ def run(
     for r in result.results:
         if r.directory.explain_dir.exists():
             out.print(f"{r.variant}: explanations in {r.directory.explain_dir}")
+
+
+def _launch(started: Any, kind: str, settings: Any, wait: bool | None) -> Any:
+    """Run the variants of a started run as jobs (pool, slurm); the results once they end,
+    or None when the jobs were left to run (slurm without --wait)."""
+    from odirkit import launch
+    from odirkit.engine import distributed
+    from odirkit.engine.variant import finished_result
+
+    if distributed.world().distributed:
+        raise ConfigError(
+            f"--launcher {kind} starts its own processes: run it without torchrun "
+            "([launcher] gpus_per_run makes each job a DDP job)"
+        )
+    run_dir = started.directory
+    names = [e.variant for e in started.experiments]
+    if kind == "pool":
+        launch.run_pool(run_dir, names, settings)
+    else:
+        submitted = launch.submit_slurm(run_dir, names, settings, started.experiments[0].name)
+        if not (wait if wait is not None else settings.cluster == "local"):
+            out.print(f"{len(submitted)} job(s) submitted; follow them: odirkit status {run_dir}")
+            return None
+        launch.wait_slurm(run_dir, names, submitted)
+    started.results = [finished_result(n, run_dir.variant(n)) for n in names]
+    started.comparison = launch.read_comparison(run_dir)
+    return started
 
 
 def _check_same_experiment(file: Path, previous: Any, reg: Registry) -> None:
@@ -223,6 +283,105 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.3f}"
     return "" if value is None else str(value)
+
+
+# -- tune ---------------------------------------------------------------------
+
+
+@app.command()
+def tune(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Experiment TOML file with a [tune] table.")],
+    trials: Annotated[
+        int, typer.Option("--trials", min=1, help="Trials in the study, all workers together.")
+    ] = 20,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage", help="Optuna storage URL shared by the workers (default: SQLite file)."
+        ),
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (default: the experiment's).")
+    ] = None,
+    set_: SetOption = None,
+    variant: Annotated[
+        str | None, typer.Option("--variant", help="The variant to search (one).")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder that receives <name>/tune/<study>.")
+    ] = Path("runs"),
+    final: Annotated[
+        bool,
+        typer.Option(
+            "--final/--no-final",
+            help="Train the best trial's experiment once more and score its test patients.",
+        ),
+    ] = True,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Workers sharing the study.")
+    ] = 1,
+    launcher: Annotated[
+        Launcher | None,
+        typer.Option(
+            "--launcher",
+            help="Where the workers run: local (this process; one worker), pool (processes "
+            "here), slurm (submitit jobs, [launcher] settings). Default: pool for --workers > 1.",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool | None,
+        typer.Option("--wait/--no-wait", help="slurm: wait for the workers."),
+    ] = None,
+) -> None:
+    """Search hyperparameters on the validation patients (Optuna); the best trial becomes
+    an experiment file, scored on the test patients once, at the end."""
+    from odirkit.tune import Search
+
+    search = Search(
+        file,
+        state(ctx).registry(),
+        out=out_dir,
+        overrides=set_ or [],
+        variant=variant,
+        storage=storage,
+        study=study,
+    )
+    kind = launcher.value if launcher is not None else ("pool" if workers > 1 else "local")
+    if kind == "local":
+        if workers > 1:
+            raise ConfigError("--launcher local runs one worker: use pool or slurm for several")
+        outcome = search.run(trials, final=final)
+    else:
+        from odirkit.tune import run_workers
+
+        found = run_workers(search, trials, workers=workers, launcher=kind, final=final, wait=wait)
+        if found is None:
+            out.print(f"{workers} worker job(s) submitted; the study: {search.storage}")
+            return
+        outcome = found
+    table = Table(title=f"study {outcome.study}: validation {outcome.metric} ({outcome.direction})")
+    for column in ("trial", "state", "value", "epochs", "parameters"):
+        table.add_column(column, justify="right" if column in ("trial", "value") else "left")
+    for row in outcome.trials:
+        params = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items()
+        )
+        table.add_row(
+            *_cells(row["number"], row["state"], _fmt(row["value"]), row["epochs"], params)
+        )
+    out.print(table)
+    out.print(f"storage: {outcome.storage}", highlight=False)
+    if outcome.waiting:
+        out.print("other workers are still running trials; the last to end writes best.toml")
+        return
+    best = outcome.best or {}
+    out.print(f"best: trial {best.get('number')} ({outcome.metric} {_fmt(best.get('value'))})")
+    out.print(f"best experiment: {outcome.best_file}  (odirkit run {outcome.best_file})")
+    if hasattr(outcome.final, "results"):
+        _print_results(outcome.final)
+    elif outcome.final:
+        out.print(f"scored on the test patients in: {outcome.final}")
 
 
 # -- validate -----------------------------------------------------------------
@@ -503,12 +662,14 @@ def runs(
     for run in found:
         statuses = run["variants"]
         done = sum(s == "finished" for s in statuses.values())
+        busy = {s: sum(v == s for v in statuses.values()) for s in ("running", "queued")}
+        states = ", ".join(f"{n} {s}" for s, n in busy.items() if n)
         best = run["best"]
         table.add_row(
             *_cells(
                 run["experiment"],
                 run["started"],
-                f"{done}/{len(statuses)} finished",
+                f"{done}/{len(statuses)} finished" + (f" ({states})" if states else ""),
                 run["status"],
                 f"{best['variant']}: {best['metric']} {best['value']:.3f}" if best else "",
             )
@@ -519,6 +680,57 @@ def runs(
             out.print(f"{run['folder']}/{variant} failed: {escape(error)}", highlight=False)
         if run["resume"]:
             out.print(f"{run['status']}: {run['resume']}", highlight=False)
+
+
+@app.command()
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<name>/<timestamp>).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Each job of a run: queued, running (epoch), finished or failed (with its log's last
+    lines), and the command that retries the ones left."""
+    from odirkit.launch import run_status
+
+    found = run_status(run_dir)
+    if as_json:
+        out.print_json(json.dumps(found))
+        return
+    table = Table(title=f"{found['folder']} ({found['launcher']} launcher)")
+    for column in ("variant", "status", "epoch", "job", "log"):
+        table.add_column(column, overflow="fold")
+    for row in found["variants"]:
+        table.add_row(
+            *_cells(row["variant"], row["status"], row["epoch"], row["job"] or "", row["log"])
+        )
+    out.print(table)
+    for row in found["variants"]:
+        if row["status"] != "failed":
+            continue
+        out.print(f"[bold]{escape(row['variant'])} failed:[/bold] {escape(row['error'])}")
+        for line in row.get("log_tail", []):
+            out.print(f"  | {escape(line)}", highlight=False)
+        if row["log"]:
+            out.print(f"  log: {escape(row['log'])}", highlight=False)
+    if found["retry"]:
+        out.print(f"retry: {found['retry']}", highlight=False)
+
+
+@app.command("job", hidden=True)
+def job(
+    ctx: typer.Context,
+    run_dir: Annotated[Path, typer.Argument(help="The run folder.")],
+    variant: Annotated[str, typer.Argument(help="The variant this job runs.")],
+) -> None:
+    """One variant of a run folder, as a launcher's job (odirkit run --launcher pool)."""
+    from odirkit.engine import distributed
+    from odirkit.launch import run_job
+
+    distributed.setup()
+    status = run_job(run_dir, variant, state(ctx).registry())
+    main = distributed.is_main()
+    distributed.teardown()
+    if main:
+        out.print(f"{variant}: {status}")
 
 
 @app.command()

@@ -325,6 +325,99 @@ class CompareConfig(_Table):
     )
 
 
+class LauncherConfig(_Table):
+    """``[launcher]``: where ``odirkit run`` runs the variants (seeds, folds) of a file."""
+
+    kind: Literal["local", "pool", "slurm"] = Field(
+        "local",
+        description="local: one after another here; pool: --jobs processes here; slurm: one "
+        "SLURM job each (submitit)",
+    )
+    jobs: int = Field(1, ge=1, le=1024, description="pool: how many runs at once")
+    gpus_per_run: int = Field(
+        1, ge=1, le=64, description="GPUs per run on CUDA; above 1 each run is a DDP job"
+    )
+    partition: str | None = Field(None, description="slurm: the partition")
+    time: int = Field(240, ge=1, description="slurm: minutes per job before it is requeued")
+    mem_gb: int | None = Field(None, ge=1, description="slurm: memory per job")
+    cpus_per_run: int | None = Field(None, ge=1, description="slurm: CPU cores per run")
+    account: str | None = Field(None, description="slurm: the account charged")
+    sbatch: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description='slurm: further #SBATCH options, { qos = "high" }'
+    )
+    cluster: Literal["slurm", "local"] = Field(
+        "slurm",
+        description="slurm: submit to SLURM; local: submitit's local executor (real jobs and "
+        "requeueing on this machine, for trying it without a cluster)",
+    )
+
+
+#: a search range of ``[tune]``: a dotted key = one of these
+class TuneRange(_Table):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    log: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="log-uniform between two numbers"
+    )
+    range: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="uniform between two numbers"
+    )
+    integer: list[int] | None = Field(
+        None, alias="int", min_length=2, max_length=2, description="an integer in [low, high]"
+    )
+    choice: list[str | int | float | bool] | None = Field(
+        None, min_length=1, description="one of these values"
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self) -> TuneRange:
+        given = [k for k in ("log", "range", "integer", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of log, range, int, choice")
+        kind = given[0]
+        bounds = getattr(self, kind)
+        if kind != "choice" and not bounds[0] < bounds[1]:
+            raise ValueError(f"[{bounds[0]}, {bounds[1]}]: the low end must come first")
+        if kind == "log" and bounds[0] <= 0:
+            raise ValueError("a log range must be positive")
+        return self
+
+    @property
+    def kind(self) -> str:
+        kinds = ("log", "range", "integer", "choice")
+        return next(k for k in kinds if getattr(self, k) is not None)
+
+
+class TuneConfig(_Table):
+    """``[tune]``: the hyperparameter search of ``odirkit tune``; any dotted key
+    (``"train.lr"``) is a parameter with its range."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+
+    metric: str = Field("", description="the validation metric to optimise; default: train.monitor")
+    direction: Literal["maximize", "minimize", "auto"] = Field(
+        "auto", description="auto: minimize a loss, maximize anything else"
+    )
+    storage: str = Field(
+        "", description="Optuna storage URL; default: a SQLite file in the tune folder"
+    )
+    study: str = Field("", description="the study's name; default: the experiment's")
+    prune: bool = Field(True, description="stop unpromising trials (median pruner)")
+    startup_trials: int = Field(2, ge=0, description="trials never pruned, to learn from")
+    params: dict[str, TuneRange] = Field(default_factory=dict)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _dotted_keys_are_params(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        fixed = {k: v for k, v in value.items() if "." not in k}
+        params = {k: v for k, v in value.items() if "." in k}
+        if params:
+            fixed["params"] = {**fixed.get("params", {}), **params}
+        return fixed
+
+
 #: odirkit's own keys in the entries of a plugin list, per kind
 ENTRY_OPTIONS: dict[str, type[pydantic.BaseModel]] = {"explainer": ExplainOptions}
 
@@ -353,6 +446,8 @@ class ExperimentConfig(_Table):
     train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[arg-type]
     eval: EvalConfig = Field(default_factory=EvalConfig)  # type: ignore[arg-type]
     compare: CompareConfig = Field(default_factory=CompareConfig)  # type: ignore[arg-type]
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig)  # type: ignore[arg-type]
+    tune: TuneConfig = Field(default_factory=TuneConfig)  # type: ignore[arg-type]
     augment: list[dict[str, Any]] = Field(default_factory=list, description="augmenter plugins")
     explain: list[dict[str, Any]] = Field(default_factory=list, description="explainer plugins")
     log: list[dict[str, Any]] = Field(
@@ -473,7 +568,10 @@ class Experiment:
         return doc
 
     def fingerprint(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """What the variant computes: where it runs ([launcher]) and how it was searched
+        ([tune]) are left out, so a run may resume elsewhere."""
+        doc = {k: v for k, v in self.to_dict().items() if k not in ("launcher", "tune")}
+        return json.dumps(doc, sort_keys=True)
 
 
 # -- loading ---------------------------------------------------------------
@@ -922,6 +1020,8 @@ def describe_tables() -> dict[str, type[pydantic.BaseModel]]:
         "train": TrainConfig,
         "eval": EvalConfig,
         "compare": CompareConfig,
+        "launcher": LauncherConfig,
+        "tune": TuneConfig,
     }
 
 

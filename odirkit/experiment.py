@@ -9,6 +9,8 @@ and tested against the baseline (:mod:`odirkit.report`).
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,13 +49,16 @@ def start_run(
     out: Path,
     source_text: str | None,
     overrides: Sequence[str],
+    label: str | None = None,
 ) -> ExperimentRun:
-    """Create the run folder and write what defines it, before any training.
+    """Create the run folder ``out/<label, or the experiment's name>/<timestamp>`` and write
+    what defines it, before any training.
 
     Under ``torchrun`` rank 0 creates it and tells the others where it is.
     """
     first = experiments[0]
-    created = RunDirectory.create(out, first.name).path if distributed.is_main() else None
+    parent = label or first.name
+    created = RunDirectory.create(out, parent).path if distributed.is_main() else None
     run = RunDirectory(distributed.broadcast(str(created) if created else None))
     if not distributed.is_main():
         return ExperimentRun(run, list(experiments))
@@ -93,41 +98,63 @@ def load_variant(vdir: VariantDirectory, registry: Registry) -> Experiment:
     return exp
 
 
-def run_experiment(run: ExperimentRun, *, registry: Registry) -> ExperimentRun:
-    """Run every variant (and explain it), then compare them in the run folder."""
+def run_experiment(
+    run: ExperimentRun, *, registry: Registry, compare: bool = True
+) -> ExperimentRun:
+    """Run every variant (and explain it), then compare them in the run folder (a launcher's
+    job runs one variant and leaves the comparison to :mod:`odirkit.launch`)."""
     for exp in run.experiments:
         vdir = run.directory.variant(exp.variant)
         info(f"variant {exp.variant!r} -> {vdir}")
+        if distributed.is_main() and not vdir.finished:
+            write_json(vdir.running_file, running_marker())
         try:
             result = run_variant(exp, vdir, registry=registry)
         except RunInterrupted:
             raise
         except BaseException as exc:
-            if distributed.is_main() and not isinstance(exc, KeyboardInterrupt):
+            # Ctrl-C aborts and SystemExit is a job being requeued (submitit): neither failed
+            if distributed.is_main() and not isinstance(exc, KeyboardInterrupt | SystemExit):
                 write_json(
                     vdir.failed_file,
                     {
                         "error": f"{type(exc).__name__}: {exc}",
                         "time": datetime.now().isoformat(timespec="seconds"),
+                        "log": os.environ.get("ODIRKIT_JOB_LOG", ""),
                         "resume": f"odirkit run --resume {run.directory}",
                     },
                 )
             raise
+        finally:
+            if distributed.is_main():
+                vdir.running_file.unlink(missing_ok=True)
         vdir.failed_file.unlink(missing_ok=True)
         if exp.explainers and result.model is not None and distributed.is_main():
             explain_result(exp, result)
         distributed.barrier()
         run.results.append(result)
     if distributed.is_main():
-        run.comparison = write_comparison(run)
+        if compare:
+            run.comparison = write_comparison(run)
         report = [run.directory.path / name for name in ("report.md", "report.html")]
         for result in run.results:
             if result.tracker is not None:
                 explained = sorted(result.directory.explain_dir.glob("*.png"))
                 sanity = sorted(result.directory.explain_dir.glob("*.csv"))
-                result.tracker.files([*explained, *sanity, *report])
+                result.tracker.files([*explained, *sanity, *(report if compare else [])])
                 result.tracker.close()
     return run
+
+
+def running_marker() -> dict[str, object]:
+    """Who runs a variant: ``running.json`` while it trains (see ``odirkit status``)."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"),
+        "log": os.environ.get("ODIRKIT_JOB_LOG", ""),
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def explain_result(exp: Experiment, result: VariantResult) -> None:
@@ -156,8 +183,10 @@ def explain_result(exp: Experiment, result: VariantResult) -> None:
 
 
 def write_comparison(run: ExperimentRun) -> Comparison:
-    """comparison.csv/.json, figures and report.md across the run's finished variants, with
-    the paired tests of ``[compare]``."""
+    """comparison.csv/.json, figures and report.md across the finished variants of the whole
+    run folder (not only those this process ran), with the paired tests of ``[compare]``."""
+    if run.directory.run_file.exists():
+        return rebuild_report(run.directory.path)[1]
     summaries = []
     for exp in run.experiments:
         vdir = run.directory.variant(exp.variant)
@@ -210,10 +239,10 @@ def rebuild_report(path: Path) -> tuple[RunDirectory, Comparison]:
                 RunSummary(vdir.name, vdir.history(), final, final["labels"], vdir.path)
             )
             continue
-        history = vdir.history()
-        done = int(history["epoch"].max()) if len(history) else 0
+        done = vdir.epochs_done()
+        state = "failed" if vdir.failed_file.exists() else "stopped"
         unfinished.append(
-            f"{vdir.name}: stopped after epoch {done}; continue with "
+            f"{vdir.name}: {state} after epoch {done}; continue with "
             f"odirkit run --resume {run.path}"
         )
     ev, compare = first.get("eval", {}), first.get("compare", {})
@@ -239,6 +268,8 @@ def list_runs(root: Path) -> list[dict[str, object]]:
     command that resumes it when it is not finished."""
     import json
 
+    from odirkit.launch import retry_command
+
     found = []
     for run_file in sorted(Path(root).glob(f"*/*/{RunDirectory.RUN}")):
         run = RunDirectory(run_file.parent)
@@ -258,6 +289,8 @@ def list_runs(root: Path) -> list[dict[str, object]]:
                     best = (vdir.name, metric, float(value))
         if all(s == "finished" for s in statuses.values()):
             status = "finished"
+        elif any(s in ("running", "queued") for s in statuses.values()):
+            status = "running"
         elif any(s == "failed" for s in statuses.values()):
             status = "failed"
         else:
@@ -276,7 +309,7 @@ def list_runs(root: Path) -> list[dict[str, object]]:
                 "status": status,
                 "best": {"variant": best[0], "metric": best[1], "value": best[2]} if best else None,
                 "errors": errors,
-                "resume": None if status == "finished" else f"odirkit run --resume {run.path}",
+                "resume": None if status in ("finished", "running") else retry_command(run),
             }
         )
     return sorted(found, key=lambda r: str(r["started"]), reverse=True)

@@ -57,6 +57,8 @@ LAYERS: list[set[str]] = [
         "odirkit.ensemble",
         "odirkit.baseline",
         "odirkit.experiment",
+        "odirkit.launch",
+        "odirkit.tune",
         "odirkit.testing",
     },
     {"odirkit.cli", "odirkit.__main__"},

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,10 @@ class EpochLoop:
         trainer: Trainer,
         scheduler: Any,
         tracker: Tracker | None = None,
+        on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     ) -> None:
         self.tracker = tracker or Tracker()
+        self.on_epoch = on_epoch  # called after each epoch's checkpoint (odirkit tune prunes)
         self.exp = exp
         self.cfg = exp.config
         self.vdir = vdir
@@ -231,7 +234,7 @@ class EpochLoop:
                     "metrics": {k: v for k, v in row.items() if isinstance(v, int | float)},
                 },
             )
-        write_text(self.vdir.history_file, self._history_frame().to_csv(index=False))
+        write_text(self.vdir.history_file, self.history_frame().to_csv(index=False))
         self.tracker.epoch(epoch + 1, row)
         info(f"{self.exp.variant} epoch {epoch + 1}/{self.cfg.train.epochs}  {self._status(row)}")
         if self.stopped_early:
@@ -239,6 +242,8 @@ class EpochLoop:
                 f"{self.exp.variant}: no better validation {self.cfg.train.monitor} for "
                 f"{patience} epoch(s); stopping early (best: epoch {self.best['epoch']})"
             )
+        if self.on_epoch is not None:
+            self.on_epoch(epoch + 1, row)
 
     def _epoch_scores(self, split: str, evaluation: Evaluation) -> dict[str, float]:
         """One split's per-epoch columns: ``<split>_loss`` and ``<split>_<metric>`` at the
@@ -282,7 +287,7 @@ class EpochLoop:
             text += f"  (test F1 micro {row['test_f1_micro']:.3f})"
         return text
 
-    def _history_frame(self) -> pd.DataFrame:
+    def history_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.history)
 
     # -- the end -------------------------------------------------------------
@@ -338,7 +343,7 @@ class EpochLoop:
                 plain["best"] = self._score_checkpoint()
             if chosen == "last":
                 self.trainer.model.load_state_dict(last_weights)
-        history = self._history_frame()
+        history = self.history_frame()
         if not here.main:
             return history, {}, results[chosen][0].temperature
         result, test = results[chosen]

@@ -5,10 +5,13 @@
     runs/<name>/<timestamp>/              RunDirectory
         experiment.toml      the experiment file as it was
         run.json             variants, overrides, source, start time
+        jobs.json            pool/slurm launchers: each variant's job id and log
         report.md            verdicts, test results with intervals, figures
         comparison.csv/.json/.png, comparison_test.png, recall_per_class.png
         <variant>/                        VariantDirectory
             config.json      the resolved configuration (every default filled in)
+            running.json     while a process runs it: pid, host, job id, start
+            job.log          the job's output (pool launcher)
             environment.json versions, plugins, device, seed, git commit
             data.json        image and patient counts; split.csv: each image's side
             metrics.csv      one row per epoch: training loss, validation metrics
@@ -26,6 +29,8 @@ module spells a file name of the run folder.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -67,6 +72,8 @@ class VariantDirectory:
     PATIENT_PREDICTIONS = "patient_predictions.csv"
     VAL_PREDICTIONS = "val_predictions.csv"
     FAILED = "failed.json"
+    RUNNING = "running.json"
+    JOB_LOG = "job.log"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -134,6 +141,16 @@ class VariantDirectory:
         return self.path / self.FAILED
 
     @property
+    def running_file(self) -> Path:
+        """Written when a process starts the variant, removed when it ends: who runs it."""
+        return self.path / self.RUNNING
+
+    @property
+    def job_log(self) -> Path:
+        """The output of the variant's job under the ``pool`` launcher."""
+        return self.path / self.JOB_LOG
+
+    @property
     def figures(self) -> Path:
         return self.path / "figures"
 
@@ -172,15 +189,39 @@ class VariantDirectory:
 
     @property
     def status(self) -> str:
-        """``finished``, ``failed``, ``interrupted`` (a checkpoint, no result), or
-        ``not started``."""
+        """``finished``, ``failed``, ``running`` (a live process holds it), ``interrupted``
+        (a checkpoint, no result, nobody running it), ``queued`` (a launcher submitted it),
+        or ``not started``."""
         if self.finished:
             return "finished"
         if self.failed_file.exists():
             return "failed"
+        if self.running() is not None:
+            return "running"
         if self.checkpoint("last").exists():
             return "interrupted"
+        if self.name in self.run.queued():
+            return "queued"
         return "not started"
+
+    def running(self) -> dict[str, Any] | None:
+        """``running.json`` while a live process runs the variant (a process of this host
+        that has died does not count; one of another host is taken at its word)."""
+        try:
+            marker = json.loads(self.running_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if marker.get("host") == socket.gethostname() and not _alive(int(marker.get("pid", 0))):
+            return None
+        return marker
+
+    def epochs_done(self) -> int:
+        """Epochs in ``metrics.csv`` so far."""
+        try:
+            with self.history_file.open() as f:
+                return max(sum(1 for _ in f) - 1, 0)
+        except OSError:
+            return 0
 
     # -- contents ------------------------------------------------------------------------
 
@@ -250,6 +291,18 @@ class VariantDirectory:
         return _read_predictions(path) if path.exists() else None
 
 
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _read_predictions(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype={"patient_id": str, "ID": str}, keep_default_na=False)
@@ -278,6 +331,7 @@ class RunDirectory:
 
     RUN = "run.json"
     EXPERIMENT = "experiment.toml"
+    JOBS = "jobs.json"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -313,6 +367,37 @@ class RunDirectory:
     @property
     def experiment_file(self) -> Path:
         return self.path / self.EXPERIMENT
+
+    @property
+    def jobs_file(self) -> Path:
+        """What a launcher submitted: the launcher, each variant's job id and log."""
+        return self.path / self.JOBS
+
+    @property
+    def lock_file(self) -> Path:
+        """Taken by the jobs of a launcher while they decide who writes the comparison."""
+        return self.path / ".lock"
+
+    @property
+    def submitit_dir(self) -> Path:
+        """submitit's job files (pickles, logs) under the ``slurm`` launcher."""
+        return self.path / ".submitit"
+
+    def jobs(self) -> dict[str, Any]:
+        """``jobs.json``, or an empty description when no launcher wrote one."""
+        try:
+            return json.loads(self.jobs_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def queued(self) -> set[str]:
+        """The variants the last launch submitted (each is queued until its job starts),
+        unless the ``pool`` process that would start them has gone."""
+        jobs = self.jobs()
+        owner = jobs.get("owner") or {}
+        if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", 0))):
+            return set()
+        return set(jobs.get("jobs", {}))
 
     def variant(self, name: str) -> VariantDirectory:
         return VariantDirectory(self.path / name)

@@ -9,6 +9,7 @@ plugin's network, lets offline augmenters add their samples, assembles the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,8 +129,19 @@ def check_augmenter(name: str, aug: Any) -> Any:
 # -- one variant --------------------------------------------------------------
 
 
-def run_variant(exp: Experiment, vdir: VariantDirectory, *, registry: Registry) -> VariantResult:
-    """Train and evaluate one variant in ``vdir``, continuing from its last checkpoint."""
+def run_variant(
+    exp: Experiment,
+    vdir: VariantDirectory,
+    *,
+    registry: Registry,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    score_test: bool = True,
+) -> VariantResult:
+    """Train and evaluate one variant in ``vdir``, continuing from its last checkpoint.
+
+    ``on_epoch(epoch, row)`` sees each epoch's validation row; without ``score_test`` (a
+    search trial) the test patients are never scored and no ``metrics.json`` is written.
+    """
     if vdir.finished:
         info(f"{vdir}: already finished, skipped")
         return finished_result(exp.variant, vdir)
@@ -227,10 +239,13 @@ def run_variant(exp: Experiment, vdir: VariantDirectory, *, registry: Registry) 
             streaming=data.store.tensor is None,
         ),
     )
-    loop = EpochLoop(exp, vdir, trainer, scheduler, tracker)
+    loop = EpochLoop(exp, vdir, trainer, scheduler, tracker, on_epoch=on_epoch)
     distributed.barrier()  # rank 0 may have written the checkpoint being resumed
     loop.restore()
     loop.run()
+    if not score_test:
+        tracker.close()
+        return VariantResult(exp.variant, vdir, loop.history_frame(), {}, model=model, data=data)
     history, final, temperature = loop.finish()
     if here.main:
         tracker.final(final)

@@ -1,0 +1,485 @@
+"""Where the runs of an experiment run: the launchers of ``odirkit run``.
+
+Every variant (each seed and each fold is one) is a **job**: it re-opens the run folder
+(:func:`~odirkit.experiment.load_run` on its variant folder), trains or resumes the
+variant, and leaves. The launchers differ only in where the jobs run:
+
+* ``local``: one after another in this process (no job at all);
+* ``pool``: ``--jobs N`` child processes on this machine (``odirkit job RUN VARIANT``),
+  each CUDA job on its own GPUs, round robin over the visible devices; a job of several
+  processes (``[launcher] gpus_per_run``) is started by ``torch.distributed.run``;
+* ``slurm``: one SLURM job per variant through submitit, requeued on preemption and on
+  timeout (:class:`VariantJob` is the pickled callable; its ``checkpoint`` resubmits it,
+  and the new job resumes from the variant's last checkpoint).
+
+The comparison and the reports are written once, by the last job to end: each job, as it
+ends, takes the run folder's lock and writes them when no variant is left queued or
+running (:func:`job_ended`); ``jobs.json`` counts how often that happened.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from odirkit.config import LauncherConfig
+from odirkit.console import info, warn
+from odirkit.engine import distributed
+from odirkit.engine.interrupt import RunInterrupted
+from odirkit.engine.rundir import RunDirectory, VariantDirectory
+from odirkit.errors import ConfigError, RunError
+from odirkit.files import write_json
+from odirkit.plugins import Registry
+from odirkit.report import Comparison
+
+#: variant states after which a job will not run again by itself
+ENDED = ("finished", "failed")
+
+
+def _now() -> str:
+    return datetime.now().isoformat(timespec="milliseconds")
+
+
+# -- one job -----------------------------------------------------------------------------
+
+
+def run_job(run_dir: Path, variant: str, registry: Registry) -> str:
+    """Run (or resume) one variant of a run folder, then write the comparison if this job
+    is the last to end. Returns the variant's status."""
+    from odirkit.experiment import load_run, run_experiment
+
+    run = RunDirectory(run_dir)
+    vdir = run.variant(variant)
+    if not vdir.exists:
+        raise RunError(f"{run_dir}: no variant {variant!r}; variants: {', '.join(_names(run))}")
+    requeued = False
+    try:
+        run_experiment(load_run(vdir.path, registry), registry=registry, compare=False)
+    except SystemExit:
+        requeued = True  # submitit requeues the job: it is not over
+        raise
+    finally:
+        if distributed.is_main() and not requeued:
+            job_ended(run)
+    return vdir.status
+
+
+def _names(run: RunDirectory) -> list[str]:
+    try:
+        return run.variant_names()
+    except RunError:
+        return []
+
+
+def job_ended(run: RunDirectory, *, final: bool = False) -> Comparison | None:
+    """Called by each job as it ends: the last one (no variant left queued or running)
+    writes the comparison and the reports, once per launch. ``final``: the launcher has
+    seen every job end (a job killed outright never says so) and writes them if nobody
+    did."""
+    from filelock import FileLock
+
+    from odirkit.experiment import rebuild_report
+
+    with FileLock(str(run.lock_file)):
+        jobs = run.jobs()
+        if jobs.get("compared"):
+            return None
+        if not final:
+            for vdir in run.variants():
+                if vdir.status in ENDED:
+                    continue
+                if vdir.running() is not None or vdir.name in jobs.get("jobs", {}):
+                    return None  # another job still runs, waits, or will be requeued
+        if not run.finished_variants():
+            return None
+        comparison = rebuild_report(run.path)[1]
+        jobs["compared"] = _now()
+        jobs["comparisons"] = int(jobs.get("comparisons", 0)) + 1
+        write_json(run.jobs_file, jobs)
+        return comparison
+
+
+def _record_launch(
+    run: RunDirectory, kind: str, jobs: dict[str, dict[str, Any]], **extra: Any
+) -> None:
+    """``jobs.json``: the launcher and this launch's jobs (a new launch replaces the jobs
+    and allows one more comparison)."""
+    from filelock import FileLock
+
+    with FileLock(str(run.lock_file)):
+        previous = run.jobs()
+        write_json(
+            run.jobs_file,
+            {
+                "launcher": kind,
+                "launched": _now(),
+                "comparisons": int(previous.get("comparisons", 0)),
+                "compared": None,
+                **extra,
+                "jobs": jobs,
+            },
+        )
+
+
+def _update_jobs(run: RunDirectory, variant: str, **fields: Any) -> None:
+    from filelock import FileLock
+
+    with FileLock(str(run.lock_file)):
+        jobs = run.jobs()
+        jobs.setdefault("jobs", {}).setdefault(variant, {}).update(fields)
+        write_json(run.jobs_file, jobs)
+
+
+def pending(run: RunDirectory, variants: Sequence[str]) -> list[str]:
+    """The variants a launch must (re)start: not finished and not running now."""
+    return [v for v in variants if run.variant(v).status not in ("finished", "running")]
+
+
+def retry_command(run: RunDirectory) -> str:
+    """The command that resumes a run with the launcher it was started with."""
+    jobs = run.jobs()
+    kind = jobs.get("launcher", "local")
+    command = f"odirkit run --resume {run.path}"
+    if kind == "pool":
+        command += f" --launcher pool --jobs {jobs.get('slots', 1)}"
+    elif kind == "slurm":
+        command += " --launcher slurm"
+    return command
+
+
+# -- pool ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    variant: str
+    process: subprocess.Popen[bytes]
+    log: Any
+    slot: int
+
+
+def device_groups(slots: int, per_run: int) -> list[str | None]:
+    """The ``CUDA_VISIBLE_DEVICES`` of each pool slot: ``per_run`` visible GPUs each, round
+    robin; ``None`` everywhere without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return [None] * slots
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = (
+        [d.strip() for d in visible.split(",") if d.strip()]
+        if visible
+        else [str(i) for i in range(torch.cuda.device_count())]
+    )
+    if len(devices) < per_run:
+        raise ConfigError(
+            f"[launcher] gpus_per_run = {per_run}, but only {len(devices)} GPU(s) are visible"
+        )
+    groups = len(devices) // per_run
+    return [
+        ",".join(devices[(i % groups) * per_run : (i % groups + 1) * per_run]) for i in range(slots)
+    ]
+
+
+def job_command(run: RunDirectory, variant: str, processes: int) -> list[str]:
+    """The command of one job: ``odirkit job RUN VARIANT``, under torchrun when a run is
+    several processes."""
+    tail = ["-m", "odirkit", "job", str(run.path), variant]
+    if processes <= 1:
+        return [sys.executable, *tail]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(processes),
+        *tail,
+    ]
+
+
+def run_pool(run: RunDirectory, variants: Sequence[str], settings: LauncherConfig) -> None:
+    """Run the variants as child processes, ``settings.jobs`` at a time; Ctrl-C stops every
+    job at a checkpoint."""
+    todo = pending(run, variants)
+    slots = min(settings.jobs, max(len(todo), 1))
+    groups = device_groups(slots, settings.gpus_per_run)
+    processes = settings.gpus_per_run if settings.gpus_per_run > 1 else 1
+    threads = max(1, (os.cpu_count() or 1) // (slots * processes))
+    _record_launch(
+        run,
+        "pool",
+        {v: {"log": str(run.variant(v).job_log.resolve())} for v in todo},
+        slots=slots,
+        owner={"pid": os.getpid(), "host": socket.gethostname()},
+    )
+    queue = list(todo)
+    free = list(range(slots))
+    running: list[_Child] = []
+    codes: dict[str, int] = {}
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        if not stopping:
+            warn("stopping every job after its step; each writes a checkpoint")
+        stopping = True
+        for child in running:
+            child.process.send_signal(signal.SIGINT)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while queue or running:
+            while queue and free and not stopping:
+                variant = queue.pop(0)
+                slot = free.pop(0)
+                vdir = run.variant(variant)
+                env = {
+                    **os.environ,
+                    "ODIRKIT_QUIET": "1",
+                    "ODIRKIT_JOB_LOG": str(vdir.job_log.resolve()),
+                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads)),
+                }
+                if groups[slot] is not None:
+                    env["CUDA_VISIBLE_DEVICES"] = str(groups[slot])
+                log = vdir.job_log.open("ab")
+                process = subprocess.Popen(
+                    job_command(run, variant, processes),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,  # Ctrl-C reaches the pool, which tells each job
+                )
+                _update_jobs(run, variant, id=str(process.pid), started=_now())
+                info(f"{variant}: job started (pid {process.pid}, log {vdir.job_log})")
+                running.append(_Child(variant, process, log, slot))
+            time.sleep(0.2)
+            for child in [c for c in running if c.process.poll() is not None]:
+                running.remove(child)
+                child.log.close()
+                free.append(child.slot)
+                codes[child.variant] = code = int(child.process.returncode)
+                _update_jobs(run, child.variant, ended=_now(), exit_code=code)
+                status = run.variant(child.variant).status
+                info(f"{child.variant}: job ended ({status}, exit code {code})")
+            if stopping:
+                queue.clear()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if stopping:
+        raise RunInterrupted(
+            f"stopped; each job wrote a checkpoint.\nContinue with: {retry_command(run)}"
+        )
+    job_ended(run, final=True)
+    _raise_failures(run, variants)
+
+
+def _raise_failures(run: RunDirectory, variants: Sequence[str]) -> None:
+    failed = [v for v in variants if run.variant(v).status != "finished"]
+    if failed:
+        raise RunError(
+            f"{len(failed)} of {len(variants)} job(s) did not finish: {', '.join(failed)}; "
+            f"see odirkit status {run.path}, then retry with: {retry_command(run)}"
+        )
+
+
+# -- slurm --------------------------------------------------------------------------------
+
+
+class VariantJob:
+    """One variant as a submitit job: picklable, and checkpointable (submitit calls
+    :meth:`checkpoint` on preemption or timeout and submits what it returns again)."""
+
+    def __init__(self, run_dir: str, variant: str, processes: int = 1) -> None:
+        self.run_dir = run_dir
+        self.variant = variant
+        self.processes = processes
+
+    def __call__(self) -> str:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        os.environ.setdefault("ODIRKIT_QUIET", "1")
+        os.environ["ODIRKIT_JOB_LOG"] = str(env.paths.stdout)
+        if self.processes > 1:  # each SLURM task is one process of a DDP run
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        from odirkit.plugins import get_registry
+
+        distributed.setup()
+        try:
+            return run_job(Path(self.run_dir), self.variant, get_registry())
+        finally:
+            distributed.teardown()
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Preempted or out of time: the same job again; it resumes from ``last.pt``."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(
+            VariantJob(self.run_dir, self.variant, self.processes)
+        )
+
+
+def require(module: str, extra: str) -> Any:
+    """Import an optional dependency, or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            f"{module} is not installed; install it with: pip install 'odirkit[{extra}]'"
+        ) from None
+
+
+def slurm_executor(run: RunDirectory, settings: LauncherConfig, name: str) -> Any:
+    """A submitit executor with the ``[launcher]`` settings (SLURM, or submitit's local
+    executor for ``cluster = "local"``)."""
+    submitit = require("submitit", "slurm")
+    import torch
+
+    local = settings.cluster == "local"
+    executor = submitit.AutoExecutor(
+        folder=str(run.submitit_dir / "%j"), cluster="local" if local else "slurm"
+    )
+    processes = max(settings.gpus_per_run, 1)
+    gpus = settings.gpus_per_run if (not local or torch.cuda.is_available()) else 0
+    params: dict[str, Any] = {
+        "name": f"odirkit-{name}",
+        "timeout_min": settings.time,
+        "nodes": 1,
+        "tasks_per_node": processes,
+        "gpus_per_node": gpus,
+        "stderr_to_stdout": True,
+    }
+    if settings.cpus_per_run:
+        params["cpus_per_task"] = max(1, settings.cpus_per_run // processes)
+    if settings.mem_gb:
+        params["mem_gb"] = settings.mem_gb
+    if settings.partition:
+        params["slurm_partition"] = settings.partition
+    if settings.account:
+        params["slurm_account"] = settings.account
+    if settings.sbatch:
+        params["slurm_additional_parameters"] = dict(settings.sbatch)
+    try:
+        executor.update_parameters(**params)
+    except (NameError, TypeError, ValueError) as exc:
+        raise ConfigError(f"[launcher]: submitit refuses the settings: {exc}") from None
+    return executor
+
+
+def drop_template(run: RunDirectory) -> None:
+    """submitit's batch leaves the unexpanded ``%j`` folder behind, empty."""
+    template = run.submitit_dir / "%j"
+    if template.is_dir() and not any(template.iterdir()):
+        template.rmdir()
+
+
+def submit_slurm(
+    run: RunDirectory, variants: Sequence[str], settings: LauncherConfig, name: str
+) -> list[Any]:
+    """One submitit job per variant not finished (nor running); ``jobs.json`` records them."""
+    todo = pending(run, variants)
+    executor = slurm_executor(run, settings, name)
+    processes = max(settings.gpus_per_run, 1)
+    # recorded first: a job that ends at once must see the others as queued
+    _record_launch(run, "slurm", {v: {} for v in todo}, cluster=settings.cluster)
+    with executor.batch():
+        where = str(run.path.resolve())  # a cluster node may start elsewhere
+        submitted = [executor.submit(VariantJob(where, v, processes)) for v in todo]
+    drop_template(run)
+    for v, job in zip(todo, submitted, strict=True):
+        _update_jobs(run, v, id=str(job.job_id), log=str(job.paths.stdout), submitted=_now())
+        info(f"{v}: submitted as job {job.job_id} (log {job.paths.stdout})")
+    return submitted
+
+
+def wait_slurm(run: RunDirectory, variants: Sequence[str], submitted: Sequence[Any]) -> None:
+    """Wait for submitted jobs (requeued ones included), then report the failures."""
+    for job in submitted:
+        while not job.done():
+            time.sleep(0.5)
+    job_ended(run, final=True)
+    _raise_failures(run, variants)
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def tail(path: Path, lines: int = 12) -> list[str]:
+    """The last lines of a log file (none when it is missing)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - 16384, 0))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
+
+def variant_status(vdir: VariantDirectory, job: dict[str, Any]) -> dict[str, Any]:
+    """A variant's row of ``odirkit status``."""
+    import json
+
+    status = vdir.status
+    row: dict[str, Any] = {
+        "variant": vdir.name,
+        "status": status,
+        "epoch": vdir.epochs_done(),
+        "job": job.get("id"),
+        "log": job.get("log") or (str(vdir.job_log.resolve()) if vdir.job_log.exists() else None),
+    }
+    marker = vdir.running()
+    if marker is not None:
+        row["host"] = marker.get("host")
+        row["log"] = marker.get("log") or row["log"]
+    if status == "failed":
+        try:
+            failure = json.loads(vdir.failed_file.read_text())
+        except (OSError, ValueError):
+            failure = {}
+        row["error"] = failure.get("error", "")
+        row["log"] = failure.get("log") or row["log"]
+        row["log_tail"] = tail(Path(row["log"])) if row["log"] else []
+    return row
+
+
+def run_status(path: Path) -> dict[str, Any]:
+    """Each variant of a run folder: status, epoch, job, log; and the retry command."""
+    run = RunDirectory(path)
+    jobs = run.jobs()
+    rows = [variant_status(v, jobs.get("jobs", {}).get(v.name, {})) for v in run.variants()]
+    undone = [r for r in rows if r["status"] in ("failed", "interrupted", "not started")]
+    return {
+        "folder": str(run.path),
+        "launcher": jobs.get("launcher", "local"),
+        "variants": rows,
+        "retry": retry_command(run) if undone else None,
+    }
+
+
+def read_comparison(run: RunDirectory) -> Comparison | None:
+    """The comparison a job wrote (``comparison.csv`` and the verdicts of
+    ``comparison.json``), to print it without writing it again."""
+    import json
+
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(run.path / "comparison.csv")
+        verdicts = json.loads((run.path / "comparison.json").read_text()).get("verdicts", [])
+    except (OSError, ValueError):
+        return None
+    return Comparison(table, [], list(verdicts))
