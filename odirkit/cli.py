@@ -165,6 +165,7 @@ def run(
     from odirkit.engine import distributed
     from odirkit.engine.variant import preflight
     from odirkit.experiment import load_run, run_experiment, start_run
+    from odirkit.launch import check_launcher
 
     distributed.setup()
     reg = state(ctx).registry()
@@ -174,6 +175,7 @@ def run(
         started = load_run(resume, reg)
         if file is not None:
             _check_same_experiment(file, started, reg)
+        experiments = started.experiments
     else:
         if file is None:
             raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
@@ -182,12 +184,14 @@ def run(
         with distributed.rank_zero_first():  # one process writes a phantom, if any
             for exp in experiments:
                 preflight(exp, data=True, seen=seen)
+    chosen = experiments[0].config.launcher
+    kind = launcher.value if launcher is not None else chosen.kind
+    settings = chosen.model_copy(update={"jobs": jobs}) if jobs is not None else chosen
+    check_launcher(kind, settings)
+    if resume is None:
+        assert file is not None
         source_text = file.read_text(encoding="utf-8-sig")
         started = start_run(experiments, out=out_dir, source_text=source_text, overrides=set_ or [])
-    settings = started.experiments[0].config.launcher
-    kind = launcher.value if launcher is not None else settings.kind
-    if jobs is not None:
-        settings = settings.model_copy(update={"jobs": jobs})
     if kind == "local":
         result = run_experiment(started, registry=reg)
     else:

@@ -342,6 +342,20 @@ def require(module: str, extra: str) -> Any:
         ) from None
 
 
+def check_launcher(kind: str, settings: LauncherConfig) -> None:
+    """What a launcher needs, checked before a run folder is created."""
+    import shutil
+
+    if kind != "slurm":
+        return
+    require("submitit", "slurm")
+    if settings.cluster == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
+        raise ConfigError(
+            "--launcher slurm: sbatch and srun are not on this machine's PATH (not a SLURM "
+            'login node?); [launcher] cluster = "local" runs the jobs through submitit here'
+        )
+
+
 def slurm_executor(run: RunDirectory, settings: LauncherConfig, name: str) -> Any:
     """A submitit executor with the ``[launcher]`` settings (SLURM, or submitit's local
     executor for ``cluster = "local"``)."""
@@ -349,9 +363,15 @@ def slurm_executor(run: RunDirectory, settings: LauncherConfig, name: str) -> An
     import torch
 
     local = settings.cluster == "local"
-    executor = submitit.AutoExecutor(
-        folder=str(run.submitit_dir / "%j"), cluster="local" if local else "slurm"
-    )
+    try:
+        executor = submitit.AutoExecutor(
+            folder=str(run.submitit_dir / "%j"), cluster="local" if local else "slurm"
+        )
+    except RuntimeError as exc:  # no srun/sbatch here
+        raise ConfigError(
+            f"--launcher slurm: {exc} (SLURM's commands are not on this machine's PATH); "
+            '[launcher] cluster = "local" runs the jobs through submitit here'
+        ) from None
     processes = max(settings.gpus_per_run, 1)
     gpus = settings.gpus_per_run if (not local or torch.cuda.is_available()) else 0
     params: dict[str, Any] = {
@@ -395,9 +415,15 @@ def submit_slurm(
     processes = max(settings.gpus_per_run, 1)
     # recorded first: a job that ends at once must see the others as queued
     _record_launch(run, "slurm", {v: {} for v in todo}, cluster=settings.cluster)
-    with executor.batch():
-        where = str(run.path.resolve())  # a cluster node may start elsewhere
-        submitted = [executor.submit(VariantJob(where, v, processes)) for v in todo]
+    try:
+        with executor.batch():
+            where = str(run.path.resolve())  # a cluster node may start elsewhere
+            submitted = [executor.submit(VariantJob(where, v, processes)) for v in todo]
+    except (OSError, subprocess.CalledProcessError, RuntimeError) as exc:
+        raise RunError(
+            f"SLURM refused the jobs: {str(exc).strip().splitlines()[-1]}; nothing ran, "
+            f"the run folder {run.path} is kept (resume it with --resume)"
+        ) from None
     drop_template(run)
     for v, job in zip(todo, submitted, strict=True):
         _update_jobs(run, v, id=str(job.job_id), log=str(job.paths.stdout), submitted=_now())

@@ -165,6 +165,20 @@ def test_a_missing_extra_is_named(tmp_path, phantom_root, cli, monkeypatch):
     result = cli("run", exp, "--launcher", "slurm", "--out", tmp_path / "o")
     assert result.exit_code == 2
     assert "pip install 'odirkit[slurm]'" in result.output
+    assert not (tmp_path / "o").exists()  # refused before a run folder was made
+
+
+def test_the_slurm_launcher_without_slurm_is_refused_before_any_run_folder(
+    tmp_path, phantom_root, cli, monkeypatch
+):
+    exp = tmp_path / "e.toml"
+    exp.write_text(tiny_experiment(phantom_root))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
+    result = cli("run", exp, "--launcher", "slurm", "--out", tmp_path / "o")
+    assert result.exit_code == 2
+    assert "sbatch and srun are not on this machine's PATH" in result.output
+    assert 'cluster = "local"' in result.output
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow
