@@ -193,3 +193,16 @@ def test_status_follows_the_jobs_of_a_pool(tmp_path, phantom_root, cli):
     found = json.loads(cli("status", the_run(tmp_path / "out"), "--json").stdout)
     assert [r["status"] for r in found["variants"]] == ["finished", "finished"]
     assert found["retry"] is None
+
+
+@pytest.mark.slow
+def test_a_pool_job_of_two_processes_is_a_ddp_run(tmp_path, phantom_root):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=2))
+    args = ["--launcher", "pool", "--set", "launcher.gpus_per_run=2"]  # on the CPU: 2 x gloo
+    code, output = finish(odirkit(["run", str(exp), "--out", "out", *args], tmp_path))
+    assert code == 0, output
+    run = the_run(tmp_path / "out")
+    final = json.loads((run / "default" / "metrics.json").read_text())
+    assert final["distributed"] == {"world_size": 2, "backend": "gloo", "ranks_in_sync": True}
+    assert json.loads((run / "jobs.json").read_text())["comparisons"] == 1
