@@ -361,3 +361,26 @@ def test_two_processes_train_a_both_eyes_model_like_one(tmp_path, phantom_root):
     q = pd.read_csv(two / "patient_predictions.csv")
     assert list(p["ID"]) == list(q["ID"])  # every test patient evaluated exactly once
     assert (p["D"] - q["D"]).abs().max() < 1e-4
+
+
+def test_a_backbone_without_its_weights_names_the_both_eyes_keys(tmp_path, phantom_root):
+    text = tiny_experiment(phantom_root, epochs=1).split("[model]")[0]
+    text += '[model]\nname = "both_eyes"\nbackbone = "timm"\n'
+    text += 'backbone_params = { arch = "test_efficientnet", pretrained = true }\n'
+    text = text.replace('labels = ["N", "D"]', 'labels = ["N", "D"]\nlevel = "patient"')
+    exp = tmp_path / "exp.toml"
+    exp.write_text(text)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-m", "odirkit", "run", str(exp), "--out", str(tmp_path / "runs")],
+        env={**env, "ODIRKIT_QUIET": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "both_eyes backbone 'timm'" in message and "could not be downloaded" in message
+    assert "[model] backbone_params.weights =" in message
+    assert "backbone_params.pretrained = false" in message
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
