@@ -264,6 +264,18 @@ class Search:
             raise TrialFailed(f"trial {trial.number}: {self.column} was never a number")
         return float(value)
 
+    def fail_lost_trials(self, study: Any) -> None:
+        """A trial still RUNNING whose worker was a process of this host that has gone
+        (killed outright) is marked failed, so the search can complete."""
+        from odirkit.engine.rundir import process_alive
+
+        here = socket.gethostname()
+        for t in study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)):
+            host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+            if host == here and pid.isdigit() and not process_alive(int(pid)):
+                study.tell(t.number, state=self.optuna.trial.TrialState.FAIL)
+                warn(f"trial {t.number}: its worker (pid {pid}) is gone; marked failed")
+
     def trial_rows(self, study: Any) -> list[dict[str, Any]]:
         return [
             {
@@ -294,6 +306,7 @@ class Search:
         ran = 0
         while True:
             with FileLock(str(self.folder / ".lock")):
+                self.fail_lost_trials(study)
                 if len(study.get_trials(deepcopy=False, states=counted)) >= trials:
                     break
                 trial = study.ask()  # the storage numbers it: no trial runs twice
@@ -322,6 +335,7 @@ class Search:
         outcome = TuneOutcome(self.folder, self.name, self.storage, self.metric, self.direction)
         state = self.optuna.trial.TrialState
         with FileLock(str(self.folder / ".lock")):
+            self.fail_lost_trials(study)
             outcome.trials = self.trial_rows(study)
             if study.get_trials(deepcopy=False, states=(state.RUNNING,)):
                 outcome.waiting = True  # the last worker to end writes the best

@@ -199,3 +199,29 @@ def test_workers_as_submitit_jobs_draw_what_one_worker_draws(tmp_path, phantom_r
     assert len(logs) == 2
     assert not (study_folder(tmp_path / "jobs") / "final").exists()  # --no-final
     assert (study_folder(tmp_path / "jobs") / "best.toml").exists()
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_was_killed_does_not_hold_the_search(tmp_path, phantom_root, cli):
+    import socket
+
+    import optuna
+
+    exp = search_file(tmp_path, phantom_root)
+    folder = study_folder(tmp_path / "out")
+    folder.mkdir(parents=True)
+    storage = f"sqlite:///{folder / 'study.db'}"
+    study = optuna.create_study(study_name="tiny", storage=storage, direction="minimize")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a worker killed outright: its trial stays RUNNING in the study
+    lost = study.ask()
+    lost.set_user_attr("worker", f"{socket.gethostname()}:{gone.pid}")
+
+    result = cli("tune", exp, "--trials", "3", "--no-final", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    states = {
+        t.number: t.state.name for t in optuna.load_study(study_name="tiny", storage=storage).trials
+    }
+    assert states[0] == "FAIL" and len(states) == 3
+    assert "trial 0: its worker" in result.output
+    assert (folder / "best.toml").exists()  # the search completed

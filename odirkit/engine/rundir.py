@@ -211,7 +211,9 @@ class VariantDirectory:
             marker = json.loads(self.running_file.read_text())
         except (OSError, ValueError):
             return None
-        if marker.get("host") == socket.gethostname() and not _alive(int(marker.get("pid", 0))):
+        if marker.get("host") == socket.gethostname() and not process_alive(
+            int(marker.get("pid", 0))
+        ):
             return None
         return marker
 
@@ -291,7 +293,8 @@ class VariantDirectory:
         return _read_predictions(path) if path.exists() else None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with that id runs."""
     if pid <= 0:
         return False
     try:
@@ -395,7 +398,9 @@ class RunDirectory:
         unless the ``pool`` process that would start them has gone."""
         jobs = self.jobs()
         owner = jobs.get("owner") or {}
-        if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", 0))):
+        if owner.get("host") == socket.gethostname() and not process_alive(
+            int(owner.get("pid", 0))
+        ):
             return set()
         return set(jobs.get("jobs", {}))
 
