@@ -206,3 +206,40 @@ def test_a_pool_job_of_two_processes_is_a_ddp_run(tmp_path, phantom_root):
     final = json.loads((run / "default" / "metrics.json").read_text())
     assert final["distributed"] == {"world_size": 2, "backend": "gloo", "ranks_in_sync": True}
     assert json.loads((run / "jobs.json").read_text())["comparisons"] == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_pool_at_checkpoints_and_resume_finishes_it(tmp_path, phantom_root):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=4) + TWO_VARIANTS)
+    pool = odirkit(
+        ["run", str(exp), "--out", "pool", "--launcher", "pool", "--jobs", "2"], tmp_path
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and pool.poll() is None:
+        variants = list((tmp_path / "pool").glob("*/*/[ab]"))
+        if len(variants) == 2 and all((v / "checkpoints" / "last.pt").exists() for v in variants):
+            pool.send_signal(signal.SIGINT)  # the first Ctrl-C, as a terminal sends it
+            break
+        time.sleep(0.05)
+    code, output = finish(pool)
+    assert code == 130, output
+    run = the_run(tmp_path / "pool")
+    assert "--launcher pool --jobs 2" in output  # the command that continues
+    stopped = [v for v in ("a", "b") if not (run / v / "metrics.json").exists()]
+    assert stopped, "both jobs ended before the Ctrl-C reached them"
+    for v in stopped:
+        assert (run / v / "checkpoints" / "last.pt").exists()
+        assert not (run / v / "failed.json").exists()
+    assert json.loads((run / "jobs.json").read_text())["comparisons"] == 0
+
+    args = ["run", "--resume", str(run), "--launcher", "pool", "--jobs", "2"]
+    code, output = finish(odirkit(args, tmp_path))
+    assert code == 0, output
+    code, output = finish(odirkit(["run", str(exp), "--out", "local"], tmp_path))
+    assert code == 0, output
+    reference = the_run(tmp_path / "local")
+    for v in ("a", "b"):  # resumed, each ends as an uninterrupted run does
+        pd.testing.assert_frame_equal(history(reference / v), history(run / v))
+        assert scores(reference / v) == scores(run / v)
+    assert json.loads((run / "jobs.json").read_text())["comparisons"] == 1
