@@ -214,6 +214,7 @@ def _launch(started: Any, kind: str, settings: Any, wait: bool | None) -> Any:
     from odirkit import launch
     from odirkit.engine import distributed
     from odirkit.engine.variant import finished_result
+    from odirkit.report import read_comparison
 
     if distributed.world().distributed:
         raise ConfigError(
@@ -231,7 +232,7 @@ def _launch(started: Any, kind: str, settings: Any, wait: bool | None) -> Any:
             return None
         launch.wait_slurm(run_dir, names, submitted)
     started.results = [finished_result(n, run_dir.variant(n)) for n in names]
-    started.comparison = launch.read_comparison(run_dir)
+    started.comparison = read_comparison(run_dir.path)
     return started
 
 

@@ -382,11 +382,6 @@ class TuneRange(_Table):
             raise ValueError("a log range must be positive")
         return self
 
-    @property
-    def kind(self) -> str:
-        kinds = ("log", "range", "integer", "choice")
-        return next(k for k in kinds if getattr(self, k) is not None)
-
 
 class TuneConfig(_Table):
     """``[tune]``: the hyperparameter search of ``odirkit tune``; any dotted key

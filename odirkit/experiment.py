@@ -25,7 +25,7 @@ from odirkit.engine import distributed
 from odirkit.engine.interrupt import RunInterrupted
 from odirkit.engine.models import build_model
 from odirkit.engine.rundir import RunDirectory, VariantDirectory, finished_variants
-from odirkit.engine.variant import VariantResult, finished_result, run_variant
+from odirkit.engine.variant import VariantResult, run_variant
 from odirkit.errors import RunError
 from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
@@ -183,32 +183,10 @@ def explain_result(exp: Experiment, result: VariantResult) -> None:
 
 
 def write_comparison(run: ExperimentRun) -> Comparison:
-    """comparison.csv/.json, figures and report.md across the finished variants of the whole
-    run folder (not only those this process ran), with the paired tests of ``[compare]``."""
-    if run.directory.run_file.exists():
-        return rebuild_report(run.directory.path)[1]
-    summaries = []
-    for exp in run.experiments:
-        vdir = run.directory.variant(exp.variant)
-        if vdir.finished:
-            done = finished_result(exp.variant, vdir)
-            summaries.append(
-                RunSummary(done.variant, done.history, done.final, done.final["labels"], vdir.path)
-            )
-    first = run.experiments[0]
-    cfg = first.config
-    return write_report(
-        run.directory.path,
-        title=first.name,
-        description=cfg.description,
-        runs=summaries,
-        figures={s.label: f"{s.label}/figures" for s in summaries},
-        baseline=cfg.compare.baseline,
-        metrics=cfg.compare.metrics,
-        resamples=cfg.eval.bootstrap,
-        confidence=cfg.eval.confidence,
-        seed=derive_seed(cfg.seed, 6),
-    )
+    """comparison.csv/.json, figures and the reports across the finished variants of the
+    whole run folder (not only those this process ran), with the paired tests of
+    ``[compare]``: rebuilt from the folder's files, as every launcher's last job does."""
+    return rebuild_report(run.directory.path)[1]
 
 
 def summaries_from_dirs(paths: Sequence[Path]) -> list[RunSummary]:

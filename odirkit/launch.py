@@ -494,18 +494,3 @@ def run_status(path: Path) -> dict[str, Any]:
         "variants": rows,
         "retry": retry_command(run) if undone else None,
     }
-
-
-def read_comparison(run: RunDirectory) -> Comparison | None:
-    """The comparison a job wrote (``comparison.csv`` and the verdicts of
-    ``comparison.json``), to print it without writing it again."""
-    import json
-
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(run.path / "comparison.csv")
-        verdicts = json.loads((run.path / "comparison.json").read_text()).get("verdicts", [])
-    except (OSError, ValueError):
-        return None
-    return Comparison(table, [], list(verdicts))

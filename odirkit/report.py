@@ -9,6 +9,7 @@ numbers.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -392,3 +393,14 @@ def _cell(value: Any, column: str = "") -> str:
             return ""
         return f"{value:.0f}" if column in _COUNTS else f"{value:.3f}"
     return "" if value is None else str(value)
+
+
+def read_comparison(out_dir: Path) -> Comparison | None:
+    """The comparison :func:`write_report` left in ``out_dir`` (``comparison.csv`` and the
+    verdicts of ``comparison.json``), to show it without writing it again."""
+    try:
+        table = pd.read_csv(out_dir / "comparison.csv")
+        verdicts = json.loads((out_dir / "comparison.json").read_text()).get("verdicts", [])
+    except (OSError, ValueError):
+        return None
+    return Comparison(table, [], list(verdicts))
