@@ -25,7 +25,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from odirkit import __version__
-from odirkit.console import err, out
+from odirkit.console import err, out, say_once
 from odirkit.errors import ConfigError, OdirkitError, closest
 from odirkit.plugins import KINDS, Registry, get_registry
 
@@ -112,6 +112,7 @@ def main_options(
 ) -> None:
     """odirkit: experiments in TOML files, plugins for datasets, models, augmenters, explainers."""
     ctx.obj = CliState(strict=True if strict else None)
+    ctx.with_resource(say_once())
 
 
 # -- run ----------------------------------------------------------------------

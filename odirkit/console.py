@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.markup import escape
@@ -47,9 +49,28 @@ def progress_bar(*, transient: bool = True) -> Progress:
     )
 
 
+_said: set[str] | None = None  # the warnings given so far, inside say_once()
+
+
 def warn(message: str) -> None:
-    if _rank_zero():
-        err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+    """Print a warning on stderr (rank 0 only); inside :func:`say_once`, each text once."""
+    if not _rank_zero() or (_said is not None and message in _said):
+        return
+    if _said is not None:
+        _said.add(message)
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+
+
+@contextmanager
+def say_once() -> Iterator[None]:
+    """Within, an identical warning is printed once: a command that reads its dataset
+    twice (checked before the run folder exists, then loaded) warns once."""
+    global _said
+    outer, _said = _said, set() if _said is None else _said
+    try:
+        yield
+    finally:
+        _said = outer
 
 
 def info(message: str) -> None:

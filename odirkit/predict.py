@@ -131,14 +131,38 @@ class Prediction:
     left_out: list[str]  # patients without a usable photograph, not in the submission
 
 
-def _prepare(item: InputImage, view: ModelView) -> tuple[np.ndarray | None, str, str]:
+def _prepare(item: InputImage, view: ModelView, check: bool) -> tuple[np.ndarray | None, str, str]:
     """The preprocessed image (or None), the reason it is unusable (or ""), its message."""
     try:
         image = view.preprocess(item.path)
     except DataError as exc:
         return None, "unreadable", str(exc)
-    check = check_fundus(image)
-    return image, check.reason, check.message
+    if not check:
+        return image, "", ""
+    verdict = check_fundus(image)
+    return image, verdict.reason, verdict.message
+
+
+@dataclass(frozen=True)
+class CheckPolicy:
+    """What predict does with photographs that fail the fundus check: what the run did
+    (its ``data.fundus_check``), unless ``--force`` keeps them all."""
+
+    mode: str  # "warn" | "skip" | "error" | "off"
+    force: bool = False
+
+    @property
+    def checks(self) -> bool:
+        return self.mode != "off"
+
+    def keeps(self, reason: str) -> bool:
+        """Whether a readable photograph with this check ``reason`` ("" = passed) is used."""
+        return not reason or self.force or self.mode == "warn"
+
+    def note(self) -> str:
+        if self.force:
+            return " (predicted anyway: --force)"
+        return ' (kept, as the run kept them: data.fundus_check = "warn")'
 
 
 @torch.inference_mode()
@@ -157,9 +181,11 @@ def predict(
     The run's :class:`~odirkit.view.ModelView` does everything the run did to an
     image: preprocessing, normalisation, age and sex (from a workbook), the
     temperature fitted on validation, and the patient fusion. Every image is
-    checked first (:mod:`odirkit.data.fundus_check`); unusable ones are left out
-    of their patient's fusion, and a patient with no usable image is left out of
-    the submission, unless ``force`` predicts from whatever there is. Images
+    checked first (:mod:`odirkit.data.fundus_check`) and what fails is treated as
+    the run treated it (its ``data.fundus_check``): kept and reported ("warn"),
+    left out of its patient's fusion ("skip"; a patient with no usable image is
+    then left out of the submission), or refused ("error"); ``force`` predicts
+    from whatever there is. Images
     are decoded in parallel and streamed in chunks, so a folder of any size
     runs in bounded memory. A both-eyes model (``eyes = 2``) takes each
     patient's two photographs together instead of fusing; a patient with one
@@ -178,9 +204,10 @@ def predict(
     extra = view.extra_inputs(table)
     reasons: list[str] = [""] * len(inputs)
     messages: list[str] = [""] * len(inputs)
+    policy = CheckPolicy(exp.config.data.fundus_check, force)
     run = _by_patient if view.eyes == 2 else _by_image
     predicted, fused = run(
-        inputs, view, model, extra, device, batch_size, force, workers, reasons, messages
+        inputs, view, model, extra, device, batch_size, policy, workers, reasons, messages
     )
     images = pd.DataFrame(
         {
@@ -193,7 +220,7 @@ def predict(
         }
     )
     for row in images[~images["usable"]].itertuples(index=False):
-        note = " (predicted anyway: --force)" if row.predicted else ""
+        note = policy.note() if row.predicted else ""
         warn(f"{row.image}: {row.reason}{note}")
     ids = np.array([i.patient_id for i in inputs], dtype=object)
     left_out = sorted(set(ids) - set(fused["ID"]), key=_natural)
@@ -210,9 +237,13 @@ def _natural(patient: str) -> tuple[int, float, str]:
         return (1, 0.0, patient)
 
 
-def _prepared_chunks(inputs, view, batch_size, workers, reasons, messages, force, groups):
+def _prepared_chunks(inputs, view, batch_size, workers, reasons, messages, policy, groups):
     """Decode and check ``inputs`` in parallel, a chunk at a time (whole ``groups`` of input
-    positions per chunk); yield each chunk's usable ``(position, image)`` pairs."""
+    positions per chunk); yield each chunk's usable ``(position, image)`` pairs.
+
+    Raises :class:`DataError` at the first photograph that fails the check when the run
+    stopped on those (``data.fundus_check = "error"``) and ``--force`` is not given.
+    """
     chunk = max(batch_size, 1) * 4
     with ThreadPoolExecutor(max_workers=workers) as pool:
         start = 0
@@ -220,21 +251,28 @@ def _prepared_chunks(inputs, view, batch_size, workers, reasons, messages, force
             part_groups = groups[start : start + chunk]
             start += chunk
             part = [i for group in part_groups for i in group]
-            prepared = list(pool.map(lambda i: _prepare(inputs[i], view), part))
+            prepared = list(pool.map(lambda i: _prepare(inputs[i], view, policy.checks), part))
             usable = {}
             for i, (image, reason, message) in zip(part, prepared, strict=True):
                 reasons[i], messages[i] = reason, message
-                if image is not None and (not reason or force):
+                if image is None:
+                    continue
+                if reason and policy.mode == "error" and not policy.force:
+                    raise DataError(
+                        f"{inputs[i].path}: {message}; the run stops on such photographs "
+                        '(data.fundus_check = "error"): remove it, or --force to predict anyway'
+                    )
+                if policy.keeps(reason):
                     usable[i] = image
             yield part_groups, usable
 
 
-def _by_image(inputs, view, model, extra, device, batch_size, force, workers, reasons, messages):
+def _by_image(inputs, view, model, extra, device, batch_size, policy, workers, reasons, messages):
     """Each photograph through the model; each patient's photographs fused."""
     probs = np.full((len(inputs), len(view.labels)), np.nan)
     groups = [[i] for i in range(len(inputs))]
     for _, usable in _prepared_chunks(
-        inputs, view, batch_size, workers, reasons, messages, force, groups
+        inputs, view, batch_size, workers, reasons, messages, policy, groups
     ):
         items = list(usable.items())
         for b in range(0, len(items), batch_size):
@@ -250,7 +288,7 @@ def _by_image(inputs, view, model, extra, device, batch_size, force, workers, re
     return predicted, fused
 
 
-def _by_patient(inputs, view, model, extra, device, batch_size, force, workers, reasons, messages):
+def _by_patient(inputs, view, model, extra, device, batch_size, policy, workers, reasons, messages):
     """A both-eyes model: each patient's left and right photograph together (one usable
     photograph serves as both, as in training; odirkit.data.pairs)."""
     patients: dict[str, list[int]] = {}
@@ -260,7 +298,7 @@ def _by_patient(inputs, view, model, extra, device, batch_size, force, workers, 
     predicted = np.zeros(len(inputs), dtype=bool)
     found: dict[str, np.ndarray] = {}
     for part_groups, usable in _prepared_chunks(
-        inputs, view, batch_size, workers, reasons, messages, force, groups
+        inputs, view, batch_size, workers, reasons, messages, policy, groups
     ):
         pairs = []
         for group in part_groups:

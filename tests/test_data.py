@@ -141,3 +141,106 @@ def test_multilabel_undersampling_caps_the_common_labels_and_keeps_every_rare_on
     assert after[2] == before[2] and after[3] == before[3]  # no rare image removed
     assert np.array_equal(kept, undersample_multilabel(indices, targets, seed=1))
     assert not np.array_equal(kept, undersample_multilabel(indices, targets, seed=2))
+
+
+def _fundus_disc(height: int = 120, width: int = 160, level: float = 1.0) -> np.ndarray:
+    """A textured red-orange disc on black, clipped by nothing: ``uint8 [H, W, 3]``."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    inside = (yy - height / 2) ** 2 + (xx - width / 2) ** 2 <= (0.45 * height) ** 2
+    texture = 30 * np.sin(xx / 3.0) * np.cos(yy / 4.0)
+    rgb = np.stack([200 + texture, 100 + texture, 50 + 0 * texture], axis=-1) * level
+    return (rgb * inside[..., None]).clip(0, 255).astype(np.uint8)
+
+
+def test_a_white_or_transparent_surround_is_preprocessed_as_a_black_one(tmp_path):
+    rgb = _fundus_disc()
+    surround = rgb.max(axis=2) == 0
+    white = rgb.copy()
+    white[surround] = 255
+    rgba = np.dstack([white, np.where(surround, 0, 255).astype(np.uint8)])
+    paths = {}
+    for name, picture in {"black": rgb, "white": white}.items():
+        paths[name] = tmp_path / f"{name}.png"
+        Image.fromarray(picture).save(paths[name])
+    paths["rgba"] = tmp_path / "rgba.png"
+    Image.fromarray(rgba, "RGBA").save(paths["rgba"])
+    prep = Preprocessing(size=64)
+    reference = preprocess(paths["black"], prep).astype(int)
+    assert reference[0, 0].sum() == 0  # the corners are surround
+    for name in ("white", "rgba"):
+        same = preprocess(paths[name], prep).astype(int)
+        assert np.abs(same - reference).mean() < 1.0, name
+        assert same[0, 0].sum() == 0, name  # black corners, not white ones
+
+
+def test_a_bright_lesion_touching_nothing_is_not_taken_for_a_light_surround(tmp_path):
+    rgb = _fundus_disc()
+    white = rgb.copy()
+    white[rgb.max(axis=2) == 0] = 255
+    white[55:65, 75:85] = 255  # a white spot inside the field (an exudate, the disc)
+    path = tmp_path / "spot.png"
+    Image.fromarray(white).save(path)
+    out = preprocess(path, Preprocessing(size=80, crop_to_fov=False))
+    assert out[0, 0].sum() == 0 and out[40, 40].min() > 200
+
+
+def test_a_dark_photograph_is_cropped_to_its_whole_field(tmp_path):
+    bright, dark = tmp_path / "bright.png", tmp_path / "dark.png"
+    Image.fromarray(_fundus_disc()).save(bright)
+    Image.fromarray(_fundus_disc(level=0.12)).save(dark)  # the field's red channel near 24
+    prep = Preprocessing(size=64)
+    reached = [np.flatnonzero(preprocess(p, prep).max(axis=(0, 2)) > 0) for p in (bright, dark)]
+    # both touch the left and right sides: the dim edge of the dark field is not cut off
+    assert reached[0][0] == reached[1][0] == 0 and reached[0][-1] == reached[1][-1] == 63
+
+
+def bomb_png(path, side: int = 40_000) -> None:
+    """A PNG whose header claims ``side`` x ``side`` pixels (beyond Pillow's limit)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_an_unreadable_image_named_by_file(tmp_path):
+    bomb = tmp_path / "huge.png"
+    bomb_png(bomb)
+    with pytest.raises(DataError, match=r"huge\.png: refused as a decompression bomb"):
+        preprocess(bomb, Preprocessing(size=32))
+    prepared = prepare_images([str(bomb)], ImageCache(tmp_path / "cache", Preprocessing(size=32)))
+    assert "decompression bomb" in prepared.failures[0]
+
+
+def test_a_dataset_on_read_only_storage_is_cached_in_the_users_cache(
+    cli, tmp_path, phantom_root, monkeypatch
+):
+    import shutil
+
+    from conftest import file_digests, tiny_experiment
+
+    root = tmp_path / "shared" / "phantom"
+    shutil.copytree(phantom_root, root, ignore=shutil.ignore_patterns(".odirkit-cache"))
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    before = file_digests(root)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(root, epochs=1))
+    try:
+        result = cli("run", exp, "--out", tmp_path / "runs")
+    finally:
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert result.exit_code == 0, result.output
+    assert f"{root} is not writable: preprocessed images are cached in" in result.stderr
+    assert file_digests(root) == before and not (root / ".odirkit-cache").exists()
+    (cached,) = (tmp_path / "home-cache" / "odirkit").glob("phantom-*")
+    assert list(cached.rglob("*.npy"))
+    (variant,) = (tmp_path / "runs").glob("*/*/default")
+    data = __import__("json").loads((variant / "data.json").read_text())
+    assert data["cache"].startswith(str(cached))

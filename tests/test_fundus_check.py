@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,40 +33,164 @@ def fundus(phantom_root: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def scene() -> np.ndarray:
-    yy, xx = np.mgrid[0:300, 0:400]
-    sky = np.stack([90 + 0 * xx, 140 + 0 * xx, 220 - yy // 3], -1)
-    hills = np.stack([60 + xx // 10, 140 + 20 * np.sin(xx / 25), 50 + 0 * xx], -1)
-    picture = np.where((yy > 160 + 30 * np.sin(xx / 60))[..., None], hills, sky)
-    return picture.clip(0, 255).astype(np.uint8)
+# A real colour fundus photograph (scikit-image's data, from Wikimedia Commons) and real
+# pictures that are not fundus photographs, reshaped the ways public collections ship them.
 
 
-def test_each_non_fundus_picture_fails_for_the_right_reason(phantom_root, tmp_path):
+def retina(size: int = 480) -> np.ndarray:
+    from skimage import data
+
+    return np.asarray(Image.fromarray(data.retina()).resize((size, size), Image.LANCZOS))
+
+
+def field_of(rgb: np.ndarray) -> np.ndarray:
+    return rgb.max(axis=2) > 20
+
+
+def crop_to_field(rgb: np.ndarray, inset: float = 0.0) -> np.ndarray:
+    ys, xs = np.nonzero(field_of(rgb))
+    h, w = ys.max() - ys.min(), xs.max() - xs.min()
+    dy, dx = int(h * inset), int(w * inset)
+    return rgb[ys.min() + dy : ys.max() - dy, xs.min() + dx : xs.max() - dx]
+
+
+def shadowed(rgb: np.ndarray) -> np.ndarray:
+    """A black crescent over a third of the field, as a misaligned pupil leaves."""
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    crescent = np.hypot(yy - 1.25 * h, xx - 1.1 * w) < 0.75 * h
+    return (rgb * ~crescent[..., None]).astype(np.uint8)
+
+
+def hazy(rgb: np.ndarray) -> np.ndarray:
+    """Cataract: the field blurred and veiled in warm light."""
+    blurred = np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(3)), float)
+    veil = np.array([235, 205, 160], float)
+    out = np.where(field_of(rgb)[..., None], 0.45 * blurred + 0.55 * veil, 0)
+    return out.astype(np.uint8)
+
+
+def white_padded(rgb: np.ndarray) -> np.ndarray:
+    out = rgb.copy()
+    out[~field_of(rgb)] = 255
+    return out
+
+
+def transparent_surround(rgb: np.ndarray) -> Image.Image:
+    alpha = np.where(field_of(rgb), 255, 0).astype(np.uint8)
+    rgba = np.dstack([white_padded(rgb), alpha])  # what lies under transparency is arbitrary
+    return Image.fromarray(rgba, "RGBA")
+
+
+FUNDUS_VARIANTS = {
+    "as published": lambda r: r,
+    "tight crop, only the corners dark": lambda r: crop_to_field(r, 0.07),
+    "clipped top and bottom": lambda r: crop_to_field(r)[60:-60],
+    "clipped then stretched to a square": lambda r: np.asarray(
+        Image.fromarray(crop_to_field(r)[60:-60]).resize((512, 512))
+    ),
+    "white padding": white_padded,
+    "transparent surround (RGBA)": transparent_surround,
+    "dark": lambda r: (r * 0.25).astype(np.uint8),
+    "cataract haze": hazy,
+    "black crescent shadow": shadowed,
+    "small": lambda r: np.asarray(Image.fromarray(r).resize((160, 160))),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(FUNDUS_VARIANTS))
+def test_real_fundus_photographs_pass_in_every_shape_collections_ship(tmp_path, variant):
+    picture = FUNDUS_VARIANTS[variant](retina())
+    image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+    path = tmp_path / "eye.png"
+    image.save(path)
+    verdict = check_fundus(preprocess(path, PREP))
+    assert verdict.usable, (variant, verdict)
+
+
+def document() -> np.ndarray:
+    from PIL import ImageDraw
+
+    page = Image.new("RGB", (400, 520), (250, 250, 245))
+    draw = ImageDraw.Draw(page)
+    for line in range(22):
+        draw.text((30, 20 + 22 * line), "Patient 1234: fundus examination, " * 2, fill=(20, 20, 90))
+    draw.rectangle((260, 380, 370, 480), fill=(200, 40, 40))  # a red stamp
+    return np.asarray(page)
+
+
+def anterior_segment(round_field: bool) -> np.ndarray:
+    """The front of an eye: skin, lids, white sclera, a brown iris, a black pupil."""
     rng = np.random.default_rng(0)
-    real = fundus(phantom_root)
-    inside = real.mean(axis=2) > 20
-    washed = real.astype(int)
-    washed[inside] = np.clip(washed[inside] * 3 + 140, 0, 255)
-    cases = {
-        "white frame": (np.full((300, 400, 3), 250, np.uint8), "no_dark_surround"),
-        "noise": (rng.integers(0, 256, (300, 400, 3), dtype=np.uint8), "no_dark_surround"),
-        "scene": (scene(), "no_dark_surround"),
-        "crushed": ((real * 0.05).astype(np.uint8), "too_dark"),
-        "washed out": (washed.astype(np.uint8), "washed_out"),
-        "hopeless blur": (
-            np.asarray(Image.fromarray(real).filter(ImageFilter.GaussianBlur(8))),
-            "out_of_focus",
-        ),
-    }
-    for name, (picture, reason) in cases.items():
-        path = tmp_path / f"{name}.png"
-        Image.fromarray(picture).save(path)
-        verdict = check_fundus(preprocess(path, PREP))
-        assert not verdict.usable and verdict.reason == reason, (name, verdict)
-        assert verdict.message
-    assert check_fundus(
-        preprocess(next((phantom_root / "ODIR-5K_Training_Dataset").glob("*.jpg")), PREP)
-    ).usable
+    h = w = 400
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    skin = np.array([215, 160, 135], float) + rng.normal(0, 6, (h, w, 1))
+    out = np.broadcast_to(skin, (h, w, 3)).copy()
+    eye = ((xx - 200) / 170) ** 2 + ((yy - 200) / 95) ** 2 <= 1
+    out[eye] = [232, 225, 222]
+    r = np.hypot(xx - 200, yy - 200)
+    iris = (r < 80) & eye
+    texture = 20 * np.sin(np.arctan2(yy - 200, xx - 200) * 40)[..., None]
+    out[iris] = (np.array([120, 80, 50], float) + texture)[iris]
+    out[r < 34] = [10, 8, 8]
+    out[np.hypot(xx - 214, yy - 188) < 6] = [250, 250, 250]  # the flash on the cornea
+    if round_field:
+        out[r > 195] = 0
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def featureless_disc() -> np.ndarray:
+    yy, xx = np.mgrid[0:300, 0:300]
+    disc = np.hypot(yy - 150, xx - 150) < 140
+    return (disc[..., None] * np.array([200, 110, 60])).astype(np.uint8)
+
+
+def scikit_image(name: str) -> np.ndarray:
+    from skimage import data
+
+    return getattr(data, name)()
+
+
+NOT_FUNDUS = {
+    "portrait": (lambda: scikit_image("astronaut"), "no_dark_surround"),
+    "cup of coffee": (lambda: scikit_image("coffee"), "no_dark_surround"),
+    "cat": (lambda: scikit_image("chelsea"), "no_dark_surround"),
+    "night launch": (lambda: scikit_image("rocket"), "no_dark_surround"),
+    "scanned page (grey)": (lambda: scikit_image("page"), "no_dark_surround"),
+    "printed document": (document, "no_field_of_view"),
+    "colour wheel on black": (lambda: scikit_image("colorwheel"), "not_fundus_colour"),
+    "grey fundus": (lambda: retina().mean(axis=2).astype(np.uint8), "not_colour"),
+    "black frame": (lambda: np.zeros((300, 400, 3), np.uint8), "blank"),
+    "white frame": (lambda: np.full((300, 400, 3), 250, np.uint8), "blank"),
+    "saturated field": (
+        lambda: np.where(field_of(retina())[..., None], [255, 255, 255], 0).astype(np.uint8),
+        "washed_out",
+    ),
+    "noise": (
+        lambda: np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8),
+        "no_dark_surround",
+    ),
+    "eye from the front (slit lamp)": (lambda: anterior_segment(False), "no_dark_surround"),
+    "eye from the front (fundus camera)": (lambda: anterior_segment(True), "anterior_segment"),
+    "crushed to black": (lambda: (retina() * 0.04).astype(np.uint8), "too_dark"),
+    "blown out": (
+        lambda: np.where(
+            field_of(retina())[..., None], np.clip(retina() * 3.0 + 120, 0, 255), 0
+        ).astype(np.uint8),
+        "washed_out",
+    ),
+    "featureless disc": (featureless_disc, "out_of_focus"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_FUNDUS))
+def test_pictures_that_are_not_fundus_photographs_are_refused_with_their_reason(tmp_path, name):
+    make, reason = NOT_FUNDUS[name]
+    path = tmp_path / "picture.png"
+    Image.fromarray(make()).save(path)
+    verdict = check_fundus(preprocess(path, PREP))
+    assert (verdict.usable, verdict.reason) == (False, reason), (name, verdict)
+    assert verdict.message
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +247,7 @@ def test_predict_reads_png_16_bit_tiff_grey_and_exif_rotated_photographs(
     assert np.abs(results["exif"][["N", "D"]].to_numpy() - png).max() < 0.05
 
 
-def test_predict_checks_every_image_and_leaves_out_patients_without_a_usable_one(
+def test_predict_checks_every_image_and_reports_the_failures(
     cli, tmp_path, phantom_root, finished_run
 ):
     folder = tmp_path / "mixed"
@@ -131,26 +256,61 @@ def test_predict_checks_every_image_and_leaves_out_patients_without_a_usable_one
     for i in (0, 1):
         for eye in ("left", "right"):
             Image.open(source / f"{i}_{eye}.jpg").save(folder / f"{i}_{eye}.jpg")
-    Image.fromarray(np.full((300, 400, 3), 250, np.uint8)).save(folder / "1_right.jpg")
-    for eye in ("left", "right"):  # patient 7: a ruler, not a fundus
+    Image.fromarray(scikit_image("astronaut")).save(folder / "1_right.jpg")
+    for eye in ("left", "right"):  # patient 7: a blank frame, not a fundus
         Image.fromarray(np.full((300, 400, 3), 240, np.uint8)).save(folder / f"7_{eye}.png")
     out = tmp_path / "sub.csv"
     result = cli("predict", finished_run, folder, "--out", out)
     assert result.exit_code == 0, result.output
-    assert list(pd.read_csv(out, dtype={"ID": str})["ID"]) == ["0", "1"]
-    assert "1 patient(s) have no usable photograph" in result.stderr and "7" in result.stderr
     images = pd.read_csv(tmp_path / "sub.images.csv", dtype={"patient_id": str})
     assert list(images.columns) == ["image", "patient_id", "eye", "usable", "reason", "predicted"]
-    bad = images[~images["usable"]]
-    assert sorted(zip(bad["patient_id"], bad["eye"], strict=True)) == [
-        ("1", "right"),
-        ("7", "left"),
-        ("7", "right"),
-    ]
-    assert bad["reason"].str.contains("no dark surround").all()
-    forced = cli("predict", finished_run, folder, "--out", tmp_path / "all.csv", "--force")
-    assert forced.exit_code == 0
-    assert list(pd.read_csv(tmp_path / "all.csv", dtype={"ID": str})["ID"]) == ["0", "1", "7"]
+    bad = images[~images["usable"]].set_index(["patient_id", "eye"])["reason"]
+    assert sorted(bad.index) == [("1", "right"), ("7", "left"), ("7", "right")]
+    assert "no dark surround" in bad[("1", "right")] and "blank" in bad[("7", "left")]
+    # the run kept such photographs (data.fundus_check = "warn"), so predict keeps them too
+    assert images["predicted"].all()
+    assert list(pd.read_csv(out, dtype={"ID": str})["ID"]) == ["0", "1", "7"]
+    assert 'kept, as the run kept them: data.fundus_check = "warn"' in result.stderr
+
+
+def _predict_test_patients(cli, tmp_path, variant: Path, photos: Path) -> pd.DataFrame:
+    run = pd.read_csv(variant / "patient_predictions.csv", dtype={"ID": str}).set_index("ID")
+    folder = tmp_path / f"test-photos-{variant.parent.name}"
+    folder.mkdir()
+    for pid in run.index:
+        for path in photos.glob(f"{pid}_*.jpg"):
+            shutil.copy(path, folder / path.name)
+    out = tmp_path / f"{variant.parent.name}.csv"
+    result = cli("predict", variant, folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    return run, pd.read_csv(out, dtype={"ID": str}).set_index("ID")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["warn", "skip"])
+def test_predict_gives_each_patient_the_probabilities_the_run_gave(
+    cli, tmp_path, phantom_copy, mode
+):
+    from conftest import tiny_experiment
+
+    photos = phantom_copy / "ODIR-5K_Training_Dataset"
+    scene = Image.fromarray(scikit_image("coffee"))
+    damaged = [str(i) for i in range(0, 40, 2)]
+    for pid in damaged:  # every other patient's left photograph is not a fundus
+        scene.save(photos / f"{pid}_left.jpg")
+    text = tiny_experiment(phantom_copy, epochs=1).replace(
+        'labels = ["N", "D"]',
+        f'labels = ["N", "D"]\nlevel = "patient"\nfusion = "mean"\nfundus_check = "{mode}"',
+    )
+    (tmp_path / "exp.toml").write_text(text)
+    result = cli("run", tmp_path / "exp.toml", "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (variant,) = (tmp_path / "runs").glob("*/*/default")
+    run, predicted = _predict_test_patients(cli, tmp_path, variant, photos)
+    assert set(damaged) & set(run.index)  # some test patient has a failing photograph
+    assert list(predicted.index) == sorted(run.index, key=int)
+    labels = ["N", "D"]
+    assert np.allclose(predicted[labels], run.loc[predicted.index, labels], atol=1e-5)
 
 
 def test_datasets_are_checked_and_failures_reported(cli, tmp_path, phantom_copy):
@@ -165,6 +325,6 @@ def test_datasets_are_checked_and_failures_reported(cli, tmp_path, phantom_copy)
     assert "fail the fundus check (kept)" in result.stderr
     (variant,) = (tmp_path / "runs").glob("*/*/default")
     checked = json.loads((variant / "data.json").read_text())["fundus_check"]
-    assert checked["failed"] == 1 and checked["failures"][0]["reason"] == "no_dark_surround"
+    assert checked["failed"] == 1 and checked["failures"][0]["reason"] == "blank"
     refused = cli("run", exp, "--out", tmp_path / "runs", "--set", "data.fundus_check=error")
     assert refused.exit_code == 2 and victim.name in refused.stderr

@@ -160,6 +160,176 @@ def test_full_df_csv_with_preprocessed_images(odir5k, tmp_path):
     assert (row["D"], row["H"]) == (1, 1)
 
 
+LONG_LABEL_NAMES = {  # the patient label columns as some copies of full_df.csv name them
+    "N": "Normal ",
+    "D": "Diabetes",
+    "G": "Glaucoma",
+    "C": "Cataract",
+    "A": "Age related Macular Degeneration ",
+    "H": "Hypertension",
+    "M": "Pathological Myopia",
+    "O": "Other diseases/abnormalities",
+}
+
+
+def write_distribution(root: Path, kind: str, absent: tuple[str, ...] = ()) -> Path:
+    """The RULES patients as one of the ODIR-5K distributions in circulation.
+
+    official / mirror: one row per patient (workbook); full_df_19: one row per image
+    with ``filename`` (and filepath, labels, target); full_df_15: one row per image,
+    no ``filename``, long label names. Photographs named in ``absent`` are left out of
+    the image folder, as the 512-pixel re-release left some out.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [patient(i, left, right, labels) for i, (left, right, labels, _, _) in enumerate(RULES)]
+    if kind in ("official", "mirror"):
+        write_rules_dataset(root, kind)
+        folder = root / (
+            "ODIR-5K_Training_Dataset" if kind == "official" else "ODIR-5K/Training Images"
+        )
+        for name in absent:
+            (folder / name).unlink()
+        return root
+    per_image = []
+    for record in rows:
+        for eye in ("left", "right"):
+            name = record[f"{eye.capitalize()}-Fundus"]
+            if name in absent and kind == "full_df_19":
+                continue  # the 19-column file lists the photographs the release kept
+            row = dict(record)
+            if kind == "full_df_19":
+                row.update(
+                    filepath=f"../input/preprocessed_images/{name}",
+                    labels="['N']",
+                    target="[1, 0, 0, 0, 0, 0, 0, 0]",
+                    filename=name,
+                )
+            per_image.append(row)
+            if name not in absent:
+                fundus(root / "preprocessed_images" / name)
+    frame = pd.DataFrame(per_image)
+    if kind == "full_df_15":
+        frame = frame.rename(columns=LONG_LABEL_NAMES)
+    frame.to_csv(root / "full_df.csv", index=False)
+    return root
+
+
+def per_eye(table: pd.DataFrame) -> pd.DataFrame:
+    columns = ["patient_id", "eye", *LABELS, *(f"patient_{label}" for label in LABELS)]
+    return table[columns].sort_values(["patient_id", "eye"]).reset_index(drop=True)
+
+
+DISTRIBUTIONS = ["official", "mirror", "full_df_19", "full_df_15"]
+
+
+@pytest.mark.parametrize("kind", DISTRIBUTIONS)
+def test_every_distribution_reads_to_the_same_per_eye_table_each_photograph_once(
+    odir5k, tmp_path, kind, capsys
+):
+    reference = per_eye(odir5k(write_distribution(tmp_path / "official", "official")))
+    table = odir5k(write_distribution(tmp_path / kind, kind))
+    assert not table.duplicated(["patient_id", "eye"]).any()
+    assert not table["path"].duplicated().any()
+    pd.testing.assert_frame_equal(per_eye(table), reference)
+    report = table.attrs["odirkit_report"]
+    assert report["patients"] == len(RULES)
+    if kind.startswith("full_df"):
+        assert report["repeated_rows_merged"] == len(RULES)  # one repeat per patient
+        assert "repeated row(s) merged" in capsys.readouterr().err
+    if kind == "full_df_15":  # the long names are the patient labels (patient 12: "D")
+        assert report["patient_label_columns"]["D"] == "Diabetes"
+        assert table.loc[table["patient_id"] == "12", "patient_D"].eq(1).all()
+
+
+@pytest.mark.parametrize("kind", DISTRIBUTIONS)
+def test_named_photographs_that_are_absent_are_left_out_when_the_table_is_read(
+    odir5k, tmp_path, kind, capsys
+):
+    absent = ("2_left.jpg", "5_right.jpg")
+    table = odir5k(write_distribution(tmp_path, kind, absent))
+    present = set(zip(table["patient_id"], table["eye"], strict=True))
+    assert ("2", "left") not in present and ("5", "right") not in present
+    assert ("2", "right") in present and ("5", "left") in present
+    report = table.attrs["odirkit_report"]
+    expected = [] if kind == "full_df_19" else ["2_left.jpg", "5_right.jpg"]
+    assert [r["filename"] for r in report["images_not_found"]] == expected
+    err = capsys.readouterr().err
+    assert err.count("are not under") == (1 if expected else 0)
+
+
+def test_a_release_with_absent_photographs_runs_and_counts_each_test_photograph_once(
+    cli, tmp_path, phantom_root
+):
+    """The 512-pixel re-release: full_df.csv with 15 columns, photographs left out."""
+    root = tmp_path / "release"
+    book = pd.read_excel(phantom_root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx")
+    rows = []
+    for record in book.to_dict("records"):
+        for eye in ("Left", "Right"):
+            rows.append(record)
+            name = record[f"{eye}-Fundus"]
+            if name not in ("3_left.jpg", "17_right.jpg"):
+                target = root / "preprocessed_images" / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(phantom_root / "ODIR-5K_Training_Dataset" / name, target)
+    pd.DataFrame(rows).rename(columns=LONG_LABEL_NAMES).to_csv(root / "full_df.csv", index=False)
+    text = tiny_experiment(root, epochs=1).replace('dataset = "phantom"', 'dataset = "odir5k"')
+    text = "\n".join(
+        line for line in text.splitlines() if not line.startswith(("patients =", "size =", "diff"))
+    )
+    (tmp_path / "exp.toml").write_text(text)
+    result = cli("run", tmp_path / "exp.toml", "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "could not be read" not in result.stderr
+    # read twice (checked before the run folder exists, then loaded): said once
+    assert result.stderr.count("are not under") == 1
+    assert result.stderr.count("repeated row(s) merged") == 1
+    (variant,) = (tmp_path / "runs").glob("*/*/default")
+    data = json.loads((variant / "data.json").read_text())
+    assert [r["filename"] for r in data["dataset"]["images_not_found"]] == [
+        "3_left.jpg",
+        "17_right.jpg",
+    ]
+    predictions = pd.read_csv(variant / "predictions.csv", dtype={"patient_id": str})
+    assert not predictions.duplicated(["patient_id", "eye"]).any()
+    assert len(predictions) == data["test_images"]
+
+
+@pytest.mark.parametrize("suffix", [".xlsx", ".csv"])
+def test_two_rows_of_one_patient_that_disagree_stop_naming_the_id_and_both_rows(
+    odir5k, tmp_path, suffix
+):
+    write_rules_dataset(tmp_path)
+    rows = [patient(i, left, right, labels) for i, (left, right, labels, _, _) in enumerate(RULES)]
+    second = dict(rows[1], **{"Left-Diagnostic Keywords": "normal fundus", "D": 0, "N": 1})
+    frame = pd.DataFrame([*rows, second], columns=OFFICIAL_COLUMNS)
+    path = tmp_path / f"book{suffix}"
+    frame.to_excel(path, index=False) if suffix == ".xlsx" else frame.to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        odir5k(tmp_path, annotations=path.name)
+    message = str(info.value)
+    assert f"book{suffix}: patient ID 1 appears in rows 3 and {len(rows) + 2}" in message
+    assert "Left-Diagnostic Keywords" in message and "proliferative" in message
+
+
+@pytest.mark.parametrize("suffix", [".xlsx", ".csv"])
+def test_blank_label_cells_are_one_clear_error_for_workbooks_and_csv_alike(
+    odir5k, tmp_path, suffix
+):
+    write_rules_dataset(tmp_path)
+    rows = [patient(i, left, right, labels) for i, (left, right, labels, _, _) in enumerate(RULES)]
+    frame = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS).astype({"D": object, "O": object})
+    frame.loc[3, "D"] = None
+    frame.loc[7, "O"] = ""
+    path = tmp_path / f"book{suffix}"
+    frame.to_excel(path, index=False) if suffix == ".xlsx" else frame.to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        odir5k(tmp_path, annotations=path.name)
+    message = str(info.value)
+    assert message.startswith(f"{path}: blank patient label cell(s) in column(s) D, O")
+    assert "patient ID(s) 3, 7" in message
+
+
 def test_missing_data_says_where_it_looked_and_how_to_use_the_phantom(odir5k, tmp_path):
     with pytest.raises(DataError) as info:
         odir5k(tmp_path / "nowhere")

@@ -1,8 +1,9 @@
 """Fundus image preprocessing and its on-disk cache.
 
-Preprocessing crops the black border to the field of view, pads the crop to a
-square (black, centred), resizes it to ``size`` and, optionally, blacks out
-what lies outside the inscribed circle (``circle_crop``). JPEGs are decoded in
+Preprocessing makes a light (white) or transparent surround black, crops the
+black border to the field of view, resizes the crop so that its longer side is
+``size``, pads it to a square (black, centred) and, optionally, blacks out what
+lies outside the inscribed circle (``circle_crop``). JPEGs are decoded in
 Pillow's ``draft`` mode, which lets libjpeg reduce a large photograph in the
 DCT domain (by 1/2, 1/4 or 1/8) to the smallest scale that still leaves the
 field of view at least as large as the output — much faster than decoding it
@@ -27,14 +28,19 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from odirkit.errors import DataError, RunError
 from odirkit.files import atomic_write, exclusive_lock
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: brightest-channel field box, light surrounds and transparency made black
 DRAFT_MARGIN = 1.15
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
-FOV_THRESHOLD = 20  # grey level (of 255) above which a pixel belongs to the field of view
+FOV_THRESHOLD = 20  # level (of 255) above which a pixel belongs to the field of view ...
+MIN_FOV_THRESHOLD = 8  # ... lowered for a dark photograph, down to this
+LIGHT_SURROUND = 200  # corners at least this bright in every channel are a light surround
+SURROUND_TOLERANCE = 40  # a surround pixel differs from the corners' colour by at most this
+MAX_SURROUND = 0.6  # a light region covering more of the picture than this is no surround
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,20 @@ class Preprocessing:
         return f"v{CACHE_FORMAT}-s{self.size}-fov{int(self.crop_to_fov)}{circle}"
 
 
-def fov_box(gray: np.ndarray, threshold: int = FOV_THRESHOLD) -> tuple[int, int, int, int] | None:
-    """Bounding box ``(left, top, right, bottom)`` of the pixels brighter than the border."""
-    bright = gray > threshold
+def fov_box(pixels: np.ndarray, threshold: int | None = None) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(left, top, right, bottom)`` of the field of view.
+
+    ``pixels`` is ``uint8 [H, W]`` (grey levels) or ``[H, W, 3]`` (then its luma). A
+    pixel belongs to the field when it exceeds ``threshold``: by default
+    ``FOV_THRESHOLD``, lowered for a dark photograph to an eighth of its bright end
+    (never below ``MIN_FOV_THRESHOLD``), so that cropping does not cut into a dim
+    field. Rows and columns count when 1% of them is field.
+    """
+    level = luma(pixels) if pixels.ndim == 3 else pixels
+    if threshold is None:
+        bright_end = float(np.percentile(level[::4, ::4], 99.5)) if level.size else 0.0
+        threshold = int(np.clip(bright_end / 8, MIN_FOV_THRESHOLD, FOV_THRESHOLD))
+    bright = level > threshold
     rows = np.flatnonzero(bright.mean(axis=1) > 0.01)
     cols = np.flatnonzero(bright.mean(axis=0) > 0.01)
     if rows.size == 0 or cols.size == 0:
@@ -60,25 +77,88 @@ def fov_box(gray: np.ndarray, threshold: int = FOV_THRESHOLD) -> tuple[int, int,
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def crop_to_square(img: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
-    """Crop to ``box`` (when given), then pad with black, centred, to a square."""
+def luma(pixels: np.ndarray) -> np.ndarray:
+    """Grey levels of ``uint8 [H, W, 3]`` as Pillow's ``convert("L")`` gives them (ITU-R 601)."""
+    return np.asarray(Image.fromarray(pixels).convert("L"))
+
+
+def brightest_channel(pixels: np.ndarray) -> np.ndarray:
+    """``max(R, G, B)`` per pixel of ``[H, W, 3]`` (``pixels.max(axis=2)``, 20 times faster)."""
+    return np.maximum(np.maximum(pixels[..., 0], pixels[..., 1]), pixels[..., 2])
+
+
+def blacken_light_surround(pixels: np.ndarray) -> np.ndarray:
+    """The photograph with a white (or light grey) surround made black, as a fundus
+    camera's own surround is; unchanged when at least three corners are not light.
+
+    The surround is the near-uniform light region connected to those corners, so a
+    bright optic disc or lesion inside the field is never touched; a light region over
+    ``MAX_SURROUND`` of the picture is no surround. ``uint8 [H, W, 3]``.
+    """
+    h, w = pixels.shape[:2]
+    k = max(1, min(h, w) // 100)
+    patches = [pixels[:k, :k], pixels[:k, -k:], pixels[-k:, :k], pixels[-k:, -k:]]
+    light = [p.reshape(-1, 3).min(axis=0).min() >= LIGHT_SURROUND for p in patches]
+    if sum(light) < 3:
+        return pixels
+    colour = np.median(
+        np.stack(
+            [
+                p.reshape(-1, 3).mean(axis=0)
+                for p, is_light in zip(patches, light, strict=True)
+                if is_light
+            ]
+        ),
+        axis=0,
+    )
+    near = (np.abs(pixels.astype(np.int16) - colour.astype(np.int16)) <= SURROUND_TOLERANCE).all(
+        axis=2
+    )
+    labels, _ = ndimage.label(near)
+    seeds = {labels[y, x] for y, x in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1))}
+    surround = np.isin(labels, [s for s in seeds if s > 0])
+    if surround.mean() > MAX_SURROUND:  # no field left: a light picture, not a padded one
+        return pixels
+    out = pixels.copy()
+    out[surround] = 0
+    return out
+
+
+def crop_to_square(
+    img: Image.Image,
+    box: tuple[int, int, int, int] | None,
+    size: int,
+    resample: Image.Resampling = Image.Resampling.BICUBIC,
+) -> Image.Image:
+    """Crop to ``box`` (when given), resize so that the longer side is ``size``, and pad
+    with black, centred, to ``size`` x ``size``.
+
+    Resizing before padding keeps the padding exactly black (a filter never blurs the
+    picture into it), which is how the fundus check tells padding from picture.
+    """
     if box is not None:
         img = img.crop(box)
     w, h = img.size
-    if w == h:
+    scale = size / max(w, h)
+    fitted = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if fitted != (w, h):
+        img = img.resize(fitted, resample, reducing_gap=2.0 if resample != 0 else None)
+    if fitted == (size, size):
         return img
-    side = max(w, h)
-    square = Image.new(img.mode, (side, side))
-    square.paste(img, ((side - w) // 2, (side - h) // 2))
+    square = Image.new(img.mode, (size, size))
+    square.paste(img, ((size - fitted[0]) // 2, (size - fitted[1]) // 2))
     return square
 
 
 def open_photograph(path: str | Path, *, draft: int | None = None) -> Image.Image:
     """Any photograph as 8-bit RGB: JPEG, PNG, TIFF or BMP, 8- or 16-bit, grey, palette
-    or colour, turned upright by its EXIF orientation. ``draft`` lets a JPEG decode
-    at a reduced scale (libjpeg's DCT-domain reduction) no smaller than that side.
+    or colour, turned upright by its EXIF orientation; transparent pixels (an RGBA or
+    palette PNG's surround) are black, as a camera's surround is. ``draft`` lets a JPEG
+    decode at a reduced scale (libjpeg's DCT-domain reduction) no smaller than that side.
 
-    Raises :class:`DataError` naming the file when it is missing or unreadable.
+    Raises :class:`DataError` naming the file when it is missing, unreadable, or larger
+    than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS`` pixels, twice
+    over).
     """
     try:
         with Image.open(path) as img:
@@ -89,13 +169,19 @@ def open_photograph(path: str | Path, *, draft: int | None = None) -> Image.Imag
             img.load()
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"{path}: refused as a decompression bomb: {exc} Check the file, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if it really is that large"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
     return img
 
 
 def _eight_bit_rgb(img: Image.Image) -> Image.Image:
-    """16-bit and 32-bit integer images scaled to 8 bits (not clipped), then RGB."""
+    """16-bit and 32-bit integer images scaled to 8 bits (not clipped); transparency
+    composited onto black; then RGB."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         values = np.asarray(img, dtype=np.float64)
         top = 65535.0 if values.max() > 255 else 255.0
@@ -104,20 +190,29 @@ def _eight_bit_rgb(img: Image.Image) -> Image.Image:
         values = np.asarray(img, dtype=np.float64)
         top = values.max() if values.max() > 1.0 else 1.0
         img = Image.fromarray(np.clip(values * 255.0 / top + 0.5, 0, 255).astype(np.uint8))
+    if "transparency" in img.info or img.mode == "PA":  # a palette or colour-key PNG
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(black, rgba)
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def preprocess(path: str | Path, prep: Preprocessing) -> np.ndarray:
     """Read one photograph and return it preprocessed: ``uint8 [size, size, 3]``.
 
-    Raises :class:`DataError` naming the file when it is missing or unreadable.
+    A light surround becomes black (:func:`blacken_light_surround`), the photograph is
+    cropped to its field of view (:func:`fov_box`), padded with black to a square,
+    centred, and resized. Raises :class:`DataError` naming the file when it is missing
+    or unreadable.
     """
     # Reduce in the DCT domain, keeping the field of view (about 0.9 of the shorter
     # side) at least as large as the output.
     img = open_photograph(path, draft=math.ceil(prep.size * DRAFT_MARGIN))
-    box = fov_box(np.asarray(img.convert("L"))) if prep.crop_to_fov else None
-    img = crop_to_square(img, box)
-    img = img.resize((prep.size, prep.size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    pixels = blacken_light_surround(np.asarray(img))
+    box = fov_box(pixels) if prep.crop_to_fov else None
+    img = crop_to_square(Image.fromarray(pixels), box, prep.size)
     array = np.asarray(img, dtype=np.uint8)
     if prep.circle_crop:
         array = array * circle_mask(prep.size)[..., None]
@@ -132,17 +227,17 @@ def preprocess_mask(
     The field-of-view box is found on the full-resolution photograph, applied to
     the mask, which is then padded and resized (nearest neighbour) the same way.
     """
-    gray = np.asarray(open_photograph(image_path).convert("L"))
+    pixels = blacken_light_surround(np.asarray(open_photograph(image_path)))
     try:
         with Image.open(mask_path) as m:
             mask = m.convert("L")
             mask.load()
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{mask_path}: cannot read the lesion mask ({exc})") from None
-    if mask.size != (gray.shape[1], gray.shape[0]):
-        mask = mask.resize((gray.shape[1], gray.shape[0]), Image.Resampling.NEAREST)
-    mask = crop_to_square(mask, fov_box(gray) if prep.crop_to_fov else None)
-    mask = mask.resize((prep.size, prep.size), Image.Resampling.NEAREST)
+    if mask.size != (pixels.shape[1], pixels.shape[0]):
+        mask = mask.resize((pixels.shape[1], pixels.shape[0]), Image.Resampling.NEAREST)
+    box = fov_box(pixels) if prep.crop_to_fov else None
+    mask = crop_to_square(mask, box, prep.size, Image.Resampling.NEAREST)
     return np.asarray(mask) > 127
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,10 +12,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import platformdirs
 import torch
 
 from odirkit.config import Experiment
-from odirkit.console import progress_bar, warn
+from odirkit.console import info, progress_bar, warn
 from odirkit.data.fundus_check import check_fundus
 from odirkit.data.images import ImageCache, PreparedImages, Preprocessing, prepare_images
 from odirkit.data.pairs import pair_patients
@@ -202,9 +206,45 @@ def preprocessing_of(exp: Experiment) -> Preprocessing:
 
 
 def cache_root(exp: Experiment) -> Path:
-    """The folder shared by runs for preprocessed images and other reusable work."""
+    """The folder shared by runs for preprocessed images and other reusable work.
+
+    ``data.cache_dir`` when given; else ``<data.root>/.odirkit-cache``, or, when the
+    dataset lies on storage this user cannot write (read-only, shared), a folder of the
+    user's cache directory (platformdirs) named after the dataset's path, said once.
+    """
     cfg = exp.config.data
-    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.root) / CACHE_FOLDER
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir)
+    return _default_cache(str(Path(cfg.root).resolve()))
+
+
+@functools.lru_cache(maxsize=None)
+def _default_cache(root: str) -> Path:
+    beside = Path(root) / CACHE_FOLDER
+    if _writable(beside):
+        return beside
+    digest = hashlib.sha1(root.encode()).hexdigest()[:12]
+    fallback = Path(platformdirs.user_cache_dir("odirkit")) / f"{Path(root).name}-{digest}"
+    info(f"{root} is not writable: preprocessed images are cached in {fallback}")
+    return fallback
+
+
+def _writable(folder: Path) -> bool:
+    """Whether this process may create ``folder`` (if need be) and write a file in it.
+
+    A folder whose permissions grant no one write access is read-only storage, even to
+    a process that could write there anyway (root).
+    """
+    existing = folder if folder.exists() else folder.parent
+    try:
+        if not existing.stat().st_mode & 0o222:
+            return False
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -435,6 +475,7 @@ def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -
         "dropped_with_several_labels": selection.dropped_several,
         "skipped_unreadable": len(skipped),
         "fundus_check": checked,
+        "cache": str(cache.directory),
         "task": task.kind,
         "labels": list(task.labels),
         "train_counts": _counts(targets[train_idx], task),

@@ -24,6 +24,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import odirkit
@@ -63,7 +64,8 @@ def _read(path: Path, nrows: int | None = None) -> pd.DataFrame:
     try:
         if path.suffix.lower() in {".xlsx", ".xlsm", ".xls"}:
             return _normalise_columns(pd.read_excel(path, nrows=nrows))
-        return _normalise_columns(pd.read_csv(path, nrows=nrows, keep_default_na=False))
+        # as text, as a workbook would show it; numbers are parsed per cell (_cell)
+        return _normalise_columns(pd.read_csv(path, nrows=nrows, dtype=str, keep_default_na=False))
     except Exception as exc:  # openpyxl and pandas raise many kinds for a damaged file
         raise odirkit.DataError(f"{path}: cannot read the annotations ({exc})") from None
 
@@ -119,30 +121,150 @@ def index_images(root: Path, preferred: tuple[str, ...]) -> dict[str, Path]:
     return {name: min(paths, key=rank) for name, paths in found.items()}
 
 
-def _eye_rows(frame: pd.DataFrame, per_image: bool) -> list[dict]:
-    """One row per eye from per-patient rows, or per image from ``full_df.csv``-like rows."""
+#: the patient label columns, by their code or the long names some copies use
+LABEL_COLUMN_NAMES = {
+    "N": ("n", "normal"),
+    "D": ("d", "diabetes", "diabetic retinopathy"),
+    "G": ("g", "glaucoma"),
+    "C": ("c", "cataract"),
+    "A": ("a", "age related macular degeneration", "amd", "age-related macular degeneration"),
+    "H": ("h", "hypertension"),
+    "M": ("m", "pathological myopia", "myopia"),
+    "O": ("o", "other diseases/abnormalities", "other diseases", "others"),
+}
+
+
+def label_columns(frame: pd.DataFrame) -> dict[str, str]:
+    """The file's column for each patient label (``N`` or ``Normal``...), where it has one."""
+    found = {}
+    by_name = {str(c).strip().casefold(): c for c in frame.columns}
+    for label, names in LABEL_COLUMN_NAMES.items():
+        for name in names:
+            if name in by_name:
+                found[label] = by_name[name]
+                break
+    return found
+
+
+def _cell(value: object) -> object:
+    """A cell as the same value whatever the file type: stripped text, whole numbers as
+    ``int``, blanks (NaN, empty text) as ``None``."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        text = " ".join(value.split())
+        if not text:
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return int(number) if number.is_integer() else number
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value
+
+
+def patient_rows(frame: pd.DataFrame, path: Path) -> tuple[list[dict], dict]:
+    """One record per patient from an annotation table, and what was merged.
+
+    A per-patient workbook has one row per patient; ``full_df.csv`` has one row per
+    image, each naming both of its patient's eyes (with or without a ``filename``
+    column), so a patient's rows repeat. Rows that agree on every official column and
+    patient label are one patient (the repeats are counted); rows of one ID that
+    disagree stop the reading, naming the ID, both rows (as numbered in the file,
+    header = 1) and the columns where they differ. Raises :class:`odirkit.DataError`.
+    """
+    labels = label_columns(frame)
+    compared = [*OFFICIAL_COLUMNS, *labels.values()]
+    records: dict[str, dict] = {}
+    first_row: dict[str, int] = {}
+    named: dict[str, set[str]] = {}
+    repeats = 0
+    per_image = "filename" in frame.columns
+    for index, raw in enumerate(frame.to_dict("records")):
+        row = {column: _cell(raw.get(column)) for column in compared}
+        if row["ID"] is None:
+            continue  # an empty line
+        pid = str(row["ID"])
+        if per_image and _cell(raw.get("filename")) is not None:
+            named.setdefault(pid, set()).add(str(_cell(raw["filename"])))
+        if pid not in records:
+            records[pid], first_row[pid] = row, index + 2
+            continue
+        differs = [c for c in compared if records[pid][c] != row[c]]
+        if differs:
+            shown = "; ".join(
+                f"{c}: {records[pid][c]!r} (row {first_row[pid]}) vs {row[c]!r} (row {index + 2})"
+                for c in differs[:4]
+            )
+            raise odirkit.DataError(
+                f"{path}: patient ID {pid} appears in rows {first_row[pid]} and {index + 2} "
+                f"with different values ({shown}). Keep one row per patient (or identical "
+                "rows, one per image), then run again"
+            )
+        repeats += 1
+    blank = {
+        label: [pid for pid, row in records.items() if row[column] is None]
+        for label, column in labels.items()
+    }
+    blank = {label: pids for label, pids in blank.items() if pids}
+    if blank:
+        pids = sorted({p for ps in blank.values() for p in ps}, key=_natural)
+        raise odirkit.DataError(
+            f"{path}: blank patient label cell(s) in column(s) "
+            f"{', '.join(labels[label] for label in blank)} for patient ID(s) "
+            f"{', '.join(pids[:10])}{' ...' if len(pids) > 10 else ''}: fill them with 0 or 1 "
+            "(or remove the label columns N..O to take each patient's labels from the "
+            "keywords)"
+        )
+    for pid, row in records.items():
+        for label, column in labels.items():
+            if row[column] not in (0, 1):
+                raise odirkit.DataError(
+                    f"{path}: patient ID {pid}: column {column} holds {row[column]!r}, "
+                    "expected 0 or 1"
+                )
+        row["_labels"] = {label: row[column] for label, column in labels.items()}
+        row["_named"] = named.get(pid)
+    return list(records.values()), {
+        "rows": len(frame),
+        "repeated_rows_merged": repeats,
+        "label_columns": dict(labels),
+    }
+
+
+def _natural(pid: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(pid), "")
+    except ValueError:
+        return (1, 0.0, pid)
+
+
+def _eye_rows(patients: list[dict]) -> list[dict]:
+    """One record per eye: both eyes of each patient, or, for a per-image file with a
+    ``filename`` column, the eyes whose file a row names."""
     rows = []
-    for record in frame.to_dict("records"):
-        eyes = ("left", "right")
-        if per_image:
-            filename = str(record.get("filename", "")).strip()
-            if filename == str(record["Left-Fundus"]).strip():
-                eyes = ("left",)
-            elif filename == str(record["Right-Fundus"]).strip():
-                eyes = ("right",)
-            else:
-                eyes = ("left",) if "left" in filename.lower() else ("right",)
-        for eye in eyes:
+    for record in patients:
+        for eye in ("left", "right"):
             side = eye.capitalize()
+            filename = record[f"{side}-Fundus"]
+            if filename is None:
+                continue
+            filename = str(filename)
+            if record["_named"] is not None and filename not in record["_named"]:
+                continue
             rows.append(
                 {
-                    "patient_id": str(record["ID"]).strip(),
+                    "patient_id": str(record["ID"]),
                     "eye": eye,
-                    "filename": str(record[f"{side}-Fundus"]).strip(),
+                    "filename": filename,
                     "age": record["Patient Age"],
-                    "sex": str(record["Patient Sex"]).strip(),
-                    "keywords": record[f"{side}-Diagnostic Keywords"],
-                    "workbook": {label: record.get(label) for label in LABELS},
+                    "sex": "" if record["Patient Sex"] is None else str(record["Patient Sex"]),
+                    "keywords": record[f"{side}-Diagnostic Keywords"] or "",
+                    "workbook": record["_labels"],
                 }
             )
     return rows
@@ -151,7 +273,14 @@ def _eye_rows(frame: pd.DataFrame, per_image: bool) -> list[dict]:
 def read_odir(
     root: Path, annotations: Path, preferred: tuple[str, ...], images: Path | None
 ) -> pd.DataFrame:
-    """The sample table of an ODIR-5K annotation file, with a report in ``attrs``."""
+    """The sample table of an ODIR-5K annotation file, with a report in ``attrs``.
+
+    Every patient appears once and each photograph once, whichever distribution the
+    file comes from (see :func:`patient_rows`). A photograph the file names but the
+    image folder lacks is left out here, counted and listed in the report, with one
+    warning; files that exist but cannot be decoded are the core's to report
+    (``data.on_bad_image``).
+    """
     frame = _read(annotations)
     missing = [c for c in OFFICIAL_COLUMNS if c not in frame.columns]
     if missing:
@@ -159,8 +288,8 @@ def read_odir(
             f"{annotations}: missing column(s) {', '.join(missing)}; an ODIR-5K annotation file "
             f"has {', '.join(OFFICIAL_COLUMNS)} and N, D, G, C, A, H, M, O"
         )
-    per_image = "filename" in frame.columns
-    eye_rows = _eye_rows(frame, per_image)
+    patients, merged = patient_rows(frame, annotations)
+    eye_rows = _eye_rows(patients)
     index = index_images(images or root, preferred)
 
     diagnoses = {(r["patient_id"], r["eye"]): diagnose_eye(r["keywords"]) for r in eye_rows}
@@ -180,11 +309,11 @@ def read_odir(
         if not diagnosis.fundus:
             non_fundus.append({"patient_id": pid, "eye": eye, "keywords": record["keywords"]})
             continue
-        workbook = {k: v for k, v in record["workbook"].items() if v is not None and v != ""}
+        workbook = record["workbook"]
         derived = by_patient[pid]
         stated: set[str] = set()
         if len(workbook) == len(LABELS):
-            stated = {label for label, v in workbook.items() if int(float(v)) == 1}
+            stated = {label for label, v in workbook.items() if v == 1}
             if stated != derived and pid not in disagreements:
                 disagreements[pid] = {
                     "patient_id": pid,
@@ -193,8 +322,8 @@ def read_odir(
                 }
         path = index.get(record["filename"])
         if path is None:
-            not_found.append(record["filename"])
-            path = (images or root) / record["filename"]
+            not_found.append({"patient_id": pid, "eye": eye, "filename": record["filename"]})
+            continue
         row = {
             "patient_id": pid,
             "eye": eye,
@@ -211,6 +340,12 @@ def read_odir(
         rows.append(row)
 
     table = pd.DataFrame(rows)
+    if merged["repeated_rows_merged"]:
+        warn(
+            f"odir5k: {annotations.name} has {merged['rows']} rows for {len(patients)} "
+            f"patients (one row per image): {merged['repeated_rows_merged']} repeated row(s) "
+            "merged, each photograph read once"
+        )
     if non_fundus:
         warn(
             f"odir5k: {len(non_fundus)} image(s) marked 'anterior segment image' or "
@@ -227,13 +362,18 @@ def read_odir(
         )
     if not_found:
         warn(
-            f"odir5k: {len(not_found)} image file(s) named in {annotations.name} were not found "
-            f"under {images or root}, e.g. {not_found[0]}"
+            f"odir5k: {len(not_found)} of the {len(eye_rows)} photographs {annotations.name} "
+            f"names are not under {images or root} and are left out (listed in data.json), "
+            f"e.g. {not_found[0]['filename']}"
         )
     table.attrs["odirkit_report"] = {
         "annotations": str(annotations),
-        "per_image_file": per_image,
-        "patients": len(by_patient),
+        "per_image_file": merged["repeated_rows_merged"] > 0 or "filename" in frame.columns,
+        "rows": merged["rows"],
+        "repeated_rows_merged": merged["repeated_rows_merged"],
+        "patient_label_columns": merged["label_columns"],
+        "patients": len(patients),
+        "images_named": len(eye_rows),
         "images": len(table),
         "non_fundus_left_out": non_fundus,
         "keyword_workbook_disagreements": list(disagreements.values()),
