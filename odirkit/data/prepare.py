@@ -218,7 +218,7 @@ def cache_root(exp: Experiment) -> Path:
     return _default_cache(str(Path(cfg.root).resolve()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _default_cache(root: str) -> Path:
     beside = Path(root) / CACHE_FOLDER
     if _writable(beside):

@@ -221,7 +221,7 @@ def patient_rows(frame: pd.DataFrame, path: Path) -> tuple[list[dict], dict]:
             "keywords)"
         )
     for pid, row in records.items():
-        for label, column in labels.items():
+        for column in labels.values():
             if row[column] not in (0, 1):
                 raise odirkit.DataError(
                     f"{path}: patient ID {pid}: column {column} holds {row[column]!r}, "
