@@ -7,6 +7,11 @@ On the quickstart's phantom (300 patients, 256 px), Normal vs Diabetes images:
   trivial cues, which should stay at or below ROC AUC 0.80;
 - the generator's oracle (the area of the diabetic lesions it drew, against
   the labels, which carry the phantom's label noise): the ceiling;
+- acquisition shortcuts: each eye's field share, brightness, JPEG quality, file
+  size and camera, and the patient number, for each label of the patient (a
+  cross-validated logistic regression, ``difficulty.acquisition_shortcuts``):
+  none should reach ROC AUC 0.60 (labels with fewer than ten patients on a side
+  are left out);
 - the quickstart CNN (default variant, seed 0) scored per patient: micro F1
   should land between 0.65 and 0.92.
 
@@ -28,7 +33,7 @@ from pathlib import Path
 
 os.environ.setdefault("ODIRKIT_QUIET", "1")
 
-from odirkit_datasets.difficulty import measure
+from odirkit_datasets.difficulty import acquisition_shortcuts, measure
 
 from odirkit.plugins import get_registry
 
@@ -98,6 +103,9 @@ def main() -> None:
             figures = {
                 k: round(v, 4) if isinstance(v, float) else v for k, v in measure(root).items()
             }
+            figures["acquisition_shortcut_auc"] = {
+                label: round(auc, 4) for label, auc in acquisition_shortcuts(root).items()
+            }
             if not args.no_cnn:
                 figures["quickstart_cnn"] = cnn_patient_f1(
                     root, difficulty, Path(tmp) / f"runs-{difficulty}", args.patients, args.size
@@ -112,6 +120,7 @@ def main() -> None:
             realistic["yellow_plus_red_auc"],
         )
         <= 0.80,
+        "acquisition_below_0.60": max(realistic["acquisition_shortcut_auc"].values()) < 0.60,
     }
     if not args.no_cnn:
         f1 = realistic["quickstart_cnn"]["patient_micro_f1"]

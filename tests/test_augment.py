@@ -28,12 +28,35 @@ def disc_image(size: int = 65) -> torch.Tensor:
     return disc.expand(3, size, size).clone() * 0.6
 
 
-def test_noise_has_the_asked_variance_on_a_constant_image(classic):
-    aug = classic(**{**OFF, "noise_p": 1.0})
+def test_noise_has_the_asked_variance_at_its_reference_size(classic):
+    aug = classic(**{**OFF, "noise_p": 1.0, "noise_reference_size": 64})
     images = torch.full((8, 3, 64, 64), 0.5)
     out = aug(images, torch.Generator().manual_seed(0))
     assert (out - images).var().item() == pytest.approx(0.01, rel=0.05)
     assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("size", [32, 128])
+def test_noise_averaged_down_to_the_reference_pixels_has_the_papers_variance(classic, size):
+    # The paper's variance 0.01 refers to 512-pixel images: at the run's size each pixel
+    # stands for (512 / size)^2 of the paper's, and the noise must scale with it.
+    reference = 64
+    aug = classic(**{**OFF, "noise_p": 1.0, "noise_variance": 0.004, "noise_reference_size": 64})
+    images = torch.full((16, 3, size, size), 0.5)
+    noise = aug(images, torch.Generator().manual_seed(3)) - images
+    expected = 0.004 * (size / reference) ** 2  # per pixel at the run's size
+    assert noise.var().item() == pytest.approx(expected, rel=0.06)
+    if size > reference:  # averaged down to the reference grid: the stated variance
+        pooled = torch.nn.functional.avg_pool2d(noise, size // reference)
+        assert pooled.var().item() == pytest.approx(0.004, rel=0.1)
+
+
+def test_the_default_noise_is_the_papers_at_512_pixels(classic):
+    aug = classic(**{**OFF, "noise_p": 1.0})
+    images = torch.full((4, 3, 112, 112), 0.5)
+    noise = aug(images, torch.Generator().manual_seed(0)) - images
+    # 0.01 at 512 px is a standard deviation of 0.1 there, 0.1 * 112 / 512 here
+    assert noise.std().item() == pytest.approx(0.1 * 112 / 512, rel=0.05)
 
 
 def test_rotation_stays_within_a_quarter_turn_and_keeps_the_field_round(classic):

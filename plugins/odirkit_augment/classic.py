@@ -2,7 +2,13 @@
 
 Three transforms, each applied to an image with its own probability:
 
-- additive Gaussian noise of variance ``noise_variance`` (the paper: 0.01);
+- additive Gaussian noise of variance ``noise_variance`` (the paper: 0.01) at
+  the resolution it refers to, ``noise_reference_size`` (the paper's 512 px);
+  at another image size S the per-pixel standard deviation is scaled by
+  ``S / noise_reference_size``, so that the noise averaged down to the
+  reference pixels (each the mean of ``(S / reference)^2`` pixels) has the
+  stated variance, and a run at 112 px sees the paper's noise, not 21 times its
+  power (white noise of variance v averaged over n pixels has variance v / n);
 - a rotation about the image centre by an angle drawn uniformly within
   ``±max_angle`` radians (the paper: π/4), the corners filled with black, so
   that a field of view cropped to its circle stays round;
@@ -125,11 +131,13 @@ class ClassicAugment:
         hflip_p: float,
         vflip_p: float,
         at_least_one: bool = False,
+        noise_reference_size: int = 512,
     ) -> None:
         self.at_least_one = at_least_one
         self._bank: dict[str, torch.Tensor] = {}
         self.noise_p = noise_p
         self.noise_std = math.sqrt(noise_variance)
+        self.noise_reference_size = noise_reference_size
         self.rotation_p = rotation_p
         self.max_angle = max_angle
         self.contrast_p = contrast_p
@@ -158,11 +166,12 @@ class ClassicAugment:
         chosen_noise = int(noise_mask.sum())
         offsets = uniform(chosen_noise)
         windows = self._noise(chosen_noise, images.shape[1:], offsets, device)
+        noise_std = self.noise_std_at(images.shape[-1])
 
         def add_noise(x: torch.Tensor, own: bool) -> torch.Tensor:
             x = x if own else x.clone()
             for image, window in zip(x, windows, strict=True):  # no stacked copy of the noise
-                image.add_(window, alpha=self.noise_std)
+                image.add_(window, alpha=noise_std)
             return x.clamp_(0.0, 1.0)
 
         steps = [
@@ -189,6 +198,11 @@ class ClassicAugment:
                 out.index_copy_(0, index, changed)
             owned = True
         return out
+
+    def noise_std_at(self, size: int) -> float:
+        """The per-pixel noise standard deviation at an image ``size`` (pixels): the
+        reference's, times ``size / noise_reference_size``."""
+        return self.noise_std * size / self.noise_reference_size
 
     def _at_least_one(self, masks: list[torch.Tensor], pick: torch.Tensor) -> list[torch.Tensor]:
         """Where no transform fired, one of the enabled ones does (chosen by ``pick``)."""
@@ -273,6 +287,7 @@ def build_classic(
     copies: Annotated[int, Field(ge=1)] = 1,
     noise_p: Probability = 0.5,
     noise_variance: Annotated[float, Field(ge=0.0)] = 0.01,
+    noise_reference_size: Annotated[int, Field(ge=1)] = 512,
     rotation_p: Probability = 0.5,
     max_angle: Annotated[float, Field(ge=0.0)] = math.pi / 4,
     contrast_p: Probability = 0.5,
@@ -286,7 +301,9 @@ def build_classic(
     mode: online (fresh draws every batch) or offline (copies added once).
     copies: augmented copies of each training image (offline mode).
     noise_p, rotation_p, contrast_p: probability of each transform per image.
-    noise_variance: variance of the additive Gaussian noise.
+    noise_variance: variance of the additive Gaussian noise, per pixel of an image of
+    noise_reference_size pixels (the paper: 0.01 at 512 px); scaled to the run's size
+    so that, averaged down to the reference size, the noise has this variance.
     max_angle: largest rotation in radians (default pi/4).
     low_percentile, high_percentile: mapped to 0 and 1 by the contrast stretch.
     hflip_p, vflip_p: probability of a horizontal / vertical flip (default 0:
@@ -308,6 +325,7 @@ def build_classic(
         hflip_p=hflip_p,
         vflip_p=vflip_p,
         at_least_one=mode == "offline",
+        noise_reference_size=noise_reference_size,
     )
     return OfflineClassic(augment, copies) if mode == "offline" else augment
 
@@ -317,6 +335,7 @@ def odirkit_register_augmenters(register):
     register(
         "classic",
         build_classic,
-        summary="Gaussian noise, rotation within ±π/4, percentile contrast stretch; no flips",
+        summary="Gaussian noise (variance 0.01 at 512 px), rotation within ±π/4, percentile "
+        "contrast stretch; no flips",
         test_params={},
     )

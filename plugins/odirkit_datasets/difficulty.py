@@ -10,7 +10,11 @@ told apart by something trivial. These measures, on Normal-vs-Diabetes images:
   (haemorrhage-like) pixels in the field of view, as a score;
 - the **oracle**: the area of the diabetic lesions the generator drew (its own
   masks), scored against the labels: the ceiling any model can reach given the
-  label noise.
+  label noise;
+- **acquisition shortcuts** (:func:`acquisition_shortcuts`): how well what the
+  camera did — each eye's field share, brightness, JPEG quality, file size,
+  camera, plus the patient number — predicts each label of the patient, by a
+  cross-validated logistic regression; none should beat chance by much.
 
 ``benchmarks/phantom_difficulty.py`` prints them for both difficulties.
 """
@@ -107,3 +111,60 @@ def measure(root: Path) -> dict[str, float]:
         "yellow_plus_red_auc": float(roc_auc_score(y, counts.sum(axis=1))),
         "oracle_lesion_area_auc": float(roc_auc_score(y, oracle)),
     }
+
+
+#: what the camera did, per photograph: nothing a disease decides
+ACQUISITION = ("field_share", "brightness", "jpeg_quality", "file_kb", "camera")
+
+
+def acquisition_features(root: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """Per photograph: the share of the picture that is field of view, the field's
+    median brightness, the JPEG quality, the file size (kB) and the camera."""
+    rows = []
+    for record in table.itertuples(index=False):
+        path = root / record.path
+        rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+        inside = rgb.mean(axis=2) > FOV_LEVEL
+        rows.append(
+            {
+                "patient_id": str(record.patient_id),
+                "eye": record.eye,
+                "field_share": float(inside.mean()),
+                "brightness": float(np.median(rgb[inside].max(axis=1))) if inside.any() else 0.0,
+                "jpeg_quality": float(getattr(record, "jpeg_quality", 0)),
+                "file_kb": path.stat().st_size / 1024,
+                "camera": float(getattr(record, "camera", 0)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def acquisition_shortcuts(root: Path, labels: Sequence[str] | None = None) -> dict[str, float]:
+    """ROC AUC of acquisition features alone for each label of the patient.
+
+    Each patient is one sample: the features of the left and of the right
+    photograph side by side (so a shortcut in one eye only counts) and the patient
+    number; the target is the patient's label from the workbook. A logistic
+    regression, 5-fold cross-validated by patient. A label with fewer than ten
+    patients on either side is left out.
+    """
+    from odirkit import LABELS
+
+    table = pd.read_csv(root / "phantom_images.csv", keep_default_na=False)
+    features = acquisition_features(root, table)
+    wide = features.pivot(index="patient_id", columns="eye", values=list(ACQUISITION))
+    wide.columns = [f"{eye}_{name}" for name, eye in wide.columns]
+    wide = wide.fillna(wide.mean())
+    wide["patient_number"] = [float(pid) for pid in wide.index]
+    per_patient = table.astype({"patient_id": str}).groupby("patient_id")[list(LABELS)].max()
+    diseased = per_patient.drop(columns="N").max(axis=1)
+    per_patient["N"] = (diseased == 0).astype(int)
+    per_patient = per_patient.loc[wide.index]
+    out = {}
+    for label in labels or LABELS:
+        y = per_patient[label].to_numpy()
+        if min(y.sum(), len(y) - y.sum()) < 10:
+            continue
+        auc = cross_validated_auc(wide.to_numpy(), y, wide.index.to_numpy())
+        out[label] = max(auc, 1.0 - auc)  # a shortcut in either direction
+    return out

@@ -8,8 +8,8 @@ holding ``<ID>_left.jpg`` and ``<ID>_right.jpg`` — plus what the real data
 lacks: ``phantom_images.csv`` with per-eye labels and ``masks/<ID>_<eye>_<L>.png``,
 one lesion mask per eye and label, the ground truth for judging explanations.
 
-Label frequencies and co-occurrences follow ODIR-5K's training set roughly
-(normal and diabetes most common), a disease sits in one or both eyes, and age
+Label frequencies follow ODIR-5K's training set (within a few per cent, by
+construction), a disease sits in one or both eyes, and age
 and sex depend on the labels (older patients for A and C, younger for M), so
 metadata carries some signal. ``difficulty = "realistic"`` (the default) draws
 disease as a continuum from barely visible to severe, mild cases the most
@@ -18,14 +18,19 @@ variation, and gives a stated share of eyes keywords that disagree with their
 lesions (``label_noise``): ``phantom_images.csv`` says per eye what is drawn
 (``drawn_<L>``) and whether the label is noisy. ``difficulty = "easy"`` is the
 first version's look: florid lesions, classes apart, for fast tests.
-``phantom.json`` records every generator parameter. Each patient is drawn from its own random
-stream, seeded by ``(seed, patient)``: same seed, same bytes, and adding
-patients leaves the first ones unchanged.
+``phantom.json`` records every generator parameter. Each patient is drawn from
+random streams of its own, one per purpose (the diseases, the label noise and
+camera, each eye's photograph; :func:`stream`), seeded by ``(seed, patient,
+purpose)``: same seed, same bytes, adding patients leaves the first ones
+unchanged, and nothing the camera does depends on the diagnosis
+(``difficulty.acquisition_shortcuts`` measures it). Each label's share of
+patients is ODIR-5K's (:func:`draw_diseases`).
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -34,6 +39,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -47,7 +53,7 @@ from odirkit import LABELS
 from odirkit.api import progress_bar
 from odirkit_datasets.fundus_render import CAMERAS, EASY, LOOKS, Look, jpeg_quality, render_eye
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: independent streams per purpose; ODIR-5K's label shares
 WORKBOOK = "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"
 IMAGE_DIR = "ODIR-5K_Training_Dataset"
 MASK_DIR = "masks"
@@ -58,6 +64,9 @@ KEYWORD_SEPARATOR = "，"  # U+FF0C, as in the official workbook
 #: ODIR-5K training set, patients per label out of 3500 (N is drawn separately)
 PATIENT_RATE = {"D": 1128, "G": 215, "C": 212, "A": 164, "H": 103, "M": 174, "O": 979}
 NORMAL_RATE = 1138 / 3500
+#: how many diseases a diseased patient has: 1.26 on average, as in ODIR-5K's training set
+#: (2975 disease labels among 2362 patients who are not normal)
+DISEASE_COUNT = {1: 0.77, 2: 0.20, 3: 0.03}
 #: probability that a disease of the patient shows in both eyes
 BOTH_EYES = {"D": 0.7, "G": 0.6, "C": 0.6, "A": 0.55, "H": 0.6, "M": 0.75, "O": 0.35}
 #: years added to a patient's age per label
@@ -117,8 +126,63 @@ class PhantomPatient:
         return set(self.left if eye == "left" else self.right)
 
 
-def patient_rng(seed: int, patient_id: int) -> np.random.Generator:
-    return np.random.default_rng([seed, patient_id, GENERATOR_VERSION])
+class Stream(IntEnum):
+    """What a patient's random stream is for: each purpose has a stream of its own."""
+
+    DRAW = 1  # diseases, eyes, age, sex, keywords
+    NOISE = 2  # label noise and camera
+    LEFT_EYE = 3  # rendering each photograph
+    RIGHT_EYE = 4
+
+
+def stream(seed: int, patient_id: int, purpose: Stream) -> np.random.Generator:
+    """An independent random stream for one patient and purpose.
+
+    The key ends in the purpose, never zero: NumPy drops trailing zeros from a seed
+    list (``[s, p, 2, 0]`` seeds as ``[s, p, 2]``), which in version 2 made the right
+    eye's rendering reuse the very numbers that drew the patient's diseases, so the
+    right eye's field of view told its label.
+    """
+    return np.random.default_rng([seed, patient_id, GENERATOR_VERSION, int(purpose)])
+
+
+def _label_sets() -> tuple[list[frozenset[str]], np.ndarray]:
+    """Every set of one to three diseases, and its probability for a diseased patient.
+
+    Chosen so that each label's share of all patients is ODIR-5K's (``PATIENT_RATE``,
+    ``NORMAL_RATE``) and a diseased patient has 1.26 diseases on average, as there:
+    the number of diseases is drawn from ``DISEASE_COUNT``, and within a count a set's
+    weight is the product of per-label weights (diabetes with hypertension favoured),
+    fitted by iterative proportional scaling. Exact, deterministic, computed once.
+    """
+    diseases = list(PATIENT_RATE)
+    sets = [
+        frozenset(combo) for k in DISEASE_COUNT for combo in itertools.combinations(diseases, k)
+    ]
+    size = np.array([len(s) for s in sets])
+    member = np.array([[label in s for label in diseases] for s in sets], dtype=float)
+    bonus = np.array([1.5 if {"D", "H"} <= s else 1.0 for s in sets])
+    share = 1.0 - NORMAL_RATE
+    target = np.array([PATIENT_RATE[label] / 3500 / share for label in diseases])
+    weight = np.ones(len(diseases))
+    for _ in range(500):
+        product = np.exp(member @ np.log(weight)) * bonus
+        p = np.zeros(len(sets))
+        for k, chance in DISEASE_COUNT.items():
+            within = size == k
+            p[within] = chance * product[within] / product[within].sum()
+        weight *= (target / (p @ member)) ** 0.5
+    return sets, p
+
+
+LABEL_SETS, LABEL_SET_P = _label_sets()
+
+
+def draw_diseases(rng: np.random.Generator) -> set[str]:
+    """A patient's diseases: none (normal) or a set drawn with ODIR-5K's label shares."""
+    if rng.uniform() < NORMAL_RATE:
+        return set()
+    return set(LABEL_SETS[int(rng.choice(len(LABEL_SETS), p=LABEL_SET_P))])
 
 
 def draw_patient(
@@ -126,36 +190,21 @@ def draw_patient(
 ) -> PhantomPatient:
     """The diseases, eyes, age, sex, keywords and camera of one patient.
 
-    With ``label_noise`` each eye's keywords disagree with its drawn lesions with
-    that probability: a diseased eye is called normal or given another disease, a
-    normal eye a disease (weighted by prevalence). Noise and camera come from a
-    stream of their own, so the drawn patient does not depend on them.
+    With ``label_noise``, that share of patients have keywords drawn afresh, as
+    another patient's, whatever their photographs show (a grader's mix-up): each
+    label's share of patients stays ODIR-5K's, and an eye whose keywords then
+    disagree with its lesions is marked. Noise and camera come from a stream of
+    their own, so the drawn patient does not depend on them.
     """
-    rng = patient_rng(seed, patient_id)
-    diseases: set[str] = set()
-    if rng.uniform() >= NORMAL_RATE:
-        share = 1.0 - NORMAL_RATE
-        while not diseases:
-            for label, count in PATIENT_RATE.items():
-                p = count / 3500 / share
-                if label == "H" and "D" in diseases:
-                    p *= 1.5  # hypertension and diabetes go together
-                if rng.uniform() < min(p, 0.95):
-                    diseases.add(label)
-    eyes: dict[str, set[str]] = {"left": set(), "right": set()}
-    for label in sorted(diseases, key=LABELS.index):
-        if rng.uniform() < BOTH_EYES[label]:
-            eyes["left"].add(label)
-            eyes["right"].add(label)
-        else:
-            eyes[str(rng.choice(["left", "right"]))].add(label)
+    rng = stream(seed, patient_id, Stream.DRAW)
+    diseases = draw_diseases(rng)
+    eyes = place_in_eyes(rng, diseases)
     age = rng.normal(55.0, 10.0) + sum(AGE_SHIFT[label] for label in diseases)
     male = rng.uniform() < (0.62 if "H" in diseases else 0.53)
-    side = np.random.default_rng([seed, patient_id, GENERATOR_VERSION, 99])
+    side = stream(seed, patient_id, Stream.NOISE)
     labelled = {eye: set(found) for eye, found in eyes.items()}
-    for eye in ("left", "right"):
-        if label_noise and side.uniform() < label_noise:
-            labelled[eye] = _mislabel(side, eyes[eye])
+    if label_noise and side.uniform() < label_noise:
+        labelled = place_in_eyes(side, draw_diseases(side))
     camera = int(side.integers(0, cameras)) if cameras > 1 else 0
     keywords = {}
     dust = {}
@@ -184,16 +233,16 @@ def draw_patient(
     )
 
 
-def _mislabel(rng: np.random.Generator, drawn: set[str]) -> set[str]:
-    """Keywords that disagree with what is drawn."""
-    weights = np.array([PATIENT_RATE[label] for label in PATIENT_RATE], dtype=float)
-    others = list(PATIENT_RATE)
-    if drawn and rng.uniform() < 0.5:
-        return set()  # the grader missed the disease
-    candidates = [label for label in others if label not in drawn]
-    w = np.array([weights[others.index(label)] for label in candidates])
-    swapped = str(rng.choice(candidates, p=w / w.sum()))
-    return {swapped}
+def place_in_eyes(rng: np.random.Generator, diseases: set[str]) -> dict[str, set[str]]:
+    """Which eye shows each disease: both with ``BOTH_EYES``' chance, else one at random."""
+    eyes: dict[str, set[str]] = {"left": set(), "right": set()}
+    for label in sorted(diseases, key=LABELS.index):
+        if rng.uniform() < BOTH_EYES[label]:
+            eyes["left"].add(label)
+            eyes["right"].add(label)
+        else:
+            eyes[str(rng.choice(["left", "right"]))].add(label)
+    return eyes
 
 
 def write_patient_images(
@@ -210,7 +259,9 @@ def write_patient_images(
         labels = patient.labelled(eye)
         drawn = patient.drawn(eye)
         dust = patient.left_dust if eye == "left" else patient.right_dust
-        rng = np.random.default_rng([seed, patient.patient_id, GENERATOR_VERSION, eye == "left"])
+        rng = stream(
+            seed, patient.patient_id, Stream.LEFT_EYE if eye == "left" else Stream.RIGHT_EYE
+        )
         image, masks = render_eye(
             rng, size, eye=eye, labels=drawn, lens_dust=dust, look=look, camera=camera
         )
@@ -417,12 +468,14 @@ def phantom(
     seed: the generator's seed; the same seed writes the same bytes.
     difficulty: realistic (mild disease most common, overlapping classes, benign
     look-alikes, acquisition variation) or easy (florid lesions, one camera).
-    label_noise: share of eyes whose keywords disagree with the drawn lesions
-    (default: 0.05 when realistic, 0 when easy); recorded per eye.
+    label_noise: share of patients whose keywords are drawn afresh, whatever their
+    photographs show (default: 0.07 when realistic, about 5% of eyes then disagree
+    with their lesions; 0 when easy); each label keeps ODIR-5K's share, and every eye
+    that disagrees is recorded.
     camera_shift: patients photographed by three cameras of different colour,
     vignetting and framing.
     """
-    noise = label_noise if label_noise is not None else (0.05 if difficulty == "realistic" else 0.0)
+    noise = label_noise if label_noise is not None else (0.07 if difficulty == "realistic" else 0.0)
     settings = Settings(patients, size, seed, difficulty, float(noise), camera_shift)
     path = Path(root)
     if needs_generation(path, settings):
