@@ -18,7 +18,9 @@ p-value is twice the share of resampled differences on the far side of 0.
 
 **Across seeds or folds**, each (seed, fold) pair gives one paired difference;
 a paired t-test over them (``scipy.stats.ttest_1samp`` on the differences) says
-whether the mean difference is distinguishable from 0.
+whether the mean difference is distinguishable from 0. The mean of a metric
+over runs gets its interval from a two-level bootstrap (runs, then patients
+within each: :func:`runs_interval`), so it stays within the metric's range.
 
 Everything is vectorised over the resamples: a metric is a function of
 per-patient weights (how often each patient was drawn), so one resample costs
@@ -123,7 +125,8 @@ def weighted_metrics(scored: Scored, weights: np.ndarray) -> dict[str, np.ndarra
     tn = weights @ ((1 - y) * (1 - d))
     out: dict[str, np.ndarray] = {}
     out["f1_micro"] = _ratio(2 * tp.sum(1), 2 * tp.sum(1) + fp.sum(1) + fn.sum(1))
-    f1 = np.nan_to_num(_ratio(2 * tp, 2 * tp + fp + fn), nan=0.0)
+    per_class_f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    f1 = np.nan_to_num(per_class_f1, nan=0.0)
     out["f1_macro"] = f1.mean(axis=1)
     recall = _ratio(tp, tp + fn)
     specificity = _ratio(tn, tn + fp)
@@ -134,6 +137,7 @@ def weighted_metrics(scored: Scored, weights: np.ndarray) -> dict[str, np.ndarra
         out["specificity_macro"] = np.nanmean(specificity, axis=1)
         out["auc_macro"] = np.nanmean(auc, axis=1)
     for c, label in enumerate(scored.labels):
+        out[f"f1_{label}"] = per_class_f1[:, c]
         out[f"recall_{label}"] = recall[:, c]
         out[f"specificity_{label}"] = specificity[:, c]
         out[f"auc_{label}"] = auc[:, c]
@@ -281,8 +285,15 @@ def paired_over_runs(differences: Sequence[float]) -> dict[str, float]:
     }
 
 
-def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, float]:
-    """Mean, standard deviation and t-interval of the mean over runs (seeds, folds)."""
+def mean_interval(
+    values: Sequence[float], confidence: float = CONFIDENCE, *, bounded: bool = False
+) -> dict[str, float]:
+    """Mean, standard deviation and t-interval of the mean over runs (seeds, folds).
+
+    ``bounded``: the values lie in [0, 1] (F1, recall, AUC ...), and so must the
+    interval: it is the t-interval on the logit scale, mapped back (values of exactly
+    0 or 1 are held a hair inside).
+    """
     from scipy import stats
 
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
@@ -304,5 +315,45 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> di
             "high": float("nan"),
         }
     std = float(v.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1)) * std / np.sqrt(len(v))
-    return {"n": len(v), "mean": mean, "std": std, "low": mean - half, "high": mean + half}
+    t = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1))
+    if not bounded:
+        half = t * std / np.sqrt(len(v))
+        return {"n": len(v), "mean": mean, "std": std, "low": mean - half, "high": mean + half}
+    logits = np.log(np.clip(v, 1e-6, 1 - 1e-6) / (1 - np.clip(v, 1e-6, 1 - 1e-6)))
+    centre, half = logits.mean(), t * logits.std(ddof=1) / np.sqrt(len(v))
+    low, high = (float(1 / (1 + np.exp(-x))) for x in (centre - half, centre + half))
+    return {"n": len(v), "mean": mean, "std": std, "low": low, "high": high}
+
+
+def runs_interval(
+    runs: Sequence[Scored],
+    metric: str,
+    *,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The interval of a metric's mean over runs (seeds, folds), by a two-level bootstrap.
+
+    Each resample draws as many runs as there are, with replacement, and within each
+    drawn run its test patients (the cluster bootstrap of :func:`intervals`); the
+    value is the mean of the metric over the drawn runs. The percentile interval of
+    those means stays within the metric's range, and carries the variation between
+    seeds as well as between patients (Davison & Hinkley 1997, sec. 3.8: resampling
+    both stages of a two-stage sample).
+    """
+    if not runs or resamples <= 0:
+        return float("nan"), float("nan")
+    per_run = np.stack(
+        [
+            weighted_metrics(run, _row_weights(run, resamples, seed + 7919 * i))[metric]
+            for i, run in enumerate(runs)
+        ]
+    )  # [runs, resamples]
+    rng = np.random.default_rng([seed, len(runs), resamples, 1])
+    drawn = rng.integers(0, len(runs), size=(resamples, len(runs)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(per_run[drawn, np.arange(resamples)[:, None]], axis=1)
+    low, high = _percentiles(means, confidence)
+    return low, high

@@ -609,6 +609,14 @@ def compare(
         str | None,
         typer.Option("--baseline", help="The run the others are tested against (default: first)."),
     ] = None,
+    require_learning: Annotated[
+        bool,
+        typer.Option(
+            "--require-learning/--verdicts-anyway",
+            help="No verdict where a run did not learn (default), or test the difference "
+            "anyway, saying which runs did not learn.",
+        ),
+    ] = True,
 ) -> None:
     """Compare finished runs: test results with intervals, paired tests, curves side by side."""
     from odirkit.comparison import parse_run_name
@@ -617,14 +625,27 @@ def compare(
 
     summaries = summaries_from_dirs(run_dirs)
     names = [s.label for s in summaries]
-    if baseline is not None and baseline not in {*names, *(parse_run_name(n)[0] for n in names)}:
-        raise ConfigError(
-            f"--baseline {baseline!r}: not one of the runs{closest(baseline, names)}; "
-            f"runs: {', '.join(names)}"
-        )
+    if baseline is not None:
+        bases = list(dict.fromkeys(parse_run_name(n)[0] for n in names))
+        # a variant may be named as in its experiment file ("default"), without the
+        # experiment's name the runs carry ("quickstart/default")
+        short = [b for b in bases if b.rsplit("/", 1)[-1] == baseline]
+        if baseline not in {*names, *bases} and len(short) == 1:
+            baseline = short[0]
+        elif baseline not in {*names, *bases}:
+            raise ConfigError(
+                f"--baseline {baseline!r}: not one of the runs{closest(baseline, names)}; "
+                f"runs: {', '.join(names)}"
+            )
     target = out_dir or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
     comparison = write_report(
-        target, title="comparison", description="", runs=summaries, figures={}, baseline=baseline
+        target,
+        title="comparison",
+        description="",
+        runs=summaries,
+        figures={},
+        baseline=baseline,
+        require_learning=require_learning,
     )
     table = comparison.table
     shown = [
@@ -819,7 +840,8 @@ def score(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Score a submission as the ODIR-2019 challenge did: kappa, F1, AUC, final score."""
+    """Score a submission as the ODIR-2019 challenge did: kappa, agreement F1 (the share of
+    the flattened 0/1 answers that agree: not a disease's F1), AUC, final score."""
     from odirkit.submission import score_files
 
     report = score_files(ground_truth, predictions, sort=sort)
@@ -827,7 +849,7 @@ def score(
         out.print_json(json.dumps(report.to_dict(), default=float))
         return
     summary = Table(title=f"ODIR-2019 score over {report.patients} patients")
-    for column in ("kappa", "F1 (micro)", "AUC", "final score"):
+    for column in ("kappa", "agreement F1 (challenge)", "AUC", "final score"):
         summary.add_column(column, justify="right")
     odir = report.odir
     summary.add_row(*(_fmt(odir[k]) for k in ("kappa", "f1", "auc", "final")))

@@ -25,6 +25,7 @@ from odirkit import bootstrap
 from odirkit.engine.evaluate import scored_from_frame, thresholds_array
 from odirkit.engine.rundir import VariantDirectory
 from odirkit.errors import RunError
+from odirkit.learning import LearningCheck
 
 _NAME = re.compile(r"^(?P<base>.+?)(?:-seed(?P<seed>\d+))?(?:-fold(?P<fold>\d+))?$")
 
@@ -36,11 +37,30 @@ METRIC_NAMES = {
 }
 
 
+PER_CLASS_NAMES = {"f1": "F1", "recall": "recall", "specificity": "specificity", "auc": "AUC"}
+
+
 def metric_name(metric: str, *, single_label: bool) -> str:
-    """How a metric is called: a single-label task's micro F1 is its accuracy."""
+    """How a metric is called: a single-label task's micro F1 is its accuracy; ``f1_D``
+    is the F1 of D."""
     if metric == "f1_micro" and single_label:
         return "accuracy"
-    return METRIC_NAMES.get(metric, metric)
+    if metric in METRIC_NAMES:
+        return METRIC_NAMES[metric]
+    kind, _, label = metric.rpartition("_")
+    if kind in PER_CLASS_NAMES and len(label) == 1:
+        return f"{PER_CLASS_NAMES[kind]} of {label}"
+    return metric
+
+
+def metric_value(result: dict[str, Any], metric: str) -> float:
+    """A metric of a run's result (``metrics.json``'s ``final``): a headline figure, or a
+    class's (``f1_D``, ``recall_D``) from ``per_class``; NaN when it has none."""
+    if metric in result:
+        return float(result[metric])
+    kind, _, label = metric.rpartition("_")
+    value = result.get("per_class", {}).get(label, {}).get(kind)
+    return float("nan") if value is None else float(value)
 
 
 def parse_run_name(name: str) -> tuple[str, int | None, int | None]:
@@ -77,6 +97,24 @@ class FinishedRun:
         except RunError:
             return None
 
+    @property
+    def learning(self) -> LearningCheck | None:
+        """Whether the run learned (None for a run made before odirkit checked)."""
+        found = self.final.get("learning")
+        return LearningCheck.from_dict(found) if found else None
+
+    def scored(self) -> bootstrap.Scored | None:
+        """The run's test decisions and scores, for resampling (None without predictions)."""
+        frame = self.predictions()
+        if frame is None:
+            return None
+        labels = list(self.final["labels"])
+        thresholds = thresholds_array(labels, self.final["final"].get("thresholds") or {})
+        single = self.final["task"] == "single_label"
+        return scored_from_frame(frame, labels=labels, single_label=single, thresholds=thresholds)[
+            0
+        ]
+
 
 @dataclass
 class PairTest:
@@ -98,11 +136,27 @@ class VariantTest:
     over_runs: dict[str, dict[str, float]] = field(default_factory=dict)
     note: str = ""
     single_label: bool = False
+    not_learned: dict[str, str] = field(default_factory=dict)  # run -> what shows it
+    require_learning: bool = True  # no verdict when a run did not learn
 
     def verdicts(self, confidence: float) -> list[str]:
-        """One sentence per metric: the difference and whether it is distinguishable."""
+        """One sentence per metric: the difference and whether it is distinguishable; or,
+        when a run of either side did not learn, that finding instead of a verdict."""
         if self.note:
             return [f"{self.candidate} vs {self.baseline}: {self.note}"]
+        if self.not_learned and self.require_learning:
+            runs = "; ".join(f"{name} {why}" for name, why in self.not_learned.items())
+            return [
+                f"{self.candidate} vs {self.baseline}: no verdict, {len(self.not_learned)} "
+                f"run(s) did not learn ({runs}): a difference with a run that learned nothing "
+                "says nothing about the method."
+            ]
+        caveat = (
+            f" (caution: {', '.join(self.not_learned)} did not learn)" if self.not_learned else ""
+        )
+        return [line[:-1] + caveat + "." if caveat else line for line in self._verdicts(confidence)]
+
+    def _verdicts(self, confidence: float) -> list[str]:
         lines = []
         level = round(confidence * 100)
         for i, diff in enumerate(self.pairs[0].differences if self.pairs else []):
@@ -143,6 +197,7 @@ class VariantTest:
             "candidate": self.candidate,
             "baseline": self.baseline,
             "note": self.note,
+            "not_learned": self.not_learned,
             "pairs": [
                 {
                     "seed": p.seed,
@@ -162,8 +217,23 @@ def _p(value: float) -> str:
     return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
 
-def group_summary(runs: Sequence[FinishedRun], metrics: Sequence[str]) -> pd.DataFrame:
-    """Per variant with several runs (seeds, folds): mean, std and interval of each metric."""
+def group_summary(
+    runs: Sequence[FinishedRun],
+    metrics: Sequence[str],
+    *,
+    resamples: int = bootstrap.RESAMPLES,
+    confidence: float = bootstrap.CONFIDENCE,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per variant with several runs (seeds, folds): the mean of each metric over them, its
+    standard deviation, and an interval that stays within the metric's range.
+
+    The interval is a two-level bootstrap (:func:`odirkit.bootstrap.runs_interval`):
+    runs resampled with replacement and, within each, its test patients, so it carries
+    both the seed-to-seed and the patient-to-patient variation; a t-interval of three
+    values of a bounded measure can run past 1. Runs without prediction files fall back
+    to a t-interval on the logit scale (``mean_interval(bounded=True)``).
+    """
     rows = []
     bases = list(dict.fromkeys(r.base for r in runs))
     for base in bases:
@@ -174,9 +244,15 @@ def group_summary(runs: Sequence[FinishedRun], metrics: Sequence[str]) -> pd.Dat
         folds = {parse_run_name(r.name)[2] for r in members}
         unit = "folds" if len(seeds) == 1 else "seeds" if len(folds) == 1 else "runs"
         row: dict[str, Any] = {"variant": base, "runs": len(members), "unit": unit}
+        scored = [r.scored() for r in members]
         for metric in metrics:
-            values = [float(r.final["final"].get(metric, np.nan)) for r in members]
-            stats = bootstrap.mean_interval(values)
+            values = [metric_value(r.final["final"], metric) for r in members]
+            stats = bootstrap.mean_interval(values, confidence, bounded=True)
+            if all(s is not None for s in scored):
+                low, high = bootstrap.runs_interval(
+                    scored, metric, resamples=resamples, confidence=confidence, seed=seed
+                )
+                stats.update(low=low, high=high)
             row[metric] = stats["mean"]
             row[f"{metric}_std"] = stats["std"]
             row[f"{metric}_low"] = stats["low"]
@@ -193,8 +269,10 @@ def compare_variants(
     resamples: int = bootstrap.RESAMPLES,
     confidence: float = bootstrap.CONFIDENCE,
     seed: int = 0,
+    require_learning: bool = True,
 ) -> list[VariantTest]:
-    """Every variant against the baseline, pair by pair, then over the pairs."""
+    """Every variant against the baseline, pair by pair, then over the pairs; a pair in
+    which a run did not learn withholds the verdict (unless ``require_learning`` is off)."""
     bases = list(dict.fromkeys(r.base for r in runs))
     if len(bases) < 2:
         return []
@@ -205,7 +283,9 @@ def compare_variants(
         if candidate == reference:
             continue
         single = any(r.final.get("task") == "single_label" for r in runs if r.base == candidate)
-        test = VariantTest(candidate, reference, single_label=single)
+        test = VariantTest(
+            candidate, reference, single_label=single, require_learning=require_learning
+        )
         for (base, key), run in by_key.items():
             if base != candidate or (reference, key) not in by_key:
                 continue
@@ -216,6 +296,12 @@ def compare_variants(
             test.pairs.append(pair)
         if not test.pairs and not test.note:
             test.note = "no run of the two shares a seed and fold: nothing to pair"
+        for base, key in [(reference, p) for p in _keys(test)] + [
+            (candidate, p) for p in _keys(test)
+        ]:
+            check = by_key[(base, key)].learning
+            if check is not None and not check.learned:
+                test.not_learned[by_key[(base, key)].name] = check.summary()
         if len(test.pairs) > 1:
             test.over_runs = {
                 metric: bootstrap.paired_over_runs(
@@ -225,6 +311,10 @@ def compare_variants(
             }
         tests.append(test)
     return tests
+
+
+def _keys(test: VariantTest) -> list[tuple[int | None, int | None]]:
+    return [(p.seed, p.fold) for p in test.pairs]
 
 
 def _pair(

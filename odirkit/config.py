@@ -181,6 +181,14 @@ class TrainConfig(_Table):
     checkpoint_every: int = Field(
         0, ge=0, description="also checkpoint every N steps within an epoch (0: end of epoch only)"
     )
+    precise_bn: int = Field(
+        200,
+        ge=0,
+        description="before each evaluation, recompute batch norm's statistics as the exact "
+        "average over this many training batches with the current weights (precise BN, Wu & "
+        "Johnson 2021); 0 keeps the running averages training left, which lag behind weights "
+        "that change fast (short runs)",
+    )
     num_workers: int | None = Field(
         None,
         ge=0,
@@ -312,17 +320,39 @@ class EvalConfig(_Table):
         return str(parse_rule(value))
 
 
+COMPARED_METRICS = ("f1_micro", "f1_macro", "recall_macro", "auc_macro")
+PER_LABEL_METRIC = re.compile(rf"(f1|recall|specificity|auc)_[{''.join(LABELS)}]")
+
+
 class CompareConfig(_Table):
     """``[compare]``: how variants are compared."""
 
     baseline: str | None = Field(
         None, description="the variant the others are tested against; default: the first"
     )
-    metrics: list[Literal["f1_micro", "f1_macro", "recall_macro", "auc_macro"]] = Field(
+    metrics: list[str] = Field(
         default_factory=lambda: ["f1_micro", "auc_macro"],
         min_length=1,
-        description="metrics whose paired differences are tested",
+        description="metrics whose paired differences are tested: f1_micro, f1_macro, "
+        "recall_macro, auc_macro, or one label's f1_<L>, recall_<L>, specificity_<L>, "
+        "auc_<L> (the paper's Normal-vs-Diabetes figures: f1_D, recall_D)",
     )
+    require_learning: bool = Field(
+        True,
+        description="no verdict on a comparison in which a run did not learn (odirkit.learning); "
+        "false tests the difference anyway, saying which runs did not learn",
+    )
+
+    @pydantic.field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        for metric in value:
+            if metric not in COMPARED_METRICS and not PER_LABEL_METRIC.fullmatch(metric):
+                raise ValueError(
+                    f"unknown metric {metric!r}; known: {', '.join(COMPARED_METRICS)}, or "
+                    "f1_<L>, recall_<L>, specificity_<L>, auc_<L> for a label L"
+                )
+        return value
 
 
 class LauncherConfig(_Table):
@@ -728,6 +758,14 @@ def resolve_document(
         for exp in _expand_seeds(_resolve_variant(merged, registry, vname, origin)):
             resolved.extend(_expand_folds(exp))
     every = list(variant_tables) or ["default"]
+    for exp in resolved[:1]:
+        labels = exp.config.data.labels
+        for metric in exp.config.compare.metrics:
+            if PER_LABEL_METRIC.fullmatch(metric) and metric[-1] not in labels:
+                raise ConfigError(
+                    f"{source}: [compare] metrics names {metric!r}, but the experiment's "
+                    f"labels are {', '.join(labels)}"
+                )
     baseline = resolved[0].config.compare.baseline if resolved else None
     if baseline is not None and baseline not in every:
         raise ConfigError(

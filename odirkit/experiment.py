@@ -236,6 +236,7 @@ def rebuild_report(path: Path) -> tuple[RunDirectory, Comparison]:
         confidence=ev.get("confidence", 0.95),
         seed=derive_seed(int(first.get("seed", 0)), 6),
         unfinished=unfinished,
+        require_learning=compare.get("require_learning", True),
     )
     return run, comparison
 

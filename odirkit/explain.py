@@ -103,7 +103,39 @@ class Explanations:
     sanity: pd.DataFrame | None = None
 
     def flagged(self) -> list[str]:
-        """One sentence per explainer that failed a sanity check."""
+        """One sentence per explainer that failed a sanity check, and per explainer and
+        class whose localisation is no better than chance."""
+        return self._sanity_flags() + self._chance_flags()
+
+    def _chance_flags(self) -> list[str]:
+        """Localisation at or below its random baseline: the maps' peaks fall on a lesion
+        no more often than a random point of the field of view does (or their energy in
+        the lesions is no more than a uniform map's): the model does not look there."""
+        if self.localisation is None or self.localisation.empty:
+            return []
+        lines = []
+        for row in self.localisation.to_dict("records"):
+            pointing, chance = row.get("pointing_game"), row.get("random_point")
+            energy, uniform = row.get("energy_in_mask"), row.get("uniform_map")
+            below = []
+            if pointing is not None and chance is not None and pointing <= chance:
+                below.append(
+                    f"its peak falls on a lesion in {pointing:.3f} of the images, no more "
+                    f"often than a random point of the field of view ({chance:.3f})"
+                )
+            if energy is not None and uniform is not None and energy <= uniform:
+                below.append(
+                    f"its share of map energy on the lesions ({energy:.3f}) is no more than a "
+                    f"uniform map's ({uniform:.3f})"
+                )
+            if below:
+                lines.append(
+                    f"{row['explainer']} on {row['label']} is no better than chance: "
+                    f"{'; '.join(below)}: the model's evidence is not on the lesions"
+                )
+        return lines
+
+    def _sanity_flags(self) -> list[str]:
         if self.sanity is None:
             return []
         lines = []
@@ -799,12 +831,14 @@ def explain_run(
 
 
 def read_flags(explain_dir: Path) -> list[str]:
-    """The sanity flags of explanations written earlier (``sanity.csv``)."""
-    path = Path(explain_dir) / "sanity.csv"
-    if not path.exists():
-        return []
-    table = pd.read_csv(path)
-    needed = {"fails_randomisation", "fails_input_dependence"}
-    if not needed <= set(table.columns):
-        return []
-    return Explanations([], sanity=table).flagged()
+    """The flags of explanations written earlier: failed sanity checks (``sanity.csv``)
+    and localisation no better than chance (``localisation.csv``)."""
+    folder = Path(explain_dir)
+    sanity = localisation = None
+    if (folder / "sanity.csv").exists():
+        table = pd.read_csv(folder / "sanity.csv")
+        if {"fails_randomisation", "fails_input_dependence"} <= set(table.columns):
+            sanity = table
+    if (folder / "localisation.csv").exists():
+        localisation = pd.read_csv(folder / "localisation.csv")
+    return Explanations([], localisation=localisation, sanity=sanity).flagged()

@@ -246,6 +246,12 @@ def _explanations(vdir: VariantDirectory) -> str:
                     "yes" if v else '<span class="unreliable">unreliable</span>'
                     for v in frame["reliable"]
                 ]
+            if {"pointing_game", "random_point"} <= set(frame.columns):
+                frame["better_than_chance"] = frame["pointing_game"] > frame["random_point"]
+                frame["better_than_chance__shown"] = [
+                    "yes" if p > c else '<span class="unreliable">no: at or below chance</span>'
+                    for p, c in zip(frame["pointing_game"], frame["random_point"], strict=True)
+                ]
             parts.append(f"<h4>{title}</h4>" + table(frame, f"{name[:-4]}-{vdir.name}"))
     return "".join(parts)
 
@@ -322,6 +328,7 @@ def write_html(
     results: pd.DataFrame,
     verdicts: Sequence[str],
     unfinished: Sequence[str] = (),
+    learning: Sequence[str] = (),
 ) -> Path:
     """Write ``report.html`` into ``out_dir`` (beside comparison.png and its kin)."""
     out_dir = Path(out_dir)
@@ -353,11 +360,19 @@ def write_html(
     )
     body = (
         f"<h1>{html.escape(title)}</h1><p>{html.escape(description)}</p>"
-        f'<h2 id="verdicts">Is the difference real?</h2>{verdict_html}'
+        + (
+            '<h2 id="learning">Did each run learn?</h2><ul>'
+            + "".join(f"<li>{html.escape(line)}</li>" for line in learning)
+            + "</ul>"
+            if learning
+            else ""
+        )
+        + f'<h2 id="verdicts">Is the difference real?</h2>{verdict_html}'
         '<h2 id="results">Test results</h2>'
         "<p>Each run's test patients, scored once, for the checkpoint chosen on the validation "
         "patients; brackets are 95% bootstrap intervals over test patients; rows 'mean of N' "
-        "give the mean over seeds or folds with the t-interval. Click a header to sort.</p>"
+        "give the mean over seeds or folds, with an interval from resampling the runs and "
+        "their test patients. Click a header to sort.</p>"
         + table(_results(results, colours), "results-table")
         + f'<h2 id="curves">Curves and recall per class</h2><div class="figures">{curves}</div>'
         + pending

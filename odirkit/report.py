@@ -22,6 +22,7 @@ import pandas as pd
 from odirkit.figures import colour, error_bars, save_figure, style_axes
 from odirkit.files import write_json, write_text
 from odirkit.labels import LABEL_NAMES
+from odirkit.learning import LOSS_MARGIN
 
 
 @dataclass
@@ -40,24 +41,47 @@ class RunSummary:
 WITH_INTERVALS = ("f1_micro", "f1_macro", "recall_macro", "auc_macro")
 
 
-def comparison_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
-    """One row per run: the test result of its reported checkpoint, with intervals; then,
-    for variants run over several seeds or folds, their mean, deviation and interval."""
-    from odirkit.comparison import FinishedRun, group_summary
+def disease_metrics(runs: Sequence[RunSummary]) -> list[str]:
+    """The paper's figures for a task of two exclusive labels (Normal vs Diabetes): the
+    F1 and the recall of the disease (the second label); none otherwise."""
+    tasks = {(r.final.get("task"), tuple(r.labels)) for r in runs}
+    if len(tasks) != 1:
+        return []
+    ((task, labels),) = tasks
+    if task != "single_label" or len(labels) != 2:
+        return []
+    return [f"f1_{labels[1]}", f"recall_{labels[1]}"]
 
+
+def comparison_table(
+    runs: Sequence[RunSummary],
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per run: the test result of its reported checkpoint, with intervals (the
+    disease's F1 and recall first for a two-label task); then, for variants run over
+    several seeds or folds, their mean, deviation and interval (within each measure's
+    range: :func:`odirkit.comparison.group_summary`)."""
+    from odirkit.comparison import FinishedRun, group_summary, metric_value
+
+    shown = [*disease_metrics(runs), *WITH_INTERVALS]
     rows = []
     for run in runs:
         final = run.final.get("final") or {}
         intervals = final.get("intervals") or {}
         best = run.final.get("best") or {}
+        learning = run.final.get("learning")
         row: dict[str, Any] = {
             "run": run.label,
+            "learned": None if learning is None else bool(learning.get("learned")),
             "epochs": int(run.history["epoch"].max()) if len(run.history) else 0,
             "checkpoint": run.final.get("checkpoint", "last"),
             "checkpoint_epoch": run.final.get("checkpoint_epoch"),
         }
-        for metric in WITH_INTERVALS:
-            row[metric] = final.get(metric)
+        for metric in shown:
+            row[metric] = metric_value(final, metric)
             low, high = intervals.get(metric) or (None, None)
             row[f"{metric}_low"], row[f"{metric}_high"] = low, high
         if "odir_patient" in final:
@@ -70,13 +94,19 @@ def comparison_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
             row[f"recall_{label}"] = final.get("per_class", {}).get(label, {}).get("recall")
         rows.append(row)
     table = pd.DataFrame(rows)
-    groups = group_summary([FinishedRun(r.label, r.final) for r in runs], [*WITH_INTERVALS])
+    groups = group_summary(
+        [FinishedRun(r.label, r.final, r.directory) for r in runs],
+        shown,
+        resamples=resamples,
+        confidence=confidence,
+        seed=seed,
+    )
     if groups.empty:
         return table
     extra = []
     for group in groups.to_dict("records"):
         row = {"run": f"{group['variant']} (mean of {group['runs']} {group['unit']})"}
-        for metric in WITH_INTERVALS:
+        for metric in shown:
             row[metric] = group[metric]
             row[f"{metric}_std"] = group[f"{metric}_std"]
             row[f"{metric}_low"] = group[f"{metric}_low"]
@@ -197,12 +227,13 @@ def write_report(
     confidence: float = 0.95,
     seed: int = 0,
     unfinished: Sequence[str] = (),
+    require_learning: bool = True,
 ) -> Comparison:
     """comparison.csv, comparison.json, the figures, report.md and report.html in
     ``out_dir``."""
     from odirkit.comparison import FinishedRun, compare_variants
 
-    table = comparison_table(runs)
+    table = comparison_table(runs, resamples=resamples, confidence=confidence, seed=seed)
     tests = compare_variants(
         [FinishedRun(r.label, r.final, r.directory) for r in runs],
         baseline=baseline,
@@ -210,6 +241,7 @@ def write_report(
         resamples=resamples,
         confidence=confidence,
         seed=seed,
+        require_learning=require_learning,
     )
     verdicts = [line for test in tests for line in test.verdicts(confidence)]
     write_text(out_dir / "comparison.csv", table.to_csv(index=False))
@@ -226,6 +258,16 @@ def write_report(
     lines = [f"# {title}", ""]
     if description:
         lines += [description, ""]
+    learning = learning_lines(runs)
+    if learning:
+        lines += ["## Did each run learn?", "", *[f"- {line}" for line in learning], ""]
+        lines += [
+            "A run learned when its training loss ended at least "
+            f"{LOSS_MARGIN:.0%} below chance (the loss of the best constant answer), the "
+            "interval of its validation AUC lies above 0.5, and it does not give every "
+            "test patient the same answer; no verdict is drawn from a run that did not.",
+            "",
+        ]
     lines += ["## Is the difference real?", ""]
     lines += [f"- {v}" for v in verdicts] or ["(one variant: nothing to compare)"]
     lines += [
@@ -234,7 +276,8 @@ def write_report(
         "",
         "Each run's test patients, scored once, for the checkpoint chosen on the validation "
         f"patients; [low, high] is the {level}% bootstrap interval over test patients. Rows "
-        "'mean of N runs' give the mean over seeds or folds and the t-interval of that mean.",
+        "'mean of N runs' give the mean over seeds or folds, with an interval from resampling "
+        "the runs and their test patients (it stays within the measure's range).",
         "",
         _markdown(_named(table, runs)),
         "",
@@ -289,8 +332,33 @@ def write_report(
         results=_named(table, runs),
         verdicts=verdicts,
         unfinished=unfinished,
+        learning=learning,
     )
     return Comparison(table, tests, verdicts)
+
+
+def learning_lines(runs: Sequence[RunSummary]) -> list[str]:
+    """Per run: learned, or what shows it did not (:mod:`odirkit.learning`); runs made
+    before odirkit checked are said to be unchecked."""
+    from odirkit.learning import LearningCheck
+
+    lines = []
+    for run in runs:
+        found = run.final.get("learning")
+        if not found:
+            lines.append(f"{run.label}: not checked (a run made before odirkit checked)")
+            continue
+        check = LearningCheck.from_dict(found)
+        auc = ""
+        if check.val_auc is not None and check.val_auc_interval:
+            low, high = check.val_auc_interval
+            auc = f", validation AUC {check.val_auc:.3f} [{low:.3f}, {high:.3f}]"
+        evidence = f"training loss {check.train_loss:.3f} (chance {check.chance_loss:.3f}){auc}"
+        if check.learned:
+            lines.append(f"{run.label}: learned ({evidence})")
+        else:
+            lines.append(f"{run.label}: did not learn: {'; '.join(check.reasons)}")
+    return lines
 
 
 def tta_line(label: str, final: dict[str, Any]) -> str | None:
@@ -318,27 +386,42 @@ def tta_line(label: str, final: dict[str, Any]) -> str | None:
 
 
 def _screening(run: RunSummary) -> str:
-    """Screening cares about missed disease: each disease's sensitivity at the operating point."""
+    """Screening cares about missed disease: each disease's sensitivity at its operating
+    point, with the specificity that point reached on the test patients, beside the rule
+    that chose it on validation ("sensitivity S [interval] at specificity T on test
+    (target t on validation)")."""
     final = run.final.get("final", {})
     thresholds = final.get("thresholds") or {}
     intervals = final.get("intervals", {})
+    rule = str(final.get("threshold_rule", "0.5"))
+    kind, _, target = rule.partition(":")
     parts = []
     for label in run.labels:
         if label == "N":
             continue
-        recall = final.get("per_class", {}).get(label, {}).get("recall")
+        figures = final.get("per_class", {}).get(label, {})
+        recall, specificity = figures.get("recall"), figures.get("specificity")
         if recall is None:
             continue
-        low, high = intervals.get(f"recall_{label}") or (float("nan"), float("nan"))
-        at = f" at threshold {thresholds[label]:.3f}" if label in thresholds else ""
-        parts.append(f"{label} {recall:.3f} [{low:.3f}, {high:.3f}]{at}")
-    rule = str(final.get("threshold_rule", "0.5"))
-    how = "a fixed threshold" if rule[:1] in "0." else "thresholds chosen on validation"
-    return (
-        f"Sensitivity per disease (operating point {rule}: {how}): "
-        + ("; ".join(parts) if parts else "-")
-        + "."
-    )
+        text = f"{label}: sensitivity {recall:.3f}{_bracket(intervals.get(f'recall_{label}'))}"
+        if specificity is not None:
+            spec = _bracket(intervals.get(f"specificity_{label}"))
+            text += f" at specificity {specificity:.3f}{spec} on test"
+        if target:
+            text += f" (target {kind} {float(target):.2f} on validation"
+        elif rule[:1] in "0.":
+            text += f" (fixed threshold {rule}"
+        else:
+            text += f" (threshold by {rule} on validation"
+        text += f", threshold {thresholds[label]:.3f})" if label in thresholds else ")"
+        parts.append(text)
+    return "Operating points per disease: " + ("; ".join(parts) if parts else "-") + "."
+
+
+def _bracket(interval: Sequence[float] | None) -> str:
+    if not interval or any(v is None or not math.isfinite(v) for v in interval):
+        return ""
+    return f" [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _explanation_flags(run: RunSummary) -> list[str]:

@@ -37,6 +37,7 @@ LAYERS: list[set[str]] = [
         "odirkit.thresholds",
         "odirkit.calibration",
         "odirkit.bootstrap",
+        "odirkit.learning",
         "odirkit.figures",
         "odirkit.augment",
         "odirkit.layers",

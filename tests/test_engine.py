@@ -263,3 +263,86 @@ def test_a_single_label_headline_is_called_accuracy(cli, tmp_path, phantom_root)
     (run,) = run_dirs(tmp_path / "runs")
     report = (run / "report.md").read_text()
     assert "| accuracy |" in report and "f1_micro" not in report
+
+
+def _bundle_of(images: torch.Tensor, targets: np.ndarray):
+    """A data bundle of ``uint8 [N, 3, S, S]`` images held in memory, all for training."""
+    from odirkit.data.prepare import DataBundle, ImageStore
+    from odirkit.data.table import Task
+
+    n, size = len(images), images.shape[-1]
+    store = ImageStore([], [], size)
+    store.tensor = images
+    table = pd.DataFrame({"patient_id": [str(i) for i in range(n)], "eye": "left"})
+    index = np.arange(n)
+    task = Task(("N", "D"), "single_label")
+    return DataBundle(table, task, targets, index, index[:0], index[:0], store)
+
+
+def test_evaluation_normalises_with_batch_statistics_of_the_current_weights():
+    """Precise BN: before an evaluation every batch norm's running mean and variance are
+    those of the training images under the weights as they are, whatever training left
+    in them (weights that moved fast leave statistics of weights long gone)."""
+    from types import SimpleNamespace
+
+    from odirkit.engine.trainer import Trainer
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (50, 3, 8, 8), generator=generator, dtype=torch.uint8)
+    images[:25] //= 4  # two kinds of image, so batch statistics differ between batches
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Dropout(0.9),  # off while the statistics are gathered, as in evaluation
+        torch.nn.Conv2d(4, 2, 3),
+        torch.nn.BatchNorm2d(2),
+        torch.nn.Flatten(),
+    )
+    view = SimpleNamespace(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), extra_inputs=lambda t: [])
+    trainer = Trainer(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=torch.nn.CrossEntropyLoss(),
+        data=_bundle_of(images, np.zeros(50, dtype=np.int64)),
+        device=torch.device("cpu"),
+        view=view,
+        batch_size=10,
+    )
+    for norm in (model[1], model[4]):  # statistics of some other weights
+        norm.running_mean.fill_(5.0)
+        norm.running_var.fill_(9.0)
+    assert trainer.recompute_batch_norm(epoch=0, max_batches=100) == 5
+    x = (images.float() / 255 - 0.5) / 0.25
+    first = model[0](x)
+    # the mean of each batch's mean: every batch holds 10 images, so the population's mean
+    assert torch.allclose(model[1].running_mean, first.mean(dim=(0, 2, 3)), atol=1e-5)
+    batches = [first[list(i)] for i in np.split(np.asarray(trainer_order(trainer)), 5)]
+    variance = torch.stack([b.transpose(0, 1).flatten(1).var(dim=1) for b in batches]).mean(0)
+    assert torch.allclose(model[1].running_var, variance, rtol=1e-4)
+    # a deeper one sees its input as training mode makes it (batch statistics above it)
+    # and with dropout off: the mean over the batches of that input's mean
+    with torch.no_grad():
+        means = [
+            model[3](
+                torch.nn.functional.batch_norm(
+                    b, None, None, model[1].weight, model[1].bias, training=True
+                )
+            ).mean(dim=(0, 2, 3))
+            for b in batches
+        ]
+    assert torch.allclose(model[4].running_mean, torch.stack(means).mean(0), atol=1e-5)
+    assert model[1].momentum == 0.1  # training goes on with its own moving averages
+    # ... and it is off on request
+    model[1].running_mean.fill_(5.0)
+    assert trainer.recompute_batch_norm(epoch=0, max_batches=0) == 0
+    assert (model[1].running_mean == 5.0).all()
+
+
+def trainer_order(trainer) -> list[int]:
+    """The images in the order the statistics pass took them (seeded by the epoch)."""
+    from odirkit.engine.trainer import PRECISE_BN_STREAM
+    from odirkit.seeding import derive_seed
+
+    rng = np.random.default_rng(derive_seed(trainer.seed, 0, 0, PRECISE_BN_STREAM))
+    return list(trainer.data.train_idx[rng.permutation(len(trainer.data.train_idx))])

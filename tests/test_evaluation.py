@@ -198,7 +198,10 @@ def odir_with_workbook_truth(phantom_root, tmp_path) -> tuple[Path, list[str]]:
     shutil.copytree(phantom_root, root, ignore=shutil.ignore_patterns(".odirkit-cache"))
     book = pd.read_excel(root / WORKBOOK)
     changed = []
-    for pid in (3, 11, 27, 38):
+    labels = book[list(LABELS)]
+    # four patients the workbook will contradict: any whose labels are not "O" alone
+    chosen = [int(pid) for pid in book["ID"][labels["O"].eq(0) | labels.sum(axis=1).gt(1)][3:7]]
+    for pid in chosen:
         row = book.index[book["ID"] == pid][0]
         book.loc[row, list(LABELS)] = 0
         book.loc[row, "O"] = 1  # the workbook says "other disease" whatever the keywords say
@@ -536,7 +539,10 @@ def test_paired_bootstrap_finds_no_difference_in_identical_predictions_and_a_cle
 
 
 def test_seeds_are_compared_pair_by_pair_and_over_runs(cli, tmp_path, phantom_root):
-    extra = "\n[variants.a]\n[variants.b]\ntrain = { lr = 0.03 }\n"
+    # one epoch on 40 patients learns nothing: the statistics are asked for anyway
+    extra = (
+        "\n[compare]\nrequire_learning = false\n[variants.a]\n[variants.b]\ntrain = { lr = 0.03 }\n"
+    )
     text = tiny_experiment(phantom_root, epochs=1, extra=extra).replace(
         "seed = 0", "seeds = [0, 1]"
     )
@@ -557,8 +563,14 @@ def test_seeds_are_compared_pair_by_pair_and_over_runs(cli, tmp_path, phantom_ro
     assert test["over_runs"]["f1_micro"]["runs"] == 2
     report = (run / "report.md").read_text()
     assert "## Is the difference real?" in report and "paired runs" in report
-    assert "Sensitivity per disease" in report
+    assert "Operating points per disease: D: sensitivity" in report
     assert "b vs a: accuracy" in result.stdout  # a single-label micro F1 is accuracy
+    assert "(caution: " in result.stdout and "did not learn" in report
+    # by default a comparison with a run that did not learn gives no verdict
+    plain = cli("compare", run, "--out", tmp_path / "again", "--baseline", "a")
+    assert plain.exit_code == 0, plain.output
+    assert "tiny/b vs tiny/a: no verdict, 4 run(s) did not learn" in plain.stdout
+    assert "not below chance" in plain.stdout
 
 
 def test_metrics_of_names_the_challenge_score_only_for_patients():
@@ -569,3 +581,21 @@ def test_metrics_of_names_the_challenge_score_only_for_patients():
         for k in metrics_of(at_level(data, evaluation, level="image", fusion="max"))
         if "odir" in k
     ]
+
+
+def test_an_operating_point_says_the_specificity_it_reached_on_test_beside_its_target():
+    from odirkit.report import RunSummary, _screening
+
+    final = {
+        "threshold_rule": "specificity:0.9",
+        "thresholds": {"N": 0.5, "D": 0.431},
+        "per_class": {"N": {"recall": 0.9}, "D": {"recall": 0.812, "specificity": 0.795}},
+        "intervals": {"recall_D": [0.7, 0.91], "specificity_D": [0.7, 0.88]},
+    }
+    run = RunSummary("default", pd.DataFrame(), {"final": final}, ["N", "D"])
+    assert _screening(run) == (
+        "Operating points per disease: D: sensitivity 0.812 [0.700, 0.910] at specificity "
+        "0.795 [0.700, 0.880] on test (target specificity 0.90 on validation, threshold 0.431)."
+    )
+    final["threshold_rule"] = "0.5"
+    assert "(fixed threshold 0.5, threshold 0.431)" in _screening(run)

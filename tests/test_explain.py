@@ -314,7 +314,7 @@ def test_sanity_checks_flag_a_map_that_ignores_model_and_image(explained_run, re
     )
     assert not table.loc["fixed", "reliable"]
     assert table.loc["gradcam", "reliable"], table  # Grad-CAM on a trained model passes
-    (line,) = result.flagged()
+    (line,) = [line for line in result.flagged() if "sanity checks" in line]
     assert line.startswith("fixed fails its sanity checks")
     saved = pd.read_csv(tmp_path / "explain" / "sanity.csv").set_index("explainer")
     assert not saved.loc["fixed", "reliable"] and saved.loc["gradcam", "reliable"]
@@ -332,3 +332,26 @@ def test_sanity_correlations_ignore_what_lies_outside_the_field_of_view():
     assert rank_correlation(a, b, inside) == pytest.approx(1.0)
     assert rank_correlation(a, b) < 0.9
     assert abs(rank_correlation(a, c, inside)) < 0.2 and rank_correlation(a, c) > 0.3
+
+
+def test_a_localisation_at_or_below_its_random_baseline_is_said_to_be_chance(tmp_path):
+    from odirkit.explain import read_flags
+
+    pd.DataFrame(
+        {
+            "explainer": ["gradcam", "gradcam", "smoothgrad"],
+            "label": ["D", "O", "D"],
+            "images": [12, 9, 12],
+            "pointing_game": [0.0, 0.5, 0.037],
+            "random_point": [0.037, 0.04, 0.037],
+            "energy_in_mask": [0.02, 0.2, 0.05],
+            "uniform_map": [0.03, 0.03, 0.03],
+            "reliable": [True, True, True],
+        }
+    ).to_csv(tmp_path / "localisation.csv", index=False)
+    flags = read_flags(tmp_path)
+    assert len(flags) == 2  # gradcam on O points at its lesions
+    assert flags[0].startswith("gradcam on D is no better than chance: its peak falls on a")
+    assert "(0.037)" in flags[0] and "uniform map's (0.030)" in flags[0]
+    assert flags[1].startswith("smoothgrad on D is no better than chance")  # equal is chance
+    assert "uniform" not in flags[1]

@@ -328,3 +328,25 @@ def test_datasets_are_checked_and_failures_reported(cli, tmp_path, phantom_copy)
     assert checked["failed"] == 1 and checked["failures"][0]["reason"] == "blank"
     refused = cli("run", exp, "--out", tmp_path / "runs", "--set", "data.fundus_check=error")
     assert refused.exit_code == 2 and victim.name in refused.stderr
+
+
+def test_verdicts_are_remembered_beside_the_cache_and_renewed_when_a_file_changes(
+    tmp_path, phantom_copy, monkeypatch
+):
+    import odirkit.data.prepare as prepare
+    from odirkit.data.images import ImageCache
+
+    paths = [str(p) for p in sorted((phantom_copy / "ODIR-5K_Training_Dataset").glob("*.jpg"))[:4]]
+    Image.fromarray(np.full((60, 80, 3), 240, np.uint8)).save(paths[1])  # not a fundus
+    cache = ImageCache(tmp_path / "cache", PREP)
+    images = [cache.get(p) for p in paths]
+    calls = []
+    real = prepare.check_fundus
+    monkeypatch.setattr(prepare, "check_fundus", lambda image: calls.append(1) or real(image))
+    first = prepare.checked_reasons(cache, paths, images)
+    assert first == ["", "blank", "", ""] and len(calls) == 4
+    assert prepare.checked_reasons(cache, paths, [*images[:3], None]) == [*first[:3], None]
+    assert len(calls) == 4  # remembered: nothing checked again
+    Image.open(paths[0]).save(paths[2])  # the file changes: its verdict is renewed
+    prepare.checked_reasons(cache, paths, [cache.get(p) for p in paths])
+    assert len(calls) == 5

@@ -34,8 +34,10 @@ def test_quickstart_learns_the_realistic_phantom_but_not_perfectly(cli, workdir)
     result = cli("run", QUICKSTART, *ONE_SEED, "--out", workdir / "runs", cwd=workdir)
     assert result.exit_code == 0, result.output
     final = final_metrics(workdir / "runs")
-    assert 0.7 <= final["f1_micro"] <= 0.95, final
-    assert final["auc_macro"] >= 0.8, final
+    (path,) = (workdir / "runs").glob("quickstart/*/default-seed0/metrics.json")
+    assert json.loads(path.read_text())["learning"]["learned"]
+    assert 0.6 <= final["f1_micro"] <= 0.95, final  # hard: mild disease most common
+    assert 0.65 <= final["auc_macro"] <= 0.97, final
 
 
 @pytest.mark.slow
@@ -81,3 +83,6 @@ def test_shuffled_training_labels_stay_near_chance(cli, workdir):
     final = final_metrics(workdir / "control")
     assert final["f1_macro"] < 0.65, final
     assert 0.3 < final["auc_macro"] < 0.7, final
+    (path,) = (workdir / "control").glob("quickstart/*/default-seed0/metrics.json")
+    learning = json.loads(path.read_text())["learning"]
+    assert not learning["learned"], learning  # and the report says so

@@ -67,6 +67,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from odirkit.data.images import brightest_channel
 
+CHECK_VERSION = 2  # the rules and thresholds; runs remember verdicts per version
 CHECK_SIZE = 128
 BLANK_SPREAD = 0.015  # p99 - p1 of the brightest channel, of 1
 DARK_FRAME = 0.08  # a picture whose 99th centile is below this holds nothing visible

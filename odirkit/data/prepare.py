@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import tempfile
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import torch
 
 from odirkit.config import Experiment
 from odirkit.console import info, progress_bar, warn
-from odirkit.data.fundus_check import check_fundus
+from odirkit.data.fundus_check import CHECK_VERSION, REASONS, check_fundus
 from odirkit.data.images import ImageCache, PreparedImages, Preprocessing, prepare_images
 from odirkit.data.pairs import pair_patients
 from odirkit.data.split import (
@@ -30,7 +32,8 @@ from odirkit.data.split import (
     write_split_file,
 )
 from odirkit.data.table import Task, TaskSelection, check_sample_table, select_task
-from odirkit.errors import ConfigError, DataError
+from odirkit.errors import ConfigError, DataError, RunError
+from odirkit.files import write_json
 from odirkit.labels import LABELS
 from odirkit.seeding import derive_seed
 
@@ -407,7 +410,7 @@ def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -
         if rows.empty:
             raise DataError("every image was unreadable; nothing to train on")
 
-    rows, targets, prepared, checked = _fundus_check(exp, rows, targets, prepared, images)
+    rows, targets, prepared, checked = _fundus_check(exp, cache, rows, targets, prepared, images)
     if rows.empty:
         raise DataError("no photograph passed the fundus check; nothing to train on")
 
@@ -499,8 +502,37 @@ def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -
     return bundle
 
 
+def checked_reasons(
+    cache: ImageCache, paths: list[str], images: list[np.ndarray | None]
+) -> list[str | None]:
+    """The fundus check's reason for each prepared image ("" = usable, None = no image),
+    remembered beside the cache: a file per preprocessing and check version, keyed as the
+    cache's entries are (source path, size, modification time), so that later runs on the
+    same images check none of them again."""
+    record = cache.directory / f"fundus-check-v{CHECK_VERSION}.json"
+    try:
+        known: dict[str, str] = json.loads(record.read_text())
+    except (OSError, ValueError):
+        known = {}
+    reasons: list[str | None] = []
+    new = {}
+    for path, image in zip(paths, images, strict=True):
+        if image is None:
+            reasons.append(None)
+            continue
+        key = cache.entry(path).stem
+        if key not in known:
+            new[key] = check_fundus(image).reason
+        reasons.append(known.get(key, new.get(key)))
+    if new:
+        with suppress(OSError, RunError):  # a read-only cache only costs the time again
+            write_json(record, {**known, **new})
+    return reasons
+
+
 def _fundus_check(
     exp: Experiment,
+    cache: ImageCache,
     rows: pd.DataFrame,
     targets: np.ndarray,
     prepared: PreparedImages,
@@ -511,13 +543,12 @@ def _fundus_check(
     mode = exp.config.data.fundus_check
     if mode == "off" or not images:
         return rows, targets, prepared, {"mode": mode, "checked": 0, "failed": 0}
-    failures = []
-    for i, image in enumerate(prepared.images):
-        if image is None:
-            continue
-        verdict = check_fundus(image)
-        if not verdict.usable:
-            failures.append((i, verdict.reason, verdict.message))
+    reasons = checked_reasons(cache, list(rows["image_path"]), prepared.images)
+    failures = [
+        (i, reason, REASONS[reason])
+        for i, reason in enumerate(reasons)
+        if reason is not None and reason
+    ]
     listed = [{"path": str(rows["path"].iloc[i]), "reason": reason} for i, reason, _ in failures]
     report: dict[str, Any] = {
         "mode": mode,

@@ -19,8 +19,9 @@ from typing import Any
 import pandas as pd
 import torch
 
+from odirkit import bootstrap
 from odirkit.config import Experiment
-from odirkit.console import info, progress_bar
+from odirkit.console import info, progress_bar, warn
 from odirkit.engine import distributed
 from odirkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from odirkit.engine.evaluate import (
@@ -37,7 +38,8 @@ from odirkit.engine.trainer import EpochProgress, Evaluation, Trainer
 from odirkit.errors import RunError, TrainingDiverged
 from odirkit.figures import plot_reliability, plot_run, plot_test_curves
 from odirkit.files import write_json, write_text
-from odirkit.metrics import flatten_metrics
+from odirkit.learning import LearningCheck, chance_loss, check_learning
+from odirkit.metrics import flatten_metrics, predictions
 from odirkit.seeding import derive_seed, random_states, restore_random_states
 from odirkit.tracking import Tracker
 
@@ -198,8 +200,9 @@ class EpochLoop:
     def end_epoch(self) -> None:
         epoch = self.progress.epoch
         data = self.trainer.data
-        with torch.no_grad():  # without SyncBatchNorm, ranks' running statistics differ
-            distributed.agree_buffers(self.trainer.model)
+        if not self.trainer.recompute_batch_norm(epoch, self.cfg.train.precise_bn):
+            with torch.no_grad():  # without SyncBatchNorm, ranks' running statistics differ
+                distributed.agree_buffers(self.trainer.model)
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": self.progress.loss}
         if len(data.val_idx):
             row.update(self._epoch_scores("val", self.trainer.evaluate(data.val_idx)))
@@ -352,6 +355,7 @@ class EpochLoop:
         write_text(self.vdir.history_file, history.to_csv(index=False))
         summary = result.summary(rule, self.cfg.eval.confidence)
         epochs = {"last": len(self.history), "best": (self.best or {}).get("epoch")}
+        learning = self._learning(result)
         final = {
             "experiment": self.exp.name,
             "variant": self.exp.variant,
@@ -379,6 +383,7 @@ class EpochLoop:
             ),
             **({"final_per_image": result.image_metrics} if result.image_metrics else {}),
             "validation": result.validation,
+            "learning": learning.to_dict(),
             "checkpoints": {
                 name: {"epoch": epochs[name], **_headline(r.metrics), "intervals": r.intervals}
                 for name, (r, _) in results.items()
@@ -412,6 +417,42 @@ class EpochLoop:
         write_json(self.vdir.metrics_file, final)
         return history, final, result.temperature
 
+    def _learning(self, result: TestResult) -> LearningCheck:
+        """Did the run learn? Its last training loss against chance, the validation
+        patients' AUC interval, and the test decisions (:mod:`odirkit.learning`)."""
+        data, ev = self.trainer.data, self.cfg.eval
+        chance = chance_loss(
+            self.trainer.loss_fn, data.targets_tensor(data.train_idx), data.task.num_classes
+        )
+        val_auc = interval = None
+        if result.val is not None and len(result.val.probs):
+            val_auc = (result.validation or {}).get("auc_macro")
+            found = bootstrap.intervals(
+                scored(result.val, result.thresholds),
+                resamples=ev.bootstrap,
+                confidence=ev.confidence,
+                seed=derive_seed(self.cfg.seed, LEARNING_STREAM),
+            ).get("auc_macro")
+            interval = (float(found[0]), float(found[1])) if found else None
+        decisions = predictions(
+            result.test.probs, single_label=data.task.single_label, thresholds=result.thresholds
+        )
+        check = check_learning(
+            train_loss=float(self.history[-1]["train_loss"]) if self.history else float("nan"),
+            chance=chance,
+            val_auc=None if val_auc is None else float(val_auc),
+            val_auc_interval=interval,
+            decisions=decisions,
+            labels=tuple(data.task.labels),
+            single_label=data.task.single_label,
+        )
+        if not check.learned:
+            warn(f"{self.exp.variant}: {check.summary()}")
+        return check
+
+
+#: the seed stream of the validation AUC's interval in the learning check
+LEARNING_STREAM = 12
 
 #: the figures of a result shown wherever a run is summarised
 HEADLINE = ("f1_micro", "f1_macro", "recall_macro", "specificity_macro", "auc_macro")

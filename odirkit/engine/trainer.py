@@ -26,6 +26,8 @@ from odirkit.seeding import derive_seed, generator_for
 from odirkit.view import ModelView
 
 Augmenter = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+#: the seed stream of the batches that recompute batch-norm statistics
+PRECISE_BN_STREAM = 11
 
 
 @dataclass
@@ -260,6 +262,55 @@ class Trainer:
             if after_step is not None:
                 after_step(progress)
         return progress
+
+    # -- batch-norm statistics ------------------------------------------------
+
+    @torch.no_grad()
+    def recompute_batch_norm(self, epoch: int, max_batches: int) -> int:
+        """Precise BN: every batch-norm layer's running mean and variance recomputed as
+        the exact average over up to ``max_batches`` training batches, with the weights
+        as they are now (Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm", sec. 3).
+
+        The running averages training keeps (momentum 0.1) mix in statistics of earlier
+        weights; after few steps with weights that change fast they no longer match the
+        network, and evaluation then sees mis-normalised activations (a model that
+        separates its classes in training mode may answer one class for every image in
+        evaluation mode). The images are the training images without augmentation, as
+        evaluation sees images; dropout is off, as in evaluation. Under ``torchrun`` each
+        rank averages its share and the ranks' statistics are then averaged
+        (:func:`~odirkit.engine.distributed.agree_buffers`). Returns the batches used
+        (0 when the model has no batch norm or ``max_batches`` is 0).
+        """
+        norms = [
+            m
+            for m in self.model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
+        if not norms or max_batches <= 0 or len(self.data.train_idx) == 0:
+            return 0
+        rng = np.random.default_rng(derive_seed(self.seed, epoch, 0, PRECISE_BN_STREAM))
+        order = self.data.train_idx[rng.permutation(len(self.data.train_idx))]
+        chunks = chunked(order, self.batch_size)[:max_batches]
+        if len(chunks) > 1 and len(chunks[-1]) < 2:
+            chunks = chunks[:-1]  # a batch of one image has no variance to measure
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches, not a moving one
+        was_training = self.model.training
+        self.model.train()
+        for m in self.model.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.eval()
+        mine = [distributed.rank_share(chunk)[0] for chunk in chunks]
+        for indices, images, _ in self._batches([c for c in mine if len(c)]):
+            x = self._normalised(images.to(self.device, non_blocking=True).float().div_(255.0))
+            self.forward(x, indices, training=False)
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        self.model.train(was_training)
+        distributed.agree_buffers(self.model)
+        return len(chunks)
 
     # -- evaluation ----------------------------------------------------------
 
