@@ -3,7 +3,8 @@
 The run folder is created (or re-opened with ``--resume``) and described by
 :class:`~odirkit.engine.rundir.RunDirectory`; each variant is trained by
 :func:`odirkit.engine.variant.run_variant`; the ``[[explain]]`` explainers run
-on each trained model (:mod:`odirkit.explain`); and the variants are compared
+on each trained model (:mod:`odirkit.explain`), and the ``[[evaluate]]``
+collections score it (:mod:`odirkit.external`); and the variants are compared
 and tested against the baseline (:mod:`odirkit.report`).
 """
 
@@ -27,6 +28,7 @@ from odirkit.engine.models import build_model
 from odirkit.engine.rundir import RunDirectory, VariantDirectory, finished_variants
 from odirkit.engine.variant import VariantResult, run_variant
 from odirkit.errors import RunError
+from odirkit.external import evaluate_external
 from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
 from odirkit.report import Comparison, RunSummary, write_report
@@ -131,6 +133,9 @@ def run_experiment(
         vdir.failed_file.unlink(missing_ok=True)
         if exp.explainers and result.model is not None and distributed.is_main():
             explain_result(exp, result)
+        if exp.external and distributed.is_main():  # [[evaluate]]: external validation
+            for external in exp.external:
+                evaluate_external(vdir, external, registry, tracker=result.tracker, reuse=True)
         distributed.barrier()
         run.results.append(result)
     if distributed.is_main():

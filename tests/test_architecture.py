@@ -50,6 +50,8 @@ LAYERS: list[set[str]] = [
     {"odirkit.engine"},
     {
         "odirkit.explain",
+        "odirkit.external",
+        "odirkit.external_report",
         "odirkit.comparison",
         "odirkit.report",
         "odirkit.html_report",
