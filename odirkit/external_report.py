@@ -70,13 +70,19 @@ def _heading(label: str, summary: dict[str, Any]) -> tuple[str, str]:
     scored = ", ".join(summary.get("labels_scored") or [])
     missing = ", ".join(summary.get("labels_not_scored") or [])
     level = summary.get("level", "image")
+    final = summary.get("final") or {}
+    temperature = final.get("temperature")
+    calibration = (
+        f"temperature {temperature:.3f}"
+        if isinstance(temperature, int | float)
+        else "no temperature"
+    )
+    which = (summary.get("data") or {}).get("dataset", {}).get("scored", "every image")
     text = (
-        f"{collection.get('dataset')} at {collection.get('root')}: "
-        f"{summary.get('images')} images, {summary.get('patients')} patients "
-        f"({(summary.get('data') or {}).get('dataset', {}).get('scored', 'every image')}), "
-        f"scored per {level} with the run's {summary.get('checkpoint')} checkpoint, operating "
-        f"point {(summary.get('final') or {}).get('threshold_rule')} and temperature "
-        f"{(summary.get('final') or {}).get('temperature')}, chosen on its validation "
+        f"{collection.get('dataset')} at {collection.get('root')} ({which}): "
+        f"{summary.get('images')} images, {summary.get('patients')} patients, scored per "
+        f"{level} with the run's {summary.get('checkpoint')} checkpoint, operating point "
+        f"{final.get('threshold_rule')} and {calibration}, as chosen on the run's validation "
         f"patients. Labels scored: {scored}."
         + (f" Not scored (the collection does not grade them): {missing}." if missing else "")
     )

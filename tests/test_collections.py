@@ -392,3 +392,31 @@ def test_a_patient_column_and_eye_column_are_read(tmp_path):
     assert table.loc["train/13_right.jpeg", "patient_id"] == "S91"
     assert table.loc["train/13_right.jpeg", "eye"] == "right"
     assert table.loc["train/16_left.jpeg", "eye"] == "left"
+
+
+# -- speed ----------------------------------------------------------------------------------
+
+
+def test_the_datasets_benchmark_reads_every_row_of_a_small_collection():
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "datasets.py"),
+            "--rows",
+            "60",
+            "--repeats",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["images_read"] == {"table": 60, "folder": 60}
+    assert result["patients"] == 30
+    assert result["seconds"]["table_dataset"] < 5

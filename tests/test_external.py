@@ -403,3 +403,50 @@ def test_a_real_drop_is_distinguishable_and_a_resample_of_the_same_is_not():
     assert same.loc["auc_macro", "difference"] == 0
     assert same.loc["auc_macro", "difference_low"] < 0 < same.loc["auc_macro", "difference_high"]
     assert not same["distinguishable"].any()
+
+
+# -- the cross-dataset examples -------------------------------------------------------------
+
+EXAMPLES = Path(__file__).parents[1] / "experiments"
+
+
+@pytest.mark.parametrize("name", ["cross_dataset", "cross_dataset_phantom"])
+def test_the_cross_dataset_examples_are_valid(cli, name):
+    result = cli("validate", EXAMPLES / f"{name}.toml")
+    assert result.exit_code == 0, result.output
+
+
+def test_the_offline_cross_dataset_example_runs_at_a_tiny_size(cli, tmp_path):
+    external = tmp_path / "external"
+    result = cli(
+        "run",
+        EXAMPLES / "cross_dataset_phantom.toml",
+        "--out",
+        tmp_path / "runs",
+        "--set",
+        f"data.root={tmp_path / 'phantom'}",
+        "--set",
+        "data.patients=30",
+        "--set",
+        "data.size=64",
+        "--set",
+        "data.image_size=32",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        f"evaluate.0.root={external}",
+        "--set",
+        "evaluate.0.patients=12",
+        "--set",
+        "evaluate.0.size=64",
+        "--set",
+        f"evaluate.1.root={external}",
+        cwd=tmp_path,
+    )
+    assert result.exit_code == 0, result.output
+    (vdir,) = (tmp_path / "runs").glob("cross_dataset_phantom/*/default")
+    names = [e.name for e in VariantDirectory(vdir).external_results()]
+    assert names == ["eyepacs-style", "other-cameras"]
+    styled = VariantDirectory(vdir).external("eyepacs-style").metrics()
+    assert styled["labels_not_scored"] == ["G"]
+    assert styled["data"]["dataset"]["patient_ids"].startswith("from the file names")
