@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from odirkit.data.table import check_sample_table
     from odirkit_datasets.folder import folder
     from odirkit_datasets.table import table
+
+    from odirkit.data.table import check_sample_table
 
     mapping = {"0": "N", "1-4": "D"}
     with tempfile.TemporaryDirectory() as tmp:
