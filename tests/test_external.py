@@ -450,3 +450,34 @@ def test_the_offline_cross_dataset_example_runs_at_a_tiny_size(cli, tmp_path):
     styled = VariantDirectory(vdir).external("eyepacs-style").metrics()
     assert styled["labels_not_scored"] == ["G"]
     assert styled["data"]["dataset"]["patient_ids"].startswith("from the file names")
+
+
+def test_accuracy_counts_images_called_by_a_class_the_collection_lacks():
+    from odirkit.engine.evaluate import LevelPredictions, scored
+
+    # six images graded N or D; the run's classes are N, D, G; two are called G
+    probs = np.array(
+        [
+            [0.7, 0.2, 0.1],  # N, right
+            [0.2, 0.7, 0.1],  # D, right
+            [0.1, 0.3, 0.6],  # N, called G
+            [0.2, 0.2, 0.6],  # D, called G
+            [0.6, 0.3, 0.1],  # D, called N
+            [0.5, 0.4, 0.1],  # N, right
+        ]
+    )
+    targets = np.array([0, 1, 0, 1, 1, 0])
+    keys = pd.DataFrame({"patient_id": [str(i) for i in range(6)]})
+    preds = LevelPredictions(
+        keys, probs, targets, keys["patient_id"].to_numpy(), ("N", "D", "G"), True, "image"
+    )
+    scoring = SharedScoring(("N", "D", "G"), ("N", "D"), single_label=True)
+    metrics = scoring.metrics(preds, None)
+    assert metrics["f1_micro"] == pytest.approx(3 / 6)  # accuracy: G counts as wrong
+    assert metrics["recall_macro"] == pytest.approx(np.mean([2 / 3, 1 / 3]))
+    assert set(metrics["per_class"]) == {"N", "D"}
+    full = scored(preds, None)
+    point = scoring.resampled(full, np.ones((1, 6)))
+    assert point["f1_micro"][0] == pytest.approx(3 / 6)
+    assert point["recall_macro"][0] == pytest.approx(np.mean([2 / 3, 1 / 3]))
+    assert "recall_G" not in point
