@@ -902,8 +902,10 @@ def evaluate(
     ignored = sorted(k for k in table if k in TRAINING_DATA_KEYS)
     if ignored:
         err.print(
-            f"note: {', '.join(ignored)} of [data] concern training and are not read: the "
-            "run's own preprocessing, labels and evaluation apply",
+            escape(
+                f"note: {', '.join(ignored)} of [data] concern training and are not read: the "
+                "run's own preprocessing, labels and evaluation apply"
+            ),
             highlight=False,
         )
     reg = state(ctx).registry()

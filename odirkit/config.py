@@ -953,7 +953,9 @@ class ExternalData:
 
 
 #: keys of [data] that describe training, not a collection: ignored by odirkit evaluate --data
-TRAINING_DATA_KEYS = tuple(k for k in DataConfig.model_fields if k not in ("dataset", "root"))
+TRAINING_DATA_KEYS = tuple(
+    k for k in DataConfig.model_fields if k not in EvaluateOptions.model_fields
+)
 
 
 def resolve_external(

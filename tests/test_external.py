@@ -481,3 +481,47 @@ def test_accuracy_counts_images_called_by_a_class_the_collection_lacks():
     assert point["f1_micro"][0] == pytest.approx(3 / 6)
     assert point["recall_macro"][0] == pytest.approx(np.mean([2 / 3, 1 / 3]))
     assert "recall_G" not in point
+
+
+def test_a_corrupt_photograph_in_the_collection_is_named_or_skipped(
+    single_label_run, eyepacs, tmp_path
+):
+    copy = tmp_path / "eyepacs"
+    shutil.copytree(eyepacs, copy)
+    (copy / "eyepacs.toml").write_text(EYEPACS.format(root=copy.as_posix()))
+    victim = sorted((copy / "train").glob("*.jpeg"))[0]
+    victim.write_bytes(b"not a jpeg")
+    before = {e.name for e in single_label_run.external_results()}
+    result = evaluate(single_label_run, "--data", copy / "eyepacs.toml", "--name", "corrupt")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert victim.name in result.output and 'on_bad_image = "skip"' in result.output
+    assert {e.name for e in single_label_run.external_results()} == before
+    result = evaluate(
+        single_label_run,
+        "--data",
+        copy / "eyepacs.toml",
+        "--name",
+        "corrupt",
+        "--set",
+        'data.on_bad_image="skip"',
+    )
+    assert result.exit_code == 0, result.output
+    out = single_label_run.external("corrupt")
+    skipped = pd.read_csv(out.skipped_file)
+    assert list(skipped["path"].map(lambda p: Path(p).name)) == [victim.name]
+    assert out.metrics()["images"] == len(list((copy / "train").glob("*.jpeg"))) - 1
+
+
+def test_a_preset_experiment_file_serves_as_the_collection(single_label_run, tmp_path):
+    from odirkit_datasets import miniature
+
+    miniature.write_hrf(tmp_path / "hrf", per_class=2)
+    preset = EXAMPLES / "collections" / "hrf.toml"
+    result = evaluate(single_label_run, "--data", preset, "--set", f"data.root={tmp_path / 'hrf'}")
+    assert result.exit_code == 0, result.output
+    note = " ".join(result.output.split())
+    assert "note: labels, test_fraction, val_fraction of [data] concern training" in note
+    out = single_label_run.external("hrf")  # named after the preset
+    summary = out.metrics()
+    assert summary["labels_scored"] == ["N", "D", "G"] and summary["images"] == 6
+    assert summary["collection"]["classes"] == "suffix"
