@@ -11,6 +11,7 @@ N and D only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -83,10 +84,16 @@ def train(folder: Path, text: str) -> VariantDirectory:
     registry.load_entry_points()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "exp.toml").write_text(text)
-    experiments = load_experiment(folder / "exp.toml", registry)
-    started = start_run(experiments, out=folder / "runs", source_text=text, overrides=[])
-    run_experiment(started, registry=registry)
+    with contextlib.chdir(folder):  # MLflow keeps artifacts under the working directory
+        experiments = load_experiment(folder / "exp.toml", registry)
+        started = start_run(experiments, out=folder / "runs", source_text=text, overrides=[])
+        run_experiment(started, registry=registry)
     return started.directory.variant("default")
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # evaluate's loggers write there, never into the checkout
 
 
 @pytest.fixture(scope="module")
