@@ -1,10 +1,10 @@
 """Comparison reports: variants (or finished runs) side by side, tested against a baseline.
 
 ``report.md`` opens with the verdicts (is each difference real?), then the
-test results with their intervals, external validations (internal against
-external per metric, :mod:`odirkit.external_report`), the validation curves per epoch (and the
-test curves where a run asked for them), and each run's own figures
-(:mod:`odirkit.figures`). ``comparison.csv`` and ``comparison.json`` hold the
+test results with their intervals, the external validations (internal against
+external per metric: :mod:`odirkit.external_report`), the validation curves
+per epoch (and the test curves where a run asked for them), and each run's
+own figures (:mod:`odirkit.figures`). ``comparison.csv`` and ``comparison.json`` hold the
 numbers.
 """
 

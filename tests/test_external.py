@@ -294,9 +294,11 @@ def test_the_reports_and_the_loggers_show_the_external_result(multi_label_run, e
 
 
 def test_an_evaluate_table_runs_after_training(cli, phantom_root, eyepacs, tmp_path):
+    collection = tmp_path / "eyepacs"
+    shutil.copytree(eyepacs, collection)
     text = experiment(phantom_root, "cross", 'task = "single_label"')
     block = EYEPACS.replace("[data]", '[[evaluate]]\nname = "eyepacs"').format(
-        root=eyepacs.as_posix()
+        root=collection.as_posix()
     )
     (tmp_path / "exp.toml").write_text(text + block)
     result = cli("run", "exp.toml", "--out", "runs", cwd=tmp_path)
@@ -311,6 +313,15 @@ def test_an_evaluate_table_runs_after_training(cli, phantom_root, eyepacs, tmp_p
     again = cli("run", "--resume", vdir.parent, cwd=tmp_path)
     assert again.exit_code == 0, again.output
     assert [e.name for e in VariantDirectory(vdir).external_results()] == ["eyepacs"]
+    # a collection that can no longer be read after training costs a warning, not the run
+    shutil.rmtree(external.path)
+    (collection / "trainLabels.csv").unlink()
+    report = vdir.parent / "report.md"
+    report.unlink()
+    broken = cli("run", "--resume", vdir.parent, cwd=tmp_path)
+    assert broken.exit_code == 0, broken.output
+    assert "external validation 'eyepacs' failed" in " ".join(broken.output.split())
+    assert report.exists() and (vdir / "metrics.json").exists()
 
 
 def test_an_evaluate_table_with_a_wrong_column_fails_before_any_folder(
