@@ -26,7 +26,7 @@ from typer.core import TyperGroup
 
 from odirkit import __version__
 from odirkit.console import err, out, say_once
-from odirkit.errors import ConfigError, OdirkitError, closest
+from odirkit.errors import ConfigError, OdirkitError, RunError, closest
 from odirkit.plugins import KINDS, Registry, get_registry
 
 
@@ -867,6 +867,109 @@ def score(
             str(figures["support"]),
         )
     out.print(per_class)
+
+
+# -- external validation ----------------------------------------------------------------
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    run_dir: Annotated[
+        Path,
+        typer.Argument(help="A finished run: a variant folder, or a run folder (each variant)."),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="TOML file whose [data] table names the collection (an experiment file will "
+            "do: its dataset, root and the plugin's keys are read).",
+        ),
+    ] = None,
+    set_: SetOption = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The result's folder: <variant>/external/<name>."),
+    ] = None,
+) -> None:
+    """External validation: score a finished run's reported checkpoint on another collection,
+    with the run's preprocessing, fusion, temperature and operating points, and test the
+    change from the internal test."""
+    from odirkit.config import TRAINING_DATA_KEYS, apply_override, parse_override, read_toml
+    from odirkit.config import resolve_external as resolve
+    from odirkit.engine.rundir import RunDirectory, VariantDirectory
+    from odirkit.experiment import rebuild_report
+    from odirkit.external import evaluate_external, verdict
+
+    doc = read_toml(data) if data is not None else {}
+    if not isinstance(doc.get("data", {}), dict):
+        raise ConfigError(f"{data}: [data] must be a table")
+    document = {"data": dict(doc.get("data", {}))}
+    for text in set_ or []:
+        key, value = parse_override(text)
+        if key[0] != "data":
+            raise ConfigError(f"--set {text!r}: odirkit evaluate reads data.* keys only")
+        apply_override(document, key, value, text)
+    table = document["data"]
+    if "dataset" not in table or "root" not in table:
+        raise ConfigError(
+            "name the collection: --data FILE.toml (its [data] table) or --set data.dataset=... "
+            "--set data.root=... (and the dataset's own keys)"
+        )
+    if name is not None:
+        table["name"] = name
+    elif data is not None and "name" not in table:
+        table["name"] = str(doc.get("name") or data.stem)
+    ignored = sorted(k for k in table if k in TRAINING_DATA_KEYS)
+    if ignored:
+        err.print(
+            escape(
+                f"note: {', '.join(ignored)} of [data] concern training and are not read: the "
+                "run's own preprocessing, labels and evaluation apply"
+            ),
+            highlight=False,
+        )
+    reg = state(ctx).registry()
+    external = resolve(table, reg, source=str(data) if data else None, overrides=set_ or [])
+    variant = VariantDirectory(run_dir)
+    if variant.exists:
+        targets = [variant]
+    else:
+        targets = RunDirectory(run_dir).finished_variants() if run_dir.is_dir() else []
+        if not targets:
+            raise RunError(f"{run_dir}: no finished run (a variant folder with metrics.json)")
+    for vdir in targets:
+        result = evaluate_external(vdir, external, reg)
+        summary = result.summary
+        level = round(summary["final"]["confidence"] * 100)
+        shown = Table(
+            title=f"{vdir.name} on {summary['name']}: {summary['images']} images, labels "
+            f"{', '.join(summary['labels_scored'])} ({level}% bootstrap intervals)"
+        )
+        for column in ("metric", "internal test", "external", "external - internal"):
+            shown.add_column(column, justify="right")
+        for row in result.comparison.to_dict("records"):
+            shown.add_row(
+                row["metric"],
+                _with_interval(row["internal"], [row["internal_low"], row["internal_high"]]),
+                _with_interval(row["external"], [row["external_low"], row["external_high"]]),
+                _with_interval(row["difference"], [row["difference_low"], row["difference_high"]])
+                + (" *" if row["distinguishable"] else ""),
+            )
+        out.print(shown)
+        for row in result.comparison.to_dict("records")[:5]:
+            out.print(f"  {escape(verdict(row, summary['final']['confidence']))}", highlight=False)
+        if summary["labels_not_scored"]:
+            out.print(
+                f"not scored (the collection does not grade them): "
+                f"{', '.join(summary['labels_not_scored'])}"
+            )
+        out.print(f"written to {result.directory.path}")
+    run = targets[0].run
+    if run.run_file.exists():
+        rebuild_report(run.path)
+        out.print(f"report:     {run.path / 'report.md'}")
 
 
 # -- explain ------------------------------------------------------------------------------

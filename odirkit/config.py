@@ -320,6 +320,35 @@ class EvalConfig(_Table):
         return str(parse_rule(value))
 
 
+class EvaluateOptions(_Table):
+    """``[[evaluate]]``: odirkit's own keys of an external validation (another collection on
+    which a finished variant's reported checkpoint is scored); the dataset plugin's keys sit
+    beside them, as in ``[data]``."""
+
+    name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="the result's folder, <variant>/external/<name>; default: the folder name "
+        "of root",
+    )
+    dataset: str = Field(..., description="dataset plugin of the collection")
+    root: str = Field(..., description="the collection's folder")
+    split: Literal["auto", "all", "test"] = Field(
+        "auto",
+        description="auto: the collection's test split when it comes split, else every image; "
+        "all: every image; test: its test split (an error when it has none)",
+    )
+    fundus_check: Literal["warn", "skip", "error", "off"] | None = Field(
+        None, description="photographs failing the fundus check; default: as the run"
+    )
+    on_bad_image: Literal["error", "skip"] | None = Field(
+        None, description="unreadable images; default: as the run"
+    )
+    cache_dir: str | None = Field(
+        None, description="preprocessed-image cache; default: <root>/.odirkit-cache"
+    )
+
+
 COMPARED_METRICS = ("f1_micro", "f1_macro", "recall_macro", "auc_macro")
 PER_LABEL_METRIC = re.compile(rf"(f1|recall|specificity|auc)_[{''.join(LABELS)}]")
 
@@ -478,6 +507,11 @@ class ExperimentConfig(_Table):
     log: list[dict[str, Any]] = Field(
         default_factory=list, description="logger plugins (experiment trackers)"
     )
+    evaluate: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="external validation after training: collections each variant's reported "
+        "checkpoint is scored on",
+    )
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="overrides merged onto the base, one run each"
     )
@@ -563,6 +597,7 @@ class Experiment:
     source: str | None = None
     loggers: list[PluginCall] = field(default_factory=list)
     tta_augmenters: list[PluginCall] = field(default_factory=list)  # [eval] tta plugin views
+    external: list[ExternalData] = field(default_factory=list)  # [[evaluate]] collections
 
     @property
     def name(self) -> str:
@@ -584,18 +619,23 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration: a valid experiment document of its own."""
-        doc = self.config.model_dump(mode="json", exclude={"variants", "augment", "explain", "log"})
+        doc = self.config.model_dump(
+            mode="json", exclude={"variants", "augment", "explain", "log", "evaluate"}
+        )
         doc["data"].update(self.dataset.params)
         doc["model"].update(self.model.params)
         doc["augment"] = [a.to_dict() for a in self.augmenters]
         doc["explain"] = [e.to_dict() for e in self.explainers]
         doc["log"] = [log.to_dict() for log in self.loggers]
+        doc["evaluate"] = [e.to_dict() for e in self.external]
         return doc
 
     def fingerprint(self) -> str:
-        """What the variant computes: where it runs ([launcher]) and how it was searched
-        ([tune]) are left out, so a run may resume elsewhere."""
-        doc = {k: v for k, v in self.to_dict().items() if k not in ("launcher", "tune")}
+        """What the variant computes: where it runs ([launcher]), how it was searched
+        ([tune]) and where it is validated after training ([[evaluate]]) are left out, so a
+        run may resume elsewhere."""
+        skip = ("launcher", "tune", "evaluate")
+        doc = {k: v for k, v in self.to_dict().items() if k not in skip}
         return json.dumps(doc, sort_keys=True)
 
 
@@ -906,6 +946,17 @@ def _resolve_variant(
             f"{origin.where('model', 'name')} {model.name!r} sees both eyes of a patient and "
             'predicts the patient\'s labels: set data.level = "patient"'
         )
+    external = [
+        _resolve_external(registry, entry, origin, f"evaluate.{i}")
+        for i, entry in enumerate(config.evaluate)
+    ]
+    names = [e.name for e in external]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(
+                f"{origin.where('evaluate')} two [[evaluate]] entries are named {name!r}; give "
+                'each its own name = "..."'
+            )
     return Experiment(
         config=config,
         variant=variant,
@@ -916,7 +967,88 @@ def _resolve_variant(
         source=origin.file,
         loggers=loggers,
         tta_augmenters=tta_augmenters,
+        external=external,
     )
+
+
+@dataclass(frozen=True)
+class ExternalData:
+    """A collection on which a finished variant is validated: an ``[[evaluate]]`` entry, or
+    ``odirkit evaluate --data``. ``dataset`` is its dataset plugin with its parameters."""
+
+    name: str
+    options: EvaluateOptions
+    dataset: PluginCall
+    where: str = ""  # the table that named it, for messages
+
+    @property
+    def root(self) -> str:
+        return self.options.root
+
+    def to_dict(self) -> dict[str, Any]:
+        own = self.options.model_dump(mode="json", exclude_none=True)
+        return {**own, "name": self.name, **self.dataset.params}
+
+
+#: keys of [data] that describe training, not a collection: ignored by odirkit evaluate --data
+TRAINING_DATA_KEYS = tuple(
+    k for k in DataConfig.model_fields if k not in EvaluateOptions.model_fields
+)
+
+
+def resolve_external(
+    table: Mapping[str, Any],
+    registry: Registry,
+    *,
+    source: str | None,
+    table_name: str = "data",
+    overrides: Sequence[str] = (),
+) -> ExternalData:
+    """An external collection from a ``[data]``-like table (``odirkit evaluate --data FILE``):
+    odirkit's keys of ``[[evaluate]]`` and the dataset plugin's; keys of ``[data]`` that only
+    concern training (labels, image_size, ...) are left out, since the run's own apply."""
+    entry = {k: v for k, v in table.items() if k not in TRAINING_DATA_KEYS}
+    origin = _Origin(source, None, {}, [parse_override(o)[0] for o in overrides])
+    return _resolve_external(registry, entry, origin, table_name)
+
+
+def _resolve_external(
+    registry: Registry, entry: Mapping[str, Any], origin: _Origin, table: str
+) -> ExternalData:
+    entry = dict(entry)
+    own = {k: entry.pop(k) for k in list(entry) if k in EvaluateOptions.model_fields}
+    try:
+        options = EvaluateOptions(**own)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(
+            "\n".join(
+                describe_error(
+                    err,
+                    where=origin.where(table, str(err["loc"][0]) if err["loc"] else None),
+                    key=".".join(str(p) for p in err["loc"]) or "(table)",
+                    valid_keys=EvaluateOptions.model_fields,
+                )
+                for err in exc.errors()
+            )
+        ) from None
+    call = _resolve_plugin(
+        registry,
+        "dataset",
+        options.dataset,
+        entry,
+        origin,
+        table,
+        core_keys=list(EvaluateOptions.model_fields),
+        name_key="dataset",
+    )
+    name = options.name or _folder_name(options.root) or options.dataset
+    return ExternalData(name, options, call, str(origin.where(table)))
+
+
+def _folder_name(root: str) -> str:
+    """The last part of ``root`` as a result name (letters, digits, '_', '-', '.')."""
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", Path(root).resolve().name).strip("-.")
+    return name if _matches_name(name) else ""
 
 
 def _settle_image_size(config: ExperimentConfig, model: PluginCall, model_table: dict) -> None:
@@ -1055,13 +1187,16 @@ def describe_tables() -> dict[str, type[pydantic.BaseModel]]:
         "compare": CompareConfig,
         "launcher": LauncherConfig,
         "tune": TuneConfig,
+        "evaluate": EvaluateOptions,
     }
 
 
 __all__ = [
     "DataConfig",
+    "EvaluateOptions",
     "Experiment",
     "ExperimentConfig",
+    "ExternalData",
     "ModelConfig",
     "OdirkitError",
     "PluginCall",
@@ -1070,4 +1205,5 @@ __all__ = [
     "parse_override",
     "read_toml",
     "resolve_document",
+    "resolve_external",
 ]

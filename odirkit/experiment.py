@@ -3,7 +3,8 @@
 The run folder is created (or re-opened with ``--resume``) and described by
 :class:`~odirkit.engine.rundir.RunDirectory`; each variant is trained by
 :func:`odirkit.engine.variant.run_variant`; the ``[[explain]]`` explainers run
-on each trained model (:mod:`odirkit.explain`); and the variants are compared
+on each trained model (:mod:`odirkit.explain`), and the ``[[evaluate]]``
+collections score it (:mod:`odirkit.external`); and the variants are compared
 and tested against the baseline (:mod:`odirkit.report`).
 """
 
@@ -26,7 +27,8 @@ from odirkit.engine.interrupt import RunInterrupted
 from odirkit.engine.models import build_model
 from odirkit.engine.rundir import RunDirectory, VariantDirectory, finished_variants
 from odirkit.engine.variant import VariantResult, run_variant
-from odirkit.errors import RunError
+from odirkit.errors import OdirkitError, RunError
+from odirkit.external import evaluate_external
 from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
 from odirkit.report import Comparison, RunSummary, write_report
@@ -131,6 +133,8 @@ def run_experiment(
         vdir.failed_file.unlink(missing_ok=True)
         if exp.explainers and result.model is not None and distributed.is_main():
             explain_result(exp, result)
+        if exp.external and distributed.is_main():  # [[evaluate]]: external validation
+            validate_externally(exp, vdir, registry, result)
         distributed.barrier()
         run.results.append(result)
     if distributed.is_main():
@@ -144,6 +148,23 @@ def run_experiment(
                 result.tracker.files([*explained, *sanity, *(report if compare else [])])
                 result.tracker.close()
     return run
+
+
+def validate_externally(
+    exp: Experiment, vdir: VariantDirectory, registry: Registry, result: VariantResult
+) -> None:
+    """The experiment's ``[[evaluate]]`` collections on a finished variant. The training is
+    kept whatever happens here: a collection that cannot be scored (changed since it was
+    checked) is a warning saying how to score it later."""
+    for external in exp.external:
+        try:
+            evaluate_external(vdir, external, registry, tracker=result.tracker, reuse=True)
+        except OdirkitError as exc:
+            warn(
+                f"{vdir.name}: external validation {external.name!r} failed ({exc}); the run "
+                f"is kept: fix the collection and score it with odirkit evaluate {vdir.path} "
+                "--data FILE"
+            )
 
 
 def running_marker() -> dict[str, object]:

@@ -167,7 +167,11 @@ def odirkit_register_datasets(register: Register) -> None:
     ``data.level = "patient"``); without them a patient's labels are the union
     of its eyes' (N only when no eye has a disease). A report for the run's
     ``data.json`` (what was left out, and why) may be put in
-    ``table.attrs["odirkit_report"]``.
+    ``table.attrs["odirkit_report"]``; its ``graded_labels`` (a list of labels)
+    says which labels the collection grades at all, so that external validation
+    scores only those (default: the labels some image carries). An optional
+    column ``split`` (``train``, ``val``, ``test``; one per patient) is the
+    collection's own split, which the core then keeps.
 
     ``meta`` keys: ``test_setup`` (a callable writing a small sample of the
     data into a folder, for plugins that read data from disk rather than
@@ -193,6 +197,10 @@ def odirkit_register_loggers(register: Register) -> None:
     - ``log_final(final)``: ``metrics.json``, the test scores with intervals;
     - ``log_files(paths)``: files the run wrote (figures, configuration,
       explanations, GAN samples, the report);
+    - ``log_external(name, result)``: the run validated on another collection
+      (``[[evaluate]]``, ``odirkit evaluate``): that validation's ``metrics.json``,
+      its scores under ``final`` and the change from the internal test, per metric
+      with its interval, under ``comparison``;
     - ``close()``.
 
     Experiments list loggers as ``[[log]]`` tables: ``name`` and the plugin's

@@ -25,6 +25,7 @@ import pandas as pd
 
 from odirkit.engine.rundir import VariantDirectory
 from odirkit.explain import read_flags
+from odirkit.external_report import html_section
 from odirkit.files import write_text
 from odirkit.report import tta_line
 
@@ -374,6 +375,7 @@ def write_html(
         "give the mean over seeds or folds, with an interval from resampling the runs and "
         "their test patients. Click a header to sort.</p>"
         + table(_results(results, colours), "results-table")
+        + html_section(runs, table)
         + f'<h2 id="curves">Curves and recall per class</h2><div class="figures">{curves}</div>'
         + pending
         + '<div id="variants">'

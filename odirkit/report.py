@@ -1,9 +1,10 @@
 """Comparison reports: variants (or finished runs) side by side, tested against a baseline.
 
 ``report.md`` opens with the verdicts (is each difference real?), then the
-test results with their intervals, the validation curves per epoch (and the
-test curves where a run asked for them), and each run's own figures
-(:mod:`odirkit.figures`). ``comparison.csv`` and ``comparison.json`` hold the
+test results with their intervals, the external validations (internal against
+external per metric: :mod:`odirkit.external_report`), the validation curves
+per epoch (and the test curves where a run asked for them), and each run's
+own figures (:mod:`odirkit.figures`). ``comparison.csv`` and ``comparison.json`` hold the
 numbers.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from odirkit.external_report import markdown_section
 from odirkit.figures import colour, error_bars, save_figure, style_axes
 from odirkit.files import write_json, write_text
 from odirkit.labels import LABEL_NAMES
@@ -282,6 +284,7 @@ def write_report(
         _markdown(_named(table, runs)),
         "",
     ]
+    lines += markdown_section(out_dir, runs)
     with_tta = [line for run in runs if (line := tta_line(run.label, run.final))]
     if with_tta:
         lines += ["## With and without test-time augmentation", ""]

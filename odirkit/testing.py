@@ -217,8 +217,9 @@ def _check_maps(maps: Any, size: int) -> None:
 
 
 def check_logger(spec: PluginSpec, folder: Path) -> Any:
-    """A logger takes a two-epoch run from start to close (working in ``folder``), and
-    continues from the state it returned when the run resumes."""
+    """A logger takes a two-epoch run from start to close (working in ``folder``), an
+    external validation among it, and continues from the state it returned when the run
+    resumes."""
     import contextlib
 
     from odirkit.tracking import RunInfo
@@ -247,6 +248,24 @@ def check_logger(spec: PluginSpec, folder: Path) -> Any:
                 logger.log_epoch(epoch, {"train_loss": 1.0 / epoch, "val_f1_micro": 0.5})
         if hasattr(logger, "log_final"):
             logger.log_final({"final": {"f1_micro": 0.6, "intervals": {"f1_micro": [0.5, 0.7]}}})
+        if hasattr(logger, "log_external"):
+            logger.log_external(
+                "external-collection",
+                {
+                    "final": {"f1_micro": 0.5, "intervals": {"f1_micro": [0.4, 0.6]}},
+                    "comparison": {
+                        "metrics": [
+                            {
+                                "metric": "f1_micro",
+                                "difference": -0.1,
+                                "difference_low": -0.2,
+                                "difference_high": float("nan"),
+                            }
+                        ]
+                    },
+                    "checkpoint_epoch": 2,
+                },
+            )
         if hasattr(logger, "log_files"):
             logger.log_files([figure])
         if hasattr(logger, "close"):

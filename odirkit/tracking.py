@@ -11,6 +11,10 @@ A logger plugin (``odirkit_register_loggers``; an experiment lists them as
 - ``log_final(final: dict)``: ``metrics.json`` (the test scores with their intervals);
 - ``log_files(paths: list[Path])``: files the run wrote (figures, report,
   configuration, explanation grid, GAN samples);
+- ``log_external(name: str, result: dict)``: the run validated on another collection
+  (``[[evaluate]]``, ``odirkit evaluate``): ``result`` is that validation's
+  ``metrics.json`` (scores under ``final``, the change from the internal test under
+  ``comparison``);
 - ``close()``: nothing more will come.
 
 The :class:`Tracker` calls every logger on rank 0 only. A logger that raises
@@ -141,6 +145,10 @@ class Tracker:
     def final(self, final: Mapping[str, Any]) -> None:
         for entry in self.entries:
             self._call(entry, "log_final", final)
+
+    def external(self, name: str, result: Mapping[str, Any]) -> None:
+        for entry in self.entries:
+            self._call(entry, "log_external", name, result)
 
     def files(self, paths: Sequence[Path]) -> None:
         existing = [Path(p) for p in paths if Path(p).is_file()]

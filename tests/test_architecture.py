@@ -51,6 +51,8 @@ LAYERS: list[set[str]] = [
     {"odirkit.engine"},
     {
         "odirkit.explain",
+        "odirkit.external",
+        "odirkit.external_report",
         "odirkit.comparison",
         "odirkit.report",
         "odirkit.html_report",

@@ -216,9 +216,15 @@ def cache_root(exp: Experiment) -> Path:
     user's cache directory (platformdirs) named after the dataset's path, said once.
     """
     cfg = exp.config.data
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir)
-    return _default_cache(str(Path(cfg.root).resolve()))
+    return cache_for(cfg.root, cfg.cache_dir)
+
+
+def cache_for(root: str | Path, cache_dir: str | None = None) -> Path:
+    """The cache folder of the dataset in ``root``: ``cache_dir`` when given (see
+    :func:`cache_root`)."""
+    if cache_dir:
+        return Path(cache_dir)
+    return _default_cache(str(Path(root).resolve()))
 
 
 @functools.cache
@@ -278,7 +284,9 @@ def assign_split(exp: Experiment, table: pd.DataFrame) -> pd.Series:
     ``data.val_fraction`` of the remaining patients become validation
     patients, stratified the same way. With ``data.split_file`` an existing
     file is read (a file without ``val`` gets its validation patients drawn
-    now), a missing one written.
+    now), a missing one written. A dataset whose table has a ``split`` column (a collection
+    that comes split, as RETFound's benchmark ships its datasets) keeps that split; validation
+    patients are drawn from its training ones when it has no ``val``.
     """
     cfg = exp.config.data
     seed = exp.config.seed
@@ -295,6 +303,24 @@ def assign_split(exp: Experiment, table: pd.DataFrame) -> pd.Series:
             seed=derive_seed(seed, 4) % 2**32,
         )
 
+    if "split" in table.columns and not (file is not None and file.exists()):
+        # the collection comes split (train/, val/, test/ folders): its split is kept
+        if cfg.folds:
+            raise ConfigError(
+                f"dataset {exp.dataset.name!r} in {cfg.root} comes split into train, val and "
+                f"test, so data.folds = {cfg.folds} cannot apply; turn the dataset's own split "
+                "off (folder: splits = false) to draw folds"
+            )
+        given = table.groupby("patient_id")["split"].first().rename("split")
+        if not (given == "test").any():
+            raise DataError(
+                f"dataset {exp.dataset.name!r} in {cfg.root} comes split but has no test "
+                "images; add a test/ folder, or turn its split off (folder: splits = false)"
+            )
+        given = with_validation(given)
+        if file is not None:
+            write_split_file(file, given)
+        return given
     if file is not None and file.exists():
         saved = split_file_assignment(file, table)
         if saved.name == "fold":
@@ -492,6 +518,8 @@ def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -
         report["both_eyes"] = paired.report
     if cfg.folds:
         report["fold"] = {"folds": cfg.folds, "test_fold": cfg.fold}
+    if "split" in samples.table.columns and not cfg.split_file:
+        report["split_source"] = "the dataset's own split (train, val, test)"
     if samples.report:
         report["dataset"] = samples.report
     bundle = DataBundle(rows, task, targets, train_idx, val_idx, test_idx, store, report, skipped)

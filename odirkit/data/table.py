@@ -18,6 +18,8 @@ from odirkit.errors import DataError, PluginError
 from odirkit.labels import LABELS
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", "eye", "path", "age", "sex", *LABELS)
+#: the values of a dataset's optional ``split`` column
+SIDES: tuple[str, ...] = ("train", "val", "test")
 TaskKind = Literal["single_label", "multi_label"]
 
 
@@ -25,7 +27,9 @@ def check_sample_table(table: object, *, dataset: str, root: Path) -> pd.DataFra
     """Validate a dataset plugin's table; return a clean copy with absolute ``image_path``.
 
     Label columns become 0/1 integers, ``patient_id`` a string, ``eye`` one of
-    ``left``/``right``, and mask paths (``mask_path_<L>``) absolute or empty.
+    ``left``/``right``, and mask paths (``mask_path_<L>``) absolute or empty. An optional
+    ``split`` column (``train``, ``val``, ``test``; one per patient) is the collection's own
+    split.
     """
     if not isinstance(table, pd.DataFrame):
         raise PluginError(
@@ -60,6 +64,22 @@ def check_sample_table(table: object, *, dataset: str, root: Path) -> pd.DataFra
     out["sex"] = out["sex"].astype(str)
     out["path"] = out["path"].astype(str)
     out["image_path"] = [str(_resolve(root, p)) for p in out["path"]]
+    if "split" in out.columns:  # the collection comes split (train/, val/, test/ folders)
+        out["split"] = out["split"].fillna("").astype(str)
+        bad = ~out["split"].isin(SIDES)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"dataset {dataset!r}: split must be train, val or test; row {row} "
+                f"({out.loc[row, 'path']}) has {out.loc[row, 'split']!r}"
+            )
+        sides = out.groupby("patient_id")["split"].nunique()
+        if (sides > 1).any():
+            patient = sides.index[sides.to_numpy() > 1][0]
+            raise DataError(
+                f"dataset {dataset!r}: patient {patient} has images in more than one split "
+                "(a patient belongs to one side only)"
+            )
     for label in LABELS:
         column = f"mask_path_{label}"
         if column in out.columns:

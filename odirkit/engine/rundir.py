@@ -21,6 +21,8 @@
             figures/         the run's figures
             explain/         explanations
             augment/         what augmenters wrote
+            external/<name>/ ExternalDirectory: the reported checkpoint scored on another
+                             collection (metrics.json, predictions, comparison with the test)
 
 Everything else asks these objects for a path or a file's content; no other
 module spells a file name of the run folder.
@@ -158,6 +160,37 @@ class VariantDirectory:
     def explain_dir(self) -> Path:
         return self.path / "explain"
 
+    @property
+    def external_root(self) -> Path:
+        return self.path / "external"
+
+    def external(self, name: str) -> ExternalDirectory:
+        """``external/<name>/``: the variant validated on another collection."""
+        return ExternalDirectory(self.external_root / name)
+
+    def new_external(self, name: str) -> ExternalDirectory:
+        """A new ``external/<name>/`` folder, created now; ``<name>-2``, ``-3``, ... when the
+        name is taken: an earlier result is never overwritten."""
+        for i in range(1, 1000):
+            candidate = self.external(name if i == 1 else f"{name}-{i}")
+            try:
+                candidate.path.mkdir(parents=True)
+                return candidate
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise RunError(
+                    f"{candidate.path}: cannot create the folder ({exc.strerror or exc})"
+                ) from None
+        raise RunError(f"{self.external_root}: too many results named {name!r}")
+
+    def external_results(self) -> list[ExternalDirectory]:
+        """The finished external validations of this variant, by name."""
+        if not self.external_root.is_dir():
+            return []
+        found = (ExternalDirectory(p) for p in sorted(self.external_root.iterdir()))
+        return [e for e in found if e.finished]
+
     def augment_dir(self, position: int, name: str) -> Path:
         """The folder of the ``position``-th augmenter of the experiment."""
         return self.path / "augment" / f"{position}-{name}"
@@ -291,6 +324,88 @@ class VariantDirectory:
     def val_predictions(self) -> pd.DataFrame | None:
         path = self.val_predictions_file
         return _read_predictions(path) if path.exists() else None
+
+
+class ExternalDirectory:
+    """One external validation of a variant, ``<variant>/external/<name>/``::
+
+    metrics.json      the result (written last: done): scores and intervals on the labels
+                      the collection grades, the run's operating points, the comparison
+    data.json         the collection: images, patients, counts per label, what was left out
+    predictions.csv   one row per image (patient_predictions.csv too at patient level)
+    comparison.csv    internal test vs external, per metric, with intervals
+    figures/          internal_vs_external.png
+    """
+
+    METRICS = "metrics.json"
+    DATA = "data.json"
+    PREDICTIONS = "predictions.csv"
+    PATIENT_PREDICTIONS = "patient_predictions.csv"
+    COMPARISON = "comparison.csv"
+    SKIPPED = "skipped_images.csv"
+    FIGURE = "internal_vs_external.png"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"ExternalDirectory({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def variant(self) -> VariantDirectory:
+        return VariantDirectory(self.path.parent.parent)
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def data_file(self) -> Path:
+        return self.path / self.DATA
+
+    @property
+    def predictions_file(self) -> Path:
+        return self.path / self.PREDICTIONS
+
+    @property
+    def patient_predictions_file(self) -> Path:
+        return self.path / self.PATIENT_PREDICTIONS
+
+    @property
+    def comparison_file(self) -> Path:
+        return self.path / self.COMPARISON
+
+    @property
+    def skipped_file(self) -> Path:
+        return self.path / self.SKIPPED
+
+    @property
+    def figure(self) -> Path:
+        return self.path / "figures" / self.FIGURE
+
+    @property
+    def finished(self) -> bool:
+        return self.metrics_file.exists()
+
+    def metrics(self) -> dict[str, Any]:
+        return _read_json(self.metrics_file, "not a finished external validation")
+
+    def comparison(self) -> pd.DataFrame:
+        try:
+            return pd.read_csv(self.comparison_file)
+        except OSError:
+            raise RunError(f"{self.comparison_file} is missing") from None
+
+    def predictions(self) -> pd.DataFrame:
+        """The predictions at the run's level (patients, or images)."""
+        patient = self.metrics().get("level") == "patient"
+        return _read_predictions(
+            self.patient_predictions_file if patient else self.predictions_file
+        )
 
 
 def process_alive(pid: int) -> bool:

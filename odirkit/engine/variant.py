@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from odirkit.augment import ExpandContext, ExtraSamples, targets_of
-from odirkit.config import Experiment
+from odirkit.config import Experiment, ExternalData
 from odirkit.console import info
+from odirkit.data.external import external_samples
 from odirkit.data.prepare import DataBundle, cache_root, load_samples, prepare_data
 from odirkit.data.split import class_weights
 from odirkit.engine import distributed
@@ -78,8 +79,9 @@ def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = No
     (``odirkit run``) it also calls each plugin's ``prepare`` (a model fetching
     its pretrained weights), builds the sample table and chooses the task, so
     missing weights, a missing data folder or an empty selection fail before the
-    run folder exists (``seen`` skips a data table already checked for another
-    variant).
+    run folder exists, and reads every ``[[evaluate]]`` collection (a wrong column or an
+    unmapped class fails now, not after training) (``seen`` skips a data table already
+    checked for another variant).
     """
     resolve_device(exp.config.device)  # "cuda" on a machine without it fails here
     with torch.device("meta"):
@@ -103,6 +105,24 @@ def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = No
             load_samples(exp)
         if seen is not None:
             seen.add(key)
+        for external in exp.external:  # [[evaluate]]: its columns and mapping, checked now
+            key = json.dumps(external.to_dict(), sort_keys=True)
+            if seen is None or key not in seen:
+                check_external(exp, external)
+            if seen is not None:
+                seen.add(key)
+
+
+def check_external(exp: Experiment, external: ExternalData) -> None:
+    """An ``[[evaluate]]`` collection can be read and grades a label the experiment learns."""
+    samples = external_samples(external)
+    shared, _ = samples.shared(exp.labels)
+    if not shared:
+        raise ConfigError(
+            f"{external.where} the collection {external.name!r} grades "
+            f"{', '.join(samples.graded) or 'no label'}, none of the labels "
+            f"{', '.join(exp.labels)} this experiment learns: nothing to validate"
+        )
 
 
 def _prepare(call: Any, prepare: Any) -> None:

@@ -2,7 +2,8 @@
 
 Parameters are the resolved configuration, flattened (``train.lr``); metrics
 per epoch with ``step = epoch``; the test scores at the end (``test.f1_micro``,
-``test.f1_micro.low`` / ``.high`` for its interval); tags for the experiment,
+``test.f1_micro.low`` / ``.high`` for its interval); external validations
+(``external.<name>.f1_micro``, ``external.<name>.difference.f1_micro``); tags for the experiment,
 variant, seed and git commit; the run's figures, configuration and report as
 artifacts. The default store is a local SQLite file, ``sqlite:///mlruns.db``, so
 ``mlflow ui --backend-store-uri sqlite:///mlruns.db`` shows it. A resumed odirkit
@@ -101,6 +102,17 @@ class MlflowLogger:
         scores = {k: v for k, v in (final.get("final") or {}).items() if k != "reliability"}
         step = int(final.get("checkpoint_epoch") or 0)
         self._metrics(_numbers(scores, "test."), step)
+
+    def log_external(self, name: str, result: Mapping[str, Any]) -> None:
+        """An external validation: its scores as ``external.<name>.<metric>`` (with .low and
+        .high) and the change from the internal test as ``external.<name>.difference.*``."""
+        scores = {k: v for k, v in (result.get("final") or {}).items() if k != "reliability"}
+        metrics = _numbers(scores, f"external.{name}.")
+        for row in (result.get("comparison") or {}).get("metrics", []):
+            key = f"external.{name}.difference.{row['metric']}"
+            metrics.update(_numbers({key: row["difference"]}, ""))
+            metrics.update(_numbers({key: [row["difference_low"], row["difference_high"]]}, ""))
+        self._metrics(metrics, int(result.get("checkpoint_epoch") or 0))
 
     def log_files(self, paths: Sequence[Path]) -> None:
         for path in paths:

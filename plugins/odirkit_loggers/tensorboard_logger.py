@@ -3,10 +3,10 @@
 Writes TensorBoard event files into ``<variant>/tensorboard`` (or ``log_dir``):
 every per-epoch metric as a scalar (``val_f1_micro`` at step = epoch), the
 hyperparameters (the resolved configuration's numbers, strings and booleans)
-with the final test scores, and the run's figures (curves, explanation grid,
-GAN samples) as images. ``tensorboard --logdir runs`` shows every run. A
-resumed run writes on into the same folder. Needs ``pip install
-"odirkit[tensorboard]"``.
+with the final test scores, external validations (``external/<name>/...``), and the
+run's figures (curves, explanation grid, GAN samples) as images. ``tensorboard
+--logdir runs`` shows every run. A resumed run writes on into the same folder.
+Needs ``pip install "odirkit[tensorboard]"``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,21 @@ class TensorBoardLogger:
         }
         if metrics:
             self.writer.add_hparams(self.hparams, metrics, run_name="hparams")
+        self.writer.flush()
+
+    def log_external(self, name: str, result: Mapping[str, Any]) -> None:
+        """An external validation's headline scores and their change from the internal test,
+        as scalars ``external/<name>/<metric>`` and ``external/<name>/difference_<metric>``."""
+        scores = result.get("final") or {}
+        for metric in HEADLINE:
+            value = scores.get(metric)
+            if isinstance(value, int | float) and math.isfinite(value):
+                self.writer.add_scalar(f"external/{name}/{metric}", value)
+        for row in (result.get("comparison") or {}).get("metrics", []):
+            if row["metric"] in HEADLINE and math.isfinite(row["difference"]):
+                self.writer.add_scalar(
+                    f"external/{name}/difference_{row['metric']}", row["difference"]
+                )
         self.writer.flush()
 
     def log_files(self, paths: Sequence[Path]) -> None:

@@ -1,0 +1,584 @@
+"""External validation: a finished run's reported checkpoint scored on another collection.
+
+The question a reviewer asks first of a medical model (TRIPOD-AI, CLAIM) is how it does
+on data from elsewhere. :func:`evaluate_external` answers it without touching the model:
+
+1. the run is re-opened as ``odirkit predict`` opens it (:func:`odirkit.predict.load_trained`):
+   the reported checkpoint, the run's preprocessing, normalisation, test-time views,
+   temperature and patient fusion (:class:`~odirkit.view.ModelView`);
+2. the collection's images (its test split when it comes split; :mod:`odirkit.data.external`)
+   go through them, and are scored at the run's level with the run's **operating points**,
+   chosen on the run's validation patients and never refitted on the external data;
+3. only the labels the collection grades are scored; the run's other labels are named as
+   not scored. A single-label run keeps its own decisions (the most probable of all its
+   classes): an image predicted as a class the collection lacks is an error, and the
+   per-class and macro figures cover the shared labels;
+4. the same metrics and bootstrap intervals as the run's test are computed, and the
+   change from the internal test (the run's own test predictions, on the same labels) is
+   tested, not eyeballed: the difference external - internal of each metric with a
+   percentile interval from resampling the two patient sets independently.
+
+Results go to ``<variant>/external/<name>/`` (a new folder each time:
+:meth:`~odirkit.engine.rundir.VariantDirectory.new_external`), to the run's reports
+(:mod:`odirkit.report`) and to its logger plugins (``log_external``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from odirkit import bootstrap
+from odirkit.config import ExternalData
+from odirkit.console import info, progress_bar, warn
+from odirkit.data.external import ExternalSamples, external_samples
+from odirkit.data.fundus_check import REASONS
+from odirkit.data.images import ImageCache, prepare_images
+from odirkit.data.prepare import (
+    DataBundle,
+    ImageStore,
+    cache_for,
+    checked_reasons,
+    chunked,
+    patient_truth,
+)
+from odirkit.data.table import Task, select_task
+from odirkit.engine.device import resolve_device
+from odirkit.engine.evaluate import (
+    LevelPredictions,
+    at_level,
+    metrics_of,
+    predictions_frame,
+    scored,
+    scored_from_frame,
+    thresholds_array,
+)
+from odirkit.engine.rundir import ExternalDirectory, VariantDirectory
+from odirkit.engine.trainer import Evaluation
+from odirkit.errors import DataError, RunError
+from odirkit.figures import colour, error_bars, save_figure
+from odirkit.files import write_json, write_text
+from odirkit.plugins import Registry
+from odirkit.predict import load_trained
+from odirkit.seeding import derive_seed
+from odirkit.tracking import RunInfo, Tracker
+
+#: the metrics compared between the internal test and the external collection
+COMPARED = ("f1_micro", "f1_macro", "recall_macro", "specificity_macro", "auc_macro")
+#: seed streams of the run's seed (3 is the run's own test intervals, see engine.loop)
+INTERNAL_STREAM, EXTERNAL_STREAM = 3, 8
+
+
+@dataclass
+class ExternalResult:
+    """A written external validation: its folder, ``metrics.json`` and the comparison."""
+
+    directory: ExternalDirectory
+    summary: dict[str, Any]
+    comparison: pd.DataFrame
+
+
+# -- scoring on the shared labels ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SharedScoring:
+    """How a run's predictions are scored on the labels a collection grades (``shared``).
+
+    A multi-label run's labels are independent: the shared columns are scored alone. A
+    single-label run decides among all its classes; its accuracy (micro F1) counts every
+    row, the per-class and macro figures cover the shared classes.
+    """
+
+    labels: tuple[str, ...]  # the run's
+    shared: tuple[str, ...]
+    single_label: bool
+
+    @property
+    def columns(self) -> list[int]:
+        return [self.labels.index(label) for label in self.shared]
+
+    @property
+    def partial(self) -> bool:
+        return tuple(self.shared) != tuple(self.labels)
+
+    def predictions(self, preds: LevelPredictions) -> LevelPredictions:
+        """A multi-label run's predictions on the shared columns (a single-label run's
+        stay whole: its decisions need every class)."""
+        if self.single_label or not self.partial:
+            return preds
+        cols = self.columns
+        return LevelPredictions(
+            preds.keys,
+            preds.probs[:, cols],
+            np.asarray(preds.targets)[:, cols],
+            preds.patients,
+            self.shared,
+            False,
+            preds.level,
+        )
+
+    def thresholds(self, thresholds: np.ndarray | None) -> np.ndarray | None:
+        if thresholds is None or self.single_label or not self.partial:
+            return thresholds
+        return np.asarray(thresholds)[self.columns]
+
+    def metrics(self, preds: LevelPredictions, thresholds: np.ndarray | None) -> dict[str, Any]:
+        """Every metric of :func:`~odirkit.engine.evaluate.metrics_of` on the shared labels."""
+        metrics = metrics_of(self.predictions(preds), self.thresholds(thresholds))
+        if not (self.single_label and self.partial):
+            return metrics
+        per_class = {label: metrics["per_class"][label] for label in self.shared}
+
+        def mean(name: str) -> float:  # as metrics.classification_metrics averages
+            return float(np.mean([per_class[label][name] for label in self.shared]))
+
+        def nanmean(name: str) -> float:
+            values = np.array([per_class[label][name] for label in self.shared], dtype=float)
+            return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+        return {
+            **metrics,
+            "f1_macro": mean("f1"),
+            "recall_macro": mean("recall"),
+            "precision_macro": mean("precision"),
+            "specificity_macro": nanmean("specificity"),
+            "auc_macro": nanmean("auc"),
+            "pr_auc_macro": nanmean("pr_auc"),
+            "brier_macro": nanmean("brier"),
+            "ece_macro": nanmean("ece"),
+            "per_class": per_class,
+        }
+
+    def restrict(self, full: bootstrap.Scored) -> bootstrap.Scored:
+        """The bootstrap's view of the shared columns."""
+        cols = self.columns
+        return bootstrap.Scored(
+            full.outcomes[:, cols],
+            full.decisions[:, cols],
+            full.scores[:, cols],
+            full.clusters,
+            self.shared,
+            full.challenge and not self.single_label,
+        )
+
+    def resampled(self, full: bootstrap.Scored, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Every bootstrap metric under ``weights`` ``[B, N]`` on the shared labels."""
+        values = bootstrap.weighted_metrics(self.restrict(full), weights)
+        if self.single_label and self.partial:  # accuracy over all the run's classes
+            values["f1_micro"] = bootstrap.weighted_metrics(full, weights)["f1_micro"]
+        return values
+
+    def intervals(
+        self, full: bootstrap.Scored, *, resamples: int, confidence: float, seed: int
+    ) -> dict[str, list[float]]:
+        """Percentile intervals of every bootstrap metric (as :func:`bootstrap.intervals`)."""
+        if resamples <= 0 or full.clusters_count == 0:
+            return {}
+        weights = _weights(full, resamples, seed)
+        values = self.resampled(full, weights)
+        return {name: _interval(v, confidence) for name, v in values.items()}
+
+
+def _weights(full: bootstrap.Scored, resamples: int, seed: int) -> np.ndarray:
+    return bootstrap.cluster_weights(full.clusters_count, resamples, seed)[:, full.clusters]
+
+
+def _interval(values: np.ndarray, confidence: float) -> list[float]:
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return [float("nan"), float("nan")]
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+def compare_with_internal(
+    internal: bootstrap.Scored,
+    external: bootstrap.Scored,
+    scoring: SharedScoring,
+    *,
+    resamples: int,
+    confidence: float,
+    seeds: tuple[int, int],
+    metrics: tuple[str, ...] = COMPARED,
+) -> pd.DataFrame:
+    """Internal test against external collection, per metric: each with its interval, and
+    the difference external - internal with the percentile interval of the differences of
+    independent resamples of the two patient sets (two different samples: not paired).
+    A difference is *distinguishable* from noise when its interval excludes 0."""
+    names = [*metrics, *(f"{m}_{label}" for m in ("recall", "auc") for label in scoring.shared)]
+    one = scoring.resampled(internal, np.ones((1, len(internal.outcomes))))
+    two = scoring.resampled(external, np.ones((1, len(external.outcomes))))
+    rows = []
+    draws = None
+    if resamples > 0:
+        a = scoring.resampled(internal, _weights(internal, resamples, seeds[0]))
+        b = scoring.resampled(external, _weights(external, resamples, seeds[1]))
+        draws = (a, b)
+    for name in names:
+        row: dict[str, Any] = {
+            "metric": name,
+            "internal": float(one[name][0]),
+            "external": float(two[name][0]),
+        }
+        row["difference"] = row["external"] - row["internal"]
+        low = high = [float("nan")] * 2
+        diff = [float("nan")] * 2
+        if draws is not None:
+            low = _interval(draws[0][name], confidence)
+            high = _interval(draws[1][name], confidence)
+            diff = _interval(draws[1][name] - draws[0][name], confidence)
+        row["internal_low"], row["internal_high"] = low
+        row["external_low"], row["external_high"] = high
+        row["difference_low"], row["difference_high"] = diff
+        row["distinguishable"] = bool(
+            math.isfinite(diff[0]) and math.isfinite(diff[1]) and (diff[0] > 0 or diff[1] < 0)
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def verdict(row: dict[str, Any], confidence: float) -> str:
+    """One metric's change in words."""
+    level = round(confidence * 100)
+    low, high = row["difference_low"], row["difference_high"]
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{row['metric']}: {row['difference']:+.3f} (no interval)"
+    direction = "lower" if row["difference"] < 0 else "higher"
+    if row["distinguishable"]:
+        judgement = f"{direction} externally, distinguishable from noise"
+    else:
+        judgement = "not distinguishable from noise"
+    return (
+        f"{row['metric']}: {row['internal']:.3f} internal, {row['external']:.3f} external, "
+        f"difference {row['difference']:+.3f} [{low:+.3f}, {high:+.3f}] ({level}%): {judgement}"
+    )
+
+
+# -- the model on the collection --------------------------------------------------------------
+
+
+def _prepared(
+    paths: list[str], cache: ImageCache, on_bad_image: str, check: str, where: str
+) -> tuple[list[np.ndarray], np.ndarray, list[dict[str, str]], dict[str, Any]]:
+    """The preprocessed images that are used, their positions, the skipped ones, and the
+    fundus check's report (the run's modes unless the collection's entry sets others)."""
+    with cache.building(), progress_bar() as bar:
+        task = bar.add_task(f"Preparing {where}", total=len(paths), status="")
+        prepared = prepare_images(paths, cache, progress=lambda n: bar.update(task, completed=n))
+    skipped = []
+    if prepared.failures:
+        bad = sorted(prepared.failures)
+        if on_bad_image == "error":
+            shown = "\n  ".join(prepared.failures[i] for i in bad[:5])
+            raise DataError(
+                f"{where}: {len(bad)} image(s) could not be read:\n  {shown}\nFix or remove "
+                'them, or set on_bad_image = "skip" to leave them out'
+            )
+        skipped = [{"path": paths[i], "error": prepared.failures[i]} for i in bad]
+        warn(f"{where}: skipped {len(bad)} unreadable image(s); first: {prepared.failures[bad[0]]}")
+    failed = []
+    if check != "off":  # verdicts remembered beside the cache, as a run's are
+        reasons = checked_reasons(cache, paths, prepared.images)
+        failed = [(i, r, REASONS[r]) for i, r in enumerate(reasons) if r]
+    listed = [{"path": paths[i], "reason": reason} for i, reason, _ in failed]
+    report = {"mode": check, "failed": len(failed), "failures": listed[:200]}
+    if failed and check == "error":
+        raise DataError(
+            f"{where}: {len(failed)} photograph(s) fail the fundus check, first "
+            f"{paths[failed[0][0]]}: {failed[0][2]}"
+        )
+    if failed:
+        kept = "kept" if check == "warn" else "left out"
+        warn(f"{where}: {len(failed)} photograph(s) fail the fundus check ({kept})")
+    drop = {i for i, _, _ in failed} if check == "skip" else set()
+    keep = np.array(
+        [i for i, image in enumerate(prepared.images) if image is not None and i not in drop],
+        dtype=np.int64,
+    )
+    return [prepared.images[i] for i in keep], keep, skipped, report  # type: ignore[misc]
+
+
+@torch.inference_mode()
+def _logits(model, view, images, table, device, batch_size) -> np.ndarray:
+    extra = view.extra_inputs(table)
+    out = []
+    for chunk in chunked(np.arange(len(images)), batch_size):
+        batch = view.batch([images[i] for i in chunk])
+        index = torch.from_numpy(chunk)
+        held = [t[index].to(device) for t in extra]
+        out.append(view.logits(model, batch, held, device).float().cpu())
+    if not out:
+        return np.zeros((0, len(view.labels)), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
+def evaluate_external(
+    vdir: VariantDirectory,
+    external: ExternalData,
+    registry: Registry,
+    *,
+    tracker: Tracker | None = None,
+    reuse: bool = False,
+) -> ExternalResult:
+    """Score ``vdir``'s reported checkpoint on ``external`` and write the result.
+
+    ``reuse`` (after training, ``[[evaluate]]``) keeps an existing result of the same name
+    instead of writing a new one. ``tracker``: the run's open loggers (default: the run's
+    ``[[log]]`` plugins are started again, continuing their tracked run). Raises
+    :class:`RunError` (no finished run; a both-eyes model), :class:`DataError` (no label
+    shared, no usable image) and whatever the collection's dataset plugin raises.
+    """
+    if not vdir.finished:
+        raise RunError(f"{vdir}: not a finished run (no {vdir.METRICS}); train it first")
+    if reuse and vdir.external(external.name).finished:
+        done = vdir.external(external.name)
+        info(f"{vdir.name}: external validation {external.name!r} already in {done.path}")
+        return ExternalResult(done, done.metrics(), done.comparison())
+    final = vdir.metrics()
+    exp, model, view = load_trained(vdir, registry)
+    if view.eyes == 2:
+        raise RunError(
+            f"{vdir}: model {exp.model.name!r} sees both eyes of a patient at once; external "
+            "validation scores one photograph at a time and does not pair them yet"
+        )
+    cfg = exp.config
+    samples = external_samples(external)
+    labels = list(view.labels)
+    shared, not_scored = samples.shared(labels)
+    where = f"external collection {external.name!r} ({external.dataset.name} at {external.root})"
+    if not shared:
+        raise DataError(
+            f"{where} grades {', '.join(samples.graded) or 'no label'}; the run learned "
+            f"{', '.join(labels)}: no label to score"
+        )
+    kind = "single_label" if view.single_label else "multi_label"
+    selection = select_task(samples.table, labels, kind)
+    rows = selection.table
+    cache = ImageCache(cache_for(external.root, external.options.cache_dir), view.preprocessing)
+    images, keep, skipped, check = _prepared(
+        rows["image_path"].tolist(),
+        cache,
+        external.options.on_bad_image or cfg.data.on_bad_image,
+        external.options.fundus_check or cfg.data.fundus_check,
+        where,
+    )
+    rows = rows.iloc[keep].reset_index(drop=True)
+    targets = selection.targets[keep]
+    if rows.empty:
+        raise DataError(f"{where}: no usable image to score")
+    device = resolve_device(cfg.device)
+    model.to(device).eval()
+    logits = _logits(
+        model, view, images, rows, device, cfg.train.eval_batch_size or cfg.train.batch_size
+    )
+    probs = view.probabilities(torch.from_numpy(logits)).numpy()
+    task = Task(tuple(labels), kind)  # type: ignore[arg-type]
+    everything = np.arange(len(rows))
+    bundle = DataBundle(
+        rows, task, targets, everything[:0], everything[:0], everything, ImageStore(None, [], 1)
+    )
+    truth, truth_report = patient_truth(samples.table)
+    bundle.patients = truth[labels]
+    evaluation = Evaluation(everything, probs, targets, float("nan"), logits)
+    level, fusion = cfg.data.level, cfg.data.fusion
+    preds = at_level(bundle, evaluation, level=level, fusion=fusion)  # the view's temperature
+    scores = final.get("final") or {}
+    thresholds = thresholds_array(labels, scores.get("thresholds") or {})
+    scoring = SharedScoring(tuple(labels), tuple(shared), view.single_label)
+    resamples, confidence = cfg.eval.bootstrap, cfg.eval.confidence
+    seeds = (derive_seed(cfg.seed, INTERNAL_STREAM), derive_seed(cfg.seed, EXTERNAL_STREAM))
+    metrics = scoring.metrics(preds, thresholds)
+    full = scored(preds, thresholds)
+    intervals = scoring.intervals(full, resamples=resamples, confidence=confidence, seed=seeds[1])
+
+    internal_frame = vdir.test_predictions()
+    internal, _ = scored_from_frame(
+        internal_frame,
+        labels=labels,
+        single_label=view.single_label,
+        thresholds=thresholds,
+        challenge=preds.challenge,
+    )
+    comparison = compare_with_internal(
+        internal, full, scoring, resamples=resamples, confidence=confidence, seeds=seeds
+    )
+
+    out = vdir.new_external(external.name)
+    frame = predictions_frame(preds, thresholds)
+    ungraded = [f"target_{label}" for label in not_scored if f"target_{label}" in frame]
+    frame = frame.drop(columns=ungraded)
+    if level == "patient":
+        write_text(out.patient_predictions_file, frame.to_csv(index=False))
+        images_level = at_level(bundle, evaluation, level="image", fusion=fusion)
+        image_frame = predictions_frame(images_level, None)
+        image_frame = image_frame.drop(columns=[c for c in ungraded if c in image_frame.columns])
+        write_text(out.predictions_file, image_frame.to_csv(index=False))
+    else:
+        write_text(out.predictions_file, frame.to_csv(index=False))
+    if skipped:
+        write_text(out.skipped_file, pd.DataFrame(skipped).to_csv(index=False))
+    data_report = _data_report(samples, selection, rows, targets, task, skipped, check)
+    data_report["patient_truth"] = truth_report
+    data_report["cache"] = str(cache.directory)
+    write_json(out.data_file, data_report)
+    write_text(out.comparison_file, comparison.to_csv(index=False))
+    title = f"{exp.name}/{vdir.name}: internal test vs {external.name}"
+    plot_internal_vs_external(comparison, out.figure, title, confidence)
+    summary = {
+        "experiment": exp.name,
+        "variant": vdir.name,
+        "name": out.name,
+        "collection": external.to_dict(),
+        "checkpoint": final.get("checkpoint"),
+        "checkpoint_epoch": final.get("checkpoint_epoch"),
+        "task": kind,
+        "level": level,
+        "labels": labels,
+        "labels_scored": shared,
+        "labels_not_scored": not_scored,
+        "images": len(rows),
+        "patients": int(rows["patient_id"].nunique()),
+        "final": {
+            **metrics,
+            "intervals": intervals,
+            "confidence": confidence,
+            "threshold_rule": scores.get("threshold_rule", cfg.eval.threshold),
+            "thresholds": scores.get("thresholds") or {},
+            "temperature": scores.get("temperature"),
+        },
+        "comparison": {
+            "internal": "the run's test patients (its own predictions), on the labels scored",
+            "metrics": comparison.to_dict("records"),
+            "verdicts": [verdict(r, confidence) for r in comparison.to_dict("records")],
+            "resamples": resamples,
+        },
+        "tta": [v if isinstance(v, str) else str(v.get("name")) for v in cfg.eval.tta],
+        "data": data_report,
+    }
+    write_json(out.metrics_file, summary)
+    _tell_loggers(tracker, exp, vdir, out, summary)
+    info(f"{vdir.name}: external validation on {external.name!r} written to {out.path}")
+    if not_scored:
+        info(f"{external.name}: the collection does not grade {', '.join(not_scored)}: not scored")
+    return ExternalResult(out, summary, comparison)
+
+
+def _data_report(
+    samples: ExternalSamples,
+    selection: Any,
+    rows: pd.DataFrame,
+    targets: np.ndarray,
+    task: Task,
+    skipped: list[dict[str, str]],
+    check: dict[str, Any],
+) -> dict[str, Any]:
+    counts = (
+        np.bincount(targets.astype(np.int64), minlength=task.num_classes)
+        if task.single_label
+        else np.asarray(targets).sum(axis=0)
+    )
+    return {
+        "images": len(rows),
+        "patients": int(rows["patient_id"].nunique()),
+        "counts": {label: int(c) for label, c in zip(task.labels, counts, strict=True)},
+        "graded_labels": samples.graded,
+        "dropped_without_label": selection.dropped_none,
+        "dropped_with_several_labels": selection.dropped_several,
+        "skipped_unreadable": len(skipped),
+        "fundus_check": check,
+        "dataset": samples.report,
+    }
+
+
+def _tell_loggers(
+    tracker: Tracker | None,
+    exp: Any,
+    vdir: VariantDirectory,
+    out: ExternalDirectory,
+    summary: dict[str, Any],
+) -> None:
+    """The run's loggers see the result (``log_external``) and its files; when the run's
+    own tracker is not open, its ``[[log]]`` plugins continue their tracked run."""
+    own = tracker is None
+    if own:
+        tracker = Tracker.build(exp.loggers)
+        if not tracker:
+            return
+        tracker.start(
+            RunInfo(
+                experiment=exp.name,
+                variant=vdir.name,
+                seed=exp.config.seed,
+                config=exp.to_dict(),
+                environment=_environment(vdir),
+                directory=vdir.path,
+            )
+        )
+    assert tracker is not None
+    tracker.external(out.name, summary)
+    tracker.files([out.metrics_file, out.comparison_file, out.figure])
+    if own:
+        tracker.close()
+
+
+def _environment(vdir: VariantDirectory) -> dict[str, Any]:
+    try:
+        return vdir.environment()
+    except RunError:
+        return {}
+
+
+# -- the figure -----------------------------------------------------------------------------
+
+
+def plot_internal_vs_external(
+    comparison: pd.DataFrame, path: Any, title: str, confidence: float
+) -> None:
+    """Each compared metric, internal test and external collection side by side, with their
+    bootstrap intervals; the difference and its interval below."""
+    import matplotlib.pyplot as plt
+
+    shown = comparison[comparison["metric"].isin(COMPARED)].reset_index(drop=True)
+    x = np.arange(len(shown))
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(max(6.0, 1.3 * len(shown)), 6), sharex=True, height_ratios=[2, 1]
+    )
+    for i, side in enumerate(("internal", "external")):
+        values = shown[side].to_numpy(float)
+        bars = error_bars(
+            [[lo, hi] for lo, hi in zip(shown[f"{side}_low"], shown[f"{side}_high"], strict=True)],
+            list(values),
+        )
+        top.errorbar(
+            x + (i - 0.5) * 0.25,
+            values,
+            yerr=bars,
+            fmt="o",
+            capsize=3,
+            color=colour(i),
+            label="internal test" if side == "internal" else "external",
+        )
+    top.set_ylim(0, 1.05)
+    top.set_ylabel("value")
+    top.grid(axis="y", alpha=0.3)
+    top.legend(fontsize=8)
+    top.set_title(f"{title} ({round(confidence * 100)}% bootstrap intervals)", fontsize=9)
+    diff = shown["difference"].to_numpy(float)
+    # a difference may be negative: its bars are drawn from the interval directly
+    lows = shown["difference_low"].to_numpy(float)
+    highs = shown["difference_high"].to_numpy(float)
+    yerr = np.clip(np.array([np.nan_to_num(diff - lows), np.nan_to_num(highs - diff)]), 0, None)
+    bottom.errorbar(x, diff, yerr=yerr, fmt="s", capsize=3, color=colour(2))
+    bottom.axhline(0.0, color="black", linewidth=0.8)
+    bottom.set_ylabel("external - internal")
+    bottom.grid(axis="y", alpha=0.3)
+    bottom.set_xticks(x, list(shown["metric"]))
+    fig.tight_layout()
+    save_figure(fig, path)
