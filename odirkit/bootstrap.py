@@ -125,14 +125,13 @@ def weighted_metrics(scored: Scored, weights: np.ndarray) -> dict[str, np.ndarra
     tn = weights @ ((1 - y) * (1 - d))
     out: dict[str, np.ndarray] = {}
     out["f1_micro"] = _ratio(2 * tp.sum(1), 2 * tp.sum(1) + fp.sum(1) + fn.sum(1))
-    per_class_f1 = _ratio(2 * tp, 2 * tp + fp + fn)
-    f1 = np.nan_to_num(per_class_f1, nan=0.0)
-    out["f1_macro"] = f1.mean(axis=1)
+    per_class_f1 = _ratio(2 * tp, 2 * tp + fp + fn)  # NaN where undefined, as the estimate
     recall = _ratio(tp, tp + fn)
     specificity = _ratio(tn, tn + fp)
     auc = np.stack([weighted_auc(y[:, c], s[:, c], weights) for c in range(y.shape[1])], axis=1)
     with warnings.catch_warnings():  # an all-NaN row (no class defined) stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
+        out["f1_macro"] = np.nanmean(per_class_f1, axis=1)
         out["recall_macro"] = np.nanmean(recall, axis=1)
         out["specificity_macro"] = np.nanmean(specificity, axis=1)
         out["auc_macro"] = np.nanmean(auc, axis=1)

@@ -26,7 +26,7 @@ from typer.core import TyperGroup
 
 from odirkit import __version__
 from odirkit.console import err, out, say_once
-from odirkit.errors import ConfigError, OdirkitError, RunError, closest
+from odirkit.errors import ConfigError, DataError, OdirkitError, RunError, closest
 from odirkit.plugins import KINDS, Registry, get_registry
 
 
@@ -164,10 +164,13 @@ def run(
     """Run an experiment: every variant, then a comparison of them."""
     from odirkit.config import load_experiment
     from odirkit.engine import distributed
+    from odirkit.engine.rundir import refuse_run_folder
     from odirkit.engine.variant import preflight
     from odirkit.experiment import load_run, run_experiment, start_run
     from odirkit.launch import check_launcher
 
+    if resume is None:
+        refuse_run_folder(out_dir)
     distributed.setup()
     reg = state(ctx).registry()
     if resume is not None:
@@ -342,8 +345,10 @@ def tune(
 ) -> None:
     """Search hyperparameters on the validation patients (Optuna); the best trial becomes
     an experiment file, scored on the test patients once, at the end."""
+    from odirkit.engine.rundir import refuse_run_folder
     from odirkit.tune import Search
 
+    refuse_run_folder(out_dir)
     search = Search(
         file,
         state(ctx).registry(),
@@ -406,6 +411,12 @@ def validate(
     experiments = load_experiment(file, state(ctx).registry(), overrides=set_ or [])
     for exp in experiments:
         preflight(exp)
+        root = Path(exp.config.data.root)
+        if not exp.dataset.spec.meta.get("creates_root") and not root.exists():
+            raise DataError(
+                f"{file}: [data] root = {str(root)!r}: no such folder (dataset "
+                f"{exp.dataset.name!r} reads its data from there)"
+            )
     for exp in experiments:
         cfg = exp.config
         augment = ", ".join(a.name for a in exp.augmenters) or "none"
@@ -620,6 +631,7 @@ def compare(
 ) -> None:
     """Compare finished runs: test results with intervals, paired tests, curves side by side."""
     from odirkit.comparison import parse_run_name
+    from odirkit.engine.rundir import refuse_run_folder
     from odirkit.experiment import summaries_from_dirs
     from odirkit.report import write_report
 
@@ -638,6 +650,7 @@ def compare(
                 f"runs: {', '.join(names)}"
             )
     target = out_dir or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
+    refuse_run_folder(target)
     comparison = write_report(
         target,
         title="comparison",
@@ -792,11 +805,12 @@ def predict(
 ) -> None:
     """Per-patient probabilities in the ODIR-2019 submission format; every image checked
     first (written to <out>.images.csv)."""
-    from odirkit.engine.rundir import find_variant
+    from odirkit.engine.rundir import find_variant, refuse_run_folder
     from odirkit.files import write_text
     from odirkit.labels import LABELS
     from odirkit.predict import predict as run_predict
 
+    refuse_run_folder(out_file)
     result = run_predict(
         find_variant(run_dir),
         images,
@@ -1089,12 +1103,13 @@ def baseline_metadata(
     """Logistic regression on age and sex alone, on the experiment's split and metrics."""
     from odirkit.baseline import fit_metadata_baseline
     from odirkit.config import load_experiment
-    from odirkit.engine.rundir import RunDirectory
+    from odirkit.engine.rundir import RunDirectory, refuse_run_folder
 
     experiments = load_experiment(
         file, state(ctx).registry(), overrides=set_ or [], variants=[variant] if variant else None
     )
     exp = experiments[0]
+    refuse_run_folder(out_dir)
     vdir = RunDirectory.create(out_dir, exp.name).variant("baseline-metadata")
     result = fit_metadata_baseline(exp, vdir)
     final = result["final"]
@@ -1120,11 +1135,12 @@ def ensemble(
     ] = None,
 ) -> None:
     """Average finished runs' probabilities on their shared test images, and score them."""
-    from odirkit.engine.rundir import finished_variants
+    from odirkit.engine.rundir import finished_variants, refuse_run_folder
     from odirkit.ensemble import ensemble as run_ensemble
 
     members = [vdir for vdir, _ in finished_variants(list(run_dirs))]
     target = out_dir or Path("runs") / f"ensemble-{datetime.now():%Y%m%d-%H%M%S}"
+    refuse_run_folder(target)
     result = run_ensemble(members, target)
     table = Table(
         title=f"ensemble of {len(members)} runs on {result['shared_test_samples']} "

@@ -24,7 +24,6 @@ import pandas as pd
 from odirkit import bootstrap
 from odirkit.engine.evaluate import scored_from_frame, thresholds_array
 from odirkit.engine.rundir import VariantDirectory
-from odirkit.errors import RunError
 from odirkit.learning import LearningCheck
 
 _NAME = re.compile(r"^(?P<base>.+?)(?:-seed(?P<seed>\d+))?(?:-fold(?P<fold>\d+))?$")
@@ -89,13 +88,15 @@ class FinishedRun:
         return seed, fold
 
     def predictions(self) -> pd.DataFrame | None:
-        """The run's test predictions at its level, or None if the files are gone."""
+        """The run's test predictions at its level, or None if the files are gone.
+
+        Raises :class:`RunError` naming the file when one is there but damaged."""
         if self.directory is None:
             return None
-        try:
-            return VariantDirectory(self.directory).test_predictions()
-        except RunError:
+        vdir = VariantDirectory(self.directory)
+        if not (vdir.predictions_file.exists() or vdir.patient_predictions_file.exists()):
             return None
+        return vdir.test_predictions()
 
     @property
     def learning(self) -> LearningCheck | None:

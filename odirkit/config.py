@@ -13,6 +13,7 @@ expression: opening an experiment cannot run code.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import re
 import tomllib
@@ -36,7 +37,7 @@ MONITORS = ("f1_micro", "f1_macro", "loss", "recall_macro", "precision_macro", "
 
 
 class _Table(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class DataConfig(_Table):
@@ -413,7 +414,9 @@ class LauncherConfig(_Table):
 
 #: a search range of ``[tune]``: a dotted key = one of these
 class TuneRange(_Table):
-    model_config = pydantic.ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    model_config = pydantic.ConfigDict(
+        extra="forbid", strict=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     log: list[float] | None = Field(
         None, min_length=2, max_length=2, description="log-uniform between two numbers"
@@ -446,7 +449,7 @@ class TuneConfig(_Table):
     """``[tune]``: the hyperparameter search of ``odirkit tune``; any dotted key
     (``"train.lr"``) is a parameter with its range."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     metric: str = Field("", description="the validation metric to optimise; default: train.monitor")
     direction: Literal["maximize", "minimize", "auto"] = Field(
@@ -671,7 +674,8 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     """``"train.epochs=2"`` -> ``(["train", "epochs"], 2)``; values are TOML values.
 
     A value that is not valid TOML is taken as a string, so
-    ``data.root=data/odir5k`` needs no quotes.
+    ``data.root=data/odir5k`` needs no quotes; so is one that TOML reads as a date or a
+    time (``data.root=2024-06-01``): no odirkit key takes a date.
     """
     key, sep, raw_value = text.partition("=")
     key = key.strip()
@@ -686,6 +690,8 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     try:
         value = tomllib.loads(f"v = {raw_value}")["v"]
     except tomllib.TOMLDecodeError:
+        value = raw_value
+    if isinstance(value, datetime.date | datetime.time):  # datetime is a date too
         value = raw_value
     return parts, value
 

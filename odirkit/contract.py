@@ -73,6 +73,11 @@ class DatasetMeta(_Meta):
     test_setup: Callable[[Any], Any] | None = Field(
         None, description="writes a small sample of the data into a folder (conformance)"
     )
+    creates_root: bool = Field(
+        False,
+        description="the plugin writes its data into root when root is missing or empty (a "
+        "generator): odirkit validate then does not require root to exist",
+    )
 
 
 class LoggerMeta(_Meta):

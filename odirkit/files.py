@@ -32,10 +32,34 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
+#: ``ODIRKIT_KILL_AT = "<when>:<file name>:<n>"`` ends the process (exit code 137, as a
+#: ``kill -9``) at the n-th write of that file, ``before`` it, ``during`` it (the temporary
+#: file written, not yet renamed) or ``after`` it: how the tests prove that a run killed
+#: between any two of its writes resumes to the numbers of an uninterrupted one.
+KILL_AT = "ODIRKIT_KILL_AT"
+_writes: dict[str, int] = {}
+
+
+def _kill_point(path: Path, when: str) -> None:
+    spec = os.environ.get(KILL_AT)
+    if not spec:
+        return
+    moment, name, count = spec.split(":")
+    if name != path.name:
+        return
+    if when == "before":  # each write of the file is counted as it begins
+        _writes[name] = _writes.get(name, 0) + 1
+    if moment == when and _writes.get(name, 0) == int(count):
+        os._exit(137)
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through ``write(file)`` via a temporary file and a rename; the file
-    gets the permissions of any new file (the user's umask), not the temporary's 0600."""
+    gets the permissions of any new file (the user's umask), not the temporary's 0600.
+
+    Raises :class:`RunError` naming the file when its folder cannot be written."""
     path = Path(path)
+    _kill_point(path, "before")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -47,10 +71,21 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, FILE_MODE)
+        _kill_point(path, "during")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _kill_point(path, "after")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.*.tmp``) a killed writer left under ``folder``;
+    returns them. Safe only while nothing else writes there (a resumed run's own folder)."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

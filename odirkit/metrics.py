@@ -20,8 +20,6 @@ from sklearn.metrics import (
     average_precision_score,
     cohen_kappa_score,
     f1_score,
-    precision_score,
-    recall_score,
     roc_auc_score,
     roc_curve,
 )
@@ -123,7 +121,12 @@ def classification_metrics(
     :func:`predictions`. Per-class figures come under ``per_class[label]``:
     f1, recall (sensitivity), specificity, precision, auc, pr_auc,
     sens_at_spec_90/95, spec_at_sens_90, brier, ece and support. A figure
-    that needs both outcomes of a class is NaN without them.
+    undefined for a class is NaN there (recall without positives, precision without
+    predicted positives, F1 without either, specificity without negatives, AUC and
+    PR-AUC without both outcomes), and every macro figure is the mean over the classes
+    it is defined for, those left out named under ``macro_left_out`` — the rule the
+    bootstrap intervals follow (:mod:`odirkit.bootstrap`), so an estimate always lies
+    in its interval.
     """
     n_classes = len(labels)
     probs = np.asarray(probs, dtype=np.float64)
@@ -134,20 +137,22 @@ def classification_metrics(
     if single_label:
         ids = list(range(n_classes))
         t = np.asarray(targets).astype(np.int64)
-        f1_pc = f1_score(t, pred, labels=ids, average=None, **kw)
-        rec_pc = recall_score(t, pred, labels=ids, average=None, **kw)
-        prec_pc = precision_score(t, pred, labels=ids, average=None, **kw)
         f1_micro = f1_score(t, pred, labels=ids, average="micro", **kw)
         accuracy = accuracy_score(t, pred)
     else:
-        f1_pc = f1_score(y_true, y_pred, average=None, **kw)
-        rec_pc = recall_score(y_true, y_pred, average=None, **kw)
-        prec_pc = precision_score(y_true, y_pred, average=None, **kw)
         f1_micro = f1_score(y_true, y_pred, average="micro", **kw)
         accuracy = accuracy_score(y_true, y_pred)  # exact match of the label sets
-    negatives = (1 - y_true).sum(axis=0)
-    true_negatives = ((1 - y_true) * (1 - y_pred)).sum(axis=0)
-    spec_pc = np.where(negatives > 0, true_negatives / np.maximum(negatives, 1), np.nan)
+    # Per class from the confusion counts, NaN where undefined (the bootstrap's rule too):
+    # recall without positives, precision without predicted positives, F1 without either,
+    # specificity without negatives. Macro figures average the defined classes only.
+    tp = (y_true * y_pred).sum(axis=0).astype(np.float64)
+    fp = ((1 - y_true) * y_pred).sum(axis=0).astype(np.float64)
+    fn = (y_true * (1 - y_pred)).sum(axis=0).astype(np.float64)
+    tn = ((1 - y_true) * (1 - y_pred)).sum(axis=0).astype(np.float64)
+    f1_pc = _ratio(2 * tp, 2 * tp + fp + fn)
+    rec_pc = _ratio(tp, tp + fn)
+    prec_pc = _ratio(tp, tp + fp)
+    spec_pc = _ratio(tn, tn + fp)
     per_class = {}
     for i, label in enumerate(labels):
         per_class[label] = {
@@ -162,19 +167,34 @@ def classification_metrics(
     def macro(name: str) -> float:
         return _nanmean([per_class[label][name] for label in labels])
 
+    left_out = {
+        f"{name}_macro": [label for label in labels if np.isnan(per_class[label][name])]
+        for name in MACRO_FIGURES
+    }
     return {
         "f1_micro": float(f1_micro),
-        "f1_macro": float(np.mean(f1_pc)),
-        "recall_macro": float(np.mean(rec_pc)),
+        "f1_macro": macro("f1"),
+        "recall_macro": macro("recall"),
         "specificity_macro": macro("specificity"),
-        "precision_macro": float(np.mean(prec_pc)),
+        "precision_macro": macro("precision"),
         "accuracy": float(accuracy),
         "auc_macro": macro("auc"),
         "pr_auc_macro": macro("pr_auc"),
         "brier_macro": macro("brier"),
         "ece_macro": macro("ece"),
         "per_class": per_class,
+        # the classes each macro figure leaves out (undefined for them): named beside it
+        "macro_left_out": {name: found for name, found in left_out.items() if found},
     }
+
+
+#: the per-class figures averaged into a macro figure (over the classes defined for them)
+MACRO_FIGURES = ("f1", "recall", "specificity", "precision", "auc", "pr_auc", "brier", "ece")
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -155,7 +155,10 @@ def params_model(title: str, params: list[Param]) -> type[pydantic.BaseModel]:
     fields: dict[str, Any] = {
         p.name: (p.annotation, ... if p.required else p.default) for p in params
     }
-    config = pydantic.ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+    # a float is finite unless its parameter says otherwise (Field(allow_inf_nan=True))
+    config = pydantic.ConfigDict(
+        extra="forbid", strict=True, arbitrary_types_allowed=True, allow_inf_nan=False
+    )
     return pydantic.create_model(_identifier(title), __config__=config, **fields)
 
 

@@ -320,6 +320,7 @@ def write_report(
                 "",
                 _screening(run),
                 "",
+                *_left_out(run),
                 *_explanation_flags(run),
             ]
     if unfinished:
@@ -419,6 +420,21 @@ def _screening(run: RunSummary) -> str:
         text += f", threshold {thresholds[label]:.3f})" if label in thresholds else ")"
         parts.append(text)
     return "Operating points per disease: " + ("; ".join(parts) if parts else "-") + "."
+
+
+def _left_out(run: RunSummary) -> list[str]:
+    """The classes a macro figure leaves out, being undefined for them (no positive test
+    patient for recall, no predicted one for precision, ...), named beside the figure."""
+    found = (run.final.get("final") or {}).get("macro_left_out") or {}
+    if not found:
+        return []
+    parts = [f"{name.replace('_macro', '')}: {', '.join(labels)}" for name, labels in found.items()]
+    return [
+        "Macro figures average the classes they are defined for; left out here: "
+        + "; ".join(parts)
+        + ".",
+        "",
+    ]
 
 
 def _bracket(interval: Sequence[float] | None) -> str:

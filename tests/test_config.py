@@ -180,3 +180,18 @@ def test_a_file_with_a_byte_order_mark_is_read(cli, tmp_path, phantom_root):
     result = cli("validate", exp)
     assert result.exit_code == 0, result.output
     assert "ok tiny/default" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "text"),
+    [
+        ("data.root=2024-06-01", "root", "2024-06-01"),
+        ("data.cache_dir=2024-06-01T10:00:00", "cache_dir", "2024-06-01T10:00:00"),
+        ("data.split_file=10:30:00", "split_file", "10:30:00"),
+    ],
+)
+def test_a_value_toml_reads_as_a_date_keeps_its_text(tmp_path, registry, override, key, text):
+    assert parse_override(override)[1] == text
+    (exp,) = load(tmp_path, registry, 'name = "x"\n', overrides=[override])
+    assert getattr(exp.config.data, key) == text
+    assert parse_override("train.epochs=3")[1] == 3  # numbers stay numbers

@@ -134,8 +134,8 @@ train = { optimizer = "sgd", lr = 0.01 }
     assert "sgd" in compared.stdout
 
 
-def _odirkit(*args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "ODIRKIT_QUIET": "1"}
+def _odirkit(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    env = {**(env or os.environ), "ODIRKIT_QUIET": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "odirkit", *args],
         env=env,
@@ -346,3 +346,87 @@ def trainer_order(trainer) -> list[int]:
 
     rng = np.random.default_rng(derive_seed(trainer.seed, 0, 0, PRECISE_BN_STREAM))
     return list(trainer.data.train_idx[rng.permutation(len(trainer.data.train_idx))])
+
+
+#: every write of a variant's files at an epoch's end and at its end: (moment, file, which)
+KILL_POINTS = [
+    ("during", "best.pt", 1),  # a half-written best.pt: only its temporary file on disk
+    ("after", "best.pt", 1),  # best.pt of epoch 1 written, no last.pt yet
+    ("after", "last.pt", 1),  # last.pt names epoch 1 as best: best.pt must be there
+    ("during", "last.pt", 2),
+    ("after", "last.pt", 2),  # last.pt written, metrics.csv not yet
+    ("after", "metrics.csv", 3),  # the last epoch's row, before the test is scored
+    ("after", "val_predictions.csv", 1),
+    ("after", "predictions.csv", 1),
+    ("during", "metrics.json", 1),  # the marker of a finished variant, half written
+]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, phantom_root):
+    work = tmp_path_factory.mktemp("whole")
+    exp = work / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=3).replace("lr = 0.003", "lr = 0.01"))
+    whole = _odirkit("run", str(exp), "--out", str(work / "runs"))
+    assert whole.wait() == 0, whole.communicate()
+    (run,) = run_dirs(work / "runs")
+    return exp, run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("moment", "name", "which"), KILL_POINTS)
+def test_a_run_killed_at_any_write_resumes_to_the_numbers_of_an_uninterrupted_one(
+    tmp_path, uninterrupted, moment, name, which
+):
+    exp, reference = uninterrupted
+    env = {**os.environ, "ODIRKIT_KILL_AT": f"{moment}:{name}:{which}"}
+    killed = _odirkit("run", str(exp), "--out", str(tmp_path / "runs"), env=env)
+    _, err = killed.communicate()
+    assert killed.returncode == 137, err  # killed where asked, not finished, not failed
+    (run,) = run_dirs(tmp_path / "runs")
+    assert not (run / "default" / "failed.json").exists()
+    resumed = _odirkit("run", "--resume", str(run))
+    _, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    assert not list(run.rglob(".*.tmp")), "a killed writer's temporary file was left behind"
+    for file in ("metrics.csv", "predictions.csv", "val_predictions.csv"):
+        a = pd.read_csv(reference / "default" / file)
+        b = pd.read_csv(run / "default" / file)
+        pd.testing.assert_frame_equal(
+            a.drop(columns=["seconds"], errors="ignore"),
+            b.drop(columns=["seconds"], errors="ignore"),
+        )
+    final = [json.loads((r / "default/metrics.json").read_text()) for r in (reference, run)]
+    assert final[0]["final"] == final[1]["final"] and final[0]["best"] == final[1]["best"]
+
+
+def test_a_last_batch_of_one_image_is_merged_where_batch_norm_would_fail(capsys):
+    from types import SimpleNamespace
+
+    from odirkit.engine.trainer import EpochProgress, Trainer
+
+    images = torch.randint(0, 256, (43, 3, 4, 4), generator=torch.Generator().manual_seed(0))
+    model = torch.nn.Sequential(  # batch norm over features: one image is one value each
+        torch.nn.Flatten(), torch.nn.Linear(48, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2)
+    )
+    view = SimpleNamespace(mean=(0.5,) * 3, std=(0.25,) * 3, extra_inputs=lambda t: [])
+    targets = np.arange(43) % 2
+    trainer = Trainer(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+        loss_fn=torch.nn.CrossEntropyLoss(),
+        data=_bundle_of(images.to(torch.uint8), targets),
+        device=torch.device("cpu"),
+        view=view,
+        batch_size=21,
+    )
+    batches = trainer.epoch_batches(0)
+    assert [len(b) for b in batches] == [21, 22] and trainer.steps_per_epoch() == 2
+    assert sorted(np.concatenate(batches)) == list(range(43))  # every image, once
+    done = trainer.train_epoch(EpochProgress(epoch=0))
+    assert done.step == 2 and done.seen == 43
+    assert "merged into the batch before it" in capsys.readouterr().err
+    # a model without batch norm keeps its last batch of one
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 2))
+    trainer.model, trainer._has_batch_norm = plain, False
+    assert [len(b) for b in trainer.epoch_batches(0)] == [21, 21, 1]

@@ -40,3 +40,33 @@ def test_auc_is_nan_for_a_class_with_one_outcome_and_rows_flatten():
     row = flatten_metrics(m)
     assert row["recall_N"] == pytest.approx(2 / 3)
     assert "per_class" not in row
+
+
+def test_a_macro_figure_and_its_interval_leave_out_the_same_undefined_classes():
+    from odirkit.bootstrap import Scored, intervals
+
+    rng = np.random.default_rng(0)
+    n = 60
+    y = np.zeros((n, 3), dtype=np.int64)
+    y[:, 0] = rng.integers(0, 2, n)
+    y[:, 1] = rng.integers(0, 2, n)  # the third label: no positive test patient at all
+    probs = np.clip(y * 0.6 + rng.uniform(0, 0.5, (n, 3)), 0, 1)
+    probs[:5, 2] = 0.9  # ... and five false alarms for it: its F1 is 0, its recall undefined
+    metrics = classification_metrics(y, probs, labels=["D", "G", "A"], single_label=False)
+    a = metrics["per_class"]["A"]
+    assert np.isnan(a["recall"]) and a["f1"] == 0.0 and np.isnan(a["auc"])
+    defined = [metrics["per_class"][x]["recall"] for x in ("D", "G")]
+    assert metrics["recall_macro"] == pytest.approx(np.mean(defined))  # not (D + G + 0) / 3
+    assert metrics["f1_macro"] == pytest.approx(
+        np.mean([metrics["per_class"][x]["f1"] for x in ("D", "G", "A")])
+    )  # A's F1 is defined: 0 with false alarms
+    assert metrics["macro_left_out"]["recall_macro"] == ["A"]
+    assert metrics["macro_left_out"]["auc_macro"] == ["A"]
+    assert "f1_macro" not in metrics["macro_left_out"]
+    decisions = (probs > 0.5).astype(np.int64)
+    found = intervals(
+        Scored.build(y, decisions, probs, labels=("D", "G", "A")), resamples=300, seed=2
+    )
+    for name in ("recall_macro", "f1_macro", "auc_macro", "specificity_macro"):
+        low, high = found[name]
+        assert low <= metrics[name] <= high, (name, metrics[name], low, high)

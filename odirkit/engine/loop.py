@@ -37,7 +37,7 @@ from odirkit.engine.rundir import VariantDirectory
 from odirkit.engine.trainer import EpochProgress, Evaluation, Trainer
 from odirkit.errors import RunError, TrainingDiverged
 from odirkit.figures import plot_reliability, plot_run, plot_test_curves
-from odirkit.files import write_json, write_text
+from odirkit.files import remove_stale_temporaries, write_json, write_text
 from odirkit.learning import LearningCheck, chance_loss, check_learning
 from odirkit.metrics import flatten_metrics, predictions
 from odirkit.seeding import derive_seed, random_states, restore_random_states
@@ -109,6 +109,10 @@ class EpochLoop:
             save_checkpoint(self.last_path, self.state())
 
     def restore(self) -> None:
+        """Continue from ``last.pt`` when there is one (a resumed run), after clearing the
+        temporary files a killed writer left in the variant's folder."""
+        if distributed.is_main():
+            remove_stale_temporaries(self.vdir.path)
         if not self.last_path.exists():
             return
         state = load_checkpoint(self.last_path)
@@ -224,10 +228,10 @@ class EpochLoop:
         if patience and self.since_best >= patience and epoch + 1 < self.cfg.train.epochs:
             self.stopped_early = True
         self.progress = EpochProgress(epoch=epoch + 1)
-        self.save()
-        if not distributed.is_main():
-            return
-        if improved:
+        # best.pt before last.pt: last.pt records which epoch is best, so it must never
+        # name a best.pt not yet on disk. Killed between the two, the run resumes from the
+        # previous last.pt and trains this epoch again, to the same best.pt.
+        if improved and distributed.is_main():
             save_checkpoint(
                 self.best_path,
                 {
@@ -237,6 +241,9 @@ class EpochLoop:
                     "metrics": {k: v for k, v in row.items() if isinstance(v, int | float)},
                 },
             )
+        self.save()
+        if not distributed.is_main():
+            return
         write_text(self.vdir.history_file, self.history_frame().to_csv(index=False))
         self.tracker.epoch(epoch + 1, row)
         info(f"{self.exp.variant} epoch {epoch + 1}/{self.cfg.train.epochs}  {self._status(row)}")

@@ -275,8 +275,15 @@ class VariantDirectory:
         return _read_json(self.metrics_file, "not a finished run")
 
     def history(self) -> pd.DataFrame:
-        """``metrics.csv``: one row per epoch (empty for a baseline, which has no epochs)."""
-        return pd.read_csv(self.history_file) if self.history_file.exists() else pd.DataFrame()
+        """``metrics.csv``: one row per epoch (empty for a baseline, which has no epochs).
+
+        Raises :class:`RunError` naming the file when it cannot be read."""
+        if not self.history_file.exists():
+            return pd.DataFrame()
+        try:
+            return pd.read_csv(self.history_file)
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{self.history_file}: unreadable ({type(exc).__name__})") from None
 
     @property
     def single_label(self) -> bool:
@@ -316,10 +323,11 @@ class VariantDirectory:
         return float(value) if value else None
 
     def test_predictions(self) -> pd.DataFrame:
-        """The test predictions at the run's level (patients, or images)."""
-        patient = self.metrics().get("level") == "patient"
+        """The test predictions at the run's level (patients, or images), checked."""
+        final = self.metrics()
+        patient = final.get("level") == "patient"
         path = self.patient_predictions_file if patient else self.predictions_file
-        return _read_predictions(path)
+        return _read_predictions(path, final.get("labels"))
 
     def val_predictions(self) -> pd.DataFrame | None:
         path = self.val_predictions_file
@@ -421,11 +429,58 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _read_predictions(path: Path) -> pd.DataFrame:
+def _read_predictions(path: Path, labels: list[str] | None = None) -> pd.DataFrame:
+    """A prediction file a run wrote, checked: ``predictions.csv`` (``patient_id``, ``eye``,
+    ``prob_<L>``) or ``patient_predictions.csv`` (``ID``, ``<L>``), with the targets.
+
+    Raises :class:`RunError` naming the file when it is missing, unreadable, or not what
+    the run wrote (another command's output saved over it, say)."""
     try:
-        return pd.read_csv(path, dtype={"patient_id": str, "ID": str}, keep_default_na=False)
-    except OSError:
+        frame = pd.read_csv(path, dtype={"patient_id": str, "ID": str}, keep_default_na=False)
+    except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if labels is not None:
+        patient = path.name == VariantDirectory.PATIENT_PREDICTIONS
+        keys = ["ID"] if patient else ["patient_id", "eye"]
+        probs = list(labels) if patient else [f"prob_{label}" for label in labels]
+        targets = ["target"] if "target" in frame.columns else [f"target_{x}" for x in labels]
+        missing = [c for c in [*keys, *probs, *targets] if c not in frame.columns]
+        if missing:
+            raise RunError(
+                f"{path}: not the predictions this run wrote (no column(s) "
+                f"{', '.join(missing)}); was another file saved over it? Re-create it with "
+                "odirkit run --resume after removing it, or use another run"
+            )
+    return frame
+
+
+def run_folder_around(path: str | Path) -> Path | None:
+    """The odirkit run folder ``path`` lies in (or is), if any: the nearest folder at or
+    above it that holds a ``run.json`` or a variant's ``config.json``."""
+    here = Path(path).resolve()
+    for folder in (here, *here.parents):
+        if (folder / RunDirectory.RUN).is_file():
+            return folder
+        if (folder / VariantDirectory.CONFIG).is_file() and (
+            folder / VariantDirectory.ENVIRONMENT
+        ).is_file():
+            return folder
+    return None
+
+
+def refuse_run_folder(target: str | Path, option: str = "--out") -> None:
+    """Refuse to write ``target`` inside a run folder: no command writes into a run
+    folder it did not create. Raises :class:`odirkit.errors.ConfigError` naming both."""
+    from odirkit.errors import ConfigError
+
+    found = run_folder_around(target)
+    if found is not None:
+        raise ConfigError(
+            f"{option} {target}: inside the run folder {found}, which this command did not "
+            "create; odirkit never writes over a run's files. Choose a path outside it"
+        )
 
 
 def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from odirkit.console import info
 from odirkit.data.prepare import DataBundle, chunked
 from odirkit.engine import distributed
 from odirkit.engine.distributed import world
@@ -159,6 +160,10 @@ class Trainer:
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.performance.grad_scaler)
+        self._has_batch_norm = any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        )
+        self._merge_said = False
 
     # -- the pieces of a step ------------------------------------------------
 
@@ -202,7 +207,26 @@ class Trainer:
         return self.data.train_idx[rng.permutation(len(self.data.train_idx))]
 
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.data.train_idx) / self.batch_size)
+        return len(self.epoch_batches(0))
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The training batches of ``epoch``: its shuffled order in ``batch_size`` chunks.
+
+        A last chunk too small for batch norm to measure (one image on some process) is
+        merged into the batch before it when the model has batch norm: in training mode
+        batch norm cannot normalise a single value per channel (and a batch of one is a
+        poor estimate anyway). Said once per run.
+        """
+        chunks = chunked(self.epoch_order(epoch), self.batch_size)
+        if len(chunks) > 1 and len(chunks[-1]) < 2 * world().size and self._has_batch_norm:
+            if not self._merge_said:
+                info(
+                    f"the last training batch of each epoch would hold {len(chunks[-1])} "
+                    f"image(s), too few for batch norm: it is merged into the batch before it"
+                )
+                self._merge_said = True
+            chunks = [*chunks[:-2], np.concatenate(chunks[-2:])]
+        return chunks
 
     def _batches(self, chunks: list[np.ndarray]):
         return self.data.batches(
@@ -227,7 +251,7 @@ class Trainer:
         request, so that every rank stops at the same step.
         """
         self.model.train()
-        chunks = chunked(self.epoch_order(progress.epoch), self.batch_size)[progress.step :]
+        chunks = self.epoch_batches(progress.epoch)[progress.step :]
         shares = [distributed.rank_share(chunk) for chunk in chunks]
         batches = self._batches([mine for mine, _ in shares])
         for (indices, images, targets), (_, weight) in zip(batches, shares, strict=True):

@@ -426,24 +426,40 @@ def read_manifest(root: Path) -> dict | None:
 
 
 def needs_generation(root: Path, settings: Settings) -> bool:
-    """Whether ``root`` lacks the phantom with these settings.
+    """Whether ``root`` must be drawn now: it is missing or empty.
 
-    A folder that exists and is not a phantom is never written into: that is an error.
+    A folder holding anything else is never written into: a phantom drawn with other
+    settings (or by another generator version) is an error naming the settings that
+    differ, as is a folder that is no phantom at all. Raises :class:`odirkit.DataError`.
     """
-    wanted = {
-        k: v for k, v in settings.manifest().items() if k not in {"look", "cameras", "prevalence"}
-    }
-    manifest = read_manifest(root)
-    if manifest is not None and all(manifest.get(k) == v for k, v in wanted.items()):
-        return False
     if root.exists() and not root.is_dir():
         raise odirkit.DataError(f"{root}: is a file, not a folder")
-    if manifest is None and root.exists() and any(root.iterdir()):
+    if not root.exists() or not any(root.iterdir()):
+        return True
+    manifest = read_manifest(root)
+    if manifest is None:
         raise odirkit.DataError(
             f"{root}: this folder is not empty and is not a phantom dataset (no {MANIFEST}); "
             "the phantom will not write into it. Choose an empty or new folder for data.root."
         )
-    return True
+    wanted = {
+        k: v for k, v in settings.manifest().items() if k not in {"look", "cameras", "prevalence"}
+    }
+    differ = {k: (manifest.get(k), v) for k, v in wanted.items() if manifest.get(k) != v}
+    if not differ:
+        return False
+    shown = ", ".join(f"{k} {have} (asked: {want})" for k, (have, want) in differ.items())
+    keys = [k for k in differ if k not in {"version", "generator"}]
+    fix = (
+        f"set data.{' and data.'.join(keys)} to what the folder holds, "
+        if keys
+        else "delete the folder to draw it with this generator, "
+    )
+    raise odirkit.DataError(
+        f"{root}: holds a phantom drawn with other settings: {shown}. odirkit does not "
+        f"write over a dataset it did not draw for this run: {fix}or choose another folder "
+        "for data.root"
+    )
 
 
 def load_table(root: Path) -> pd.DataFrame:
@@ -492,4 +508,5 @@ def odirkit_register_datasets(register):
         phantom,
         summary="Synthetic fundus photographs in the ODIR-5K layout, with lesion masks",
         test_params={"patients": 6, "size": 64, "difficulty": "easy"},
+        creates_root=True,
     )
