@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -136,10 +137,12 @@ def main(argv: list[str] | None = None) -> dict:
                 made: dict[str, list[Path]] = {}
                 for i, path in enumerate(paths):
                     try:
-                        with Image.open(path) as img:
-                            rgb = np.asarray(img.convert("RGB"))
-                    except OSError:
-                        continue
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("error", Image.DecompressionBombWarning)
+                            with Image.open(path) as img:
+                                rgb = np.asarray(img.convert("RGB"))
+                    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+                        continue  # counted as unreadable among the photographs
                     for name, picture in variants(rgb).items():
                         target = Path(tmp) / name / f"{i:05d}.png"
                         target.parent.mkdir(exist_ok=True)

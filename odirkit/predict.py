@@ -100,26 +100,37 @@ def find_inputs(source: Path) -> list[InputImage]:
     if missing:
         raise DataError(f"{source}: lacks column(s) {', '.join(missing)}")
     by_name = {p.name: p for p in source.parent.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
-    found = []
+    found: dict[tuple[str, str], InputImage] = {}
+    absent: list[str] = []
     for record in frame.to_dict("records"):
+        pid = _patient_id(record["ID"])
         for eye in ("left", "right"):
             name = str(record[f"{eye.capitalize()}-Fundus"]).strip()
+            if not name or (pid, eye) in found:  # a per-image table names each eye per row
+                continue
             path = by_name.get(name)
             if path is None:
-                raise DataError(
-                    f"{source}: image {name} of patient {record['ID']} not found "
-                    f"under {source.parent}"
-                )
-            found.append(
-                InputImage(
-                    str(record["ID"]).strip(),
-                    eye,
-                    path,
-                    age=record.get("Patient Age", float("nan")),
-                    sex=str(record.get("Patient Sex", "")),
-                )
-            )
-    return found
+                absent.append(name)
+                continue
+            age = pd.to_numeric(record.get("Patient Age", float("nan")), errors="coerce")
+            sex = str(record.get("Patient Sex", "")).strip()
+            found[(pid, eye)] = InputImage(pid, eye, path, age=float(age), sex=sex)
+    absent = sorted(set(absent))
+    if absent:
+        warn(
+            f"{source}: {len(absent)} photograph(s) it names are not under {source.parent} "
+            f"and are left out, e.g. {absent[0]}"
+        )
+    if not found:
+        raise DataError(f"{source}: none of the photographs it names is under {source.parent}")
+    return list(found.values())
+
+
+def _patient_id(value: object) -> str:
+    """A patient ID as text: ``88``, ``"88"`` and ``88.0`` (a spreadsheet's float) are one
+    patient; ``"0088"`` keeps its zeros."""
+    text = str(value).strip()
+    return re.sub(r"^(\d+)\.0+$", r"\1", text)
 
 
 @dataclass

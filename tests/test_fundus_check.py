@@ -155,8 +155,8 @@ NOT_FUNDUS = {
     "portrait": (lambda: scikit_image("astronaut"), "no_dark_surround"),
     "cup of coffee": (lambda: scikit_image("coffee"), "no_dark_surround"),
     "cat": (lambda: scikit_image("chelsea"), "no_dark_surround"),
-    "night launch": (lambda: scikit_image("rocket"), "no_dark_surround"),
-    "scanned page (grey)": (lambda: scikit_image("page"), "no_dark_surround"),
+    "night launch": (lambda: scikit_image("rocket"), "no_field_of_view"),
+    "scanned page (grey)": (lambda: scikit_image("page"), "not_colour"),
     "printed document": (document, "no_field_of_view"),
     "colour wheel on black": (lambda: scikit_image("colorwheel"), "not_fundus_colour"),
     "grey fundus": (lambda: retina().mean(axis=2).astype(np.uint8), "not_colour"),
@@ -350,3 +350,29 @@ def test_verdicts_are_remembered_beside_the_cache_and_renewed_when_a_file_change
     Image.open(paths[0]).save(paths[2])  # the file changes: its verdict is renewed
     prepare.checked_reasons(cache, paths, [cache.get(p) for p in paths])
     assert len(calls) == 5
+
+
+def test_predict_reads_a_per_image_table_once_per_photograph(cli, tmp_path, finished_run):
+    """full_df.csv names both eyes in each of its patient's rows, and names photographs the
+    re-release left out: each photograph is predicted once, the absent ones left out."""
+    config = json.loads((finished_run / "config.json").read_text())
+    photos = Path(config["data"]["root"]) / "ODIR-5K_Training_Dataset"
+    folder = tmp_path / "release"
+    folder.mkdir()
+    rows = []
+    for pid in (0, 1, 2):
+        record = {"ID": pid, "Left-Fundus": f"{pid}_left.jpg", "Right-Fundus": f"{pid}_right.jpg"}
+        rows += [record, record]  # one row per photograph, each naming both
+        for eye in ("left", "right"):
+            if (pid, eye) != (2, "right"):  # left out of the release
+                shutil.copy(photos / f"{pid}_{eye}.jpg", folder)
+    pd.DataFrame(rows).to_csv(folder / "full_df.csv", index=False)
+    out = tmp_path / "sub.csv"
+    result = cli("predict", finished_run, folder / "full_df.csv", "--out", out)
+    assert result.exit_code == 0, result.output
+    images = pd.read_csv(tmp_path / "sub.images.csv", dtype={"patient_id": str})
+    assert len(images) == 5 and not images.duplicated(["patient_id", "eye"]).any()
+    assert list(pd.read_csv(out, dtype={"ID": str})["ID"]) == ["0", "1", "2"]
+    assert "1 photograph(s) it names are not under" in result.stderr and "2_right.jpg" in (
+        result.stderr
+    )

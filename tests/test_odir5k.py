@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -560,3 +561,90 @@ def test_cross_validation_reports_the_mean_over_folds(cli, tmp_path, phantom_roo
     test0 = set(split0.loc[split0["split"] == "test", "patient_id"])
     test1 = set(split1.loc[split1["split"] == "test", "patient_id"])
     assert test0 and test1 and not test0 & test1
+
+
+def _rows_of_rules() -> list[dict]:
+    rows = [patient(i, left, right, labels) for i, (left, right, labels, _, _) in enumerate(RULES)]
+    return rows
+
+
+def test_odd_but_real_cells_read_as_one_patient_each(odir5k, tmp_path):
+    write_rules_dataset(tmp_path)
+    rows = _rows_of_rules()
+    frame = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS).astype({"ID": object})
+    frame.loc[1, "ID"] = "1.0"  # a spreadsheet's float
+    repeat = dict(rows[2], **{"Left-Diagnostic Keywords": "  Suspected   GLAUCOMA ", "ID": "2"})
+    frame = pd.concat([frame, pd.DataFrame([repeat])], ignore_index=True)
+    frame.to_csv(tmp_path / "book.csv", index=False)
+    table = odir5k(tmp_path, annotations="book.csv")
+    assert sorted(set(table["patient_id"]), key=int) == [str(i) for i in range(len(RULES))]
+    assert table.attrs["odirkit_report"]["repeated_rows_merged"] == 1  # spaces and case only
+
+
+def test_rows_of_one_patient_differing_only_in_a_label_column_conflict(odir5k, tmp_path):
+    write_rules_dataset(tmp_path)
+    rows = _rows_of_rules()
+    frame = pd.DataFrame([*rows, dict(rows[4], C=0, O=1)], columns=OFFICIAL_COLUMNS)
+    frame.to_csv(tmp_path / "book.csv", index=False)
+    with pytest.raises(DataError, match=r"patient ID 4 appears in rows 6 and 15 .*C: 1"):
+        odir5k(tmp_path, annotations="book.csv")
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda f: f.assign(ID=f["ID"].astype(object).where(f.index != 3, "")), "row 5 has no"),
+        (
+            lambda f: f.assign(
+                **{"Right-Fundus": f["Right-Fundus"].where(f.index != 5, "1_right.jpg")}
+            ),
+            "1_right.jpg is named for patient 1 (right eye) and for patient 5 (right eye)",
+        ),
+    ],
+    ids=["blank_id", "one_photograph_two_patients"],
+)
+def test_a_table_that_loses_or_doubles_a_photograph_is_refused(odir5k, tmp_path, damage, expected):
+    write_rules_dataset(tmp_path)
+    damage(pd.DataFrame(_rows_of_rules(), columns=OFFICIAL_COLUMNS)).to_csv(
+        tmp_path / "book.csv", index=False
+    )
+    with pytest.raises(DataError, match=re.escape(expected)):
+        odir5k(tmp_path, annotations="book.csv")
+
+
+def test_eyes_without_a_file_name_or_keywords_are_left_out_and_listed(odir5k, tmp_path, capsys):
+    write_rules_dataset(tmp_path)
+    frame = pd.DataFrame(_rows_of_rules(), columns=OFFICIAL_COLUMNS)
+    frame.loc[2, "Left-Fundus"] = ""
+    frame.loc[4, "Right-Diagnostic Keywords"] = ""
+    frame.to_csv(tmp_path / "book.csv", index=False)
+    table = odir5k(tmp_path, annotations="book.csv")
+    eyes = set(zip(table["patient_id"], table["eye"], strict=True))
+    assert ("2", "left") not in eyes and ("4", "right") not in eyes and ("4", "left") in eyes
+    report = table.attrs["odirkit_report"]
+    assert report["eyes_without_a_file_name"] == [{"patient_id": "2", "eye": "left"}]
+    assert [r["filename"] for r in report["images_without_keywords"]] == ["4_right.jpg"]
+    err = capsys.readouterr().err
+    assert "names no photograph for 1 eye(s)" in err and "blank diagnostic keywords" in err
+
+
+def test_a_linked_image_folder_is_read_and_the_releases_own_folder_is_the_only_one(
+    odir5k, tmp_path
+):
+    source = write_distribution(tmp_path / "source", "full_df_15", absent=("3_left.jpg",))
+    root = tmp_path / "linked"
+    root.mkdir()
+    shutil.copy(source / "full_df.csv", root / "full_df.csv")
+    (root / "preprocessed_images").symlink_to(source / "preprocessed_images")
+    linked = odir5k(root)
+    assert len(linked) == len(odir5k(source)) and ("3", "left") not in set(
+        zip(linked["patient_id"], linked["eye"], strict=True)
+    )
+    # the full archive also ships the full-size originals: an absent crop is not taken
+    # from them (the re-release left it out)
+    fundus(source / "ODIR-5K" / "ODIR-5K" / "Training Images" / "3_left.jpg")
+    table = odir5k(source)
+    assert ("3", "left") not in set(zip(table["patient_id"], table["eye"], strict=True))
+    assert [r["filename"] for r in table.attrs["odirkit_report"]["images_not_found"]] == [
+        "3_left.jpg"
+    ]

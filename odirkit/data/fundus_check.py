@@ -67,17 +67,19 @@ from scipy.spatial import ConvexHull, QhullError
 
 from odirkit.data.images import brightest_channel
 
-CHECK_VERSION = 2  # the rules and thresholds; runs remember verdicts per version
+CHECK_VERSION = 3  # the rules and thresholds; runs remember verdicts per version
 CHECK_SIZE = 128
 BLANK_SPREAD = 0.015  # p99 - p1 of the brightest channel, of 1
 DARK_FRAME = 0.08  # a picture whose 99th centile is below this holds nothing visible
 MIN_CHROMA = 0.02  # mean of max(R, G, B) - min(R, G, B), of 1
 DARK = 0.2  # a dark corner: its brightest channel below this ...
-SURROUND_CONTRAST = 0.3  # ... and below this share of the picture's bright end (95th centile)
+SURROUND_CONTRAST = 0.5  # ... and below this share of the picture's bright end (95th centile)
+CORNER_PATCH = 4  # a corner: the median of this many pixels square (of CHECK_SIZE)
 LIGHT = 0.8  # a white corner: its darkest channel above this
 FIELD_STEP = 0.04  # a field pixel differs from the surround by more than this ...
 MIN_FIELD_STEP = 0.015  # ... or less, down to this, in a dark photograph
 MIN_FIELD = 0.2  # share of the picture
+FIELD_PIECE = 0.1  # a piece of the field: at least this share of its largest piece
 MIN_COVERAGE = 0.4  # share of the visible ellipse traced by the field's outline
 MAX_LEAK = 0.05  # share of the field outside its ellipse
 MIN_AXIS, MAX_AXIS = 0.3, 1.2  # the ellipse's semi-axes, in picture sides
@@ -85,7 +87,10 @@ MAX_ASPECT = 1.8
 MIN_REDNESS = 0.02
 PUPIL_DARK = 0.3  # pupil pixels: below this share of the field's median brightness ...
 PUPIL_BLACK = 0.12  # ... and below this brightness
-PUPIL_AREA = (0.015, 0.35)  # share of the field
+PUPIL_AREA = (0.002, 0.35)  # share of the field
+SCLERA_SHARE = 0.04  # a visible sclera: this share of the field ...
+SCLERA_BRIGHT = 0.55  # ... brighter than this (brightest channel) ...
+SCLERA_CHROMA = 0.2  # ... and nearly colourless: (max - min) / max below this
 TOO_DARK = 0.05
 MAX_SATURATED = 0.5
 MIN_SHARPNESS = 0.0015
@@ -198,7 +203,7 @@ def check_fundus(image: np.ndarray) -> FundusCheck:
         return FundusCheck(False, "washed_out", **stats)
     if redness < MIN_REDNESS:
         return FundusCheck(False, "not_fundus_colour", **stats)
-    if _has_pupil(brightest_channel(smooth), field, ellipse, brightness):
+    if _has_pupil(smooth, field, ellipse, brightness):
         return FundusCheck(False, "anterior_segment", **stats)
     grey = x.mean(axis=2)
     laplacian = np.abs(
@@ -228,9 +233,15 @@ def _strip_padding(image: np.ndarray) -> np.ndarray | None:
 
 
 def _surround(smooth: np.ndarray) -> tuple[str, np.ndarray]:
-    """``("dark" | "white" | "", colour)``: what at least three corners show."""
-    n = CHECK_SIZE - 1
-    corners = [smooth[y, x] for y, x in ((0, 0), (0, n), (n, 0), (n, n))]
+    """``("dark" | "white" | "", colour)``: what the corners show.
+
+    Each corner is the median of a ``CORNER_PATCH`` square (a thin stroke of burned-in
+    text there does not change it). A surround is three or four plain corners, or two
+    on one side of the picture (a field the frame cut on the other side).
+    """
+    n, k = CHECK_SIZE, CORNER_PATCH
+    patches = [smooth[:k, :k], smooth[:k, n - k :], smooth[n - k :, :k], smooth[n - k :, n - k :]]
+    corners = [np.median(p.reshape(-1, 3), axis=0) for p in patches]
     # dark in absolute terms, and against the picture's own bright end (a darkened
     # scene has dim corners, but so is everything else in it)
     dark = min(DARK, SURROUND_CONTRAST * float(np.percentile(brightest_channel(smooth), 95)))
@@ -238,25 +249,36 @@ def _surround(smooth: np.ndarray) -> tuple[str, np.ndarray]:
         ("dark", [c.max() < dark for c in corners]),
         ("white", [c.min() > LIGHT for c in corners]),
     ):
-        if sum(plain) >= 3:
+        top_left, top_right, bottom_left, bottom_right = plain
+        one_side = (
+            (top_left and top_right)
+            or (bottom_left and bottom_right)
+            or (top_left and bottom_left)
+            or (top_right and bottom_right)
+        )
+        if sum(plain) >= 3 or (sum(plain) == 2 and one_side):
             colour = np.median(np.stack([c for c, p in zip(corners, plain, strict=True) if p]), 0)
             return kind, colour
     return "", np.zeros(3, np.float32)
 
 
 def _field(smooth: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """The pixels that differ from the surround, without specks: ``bool [C, C]``."""
+    """The field of view: the pixels that differ from the surround, without specks, as
+    the largest connected region (and any at least ``FIELD_PIECE`` of it: a field a
+    shadow cut in two); burned-in text and labels are small and left out.
+    ``bool [C, C]``."""
     difference = brightest_channel(np.abs(smooth - colour))
     # a dark photograph's field differs little from a black surround: a step of a fifth
     # of its bright end, between MIN_FIELD_STEP and FIELD_STEP
     step = float(np.clip(0.2 * np.percentile(difference, 95), MIN_FIELD_STEP, FIELD_STEP))
     differs = difference > step
-    differs = ndimage.binary_opening(differs, iterations=2)
+    differs = ndimage.binary_opening(differs, iterations=3)  # cuts text touching the rim
     labels, count = ndimage.label(differs)
     if count == 0:
         return differs
     sizes = ndimage.sum(differs, labels, range(1, count + 1))
-    return np.isin(labels, 1 + np.flatnonzero(sizes >= 0.01 * differs.size))
+    keep = sizes >= max(0.01 * differs.size, FIELD_PIECE * sizes.max())
+    return ndimage.binary_fill_holes(np.isin(labels, 1 + np.flatnonzero(keep)))
 
 
 def _outline(field: np.ndarray) -> tuple[Ellipse | None, float, float]:
@@ -365,14 +387,19 @@ def _hull_mask(hull: ConvexHull) -> np.ndarray:
     return np.array(canvas, dtype=bool)
 
 
-def _has_pupil(
-    brightest: np.ndarray, field: np.ndarray, ellipse: Ellipse, brightness: float
-) -> bool:
-    """A compact near-black blob, enclosed by the field, near the ellipse's centre."""
-    dark = (brightest < min(PUPIL_BLACK, PUPIL_DARK * brightness)) & ellipse.inside(
+def _has_pupil(smooth: np.ndarray, field: np.ndarray, ellipse: Ellipse, brightness: float) -> bool:
+    """The front of an eye: a compact near-black blob (the pupil) near the field's centre,
+    enclosed by it, and a white sclera (at least ``SCLERA_SHARE`` of the field bright
+    and colourless). A dark lesion at a fundus's macula has no sclera around it."""
+    top = brightest_channel(smooth)
+    bottom = np.minimum(np.minimum(smooth[..., 0], smooth[..., 1]), smooth[..., 2])
+    white = field & (top > SCLERA_BRIGHT) & ((top - bottom) < SCLERA_CHROMA * top)
+    if white.sum() < SCLERA_SHARE * field.sum():
+        return False
+    dark = (top < min(PUPIL_BLACK, PUPIL_DARK * brightness)) & ellipse.inside(
         -0.15 * min(ellipse.a, ellipse.b)
     )
-    labels, count = ndimage.label(dark)
+    labels, count = ndimage.label(ndimage.binary_fill_holes(dark))  # a reflex is no hole
     if count == 0:
         return False
     area = float(field.sum())
@@ -388,6 +415,6 @@ def _has_pupil(
         cy = (blob[0].start + blob[0].stop - 1) / 2
         cx = (blob[1].start + blob[1].stop - 1) / 2
         offset = np.hypot((cx - ellipse.cx) / ellipse.a, (cy - ellipse.cy) / ellipse.b)
-        if offset <= 0.35:
+        if offset <= 0.5:
             return True
     return False

@@ -21,6 +21,7 @@ disagreement are reported (printed, and kept in the run's ``data.json``).
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -98,7 +99,15 @@ def find_annotations(root: Path) -> tuple[Path, tuple[str, ...]]:
 
 
 def _walk(root: Path):
-    for folder, dirs, files in os.walk(root):
+    """Every file under ``root``, in a stable order, through symbolic links to folders too
+    (a dataset linked into place), each real folder once."""
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if d not in SKIP_FOLDERS and not d.startswith(".odirkit"))
         for name in sorted(files):
             yield Path(folder) / name
@@ -186,7 +195,13 @@ def patient_rows(frame: pd.DataFrame, path: Path) -> tuple[list[dict], dict]:
     per_image = "filename" in frame.columns
     for index, raw in enumerate(frame.to_dict("records")):
         row = {column: _cell(raw.get(column)) for column in compared}
+        row["ID"] = _patient_id(raw.get("ID"))
         if row["ID"] is None:
+            if any(value is not None for value in row.values()):
+                raise odirkit.DataError(
+                    f"{path}: row {index + 2} has no patient ID but holds data; give it its ID "
+                    "or remove the row"
+                )
             continue  # an empty line
         pid = str(row["ID"])
         if per_image and _cell(raw.get("filename")) is not None:
@@ -194,7 +209,7 @@ def patient_rows(frame: pd.DataFrame, path: Path) -> tuple[list[dict], dict]:
         if pid not in records:
             records[pid], first_row[pid] = row, index + 2
             continue
-        differs = [c for c in compared if records[pid][c] != row[c]]
+        differs = [c for c in compared if _same(records[pid][c]) != _same(row[c])]
         if differs:
             shown = "; ".join(
                 f"{c}: {records[pid][c]!r} (row {first_row[pid]}) vs {row[c]!r} (row {index + 2})"
@@ -236,6 +251,23 @@ def patient_rows(frame: pd.DataFrame, path: Path) -> tuple[list[dict], dict]:
     }
 
 
+def _patient_id(value: object) -> str | None:
+    """A patient ID as text, None when blank: ``88``, ``"88"`` and ``88.0`` (a
+    spreadsheet's float) are one patient; ``"0088"`` keeps its zeros."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = " ".join(str(value).split())
+    return re.sub(r"^(\d+)\.0+$", r"\1", text) or None
+
+
+def _same(value: object) -> object:
+    """A cell as compared between two rows of one patient: text without regard to case
+    ("Normal fundus" is "normal fundus")."""
+    return value.casefold() if isinstance(value, str) else value
+
+
 def _natural(pid: str) -> tuple[int, float, str]:
     try:
         return (0, float(pid), "")
@@ -243,15 +275,17 @@ def _natural(pid: str) -> tuple[int, float, str]:
         return (1, 0.0, pid)
 
 
-def _eye_rows(patients: list[dict]) -> list[dict]:
+def _eye_rows(patients: list[dict], unnamed: list[dict]) -> list[dict]:
     """One record per eye: both eyes of each patient, or, for a per-image file with a
-    ``filename`` column, the eyes whose file a row names."""
+    ``filename`` column, the eyes whose file a row names. An eye without a file name is
+    listed in ``unnamed``."""
     rows = []
     for record in patients:
         for eye in ("left", "right"):
             side = eye.capitalize()
             filename = record[f"{side}-Fundus"]
             if filename is None:
+                unnamed.append({"patient_id": str(record["ID"]), "eye": eye})
                 continue
             filename = str(filename)
             if record["_named"] is not None and filename not in record["_named"]:
@@ -289,7 +323,17 @@ def read_odir(
             f"has {', '.join(OFFICIAL_COLUMNS)} and N, D, G, C, A, H, M, O"
         )
     patients, merged = patient_rows(frame, annotations)
-    eye_rows = _eye_rows(patients)
+    unnamed: list[dict] = []
+    eye_rows = _eye_rows(patients, unnamed)
+    owners: dict[str, tuple[str, str]] = {}
+    for r in eye_rows:  # a photograph belongs to one eye of one patient
+        other = owners.setdefault(r["filename"], (r["patient_id"], r["eye"]))
+        if other != (r["patient_id"], r["eye"]):
+            raise odirkit.DataError(
+                f"{annotations}: {r['filename']} is named for patient {other[0]} ({other[1]} "
+                f"eye) and for patient {r['patient_id']} ({r['eye']} eye); one photograph "
+                "cannot be two eyes (it would sit on both sides of a split)"
+            )
     index = index_images(images or root, preferred)
 
     diagnoses = {(r["patient_id"], r["eye"]): diagnose_eye(r["keywords"]) for r in eye_rows}
@@ -300,10 +344,13 @@ def read_odir(
         right = diagnoses.get((pid, "right")) or diagnose_eye("normal fundus")
         by_patient[pid] = patient_labels(left, right)
 
-    rows, non_fundus, disagreements, not_found = [], [], {}, []
+    rows, non_fundus, disagreements, not_found, unlabelled = [], [], {}, [], []
     other_keywords: Counter[str] = Counter()
     for record in eye_rows:
         pid, eye = record["patient_id"], record["eye"]
+        if not str(record["keywords"]).strip():  # no diagnosis: not "normal", unknown
+            unlabelled.append({"patient_id": pid, "eye": eye, "filename": record["filename"]})
+            continue
         diagnosis = diagnoses[(pid, eye)]
         other_keywords.update(diagnosis.unknown)
         if not diagnosis.fundus:
@@ -360,6 +407,18 @@ def read_odir(
             f"odir5k: for {len(disagreements)} patient(s) the labels from the diagnostic "
             f"keywords disagree with the workbook's N..O columns: {shown}"
         )
+    if unnamed:
+        warn(
+            f"odir5k: {annotations.name} names no photograph for {len(unnamed)} eye(s) "
+            f"(blank Left-/Right-Fundus cells), e.g. patient {unnamed[0]['patient_id']} "
+            f"{unnamed[0]['eye']}: left out (listed in data.json)"
+        )
+    if unlabelled:
+        warn(
+            f"odir5k: {len(unlabelled)} photograph(s) have blank diagnostic keywords, e.g. "
+            f"{unlabelled[0]['filename']}: without a diagnosis they are left out (listed in "
+            "data.json)"
+        )
     if not_found:
         warn(
             f"odir5k: {len(not_found)} of the {len(eye_rows)} photographs {annotations.name} "
@@ -378,6 +437,8 @@ def read_odir(
         "non_fundus_left_out": non_fundus,
         "keyword_workbook_disagreements": list(disagreements.values()),
         "images_not_found": not_found,
+        "eyes_without_a_file_name": unnamed,
+        "images_without_keywords": unlabelled,
         "other_keywords": dict(other_keywords.most_common()),
     }
     return table
@@ -411,6 +472,11 @@ def odir5k(*, root: str, annotations: str | None = None, images: str | None = No
     image_root = base / images if images is not None else None
     if image_root is not None and not image_root.is_dir():
         raise odirkit.DataError(f"{image_root}: image folder not found")
+    if image_root is None:  # a known layout's own folder, when it is there, and no other:
+        for folder in preferred:  # the re-release's crops are not the full-size originals
+            if (base / folder).is_dir():
+                image_root = base / folder
+                break
     return read_odir(base, path, preferred, image_root)
 
 
