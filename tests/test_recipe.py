@@ -275,6 +275,40 @@ def test_cutmix_on_multi_label_targets_and_an_odd_batch():
     assert torch.allclose(targets[:4], (1 - area) * y[:4] + area * pair, atol=0.1)
 
 
+def test_the_trainer_sets_each_steps_rate_and_mixes_each_step_by_its_epoch_and_step():
+    from types import SimpleNamespace
+
+    from test_engine import _bundle_of
+
+    from odirkit.engine.trainer import EpochProgress, Trainer
+
+    images = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
+    seen = []
+
+    def mix(x, y, *, seed, epoch, step):
+        seen.append(("mix", epoch, step))
+        return x, torch.nn.functional.one_hot(y, 2).float()
+
+    schedule = SimpleNamespace(before_step=lambda epoch, step: seen.append(("lr", epoch, step)))
+    view = SimpleNamespace(mean=(0.5,) * 3, std=(0.25,) * 3, extra_inputs=lambda t: [])
+    trainer = Trainer(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=torch.nn.CrossEntropyLoss(),
+        data=_bundle_of(images, np.zeros(12, dtype=np.int64)),
+        device=torch.device("cpu"),
+        view=view,
+        batch_size=5,
+        mixer=mix,
+        lr_schedule=schedule,
+    )
+    trainer.train_epoch(EpochProgress(epoch=0))
+    trainer.train_epoch(EpochProgress(epoch=1, step=1))  # resumed after its first step
+    steps = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2)]
+    assert seen == [(kind, *s) for s in steps for kind in ("lr", "mix")]
+
+
 # -- a run with the whole recipe, and its resumption -------------------------------------------
 
 RECIPE = """
@@ -336,3 +370,63 @@ def test_an_interrupted_recipe_run_resumes_to_the_same_numbers(
     pd.testing.assert_frame_equal(a, b)
     lrs = a["lr"].tolist()  # each epoch's last step: still warming up, then the cosine
     assert lrs[0] < 0.05 * 8 / 256 and lrs[1] > lrs[2] > 0
+
+
+# -- experiments/foundation.toml ---------------------------------------------------------------
+
+
+def phantom_overrides() -> list[str]:
+    """The --set overrides of the phantom command in foundation.toml's header."""
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "experiments" / "foundation.toml").read_text()
+    lines = [line.removeprefix("#").strip() for line in text.splitlines()]
+    start = next(
+        i for i, line in enumerate(lines) if line.startswith("odirkit run") and "--set" in line
+    )
+    command = []
+    for line in lines[start:]:
+        command.append(line.removesuffix("\\"))
+        if not line.endswith("\\"):
+            break
+    words = shlex.split(" ".join(command))
+    return [words[i + 1] for i, word in enumerate(words) if word == "--set"]
+
+
+def test_the_foundation_experiment_compares_every_model_on_one_protocol(registry):
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "experiments" / "foundation.toml"
+    runs = load_experiment(path, registry)
+    models = {exp.variant.rsplit("-seed", 1)[0]: exp.model.name for exp in runs}
+    assert models == {
+        "cnn": "cnn",
+        "vgg13_bn": "vgg13_bn",
+        "inception_v3": "inception_v3",
+        "retfound": "vit",
+        "dinov2": "vit",
+    }
+    for field in ("labels", "test_fraction", "val_fraction"):
+        assert len({str(getattr(exp.config.data, field)) for exp in runs}) == 1, field
+    assert {exp.config.seed for exp in runs} == {0, 1, 2}
+    assert {exp.config.train.monitor for exp in runs} == {"auc_macro"}
+    assert len({exp.config.eval.model_dump_json() for exp in runs}) == 1
+    retfound = next(exp for exp in runs if exp.variant.startswith("retfound"))
+    assert retfound.model.params["hub"] == "YukunZhou/RETFound_mae_natureCFP"
+    assert retfound.config.train.layer_decay == 0.65 and retfound.config.train.lr == 5e-3 * 16 / 256
+
+
+def test_the_foundation_experiments_phantom_command_resolves_without_weights(registry, cli):
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "experiments" / "foundation.toml"
+    overrides = phantom_overrides()
+    runs = load_experiment(path, registry, overrides=overrides)
+    assert {exp.config.data.dataset for exp in runs} == {"phantom"}
+    for exp in runs:
+        params = exp.model.params
+        assert not params.get("pretrained") and not params.get("hub"), exp.variant
+        assert exp.image_size == 80 and params.get("input_size", 80) == 80, exp.variant
+    args = [a for o in overrides for a in ("--set", o)]
+    assert cli("validate", path, *args).exit_code == 0

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from torch import nn
 
 import odirkit
@@ -89,8 +89,15 @@ PUBLISHED: dict[str, Published] = {
     ),
 }
 
+
+def _empty_is_none(value: Any) -> Any:
+    """``""`` as no value, so ``--set variants.x.model.hub=`` clears a source."""
+    return None if value == "" else value
+
+
 DropRate = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
-HubRepo = Annotated[str, Field(pattern=HUB_REPO)]
+HubRepo = Annotated[Annotated[str, Field(pattern=HUB_REPO)] | None, BeforeValidator(_empty_is_none)]
+LocalFile = Annotated[str | None, BeforeValidator(_empty_is_none)]
 
 
 @cache
@@ -153,8 +160,8 @@ def build_vit(
     input_size: Annotated[int, Field(ge=16, le=4096)] = 224,
     global_pool: Literal["avg", "token"] = "avg",
     patch_size: Annotated[int, Field(ge=2, le=64)] | None = None,
-    weights: str | None = None,
-    hub: HubRepo | None = None,
+    weights: LocalFile = None,
+    hub: HubRepo = None,
     hub_file: str | None = None,
     pretrained: bool = False,
     drop_path: DropRate = 0.0,
@@ -170,8 +177,10 @@ def build_vit(
         class token after the final norm: DINOv2, RETFound's DINOv2 weights).
     patch_size: the patch side in pixels; default the architecture's (16 for RETFound);
         pretrained patch embeddings are resampled to it (timm's resample_patch_embed).
-    weights: a local checkpoint in a published layout (.pth, .bin, .safetensors).
-    hub: a Hugging Face repository holding RETFound-style weights (owner/name).
+    weights: a local checkpoint in a published layout (.pth, .bin, .safetensors);
+        "" for none.
+    hub: a Hugging Face repository holding RETFound-style weights (owner/name); "" for
+        none.
     hub_file: the file in it; default <name>.pth, as RETFound publishes them.
     pretrained: timm's own weights for arch (downloaded once, then cached).
     drop_path: stochastic depth, the rate of the last block (RETFound: 0.2).
