@@ -246,3 +246,29 @@ def test_attention_rollout_follows_the_attention_and_refuses_a_cnn(registry):
             torch.tensor([0]),
             None,
         )
+
+
+def test_conformance_fails_a_transformer_that_hides_its_tokens_from_grad_cam():
+    import types
+
+    import odirkit
+    from odirkit.plugins import Registry
+    from odirkit.testing import check_model
+
+    def build_tiny_vit(*, num_classes: int):
+        return timm.create_model("test_vit", num_classes=num_classes, img_size=32)
+
+    def register_with(**meta):
+        reg = Registry()
+
+        def odirkit_register_models(register):
+            register("tiny_vit", build_tiny_vit, test_input_size=32, **meta)
+
+        plugin = types.ModuleType("tiny_vit_plugin")
+        plugin.odirkit_register_models = odirkit.hookimpl(odirkit_register_models)
+        assert reg.add_plugin(plugin, name="tiny")
+        return reg.get("model", "tiny_vit")
+
+    check_model(register_with(cam_layer="blocks.5.norm1", cam_reshape="tokens:1"))
+    with pytest.raises(AssertionError, match=r"not a grid \[B, C, h, w\]; declare"):
+        check_model(register_with(cam_layer="blocks.5.norm1"))
