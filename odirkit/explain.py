@@ -22,7 +22,13 @@ For a trained model and a set of images, every explainer computes one map per
 
 A model with extra inputs (age and sex, ``[model] metadata = true``) is
 explained as a function of the image, its extra inputs held: they reach the
-explainer as Captum's ``additional_forward_args``.
+explainer as Captum's ``additional_forward_args``. A transformer's CAM layer
+reaches a layer-based explainer as the patch grid its model's ``cam_reshape``
+rule makes of the tokens (:func:`odirkit.layers.explained_layer`), for the
+trained and the re-initialised model alike. An explainer that declares it
+cannot explain the model (meta ``applies_to``) raises
+:class:`~odirkit.errors.NotApplicable`, or is left out with a warning when no
+explainer was asked for by name.
 
 Written to an ``explain/`` folder: ``maps.npz`` (the raw maps), overlays
 (green through red by importance), ``grid.png`` (an example per class, a

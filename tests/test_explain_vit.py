@@ -272,3 +272,34 @@ def test_conformance_fails_a_transformer_that_hides_its_tokens_from_grad_cam():
     check_model(register_with(cam_layer="blocks.5.norm1", cam_reshape="tokens:1"))
     with pytest.raises(AssertionError, match=r"not a grid \[B, C, h, w\]; declare"):
         check_model(register_with(cam_layer="blocks.5.norm1"))
+
+
+@pytest.mark.slow
+def test_a_vit_run_is_explained_and_its_localisation_and_sanity_reported(
+    cli, tmp_path, phantom_root
+):
+    text = tiny_experiment(phantom_root, epochs=1).split("[model]")[0]
+    text += '[model]\nname = "vit"\narch = "test_vit"\npatch_size = 8\n'
+    text += '[train]\nepochs = 1\nbatch_size = 16\noptimizer = "adamw"\nlr = 0.001\n'
+    exp = tmp_path / "exp.toml"
+    exp.write_text(text)
+    assert cli("run", exp, "--out", tmp_path / "runs").exit_code == 0
+    (variant,) = (tmp_path / "runs").glob("*/*/default")
+    # no explainer named and none in the run: every installed one that applies
+    every = cli("explain", variant, "--max-images", "8", "--out", tmp_path / "every")
+    assert every.exit_code == 0, every.output
+    assert (
+        "'guided_gradcam' cannot explain this model" in every.stderr and "left out" in every.stderr
+    )
+    sanity = pd.read_csv(tmp_path / "every" / "sanity.csv")
+    assert set(sanity["explainer"]) == {"gradcam", "smoothgrad", "attention_rollout"}
+    assert sanity[["rank_correlation_with_random_model", "input_dependence"]].notna().any().all()
+    localisation = pd.read_csv(tmp_path / "every" / "localisation.csv")
+    assert {"gradcam", "attention_rollout"} <= set(localisation["explainer"])
+    assert (
+        localisation["pointing_game"].notna().all() and localisation["random_point"].notna().all()
+    )
+    # asked for by name, it says why it cannot
+    guided = cli("explain", variant, "--explainer", "guided_gradcam", "--out", tmp_path / "g")
+    assert guided.exit_code == 2 and "no nn.ReLU" in guided.stderr, guided.output
+    assert "Traceback" not in guided.stderr
