@@ -235,8 +235,9 @@ def test_a_hub_file_is_fetched_and_checked_before_the_run(registry, tmp_path, mo
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", cached)
     prepare = registry.get("model", "vit").meta["prepare"]
-    with pytest.raises(PluginError, match=r"1 key\(s\) missing: pos_embed"):
+    with pytest.raises(PluginError, match=r"1 key\(s\) missing: pos_embed") as info:
         prepare({"arch": ARCH, "input_size": SIZE, "hub": "YukunZhou/RETFound_mae_meh"})
+    assert "fits arch = 'vit_large_patch16_224', global_pool = 'avg'" in str(info.value)
     assert asked == {"repo_id": "YukunZhou/RETFound_mae_meh", "filename": "RETFound_mae_meh.pth"}
 
 

@@ -22,6 +22,7 @@ Label smoothing and AdamW live with the other losses and optimisers
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -90,9 +91,10 @@ class _FusionGroups(nn.Module):
 
 
 def _prefixed(pattern: str) -> str:
-    """A timm group pattern (``^blocks\\.(\\d+)``, ``^a|b``) under ``backbone.``."""
-    alternatives = pattern.split("|")
-    return "|".join(f"^{BACKBONE}\\.{alt.removeprefix('^')}" for alt in alternatives)
+    """A timm group pattern (``^blocks\\.(\\d+)``, ``^a|b|c``) under ``backbone.``: its
+    anchors moved in front of the prefix, its capture groups kept in order."""
+    inner = re.sub(r"(^|\|)\^", r"\1", pattern)
+    return rf"^{BACKBONE}\.(?:{inner})"
 
 
 # -- the learning rate per step --------------------------------------------------------

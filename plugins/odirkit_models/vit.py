@@ -27,6 +27,8 @@ docs/weights.md lists the published weights, where to get them and their licence
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -204,12 +206,27 @@ def build_vit(
         info(f"vit: weights {path}: {report.summary()}")
     elif hub is not None:
         path = Path(fetch_hub(hub, hub_file))
-        report = load_into(model, read_checkpoint(path), f"{hub} ({path.name})")
+        with _published_hint(hub):
+            report = load_into(model, read_checkpoint(path), f"{hub} ({path.name})")
         info(f"vit: weights {hub}: {report.summary()}")
     elif pretrained:
         report = load_into(model, _timm_weights(arch), f"timm's {arch}")
         info(f"vit: timm's weights for {arch}: {report.summary()}")
     return model
+
+
+@contextmanager
+def _published_hint(hub: str) -> Iterator[None]:
+    """A misfit of published weights says which model they fit."""
+    try:
+        yield
+    except odirkit.PluginError as exc:
+        known = PUBLISHED.get(hub)
+        if known is None:
+            raise
+        raise odirkit.PluginError(
+            f"{exc} ({hub} fits arch = {known.arch!r}, global_pool = {known.global_pool!r})"
+        ) from None
 
 
 def _on_meta_device() -> bool:
@@ -306,7 +323,9 @@ def prepare(params: dict[str, Any]) -> None:
     if weights is not None:
         check_fits(structure, Path(weights), str(weights))
     elif hub is not None:
-        check_fits(structure, Path(fetch_hub(hub, hub_file)), hub)
+        path = Path(fetch_hub(hub, hub_file))
+        with _published_hint(hub):
+            check_fits(structure, path, hub)
     elif pretrained:
         _timm_weights(arch)  # downloads into timm's cache; fitted when the model is built
 
