@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from odirkit.errors import (
     ConfigError,
     DataError,
+    NotApplicable,
     OdirkitError,
     PluginConflictError,
     PluginError,
@@ -37,6 +38,7 @@ __all__ = [
     "BrokenPlugin",
     "ConfigError",
     "DataError",
+    "NotApplicable",
     "OdirkitError",
     "PluginConflictError",
     "PluginError",

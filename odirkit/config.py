@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -140,6 +141,25 @@ class ModelConfig(_Table):
         False, description="fuse age and sex with the pooled image features (any model)"
     )
     metadata_hidden: int = Field(64, ge=1, description="width of the metadata fusion head")
+    finetune: Literal["full", "linear_probe", "partial"] = Field(
+        "full",
+        description="full: every layer trained; linear_probe: the backbone frozen, only the "
+        "final linear layer (the head) trained; partial: the last finetune_blocks of the "
+        "model's blocks and everything after them trained, the rest frozen",
+    )
+    finetune_blocks: int | None = Field(
+        None, ge=1, description="finetune = 'partial': how many of the last blocks are trained"
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _blocks_with_partial(self) -> ModelConfig:
+        if self.finetune == "partial" and self.finetune_blocks is None:
+            raise ValueError('finetune = "partial" needs finetune_blocks = <how many>')
+        if self.finetune != "partial" and self.finetune_blocks is not None:
+            raise ValueError(
+                f'finetune_blocks applies to finetune = "partial", not "{self.finetune}"'
+            )
+        return self
 
 
 class TrainConfig(_Table):
@@ -150,8 +170,29 @@ class TrainConfig(_Table):
     eval_batch_size: int | None = Field(
         None, ge=1, description="images per evaluation step; default: batch_size"
     )
-    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd (with momentum) or adam")
-    lr: float = Field(0.01, gt=0.0, description="learning rate")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field(
+        "sgd", description="sgd (with momentum), adam, or adamw (decoupled weight decay)"
+    )
+    lr: float = Field(
+        0.01, gt=0.0, description="learning rate (with blr: blr * batch_size / 256, derived)"
+    )
+    blr: float | None = Field(
+        None,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="base learning rate for a batch of 256 images: lr = blr * batch_size / 256 "
+        "(the linear scaling rule, Goyal et al. 2017; RETFound's --blr)",
+    )
+    layer_decay: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="layer-wise learning-rate decay (BEiT, MAE, RETFound: 0.65): each layer "
+        "group's lr is lr * layer_decay^(depth - layer), head at depth; 1-D parameters "
+        "(biases, norms) and position embeddings get no weight decay (timm's "
+        "param_groups_layer_decay)",
+    )
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
     loss: Literal["auto", "cross_entropy", "binary_cross_entropy"] = Field(
         "auto",
@@ -160,8 +201,60 @@ class TrainConfig(_Table):
         "the image's labels as equal shares (the paper's CNN)",
     )
     weight_decay: float = Field(1e-4, ge=0.0, description="L2 weight decay")
-    scheduler: Literal["none", "cosine", "step"] = Field(
-        "none", description="learning-rate schedule"
+    scheduler: Literal["none", "cosine", "step", "warmup_cosine"] = Field(
+        "none",
+        description="learning-rate schedule: cosine and step per epoch; warmup_cosine per "
+        "step, a linear warm-up from 0 over warmup_epochs then a half-cycle cosine to min_lr "
+        "at the end of the last epoch (MAE, RETFound; timm's CosineLRScheduler)",
+    )
+    warmup_epochs: float = Field(
+        0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="epochs (fractions allowed) of linear warm-up (scheduler = 'warmup_cosine')",
+    )
+    min_lr: float = Field(
+        1e-6,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="the learning rate warmup_cosine ends at (layer decay scales it too)",
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        allow_inf_nan=False,
+        description="label smoothing: single-label targets (1 - e) one-hot + e / classes; "
+        "multi-label targets (1 - e) y + e / 2 per label (timm's convention)",
+    )
+    mixup: float = Field(
+        0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="mixup alpha (Zhang et al. 2018; 0: off), timm's Mixup",
+    )
+    cutmix: float = Field(
+        0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="cutmix alpha (Yun et al. 2019; 0: off), timm's Mixup",
+    )
+    mixup_prob: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="probability of mixing a batch (or pair, or image)",
+    )
+    mixup_switch_prob: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="with both mixup and cutmix: probability of cutmix",
+    )
+    mixup_mode: Literal["batch", "pair", "elem"] = Field(
+        "batch", description="one mixing draw per batch, per pair of images or per image"
     )
     step_size: int = Field(10, ge=1, description="epochs between decays (scheduler = 'step')")
     gamma: float = Field(0.1, gt=0.0, le=1.0, description="decay factor (scheduler = 'step')")
@@ -208,6 +301,26 @@ class TrainConfig(_Table):
     deterministic: bool = Field(
         False, description="use PyTorch's deterministic algorithms (warns where there are none)"
     )
+
+    @pydantic.model_validator(mode="after")
+    def _recipe(self) -> TrainConfig:
+        if self.blr is not None:
+            scaled = self.blr * self.batch_size / 256
+            if "lr" in self.model_fields_set and not math.isclose(self.lr, scaled, rel_tol=1e-9):
+                raise ValueError(
+                    f"give lr or blr, not both: blr = {self.blr:g} makes lr = blr * batch_size "
+                    f"/ 256 = {scaled:g}, and lr = {self.lr:g} was given too"
+                )
+            self.lr = scaled
+        if self.warmup_epochs and self.scheduler != "warmup_cosine":
+            raise ValueError(
+                f'warmup_epochs needs scheduler = "warmup_cosine" (scheduler is "{self.scheduler}")'
+            )
+        if self.scheduler == "warmup_cosine" and self.min_lr >= self.lr:
+            raise ValueError(
+                f"min_lr ({self.min_lr:g}) must lie below lr ({self.lr:g}) for warmup_cosine"
+            )
+        return self
 
 
 class ExplainOptions(_Table):
@@ -1145,9 +1258,14 @@ def _repoint(message: str, origin: _Origin, table: str, params: Mapping[str, Any
 
 def _core_message(exc: pydantic.ValidationError, origin: _Origin) -> str:
     lines = []
+    tables = ("data", "model", "train", "eval", "compare")
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        if len(loc) > 1 and loc[0] in ("data", "model", "train", "eval", "compare"):
+        if len(loc) == 1 and loc[0] in tables and err["type"] == "value_error":
+            # a rule across a table's keys: the table, and the rule's own words
+            lines.append(f"{origin.where(loc[0])} {err['msg'].removeprefix('Value error, ')}")
+            continue
+        if len(loc) > 1 and loc[0] in tables:
             table, key = loc[0], ".".join(loc[1:])
         else:
             table, key = "", ".".join(loc)

@@ -19,6 +19,8 @@ from pydantic import Field
 from odirkit.errors import PluginError, closest
 
 Positive = Annotated[int, Field(gt=0)]
+#: ``cam_reshape`` of a model: a token sequence with K leading non-patch tokens, or NHWC
+CAM_RESHAPE = r"^(tokens:\d+|nhwc)$"
 Triple = tuple[float, float, float]
 
 
@@ -40,6 +42,12 @@ class ModelMeta(_Meta):
     mean: Triple | None = Field(None, description="input normalisation: mean per channel")
     std: Triple | None = Field(None, description="input normalisation: deviation per channel")
     cam_layer: str | None = Field(None, description="dotted name of the default Grad-CAM layer")
+    cam_reshape: Annotated[str, Field(pattern=CAM_RESHAPE)] | None = Field(
+        None,
+        description='how the CAM layer\'s output becomes a grid [B, C, h, w]: "tokens:K" (a '
+        "token sequence [B, N, C]: the first K tokens, class and register tokens, dropped, "
+        'the rest reshaped to the square patch grid) or "nhwc" ([B, H, W, C] permuted)',
+    )
     meta_for: Callable[[dict[str, Any]], Mapping[str, Any]] | None = Field(
         None, description="meta that depends on the parameters: meta_for(params) -> dict"
     )
@@ -65,6 +73,11 @@ class ExplainerMeta(_Meta):
     """``register`` keywords of an explainer plugin."""
 
     needs_layer: bool = Field(True, description="the explainer looks at a layer (Grad-CAM)")
+    applies_to: Callable[[Any], str | None] | None = Field(
+        None,
+        description="applies_to(model) -> None when the explainer can explain this model, "
+        "else the reason it cannot (Guided Grad-CAM on a network without ReLUs)",
+    )
 
 
 class DatasetMeta(_Meta):

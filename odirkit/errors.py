@@ -30,6 +30,12 @@ class PluginConflictError(PluginError):
     """Two plugins registered the same name for the same kind."""
 
 
+class NotApplicable(ConfigError):
+    """A method cannot apply to this model (Guided Grad-CAM on a network without ReLUs):
+    the message says which method, which model and why, instead of an answer computed
+    by something else under the method's name."""
+
+
 class DataError(OdirkitError):
     """A dataset folder, table or image is missing or unreadable."""
 

@@ -22,7 +22,13 @@ For a trained model and a set of images, every explainer computes one map per
 
 A model with extra inputs (age and sex, ``[model] metadata = true``) is
 explained as a function of the image, its extra inputs held: they reach the
-explainer as Captum's ``additional_forward_args``.
+explainer as Captum's ``additional_forward_args``. A transformer's CAM layer
+reaches a layer-based explainer as the patch grid its model's ``cam_reshape``
+rule makes of the tokens (:func:`odirkit.layers.explained_layer`), for the
+trained and the re-initialised model alike. An explainer that declares it
+cannot explain the model (meta ``applies_to``) raises
+:class:`~odirkit.errors.NotApplicable`, or is left out with a warning when no
+explainer was asked for by name.
 
 Written to an ``explain/`` folder: ``maps.npz`` (the raw maps), overlays
 (green through red by importance), ``grid.png`` (an example per class, a
@@ -31,6 +37,7 @@ column per explainer), ``localisation.csv`` and ``sanity.csv``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import math
@@ -50,10 +57,10 @@ from odirkit.data.fundus_check import check_fundus
 from odirkit.data.images import FOV_THRESHOLD, IMAGE_SUFFIXES, preprocess_mask
 from odirkit.data.pairs import BOTH, LEFT_ONLY
 from odirkit.engine.rundir import VariantDirectory
-from odirkit.errors import ConfigError, DataError, PluginError, RunError
+from odirkit.errors import ConfigError, DataError, NotApplicable, PluginError, RunError
 from odirkit.eyes import LEFT, RIGHT, OneEye
 from odirkit.files import write_bytes, write_json, write_text
-from odirkit.layers import resolve_layer
+from odirkit.layers import explained_layer, not_applicable
 from odirkit.params import Where
 from odirkit.plugins import Registry
 from odirkit.seeding import derive_seed
@@ -415,8 +422,13 @@ def explain(
     random_model: Callable[[], nn.Module] | None = None,
     asked: Sequence[int] | None = None,
     layer_override: str | None = None,
+    skip_inapplicable: bool = False,
 ) -> Explanations:
-    """Run ``calls`` (explainer plugins) on ``inputs``; write everything to ``out_dir``."""
+    """Run ``calls`` (explainer plugins) on ``inputs``; write everything to ``out_dir``.
+
+    An explainer that declares it cannot apply to ``model`` (meta ``applies_to``) raises
+    :class:`NotApplicable`, or with ``skip_inapplicable`` is left out with a warning.
+    """
     model = model.to(device).eval()
     labels = view.labels
     x = view.normalise(inputs.images, device)
@@ -443,24 +455,35 @@ def explain(
     names = []
     with progress_bar() as bar:
         for call in calls:
+            reason = not_applicable(call.spec.meta.get("applies_to"), model)
+            if reason:
+                message = f"explainer {call.name!r} cannot explain this model: {reason}"
+                if not skip_inapplicable:
+                    raise NotApplicable(message)
+                warn(f"{message}; left out")
+                continue
             explainer = call.build()
             needs_layer = call.spec.meta.get("needs_layer", True)
-            layer_name, layer = (None, None)
-            if needs_layer:
-                choice = layer_override or call.options.get("layer", "default")
-                layer_name, layer = resolve_layer(model, choice, view.cam_layer)
-            task = bar.add_task(f"explain {call.name}", total=len(pairs), status="")
-            result.maps[call.name] = compute_maps(
-                explainer,
-                explained,
-                x,
-                pairs,
-                layer,
-                seed=seed,
-                extra=extra,
-                progress=lambda n, t=task: bar.advance(t, n),
-                name=call.name,
-            )
+            layer_name = None
+            with contextlib.ExitStack() as hooks:
+                layer = None
+                if needs_layer:
+                    choice = layer_override or call.options.get("layer", "default")
+                    layer_name, layer = hooks.enter_context(
+                        explained_layer(model, choice, view.cam_layer, view.cam_reshape)
+                    )
+                task = bar.add_task(f"explain {call.name}", total=len(pairs), status="")
+                result.maps[call.name] = compute_maps(
+                    explainer,
+                    explained,
+                    x,
+                    pairs,
+                    layer,
+                    seed=seed,
+                    extra=extra,
+                    progress=lambda n, t=task: bar.advance(t, n),
+                    name=call.name,
+                )
             names.append(call.name)
             if call.options.get("sanity", True):
                 result.sanity = pd.concat(
@@ -479,6 +502,7 @@ def explain(
                             device,
                             classes,
                             fovs,
+                            view.cam_reshape,
                         ),
                     ],
                     ignore_index=True,
@@ -506,17 +530,21 @@ def _sanity(
     device: torch.device,
     classes: Sequence[int],
     fovs: Sequence[np.ndarray],
+    reshape: str | None = None,
 ) -> pd.DataFrame:
     """Both sanity checks for one explainer, and the verdict."""
     randomisation, constant = float("nan"), 0
     subset = pairs[:SANITY_PAIRS]
     if random_model is not None:
         fresh = random_model().to(device).eval()
-        layer = fresh.get_submodule(layer_name) if layer_name else None
         explained, extra = runner(fresh)
-        randomised = compute_maps(
-            explainer, explained, x, subset, layer, seed=seed, extra=extra, name=call.name
-        )
+        with contextlib.ExitStack() as hooks:
+            layer = None
+            if layer_name:
+                _, layer = hooks.enter_context(explained_layer(fresh, layer_name, None, reshape))
+            randomised = compute_maps(
+                explainer, explained, x, subset, layer, seed=seed, extra=extra, name=call.name
+            )
         scores = [
             rank_correlation(trained[i], randomised[i], fovs[p.image]) for i, p in enumerate(subset)
         ]
@@ -796,6 +824,7 @@ def explain_run(
 
     exp, model, view = load_trained(vdir, registry, checkpoint)
     calls = explainer_calls(registry, explainers, exp.explainers, max_images)
+    every_installed = not explainers and not exp.explainers
     asked = None
     if labels:
         unknown = [x for x in labels if x not in view.labels]
@@ -827,6 +856,7 @@ def explain_run(
         random_model=random_model,
         asked=asked,
         layer_override=layer,
+        skip_inapplicable=every_installed,  # those asked for say why they cannot apply
     )
 
 

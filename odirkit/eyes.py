@@ -144,11 +144,13 @@ def build_backbone(name: str, features: int, params: Mapping[str, Any]) -> nn.Mo
 
 def backbone_meta(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """A pair model's meta from its backbone's: input size, mean, std, the CAM layer under
-    ``backbone.``; and ``eyes = 2``."""
+    ``backbone.`` (and its reshape rule); and ``eyes = 2``."""
     meta = _backbone_spec(name).meta_for(params)
     out: dict[str, Any] = {k: meta[k] for k in ("input_size", "mean", "std") if k in meta}
     if meta.get("cam_layer"):
         out["cam_layer"] = f"backbone.{meta['cam_layer']}"
+    if meta.get("cam_reshape"):
+        out["cam_reshape"] = meta["cam_reshape"]
     out["eyes"] = 2
     return out
 

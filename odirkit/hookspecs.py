@@ -72,6 +72,12 @@ def odirkit_register_models(register: Register) -> None:
       (default 0.5 and 0.5, mapping [0, 1] to [-1, 1]);
     - ``cam_layer`` (str): dotted name of the module whose activations
       Grad-CAM explains by default (``"features.10"``);
+    - ``cam_reshape`` (str): how that layer's output becomes the feature map
+      ``[B, C, h, w]`` layer methods need, when it is not one: ``"tokens:K"``
+      for a transformer's token sequence ``[B, N, C]`` (the first K tokens,
+      class and register tokens, dropped; the rest laid out row by row on the
+      square patch grid), ``"nhwc"`` for ``[B, H, W, C]`` (Swin); the
+      conformance check fails a CAM layer whose output is not a grid;
     - ``meta_for`` (callable): ``meta_for(params) -> dict`` for facts that
       depend on the parameters (a timm architecture's input size, mean, std
       and CAM layer); its result updates the static meta;
@@ -145,8 +151,16 @@ def odirkit_register_explainers(register: Register) -> None:
     ``additional_forward_args``. The result is non-negative and has the
     input's spatial size.
 
-    ``meta`` keys: ``needs_layer`` (bool, default True), ``prepare`` and
-    ``test_params`` as for every kind.
+    An explainer that cannot explain some models (Guided Grad-CAM needs
+    ReLUs) declares it, and says so rather than return another method's map:
+
+    ``meta`` keys: ``needs_layer`` (bool, default True); ``applies_to``
+    (callable): ``applies_to(model) -> None`` when the explainer can explain
+    ``model``, else the reason it cannot, and the explainer raises
+    ``odirkit.NotApplicable`` when called on such a model (the conformance
+    check tries every explainer on a ReLU-free CNN and a tiny Vision
+    Transformer and holds it to its word; an experiment asking for it stops
+    before training); ``prepare`` and ``test_params`` as for every kind.
     """
 
 

@@ -79,6 +79,7 @@ def check_model(spec: PluginSpec, *, num_classes: int = 3) -> nn.Module:
     if cam_layer is not None:
         layer = model.get_submodule(cam_layer)
         assert isinstance(layer, nn.Module), f"cam_layer {cam_layer!r} is not a module"
+        _check_cam_grid(model, x, cam_layer, meta.get("cam_reshape"))
 
     model.eval()
     with torch.no_grad():
@@ -92,6 +93,28 @@ def check_model(spec: PluginSpec, *, num_classes: int = 3) -> nn.Module:
     with torch.no_grad():
         assert torch.allclose(twin(x), first, atol=1e-5), "state dict does not round-trip"
     return model
+
+
+def _check_cam_grid(model: nn.Module, x: torch.Tensor, cam_layer: str, reshape: str | None):
+    """The CAM layer's output, reshaped by the model's ``cam_reshape`` rule, is the feature
+    map ``[B, C, h, w]`` Captum's layer methods average over (a transformer's tokens
+    ``[B, N, C]`` are not)."""
+    from odirkit.layers import explained_layer
+
+    seen: list[tuple[int, ...]] = []
+    model.eval()
+    with explained_layer(model, cam_layer, None, reshape) as (_, module), torch.no_grad():
+        handle = module.register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape)))
+        try:
+            model(x)
+        finally:
+            handle.remove()
+    assert seen, f"cam_layer {cam_layer!r} is not used by the forward pass"
+    assert len(seen[0]) == 4 and seen[0][0] == len(x), (
+        f"cam_layer {cam_layer!r} gives {seen[0]}, not a grid [B, C, h, w]; declare how its "
+        'output becomes one (meta cam_reshape = "tokens:K" or "nhwc")'
+    )
+    model.train()
 
 
 def check_dataset(spec: PluginSpec, root: Path) -> Any:
@@ -192,10 +215,26 @@ class _WithExtraInput(nn.Module):
 def check_explainer(spec: PluginSpec, model: nn.Module, layer: nn.Module, size: int) -> Any:
     """An explainer returns finite, non-negative maps ``[B, H, W]`` at the input size, for a
     model of the images alone and for one with an extra input passed as
-    ``additional_forward_args``."""
+    ``additional_forward_args``. An explainer that declares it cannot apply to ``model``
+    (meta ``applies_to``) is checked on the first of :func:`kit_models` it applies to."""
     assert spec.kind == "explainer"
     explain = spec.build(**small_params(spec))
     assert callable(explain)
+    applies_to = spec.meta.get("applies_to")
+    if applies_to is not None and applies_to(model):  # the first kit model it explains
+        from odirkit.layers import explained_layer
+
+        for candidate, cam_layer, reshape, kit_size in kit_models().values():
+            if not applies_to(candidate):
+                with explained_layer(candidate, cam_layer, None, reshape) as (_, kit_layer):
+                    _check_explainer_on(explain, candidate, kit_layer, kit_size)
+                return explain
+        raise AssertionError(f"{spec.name} applies to none of the conformance kit's models")
+    _check_explainer_on(explain, model, layer, size)
+    return explain
+
+
+def _check_explainer_on(explain: Any, model: nn.Module, layer: nn.Module, size: int) -> None:
     model.eval()
     images = torch.rand(2, 3, size, size)
     targets = torch.tensor([0, 1])
@@ -206,7 +245,73 @@ def check_explainer(spec: PluginSpec, model: nn.Module, layer: nn.Module, size: 
     extra = (torch.rand(2, 2),)
     maps = explain(wrapped, images, targets, layer, additional_forward_args=extra)
     _check_maps(maps, size)
-    return explain
+
+
+class _SiLUNet(nn.Module):
+    """A small convolutional network whose activations are SiLU, not ReLU."""
+
+    def __init__(self, num_classes: int = 2) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.SiLU(), nn.Conv2d(8, 8, 3, padding=1), nn.SiLU()
+        )
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images).mean(dim=(2, 3)))
+
+
+def kit_models(num_classes: int = 2) -> dict[str, tuple[nn.Module, str, str | None, int]]:
+    """The models every explainer is tried on besides the caller's ReLU network: a SiLU
+    network (no ReLU) and a tiny timm Vision Transformer (a token sequence, reshaped by
+    ``cam_reshape``). Each: ``(model, cam_layer, cam_reshape, input size)``."""
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model("test_vit", num_classes=num_classes, img_size=32, global_pool="avg")
+    return {
+        "silu_cnn": (_SiLUNet(num_classes), "features.3", None, 32),
+        "tiny_vit": (
+            vit,
+            f"blocks.{len(vit.blocks) - 1}.norm1",
+            f"tokens:{vit.num_prefix_tokens}",
+            32,
+        ),
+    }
+
+
+def check_explainer_applies(spec: PluginSpec) -> dict[str, str]:
+    """An explainer either explains each of :func:`kit_models` (finite, non-negative maps
+    at the input size) or says it cannot: its meta ``applies_to(model)`` gives the reason
+    and a call raises :class:`odirkit.NotApplicable`, never returning a map computed by
+    some other method under its name. Returns, per kit model, "" or the reason."""
+    from odirkit.errors import NotApplicable
+    from odirkit.layers import explained_layer
+
+    assert spec.kind == "explainer"
+    explain = spec.build(**small_params(spec))
+    applies_to = spec.meta.get("applies_to")
+    verdicts = {}
+    for name, (model, cam_layer, reshape, size) in kit_models().items():
+        model.eval()
+        reason = applies_to(model) if applies_to is not None else None
+        images = torch.rand(2, 3, size, size)
+        targets = torch.tensor([0, 1])
+        with explained_layer(model, cam_layer, None, reshape) as (_, layer):
+            if reason:
+                assert isinstance(reason, str), "applies_to returns None or a reason (str)"
+                try:
+                    explain(model, images, targets, layer)
+                except NotApplicable:
+                    verdicts[name] = reason
+                    continue
+                raise AssertionError(
+                    f"{spec.name} declares it cannot explain the kit's {name} ({reason}) "
+                    "but returned maps: raise odirkit.NotApplicable instead"
+                )
+            _check_maps(explain(model, images, targets, layer), size)
+            verdicts[name] = ""
+    return verdicts
 
 
 def _check_maps(maps: Any, size: int) -> None:

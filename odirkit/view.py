@@ -24,7 +24,7 @@ from odirkit.config import Experiment
 from odirkit.data.images import Preprocessing, preprocess
 from odirkit.data.prepare import metadata_features, preprocessing_of
 from odirkit.fusion import fuse_eyes
-from odirkit.layers import cam_layer_of
+from odirkit.layers import cam_layer_of, cam_reshape_of
 from odirkit.tta import build_views
 
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
@@ -41,6 +41,7 @@ class ModelView:
     mean: tuple[float, float, float] = DEFAULT_MEAN
     std: tuple[float, float, float] = DEFAULT_STD
     cam_layer: str | None = None
+    cam_reshape: str | None = None  # how the CAM layer's output becomes a grid (tokens)
     metadata: bool = False
     age_mean: float = 0.0
     age_std: float = 1.0
@@ -70,6 +71,7 @@ class ModelView:
             mean=tuple(meta.get("mean", DEFAULT_MEAN)),  # type: ignore[arg-type]
             std=tuple(meta.get("std", DEFAULT_STD)),  # type: ignore[arg-type]
             cam_layer=cam_layer_of(exp),
+            cam_reshape=cam_reshape_of(exp),
             metadata=exp.config.model.metadata,
             age_mean=float(age_stats[0]),
             age_std=float(age_stats[1]),

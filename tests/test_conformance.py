@@ -13,6 +13,7 @@ from odirkit.testing import (
     check_augmenter,
     check_dataset,
     check_explainer,
+    check_explainer_applies,
     check_logger,
     check_model,
     model_input_size,
@@ -45,6 +46,12 @@ def test_explainer_plugin_conforms(name):
     model = cnn.build(num_classes=2, **params)
     layer = model.get_submodule(cnn.meta["cam_layer"])
     check_explainer(REGISTRY.get("explainer", name), model, layer, model_input_size(cnn, params))
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("explainer"))
+def test_explainer_plugin_explains_or_says_it_cannot(name):
+    # a ReLU-free CNN and a tiny ViT (tokens reshaped by cam_reshape) besides the cnn
+    check_explainer_applies(REGISTRY.get("explainer", name))
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("logger"))

@@ -212,7 +212,8 @@ class EpochLoop:
             row.update(self._epoch_scores("val", self.trainer.evaluate(data.val_idx)))
         if self.cfg.train.test_every_epoch:  # the paper's curves; nothing is chosen on them
             row.update(self._epoch_scores("test", self.trainer.evaluate(data.test_idx)))
-        row["lr"] = self.trainer.optimizer.param_groups[0]["lr"]
+        # the head's rate: with layer-wise decay the other groups' are smaller
+        row["lr"] = max(group["lr"] for group in self.trainer.optimizer.param_groups)
         row["seconds"] = round(self.seconds_before + time.perf_counter() - self.started, 3)
         self.history.append(row)
         if self.scheduler is not None:

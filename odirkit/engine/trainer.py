@@ -133,8 +133,12 @@ class Trainer:
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         performance: Performance | None = None,
+        mixer: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
+        lr_schedule: Any = None,
     ) -> None:
         self.performance = performance or Performance()
+        self.mixer = mixer  # mixup / cutmix (engine.recipe.BatchMixer), after the augmenters
+        self.lr_schedule = lr_schedule  # per-step rates (engine.recipe.WarmupCosine)
         self.model = model  # the module whose state is saved
         if self.performance.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -258,8 +262,12 @@ class Trainer:
             step_seed = derive_seed(self.seed, progress.epoch, progress.step + 1)
             torch.manual_seed(step_seed)
             generator = generator_for(self.device, step_seed, 1)
+            if self.lr_schedule is not None:
+                self.lr_schedule.before_step(progress.epoch, progress.step)
             x = self.to_input(images, generator)
             y = targets.to(self.device, non_blocking=True)
+            if self.mixer is not None:
+                x, y = self.mixer(x, y, seed=self.seed, epoch=progress.epoch, step=progress.step)
             self.optimizer.zero_grad(set_to_none=True)
             logits = self.forward(x, indices)
             loss = self.loss_fn(logits.float(), y)
@@ -386,44 +394,98 @@ class Trainer:
 def make_optimizer(
     name: str, params: Any, *, lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
-    """SGD with momentum, or Adam."""
+    """SGD with momentum, Adam, or AdamW (Loshchilov & Hutter 2019, decoupled weight
+    decay; MAE's and RETFound's). ``params`` may be parameter groups with their own
+    ``lr`` and ``weight_decay`` (layer-wise decay, :mod:`odirkit.engine.recipe`)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def make_scheduler(
-    name: str, optimizer: torch.optim.Optimizer, *, epochs: int, step_size: int, gamma: float
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """A per-epoch learning-rate schedule, or None."""
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    step_size: int,
+    gamma: float,
+    steps_per_epoch: int = 1,
+    warmup_epochs: float = 0.0,
+    min_lr: float = 0.0,
+) -> Any:
+    """A per-epoch learning-rate schedule (cosine, step), the per-step warm-up and cosine
+    of :class:`~odirkit.engine.recipe.WarmupCosine`, or None."""
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     if name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+    if name == "warmup_cosine":
+        from odirkit.engine.recipe import WarmupCosine
+
+        return WarmupCosine(
+            optimizer,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            warmup_epochs=warmup_epochs,
+            min_lr=min_lr,
+        )
     return None
 
 
 class SharedLabelCrossEntropy(nn.Module):
     """Softmax cross entropy for multi-label targets: each of an image's labels gets an
-    equal share of the target distribution (the paper's 8-label CNN)."""
+    equal share of the target distribution (the paper's 8-label CNN); with ``smoothing``
+    the shares are mixed with the uniform distribution, ``(1 - e) shares + e / C``."""
 
-    def __init__(self, weight: torch.Tensor | None = None) -> None:
+    def __init__(self, weight: torch.Tensor | None = None, smoothing: float = 0.0) -> None:
         super().__init__()
         self.weight = weight
+        self.smoothing = smoothing
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         shares = targets / targets.sum(dim=1, keepdim=True).clamp_min(1.0)
-        return nn.functional.cross_entropy(logits, shares, weight=self.weight)
+        return nn.functional.cross_entropy(
+            logits, shares, weight=self.weight, label_smoothing=self.smoothing
+        )
+
+
+class SmoothedBinaryCrossEntropy(nn.Module):
+    """Binary cross entropy per label against smoothed targets ``(1 - e) y + e / 2``
+    (each label pulled towards 1/2: timm's multi-label smoothing); ``pos_weight`` as
+    ``BCEWithLogitsLoss``'s. Targets ``[B, C]`` in [0, 1] (0/1, or mixed by mixup)."""
+
+    def __init__(self, pos_weight: torch.Tensor | None = None, smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.pos_weight = pos_weight
+        self.smoothing = smoothing
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        soft = targets.float() * (1.0 - self.smoothing) + 0.5 * self.smoothing
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits, soft, pos_weight=self.pos_weight
+        )
 
 
 def make_loss(
-    single_label: bool, weights: np.ndarray | None, device: torch.device, *, softmax: bool = False
+    single_label: bool,
+    weights: np.ndarray | None,
+    device: torch.device,
+    *,
+    softmax: bool = False,
+    smoothing: float = 0.0,
 ) -> nn.Module:
     """Cross entropy for single-label tasks; for multi-label ones binary cross entropy, or
-    (``softmax``) cross entropy over the labels."""
+    (``softmax``) cross entropy over the labels. ``smoothing`` is label smoothing
+    (Szegedy et al. 2016, sec. 7): single-label and softmax targets become ``(1 - e)
+    target + e / classes`` (PyTorch's ``label_smoothing``), multi-label ones ``(1 - e) y +
+    e / 2``. Every loss takes class indices or probability rows (mixup's mixed targets)."""
     w = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
     if single_label:
-        return nn.CrossEntropyLoss(weight=w)
+        return nn.CrossEntropyLoss(weight=w, label_smoothing=smoothing)
     if softmax:
-        return SharedLabelCrossEntropy(weight=w)
+        return SharedLabelCrossEntropy(weight=w, smoothing=smoothing)
+    if smoothing:
+        return SmoothedBinaryCrossEntropy(pos_weight=w, smoothing=smoothing)
     return nn.BCEWithLogitsLoss(pos_weight=w)

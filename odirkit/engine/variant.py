@@ -9,6 +9,7 @@ plugin's network, lets offline augmenters add their samples, assembles the
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from odirkit.engine.device import resolve_device
 from odirkit.engine.environment import capture_environment
 from odirkit.engine.loop import EpochLoop
 from odirkit.engine.models import build_model
+from odirkit.engine.recipe import BatchMixer, parameter_groups
 from odirkit.engine.rundir import VariantDirectory
 from odirkit.engine.trainer import (
     Trainer,
@@ -269,24 +271,54 @@ def run_variant(
             single_label=data.task.single_label,
             shares=view.softmax,
         )
+    train = cfg.train
     optimizer = make_optimizer(
-        cfg.train.optimizer,
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.train.lr,
-        momentum=cfg.train.momentum,
-        weight_decay=cfg.train.weight_decay,
+        train.optimizer,
+        parameter_groups(
+            model,
+            lr=train.lr,
+            weight_decay=train.weight_decay,
+            layer_decay=train.layer_decay,
+            per_step=train.scheduler == "warmup_cosine",
+        )
+        if train.layer_decay is not None
+        else [p for p in model.parameters() if p.requires_grad],
+        lr=train.lr,
+        momentum=train.momentum,
+        weight_decay=train.weight_decay,
     )
     scheduler = make_scheduler(
-        cfg.train.scheduler,
+        train.scheduler,
         optimizer,
-        epochs=cfg.train.epochs,
-        step_size=cfg.train.step_size,
-        gamma=cfg.train.gamma,
+        epochs=train.epochs,
+        step_size=train.step_size,
+        gamma=train.gamma,
+        steps_per_epoch=math.ceil(len(data.train_idx) / train.batch_size),
+        warmup_epochs=train.warmup_epochs,
+        min_lr=train.min_lr,
     )
+    mixer = None
+    if train.mixup > 0 or train.cutmix > 0:
+        mixer = BatchMixer(
+            mixup=train.mixup,
+            cutmix=train.cutmix,
+            prob=train.mixup_prob,
+            switch_prob=train.mixup_switch_prob,
+            mode=train.mixup_mode,
+            num_classes=data.task.num_classes,
+            single_label=data.task.single_label,
+            shares=view.softmax and not data.task.single_label,
+        )
     trainer = Trainer(
         model=model,
         optimizer=optimizer,
-        loss_fn=make_loss(data.task.single_label, weights, device, softmax=view.softmax),
+        loss_fn=make_loss(
+            data.task.single_label,
+            weights,
+            device,
+            softmax=view.softmax,
+            smoothing=train.label_smoothing,
+        ),
         data=data,
         device=device,
         view=view,
@@ -302,6 +334,8 @@ def run_variant(
             device=device,
             streaming=data.store.tensor is None,
         ),
+        mixer=mixer,
+        lr_schedule=scheduler if hasattr(scheduler, "before_step") else None,
     )
     loop = EpochLoop(exp, vdir, trainer, scheduler, tracker, on_epoch=on_epoch)
     distributed.barrier()  # rank 0 may have written the checkpoint being resumed

@@ -25,6 +25,7 @@ can hook every activation.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from functools import cache
 from pathlib import Path
@@ -101,8 +102,19 @@ def cam_layer_of(arch: str, model: nn.Module) -> str:
     return convs[-1] if convs else ""
 
 
+def cam_reshape_of(model: nn.Module) -> str | None:
+    """How the CAM layer's output becomes a grid: a Vision Transformer's tokens
+    (``"tokens:K"``, K class and register tokens), timm's NHWC stages (Swin), or None."""
+    if hasattr(model, "num_prefix_tokens") and hasattr(model, "blocks"):
+        return f"tokens:{int(model.num_prefix_tokens)}"
+    if getattr(model, "output_fmt", None) == "NHWC":
+        return "nhwc"
+    return None
+
+
 def meta_for(arch: str) -> dict[str, Any]:
-    """Input size, normalisation and Grad-CAM layer of an architecture."""
+    """Input size, normalisation and Grad-CAM layer of an architecture (for a Vision
+    Transformer: its last block's first norm, and the rule reshaping its tokens)."""
     import timm
 
     check_arch(arch)
@@ -110,6 +122,14 @@ def meta_for(arch: str) -> dict[str, Any]:
     with torch.device("meta"):
         model = timm.create_model(arch, pretrained=False, num_classes=2)
     meta: dict[str, Any] = {"cam_layer": cam_layer_of(arch, model)}
+    reshape = cam_reshape_of(model)
+    if reshape is not None:
+        meta["cam_reshape"] = reshape
+    if reshape and reshape.startswith("tokens"):
+        last = f"blocks.{len(model.blocks) - 1}.norm1"  # the class token still sees patches
+        with contextlib.suppress(AttributeError):
+            model.get_submodule(last)
+            meta["cam_layer"] = last
     if cfg.get("input_size"):
         meta["input_size"] = int(cfg["input_size"][-1])
     if cfg.get("mean") and cfg.get("std"):
@@ -146,6 +166,7 @@ def build_timm(
     weights: str | None = None,
     freeze_backbone: bool = False,
     drop_rate: DropRate = 0.0,
+    drop_path: DropRate = 0.0,
 ) -> nn.Module:
     """Any timm model, fine-tuned.
 
@@ -154,6 +175,7 @@ def build_timm(
     weights: a local state dict or .safetensors file to start from instead.
     freeze_backbone: train only the classifier.
     drop_rate: dropout before the classifier.
+    drop_path: stochastic depth (timm's drop_path_rate), for architectures that have it.
     """
     import timm
 
@@ -161,6 +183,8 @@ def build_timm(
     if pretrained and weights:
         raise odirkit.ConfigError('give pretrained = true or weights = "...", not both')
     kwargs: dict[str, Any] = {"num_classes": num_classes, "drop_rate": drop_rate}
+    if drop_path:
+        kwargs["drop_path_rate"] = drop_path
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
@@ -171,10 +195,18 @@ def build_timm(
     elif pretrained:
         kwargs["pretrained"] = True
     if _on_meta_device():  # odirkit checking the parameters: build the structure only
-        kwargs = {"num_classes": num_classes, "drop_rate": drop_rate}
+        kwargs = {
+            k: kwargs[k] for k in ("num_classes", "drop_rate", "drop_path_rate") if k in kwargs
+        }
     try:
         model = timm.create_model(arch, **kwargs)
     except odirkit.OdirkitError:
+        raise
+    except TypeError as exc:
+        if drop_path and "drop_path_rate" in str(exc):
+            raise odirkit.ConfigError(
+                f"timm's {arch!r} has no stochastic depth (drop_path_rate); leave drop_path at 0"
+            ) from None
         raise
     except Exception as exc:
         if weights is not None:
