@@ -82,6 +82,29 @@ def transparent_surround(rgb: np.ndarray) -> Image.Image:
     return Image.fromarray(rgba, "RGBA")
 
 
+def labelled(rgb: np.ndarray) -> np.ndarray:
+    """A camera's label burned into one corner (over part of the field's edge too)."""
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    out[: h // 9, : w // 4] = [235, 235, 235]
+    return out
+
+
+def heavy_cataract(rgb: np.ndarray) -> np.ndarray:
+    """Dense cataract: the field faded almost to a warm grey."""
+    blurred = np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(4)), float)
+    veil = np.array([200, 185, 165], float)
+    return np.where(field_of(rgb)[..., None], 0.25 * blurred + 0.75 * veil, 0).astype(np.uint8)
+
+
+def cool_cast(rgb: np.ndarray) -> np.ndarray:
+    """A cold colour cast: red weakened, blue raised (redness about 0.23, real ones 0.26+)."""
+    out = rgb.astype(float)
+    out[..., 0] *= 0.6
+    out[..., 2] = out[..., 2] * 1.3 + 20 * field_of(rgb)
+    return out.clip(0, 255).astype(np.uint8)
+
+
 FUNDUS_VARIANTS = {
     "as published": lambda r: r,
     "tight crop, only the corners dark": lambda r: crop_to_field(r, 0.07),
@@ -94,6 +117,12 @@ FUNDUS_VARIANTS = {
     "dark": lambda r: (r * 0.25).astype(np.uint8),
     "cataract haze": hazy,
     "black crescent shadow": shadowed,
+    "very dark": lambda r: (r * 0.13).astype(np.uint8),
+    "label in a corner": labelled,
+    "dense cataract": heavy_cataract,
+    "cropped so tight only slivers of the corners are dark": lambda r: crop_to_field(r, 0.11),
+    "cut by the frame on one side": lambda r: crop_to_field(r)[:, 110:],
+    "cool colour cast": cool_cast,
     "small": lambda r: np.asarray(Image.fromarray(r).resize((160, 160))),
 }
 
@@ -106,6 +135,15 @@ def test_real_fundus_photographs_pass_in_every_shape_collections_ship(tmp_path, 
     image.save(path)
     verdict = check_fundus(preprocess(path, PREP))
     assert verdict.usable, (variant, verdict)
+
+
+@pytest.mark.parametrize("inset", [0.02, 0.04, 0.06, 0.08, 0.09, 0.1, 0.11, 0.12, 0.13])
+def test_crops_ever_tighter_pass_while_any_corner_is_left(tmp_path, inset):
+    """EyePACS-style crops: at 0.1 each corner's arc is one chord of the hull."""
+    path = tmp_path / "crop.png"
+    Image.fromarray(crop_to_field(retina(480), inset)).resize((400, 400)).save(path)
+    verdict = check_fundus(preprocess(path, PREP))
+    assert verdict.usable, verdict
 
 
 def document() -> np.ndarray:
@@ -139,6 +177,25 @@ def anterior_segment(round_field: bool) -> np.ndarray:
     return out.clip(0, 255).astype(np.uint8)
 
 
+def orange_star() -> np.ndarray:
+    """Textured red-orange on black, fundus-coloured, but not round."""
+    yy, xx = np.mgrid[0:300, 0:300]
+    angle, radius = np.arctan2(yy - 150, xx - 150), np.hypot(yy - 150, xx - 150)
+    star = radius < 80 + 55 * np.cos(5 * angle)
+    texture = 25 * np.sin(xx / 4.0) * np.cos(yy / 5.0)
+    rgb = np.stack([200 + texture, 110 + texture, 50 + 0 * texture], axis=-1)
+    return (rgb * star[..., None]).clip(0, 255).astype(np.uint8)
+
+
+def field_with_a_tail() -> np.ndarray:
+    """A fundus field with a band of itself sticking out sideways: not an ellipse."""
+    rgb = retina(300)
+    out = np.zeros((300, 420, 3), np.uint8)
+    out[:, :300] = rgb
+    out[135:165, 250:400] = rgb[135:165, 100:250]
+    return out
+
+
 def featureless_disc() -> np.ndarray:
     yy, xx = np.mgrid[0:300, 0:300]
     disc = np.hypot(yy - 150, xx - 150) < 140
@@ -159,6 +216,8 @@ NOT_FUNDUS = {
     "scanned page (grey)": (lambda: scikit_image("page"), "not_colour"),
     "printed document": (document, "no_field_of_view"),
     "colour wheel on black": (lambda: scikit_image("colorwheel"), "not_fundus_colour"),
+    "orange star on black": (orange_star, "no_field_of_view"),
+    "fundus field with a tail": (field_with_a_tail, "no_field_of_view"),
     "grey fundus": (lambda: retina().mean(axis=2).astype(np.uint8), "not_colour"),
     "black frame": (lambda: np.zeros((300, 400, 3), np.uint8), "blank"),
     "white frame": (lambda: np.full((300, 400, 3), 250, np.uint8), "blank"),

@@ -120,6 +120,8 @@ def test_experiment_uses_the_installed_plugins_despite_a_broken_one(site, tmp_pa
         "dropout": 0.0,
         "metadata": False,
         "metadata_hidden": 64,
+        "finetune": "full",
+        "finetune_blocks": None,
     }
     assert config["augment"] == [{"name": "brightness", "strength": 0.3}]
     environment = json.loads((variant / "environment.json").read_text())
