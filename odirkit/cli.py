@@ -361,8 +361,11 @@ def tune(
         Launcher | None,
         typer.Option(
             "--launcher",
-            help="Where the workers run: local (this process; one worker), pool (processes "
-            "here), slurm (submitit jobs, [launcher] settings). Default: pool for --workers > 1.",
+            help=plain(
+                "Where the workers run: local (this process; one worker), pool (processes "
+                "here), slurm (submitit jobs, [launcher] settings). Default: pool for "
+                "--workers > 1."
+            ),
         ),
     ] = None,
     wait: Annotated[

@@ -110,7 +110,7 @@ p, li, dd, figcaption, h1, h2, h3, h4 { overflow-wrap: anywhere; }
 .description { color: #555; }
 .scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; cursor: pointer; user-select: none; }
 th[data-order="asc"]::after { content: " \\25B2"; }
 th[data-order="desc"]::after { content: " \\25BC"; }

@@ -45,11 +45,15 @@ def read_table(path: Path, what: str, labels: Sequence[str] | None = None) -> pd
     frame = frame.rename(columns={c: " ".join(str(c).split()) for c in frame.columns})
     wanted = list(labels) if labels is not None else [x for x in LABELS if x in frame.columns]
     missing = [c for c in ("ID", *wanted) if c not in frame.columns]
-    if missing or not wanted:
-        lacks = ", ".join(missing) if missing else f"every label column ({', '.join(LABELS)})"
+    if missing:
         raise DataError(
-            f"{path}: the {what} file lacks column(s) {lacks}; expected {','.join(COLUMNS)}"
-            + (" or ID and some of the labels" if labels is None else "")
+            f"{path}: the {what} file lacks column(s) {', '.join(missing)}; expected "
+            f"{','.join(COLUMNS)}" + (" (or ID and some of the labels)" if labels is None else "")
+        )
+    if not wanted:
+        raise DataError(
+            f"{path}: the {what} file has no label column (any of {', '.join(LABELS)}); "
+            f"expected {','.join(COLUMNS)} (or ID and some of the labels)"
         )
     frame = frame[["ID", *wanted]].copy()
     frame["ID"] = frame["ID"].map(normalise_id)
