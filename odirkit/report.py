@@ -454,17 +454,17 @@ def _answer_sentence(
         return f"On this data, {who} could not be tested against {ref}: {test.note or 'no metric'}."
     name = metric_name(metric, single_label=single)
     mine, theirs = figures[(test.candidate, metric)], figures[(test.baseline, metric)]
-    values = f"{name} {_figure(mine)} against {_figure(theirs)} for {ref}{_how(mine, theirs)}"
+    numbers = f"{_figure(mine)} against {_figure(theirs)} for {ref}{_how(mine, theirs)}"
     if test.not_learned and test.require_learning:
         return (
             f"On this data, no verdict on {who} against {ref}: {len(test.not_learned)} of the "
             f"{2 * len(test.pairs)} runs compared did not learn "
             f"({', '.join(test.not_learned)}), so their difference says nothing about the "
-            f"method ({values})."
+            f"method ({name} {numbers})."
         )
     index = [d.metric for d in test.pairs[0].differences].index(metric) if test.pairs else -1
     if index < 0:
-        return f"On this data, {who} against {ref}: {values}."
+        return f"On this data, {who} against {ref}: {name} {numbers}."
     if len(test.pairs) == 1:
         diff = test.pairs[0].differences[index]
         difference, p, distinguishable = diff.difference, diff.p_value, diff.distinguishable
@@ -482,7 +482,7 @@ def _answer_sentence(
     noise = "distinguishable" if distinguishable else "not distinguishable"
     caveat = f" Caution: {', '.join(test.not_learned)} did not learn." if test.not_learned else ""
     return (
-        f"On this data, {who} {word} the {name}: {values}; difference {difference:+.3f} "
+        f"On this data, {who} {word} the {name}: {numbers}; difference {difference:+.3f} "
         f"({how}, {pvalue}), {noise} from noise.{caveat}"
     )
 
