@@ -130,7 +130,7 @@ def plot_run(
         values = [per_class[label]["recall"] for label in labels]
         errors = error_bars([intervals.get(f"recall_{label}") for label in labels], values)
         bars = ax.bar(list(labels), values, color="tab:blue", yerr=errors, capsize=4)
-        ax.bar_label(bars, fmt="%.2f", label_type="center", color="white")
+        ax.bar_label(bars, fmt="%.2f", padding=2, fontsize=8)  # above each bar, even at 0
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("recall (sensitivity)")
         ax.set_title(

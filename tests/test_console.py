@@ -210,15 +210,22 @@ def test_status_shows_no_none(screen, tmp_path):
     assert "not started" in text and "None" not in text
 
 
-@pytest.mark.parametrize("command", ["runs", "status"])
-def test_small_commands_import_neither_torch_nor_matplotlib(tmp_path, command):
+@pytest.mark.parametrize(
+    ("command", "heavy"),
+    [
+        ("runs", ("torch", "matplotlib")),
+        ("status", ("torch", "matplotlib")),
+        ("list-plugins", ("matplotlib", "timm", "captum", "sklearn")),  # plugins need torch
+    ],
+)
+def test_small_commands_keep_heavy_imports_off_their_path(tmp_path, command, heavy):
     run = fake_run(tmp_path)
-    target = tmp_path / "runs" if command == "runs" else run
+    target = {"runs": [str(tmp_path / "runs")], "status": [str(run)]}.get(command, [])
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom odirkit.cli import app\n"
-        f"result = CliRunner().invoke(app, [{command!r}, {str(target)!r}])\n"
+        f"result = CliRunner().invoke(app, [{command!r}, *{target!r}])\n"
         "assert result.exit_code == 0, result.output\n"
-        "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
     )
     found = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
