@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -132,6 +133,28 @@ def test_the_report_works_in_a_real_browser(report_run, tmp_path):
         assert shot.stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_explain_and_predict_take_the_run_folder_and_a_variant(
+    cli, report_run, phantom_root, tmp_path
+):
+    """The README names RUN_DIR: a run folder of several variants with --variant NAME. And
+    what predict writes for a two-label run (ID,N,D), score scores, on those labels."""
+    explained = cli(
+        "explain", report_run, "--variant", "plain", "--max-images", "2", "--out", tmp_path / "x"
+    )
+    assert explained.exit_code == 0, explained.output
+    assert (tmp_path / "x" / "grid.png").exists()
+    photographs = phantom_root / "ODIR-5K_Training_Dataset"
+    submission = tmp_path / "submission.csv"
+    predicted = cli("predict", report_run, photographs, "--variant", "faster", "--out", submission)
+    assert predicted.exit_code == 0, predicted.output
+    assert submission.read_text().splitlines()[0] == "ID,N,D"
+    (workbook,) = phantom_root.glob("*.xlsx")
+    scored = cli("score", workbook, submission, "--sort", "--json")
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["labels"] == ["N", "D"]
+    assert "missing: G, C, A, H, M, O" in " ".join(scored.stderr.split())
 
 
 def test_report_rebuilds_the_report_of_an_interrupted_run(cli, report_run, tmp_path):
