@@ -33,7 +33,9 @@ class ExpandContext:
     - ``image_size``: ``S``, the size the extra images must have;
     - ``device``: where to compute; ``generator``: the only source of randomness
       (seeded from the experiment seed), and ``seed``, for seeding models;
-    - ``run_dir``: a folder of this run for the augmenter's own files;
+    - ``run_dir``: a folder of this run for the augmenter's own files; a ``report.json``
+      there (``{"figures": [{"file", "caption"}], "notes": [...]}``) tells the report
+      which figures to show, in order, with their captions, and what to say about them;
     - ``cache_dir``: a folder shared by runs, to reuse expensive work (a trained
       GAN) when the same data and parameters come again.
     """

@@ -20,12 +20,11 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
 from odirkit import __version__
-from odirkit.console import err, out, say_once
+from odirkit.console import err, out, plain, say_once
 from odirkit.errors import ConfigError, DataError, OdirkitError, RunError, closest
 from odirkit.plugins import KINDS, Registry, get_registry
 
@@ -37,7 +36,7 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except OdirkitError as exc:
-            err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+            err.print(f"[bold red]error:[/bold red] {plain(exc)}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -58,7 +57,15 @@ class CliState:
     strict: bool | None = None
 
     def registry(self) -> Registry:
-        return get_registry(strict=self.strict)
+        """The process's plugin registry; loading it imports every plugin (PyTorch among
+        them), seconds on a small machine, so a terminal sees a spinner meanwhile."""
+        from contextlib import nullcontext
+
+        from odirkit.console import quiet
+
+        waiting = err.status("loading plugins") if err.is_terminal and not quiet() else None
+        with waiting or nullcontext():
+            return get_registry(strict=self.strict)
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -86,13 +93,25 @@ CheckpointOption = Annotated[
     Checkpoint | None,
     typer.Option(help="Which checkpoint (default: the one the run reports)."),
 ]
-RunDirArgument = Annotated[Path, typer.Argument(help="A finished run (its variant folder).")]
+RunDirArgument = Annotated[
+    Path,
+    typer.Argument(
+        help="A finished run: its variant folder, or the run folder (with --variant when it "
+        "holds several)."
+    ),
+]
+VariantOption = Annotated[
+    str | None,
+    typer.Option(
+        "--variant", help="The variant of a run folder that holds several (e.g. default-seed0)."
+    ),
+]
 RunDirsArgument = Annotated[list[Path], typer.Argument(help="Run folders or variant folders.")]
 
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"odirkit {__version__}")
+        out.print(plain(f"odirkit {__version__}"))
         raise typer.Exit()
 
 
@@ -145,19 +164,24 @@ def run(
         Launcher | None,
         typer.Option(
             "--launcher",
-            help="Where the variants run: local (one after another), pool (--jobs processes "
-            "here), slurm (submitit). Default: [launcher] kind.",
+            help=plain(
+                "Where the variants run: local (one after another), pool (--jobs processes "
+                "here), slurm (submitit). Default: [launcher] kind."
+            ),
         ),
     ] = None,
     jobs: Annotated[
-        int | None, typer.Option("--jobs", min=1, help="pool: runs at once ([launcher] jobs).")
+        int | None,
+        typer.Option("--jobs", min=1, help=plain("pool: runs at once ([launcher] jobs).")),
     ] = None,
     wait: Annotated[
         bool | None,
         typer.Option(
             "--wait/--no-wait",
-            help="slurm: wait for the jobs and print the results (default: only with "
-            '[launcher] cluster = "local").',
+            help=plain(
+                "slurm: wait for the jobs and print the results (default: only with "
+                '[launcher] cluster = "local").'
+            ),
         ),
     ] = None,
 ) -> None:
@@ -207,9 +231,6 @@ def run(
     if not main:
         return
     _print_results(result)
-    for r in result.results:
-        if r.directory.explain_dir.exists():
-            out.print(f"{r.variant}: explanations in {r.directory.explain_dir}")
 
 
 def _launch(started: Any, kind: str, settings: Any, wait: bool | None) -> Any:
@@ -232,7 +253,9 @@ def _launch(started: Any, kind: str, settings: Any, wait: bool | None) -> Any:
     else:
         submitted = launch.submit_slurm(run_dir, names, settings, started.experiments[0].name)
         if not (wait if wait is not None else settings.cluster == "local"):
-            out.print(f"{len(submitted)} job(s) submitted; follow them: odirkit status {run_dir}")
+            out.print(
+                plain(f"{len(submitted)} job(s) submitted; follow them: odirkit status {run_dir}")
+            )
             return None
         launch.wait_slurm(run_dir, names, submitted)
     started.results = [finished_result(n, run_dir.variant(n)) for n in names]
@@ -253,32 +276,39 @@ def _check_same_experiment(file: Path, previous: Any, reg: Registry) -> None:
 
 
 def _print_results(result: Any) -> None:
+    """The end of a run: each run's test figures (for Normal vs Diabetes the paper's F1 and
+    recall of D first), the answer in words, and where the report is."""
+    from odirkit.comparison import metric_name, metric_value
+
     first = result.experiments[0].config
     level = round(first.eval.confidence * 100)
-    table = Table(title=f"{first.name}: test patients, scored once ({level}% bootstrap intervals)")
-    table.add_column("variant")
     single = all(r.final.get("task") == "single_label" for r in result.results)
-    headline = "accuracy" if single else "micro F1"  # a single-label micro F1 is accuracy
-    for column in ("checkpoint", headline, "macro F1", "macro recall", "macro AUC"):
-        table.add_column(column, justify="right")
+    labels = list(result.results[0].final.get("labels", [])) if result.results else []
+    metrics = ["f1_micro", "f1_macro", "recall_macro", "auc_macro"]
+    if single and len(labels) == 2:  # the paper's figures first
+        metrics = [f"f1_{labels[1]}", f"recall_{labels[1]}", "f1_micro", "auc_macro"]
+    names = [r.variant for r in result.results]
+    table = Table(
+        title=plain(f"{first.name}: test patients, scored once ({level}% bootstrap intervals)")
+    )
+    table.add_column("run", no_wrap=True, min_width=max(map(len, names), default=3))
+    table.add_column("learned", no_wrap=True)
+    for metric in metrics:
+        table.add_column(metric_name(metric, single_label=single), justify="right")
     for r in result.results:
         final = r.final["final"]
         intervals = final.get("intervals", {})
+        learned = (r.final.get("learning") or {}).get("learned")
         table.add_row(
-            r.variant,
-            f"{r.final.get('checkpoint', 'last')} (epoch {r.final.get('checkpoint_epoch')})",
-            *(
-                _with_interval(final[m], intervals.get(m))
-                for m in ("f1_micro", "f1_macro", "recall_macro", "auc_macro")
-            ),
+            plain(r.variant),
+            "" if learned is None else "yes" if learned else "no",
+            *(_with_interval(metric_value(final, m), intervals.get(m)) for m in metrics),
         )
     out.print(table)
-    if result.comparison is not None and result.comparison.verdicts:
-        out.print("[bold]Is the difference real?[/bold]")
-        for line in result.comparison.verdicts:
-            out.print(f"  {escape(line)}", highlight=False)
-    out.print(f"run folder: {result.directory}")
-    out.print(f"report:     {result.directory.path / 'report.md'}")
+    if result.comparison is not None:
+        for sentence in result.comparison.answer:
+            out.print(plain(sentence), highlight=False)
+    out.print(plain(f"report: {result.directory.path / 'report.html'}"), highlight=False)
 
 
 def _with_interval(value: Any, interval: Any) -> str:
@@ -300,7 +330,7 @@ def _fmt(value: Any) -> str:
 @app.command()
 def tune(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="Experiment TOML file with a [tune] table.")],
+    file: Annotated[Path, typer.Argument(help=plain("Experiment TOML file with a [tune] table."))],
     trials: Annotated[
         int, typer.Option("--trials", min=1, help="Trials in the study, all workers together.")
     ] = 20,
@@ -334,8 +364,11 @@ def tune(
         Launcher | None,
         typer.Option(
             "--launcher",
-            help="Where the workers run: local (this process; one worker), pool (processes "
-            "here), slurm (submitit jobs, [launcher] settings). Default: pool for --workers > 1.",
+            help=plain(
+                "Where the workers run: local (this process; one worker), pool (processes "
+                "here), slurm (submitit jobs, [launcher] settings). Default: pool for "
+                "--workers > 1."
+            ),
         ),
     ] = None,
     wait: Annotated[
@@ -368,10 +401,12 @@ def tune(
 
         found = run_workers(search, trials, workers=workers, launcher=kind, final=final, wait=wait)
         if found is None:
-            out.print(f"{workers} worker job(s) submitted; the study: {search.storage}")
+            out.print(plain(f"{workers} worker job(s) submitted; the study: {search.storage}"))
             return
         outcome = found
-    table = Table(title=f"study {outcome.study}: validation {outcome.metric} ({outcome.direction})")
+    table = Table(
+        title=plain(f"study {outcome.study}: validation {outcome.metric} ({outcome.direction})")
+    )
     for column in ("trial", "state", "value", "epochs", "parameters"):
         table.add_column(column, justify="right" if column in ("trial", "value") else "left")
     for row in outcome.trials:
@@ -382,17 +417,19 @@ def tune(
             *_cells(row["number"], row["state"], _fmt(row["value"]), row["epochs"], params)
         )
     out.print(table)
-    out.print(f"storage: {outcome.storage}", highlight=False)
+    out.print(plain(f"storage: {outcome.storage}"), highlight=False)
     if outcome.waiting:
         out.print("other workers are still running trials; the last to end writes best.toml")
         return
     best = outcome.best or {}
-    out.print(f"best: trial {best.get('number')} ({outcome.metric} {_fmt(best.get('value'))})")
-    out.print(f"best experiment: {outcome.best_file}  (odirkit run {outcome.best_file})")
+    out.print(
+        plain(f"best: trial {best.get('number')} ({outcome.metric} {_fmt(best.get('value'))})")
+    )
+    out.print(plain(f"best experiment: {outcome.best_file}  (odirkit run {outcome.best_file})"))
     if hasattr(outcome.final, "results"):
         _print_results(outcome.final)
     elif outcome.final:
-        out.print(f"scored on the test patients in: {outcome.final}")
+        out.print(plain(f"scored on the test patients in: {outcome.final}"))
 
 
 # -- validate -----------------------------------------------------------------
@@ -504,7 +541,7 @@ def _table(
     style: str = "",
 ) -> Table:
     """A table whose cells are never cut: every column but ``wrapped`` keeps its full width."""
-    table = Table(title=title, title_style=style or None)
+    table = Table(title=plain(title), title_style=style or None)
     for i, column in enumerate(columns):
         width = max([len(column), *(len(row[i]) for row in rows)])
         if i == wrapped:
@@ -512,7 +549,7 @@ def _table(
         else:
             table.add_column(column, no_wrap=True, min_width=width)
     for row in rows:
-        table.add_row(*(escape(v) for v in row))
+        table.add_row(*(plain(v) for v in row))
     return table
 
 
@@ -520,25 +557,44 @@ def _table(
 def describe(
     ctx: typer.Context,
     kind: Annotated[DescribeKind, typer.Argument(help="A plugin kind, or 'experiment'.")],
-    name: Annotated[str | None, typer.Argument(help="The plugin's name.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(help="The plugin's name; for 'experiment', one table (data, train, ...)."),
+    ] = None,
 ) -> None:
-    """A plugin's parameters (types, ranges, defaults), or the experiment file's core keys."""
+    """A plugin's parameters (types, ranges, defaults), or the experiment file's core keys
+    (every table, or the one named: odirkit describe experiment data)."""
     import inspect
 
     from odirkit.config import describe_tables
     from odirkit.params import type_name
 
     if kind.value == "experiment":
-        for table_name, model in describe_tables().items():
-            table = Table(title=f"[{table_name}]" if table_name != "top level" else "top level")
+        tables = describe_tables()
+        if name is not None:
+            wanted = name.strip("[] ")
+            if wanted not in tables:
+                raise ConfigError(
+                    f"describe experiment {name!r}: no such table{closest(wanted, tables)}; "
+                    f"tables: {', '.join(t for t in tables if t != 'top level')}, or none for all"
+                )
+            tables = {wanted: tables[wanted]}
+        for table_name, model in tables.items():
+            title = f"[{table_name}]" if table_name != "top level" else "top level"
+            table = Table(title=plain(title))
             for column in ("key", "type", "default", "meaning"):
                 table.add_column(column)
             for key, info in model.model_fields.items():
                 if isinstance(info.annotation, type) and hasattr(info.annotation, "model_fields"):
                     continue
-                default = info.get_default(call_default_factory=True)
+                if (table_name, key) in FILLED_WHEN_READ:
+                    default = FILLED_WHEN_READ[(table_name, key)]
+                elif info.is_required():
+                    default = "(required)"
+                else:
+                    default = _toml(info.get_default(call_default_factory=True))
                 kind_name = type_name(info.annotation, info.metadata)
-                table.add_row(*_cells(key, kind_name, _toml(default), info.description or ""))
+                table.add_row(*_cells(key, kind_name, default, info.description or ""))
             out.print(table)
         return
     if name is None:
@@ -546,8 +602,8 @@ def describe(
             f"describe {kind.value}: give the plugin's name, e.g. odirkit describe model cnn"
         )
     spec = state(ctx).registry().get(kind.value, name)
-    out.print(f"[bold]{spec.kind} {spec.name}[/bold]: {spec.summary}")
-    out.print(f"provided by {spec.source} (entry point {spec.source.plugin!r})")
+    out.print(f"[bold]{plain(spec.kind)} {plain(spec.name)}[/bold]: {plain(spec.summary)}")
+    out.print(plain(f"provided by {spec.source} (entry point {spec.source.plugin!r})"))
     doc = inspect.getdoc(spec.factory)
     if doc:
         out.print(doc, markup=False)
@@ -563,9 +619,15 @@ def describe(
         out.print("meta: " + ", ".join(f"{k} = {_toml(v)}" for k, v in meta.items()), markup=False)
 
 
+#: keys the experiment file may leave out although the schema requires them: the loader
+#: fills them in (what ``describe experiment`` shows as their default)
+FILLED_WHEN_READ = {("top level", "name"): "(the file's name)"}
+
+
 def _cells(*values: Any) -> list[str]:
-    """Table cells shown as written: square brackets are not rich markup here."""
-    return [escape(str(v)) for v in values]
+    """Table cells shown as written: square brackets are not rich markup here; a missing
+    value is an empty cell, never "None"."""
+    return [plain("" if v is None else v) for v in values]
 
 
 def _toml(value: Any) -> str:
@@ -668,7 +730,11 @@ def compare(
     ]
     rich_table = Table(title="comparison (test patients; every column in comparison.csv)")
     for column in shown:
-        rich_table.add_column(column, overflow="fold")
+        if column == "run":  # names are never cut
+            width = max([3, *(len(str(v)) for v in table["run"])])
+            rich_table.add_column(column, no_wrap=True, min_width=width)
+        else:
+            rich_table.add_column(column, justify="right")
     for record in table.to_dict("records"):
         cells = []
         for column in shown:
@@ -678,8 +744,8 @@ def compare(
         rich_table.add_row(*_cells(*cells))
     out.print(rich_table)
     for line in comparison.verdicts:
-        out.print(f"  {escape(line)}", highlight=False)
-    out.print(f"written to {target}")
+        out.print(plain(f"  {line}"), highlight=False)
+    out.print(plain(f"written to {target}"))
 
 
 @app.command()
@@ -690,13 +756,13 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The runs under a folder: experiment, start, variants, status, best headline figure."""
-    from odirkit.experiment import list_runs
+    from odirkit.launch import list_runs
 
     found = list_runs(root)
     if as_json:
         out.print_json(json.dumps(found))
         return
-    table = Table(title=f"runs under {root}")
+    table = Table(title=plain(f"runs under {root}"))
     for column in ("experiment", "started", "variants", "status", "best"):
         table.add_column(column, no_wrap=column in ("experiment", "started"))
     for run in found:
@@ -717,9 +783,9 @@ def runs(
     out.print(table)
     for run in found:
         for variant, error in run["errors"].items():
-            out.print(f"{run['folder']}/{variant} failed: {escape(error)}", highlight=False)
+            out.print(plain(f"{run['folder']}/{variant} failed: {error}"), highlight=False)
         if run["resume"]:
-            out.print(f"{run['status']}: {run['resume']}", highlight=False)
+            out.print(plain(f"{run['status']}: {run['resume']}"), highlight=False)
 
 
 @app.command()
@@ -735,7 +801,7 @@ def status(
     if as_json:
         out.print_json(json.dumps(found))
         return
-    table = Table(title=f"{found['folder']} ({found['launcher']} launcher)")
+    table = Table(title=plain(f"{found['folder']} ({found['launcher']} launcher)"))
     for column in ("variant", "status", "epoch", "job", "log"):
         table.add_column(column, overflow="fold")
     for row in found["variants"]:
@@ -746,13 +812,13 @@ def status(
     for row in found["variants"]:
         if row["status"] != "failed":
             continue
-        out.print(f"[bold]{escape(row['variant'])} failed:[/bold] {escape(row['error'])}")
+        out.print(f"[bold]{plain(row['variant'])} failed:[/bold] {plain(row['error'])}")
         for line in row.get("log_tail", []):
-            out.print(f"  | {escape(line)}", highlight=False)
+            out.print(plain(f"  | {line}"), highlight=False)
         if row["log"]:
-            out.print(f"  log: {escape(row['log'])}", highlight=False)
+            out.print(plain(f"  log: {row['log']}"), highlight=False)
     if found["retry"]:
-        out.print(f"retry: {found['retry']}", highlight=False)
+        out.print(plain(f"retry: {found['retry']}"), highlight=False)
 
 
 @app.command("job", hidden=True)
@@ -770,7 +836,7 @@ def job(
     main = distributed.is_main()
     distributed.teardown()
     if main:
-        out.print(f"{variant}: {status}")
+        out.print(plain(f"{variant}: {status}"))
 
 
 @app.command()
@@ -781,9 +847,9 @@ def report(
     from odirkit.experiment import rebuild_report
 
     run, comparison = rebuild_report(run_dir)
-    for line in comparison.verdicts:
-        out.print(f"  {escape(line)}", highlight=False)
-    out.print(f"report: {run.path / 'report.html'}")
+    for sentence in comparison.answer:
+        out.print(plain(sentence), highlight=False)
+    out.print(plain(f"report: {run.path / 'report.html'}"), highlight=False)
 
 
 # -- predict and score ------------------------------------------------------------
@@ -796,7 +862,10 @@ def predict(
     images: Annotated[
         Path, typer.Argument(help="A folder of <ID>_left/_right images, or a workbook or CSV.")
     ],
-    out_file: Annotated[Path, typer.Option("--out", help="The CSV to write: ID,N,...,O.")],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="The CSV to write: ID and the run's labels.")
+    ],
+    variant: VariantOption = None,
     checkpoint: CheckpointOption = None,
     force: Annotated[
         bool,
@@ -812,7 +881,7 @@ def predict(
 
     refuse_run_folder(out_file)
     result = run_predict(
-        find_variant(run_dir),
+        find_variant(run_dir, variant),
         images,
         state(ctx).registry(),
         checkpoint=checkpoint.value if checkpoint else None,
@@ -822,8 +891,11 @@ def predict(
     missing = [label for label in LABELS if label not in table.columns]
     if missing:
         err.print(
-            f"note: the run learned {', '.join(table.columns[1:])} only; the submission "
-            f"format's other columns ({', '.join(missing)}) are left out",
+            plain(
+                f"note: the run learned {', '.join(table.columns[1:])} only, so the file has "
+                f"those columns; the challenge's others ({', '.join(missing)}) are left out "
+                "(odirkit score scores the labels a file has)"
+            ),
             highlight=False,
         )
     write_text(out_file, table.to_csv(index=False))
@@ -834,46 +906,66 @@ def predict(
         more = f" and {len(result.left_out) - 10} more" if len(result.left_out) > 10 else ""
         err.print(
             f"[yellow]warning:[/yellow] {len(result.left_out)} patient(s) have no usable "
-            f"photograph and are left out of the submission: {escape(shown)}{more} "
-            f"(see {escape(str(report))}; --force predicts them anyway)",
+            f"photograph and are left out of the submission: {plain(shown)}{more} "
+            f"(see {plain(str(report))}; --force predicts them anyway)",
             highlight=False,
         )
     unusable = int((~result.images["usable"]).sum())
     out.print(
-        f"{len(table)} patients -> {out_file}; {len(result.images)} images checked, "
-        f"{unusable} unusable -> {report}"
+        plain(
+            f"{len(table)} patients -> {out_file}; {len(result.images)} images checked, "
+            f"{unusable} unusable -> {report}"
+        )
     )
 
 
 @app.command()
 def score(
     ground_truth: Annotated[Path, typer.Argument(help="Workbook or CSV: ID,N,...,O (0/1).")],
-    predictions: Annotated[Path, typer.Argument(help="Submission CSV: ID,N,...,O.")],
+    predictions: Annotated[
+        Path, typer.Argument(help="Submission CSV: ID,N,...,O, or ID and some labels.")
+    ],
     sort: Annotated[
         bool, typer.Option("--sort", help="Match patients by ID instead of by row order.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Score a submission as the ODIR-2019 challenge did: kappa, agreement F1 (the share of
-    the flattened 0/1 answers that agree: not a disease's F1), AUC, final score."""
+    the flattened 0/1 answers that agree: not a disease's F1), AUC, final score; on the
+    labels the submission has (ID,N,D from a two-label run: N and D)."""
     from odirkit.submission import score_files
 
     report = score_files(ground_truth, predictions, sort=sort)
+    if report.missing:
+        err.print(
+            plain(
+                f"note: {predictions} has labels {', '.join(report.labels)} only; scored on "
+                f"those (the challenge scored all eight; missing: {', '.join(report.missing)})"
+            ),
+            highlight=False,
+        )
     if as_json:
         out.print_json(json.dumps(report.to_dict(), default=float))
         return
-    summary = Table(title=f"ODIR-2019 score over {report.patients} patients")
+    which = "" if not report.missing else f", labels {', '.join(report.labels)}"
+    summary = Table(title=plain(f"ODIR-2019 score over {report.patients} patients{which}"))
     for column in ("kappa", "agreement F1 (challenge)", "AUC", "final score"):
         summary.add_column(column, justify="right")
     odir = report.odir
     summary.add_row(*(_fmt(odir[k]) for k in ("kappa", "f1", "auc", "final")))
     out.print(summary)
+    out.print(
+        "agreement F1: the share of the flattened 0/1 answers that agree (JSON: odir.f1); "
+        f"not the micro F1 of the positive answers, {_fmt(report.metrics['f1_micro'])} "
+        "(JSON: metrics.f1_micro)",
+        highlight=False,
+    )
     per_class = Table(title="per class (threshold 0.5)")
     for column in ("label", "AUC", "F1", "recall", "precision", "positives"):
         per_class.add_column(column, justify="right")
     for label, figures in report.metrics["per_class"].items():
         per_class.add_row(
-            label,
+            plain(label),
             _fmt(figures["auc"]),
             _fmt(figures["f1"]),
             _fmt(figures["recall"]),
@@ -897,8 +989,10 @@ def evaluate(
         Path | None,
         typer.Option(
             "--data",
-            help="TOML file whose [data] table names the collection (an experiment file will "
-            "do: its dataset, root and the plugin's keys are read).",
+            help=plain(
+                "TOML file whose [data] table names the collection (an experiment file will "
+                "do: its dataset, root and the plugin's keys are read)."
+            ),
         ),
     ] = None,
     set_: SetOption = None,
@@ -938,7 +1032,7 @@ def evaluate(
     ignored = sorted(k for k in table if k in TRAINING_DATA_KEYS)
     if ignored:
         err.print(
-            escape(
+            plain(
                 f"note: {', '.join(ignored)} of [data] concern training and are not read: the "
                 "run's own preprocessing, labels and evaluation apply"
             ),
@@ -958,14 +1052,16 @@ def evaluate(
         summary = result.summary
         level = round(summary["final"]["confidence"] * 100)
         shown = Table(
-            title=f"{vdir.name} on {summary['name']}: {summary['images']} images, labels "
-            f"{', '.join(summary['labels_scored'])} ({level}% bootstrap intervals)"
+            title=plain(
+                f"{vdir.name} on {summary['name']}: {summary['images']} images, labels "
+                f"{', '.join(summary['labels_scored'])} ({level}% bootstrap intervals)"
+            )
         )
         for column in ("metric", "internal test", "external", "external - internal"):
             shown.add_column(column, justify="right")
         for row in result.comparison.to_dict("records"):
             shown.add_row(
-                row["metric"],
+                plain(row["metric"]),
                 _with_interval(row["internal"], [row["internal_low"], row["internal_high"]]),
                 _with_interval(row["external"], [row["external_low"], row["external_high"]]),
                 _with_interval(row["difference"], [row["difference_low"], row["difference_high"]])
@@ -973,17 +1069,19 @@ def evaluate(
             )
         out.print(shown)
         for row in result.comparison.to_dict("records")[:5]:
-            out.print(f"  {escape(verdict(row, summary['final']['confidence']))}", highlight=False)
+            out.print(f"  {plain(verdict(row, summary['final']['confidence']))}", highlight=False)
         if summary["labels_not_scored"]:
             out.print(
-                f"not scored (the collection does not grade them): "
-                f"{', '.join(summary['labels_not_scored'])}"
+                plain(
+                    "not scored (the collection does not grade them): "
+                    + ", ".join(summary["labels_not_scored"])
+                )
             )
-        out.print(f"written to {result.directory.path}")
+        out.print(plain(f"written to {result.directory.path}"))
     run = targets[0].run
     if run.run_file.exists():
         rebuild_report(run.path)
-        out.print(f"report:     {run.path / 'report.md'}")
+        out.print(plain(f"report: {run.path / 'report.html'}"))
 
 
 # -- explain ------------------------------------------------------------------------------
@@ -1017,6 +1115,7 @@ def explain_command(
     max_images: Annotated[
         int, typer.Option("--max-images", min=1, help="Test images explained at most.")
     ] = 64,
+    variant: VariantOption = None,
     checkpoint: CheckpointOption = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write.")] = None,
 ) -> None:
@@ -1024,7 +1123,7 @@ def explain_command(
     from odirkit.engine.rundir import find_variant
     from odirkit.explain import explain_run
 
-    vdir = find_variant(run_dir)
+    vdir = find_variant(run_dir, variant)
     target = out_dir or _fresh(vdir.explain_dir)
     result = explain_run(
         vdir,
@@ -1038,7 +1137,7 @@ def explain_command(
         out_dir=target,
     )
     _print_explanations(result)
-    out.print(f"written to {target}")
+    out.print(plain(f"written to {target}"))
 
 
 def _fresh(path: Path) -> Path:
@@ -1057,8 +1156,8 @@ def _print_explanations(result: Any) -> None:
         for row in result.localisation.to_dict("records"):
             unreliable = not row.get("reliable", True)
             table.add_row(
-                row["explainer"] + (" (unreliable)" if unreliable else ""),
-                row["label"],
+                plain(row["explainer"] + (" (unreliable)" if unreliable else "")),
+                plain(row["label"]),
                 str(row["images"]),
                 _fmt(row["pointing_game"]),
                 _fmt(row["random_point"]),
@@ -1072,14 +1171,14 @@ def _print_explanations(result: Any) -> None:
             table.add_column(column, justify="right")
         for row in result.sanity.itertuples(index=False):
             table.add_row(
-                row.explainer,
+                plain(row.explainer),
                 _fmt(row.rank_correlation_with_random_model),
                 _fmt(row.input_dependence),
                 "ok" if row.reliable else "[bold red]unreliable[/bold red]",
             )
         out.print(table)
     for line in result.flagged():
-        err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {plain(line)}", highlight=False)
 
 
 # -- baseline and ensemble -------------------------------------------------------------
@@ -1113,7 +1212,9 @@ def baseline_metadata(
     vdir = RunDirectory.create(out_dir, exp.name).variant("baseline-metadata")
     result = fit_metadata_baseline(exp, vdir)
     final = result["final"]
-    table = Table(title=f"{exp.name}: logistic regression on age and sex ({result['level']} level)")
+    table = Table(
+        title=plain(f"{exp.name}: logistic regression on age and sex ({result['level']} level)")
+    )
     for column in ("micro F1", "macro F1", "macro recall", "macro AUC"):
         table.add_column(column, justify="right")
     intervals = final.get("intervals", {})
@@ -1124,7 +1225,7 @@ def baseline_metadata(
         )
     )
     out.print(table)
-    out.print(f"written to {vdir}")
+    out.print(plain(f"written to {vdir}"))
 
 
 @app.command()
@@ -1143,20 +1244,22 @@ def ensemble(
     refuse_run_folder(target)
     result = run_ensemble(members, target)
     table = Table(
-        title=f"ensemble of {len(members)} runs on {result['shared_test_samples']} "
-        "shared test samples"
+        title=plain(
+            f"ensemble of {len(members)} runs on {result['shared_test_samples']} "
+            "shared test samples"
+        )
     )
     table.add_column("run")
     table.add_column("micro F1", justify="right")
     for member, f1 in result["members_f1_micro"].items():
-        table.add_row(escape(member), _fmt(f1))
+        table.add_row(plain(member), _fmt(f1))
     intervals = result["final"].get("intervals", {})
     table.add_row(
         "[bold]ensemble[/bold]",
         _with_interval(result["final"]["f1_micro"], intervals.get("f1_micro")),
     )
     out.print(table)
-    out.print(f"written to {target}")
+    out.print(plain(f"written to {target}"))
 
 
 def main() -> None:

@@ -1,4 +1,10 @@
-"""Terminal output: messages and progress bars on stderr, results on stdout."""
+"""Terminal output: messages and progress bars on stderr, results on stdout.
+
+rich reads square brackets as markup: ``[data]`` would vanish from a table title and
+``[launcher] kind`` from a help text. Every text that comes from configuration, plugin
+metadata or users passes through :func:`plain` before it reaches rich (table titles and
+cells, messages, help texts); progress bars take no markup at all.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +22,18 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 #: results (tables, JSON) go to stdout
 out = Console(highlight=False, soft_wrap=True)
 #: messages, warnings and progress go to stderr
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def plain(value: object) -> str:
+    """``value`` as text rich prints as written: its square brackets are not markup
+    (``plain("[data]")`` prints ``[data]``, where rich alone prints nothing)."""
+    return escape(str(value))
 
 
 def quiet() -> bool:
@@ -35,17 +48,30 @@ def _rank_zero() -> bool:
 
 
 def progress_bar(*, transient: bool = True) -> Progress:
-    """A rich progress bar on stderr: description, bar, count, elapsed and remaining time."""
+    """A rich progress bar on stderr: description, bar, count, elapsed and remaining time,
+    and a status (``status=`` of each task). Every column but the status keeps its width
+    whatever the status says; a long description or status is cut with an ellipsis, never
+    the bar or the times. Descriptions and statuses are shown as written (no markup)."""
     return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
+        TextColumn(
+            "{task.description}",
+            style="progress.description",
+            markup=False,
+            table_column=Column(no_wrap=True, overflow="ellipsis", max_width=26),
+        ),
+        BarColumn(bar_width=16),
+        MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=7, justify="right")),
+        TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)),
+        TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)),
+        TextColumn(
+            "{task.fields[status]}",
+            markup=False,
+            table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+        ),
         console=err,
         transient=transient,
         disable=quiet(),
+        expand=True,
     )
 
 

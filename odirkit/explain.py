@@ -108,6 +108,10 @@ class Explanations:
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32 [P, S, S]
     localisation: pd.DataFrame | None = None
     sanity: pd.DataFrame | None = None
+    # the model's probabilities per image (float32 [N, C]: the view's softmax or sigmoid,
+    # with its temperature) and its predicted classes, shown on the grid
+    probabilities: np.ndarray | None = None
+    predicted: list[list[int]] | None = None
 
     def flagged(self) -> list[str]:
         """One sentence per explainer that failed a sanity check, and per explainer and
@@ -176,6 +180,11 @@ def predicted_targets(
     least the most probable one)."""
     with torch.no_grad():
         logits = model(x, *extra)
+    return targets_of_logits(logits, single_label)
+
+
+def targets_of_logits(logits: torch.Tensor, single_label: bool) -> list[list[int]]:
+    """:func:`predicted_targets` from logits ``[N, C]`` already computed."""
     if single_label:
         return [[int(i)] for i in logits.argmax(1).tolist()]
     probs = logits.sigmoid()
@@ -291,11 +300,15 @@ def input_dependence(
 # -- drawing --------------------------------------------------------------------------------
 
 
+#: the maps' colours, low to high importance
+HEAT = ("#1a9641", "#ffff33", "#d7191c")
+
+
 def heat_colours(heat: np.ndarray) -> np.ndarray:
     """Importance in [0, 1] -> RGB in [0, 1], green through yellow to red."""
     from matplotlib.colors import LinearSegmentedColormap
 
-    cmap = LinearSegmentedColormap.from_list("odirkit", ["#1a9641", "#ffff33", "#d7191c"])
+    cmap = LinearSegmentedColormap.from_list("odirkit", list(HEAT))
     return cmap(heat)[..., :3]
 
 
@@ -325,8 +338,12 @@ def save_grid(
     view: ModelView | None = None,
 ) -> None:
     """One row per class (its example image), the image then one column per explainer;
-    the lesion's outline drawn over each where the image has a lesion mask."""
+    under each image its true class and the model's prediction with its probability,
+    over each map the class it explains; the lesion's outline drawn over each where the
+    image has a lesion mask; a colour bar for the maps' importance."""
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LinearSegmentedColormap, Normalize
 
     from odirkit.figures import save_figure
     from odirkit.labels import LABEL_NAMES
@@ -338,25 +355,49 @@ def save_grid(
         return
     columns = 1 + len(names)
     fig, axes = plt.subplots(
-        len(examples), columns, figsize=(2.6 * columns, 2.6 * len(examples)), squeeze=False
+        len(examples),
+        columns,
+        figsize=(2.6 * columns + 0.8, 2.9 * len(examples)),
+        squeeze=False,
     )
     for row, (i, pair) in enumerate(examples):
         image = inputs.images[pair.image].permute(1, 2, 0).numpy()
         axes[row][0].imshow(image)
         label = labels[pair.target]
-        axes[row][0].set_title(f"{label} ({LABEL_NAMES.get(label, label)})", fontsize=8)
+        axes[row][0].set_title(f"true: {label} ({LABEL_NAMES.get(label, label)})", fontsize=8)
+        axes[row][0].set_xlabel(_prediction(result, pair.image, labels), fontsize=8)
         mask = _lesion_mask(inputs, pair.image, label, view)
         for col, name in enumerate(names, start=1):
             axes[row][col].imshow(overlay(image, result.maps[name][i]))
-            if row == 0:
-                axes[row][col].set_title(name, fontsize=9)
+            axes[row][col].set_title(f"{name}: map for {label}", fontsize=8)
         if mask is not None and mask.any():
             for ax in axes[row]:
                 ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.7)
     for ax in axes.ravel():
-        ax.axis("off")
-    fig.tight_layout()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    fig.tight_layout(h_pad=1.5)
+    cmap = LinearSegmentedColormap.from_list("odirkit", list(HEAT))
+    bar = fig.colorbar(
+        ScalarMappable(norm=Normalize(0, 1), cmap=cmap),
+        ax=axes[:, 1:].ravel().tolist() if len(names) else axes.ravel().tolist(),
+        fraction=0.025,
+        pad=0.02,
+    )
+    bar.set_ticks([0, 0.5, 1], labels=["low", "", "high"])
+    bar.set_label("importance (share of the map's top)", fontsize=8)
     save_figure(fig, path)
+
+
+def _prediction(result: Explanations, image: int, labels: Sequence[str]) -> str:
+    """ "predicted D, p = 0.73" for an image (empty when the model's answers are unknown)."""
+    if result.probabilities is None or result.predicted is None:
+        return ""
+    chosen = result.predicted[image]
+    probs = result.probabilities[image]
+    return "predicted " + ", ".join(f"{labels[c]} (p = {probs[c]:.2f})" for c in chosen)
 
 
 def _lesion_mask(
@@ -446,12 +487,16 @@ def explain(
         return one, (other, inputs.sides.to(device), *meta)
 
     explained, extra = runner(model)
-    predicted = predicted_targets(explained, x, view.single_label, extra)
+    with torch.no_grad():
+        logits = explained(x, *extra)
+    predicted = targets_of_logits(logits, view.single_label)
     classes = [t[0] if t else p[0] for t, p in zip(inputs.true, predicted, strict=True)]
     fovs = [(image.float().mean(0) > FOV_THRESHOLD).numpy() for image in inputs.images]
     max_images = max((c.options.get("max_images", 64) for c in calls), default=64)
     pairs = choose_pairs(inputs, predicted, labels, asked, max_images)
     result = Explanations(pairs)
+    result.probabilities = view.probabilities(logits).cpu().numpy()
+    result.predicted = predicted
     names = []
     with progress_bar() as bar:
         for call in calls:

@@ -149,7 +149,9 @@ def html_section(runs: Sequence[Any], table: Any) -> str:
         if external.figure.exists():
             data = base64.b64encode(external.figure.read_bytes()).decode("ascii")
             parts.append(
-                '<div class="figures wide"><img src="data:image/png;base64,'
-                f'{data}" alt="internal vs external"></div>'
+                '<div class="figures wide"><figure><img src="data:image/png;base64,'
+                f'{data}" alt="internal vs external"><figcaption>internal vs external: each '
+                "metric on the run's test patients and on the collection, with intervals"
+                "</figcaption></figure></div>"
             )
     return "".join(parts)

@@ -130,7 +130,7 @@ def plot_run(
         values = [per_class[label]["recall"] for label in labels]
         errors = error_bars([intervals.get(f"recall_{label}") for label in labels], values)
         bars = ax.bar(list(labels), values, color="tab:blue", yerr=errors, capsize=4)
-        ax.bar_label(bars, fmt="%.2f", label_type="center", color="white")
+        ax.bar_label(bars, fmt="%.2f", padding=2, fontsize=8)  # above each bar, even at 0
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("recall (sensitivity)")
         ax.set_title(
@@ -192,6 +192,7 @@ def plot_reliability(table: dict[str, dict[str, list[float]]], path: Path, title
 def style_axes(ax: Any, title: str, ylabel: str, *, unit_range: bool = True) -> None:
     ax.set_title(title)
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole
     ax.set_ylabel(ylabel)
     if unit_range:
         ax.set_ylim(-0.02, 1.02)
@@ -292,3 +293,29 @@ def _matrix(ax: Any, matrix: np.ndarray, rows: list[str], cols: list[str]) -> No
             color="white" if value > top / 2 else "black",
             fontsize=8,
         )
+
+
+def plot_training_images(
+    rows: Sequence[tuple[str, np.ndarray, Sequence[str]]], path: Path, title: str
+) -> None:
+    """A small grid of training images: one row per stage (``(name, images, captions)``,
+    ``images`` ``uint8 [n, H, W, 3]``), e.g. as stored, after the online augmenters, and
+    images an offline augmenter added; each image captioned (its class)."""
+    columns = max(len(images) for _, images, _ in rows)
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(1.7 * columns, 1.95 * len(rows)), squeeze=False
+    )
+    for r, (name, images, captions) in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                ax.imshow(images[c])
+                ax.set_xlabel(captions[c], fontsize=7)
+        axes[r][0].set_ylabel(name, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)

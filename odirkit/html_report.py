@@ -2,13 +2,19 @@
 
 It opens from disk with no network: every figure is inlined as a PNG data URI,
 the few lines of script (sorting a table by a click on its header) and the
-styles are in the page. Order: the question and its answer (the verdicts), the
-test results with intervals, the curves per epoch, test recall per class; then,
-per variant, its data, operating points and per-class figures, calibration,
-confusion, ROC and precision-recall, explanations (gallery with lesion
-outlines, localisation, sanity flags), GAN samples, skipped images, the
-resolved configuration and the environment. One colour per variant, the same
-as in the figures.
+styles are in the page. Order: the answer (in the study's terms: per variant the
+disease's F1 and recall with intervals, whether its runs learned, the verdict in
+words), whether each run learned, the verdicts, the test results with intervals,
+the curves per epoch, test recall per class; then, per variant, its data,
+operating points and per-class figures, calibration, confusion, ROC and
+precision-recall, the training images its augmenters produced, explanations
+(gallery with lesion outlines and a colour bar, localisation read against its
+random baseline, sanity checks with their columns explained), what the
+augmenters report (GAN samples by class and epoch, in order, and whether the GAN
+converged), skipped images, the resolved configuration and the environment.
+
+One colour per variant, the same as in the figures; every figure has a caption;
+every table scrolls inside its own box, so the page never scrolls sideways.
 """
 
 from __future__ import annotations
@@ -27,20 +33,20 @@ from odirkit.engine.rundir import VariantDirectory
 from odirkit.explain import read_flags
 from odirkit.external_report import html_section
 from odirkit.files import write_text
-from odirkit.report import tta_line
+from odirkit.report import Answer, tta_line, variants_of
 
 #: the per-run figures shown, in order, with their captions
 RUN_FIGURES = (
-    ("f1_per_epoch.png", "F1 and recall per epoch"),
-    ("recall_per_epoch.png", "recall per class per epoch"),
-    ("loss_per_epoch.png", "loss per epoch"),
-    ("recall_per_class.png", "test recall per class, with intervals"),
-    ("reliability.png", "reliability diagram (test)"),
-    ("confusion.png", "confusion at the operating point (test)"),
-    ("roc.png", "ROC curves (test)"),
-    ("pr.png", "precision-recall curves (test)"),
+    ("f1_per_epoch.png", "F1 and recall per epoch (validation patients)"),
+    ("recall_per_epoch.png", "recall per class per epoch (validation patients)"),
+    ("loss_per_epoch.png", "training and validation loss per epoch"),
+    ("recall_per_class.png", "test recall per class, with bootstrap intervals"),
+    ("reliability.png", "reliability diagram (test patients): observed against predicted"),
+    ("confusion.png", "confusion at the operating point (test patients)"),
+    ("roc.png", "ROC curves (test patients)"),
+    ("pr.png", "precision-recall curves (test patients)"),
 )
-#: matplotlib's tab10, the colours of the comparison figures, in run order
+#: matplotlib's tab10, the colours of the comparison figures, one per variant in order
 TAB10 = (
     "#1f77b4",
     "#ff7f0e",
@@ -54,20 +60,74 @@ TAB10 = (
     "#17becf",
 )
 
+#: table columns that count things: shown as whole numbers
+COUNTS = {
+    "epochs",
+    "checkpoint_epoch",
+    "best_epoch",
+    "images",
+    "patients",
+    "pairs",
+    "constant_maps",
+    "support",
+    "runs",
+}
+
+#: what each column of the explanations' tables means
+LOCALISATION_COLUMNS = {
+    "images": "images of the class with a lesion mask, explained",
+    "pointing_game": "share of those images where the map's highest point falls on a lesion "
+    "(the mask widened by 3% of the image side)",
+    "random_point": "the same for a point drawn uniformly in the field of view: the share of "
+    "the field the lesions cover, the score of a map that knows nothing",
+    "energy_in_mask": "share of the map's total importance that lies on the lesions",
+    "uniform_map": "the same for a flat map: the lesions' share of the field of view",
+    "reliable": "whether the explainer passed its sanity checks (below)",
+    "better_than_chance": "whether the pointing game beats the random point",
+}
+SANITY_COLUMNS = {
+    "pairs": "(image, class) pairs compared",
+    "rank_correlation_with_random_model": "Spearman rank correlation, inside the field of "
+    "view, between the maps of the trained model and of the same network re-initialised "
+    "(Adebayo et al. 2018); a faithful explainer's maps change with the weights, so low is "
+    "good",
+    "constant_maps": "maps of the re-initialised model that were flat (no correlation defined)",
+    "input_dependence": "rank correlation between the maps of images of different classes; "
+    "maps that barely change from image to image describe the network, not the image, so "
+    "low is good",
+    "fails_randomisation": "rank correlation with the random model above 0.5",
+    "fails_input_dependence": "input dependence above 0.5",
+    "reliable": "passes both checks: its localisation scores can be read",
+}
+
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222;
+       padding: 0 1em; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-top: 0.6em; }
+p, li, dd, figcaption, h1, h2, h3, h4 { overflow-wrap: anywhere; }
+.answer { background: #f5f8fc; border-left: 4px solid #1f77b4; padding: 0.5em 1em; }
+.answer p { font-size: 1.05em; margin: 0.4em 0; }
+.description { color: #555; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; cursor: pointer; user-select: none; }
 th[data-order="asc"]::after { content: " \\25B2"; }
 th[data-order="desc"]::after { content: " \\25BC"; }
 td:first-child, th:first-child { text-align: left; }
+tr.mean td { font-weight: bold; }
 .swatch { display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.4em; }
-.figures img { max-width: 48%; margin: 0.3em; border: 1px solid #eee; }
-.wide img { max-width: 98%; }
+.figures { display: flex; flex-wrap: wrap; gap: 0.6em; align-items: flex-start; }
+figure { margin: 0; flex: 1 1 420px; max-width: 100%; border: 1px solid #eee; padding: 0.3em; }
+.wide figure { flex-basis: 100%; }
+.small figure { flex: 0 1 260px; }
+figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
+figcaption { font-size: 0.85em; color: #444; padding-top: 0.2em; }
 .verdict { margin: 0.3em 0; } .flag { color: #b00020; font-weight: bold; }
-.unreliable { color: #b00020; } pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; }
+.unreliable { color: #b00020; }
+pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; max-width: 100%; }
+dl.columns { font-size: 0.85em; } dl.columns dt { font-family: monospace; }
+dl.columns dd { margin: 0 0 0.3em 1.5em; color: #444; }
 details { margin: 0.4em 0; }
 """
 
@@ -97,60 +157,72 @@ document.querySelectorAll("table.sortable th").forEach(th =>
 
 
 def _image(path: Path, caption: str) -> str:
+    """A PNG inlined as a figure with its caption (which is also its alternative text)."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     alt = html.escape(caption)
-    return f'<img src="data:image/png;base64,{data}" alt="{alt}" title="{alt}">'
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{alt}" title="{alt}">'
+        f"<figcaption>{alt}</figcaption></figure>"
+    )
 
 
-def _number(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else str(value)
+def _number(value: Any, column: str = "") -> str:
+    """A cell as text: yes/no for booleans, counts without decimals, three decimals for
+    other numbers, nothing for a missing value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.3f}"
+        if column in COUNTS and value.is_integer():
+            return str(int(value))
+        return f"{value:.3f}"
     return html.escape(str(value))
 
 
-def table(frame: pd.DataFrame, table_id: str) -> str:
-    """A sortable table: every cell keeps its raw value in ``data-value``; a column
-    ``<name>__shown`` gives the HTML shown for ``<name>`` where it is set."""
+def table(frame: pd.DataFrame, table_id: str, row_styles: Sequence[str] | None = None) -> str:
+    """A sortable table in a box that scrolls sideways when the table is wider than the page:
+    every cell keeps its raw value in ``data-value``; a column ``<name>__shown`` gives the
+    HTML shown for ``<name>`` where it is set; ``row_styles`` gives each row a class and
+    style (``'class="mean" style="..."'``)."""
     if frame.empty:
         return "<p>(nothing to show)</p>"
     columns = [c for c in frame.columns if not str(c).endswith("__shown")]
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     rows = []
-    for record in frame.to_dict("records"):
+    for i, record in enumerate(frame.to_dict("records")):
         cells = []
         for column in columns:
             value = record[column]
             missing = value is None or (isinstance(value, float) and math.isnan(value))
             shown = record.get(f"{column}__shown")
-            text = shown if isinstance(shown, str) else _number(value)
+            text = shown if isinstance(shown, str) else _number(value, str(column))
             raw = "" if missing else html.escape(str(value))
             cells.append(f'<td data-value="{raw}">{text}</td>')
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+        style = f" {row_styles[i]}" if row_styles and row_styles[i] else ""
+        rows.append(f"<tr{style}>" + "".join(cells) + "</tr>")
     return (
-        f'<table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        f'<div class="scroll"><table class="sortable" id="{table_id}"><thead><tr>{head}</tr>'
+        f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
-def _results(frame: pd.DataFrame, colours: dict[str, str]) -> pd.DataFrame:
-    """The comparison table as shown: intervals beside their values, the variant's colour."""
+def _results(frame: pd.DataFrame, colours: dict[str, str], first: str = "run") -> pd.DataFrame:
+    """A table as shown: intervals beside their values, the variant's colour by its name."""
     shown = frame[[c for c in frame.columns if not c.endswith(("_low", "_high", "_std"))]].copy()
     out = pd.DataFrame(index=shown.index)
     for column in shown.columns:
         out[column] = shown[column]
         texts = []
         for i, value in shown[column].items():
-            text = _number(value) if column != "run" else html.escape(str(value))
+            text = _number(value, column) if column != first else html.escape(str(value))
             low, high = frame.get(f"{column}_low"), frame.get(f"{column}_high")
             if low is not None and high is not None and _finite(low[i]) and _finite(high[i]):
                 text += f" [{low[i]:.3f}, {high[i]:.3f}]"
-            if column == "run":
-                base = str(value).split(" (mean")[0]
-                swatch = colours.get(str(value)) or colours.get(base.rsplit("-seed", 1)[0])
+            if column == first:
+                swatch = colours.get(_variant_of(str(value)))
                 if swatch:
                     text = f'<span class="swatch" style="background:{swatch}"></span>{text}'
             texts.append(text)
@@ -159,8 +231,28 @@ def _results(frame: pd.DataFrame, colours: dict[str, str]) -> pd.DataFrame:
     return out
 
 
+def _variant_of(name: str) -> str:
+    """``"gan-seed1"``, ``"gan (mean of 3 seeds)"``, ``"gan (dcgan augmentation)"`` -> ``"gan"``."""
+    from odirkit.comparison import parse_run_name
+
+    return parse_run_name(name.split(" (")[0])[0]
+
+
+def _mean_rows(frame: pd.DataFrame, colours: dict[str, str]) -> list[str]:
+    """Rows "mean of N" tinted with their variant's colour."""
+    styles = []
+    for found in frame.get("run", []):
+        name = str(found)
+        colour = colours.get(_variant_of(name))
+        if " (mean of " in name and colour:
+            styles.append(f'class="mean" style="background:{colour}26"')
+        else:
+            styles.append("")
+    return styles
+
+
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _per_class(final: dict[str, Any]) -> pd.DataFrame:
@@ -209,8 +301,14 @@ def _data_summary(vdir: VariantDirectory) -> str:
                 **{label: n for label, n in counts.items()},
             }
         )
-    extra = data.get("extra_train_images")
-    note = f"<p>Added to training: {html.escape(json.dumps(extra))}</p>" if extra else ""
+    extra = data.get("extra_train_images") or {}
+    note = (
+        "<p>Added to training: "
+        + html.escape("; ".join(f"{n} images by {source}" for source, n in extra.items()))
+        + " (counted in the training images above, not in the classes).</p>"
+        if extra
+        else ""
+    )
     truth = data.get("patient_truth") or {}
     truth_note = (
         f"<p>Patient truth: {html.escape(str(truth.get('source', '')))}"
@@ -219,9 +317,81 @@ def _data_summary(vdir: VariantDirectory) -> str:
             if "disagree_with_eye_labels" in truth
             else ""
         )
-        + "</p>"
+        + ".</p>"
+        if truth.get("source")
+        else ""
     )
     return table(pd.DataFrame(rows), f"data-{vdir.name}") + note + truth_note
+
+
+def operating_point(final: dict[str, Any]) -> str:
+    """The reported checkpoint and how its decisions were made, in words."""
+    scores = final.get("final") or {}
+    rule = str(scores.get("threshold_rule", "0.5"))
+    thresholds = scores.get("thresholds") or {}
+    epoch = final.get("checkpoint_epoch")
+    when = f" (epoch {int(epoch)})" if _finite(epoch) else ""
+    text = f"Reported checkpoint: {final.get('checkpoint', 'last')}{when}. "
+    if rule[:1].isdigit():
+        text += f"Operating point: a fixed threshold of {rule}"
+        if final.get("task") == "single_label":
+            text += " on the disease's probability (two classes), else the most probable class"
+    else:
+        text += f"Operating point: chosen on the validation patients by {rule}"
+    if thresholds:
+        text += "; thresholds " + ", ".join(f"{k} {v:.3f}" for k, v in thresholds.items())
+    temperature = scores.get("temperature")
+    if _finite(temperature):
+        text += (
+            f". Probabilities scaled by a temperature of {temperature:.3f} fitted on validation."
+        )
+    else:
+        text += ". No temperature scaling."
+    return text
+
+
+def localisation_reading(row: dict[str, Any]) -> str:
+    """One sentence: an explainer's localisation on a class against its random baseline."""
+    name, label = row["explainer"], row["label"]
+    images = int(row.get("images", 0))
+    pointing, chance = row.get("pointing_game"), row.get("random_point")
+    energy, uniform = row.get("energy_in_mask"), row.get("uniform_map")
+    parts = []
+    if _finite(pointing) and _finite(chance):
+        ratio = (
+            f", {pointing / chance:.1f} times chance" if chance > 0 and pointing > chance else ""
+        )
+        verdict = "" if pointing > chance else ": no better than chance"
+        parts.append(
+            f"its map's peak fell on a lesion in {pointing:.0%} of the images, against "
+            f"{chance:.0%} for a random point of the field of view{ratio}{verdict}"
+        )
+    if _finite(energy) and _finite(uniform):
+        ratio = f", {energy / uniform:.1f} times" if uniform > 0 and energy > uniform else ""
+        verdict = "" if energy > uniform else ": no more than chance"
+        parts.append(
+            f"{energy:.1%} of its importance lay on the lesions, against {uniform:.1%} for a "
+            f"flat map{ratio}{verdict}"
+        )
+    caution = " Few images: read with care." if images < 10 else ""
+    unreliable = (
+        " It failed a sanity check, so these scores say little."
+        if row.get("reliable") is False
+        else ""
+    )
+    return f"{name} on {label} ({images} images): {'; '.join(parts)}.{caution}{unreliable}"
+
+
+def _columns_explained(columns: dict[str, str], present: Sequence[str]) -> str:
+    items = "".join(
+        f"<dt>{html.escape(c)}</dt><dd>{html.escape(columns[c])}</dd>"
+        for c in present
+        if c in columns
+    )
+    return (
+        "<details><summary>What the columns mean</summary>"
+        f'<dl class="columns">{items}</dl></details>'
+    )
 
 
 def _explanations(vdir: VariantDirectory) -> str:
@@ -233,37 +403,89 @@ def _explanations(vdir: VariantDirectory) -> str:
     if grid.exists():
         parts.append(
             '<div class="figures wide">'
-            + _image(grid, "an example per class; lesion outlines in cyan")
+            + _image(
+                grid,
+                "An example test image per class (left, with the model's prediction and its "
+                "probability) and each explainer's map for that class over it, green (low) "
+                "to red (high importance, the colour bar); lesion outlines in cyan",
+            )
             + "</div>"
         )
     for line in read_flags(folder):
         parts.append(f'<p class="flag">{html.escape(line)}</p>')
-    for name, title in (("localisation.csv", "localisation"), ("sanity.csv", "sanity checks")):
-        path = folder / name
-        if path.exists():
-            frame = pd.read_csv(path)
-            if "reliable" in frame.columns:
-                frame["reliable__shown"] = [
-                    "yes" if v else '<span class="unreliable">unreliable</span>'
-                    for v in frame["reliable"]
-                ]
-            if {"pointing_game", "random_point"} <= set(frame.columns):
-                frame["better_than_chance"] = frame["pointing_game"] > frame["random_point"]
-                frame["better_than_chance__shown"] = [
-                    "yes" if p > c else '<span class="unreliable">no: at or below chance</span>'
-                    for p, c in zip(frame["pointing_game"], frame["random_point"], strict=True)
-                ]
-            parts.append(f"<h4>{title}</h4>" + table(frame, f"{name[:-4]}-{vdir.name}"))
+    path = folder / "localisation.csv"
+    if path.exists():
+        frame = pd.read_csv(path)
+        readings = "".join(
+            f"<li>{html.escape(localisation_reading(row))}</li>" for row in frame.to_dict("records")
+        )
+        if {"pointing_game", "random_point"} <= set(frame.columns):
+            frame["better_than_chance"] = frame["pointing_game"] > frame["random_point"]
+            frame["better_than_chance__shown"] = [
+                "yes" if p > c else '<span class="unreliable">no: at or below chance</span>'
+                for p, c in zip(frame["pointing_game"], frame["random_point"], strict=True)
+            ]
+        if "reliable" in frame.columns:
+            frame["reliable__shown"] = [
+                "yes" if v else '<span class="unreliable">unreliable</span>'
+                for v in frame["reliable"]
+            ]
+        parts.append(
+            "<h4>Localisation: do the maps point at the lesions?</h4>"
+            "<p>Each score beside what a map that knows nothing would score; above it, the "
+            "model's evidence lies on the lesions more than chance allows.</p>"
+            f"<ul>{readings}</ul>"
+            + table(frame, f"localisation-{vdir.name}")
+            + _columns_explained(LOCALISATION_COLUMNS, list(frame.columns))
+        )
+    path = folder / "sanity.csv"
+    if path.exists():
+        frame = pd.read_csv(path)
+        if "reliable" in frame.columns:
+            frame["reliable__shown"] = [
+                "yes" if v else '<span class="unreliable">unreliable</span>'
+                for v in frame["reliable"]
+            ]
+        parts.append(
+            "<h4>Sanity checks: do the maps depend on the model and on the image?</h4>"
+            + table(frame, f"sanity-{vdir.name}")
+            + _columns_explained(SANITY_COLUMNS, list(frame.columns))
+        )
     return "".join(parts)
 
 
-def _gan_samples(vdir: VariantDirectory) -> str:
-    folder = vdir.path / "augment"
-    grids = sorted(folder.rglob("*.png")) if folder.exists() else []
-    if not grids:
-        return ""
-    images = "".join(_image(p, f"{p.parent.name}/{p.stem}") for p in grids[:24])
-    return f'<h3>Augmenters (GAN samples by epoch, losses)</h3><div class="figures">{images}</div>'
+def _augmenters(vdir: VariantDirectory) -> str:
+    """What each offline augmenter reports: its figures with their captions, in the order it
+    gives (``report.json``: ``figures`` as ``{"file", "caption"}``, ``notes`` as sentences);
+    without one, its PNG files, named by their paths."""
+    root = vdir.path / "augment"
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    parts = []
+    for folder in folders:
+        name = folder.name.split("-", 1)[-1]
+        notes: list[str] = []
+        figures: list[tuple[Path, str]] = []
+        report = folder / "report.json"
+        if report.exists():
+            try:
+                found = json.loads(report.read_text())
+            except ValueError:
+                found = {}
+            notes = [str(n) for n in found.get("notes", [])]
+            for item in found.get("figures", []):
+                path = folder / str(item.get("file", ""))
+                if path.is_file() and path.suffix == ".png":
+                    figures.append((path, str(item.get("caption") or path.stem)))
+        else:
+            for path in sorted(folder.rglob("*.png")):
+                figures.append((path, f"{name}: {path.relative_to(folder).with_suffix('')}"))
+        if not figures and not notes:
+            continue
+        parts.append(f"<h3>Augmenter {html.escape(name)}</h3>")
+        parts += [f'<p class="flag">{html.escape(n)}</p>' for n in notes]
+        images = "".join(_image(path, caption) for path, caption in figures[:24])
+        parts.append(f'<div class="figures small">{images}</div>')
+    return "".join(parts)
 
 
 def _skipped(vdir: VariantDirectory) -> str:
@@ -276,18 +498,11 @@ def _variant(run: Any, colour: str) -> str:
     vdir = VariantDirectory(run.directory)
     final = run.final
     name = html.escape(run.label)
-    scores = final.get("final") or {}
     head = (
         f'<h2 id="variant-{name}"><span class="swatch" style="background:{colour}"></span>'
         f"{name}</h2>"
     )
-    checkpoint = (
-        f"<p>Reported checkpoint: {html.escape(str(final.get('checkpoint')))} "
-        f"(epoch {final.get('checkpoint_epoch')}); operating point "
-        f"{html.escape(str(scores.get('threshold_rule', '0.5')))}; "
-        f"thresholds {html.escape(json.dumps(scores.get('thresholds') or {}))}; "
-        f"temperature {scores.get('temperature')}.</p>"
-    )
+    checkpoint = f"<p>{html.escape(operating_point(final))}</p>"
     tta = tta_line(run.label, final)
     if tta:
         checkpoint += f'<p class="tta">Test-time augmentation: {html.escape(tta)}.</p>'
@@ -295,6 +510,18 @@ def _variant(run: Any, colour: str) -> str:
         _image(vdir.figures / name_, caption)
         for name_, caption in RUN_FIGURES
         if (vdir.figures / name_).exists()
+    )
+    examples = vdir.figures / "training_images.png"
+    training = (
+        '<h3>Training images</h3><div class="figures wide">'
+        + _image(
+            examples,
+            "Training photographs as stored (first row), after the online augmenters (one "
+            "draw of their randomness), and images the offline augmenters added",
+        )
+        + "</div>"
+        if examples.exists()
+        else ""
     )
     config = html.escape(json.dumps(vdir.config(), indent=2)) if vdir.exists else ""
     try:
@@ -311,9 +538,10 @@ def _variant(run: Any, colour: str) -> str:
         + checkpoint
         + table(_per_class(final), f"per-class-{name}")
         + f'<h3>Figures</h3><div class="figures">{figures}</div>'
+        + training
         + f'<h3 id="explanations-{name}">Explanations</h3>'
         + _explanations(vdir)
-        + _gan_samples(vdir)
+        + _augmenters(vdir)
         + _skipped(vdir)
         + f"<details><summary>Resolved configuration</summary><pre>{config}</pre></details>"
         + f"<details><summary>Environment</summary><pre>{environment}</pre></details>"
@@ -330,27 +558,48 @@ def write_html(
     verdicts: Sequence[str],
     unfinished: Sequence[str] = (),
     learning: Sequence[str] = (),
+    answer: Answer | None = None,
 ) -> Path:
     """Write ``report.html`` into ``out_dir`` (beside comparison.png and its kin)."""
     out_dir = Path(out_dir)
-    bases: list[str] = []
-    for run in runs:
-        base = run.label.rsplit("-seed", 1)[0].rsplit("-fold", 1)[0]
-        if base not in bases:
-            bases.append(base)
-    colours = {run.label: TAB10[i % 10] for i, run in enumerate(runs)}
-    colours.update({base: TAB10[bases.index(base) % 10] for base in bases if base not in colours})
+    variants = variants_of(runs)
+    colours = {variant: TAB10[i % 10] for i, variant in enumerate(variants)}
     verdict_html = "".join(f'<p class="verdict">{html.escape(v)}</p>' for v in verdicts) or (
         "<p>One variant: nothing to compare.</p>"
     )
+    answer_html = ""
+    if answer is not None and runs:
+        answer_html = (
+            '<section class="answer" id="answer"><h2>The answer</h2>'
+            + "".join(f"<p>{html.escape(s)}</p>" for s in answer.sentences)
+            + table(_results(answer.table, colours, first="variant"), "answer-table")
+            + "<p>Brackets: 95% intervals (over test patients for one run; over the runs and "
+            "their test patients for a mean). Details below.</p></section>"
+        )
     curves = "".join(
         _image(out_dir / name, caption)
         for name, caption in (
-            ("comparison.png", "F1 and recall per epoch, validation patients"),
-            ("comparison_test.png", "per epoch on the test patients (not used for selection)"),
-            ("recall_per_class.png", "test recall per class"),
+            (
+                "comparison.png",
+                "Per epoch on the validation patients: each variant's mean over its runs "
+                "(line) and the range from its lowest to its highest run (band)",
+            ),
+            (
+                "comparison_test.png",
+                "Per epoch on the test patients (asked for by train.test_every_epoch; not "
+                "used for any choice)",
+            ),
         )
         if (out_dir / name).exists()
+    )
+    recall = (
+        _image(
+            out_dir / "recall_per_class.png",
+            "Test recall per class: per variant the mean over its runs (each run a dot) with "
+            "the interval of the mean, or a single run with its bootstrap interval",
+        )
+        if (out_dir / "recall_per_class.png").exists()
+        else ""
     )
     pending = (
         "<h2>Not finished</h2><ul>"
@@ -360,7 +609,9 @@ def write_html(
         else ""
     )
     body = (
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(description)}</p>"
+        f"<h1>{html.escape(title)}</h1>"
+        + (f'<p class="description">{html.escape(description)}</p>' if description else "")
+        + answer_html
         + (
             '<h2 id="learning">Did each run learn?</h2><ul>'
             + "".join(f"<li>{html.escape(line)}</li>" for line in learning)
@@ -372,18 +623,25 @@ def write_html(
         '<h2 id="results">Test results</h2>'
         "<p>Each run's test patients, scored once, for the checkpoint chosen on the validation "
         "patients; brackets are 95% bootstrap intervals over test patients; rows 'mean of N' "
-        "give the mean over seeds or folds, with an interval from resampling the runs and "
-        "their test patients. Click a header to sort.</p>"
-        + table(_results(results, colours), "results-table")
+        "(tinted in the variant's colour) give the mean over seeds or folds, with an interval "
+        "from resampling the runs and their test patients. Click a header to sort.</p>"
+        + table(_results(results, colours), "results-table", _mean_rows(results, colours))
         + html_section(runs, table)
-        + f'<h2 id="curves">Curves and recall per class</h2><div class="figures">{curves}</div>'
+        + '<h2 id="curves">Curves and recall per class</h2>'
+        + f'<div class="figures wide">{curves}</div>'
+        + f'<div class="figures wide">{recall}</div>'
         + pending
         + '<div id="variants">'
-        + "".join(_variant(run, colours[run.label]) for run in runs if run.directory is not None)
+        + "".join(
+            _variant(run, colours[_variant_of(run.label)])
+            for run in runs
+            if run.directory is not None
+        )
         + "</div>"
     )
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}: odirkit report</title><style>{STYLE}</style></head>"
         f"<body>{body}<script>{SCRIPT}</script></body></html>"
     )

@@ -19,6 +19,7 @@ running (:func:`job_ended`); ``jobs.json`` counts how often that happened.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -29,17 +30,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from odirkit.config import LauncherConfig
 from odirkit.console import info, warn
-from odirkit.engine import distributed
 from odirkit.engine.interrupt import RunInterrupted
 from odirkit.engine.rundir import RunDirectory, VariantDirectory
 from odirkit.errors import ConfigError, RunError
 from odirkit.files import write_json
-from odirkit.plugins import Registry
-from odirkit.report import Comparison
+
+if TYPE_CHECKING:  # imported where used: odirkit status and runs start without torch
+    from odirkit.config import LauncherConfig
+    from odirkit.plugins import Registry
+    from odirkit.report import Comparison
 
 #: variant states after which a job will not run again by itself
 ENDED = ("finished", "failed")
@@ -55,6 +57,7 @@ def _now() -> str:
 def run_job(run_dir: Path, variant: str, registry: Registry) -> str:
     """Run (or resume) one variant of a run folder, then write the comparison if this job
     is the last to end. Returns the variant's status."""
+    from odirkit.engine import distributed
     from odirkit.experiment import load_run, run_experiment
 
     run = RunDirectory(run_dir)
@@ -313,6 +316,7 @@ class VariantJob:
         os.environ["ODIRKIT_JOB_LOG"] = str(env.paths.stdout)
         if self.processes > 1:  # each SLURM task is one process of a DDP run
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        from odirkit.engine import distributed
         from odirkit.plugins import get_registry
 
         distributed.setup()
@@ -494,3 +498,52 @@ def run_status(path: Path) -> dict[str, Any]:
         "variants": rows,
         "retry": retry_command(run) if undone else None,
     }
+
+
+def list_runs(root: Path) -> list[dict[str, object]]:
+    """Every run folder under ``root`` (``runs/<name>/<timestamp>``), newest first: its
+    experiment, start, variants with their status, the best headline figure, and the
+    command that resumes it when it is not finished."""
+    found = []
+    for run_file in sorted(Path(root).glob(f"*/*/{RunDirectory.RUN}")):
+        run = RunDirectory(run_file.parent)
+        try:
+            meta = json.loads(run_file.read_text())
+        except (OSError, ValueError):
+            continue
+        variants = [run.variant(v) for v in meta.get("variants", [])]
+        statuses = {v.name: v.status for v in variants}
+        best = None
+        for vdir in variants:
+            if vdir.finished:
+                final = vdir.metrics()
+                value = (final.get("final") or {}).get("f1_micro")
+                metric = "accuracy" if final.get("task") == "single_label" else "micro F1"
+                if isinstance(value, int | float) and (best is None or value > best[2]):
+                    best = (vdir.name, metric, float(value))
+        if all(s == "finished" for s in statuses.values()):
+            status = "finished"
+        elif any(s in ("running", "queued") for s in statuses.values()):
+            status = "running"
+        elif any(s == "failed" for s in statuses.values()):
+            status = "failed"
+        else:
+            status = "interrupted"
+        errors = {
+            v.name: json.loads(v.failed_file.read_text()).get("error", "")
+            for v in variants
+            if v.status == "failed"
+        }
+        found.append(
+            {
+                "folder": str(run.path),
+                "experiment": meta.get("name", run.path.parent.name),
+                "started": meta.get("started", ""),
+                "variants": statuses,
+                "status": status,
+                "best": {"variant": best[0], "metric": best[1], "value": best[2]} if best else None,
+                "errors": errors,
+                "resume": None if status in ("finished", "running") else retry_command(run),
+            }
+        )
+    return sorted(found, key=lambda r: str(r["started"]), reverse=True)

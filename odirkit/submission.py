@@ -1,7 +1,8 @@
 """ODIR-2019 submissions: reading ground truth and predictions, checking them, scoring them.
 
 A submission is a CSV ``ID,N,D,G,C,A,H,M,O`` with one row per patient and the
-probability of each label. The ground truth is the annotation workbook (or a
+probability of each label (or some of the labels: a run that learned N and D writes
+``ID,N,D``, and is scored on those two). The ground truth is the annotation workbook (or a
 CSV) with ``ID`` and the same eight 0/1 columns. Scoring follows the
 challenge's evaluation (:func:`odirkit.metrics.odir_score`), with the
 per-class figures that are easier to read alongside.
@@ -9,6 +10,7 @@ per-class figures that are easier to read alongside.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,13 @@ from odirkit.metrics import classification_metrics, odir_score
 COLUMNS = ("ID", *LABELS)
 
 
-def read_table(path: Path, what: str) -> pd.DataFrame:
-    """A workbook or CSV with ``ID`` and the eight label columns, IDs as strings."""
+def read_table(path: Path, what: str, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """A workbook or CSV with ``ID`` and label columns, IDs as strings, values in [0, 1].
+
+    ``labels``: the label columns it must have; None takes those of ``N..O`` it has (at
+    least one). Raises :class:`~odirkit.errors.DataError` naming the file and what is
+    wrong: a missing column, a repeated ID, a value that is not a number in [0, 1].
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} file not found")
@@ -36,19 +43,26 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
     except Exception as exc:  # a damaged file raises many kinds of errors
         raise DataError(f"{path}: cannot read the {what} ({exc})") from None
     frame = frame.rename(columns={c: " ".join(str(c).split()) for c in frame.columns})
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    wanted = list(labels) if labels is not None else [x for x in LABELS if x in frame.columns]
+    missing = [c for c in ("ID", *wanted) if c not in frame.columns]
     if missing:
         raise DataError(
-            f"{path}: the {what} lacks column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}"
+            f"{path}: the {what} file lacks column(s) {', '.join(missing)}; expected "
+            f"{','.join(COLUMNS)}" + (" (or ID and some of the labels)" if labels is None else "")
         )
-    frame = frame[list(COLUMNS)].copy()
+    if not wanted:
+        raise DataError(
+            f"{path}: the {what} file has no label column (any of {', '.join(LABELS)}); "
+            f"expected {','.join(COLUMNS)} (or ID and some of the labels)"
+        )
+    frame = frame[["ID", *wanted]].copy()
     frame["ID"] = frame["ID"].map(normalise_id)
     duplicated = frame["ID"][frame["ID"].duplicated()].unique()
     if len(duplicated):
         raise DataError(
-            f"{path}: patient ID(s) repeated in the {what}: {', '.join(duplicated[:5])}"
+            f"{path}: patient ID(s) repeated in the {what} file: {', '.join(duplicated[:5])}"
         )
-    for label in LABELS:
+    for label in wanted:
         values = pd.to_numeric(frame[label], errors="coerce")
         bad = values.isna() | (values < 0) | (values > 1)
         if bad.any():
@@ -73,14 +87,28 @@ def normalise_id(value: object) -> str:
 
 @dataclass
 class ScoreReport:
-    """The challenge's figures and the per-class ones."""
+    """The challenge's figures and the per-class ones, on the labels the submission has.
+
+    ``odir``: the challenge's kappa, ``f1`` (its agreement F1: the share of agreeing
+    answers in the flattened 0/1 vector) AUC and final score; ``metrics``: the per-class
+    figures and their averages, where ``f1_micro`` is the micro F1 of the positive answers
+    (a different figure); ``missing``: the labels the submission lacks, not scored.
+    """
 
     patients: int
     odir: dict[str, float]
     metrics: dict[str, Any]
+    labels: tuple[str, ...] = LABELS
+    missing: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"patients": self.patients, "odir": self.odir, "metrics": self.metrics}
+        return {
+            "patients": self.patients,
+            "labels": list(self.labels),
+            "labels_missing": list(self.missing),
+            "odir": self.odir,
+            "metrics": self.metrics,
+        }
 
 
 def align(
@@ -130,9 +158,12 @@ def _id_order(ids: pd.Series) -> pd.Series:
 
 
 def score_files(truth_path: Path, predictions_path: Path, *, sort: bool = False) -> ScoreReport:
-    """Score a submission against the ground truth, as the ODIR-2019 challenge did."""
-    truth = read_table(truth_path, "ground truth")
+    """Score a submission against the ground truth, as the ODIR-2019 challenge did, on the
+    labels the submission has (a two-label run's ``ID,N,D``: N and D; the others are
+    named in ``missing``); the ground truth must have those labels."""
     predictions = read_table(predictions_path, "predictions")
+    labels = tuple(c for c in predictions.columns if c != "ID")
+    truth = read_table(truth_path, "ground truth", labels)
     truth, predictions = align(
         truth,
         predictions,
@@ -140,9 +171,10 @@ def score_files(truth_path: Path, predictions_path: Path, *, sort: bool = False)
         truth_path=Path(truth_path),
         predictions_path=Path(predictions_path),
     )
-    gt = truth[list(LABELS)].to_numpy().astype(np.int64)
+    gt = truth[list(labels)].to_numpy().astype(np.int64)
     if set(np.unique(gt)) - {0, 1}:
         raise DataError(f"{truth_path}: ground-truth labels must be 0 or 1")
-    probs = predictions[list(LABELS)].to_numpy()
-    metrics = classification_metrics(gt, probs, labels=LABELS, single_label=False)
-    return ScoreReport(len(truth), odir_score(gt, probs), metrics)
+    probs = predictions[list(labels)].to_numpy()
+    metrics = classification_metrics(gt, probs, labels=labels, single_label=False)
+    missing = tuple(x for x in LABELS if x not in labels)
+    return ScoreReport(len(truth), odir_score(gt, probs), metrics, labels, missing)

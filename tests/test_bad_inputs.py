@@ -437,7 +437,7 @@ CASES = [
             pd.DataFrame({"ID": [1]}).to_csv(work / "t.csv", index=False),
             ["score", "t.csv", "t.csv"],
         )[1],
-        "lacks column(s) N",
+        "the predictions file has no label column (any of N, D",
     ),
 ]
 

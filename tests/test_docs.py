@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,51 @@ def test_every_core_key_is_in_the_toml_reference():
             if hasattr(field.annotation, "model_fields"):
                 continue  # a sub-table ([data], [model], [train]) has its own section
             assert f"`{key}`" in reference, f"docs/experiments.md lacks {table} key {key!r}"
+
+
+def toml_examples() -> list[tuple[str, str]]:
+    """Every TOML block of README.md and docs/*.md, as ``(file#n, text)``."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        blocks = re.findall(r"```toml\n(.*?)```", path.read_text(), flags=re.S)
+        found += [(f"{path.relative_to(ROOT)}#{i}", text) for i, text in enumerate(blocks, 1)]
+    return found
+
+
+def _example_plugins():
+    """The example package docs/writing-plugins.md describes (tinynet, brightness, gamma),
+    as its tests/plugins copy: the plugins that page invents are registered for its
+    examples, and no other page may use them."""
+    path = ROOT / "tests" / "plugins" / "odirkit-tinynet" / "odirkit_tinynet" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("odirkit_tinynet_docs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_docs_have_toml_examples():
+    examples = dict(toml_examples())
+    assert len(examples) >= 9 and "docs/experiments.md#1" in examples
+
+
+@pytest.mark.parametrize(("where", "text"), toml_examples(), ids=[w for w, _ in toml_examples()])
+def test_every_toml_example_in_the_docs_is_valid(where, text, tmp_path):
+    """Each block parses, and an experiment (or a fragment of one: a [data] table, a
+    [tune] table) passes odirkit's own checks: keys, types, ranges, plugin names and
+    parameters. A plugin's pyproject.toml declares its entry points."""
+    from odirkit.config import load_experiment
+    from odirkit.plugins import Registry
+
+    document = tomllib.loads(text)
+    if "project" in document:
+        assert "odirkit" in document["project"]["entry-points"], where
+        return
+    registry = Registry()
+    registry.load_entry_points()
+    if where.startswith("docs/writing-plugins.md"):  # the page that writes them
+        assert registry.add_plugin(_example_plugins(), name="tinynet")
+    (tmp_path / "example.toml").write_text(text)
+    assert load_experiment(tmp_path / "example.toml", registry), where
 
 
 def test_every_command_is_in_the_readme():

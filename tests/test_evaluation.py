@@ -564,8 +564,11 @@ def test_seeds_are_compared_pair_by_pair_and_over_runs(cli, tmp_path, phantom_ro
     report = (run / "report.md").read_text()
     assert "## Is the difference real?" in report and "paired runs" in report
     assert "Operating points per disease: D: sensitivity" in report
-    assert "b vs a: accuracy" in result.stdout  # a single-label micro F1 is accuracy
-    assert "(caution: " in result.stdout and "did not learn" in report
+    assert "b vs a: accuracy" in report  # a single-label micro F1 is accuracy
+    assert "(caution: " in report and "did not learn" in report
+    # the console ends with the answer: the verdict in words, the runs that did not learn
+    assert "On this data, b " in result.stdout and " the accuracy: " in result.stdout
+    assert "Caution: " in result.stdout and "report.html" in result.stdout
     # by default a comparison with a run that did not learn gives no verdict
     plain = cli("compare", run, "--out", tmp_path / "again", "--baseline", "a")
     assert plain.exit_code == 0, plain.output

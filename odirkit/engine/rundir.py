@@ -39,7 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from odirkit.errors import RunError
+from odirkit.errors import RunError, closest
 
 #: the paths of a resolved configuration that are relative to the working directory
 RELATIVE_PATHS = (
@@ -604,18 +604,38 @@ class RunDirectory:
         )
 
 
-def find_variant(path: str | Path) -> VariantDirectory:
-    """The variant folder: ``path`` itself, or its only variant."""
+def find_variant(path: str | Path, variant: str | None = None) -> VariantDirectory:
+    """The variant folder a command works on: ``path`` itself when it is one; else, in the
+    run folder ``path``, the variant named ``variant`` (``--variant``), or its only one.
+
+    Raises :class:`RunError` naming the variants there when ``path`` holds several and
+    none is named, when ``variant`` is not among them, or when ``path`` is no run folder.
+    """
     path = Path(path)
     if VariantDirectory(path).exists:
+        if variant is not None and variant != path.name:
+            raise RunError(
+                f"{path} is the folder of variant {path.name!r}, not {variant!r}: pass its run "
+                f"folder {path.parent} with --variant {variant}, or drop --variant"
+            )
         return VariantDirectory(path)
     variants = sorted(p for p in path.glob("*") if VariantDirectory(p).exists)
-    if len(variants) == 1:
-        return VariantDirectory(variants[0])
     if not variants:
         raise RunError(f"{path}: not an odirkit run folder (no {VariantDirectory.CONFIG})")
-    names = ", ".join(p.name for p in variants)
-    raise RunError(f"{path}: holds several variants ({names}); pass one of their folders")
+    names = [p.name for p in variants]
+    if variant is not None:
+        if variant in names:
+            return VariantDirectory(path / variant)
+        raise RunError(
+            f"{path}: no variant {variant!r}{closest(variant, names)}; its variants: "
+            f"{', '.join(names)}"
+        )
+    if len(variants) == 1:
+        return VariantDirectory(variants[0])
+    raise RunError(
+        f"{path}: holds {len(names)} variants ({', '.join(names)}); name one with --variant "
+        f"NAME (e.g. --variant {names[0]}), or pass its folder"
+    )
 
 
 def finished_variants(paths: list[Path]) -> list[tuple[VariantDirectory, str]]:

@@ -247,7 +247,8 @@ def run_variant(
     if here.distributed and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
-    augmenters = []
+    augmenters, online = [], []
+    stored = len(data.train_idx)  # the training images before offline augmenters add theirs
     for i, call in enumerate(exp.augmenters):
         aug = check_augmenter(call.name, call.build())
         if hasattr(aug, "expand"):
@@ -255,6 +256,11 @@ def run_variant(
                 _expand(aug, call.name, i, exp, data, vdir, device)
         else:
             augmenters.append(aug)
+            online.append(call.name)
+    if here.main and exp.augmenters and not (vdir.figures / "training_images.png").exists():
+        show_training_images(
+            exp, data, stored, list(zip(online, augmenters, strict=True)), vdir, device
+        )
     if here.main and data.report.get("extra_train_images"):
         _write_data(vdir, data)
     view = ModelView.of(exp, single_label=data.task.single_label, age_stats=data.age_stats)
@@ -411,6 +417,71 @@ def _expand(
             source=name,
             spill_dir=folder / "images",
         )
+
+
+def show_training_images(
+    exp: Experiment,
+    data: DataBundle,
+    stored: int,
+    online: list[tuple[str, Any]],
+    vdir: VariantDirectory,
+    device: torch.device,
+    per_class: int = 3,
+) -> None:
+    """``figures/training_images.png``: a few training images of each class as stored, the
+    same after the online augmenters (one draw from a generator of its own, so training's
+    random streams are untouched), and images the offline augmenters added."""
+    from odirkit.figures import plot_training_images
+
+    labels = list(data.task.labels)
+
+    def chosen(positions: np.ndarray) -> list[int]:
+        picked = []
+        for c in range(len(labels)):
+            targets = data.targets[positions]
+            member = targets == c if data.task.single_label else targets[:, c] > 0
+            picked += positions[np.flatnonzero(member)[:per_class]].tolist()
+        return picked
+
+    def names(index: list[int]) -> list[str]:
+        targets = data.targets[np.asarray(index, dtype=np.int64)]
+        if data.task.single_label:
+            return [labels[int(t)] for t in targets]
+        return ["".join(x for x, t in zip(labels, row, strict=True) if t) for row in targets]
+
+    def pictures(x: torch.Tensor) -> np.ndarray:
+        return x.permute(0, 2, 3, 1).cpu().numpy()
+
+    index = chosen(data.train_idx[:stored])
+    if not index:
+        return
+    images = data.store.batch(np.asarray(index, dtype=np.int64))
+    rows = [("as stored", pictures(images), names(index))]
+    if online:
+        x = images.to(device).float().div(255.0)
+        generator = generator_for(device, derive_seed(exp.config.seed, 9001))
+        with torch.no_grad():
+            for _, aug in online:
+                x = aug(x, generator)
+        after = ", ".join(name for name, _ in online)
+        rows.append(
+            (f"after {after}", pictures(x.clamp(0, 1).mul(255).round().byte()), names(index))
+        )
+    added = data.train_idx[stored:]
+    if len(added):
+        extra = chosen(added)
+        sources = data.table.iloc[extra].get("source")
+        source = ", ".join(dict.fromkeys(str(v) for v in sources)) if sources is not None else ""
+        rows.append(
+            (
+                f"added ({source})" if source else "added",
+                pictures(data.store.batch(np.asarray(extra, dtype=np.int64))),
+                names(extra),
+            )
+        )
+    plot_training_images(
+        rows, vdir.figures / "training_images.png", f"{exp.name}/{exp.variant}: training images"
+    )
 
 
 def _write_data(vdir: VariantDirectory, data: DataBundle) -> None:

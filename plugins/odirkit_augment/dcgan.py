@@ -52,6 +52,7 @@ from odirkit.api import (
     images_to_uint8,
     progress_bar,
     warn,
+    write_json,
 )
 
 GAN_VERSION = 1
@@ -159,6 +160,32 @@ def plot_losses(losses: pd.DataFrame, path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
+def convergence_note(losses: pd.DataFrame, label: str) -> str | None:
+    """A sentence when a class's GAN did not converge, else None.
+
+    At the balance a GAN seeks (the discriminator answers 1/2 everywhere) the
+    discriminator's loss, real and generated images summed, is 2 ln 2 = 1.39 and the
+    generator's ln 2 = 0.69. A generator whose loss ends at least twice where it began
+    (the means of the first and last tenth of the epochs), while the discriminator's
+    ends below ln 2, lost the game: the discriminator tells its images from photographs
+    with ease, and what it adds to training looks unlike them.
+    """
+    if len(losses) < 4 or not {"loss_d", "loss_g"} <= set(losses.columns):
+        return None
+    k = max(1, len(losses) // 10)
+    g_start, g_end = losses["loss_g"].head(k).mean(), losses["loss_g"].tail(k).mean()
+    d_end = losses["loss_d"].tail(k).mean()
+    if not (g_end >= 2 * g_start and d_end < math.log(2)):
+        return None
+    return (
+        f"The GAN of {label} did not converge: over {len(losses)} epochs the generator's loss "
+        f"climbed from {g_start:.2f} to {g_end:.2f} while the discriminator's ended at "
+        f"{d_end:.2f} (at balance they would be near 0.69 and 1.39): the discriminator tells "
+        "the generated images from photographs with ease, so they look unlike the "
+        "photographs they join."
+    )
+
+
 def labels_index(ctx: ExpandContext, label: str) -> int:
     return list(ctx.task.labels).index(label)
 
@@ -213,20 +240,28 @@ class DCGAN:
                 f"dcgan: classes {unknown} are not among the experiment's labels {labels}"
             )
         tables, images = [], []
+        figures: list[dict[str, str]] = []
+        notes: list[str] = []
         for label in wanted:
             c = labels.index(label)
             member = (ctx.targets == c) if ctx.task.single_label else (ctx.targets[:, c] > 0)
             positions = np.flatnonzero(member)
             if len(positions) < self.min_images:
-                warn(
+                skipped = (
                     f"dcgan: class {label} has {len(positions)} training images, fewer than "
                     f"min_images = {self.min_images}; no GAN is trained for it"
                 )
+                warn(skipped)
+                notes.append(skipped[len("dcgan: ") :].capitalize() + ".")
                 continue
             count = self.images_per_class or round(self.ratio * len(positions))
             if count < 1:
                 continue
             generator = self.generator_for_class(label, train.iloc[positions], positions, ctx)
+            figures += self.figures_of(label, ctx.run_dir / label)
+            note = convergence_note(pd.read_csv(ctx.run_dir / label / "losses.csv"), label)
+            if note:
+                notes.append(note)
             # Sampling has its own stream, so a reused generator draws the very same images.
             sampling = generator_for(ctx.device, ctx.seed, c, 2)
             z = torch.randn(count, Z_DIM, 1, 1, generator=sampling, device=ctx.device)
@@ -244,10 +279,34 @@ class DCGAN:
             rows["source"] = f"dcgan {label}"
             tables.append(rows)
             ctx.log(f"dcgan: {count} generated {label} images added to the training set")
+        # what the report shows, in order, with captions (odirkit's report reads it)
+        write_json(ctx.run_dir / "report.json", {"figures": figures, "notes": notes})
         if not tables:
             empty = torch.zeros((0, 3, ctx.image_size, ctx.image_size), dtype=torch.uint8)
             return ExtraSamples(pd.DataFrame(columns=labels), empty)
         return ExtraSamples(pd.concat(tables, ignore_index=True), torch.cat(images))
+
+    def figures_of(self, label: str, folder: Path) -> list[dict[str, str]]:
+        """A class's sample grids by epoch, in order, then its losses, with captions."""
+        name = f"{label} ({odirkit.LABEL_NAMES.get(label, label)})"
+        found = []
+        for path in sorted(folder.glob("samples_epoch_*.png")):
+            epoch = int(path.stem.rsplit("_", 1)[-1])
+            found.append(
+                {
+                    "file": f"{label}/{path.name}",
+                    "caption": f"{name}: the generator's samples after epoch {epoch} of "
+                    f"{self.epochs} (the same noise at every epoch)",
+                }
+            )
+        if (folder / "losses.png").exists():
+            found.append(
+                {
+                    "file": f"{label}/losses.png",
+                    "caption": f"{name}: discriminator and generator loss per epoch",
+                }
+            )
+        return found
 
     # -- one class ---------------------------------------------------------------
 
