@@ -141,9 +141,10 @@ def test_list_plugins_in_a_narrow_terminal_cuts_no_name(monkeypatch):
     import odirkit.cli
 
     screen = io.StringIO()
-    monkeypatch.setattr(
-        odirkit.cli, "out", Console(file=screen, force_terminal=True, width=40, color_system=None)
-    )
+    screen_console = Console(file=screen, force_terminal=True, width=40, color_system=None)
+    for module in odirkit.cli.MODULES:
+        if hasattr(module, "out"):
+            monkeypatch.setattr(module, "out", screen_console)
     result = CliRunner().invoke(odirkit.cli.app, ["list-plugins"])
     assert result.exit_code == 0, result.output
     text = screen.getvalue()

@@ -37,9 +37,10 @@ def screen(request, monkeypatch) -> io.StringIO:
         highlight=False,
         soft_wrap=True,
     )
-    for module in (odirkit.cli, odirkit.console):
-        monkeypatch.setattr(module, "out", console)
-        monkeypatch.setattr(module, "err", console)
+    for module in (*odirkit.cli.MODULES, odirkit.console):
+        for name in ("out", "err"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, console)
     return buffer
 
 
@@ -152,7 +153,7 @@ def run_result(tmp_path: Path) -> SimpleNamespace:
 
 
 def test_a_run_ends_with_whole_names_the_answer_and_the_report(screen, tmp_path):
-    odirkit.cli._print_results(run_result(tmp_path))
+    odirkit.cli.running._print_results(run_result(tmp_path))
     text = screen.getvalue()
     assert "…" not in text
     for name in ("default-seed0", "augmented-seed1", "gan-seed2"):

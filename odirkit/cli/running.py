@@ -1,0 +1,319 @@
+"""``run``, ``tune`` and the hidden ``job``: starting, resuming and launching experiments."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from odirkit.cli.common import (
+    SetOption,
+    _cells,
+    _fmt,
+    _with_interval,
+    app,
+    state,
+)
+from odirkit.console import out, plain
+from odirkit.errors import ConfigError
+from odirkit.plugins import Registry
+
+
+class Launcher(StrEnum):
+    local = "local"
+    pool = "pool"
+    slurm = "slurm"
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    file: Annotated[Path | None, typer.Argument(help="Experiment TOML file.")] = None,
+    set_: SetOption = None,
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", help="Run only this variant (repeatable).")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder that receives runs/<name>/<timestamp>.")
+    ] = Path("runs"),
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue an interrupted run folder from its last checkpoint."
+        ),
+    ] = None,
+    launcher: Annotated[
+        Launcher | None,
+        typer.Option(
+            "--launcher",
+            help=plain(
+                "Where the variants run: local (one after another), pool (--jobs processes "
+                "here), slurm (submitit). Default: [launcher] kind."
+            ),
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", min=1, help=plain("pool: runs at once ([launcher] jobs).")),
+    ] = None,
+    wait: Annotated[
+        bool | None,
+        typer.Option(
+            "--wait/--no-wait",
+            help=plain(
+                "slurm: wait for the jobs and print the results (default: only with "
+                '[launcher] cluster = "local").'
+            ),
+        ),
+    ] = None,
+) -> None:
+    """Run an experiment: every variant, then a comparison of them."""
+    from odirkit.config import load_experiment
+    from odirkit.engine import distributed
+    from odirkit.engine.rundir import refuse_run_folder
+    from odirkit.engine.variant import preflight
+    from odirkit.experiment import load_run, run_experiment, start_run
+    from odirkit.launch import check_launcher
+
+    if resume is None:
+        refuse_run_folder(out_dir)
+    distributed.setup()
+    reg = state(ctx).registry()
+    if resume is not None:
+        if set_ or variant:
+            raise ConfigError("--resume continues a run as it was: drop --set and --variant")
+        started = load_run(resume, reg)
+        if file is not None:
+            _check_same_experiment(file, started, reg)
+        experiments = started.experiments
+    else:
+        if file is None:
+            raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
+        experiments = load_experiment(file, reg, overrides=set_ or [], variants=variant)
+        seen: set[str] = set()
+        with distributed.rank_zero_first():  # one process writes a phantom, if any
+            for exp in experiments:
+                preflight(exp, data=True, seen=seen)
+    chosen = experiments[0].config.launcher
+    kind = launcher.value if launcher is not None else chosen.kind
+    settings = chosen.model_copy(update={"jobs": jobs}) if jobs is not None else chosen
+    check_launcher(kind, settings)
+    if resume is None:
+        assert file is not None
+        source_text = file.read_text(encoding="utf-8-sig")
+        started = start_run(experiments, out=out_dir, source_text=source_text, overrides=set_ or [])
+    if kind == "local":
+        result = run_experiment(started, registry=reg)
+    else:
+        result = _launch(started, kind, settings, wait)
+        if result is None:
+            return
+    main = distributed.is_main()
+    distributed.teardown()
+    if not main:
+        return
+    _print_results(result)
+
+
+def _launch(started: Any, kind: str, settings: Any, wait: bool | None) -> Any:
+    """Run the variants of a started run as jobs (pool, slurm); the results once they end,
+    or None when the jobs were left to run (slurm without --wait)."""
+    from odirkit import launch
+    from odirkit.engine import distributed
+    from odirkit.engine.variant import finished_result
+    from odirkit.report import read_comparison
+
+    if distributed.world().distributed:
+        raise ConfigError(
+            f"--launcher {kind} starts its own processes: run it without torchrun "
+            "([launcher] gpus_per_run makes each job a DDP job)"
+        )
+    run_dir = started.directory
+    names = [e.variant for e in started.experiments]
+    if kind == "pool":
+        launch.run_pool(run_dir, names, settings)
+    else:
+        submitted = launch.submit_slurm(run_dir, names, settings, started.experiments[0].name)
+        if not (wait if wait is not None else settings.cluster == "local"):
+            out.print(
+                plain(f"{len(submitted)} job(s) submitted; follow them: odirkit status {run_dir}")
+            )
+            return None
+        launch.wait_slurm(run_dir, names, submitted)
+    started.results = [finished_result(n, run_dir.variant(n)) for n in names]
+    started.comparison = read_comparison(run_dir.path)
+    return started
+
+
+def _check_same_experiment(file: Path, previous: Any, reg: Registry) -> None:
+    from odirkit.config import load_experiment
+
+    current = {e.variant: e.fingerprint() for e in load_experiment(file, reg)}
+    for exp in previous.experiments:
+        if exp.variant in current and current[exp.variant] != exp.fingerprint():
+            raise ConfigError(
+                f"{file} no longer matches the run in {previous.directory} (variant "
+                f"{exp.variant!r} changed); resume without the file, or start a new run"
+            )
+
+
+def _print_results(result: Any) -> None:
+    """The end of a run: each run's test figures (for Normal vs Diabetes the paper's F1 and
+    recall of D first), the answer in words, and where the report is."""
+    from odirkit.comparison import metric_name, metric_value
+
+    first = result.experiments[0].config
+    level = round(first.eval.confidence * 100)
+    single = all(r.final.get("task") == "single_label" for r in result.results)
+    labels = list(result.results[0].final.get("labels", [])) if result.results else []
+    metrics = ["f1_micro", "f1_macro", "recall_macro", "auc_macro"]
+    if single and len(labels) == 2:  # the paper's figures first
+        metrics = [f"f1_{labels[1]}", f"recall_{labels[1]}", "f1_micro", "auc_macro"]
+    names = [r.variant for r in result.results]
+    table = Table(
+        title=plain(f"{first.name}: test patients, scored once ({level}% bootstrap intervals)")
+    )
+    table.add_column("run", no_wrap=True, min_width=max(map(len, names), default=3))
+    table.add_column("learned", no_wrap=True)
+    for metric in metrics:
+        table.add_column(metric_name(metric, single_label=single), justify="right")
+    for r in result.results:
+        final = r.final["final"]
+        intervals = final.get("intervals", {})
+        learned = (r.final.get("learning") or {}).get("learned")
+        table.add_row(
+            plain(r.variant),
+            "" if learned is None else "yes" if learned else "no",
+            *(_with_interval(metric_value(final, m), intervals.get(m)) for m in metrics),
+        )
+    out.print(table)
+    if result.comparison is not None:
+        for sentence in result.comparison.answer:
+            out.print(plain(sentence), highlight=False)
+    out.print(plain(f"report: {result.directory.path / 'report.html'}"), highlight=False)
+
+
+@app.command()
+def tune(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help=plain("Experiment TOML file with a [tune] table."))],
+    trials: Annotated[
+        int, typer.Option("--trials", min=1, help="Trials in the study, all workers together.")
+    ] = 20,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage", help="Optuna storage URL shared by the workers (default: SQLite file)."
+        ),
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (default: the experiment's).")
+    ] = None,
+    set_: SetOption = None,
+    variant: Annotated[
+        str | None, typer.Option("--variant", help="The variant to search (one).")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder that receives <name>/tune/<study>.")
+    ] = Path("runs"),
+    final: Annotated[
+        bool,
+        typer.Option(
+            "--final/--no-final",
+            help="Train the best trial's experiment once more and score its test patients.",
+        ),
+    ] = True,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Workers sharing the study.")
+    ] = 1,
+    launcher: Annotated[
+        Launcher | None,
+        typer.Option(
+            "--launcher",
+            help=plain(
+                "Where the workers run: local (this process; one worker), pool (processes "
+                "here), slurm (submitit jobs, [launcher] settings). Default: pool for "
+                "--workers > 1."
+            ),
+        ),
+    ] = None,
+    wait: Annotated[
+        bool | None,
+        typer.Option("--wait/--no-wait", help="slurm: wait for the workers."),
+    ] = None,
+) -> None:
+    """Search hyperparameters on the validation patients (Optuna); the best trial becomes
+    an experiment file, scored on the test patients once, at the end."""
+    from odirkit.engine.rundir import refuse_run_folder
+    from odirkit.tune import Search
+
+    refuse_run_folder(out_dir)
+    search = Search(
+        file,
+        state(ctx).registry(),
+        out=out_dir,
+        overrides=set_ or [],
+        variant=variant,
+        storage=storage,
+        study=study,
+    )
+    kind = launcher.value if launcher is not None else ("pool" if workers > 1 else "local")
+    if kind == "local":
+        if workers > 1:
+            raise ConfigError("--launcher local runs one worker: use pool or slurm for several")
+        outcome = search.run(trials, final=final)
+    else:
+        from odirkit.tune import run_workers
+
+        found = run_workers(search, trials, workers=workers, launcher=kind, final=final, wait=wait)
+        if found is None:
+            out.print(plain(f"{workers} worker job(s) submitted; the study: {search.storage}"))
+            return
+        outcome = found
+    table = Table(
+        title=plain(f"study {outcome.study}: validation {outcome.metric} ({outcome.direction})")
+    )
+    for column in ("trial", "state", "value", "epochs", "parameters"):
+        table.add_column(column, justify="right" if column in ("trial", "value") else "left")
+    for row in outcome.trials:
+        params = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items()
+        )
+        table.add_row(
+            *_cells(row["number"], row["state"], _fmt(row["value"]), row["epochs"], params)
+        )
+    out.print(table)
+    out.print(plain(f"storage: {outcome.storage}"), highlight=False)
+    if outcome.waiting:
+        out.print("other workers are still running trials; the last to end writes best.toml")
+        return
+    best = outcome.best or {}
+    out.print(
+        plain(f"best: trial {best.get('number')} ({outcome.metric} {_fmt(best.get('value'))})")
+    )
+    out.print(plain(f"best experiment: {outcome.best_file}  (odirkit run {outcome.best_file})"))
+    if hasattr(outcome.final, "results"):
+        _print_results(outcome.final)
+    elif outcome.final:
+        out.print(plain(f"scored on the test patients in: {outcome.final}"))
+
+
+@app.command("job", hidden=True)
+def job(
+    ctx: typer.Context,
+    run_dir: Annotated[Path, typer.Argument(help="The run folder.")],
+    variant: Annotated[str, typer.Argument(help="The variant this job runs.")],
+) -> None:
+    """One variant of a run folder, as a launcher's job (odirkit run --launcher pool)."""
+    from odirkit.engine import distributed
+    from odirkit.launch import run_job
+
+    distributed.setup()
+    status = run_job(run_dir, variant, state(ctx).registry())
+    main = distributed.is_main()
+    distributed.teardown()
+    if main:
+        out.print(plain(f"{variant}: {status}"))
