@@ -1,0 +1,101 @@
+"""Experiment files: TOML loading, schema validation, ``--set`` overrides, variants.
+
+An experiment is one TOML file. Its core tables (``[data]``, ``[model]``,
+``[train]``) are validated by the pydantic models below; the keys of a table
+that are not core keys are the parameters of the plugin the table names, and
+are validated against that plugin's factory signature. ``[variants.NAME]``
+tables are merged onto the base, one resolved configuration per variant.
+
+A TOML file names registered plugins only, never an import path or an
+expression: opening an experiment cannot run code.
+"""
+
+from __future__ import annotations
+
+from odirkit.config.evaluation import (
+    COMPARED_METRICS,
+    DEFAULT_TTA,
+    PER_LABEL_METRIC,
+    TTA_VIEW,
+    CompareConfig,
+    EvalConfig,
+    EvaluateOptions,
+    ThresholdRule,
+    parse_rule,
+)
+from odirkit.config.experiment import (
+    ENTRY_OPTIONS,
+    PLUGIN_TABLES,
+    Experiment,
+    ExperimentConfig,
+    ExternalData,
+    LauncherConfig,
+    PluginCall,
+    TuneConfig,
+    TuneRange,
+)
+from odirkit.config.external import (
+    TRAINING_DATA_KEYS,
+    resolve_external,
+)
+from odirkit.config.loading import (
+    load_experiment,
+    resolve_document,
+)
+from odirkit.config.messages import (
+    describe_tables,
+)
+from odirkit.config.overrides import (
+    apply_override,
+    deep_merge,
+    parse_override,
+    read_toml,
+)
+from odirkit.config.schema import (
+    DEFAULT_IMAGE_SIZE,
+    MONITORS,
+    NAME_PATTERN,
+    DataConfig,
+    ExplainOptions,
+    ModelConfig,
+    TrainConfig,
+)
+from odirkit.errors import OdirkitError
+
+__all__ = [
+    "COMPARED_METRICS",
+    "DEFAULT_IMAGE_SIZE",
+    "DEFAULT_TTA",
+    "ENTRY_OPTIONS",
+    "MONITORS",
+    "NAME_PATTERN",
+    "PER_LABEL_METRIC",
+    "PLUGIN_TABLES",
+    "TRAINING_DATA_KEYS",
+    "TTA_VIEW",
+    "CompareConfig",
+    "DataConfig",
+    "EvalConfig",
+    "EvaluateOptions",
+    "Experiment",
+    "ExperimentConfig",
+    "ExplainOptions",
+    "ExternalData",
+    "LauncherConfig",
+    "ModelConfig",
+    "OdirkitError",
+    "PluginCall",
+    "ThresholdRule",
+    "TrainConfig",
+    "TuneConfig",
+    "TuneRange",
+    "apply_override",
+    "deep_merge",
+    "describe_tables",
+    "load_experiment",
+    "parse_override",
+    "parse_rule",
+    "read_toml",
+    "resolve_document",
+    "resolve_external",
+]
