@@ -55,7 +55,6 @@ LAYERS: list[set[str]] = [
         "odirkit.external_report",
         "odirkit.comparison",
         "odirkit.report",
-        "odirkit.html_report",
         "odirkit.predict",
         "odirkit.ensemble",
         "odirkit.baseline",

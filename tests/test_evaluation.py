@@ -587,7 +587,8 @@ def test_metrics_of_names_the_challenge_score_only_for_patients():
 
 
 def test_an_operating_point_says_the_specificity_it_reached_on_test_beside_its_target():
-    from odirkit.report import RunSummary, _screening
+    from odirkit.report import RunSummary
+    from odirkit.report.lines import _screening
 
     final = {
         "threshold_rule": "specificity:0.9",

@@ -192,10 +192,10 @@ def test_every_figure_has_a_caption_and_every_table_a_box(tmp_path):
 
 
 def test_the_curves_are_one_line_per_variant_with_a_band_over_its_seeds(tmp_path, monkeypatch):
-    import odirkit.report
+    import odirkit.report.plots
 
     drawn = []
-    monkeypatch.setattr(odirkit.report, "save_figure", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(odirkit.report.plots, "save_figure", lambda fig, path: drawn.append(fig))
     found = runs({"default": 0.4, "augmented": 0.5, "gan": 0.6})
     assert odirkit.report.plot_comparison(found, tmp_path / "c.png", "quickstart")
     (fig,) = drawn
@@ -216,10 +216,10 @@ def test_the_curves_are_one_line_per_variant_with_a_band_over_its_seeds(tmp_path
 
 
 def test_the_recall_legend_covers_no_bar(tmp_path, monkeypatch):
-    import odirkit.report
+    import odirkit.report.plots
 
     drawn = []
-    monkeypatch.setattr(odirkit.report, "save_figure", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(odirkit.report.plots, "save_figure", lambda fig, path: drawn.append(fig))
     found = runs({"default": 0.4, "augmented": 0.5, "gan": 0.6})
     table = comparison_table(found, resamples=0)
     odirkit.report.plot_recall_per_class(found, tmp_path / "r.png", "quickstart", table)
@@ -235,7 +235,7 @@ def test_the_recall_legend_covers_no_bar(tmp_path, monkeypatch):
 
 
 def test_the_operating_point_is_said_in_words():
-    from odirkit.html_report import operating_point
+    from odirkit.report import operating_point
 
     final = summary("default", 0.4).final
     text = operating_point(final)
@@ -249,7 +249,7 @@ def test_the_operating_point_is_said_in_words():
 
 
 def test_localisation_is_read_against_its_random_baseline():
-    from odirkit.html_report import localisation_reading
+    from odirkit.report import localisation_reading
 
     row = {
         "explainer": "gradcam",
@@ -278,7 +278,7 @@ def png(path: Path) -> None:
 
 def test_augmenter_figures_are_captioned_in_order_with_their_notes(tmp_path):
     from odirkit.engine.rundir import VariantDirectory
-    from odirkit.html_report import _augmenters
+    from odirkit.report.html import _augmenters
 
     folder = tmp_path / "gan-seed0" / "augment" / "0-dcgan"
     for name in ("samples_epoch_040.png", "samples_epoch_010.png", "losses.png"):
