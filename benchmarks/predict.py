@@ -38,7 +38,7 @@ def main() -> None:
     from typer.testing import CliRunner
 
     from odirkit.cli import app
-    from odirkit.engine.rundir import find_variant
+    from odirkit.runs import find_variant
     from odirkit.plugins import get_registry
     from odirkit.predict import load_trained, predict
 

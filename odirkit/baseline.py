@@ -24,9 +24,9 @@ from sklearn.multiclass import OneVsRestClassifier
 from odirkit.config import Experiment
 from odirkit.data.prepare import metadata_features, prepare_data
 from odirkit.engine.evaluate import score_test, write_prediction_files
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.engine.trainer import Evaluation
 from odirkit.files import write_json
+from odirkit.runs import VariantDirectory
 from odirkit.seeding import derive_seed
 
 

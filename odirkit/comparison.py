@@ -23,8 +23,8 @@ import pandas as pd
 
 from odirkit import bootstrap
 from odirkit.engine.evaluate import scored_from_frame, thresholds_array
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.learning import LearningCheck
+from odirkit.runs import VariantDirectory
 
 _NAME = re.compile(r"^(?P<base>.+?)(?:-seed(?P<seed>\d+))?(?:-fold(?P<fold>\d+))?$")
 

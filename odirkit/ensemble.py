@@ -20,10 +20,10 @@ import pandas as pd
 
 from odirkit import bootstrap
 from odirkit.engine.evaluate import scored_from_frame, thresholds_dict
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.errors import RunError
 from odirkit.files import write_json, write_text
 from odirkit.metrics import classification_metrics, odir_score, predictions
+from odirkit.runs import VariantDirectory
 from odirkit.thresholds import choose_thresholds, parse_rule
 
 

@@ -1,7 +1,7 @@
 """An experiment's run: every variant trained (engine), explained, then compared.
 
 The run folder is created (or re-opened with ``--resume``) and described by
-:class:`~odirkit.engine.rundir.RunDirectory`; each variant is trained by
+:class:`~odirkit.runs.RunDirectory`; each variant is trained by
 :func:`odirkit.engine.variant.run_variant`; the ``[[explain]]`` explainers run
 on each trained model (:mod:`odirkit.explain`), and the ``[[evaluate]]``
 collections score it (:mod:`odirkit.external`); and the variants are compared
@@ -25,13 +25,13 @@ from odirkit.console import info, warn
 from odirkit.engine import distributed
 from odirkit.engine.interrupt import RunInterrupted
 from odirkit.engine.models import build_model
-from odirkit.engine.rundir import RunDirectory, VariantDirectory, finished_variants
 from odirkit.engine.variant import VariantResult, run_variant
 from odirkit.errors import OdirkitError, RunError
 from odirkit.external import evaluate_external
 from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
 from odirkit.report import Comparison, RunSummary, write_report
+from odirkit.runs import RunDirectory, VariantDirectory, finished_variants
 from odirkit.seeding import derive_seed
 
 

@@ -19,7 +19,7 @@ on data from elsewhere. :func:`evaluate_external` answers it without touching th
    percentile interval from resampling the two patient sets independently.
 
 Results go to ``<variant>/external/<name>/`` (a new folder each time:
-:meth:`~odirkit.engine.rundir.VariantDirectory.new_external`), to the run's reports
+:meth:`~odirkit.runs.VariantDirectory.new_external`), to the run's reports
 (:mod:`odirkit.report`) and to its logger plugins (``log_external``).
 """
 
@@ -58,13 +58,13 @@ from odirkit.engine.evaluate import (
     scored_from_frame,
     thresholds_array,
 )
-from odirkit.engine.rundir import ExternalDirectory, VariantDirectory
 from odirkit.engine.trainer import Evaluation
 from odirkit.errors import DataError, RunError
 from odirkit.figures import colour, error_bars, save_figure
 from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
 from odirkit.predict import load_trained
+from odirkit.runs import ExternalDirectory, VariantDirectory
 from odirkit.seeding import derive_seed
 from odirkit.tracking import RunInfo, Tracker
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from odirkit.engine.rundir import ExternalDirectory, RunError, VariantDirectory
+from odirkit.errors import RunError
+from odirkit.runs import ExternalDirectory, VariantDirectory
 
 
 def _results(runs: Sequence[Any]) -> list[tuple[str, ExternalDirectory, dict[str, Any]]]:

@@ -27,9 +27,9 @@ from odirkit.data.images import IMAGE_SUFFIXES
 from odirkit.engine.checkpoint import load_checkpoint
 from odirkit.engine.device import resolve_device
 from odirkit.engine.models import build_model
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.errors import DataError, RunError
 from odirkit.plugins import Registry
+from odirkit.runs import VariantDirectory
 from odirkit.view import ModelView
 
 EYE_FILE = re.compile(r"^(?P<id>.+)_(?P<eye>left|right)$", re.IGNORECASE)

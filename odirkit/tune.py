@@ -30,10 +30,10 @@ from odirkit.config import Experiment, TuneRange, load_experiment
 from odirkit.console import info, warn
 from odirkit.engine.interrupt import RunInterrupted
 from odirkit.engine.loop import LOWER_IS_BETTER
-from odirkit.engine.rundir import RunDirectory
 from odirkit.errors import ConfigError, OdirkitError, RunError
 from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
+from odirkit.runs import RunDirectory
 from odirkit.seeding import derive_seed
 
 #: keys a trial sets whatever the search: no test scores before the end, no loggers
@@ -267,7 +267,7 @@ class Search:
     def fail_lost_trials(self, study: Any) -> None:
         """A trial still RUNNING whose worker was a process of this host that has gone
         (killed outright) is marked failed, so the search can complete."""
-        from odirkit.engine.rundir import process_alive
+        from odirkit.runs import process_alive
 
         here = socket.gethostname()
         for t in study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)):

@@ -32,6 +32,7 @@ LAYERS: list[set[str]] = [
     {"odirkit.plugins", "odirkit.config"},
     {
         "odirkit.data",
+        "odirkit.runs",
         "odirkit.metrics",
         "odirkit.fusion",
         "odirkit.thresholds",

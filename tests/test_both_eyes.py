@@ -225,9 +225,9 @@ def test_each_eye_is_explained_for_the_patients_predicted_labels(cli, tmp_path, 
 
 def test_every_explained_photograph_sits_beside_its_own_other_eye(both_run, registry):
     from odirkit.data.prepare import prepare_data
-    from odirkit.engine.rundir import VariantDirectory
     from odirkit.explain import inputs_from_data
     from odirkit.predict import load_trained
+    from odirkit.runs import VariantDirectory
 
     exp, model, view = load_trained(VariantDirectory(both_run), registry)
     model.eval()

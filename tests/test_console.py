@@ -253,8 +253,8 @@ def test_a_run_folder_with_several_variants_asks_for_one(cli, tmp_path, command)
 
 
 def test_find_variant_takes_the_run_folder_and_a_name(tmp_path):
-    from odirkit.engine.rundir import find_variant
     from odirkit.errors import RunError
+    from odirkit.runs import find_variant
 
     run = fake_run(tmp_path)
     assert find_variant(run, "augmented").path == run / "augmented"

@@ -274,10 +274,10 @@ def test_sanity_checks_flag_a_map_that_ignores_model_and_image(explained_run, re
     from odirkit.config import PluginCall
     from odirkit.data.prepare import prepare_data
     from odirkit.engine.models import build_model
-    from odirkit.engine.rundir import VariantDirectory
     from odirkit.explain import explain, inputs_from_data
     from odirkit.plugins import Registry
     from odirkit.predict import load_trained
+    from odirkit.runs import VariantDirectory
 
     exp, model, view = load_trained(VariantDirectory(explained_run), registry)
     import types

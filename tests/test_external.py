@@ -24,11 +24,11 @@ from typer.testing import CliRunner
 
 from odirkit import bootstrap
 from odirkit.config import load_experiment
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.experiment import run_experiment, start_run
 from odirkit.external import SharedScoring, compare_with_internal
 from odirkit.metrics import classification_metrics
 from odirkit.plugins import Registry
+from odirkit.runs import VariantDirectory
 
 pytestmark = pytest.mark.slow
 

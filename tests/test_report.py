@@ -277,8 +277,8 @@ def png(path: Path) -> None:
 
 
 def test_augmenter_figures_are_captioned_in_order_with_their_notes(tmp_path):
-    from odirkit.engine.rundir import VariantDirectory
     from odirkit.report.html import _augmenters
+    from odirkit.runs import VariantDirectory
 
     folder = tmp_path / "gan-seed0" / "augment" / "0-dcgan"
     for name in ("samples_epoch_040.png", "samples_epoch_010.png", "losses.png"):

@@ -44,10 +44,10 @@ def predict(
 ) -> None:
     """Per-patient probabilities in the ODIR-2019 submission format; every image checked
     first (written to <out>.images.csv)."""
-    from odirkit.engine.rundir import find_variant, refuse_run_folder
     from odirkit.files import write_text
     from odirkit.labels import LABELS
     from odirkit.predict import predict as run_predict
+    from odirkit.runs import find_variant, refuse_run_folder
 
     refuse_run_folder(out_file)
     result = run_predict(
@@ -173,9 +173,9 @@ def evaluate(
     change from the internal test."""
     from odirkit.config import TRAINING_DATA_KEYS, apply_override, parse_override, read_toml
     from odirkit.config import resolve_external as resolve
-    from odirkit.engine.rundir import RunDirectory, VariantDirectory
     from odirkit.experiment import rebuild_report
     from odirkit.external import evaluate_external, verdict
+    from odirkit.runs import RunDirectory, VariantDirectory
 
     doc = read_toml(data) if data is not None else {}
     if not isinstance(doc.get("data", {}), dict):
@@ -284,8 +284,8 @@ def explain_command(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write.")] = None,
 ) -> None:
     """Explain a finished run's decisions: maps, overlays, grid, localisation, sanity."""
-    from odirkit.engine.rundir import find_variant
     from odirkit.explain import explain_run
+    from odirkit.runs import find_variant
 
     vdir = find_variant(run_dir, variant)
     target = out_dir or _fresh(vdir.explain_dir)
@@ -359,7 +359,7 @@ def baseline_metadata(
     """Logistic regression on age and sex alone, on the experiment's split and metrics."""
     from odirkit.baseline import fit_metadata_baseline
     from odirkit.config import load_experiment
-    from odirkit.engine.rundir import RunDirectory, refuse_run_folder
+    from odirkit.runs import RunDirectory, refuse_run_folder
 
     experiments = load_experiment(
         file, state(ctx).registry(), overrides=set_ or [], variants=[variant] if variant else None

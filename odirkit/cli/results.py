@@ -42,9 +42,9 @@ def compare(
 ) -> None:
     """Compare finished runs: test results with intervals, paired tests, curves side by side."""
     from odirkit.comparison import parse_run_name
-    from odirkit.engine.rundir import refuse_run_folder
     from odirkit.experiment import summaries_from_dirs
     from odirkit.report import write_report
+    from odirkit.runs import refuse_run_folder
 
     summaries = summaries_from_dirs(run_dirs)
     names = [s.label for s in summaries]
@@ -105,7 +105,7 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The runs under a folder: experiment, start, variants, status, best headline figure."""
-    from odirkit.launch import list_runs
+    from odirkit.runs import list_runs
 
     found = list_runs(root)
     if as_json:
@@ -144,7 +144,7 @@ def status(
 ) -> None:
     """Each job of a run: queued, running (epoch), finished or failed (with its log's last
     lines), and the command that retries the ones left."""
-    from odirkit.launch import run_status
+    from odirkit.runs import run_status
 
     found = run_status(run_dir)
     if as_json:
@@ -191,8 +191,8 @@ def ensemble(
     ] = None,
 ) -> None:
     """Average finished runs' probabilities on their shared test images, and score them."""
-    from odirkit.engine.rundir import finished_variants, refuse_run_folder
     from odirkit.ensemble import ensemble as run_ensemble
+    from odirkit.runs import finished_variants, refuse_run_folder
 
     members = [vdir for vdir, _ in finished_variants(list(run_dirs))]
     target = out_dir or Path("runs") / f"ensemble-{datetime.now():%Y%m%d-%H%M%S}"

@@ -73,10 +73,10 @@ def run(
     """Run an experiment: every variant, then a comparison of them."""
     from odirkit.config import load_experiment
     from odirkit.engine import distributed
-    from odirkit.engine.rundir import refuse_run_folder
     from odirkit.engine.variant import preflight
     from odirkit.experiment import load_run, run_experiment, start_run
     from odirkit.launch import check_launcher
+    from odirkit.runs import refuse_run_folder
 
     if resume is None:
         refuse_run_folder(out_dir)
@@ -247,7 +247,7 @@ def tune(
 ) -> None:
     """Search hyperparameters on the validation patients (Optuna); the best trial becomes
     an experiment file, scored on the test patients once, at the end."""
-    from odirkit.engine.rundir import refuse_run_folder
+    from odirkit.runs import refuse_run_folder
     from odirkit.tune import Search
 
     refuse_run_folder(out_dir)

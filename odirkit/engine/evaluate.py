@@ -27,11 +27,11 @@ import pandas as pd
 from odirkit import bootstrap
 from odirkit.calibration import fit_temperature, probabilities, reliability
 from odirkit.data.prepare import DataBundle
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.engine.trainer import Evaluation
 from odirkit.files import write_text
 from odirkit.fusion import fuse_eyes
 from odirkit.metrics import classification_metrics, indicator, odir_score, predictions
+from odirkit.runs import VariantDirectory
 from odirkit.thresholds import choose_thresholds, parse_rule
 
 

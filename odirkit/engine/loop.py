@@ -33,13 +33,13 @@ from odirkit.engine.evaluate import (
     write_prediction_files,
 )
 from odirkit.engine.interrupt import RunInterrupted, StopRequested, graceful_stop
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.engine.trainer import EpochProgress, Evaluation, Trainer
 from odirkit.errors import RunError, TrainingDiverged
 from odirkit.figures import plot_reliability, plot_run, plot_test_curves
 from odirkit.files import remove_stale_temporaries, write_json, write_text
 from odirkit.learning import LearningCheck, chance_loss, check_learning
 from odirkit.metrics import flatten_metrics, predictions
+from odirkit.runs import VariantDirectory
 from odirkit.seeding import derive_seed, random_states, restore_random_states
 from odirkit.tracking import Tracker
 

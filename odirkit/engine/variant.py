@@ -31,7 +31,6 @@ from odirkit.engine.environment import capture_environment
 from odirkit.engine.loop import EpochLoop
 from odirkit.engine.models import build_model
 from odirkit.engine.recipe import BatchMixer, parameter_groups
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.engine.trainer import (
     Trainer,
     make_loss,
@@ -43,6 +42,7 @@ from odirkit.errors import ConfigError, OdirkitError, PluginError
 from odirkit.files import write_json, write_text
 from odirkit.layers import check_layers
 from odirkit.plugins import Registry
+from odirkit.runs import VariantDirectory
 from odirkit.seeding import derive_seed, generator_for, seed_everything, set_deterministic
 from odirkit.tracking import RunInfo, Tracker
 from odirkit.view import ModelView

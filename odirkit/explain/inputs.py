@@ -18,7 +18,6 @@ from odirkit.console import warn
 from odirkit.data.fundus_check import check_fundus
 from odirkit.data.images import IMAGE_SUFFIXES
 from odirkit.data.pairs import BOTH, LEFT_ONLY
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.errors import ConfigError, DataError
 from odirkit.explain.explaining import (
     explain,
@@ -30,6 +29,7 @@ from odirkit.explain.records import (
 from odirkit.eyes import LEFT, RIGHT
 from odirkit.params import Where
 from odirkit.plugins import Registry
+from odirkit.runs import VariantDirectory
 from odirkit.seeding import derive_seed
 from odirkit.view import ModelView
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.report.summary import (
     RunSummary,
     _base,
@@ -21,6 +20,7 @@ from odirkit.report.summary import (
     disease_metrics,
     variants_of,
 )
+from odirkit.runs import VariantDirectory
 
 
 @dataclass

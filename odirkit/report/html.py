@@ -10,7 +10,6 @@ from typing import Any
 
 import pandas as pd
 
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.explain import read_flags
 from odirkit.external_report import html_section
 from odirkit.files import write_text
@@ -41,6 +40,7 @@ from odirkit.report.lines import (
 from odirkit.report.summary import (
     variants_of,
 )
+from odirkit.runs import VariantDirectory
 
 
 def _explanations(vdir: VariantDirectory) -> str:

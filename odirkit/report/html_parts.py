@@ -13,10 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.report.lines import (
     _finite,
 )
+from odirkit.runs import VariantDirectory
 
 #: the per-run figures shown, in order, with their captions
 RUN_FIGURES = (

@@ -10,12 +10,12 @@ from typing import Any
 
 import pandas as pd
 
-from odirkit.engine.rundir import VariantDirectory
 from odirkit.explain import read_flags
 from odirkit.report.summary import (
     RunSummary,
     _finite,
 )
+from odirkit.runs import VariantDirectory
 
 
 def learning_lines(runs: Sequence[RunSummary]) -> list[str]:

@@ -1,37 +1,10 @@
-"""Run folders: the one place that knows their layout.
-
-``odirkit run FILE`` writes::
-
-    runs/<name>/<timestamp>/              RunDirectory
-        experiment.toml      the experiment file as it was
-        run.json             variants, overrides, source, start time
-        jobs.json            pool/slurm launchers: each variant's job id and log
-        report.md            verdicts, test results with intervals, figures
-        comparison.csv/.json/.png, comparison_test.png, recall_per_class.png
-        <variant>/                        VariantDirectory
-            config.json      the resolved configuration (every default filled in)
-            running.json     while a process runs it: pid, host, job id, start
-            job.log          the job's output (pool launcher)
-            environment.json versions, plugins, device, seed, git commit
-            data.json        image and patient counts; split.csv: each image's side
-            metrics.csv      one row per epoch: training loss, validation metrics
-            metrics.json     the test patients scored once (written last: done)
-            predictions.csv, patient_predictions.csv, val_predictions.csv
-            checkpoints/     last.pt and best.pt
-            figures/         the run's figures
-            explain/         explanations
-            augment/         what augmenters wrote
-            external/<name>/ ExternalDirectory: the reported checkpoint scored on another
-                             collection (metrics.json, predictions, comparison with the test)
-
-Everything else asks these objects for a path or a file's content; no other
-module spells a file name of the run folder.
+"""The folders of a run, a variant and an external evaluation: every file's name and the
+documents read back.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -39,25 +12,15 @@ from typing import Any
 
 import pandas as pd
 
-from odirkit.errors import RunError, closest
-
-#: the paths of a resolved configuration that are relative to the working directory
-RELATIVE_PATHS = (
-    ("data", "root"),
-    ("data", "cache_dir"),
-    ("data", "split_file"),
-    ("model", "weights"),
+from odirkit.errors import RunError
+from odirkit.runs.documents import (
+    CHECKPOINTS,
+    PATIENT_PREDICTIONS,
+    RELATIVE_PATHS,
+    _read_json,
+    _read_predictions,
+    process_alive,
 )
-CHECKPOINTS = ("best", "last")
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunError(f"{path}: missing ({what})") from None
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: unreadable ({exc})") from None
 
 
 class VariantDirectory:
@@ -71,7 +34,7 @@ class VariantDirectory:
     HISTORY = "metrics.csv"
     METRICS = "metrics.json"
     PREDICTIONS = "predictions.csv"
-    PATIENT_PREDICTIONS = "patient_predictions.csv"
+    PATIENT_PREDICTIONS = PATIENT_PREDICTIONS
     VAL_PREDICTIONS = "val_predictions.csv"
     FAILED = "failed.json"
     RUNNING = "running.json"
@@ -348,7 +311,7 @@ class ExternalDirectory:
     METRICS = "metrics.json"
     DATA = "data.json"
     PREDICTIONS = "predictions.csv"
-    PATIENT_PREDICTIONS = "patient_predictions.csv"
+    PATIENT_PREDICTIONS = PATIENT_PREDICTIONS
     COMPARISON = "comparison.csv"
     SKIPPED = "skipped_images.csv"
     FIGURE = "internal_vs_external.png"
@@ -413,73 +376,6 @@ class ExternalDirectory:
         patient = self.metrics().get("level") == "patient"
         return _read_predictions(
             self.patient_predictions_file if patient else self.predictions_file
-        )
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process of this host with that id runs."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _read_predictions(path: Path, labels: list[str] | None = None) -> pd.DataFrame:
-    """A prediction file a run wrote, checked: ``predictions.csv`` (``patient_id``, ``eye``,
-    ``prob_<L>``) or ``patient_predictions.csv`` (``ID``, ``<L>``), with the targets.
-
-    Raises :class:`RunError` naming the file when it is missing, unreadable, or not what
-    the run wrote (another command's output saved over it, say)."""
-    try:
-        frame = pd.read_csv(path, dtype={"patient_id": str, "ID": str}, keep_default_na=False)
-    except FileNotFoundError:
-        raise RunError(f"{path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
-    if labels is not None:
-        patient = path.name == VariantDirectory.PATIENT_PREDICTIONS
-        keys = ["ID"] if patient else ["patient_id", "eye"]
-        probs = list(labels) if patient else [f"prob_{label}" for label in labels]
-        targets = ["target"] if "target" in frame.columns else [f"target_{x}" for x in labels]
-        missing = [c for c in [*keys, *probs, *targets] if c not in frame.columns]
-        if missing:
-            raise RunError(
-                f"{path}: not the predictions this run wrote (no column(s) "
-                f"{', '.join(missing)}); was another file saved over it? Re-create it with "
-                "odirkit run --resume after removing it, or use another run"
-            )
-    return frame
-
-
-def run_folder_around(path: str | Path) -> Path | None:
-    """The odirkit run folder ``path`` lies in (or is), if any: the nearest folder at or
-    above it that holds a ``run.json`` or a variant's ``config.json``."""
-    here = Path(path).resolve()
-    for folder in (here, *here.parents):
-        if (folder / RunDirectory.RUN).is_file():
-            return folder
-        if (folder / VariantDirectory.CONFIG).is_file() and (
-            folder / VariantDirectory.ENVIRONMENT
-        ).is_file():
-            return folder
-    return None
-
-
-def refuse_run_folder(target: str | Path, option: str = "--out") -> None:
-    """Refuse to write ``target`` inside a run folder: no command writes into a run
-    folder it did not create. Raises :class:`odirkit.errors.ConfigError` naming both."""
-    from odirkit.errors import ConfigError
-
-    found = run_folder_around(target)
-    if found is not None:
-        raise ConfigError(
-            f"{option} {target}: inside the run folder {found}, which this command did not "
-            "create; odirkit never writes over a run's files. Choose a path outside it"
         )
 
 
@@ -602,59 +498,3 @@ class RunDirectory:
             ),
             key=lambda v: v.name,
         )
-
-
-def find_variant(path: str | Path, variant: str | None = None) -> VariantDirectory:
-    """The variant folder a command works on: ``path`` itself when it is one; else, in the
-    run folder ``path``, the variant named ``variant`` (``--variant``), or its only one.
-
-    Raises :class:`RunError` naming the variants there when ``path`` holds several and
-    none is named, when ``variant`` is not among them, or when ``path`` is no run folder.
-    """
-    path = Path(path)
-    if VariantDirectory(path).exists:
-        if variant is not None and variant != path.name:
-            raise RunError(
-                f"{path} is the folder of variant {path.name!r}, not {variant!r}: pass its run "
-                f"folder {path.parent} with --variant {variant}, or drop --variant"
-            )
-        return VariantDirectory(path)
-    variants = sorted(p for p in path.glob("*") if VariantDirectory(p).exists)
-    if not variants:
-        raise RunError(f"{path}: not an odirkit run folder (no {VariantDirectory.CONFIG})")
-    names = [p.name for p in variants]
-    if variant is not None:
-        if variant in names:
-            return VariantDirectory(path / variant)
-        raise RunError(
-            f"{path}: no variant {variant!r}{closest(variant, names)}; its variants: "
-            f"{', '.join(names)}"
-        )
-    if len(variants) == 1:
-        return VariantDirectory(variants[0])
-    raise RunError(
-        f"{path}: holds {len(names)} variants ({', '.join(names)}); name one with --variant "
-        f"NAME (e.g. --variant {names[0]}), or pass its folder"
-    )
-
-
-def finished_variants(paths: list[Path]) -> list[tuple[VariantDirectory, str]]:
-    """The finished variant folders given, or found inside the given run folders, each with
-    a label ``<timestamp>/<variant>``."""
-    found: list[tuple[VariantDirectory, str]] = []
-    for path in map(Path, paths):
-        if not path.exists():
-            raise RunError(f"{path}: no such run folder")
-        variant = VariantDirectory(path)
-        if variant.finished:
-            found.append((variant, f"{path.parent.parent.name}/{path.name}"))
-        elif path.is_dir():
-            for child in RunDirectory(path).finished_variants():
-                found.append((child, f"{path.parent.name}/{child.name}"))
-    if not found:
-        raise RunError(
-            "no finished run in "
-            + ", ".join(str(p) for p in paths)
-            + f" (a finished variant folder holds {VariantDirectory.METRICS})"
-        )
-    return found

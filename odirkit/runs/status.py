@@ -1,0 +1,127 @@
+"""What odirkit status and odirkit runs show: each variant's state, log and job, every run
+under a folder, and the command that resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from odirkit.runs.layout import (
+    RunDirectory,
+    VariantDirectory,
+)
+
+
+def retry_command(run: RunDirectory) -> str:
+    """The command that resumes a run with the launcher it was started with."""
+    jobs = run.jobs()
+    kind = jobs.get("launcher", "local")
+    command = f"odirkit run --resume {run.path}"
+    if kind == "pool":
+        command += f" --launcher pool --jobs {jobs.get('slots', 1)}"
+    elif kind == "slurm":
+        command += " --launcher slurm"
+    return command
+
+
+def tail(path: Path, lines: int = 12) -> list[str]:
+    """The last lines of a log file (none when it is missing)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - 16384, 0))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
+
+def variant_status(vdir: VariantDirectory, job: dict[str, Any]) -> dict[str, Any]:
+    """A variant's row of ``odirkit status``."""
+    status = vdir.status
+    row: dict[str, Any] = {
+        "variant": vdir.name,
+        "status": status,
+        "epoch": vdir.epochs_done(),
+        "job": job.get("id"),
+        "log": job.get("log") or (str(vdir.job_log.resolve()) if vdir.job_log.exists() else None),
+    }
+    marker = vdir.running()
+    if marker is not None:
+        row["host"] = marker.get("host")
+        row["log"] = marker.get("log") or row["log"]
+    if status == "failed":
+        try:
+            failure = json.loads(vdir.failed_file.read_text())
+        except (OSError, ValueError):
+            failure = {}
+        row["error"] = failure.get("error", "")
+        row["log"] = failure.get("log") or row["log"]
+        row["log_tail"] = tail(Path(row["log"])) if row["log"] else []
+    return row
+
+
+def run_status(path: Path) -> dict[str, Any]:
+    """Each variant of a run folder: status, epoch, job, log; and the retry command."""
+    run = RunDirectory(path)
+    jobs = run.jobs()
+    rows = [variant_status(v, jobs.get("jobs", {}).get(v.name, {})) for v in run.variants()]
+    undone = [r for r in rows if r["status"] in ("failed", "interrupted", "not started")]
+    return {
+        "folder": str(run.path),
+        "launcher": jobs.get("launcher", "local"),
+        "variants": rows,
+        "retry": retry_command(run) if undone else None,
+    }
+
+
+def list_runs(root: Path) -> list[dict[str, object]]:
+    """Every run folder under ``root`` (``runs/<name>/<timestamp>``), newest first: its
+    experiment, start, variants with their status, the best headline figure, and the
+    command that resumes it when it is not finished."""
+    found = []
+    for run_file in sorted(Path(root).glob(f"*/*/{RunDirectory.RUN}")):
+        run = RunDirectory(run_file.parent)
+        try:
+            meta = json.loads(run_file.read_text())
+        except (OSError, ValueError):
+            continue
+        variants = [run.variant(v) for v in meta.get("variants", [])]
+        statuses = {v.name: v.status for v in variants}
+        best = None
+        for vdir in variants:
+            if vdir.finished:
+                final = vdir.metrics()
+                value = (final.get("final") or {}).get("f1_micro")
+                metric = "accuracy" if final.get("task") == "single_label" else "micro F1"
+                if isinstance(value, int | float) and (best is None or value > best[2]):
+                    best = (vdir.name, metric, float(value))
+        if all(s == "finished" for s in statuses.values()):
+            status = "finished"
+        elif any(s in ("running", "queued") for s in statuses.values()):
+            status = "running"
+        elif any(s == "failed" for s in statuses.values()):
+            status = "failed"
+        else:
+            status = "interrupted"
+        errors = {
+            v.name: json.loads(v.failed_file.read_text()).get("error", "")
+            for v in variants
+            if v.status == "failed"
+        }
+        found.append(
+            {
+                "folder": str(run.path),
+                "experiment": meta.get("name", run.path.parent.name),
+                "started": meta.get("started", ""),
+                "variants": statuses,
+                "status": status,
+                "best": {"variant": best[0], "metric": best[1], "value": best[2]} if best else None,
+                "errors": errors,
+                "resume": None if status in ("finished", "running") else retry_command(run),
+            }
+        )
+    return sorted(found, key=lambda r: str(r["started"]), reverse=True)
