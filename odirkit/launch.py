@@ -25,8 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,14 +148,6 @@ def pending(run: RunDirectory, variants: Sequence[str]) -> list[str]:
 # -- pool ---------------------------------------------------------------------------------
 
 
-@dataclass
-class _Child:
-    variant: str
-    process: subprocess.Popen[bytes]
-    log: Any
-    slot: int
-
-
 def device_groups(slots: int, per_run: int) -> list[str | None]:
     """The ``CUDA_VISIBLE_DEVICES`` of each pool slot: ``per_run`` visible GPUs each, round
     robin; ``None`` everywhere without CUDA."""
@@ -197,6 +188,51 @@ def job_command(run: RunDirectory, variant: str, processes: int) -> list[str]:
     ]
 
 
+def run_children(
+    count: int,
+    slots: int,
+    start: Callable[[int, int], subprocess.Popen[bytes]],
+    end: Callable[[int, int], None],
+) -> bool:
+    """Run ``count`` child processes, ``slots`` at a time: ``start(index, slot)`` starts
+    one (in its own session), ``end(index, exit_code)`` hears that it ended. Ctrl-C and
+    SIGTERM reach every running child as SIGINT (each stops at a checkpoint) and start no
+    more. Returns whether a stop was asked. The one process pool of odirkit: the pool
+    launcher's jobs and ``odirkit tune``'s workers."""
+    queue = list(range(count))
+    free = list(range(slots))
+    running: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        if not stopping:
+            warn("stopping every job after its step; each writes a checkpoint")
+        stopping = True
+        for process, _ in running.values():
+            process.send_signal(signal.SIGINT)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while queue or running:
+            while queue and free and not stopping:
+                index, slot = queue.pop(0), free.pop(0)
+                running[index] = (start(index, slot), slot)
+            time.sleep(0.2)
+            for index, (process, slot) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[index]
+                free.append(slot)
+                end(index, int(process.returncode))
+            if stopping:
+                queue.clear()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return stopping
+
+
 def run_pool(run: RunDirectory, variants: Sequence[str], settings: LauncherConfig) -> None:
     """Run the variants as child processes, ``settings.jobs`` at a time; Ctrl-C stops every
     job at a checkpoint."""
@@ -212,61 +248,38 @@ def run_pool(run: RunDirectory, variants: Sequence[str], settings: LauncherConfi
         slots=slots,
         owner={"pid": os.getpid(), "host": socket.gethostname()},
     )
-    queue = list(todo)
-    free = list(range(slots))
-    running: list[_Child] = []
-    codes: dict[str, int] = {}
-    stopping = False
+    logs: dict[int, Any] = {}
 
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        if not stopping:
-            warn("stopping every job after its step; each writes a checkpoint")
-        stopping = True
-        for child in running:
-            child.process.send_signal(signal.SIGINT)
+    def start(index: int, slot: int) -> subprocess.Popen[bytes]:
+        variant = todo[index]
+        vdir = run.variant(variant)
+        env = {
+            **os.environ,
+            "ODIRKIT_QUIET": "1",
+            "ODIRKIT_JOB_LOG": str(vdir.job_log.resolve()),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads)),
+        }
+        if groups[slot] is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(groups[slot])
+        logs[index] = vdir.job_log.open("ab")
+        process = subprocess.Popen(
+            job_command(run, variant, processes),
+            stdout=logs[index],
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches the pool, which tells each job
+        )
+        _update_jobs(run, variant, id=str(process.pid), started=_now())
+        info(f"{variant}: job started (pid {process.pid}, log {vdir.job_log})")
+        return process
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while queue or running:
-            while queue and free and not stopping:
-                variant = queue.pop(0)
-                slot = free.pop(0)
-                vdir = run.variant(variant)
-                env = {
-                    **os.environ,
-                    "ODIRKIT_QUIET": "1",
-                    "ODIRKIT_JOB_LOG": str(vdir.job_log.resolve()),
-                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads)),
-                }
-                if groups[slot] is not None:
-                    env["CUDA_VISIBLE_DEVICES"] = str(groups[slot])
-                log = vdir.job_log.open("ab")
-                process = subprocess.Popen(
-                    job_command(run, variant, processes),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,  # Ctrl-C reaches the pool, which tells each job
-                )
-                _update_jobs(run, variant, id=str(process.pid), started=_now())
-                info(f"{variant}: job started (pid {process.pid}, log {vdir.job_log})")
-                running.append(_Child(variant, process, log, slot))
-            time.sleep(0.2)
-            for child in [c for c in running if c.process.poll() is not None]:
-                running.remove(child)
-                child.log.close()
-                free.append(child.slot)
-                codes[child.variant] = code = int(child.process.returncode)
-                _update_jobs(run, child.variant, ended=_now(), exit_code=code)
-                status = run.variant(child.variant).status
-                info(f"{child.variant}: job ended ({status}, exit code {code})")
-            if stopping:
-                queue.clear()
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    if stopping:
+    def end(index: int, code: int) -> None:
+        logs.pop(index).close()
+        variant = todo[index]
+        _update_jobs(run, variant, ended=_now(), exit_code=code)
+        info(f"{variant}: job ended ({run.variant(variant).status}, exit code {code})")
+
+    if run_children(len(todo), slots, start, end):
         raise RunInterrupted(
             f"stopped; each job wrote a checkpoint.\nContinue with: {retry_command(run)}"
         )
@@ -422,10 +435,15 @@ def submit_slurm(
     return submitted
 
 
-def wait_slurm(run: RunDirectory, variants: Sequence[str], submitted: Sequence[Any]) -> None:
-    """Wait for submitted jobs (requeued ones included), then report the failures."""
+def wait_jobs(submitted: Sequence[Any]) -> None:
+    """Wait until every submitit job is done (requeued ones included)."""
     for job in submitted:
         while not job.done():
             time.sleep(0.5)
+
+
+def wait_slurm(run: RunDirectory, variants: Sequence[str], submitted: Sequence[Any]) -> None:
+    """Wait for submitted jobs (requeued ones included), then report the failures."""
+    wait_jobs(submitted)
     job_ended(run, final=True)
     _raise_failures(run, variants)

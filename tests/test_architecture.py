@@ -98,7 +98,10 @@ PLUGIN_FILES = sorted(p for p in PLUGINS.rglob("*.py") if "build" not in p.parts
 
 @pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_a_core_module_imports_no_plugin_and_nothing_above_its_layer(path):
-    own = module_name(path)
+    check_layers(path, module_name(path))
+
+
+def check_layers(path: Path, own: str) -> None:
     level = layer_of(own)
     for target in imports(path):
         assert not target.startswith(("odirkit_", "plugins")), f"{own} imports plugin {target}"
@@ -130,11 +133,100 @@ def test_every_core_module_has_a_layer():
 
 
 def test_the_rules_catch_an_upward_import(tmp_path):
-    # The checker itself: a data module importing the engine is refused.
-    fake = CORE / "data" / "_probe_upward.py"
+    # The checker itself, on a probe outside the source tree: a data module importing the
+    # engine is refused.
+    fake = tmp_path / "_probe_upward.py"
     fake.write_text("from odirkit.engine.trainer import Trainer\n")
-    try:
-        with pytest.raises(AssertionError, match=r"imports odirkit\.engine"):
-            test_a_core_module_imports_no_plugin_and_nothing_above_its_layer(fake)
-    finally:
-        fake.unlink()
+    with pytest.raises(AssertionError, match=r"imports odirkit\.engine"):
+        check_layers(fake, "odirkit.data._probe_upward")
+
+
+# -- no import cycle, in any layer ------------------------------------------------------------
+
+
+def runtime_imports(path: Path) -> list[str]:
+    """The modules ``path`` imports when it runs: at the top or inside a function, not
+    under ``if TYPE_CHECKING`` (annotations only)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # a name from a module, or a module from a package: import_graph keeps the
+            # longest prefix that is a module
+            found += [f"{node.module}.{alias.name}" for alias in node.names]
+    return found
+
+
+def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the odirkit modules it imports (a name imported from a module counts as
+    the module; a package as its ``__init__``)."""
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        for target in runtime_imports(path):
+            while target and target not in files:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def core_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(CORE.rglob("*.py"))}
+
+
+def test_no_import_cycle_in_any_layer():
+    assert cycles(import_graph(core_modules())) == []
+
+
+def test_the_cycle_check_finds_a_cycle_through_an_import_inside_a_function(tmp_path):
+    (tmp_path / "a.py").write_text("from odirkit.b import thing\n")
+    (tmp_path / "b.py").write_text("def f():\n    from odirkit.c import other\n")
+    (tmp_path / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nimport odirkit.a\n"
+        "if TYPE_CHECKING:\n    from odirkit.d import Annotation\n"
+    )
+    (tmp_path / "d.py").write_text("from odirkit.c import x\n")
+    files = {f"odirkit.{n}": tmp_path / f"{n}.py" for n in "abcd"}
+    assert cycles(import_graph(files)) == [["odirkit.a", "odirkit.b", "odirkit.c"]]

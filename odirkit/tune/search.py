@@ -1,20 +1,5 @@
-"""Hyperparameter search: ``odirkit tune FILE --trials N`` (Optuna).
-
-The experiment's ``[tune]`` table names dotted keys and their ranges. Each trial is the
-experiment with one drawn value per key (the ``--set`` mechanism), trained in
-``<out>/<name>/tune/<study>/trial-NNNN/`` and judged on its **validation** patients: the
-best value over its epochs of ``val_<metric>``, the same column ``train.monitor`` chooses
-``best.pt`` on. The test patients are never scored during the search (no per-epoch test
-curves, no ``metrics.json``). Optuna's median pruner reads the per-epoch validation value
-and stops trials that fall behind.
-
-The study lives in an Optuna storage (a SQLite file in the study folder unless
-``--storage``/``[tune] storage`` names another), so several ``odirkit tune`` processes,
-here or on cluster nodes, share it: the storage numbers the trials, so none runs twice,
-and the study's total (``--trials``) counts every worker's trials. The worker that sees
-the search complete writes ``best.toml`` (the whole experiment with the best trial's
-values, a file ``odirkit run`` accepts) and ``tune.json``, then runs ``best.toml`` once as
-a normal run: its test score, computed once, at the end.
+"""A hyperparameter search on validation only: an Optuna study, trials as --set overrides,
+pruning per epoch, best.toml and one final test scoring.
 """
 
 from __future__ import annotations
@@ -38,6 +23,8 @@ from odirkit.seeding import derive_seed
 
 #: keys a trial sets whatever the search: no test scores before the end, no loggers
 TRIAL_OVERRIDES = ("train.test_every_epoch=false", "log=[]")
+
+
 #: what a search may not change
 FORBIDDEN = ("name", "seed", "seeds", "repeats", "tune", "launcher", "data.shuffle_test_labels")
 
@@ -407,109 +394,6 @@ class Search:
             label="final",
         )
         return run_experiment(started, registry=self.registry)
-
-
-# -- several workers ----------------------------------------------------------------------
-
-
-class TuneWorker:
-    """One worker of a study as a submitit job (picklable: the search is rebuilt there)."""
-
-    def __init__(self, args: dict[str, Any], trials: int, final: bool) -> None:
-        self.args = args
-        self.trials = trials
-        self.final = final
-
-    def __call__(self) -> str:
-        from odirkit.plugins import get_registry
-
-        os.environ.setdefault("ODIRKIT_QUIET", "1")
-        args = dict(self.args)
-        search = Search(Path(args.pop("file")), get_registry(), **args)
-        outcome = search.run(self.trials, final=self.final)
-        return f"{len(outcome.trials)} trial(s) in the study"
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """Preempted: a trial that was running stays failed in the study; a new worker
-        takes up the remaining trials."""
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(TuneWorker(self.args, self.trials, self.final))
-
-
-def worker_command(search: Search, trials: int, final: bool) -> list[str]:
-    """``odirkit tune`` with the same search, as one worker."""
-    import sys
-
-    args = search.args
-    command = [sys.executable, "-m", "odirkit", "tune", args["file"], "--trials", str(trials)]
-    command += ["--out", args["out"], "--storage", search.storage, "--study", search.name]
-    for text in args["overrides"]:
-        command += ["--set", text]
-    if args["variant"]:
-        command += ["--variant", args["variant"]]
-    return [*command, "--final" if final else "--no-final"]
-
-
-def run_workers(
-    search: Search,
-    trials: int,
-    *,
-    workers: int,
-    launcher: str,
-    final: bool,
-    wait: bool | None,
-) -> TuneOutcome | None:
-    """``workers`` workers sharing the study: processes here (``pool``) or submitit jobs
-    (``slurm``). Returns the study's outcome once they end (None: left running)."""
-    import subprocess
-    import time
-
-    from odirkit.launch import drop_template, slurm_executor
-
-    study = search.open_study()  # created once, before the workers race for it
-    if launcher == "pool":
-        processes = []
-        for i in range(workers):
-            log = (search.folder / f"worker-{i}.log").open("ab")
-            env = {**os.environ, "ODIRKIT_QUIET": "1"}
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-            processes.append(
-                (
-                    subprocess.Popen(
-                        worker_command(search, trials, final),
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                    ),
-                    log,
-                )
-            )
-            info(f"worker {i}: pid {processes[-1][0].pid}, log {log.name}")
-        failed = []
-        for i, (process, log) in enumerate(processes):
-            if process.wait() != 0:
-                failed.append(f"{search.folder / f'worker-{i}.log'}")
-            log.close()
-        if failed:
-            raise RunError(f"{len(failed)} worker(s) failed; see {', '.join(failed)}")
-    else:
-        settings = search.cfg.launcher.model_copy(update={"gpus_per_run": 1})
-        executor = slurm_executor(RunDirectory(search.folder), settings, f"tune-{search.name}")
-        with executor.batch():
-            jobs = [executor.submit(TuneWorker(search.args, trials, final)) for _ in range(workers)]
-        drop_template(RunDirectory(search.folder))
-        for job in jobs:
-            info(f"worker job {job.job_id}: log {job.paths.stdout}")
-        if not (wait if wait is not None else settings.cluster == "local"):
-            return None
-        for job in jobs:
-            while not job.done():
-                time.sleep(0.5)
-        failed = [str(job.paths.stdout) for job in jobs if job.exception() is not None]
-        if failed:
-            raise RunError(f"{len(failed)} worker job(s) failed; see {', '.join(failed)}")
-    return search.conclude(study, final=final)
 
 
 def _read(path: Path) -> dict[str, Any]:
