@@ -392,7 +392,7 @@ def test_datasets_are_checked_and_failures_reported(cli, tmp_path, phantom_copy)
 def test_verdicts_are_remembered_beside_the_cache_and_renewed_when_a_file_changes(
     tmp_path, phantom_copy, monkeypatch
 ):
-    import odirkit.data.prepare as prepare
+    import odirkit.data.prepare.checking as prepare
     from odirkit.data.images import ImageCache
 
     paths = [str(p) for p in sorted((phantom_copy / "ODIR-5K_Training_Dataset").glob("*.jpg"))[:4]]
