@@ -32,6 +32,7 @@ from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
 from odirkit.report import Comparison, RunSummary, write_report
 from odirkit.runs import RunDirectory, VariantDirectory, finished_variants
+from odirkit.runs.names import ReportFiles
 from odirkit.seeding import derive_seed
 
 
@@ -140,7 +141,7 @@ def run_experiment(
     if distributed.is_main():
         if compare:
             run.comparison = write_comparison(run)
-        report = [run.directory.path / name for name in ("report.md", "report.html")]
+        report = [run.directory.path / name for name in (ReportFiles.MARKDOWN, ReportFiles.HTML)]
         for result in run.results:
             if result.tracker is not None:
                 explained = sorted(result.directory.explain_dir.glob("*.png"))

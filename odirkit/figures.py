@@ -16,6 +16,8 @@ from typing import Any
 
 import matplotlib
 
+from odirkit.runs.names import FigureFiles
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
@@ -99,8 +101,8 @@ def plot_run(
             )
         what = f"F1 and recall of {positive}" if positive else "F1"
         style_axes(ax, f"{title}: {what} per epoch", "F1 / recall" if positive else "F1")
-        save_figure(fig, out_dir / "f1_per_epoch.png")
-        written.append(out_dir / "f1_per_epoch.png")
+        save_figure(fig, out_dir / FigureFiles.F1)
+        written.append(out_dir / FigureFiles.F1)
 
         fig, ax = plt.subplots(figsize=(6, 4))
         split, name = curves[0]
@@ -112,16 +114,16 @@ def plot_run(
                 label=f"{label} ({LABEL_NAMES[label]})",
             )
         style_axes(ax, f"{title}: recall per class per epoch ({name})", "recall")
-        save_figure(fig, out_dir / "recall_per_epoch.png")
-        written.append(out_dir / "recall_per_epoch.png")
+        save_figure(fig, out_dir / FigureFiles.RECALL_PER_EPOCH)
+        written.append(out_dir / FigureFiles.RECALL_PER_EPOCH)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, history["train_loss"], marker="o", label="training")
     for split, name in curves:
         ax.plot(epochs, history[f"{split}_loss"], styles[split], marker="s", label=name)
     style_axes(ax, f"{title}: loss", "loss", unit_range=False)
-    save_figure(fig, out_dir / "loss_per_epoch.png")
-    written.append(out_dir / "loss_per_epoch.png")
+    save_figure(fig, out_dir / FigureFiles.LOSS)
+    written.append(out_dir / FigureFiles.LOSS)
 
     if final is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -138,8 +140,8 @@ def plot_run(
             f"epoch {final.get('checkpoint_epoch')}; bars: "
             f"{_percent(final)} bootstrap interval)"
         )
-        save_figure(fig, out_dir / "recall_per_class.png")
-        written.append(out_dir / "recall_per_class.png")
+        save_figure(fig, out_dir / FigureFiles.RECALL)
+        written.append(out_dir / FigureFiles.RECALL)
     return written
 
 
@@ -246,8 +248,8 @@ def plot_test_curves(
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        save_figure(fig, out_dir / f"{kind}.png")
-        written.append(out_dir / f"{kind}.png")
+        save_figure(fig, out_dir / FigureFiles.curves(kind))
+        written.append(out_dir / FigureFiles.curves(kind))
 
     if single_label:
         truth, guess = outcomes.argmax(axis=1), decisions.argmax(axis=1)
@@ -273,8 +275,8 @@ def plot_test_curves(
             ax.axis("off")
     fig.suptitle(f"{title}: confusion on the test set")
     fig.tight_layout()
-    save_figure(fig, out_dir / "confusion.png")
-    written.append(out_dir / "confusion.png")
+    save_figure(fig, out_dir / FigureFiles.CONFUSION)
+    written.append(out_dir / FigureFiles.CONFUSION)
     return written
 
 

@@ -32,9 +32,10 @@ from typing import Any
 
 from odirkit.console import warn
 from odirkit.files import write_json
+from odirkit.runs.names import LOGGERS
 
 #: where each logger's state (for a resumed run) is kept, in the variant folder
-STATE_FILE = "loggers.json"
+STATE_FILE = LOGGERS
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,57 @@ def test_the_cycle_check_finds_a_cycle_through_an_import_inside_a_function(tmp_p
     (tmp_path / "d.py").write_text("from odirkit.c import x\n")
     files = {f"odirkit.{n}": tmp_path / f"{n}.py" for n in "abcd"}
     assert cycles(import_graph(files)) == [["odirkit.a", "odirkit.b", "odirkit.c"]]
+
+
+# -- the run folder's names live in odirkit/runs/ ----------------------------------------------
+
+FILE_NAME = re.compile(r"^[\w{}-][\w{}.-]*\.(json|csv|md|html|png|npz|pt|log|toml)$")
+#: files that are not in a run folder: the image cache's verdicts, predict's own output
+#: beside the file the user names, a conformance check's scratch figure
+NOT_RUN_FILES = {
+    "odirkit/data/prepare/checking.py",
+    "odirkit/cli/applying.py",
+    "odirkit/testing.py",
+}
+
+
+def file_names(path: Path) -> list[str]:
+    """The string constants of ``path`` that are file names; an f-string is read with
+    ``{}`` for each value it formats."""
+    tree = ast.parse(path.read_text())
+    parts = {
+        id(part)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.JoinedStr)
+        for part in node.values
+    }
+    texts = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            texts.append(
+                "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+            )
+        elif (
+            isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in parts
+        ):
+            texts.append(node.value)
+    return [text for text in texts if FILE_NAME.match(text)]
+
+
+def test_no_run_file_name_is_spelled_outside_the_run_folder_package():
+    found = {
+        str(path.relative_to(ROOT)): names
+        for path in sorted(CORE.rglob("*.py"))
+        if "runs" not in path.relative_to(CORE).parts[:1]
+        and str(path.relative_to(ROOT)) not in NOT_RUN_FILES
+        and (names := file_names(path))
+    }
+    assert found == {}
+
+
+def test_the_file_name_check_sees_plain_and_formatted_names(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        'a = "metrics.json"\nb = f"worker-{i}.log"\nc = "not a file. json"\nd = ".png"\n'
+    )
+    assert sorted(file_names(probe)) == ["metrics.json", "worker-{}.log"]

@@ -19,6 +19,7 @@ from odirkit.cli.common import (
 )
 from odirkit.console import out, plain
 from odirkit.errors import ConfigError, closest
+from odirkit.runs.names import ReportFiles
 
 
 @app.command()
@@ -180,7 +181,7 @@ def report(
     run, comparison = rebuild_report(run_dir)
     for sentence in comparison.answer:
         out.print(plain(sentence), highlight=False)
-    out.print(plain(f"report: {run.path / 'report.html'}"), highlight=False)
+    out.print(plain(f"report: {run.path / ReportFiles.HTML}"), highlight=False)
 
 
 @app.command()

@@ -20,6 +20,7 @@ from odirkit.cli.common import (
 from odirkit.console import out, plain
 from odirkit.errors import ConfigError
 from odirkit.plugins import Registry
+from odirkit.runs.names import ReportFiles
 
 
 class Launcher(StrEnum):
@@ -193,7 +194,7 @@ def _print_results(result: Any) -> None:
     if result.comparison is not None:
         for sentence in result.comparison.answer:
             out.print(plain(sentence), highlight=False)
-    out.print(plain(f"report: {result.directory.path / 'report.html'}"), highlight=False)
+    out.print(plain(f"report: {result.directory.path / ReportFiles.HTML}"), highlight=False)
 
 
 @app.command()

@@ -40,6 +40,7 @@ from odirkit.files import remove_stale_temporaries, write_json, write_text
 from odirkit.learning import LearningCheck, chance_loss, check_learning
 from odirkit.metrics import flatten_metrics, predictions
 from odirkit.runs import VariantDirectory
+from odirkit.runs.names import FigureFiles
 from odirkit.seeding import derive_seed, random_states, restore_random_states
 from odirkit.tracking import Tracker
 
@@ -409,7 +410,7 @@ class EpochLoop:
         plot_run(history, list(task.labels), self.vdir.figures, title, final)
         plot_reliability(
             summary["reliability"],
-            self.vdir.figures / "reliability.png",
+            self.vdir.figures / FigureFiles.RELIABILITY,
             f"{title}: reliability on the test patients",
         )
         test_view = scored(result.test, result.thresholds)

@@ -43,6 +43,7 @@ from odirkit.files import write_json, write_text
 from odirkit.layers import check_layers
 from odirkit.plugins import Registry
 from odirkit.runs import VariantDirectory
+from odirkit.runs.names import AUGMENT_FOLDER, FigureFiles
 from odirkit.seeding import derive_seed, generator_for, seed_everything, set_deterministic
 from odirkit.tracking import RunInfo, Tracker
 from odirkit.view import ModelView
@@ -257,7 +258,7 @@ def run_variant(
         else:
             augmenters.append(aug)
             online.append(call.name)
-    if here.main and exp.augmenters and not (vdir.figures / "training_images.png").exists():
+    if here.main and exp.augmenters and not (vdir.figures / FigureFiles.TRAINING_IMAGES).exists():
         show_training_images(
             exp, data, stored, list(zip(online, augmenters, strict=True)), vdir, device
         )
@@ -360,7 +361,7 @@ def run_variant(
                 vdir.history_file,
                 vdir.data_file,
                 *sorted(vdir.figures.glob("*.png")),
-                *sorted((vdir.path / "augment").rglob("*.png")),
+                *sorted((vdir.path / AUGMENT_FOLDER).rglob("*.png")),
             ]
         )
     return VariantResult(
@@ -480,7 +481,9 @@ def show_training_images(
             )
         )
     plot_training_images(
-        rows, vdir.figures / "training_images.png", f"{exp.name}/{exp.variant}: training images"
+        rows,
+        vdir.figures / FigureFiles.TRAINING_IMAGES,
+        f"{exp.name}/{exp.variant}: training images",
     )
 
 

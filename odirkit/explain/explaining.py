@@ -40,6 +40,7 @@ from odirkit.explain.scores import (
 from odirkit.eyes import OneEye
 from odirkit.files import write_bytes, write_json, write_text
 from odirkit.layers import explained_layer, not_applicable
+from odirkit.runs.names import ExplainFiles
 from odirkit.view import ModelView
 
 
@@ -209,7 +210,7 @@ def _write(
     arrays["eye"] = np.array(inputs.rows["eye"].astype(str).tolist(), dtype=str)[images]
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    write_bytes(out_dir / "maps.npz", buffer.getvalue())
+    write_bytes(out_dir / ExplainFiles.MAPS, buffer.getvalue())
     for name in names:
         folder = out_dir / "overlays" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -219,15 +220,19 @@ def _write(
             row = inputs.rows.iloc[pair.image]
             image = inputs.images[pair.image].permute(1, 2, 0).numpy()
             data = _png(overlay(image, result.maps[name][i]))
-            target = folder / f"{row['patient_id']}_{row['eye']}_{labels[pair.target]}.png"
+            target = folder / ExplainFiles.OVERLAY.format(
+                patient=row["patient_id"], eye=row["eye"], label=labels[pair.target]
+            )
             write_bytes(target, data)
-    save_grid(out_dir / "grid.png", inputs, result, labels, names, view)
+    save_grid(out_dir / ExplainFiles.GRID, inputs, result, labels, names, view)
     if result.localisation is not None:
-        write_text(out_dir / "localisation.csv", result.localisation.round(4).to_csv(index=False))
+        write_text(
+            out_dir / ExplainFiles.LOCALISATION, result.localisation.round(4).to_csv(index=False)
+        )
     if result.sanity is not None:
-        write_text(out_dir / "sanity.csv", result.sanity.round(4).to_csv(index=False))
+        write_text(out_dir / ExplainFiles.SANITY, result.sanity.round(4).to_csv(index=False))
     write_json(
-        out_dir / "summary.json",
+        out_dir / ExplainFiles.SUMMARY,
         {
             "explainers": list(names),
             "pairs": len(result.pairs),

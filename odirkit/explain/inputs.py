@@ -30,6 +30,7 @@ from odirkit.eyes import LEFT, RIGHT
 from odirkit.params import Where
 from odirkit.plugins import Registry
 from odirkit.runs import VariantDirectory
+from odirkit.runs.names import ExplainFiles
 from odirkit.seeding import derive_seed
 from odirkit.view import ModelView
 
@@ -223,10 +224,10 @@ def read_flags(explain_dir: Path) -> list[str]:
     and localisation no better than chance (``localisation.csv``)."""
     folder = Path(explain_dir)
     sanity = localisation = None
-    if (folder / "sanity.csv").exists():
-        table = pd.read_csv(folder / "sanity.csv")
+    if (folder / ExplainFiles.SANITY).exists():
+        table = pd.read_csv(folder / ExplainFiles.SANITY)
         if {"fails_randomisation", "fails_input_dependence"} <= set(table.columns):
             sanity = table
-    if (folder / "localisation.csv").exists():
-        localisation = pd.read_csv(folder / "localisation.csv")
+    if (folder / ExplainFiles.LOCALISATION).exists():
+        localisation = pd.read_csv(folder / ExplainFiles.LOCALISATION)
     return Explanations([], localisation=localisation, sanity=sanity).flagged()

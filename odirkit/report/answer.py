@@ -21,6 +21,7 @@ from odirkit.report.summary import (
     variants_of,
 )
 from odirkit.runs import VariantDirectory
+from odirkit.runs.names import ReportFiles
 
 
 @dataclass
@@ -226,8 +227,8 @@ def read_comparison(out_dir: Path) -> Comparison | None:
     """The comparison :func:`write_report` left in ``out_dir`` (``comparison.csv``, the
     verdicts and the answer of ``comparison.json``), to show it without writing it again."""
     try:
-        table = pd.read_csv(out_dir / "comparison.csv")
-        found = json.loads((out_dir / "comparison.json").read_text())
+        table = pd.read_csv(out_dir / ReportFiles.TABLE)
+        found = json.loads((out_dir / ReportFiles.ANSWER).read_text())
     except (OSError, ValueError):
         return None
     return Comparison(table, [], list(found.get("verdicts", [])), list(found.get("answer", [])))

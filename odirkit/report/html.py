@@ -41,6 +41,13 @@ from odirkit.report.summary import (
     variants_of,
 )
 from odirkit.runs import VariantDirectory
+from odirkit.runs.names import (
+    AUGMENT_FOLDER,
+    AUGMENTER_REPORT,
+    ExplainFiles,
+    FigureFiles,
+    ReportFiles,
+)
 
 
 def _explanations(vdir: VariantDirectory) -> str:
@@ -48,7 +55,7 @@ def _explanations(vdir: VariantDirectory) -> str:
     if not folder.exists():
         return "<p>(no explanations)</p>"
     parts = []
-    grid = folder / "grid.png"
+    grid = folder / ExplainFiles.GRID
     if grid.exists():
         parts.append(
             '<div class="figures wide">'
@@ -62,7 +69,7 @@ def _explanations(vdir: VariantDirectory) -> str:
         )
     for line in read_flags(folder):
         parts.append(f'<p class="flag">{html.escape(line)}</p>')
-    path = folder / "localisation.csv"
+    path = folder / ExplainFiles.LOCALISATION
     if path.exists():
         frame = pd.read_csv(path)
         readings = "".join(
@@ -87,7 +94,7 @@ def _explanations(vdir: VariantDirectory) -> str:
             + table(frame, f"localisation-{vdir.name}")
             + _columns_explained(LOCALISATION_COLUMNS, list(frame.columns))
         )
-    path = folder / "sanity.csv"
+    path = folder / ExplainFiles.SANITY
     if path.exists():
         frame = pd.read_csv(path)
         if "reliable" in frame.columns:
@@ -107,14 +114,14 @@ def _augmenters(vdir: VariantDirectory) -> str:
     """What each offline augmenter reports: its figures with their captions, in the order it
     gives (``report.json``: ``figures`` as ``{"file", "caption"}``, ``notes`` as sentences);
     without one, its PNG files, named by their paths."""
-    root = vdir.path / "augment"
+    root = vdir.path / AUGMENT_FOLDER
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
     parts = []
     for folder in folders:
         name = folder.name.split("-", 1)[-1]
         notes: list[str] = []
         figures: list[tuple[Path, str]] = []
-        report = folder / "report.json"
+        report = folder / AUGMENTER_REPORT
         if report.exists():
             try:
                 found = json.loads(report.read_text())
@@ -160,7 +167,7 @@ def _variant(run: Any, colour: str) -> str:
         for name_, caption in RUN_FIGURES
         if (vdir.figures / name_).exists()
     )
-    examples = vdir.figures / "training_images.png"
+    examples = vdir.figures / FigureFiles.TRAINING_IMAGES
     training = (
         '<h3>Training images</h3><div class="figures wide">'
         + _image(
@@ -229,12 +236,12 @@ def write_html(
         _image(out_dir / name, caption)
         for name, caption in (
             (
-                "comparison.png",
+                ReportFiles.CURVES,
                 "Per epoch on the validation patients: each variant's mean over its runs "
                 "(line) and the range from its lowest to its highest run (band)",
             ),
             (
-                "comparison_test.png",
+                ReportFiles.TEST_CURVES,
                 "Per epoch on the test patients (asked for by train.test_every_epoch; not "
                 "used for any choice)",
             ),
@@ -243,11 +250,11 @@ def write_html(
     )
     recall = (
         _image(
-            out_dir / "recall_per_class.png",
+            out_dir / ReportFiles.RECALL,
             "Test recall per class: per variant the mean over its runs (each run a dot) with "
             "the interval of the mean, or a single run with its bootstrap interval",
         )
-        if (out_dir / "recall_per_class.png").exists()
+        if (out_dir / ReportFiles.RECALL).exists()
         else ""
     )
     pending = (
@@ -294,6 +301,6 @@ def write_html(
         f"<title>{html.escape(title)}: odirkit report</title><style>{STYLE}</style></head>"
         f"<body>{body}<script>{SCRIPT}</script></body></html>"
     )
-    path = out_dir / "report.html"
+    path = out_dir / ReportFiles.HTML
     write_text(path, page)
     return path

@@ -17,17 +17,18 @@ from odirkit.report.lines import (
     _finite,
 )
 from odirkit.runs import VariantDirectory
+from odirkit.runs.names import FigureFiles
 
 #: the per-run figures shown, in order, with their captions
 RUN_FIGURES = (
-    ("f1_per_epoch.png", "F1 and recall per epoch (validation patients)"),
-    ("recall_per_epoch.png", "recall per class per epoch (validation patients)"),
-    ("loss_per_epoch.png", "training and validation loss per epoch"),
-    ("recall_per_class.png", "test recall per class, with bootstrap intervals"),
-    ("reliability.png", "reliability diagram (test patients): observed against predicted"),
-    ("confusion.png", "confusion at the operating point (test patients)"),
-    ("roc.png", "ROC curves (test patients)"),
-    ("pr.png", "precision-recall curves (test patients)"),
+    (FigureFiles.F1, "F1 and recall per epoch (validation patients)"),
+    (FigureFiles.RECALL_PER_EPOCH, "recall per class per epoch (validation patients)"),
+    (FigureFiles.LOSS, "training and validation loss per epoch"),
+    (FigureFiles.RECALL, "test recall per class, with bootstrap intervals"),
+    (FigureFiles.RELIABILITY, "reliability diagram (test patients): observed against predicted"),
+    (FigureFiles.CONFUSION, "confusion at the operating point (test patients)"),
+    (FigureFiles.ROC, "ROC curves (test patients)"),
+    (FigureFiles.PR, "precision-recall curves (test patients)"),
 )
 
 

@@ -32,6 +32,7 @@ from odirkit.report.summary import (
     RunSummary,
     comparison_table,
 )
+from odirkit.runs.names import ReportFiles
 
 
 def write_report(
@@ -67,9 +68,9 @@ def write_report(
     )
     verdicts = [line for test in tests for line in test.verdicts(confidence)]
     answer = answer_of(runs, table, tests, metrics=metrics, confidence=confidence)
-    write_text(out_dir / "comparison.csv", table.to_csv(index=False))
+    write_text(out_dir / ReportFiles.TABLE, table.to_csv(index=False))
     write_json(
-        out_dir / "comparison.json",
+        out_dir / ReportFiles.ANSWER,
         {
             "answer": answer.sentences,
             "tests": [t.to_dict() for t in tests],
@@ -79,9 +80,9 @@ def write_report(
     )
     drawn_val = drawn_test = False
     if runs:
-        drawn_val = plot_comparison(runs, out_dir / "comparison.png", title, "val")
-        drawn_test = plot_comparison(runs, out_dir / "comparison_test.png", title, "test")
-        plot_recall_per_class(runs, out_dir / "recall_per_class.png", title, table)
+        drawn_val = plot_comparison(runs, out_dir / ReportFiles.CURVES, title, "val")
+        drawn_test = plot_comparison(runs, out_dir / ReportFiles.TEST_CURVES, title, "test")
+        plot_recall_per_class(runs, out_dir / ReportFiles.RECALL, title, table)
     level = round(confidence * 100)
     shown = shown_table(table, runs)
     lines = [f"# {title}", ""]
@@ -161,7 +162,7 @@ def write_report(
             ]
     if unfinished:
         lines += ["## Not finished", "", *[f"- {u}" for u in unfinished], ""]
-    write_text(out_dir / "report.md", "\n".join(lines))
+    write_text(out_dir / ReportFiles.MARKDOWN, "\n".join(lines))
 
     write_html(
         out_dir,

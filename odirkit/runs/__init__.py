@@ -47,6 +47,15 @@ from odirkit.runs.layout import (
     VariantDirectory,
     rebase_paths,
 )
+from odirkit.runs.names import (
+    AUGMENT_FOLDER,
+    AUGMENTER_REPORT,
+    LOGGERS,
+    ExplainFiles,
+    FigureFiles,
+    ReportFiles,
+    SearchFiles,
+)
 from odirkit.runs.status import (
     list_runs,
     retry_command,
@@ -56,10 +65,17 @@ from odirkit.runs.status import (
 )
 
 __all__ = [
+    "AUGMENTER_REPORT",
+    "AUGMENT_FOLDER",
     "CHECKPOINTS",
+    "LOGGERS",
     "RELATIVE_PATHS",
+    "ExplainFiles",
     "ExternalDirectory",
+    "FigureFiles",
+    "ReportFiles",
     "RunDirectory",
+    "SearchFiles",
     "VariantDirectory",
     "find_variant",
     "finished_variants",

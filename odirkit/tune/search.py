@@ -19,6 +19,7 @@ from odirkit.errors import ConfigError, OdirkitError, RunError
 from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
 from odirkit.runs import RunDirectory
+from odirkit.runs.names import SearchFiles
 from odirkit.seeding import derive_seed
 
 #: keys a trial sets whatever the search: no test scores before the end, no loggers
@@ -339,8 +340,8 @@ class Search:
                 "params": best.params,
                 "folder": best.user_attrs.get("folder"),
             }
-            outcome.best_file = self.folder / "best.toml"
-            summary = self.folder / "tune.json"
+            outcome.best_file = self.folder / SearchFiles.BEST
+            summary = self.folder / SearchFiles.STUDY
             done = _read(summary)
             if done.get("best", {}).get("number") == best.number and done.get("final"):
                 outcome.final = done["final"]

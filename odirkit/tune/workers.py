@@ -12,6 +12,7 @@ from odirkit.console import info
 from odirkit.engine.interrupt import RunInterrupted
 from odirkit.errors import RunError
 from odirkit.runs import RunDirectory
+from odirkit.runs.names import SearchFiles
 from odirkit.tune.search import (
     Search,
     TuneOutcome,
@@ -80,7 +81,7 @@ def run_workers(
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
         def start(index: int, slot: int) -> subprocess.Popen[bytes]:
-            logs[index] = (search.folder / f"worker-{index}.log").open("ab")
+            logs[index] = (search.folder / SearchFiles.WORKER_LOG.format(index=index)).open("ab")
             process = subprocess.Popen(
                 worker_command(search, trials, final),
                 stdout=logs[index],
@@ -97,7 +98,11 @@ def run_workers(
 
         if run_children(workers, workers, start, end):
             raise RunInterrupted("stopped; trials that ended are kept in the study")
-        failed = [str(search.folder / f"worker-{i}.log") for i, c in sorted(codes.items()) if c]
+        failed = [
+            str(search.folder / SearchFiles.WORKER_LOG.format(index=i))
+            for i, c in sorted(codes.items())
+            if c
+        ]
         if failed:
             raise RunError(f"{len(failed)} worker(s) failed; see {', '.join(failed)}")
     else:
