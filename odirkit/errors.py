@@ -8,14 +8,35 @@ Anything else that escapes is a bug in odirkit and keeps its traceback.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections.abc import Iterable
 
 
 class OdirkitError(Exception):
-    """Base class of the errors caused by user input; the message says what and where."""
+    """Base class of the errors caused by user input; the message says what and where.
+
+    ``where`` is the place the input came from (a file and table, a plugin call), kept
+    apart from the ``message`` so that code which knows the place can add it
+    (:meth:`at`) without editing the text; ``str(error)`` is both.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: object = "", *, where: object | None = None) -> None:
+        self.message = str(message)
+        self.where = None if where is None else str(where)
+        super().__init__(f"{self.where} {self.message}" if self.where else self.message)
+
+    def at(self, where: object | None) -> OdirkitError:
+        """This error, of the same type, said to come from ``where`` (outside any place
+        it named already); unchanged when ``where`` is None."""
+        if where is None:
+            return self
+        located = copy.copy(self)
+        located.where = f"{where} {self.where}" if self.where else str(where)
+        located.args = (f"{located.where} {self.message}",)
+        return located
 
 
 class ConfigError(OdirkitError):

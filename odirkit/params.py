@@ -166,12 +166,16 @@ def validate_params(
     params: list[Param],
     values: Mapping[str, Any],
     *,
-    where: Where,
+    where: Where | Callable[[str], Where],
     owner: str,
 ) -> dict[str, Any]:
     """Validate ``values`` against ``params``; return them with defaults filled in.
 
-    ``owner`` names the plugin for the messages (``"model 'cnn'"``).
+    ``owner`` names the plugin for the messages (``"model 'cnn'"``); ``where`` is the
+    table, or for each key the table that set it (a variant's, ``--set``).
+
+    Raises:
+        ConfigError: one line per bad key, each naming its file, table and key.
     """
     model = params_model(owner, params)
     try:
@@ -186,15 +190,17 @@ def validate_params(
 def validation_message(
     exc: pydantic.ValidationError,
     *,
-    where: Where,
+    where: Where | Callable[[str], Where],
     valid_keys: Iterable[str],
     owner: str = "",
 ) -> str:
-    """Turn a pydantic error into one line per problem, naming file, table and key."""
+    """Turn a pydantic error into one line per problem, naming file, table and key
+    (``where(key)`` when the table depends on the key)."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"]) or "(table)"
-        lines.append(describe_error(err, where=where, key=key, valid_keys=valid_keys, owner=owner))
+        place = where(key.split(".")[0]) if callable(where) else where
+        lines.append(describe_error(err, where=place, key=key, valid_keys=valid_keys, owner=owner))
     return "\n".join(lines)
 
 

@@ -85,7 +85,9 @@ class PluginSpec:
     def label(self) -> str:
         return f"{self.kind} {self.name!r}"
 
-    def validate(self, values: Mapping[str, Any], *, where: Where) -> dict[str, Any]:
+    def validate(
+        self, values: Mapping[str, Any], *, where: Where | Callable[[str], Where]
+    ) -> dict[str, Any]:
         """Check a TOML table against the parameters; return it with defaults filled in."""
         return validate_params(self.params, values, where=where, owner=self.label)
 
@@ -106,9 +108,7 @@ class PluginSpec:
                     check_meta(self.kind, self.name, found, origin=f"from {self.source}: meta_for")
                 )
             except OdirkitError as exc:
-                if where is None:
-                    raise
-                raise type(exc)(f"{where} {exc}") from None
+                raise exc.at(where) from None
             except Exception as exc:
                 raise PluginError(
                     f"{self.label} from {self.source}: meta_for failed: {type(exc).__name__}: {exc}"

@@ -106,6 +106,20 @@ def test_a_bad_override_says_it_came_from_set(tmp_path, registry):
         load(tmp_path, registry, 'name = "x"\n', overrides=["train.epochs"])
 
 
+@pytest.mark.parametrize(
+    ("text", "override", "where"),
+    [
+        ("[launcher]\njobs = 0\n", None, r"\[launcher\] jobs: input should be greater"),
+        ("", "launcher.jobs=0", r"\[launcher\] \(from --set\) jobs"),
+        ("", "tune.trials=3", r"\[tune\] \(from --set\) unknown key 'trials'"),
+        ("[eval]\nconfidence = 2\n", None, r"\[eval\] confidence"),
+    ],
+)
+def test_an_error_in_any_core_table_names_that_table(tmp_path, registry, text, override, where):
+    with pytest.raises(ConfigError, match=where):
+        load(tmp_path, registry, 'name = "x"\n' + text, overrides=[override] if override else [])
+
+
 def test_parse_override_keeps_unquoted_text_as_a_string():
     assert parse_override("data.root=data/odir5k") == (["data", "root"], "data/odir5k")
     assert parse_override("augment.0.p=0.5") == (["augment", 0, "p"], 0.5)

@@ -15,7 +15,6 @@ from odirkit.config.experiment import (
 )
 from odirkit.config.messages import (
     _Origin,
-    _repoint,
 )
 from odirkit.errors import ConfigError, closest
 from odirkit.params import Where, describe_error
@@ -42,11 +41,7 @@ def _resolve_plugin(
                 f"{origin.where(table, key)} unknown key {key!r} for {spec.label}"
                 f"{closest(key, valid)}; valid keys: {', '.join(valid)}"
             )
-    try:
-        validated = spec.validate(params, where=origin.where(table))
-    except ConfigError as exc:
-        # Re-point the message at the table that set the offending key.
-        raise ConfigError(_repoint(str(exc), origin, table, params)) from None
+    validated = spec.validate(params, where=lambda key: origin.where(table, key))
     return PluginCall(spec, validated, Where(origin.file, table))
 
 

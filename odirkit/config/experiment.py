@@ -224,9 +224,7 @@ class PluginCall:
         try:
             return self.spec.build(**supplied, **self.params)
         except OdirkitError as exc:
-            if self.where is None:
-                raise
-            raise type(exc)(f"{self.where} {exc}") from None
+            raise exc.at(self.where) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.spec.name, **self.options, **self.params}

@@ -65,18 +65,9 @@ def _has_path(table: Mapping[str, Any], path: Sequence[str]) -> bool:
     return True
 
 
-def _repoint(message: str, origin: _Origin, table: str, params: Mapping[str, Any]) -> str:
-    base = str(origin.where(table))
-    for key in params:
-        specific = str(origin.where(table, key))
-        if specific != base and f" {key}:" in message:
-            return message.replace(base, specific, 1)
-    return message
-
-
 def _core_message(exc: pydantic.ValidationError, origin: _Origin) -> str:
     lines = []
-    tables = ("data", "model", "train", "eval", "compare")
+    tables = {name for name in ExperimentConfig.model_fields if _model_at([name]) is not None}
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         if len(loc) == 1 and loc[0] in tables and err["type"] == "value_error":

@@ -26,6 +26,6 @@ def build_model(exp: Experiment, num_classes: int) -> nn.Module:
     try:
         apply_finetune(model, config.finetune, config.finetune_blocks, num_classes)
     except OdirkitError as exc:
-        where = exp.model.where or ""
-        raise type(exc)(f"{where} model {exp.model.name!r}: {exc}".strip()) from None
+        where = f"{exp.model.where or ''} model {exp.model.name!r}:".strip()
+        raise exc.at(where) from None
     return model

@@ -177,7 +177,7 @@ def _prepare(call: Any, prepare: Any) -> None:
     try:
         prepare(dict(call.params))
     except OdirkitError as exc:
-        raise type(exc)(f"{call.where} {exc}") from None
+        raise exc.at(call.where) from None
     except Exception as exc:
         raise PluginError(
             f"{call.where} {call.spec.label} could not prepare: {type(exc).__name__}: {exc}"
