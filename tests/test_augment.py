@@ -194,6 +194,7 @@ DCGAN_SMALL = {
 }
 
 
+@pytest.mark.slow
 def test_dcgan_generates_labelled_images_and_saves_its_training(registry, phantom_root, tmp_path):
     spec = registry.get("augmenter", "dcgan")
     gan = spec.build(**spec.validate(DCGAN_SMALL, where=None))
@@ -244,6 +245,7 @@ augment = [{ name = "classic" }]
 """
 
 
+@pytest.mark.slow
 def test_gan_variant_trains_on_training_patients_only_and_reuses_its_generators(
     cli, tmp_path, phantom_root
 ):

@@ -461,6 +461,7 @@ def earlier_run(tmp_path_factory, phantom_root) -> Path:
 CHECKED_BEFORE_ANY_FOLDER = {"empty_file", "only_comments", "wrong_explain_layer", "toml_syntax"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_bad_input_exits_2_with_one_clear_message(case, cli, tmp_path, phantom_root, earlier_run):
     shutil.copytree(earlier_run, tmp_path / "resumable")
@@ -479,6 +480,7 @@ def test_bad_input_exits_2_with_one_clear_message(case, cli, tmp_path, phantom_r
         assert not (tmp_path / "runs").exists(), "the run folder was made before the check"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("plugin", "args", "expected"),
     [

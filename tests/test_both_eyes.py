@@ -200,6 +200,7 @@ def test_predict_takes_both_photographs_of_a_patient_together(
     assert not np.allclose(again.loc[chosen[0], "D"], expected.loc[chosen[0], "D"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_each_eye_is_explained_for_the_patients_predicted_labels(cli, tmp_path, both_run):
     out = tmp_path / "explained"
     result = cli(
@@ -246,6 +247,7 @@ def test_every_explained_photograph_sits_beside_its_own_other_eye(both_run, regi
     assert inputs.rows["patient_id"].tolist() == ids
 
 
+@pytest.mark.slow
 def test_a_patient_with_one_usable_photograph_is_kept_and_flagged(tmp_path, phantom_copy, both_run):
     split = pd.read_csv(both_run / "split.csv", dtype={"patient_id": str})
     victim = split.loc[split["split"] == "test", "patient_id"].iloc[0]
@@ -363,6 +365,7 @@ def test_two_processes_train_a_both_eyes_model_like_one(tmp_path, phantom_root):
     assert (p["D"] - q["D"]).abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_a_backbone_without_its_weights_names_the_both_eyes_keys(tmp_path, phantom_root):
     text = tiny_experiment(phantom_root, epochs=1).split("[model]")[0]
     text += '[model]\nname = "both_eyes"\nbackbone = "timm"\n'

@@ -37,6 +37,7 @@ def test_describe_shows_parameters_types_and_defaults(cli):
     assert "test_fraction" in experiment.stdout and "balance" in experiment.stdout
 
 
+@pytest.mark.slow
 def test_validate_accepts_the_shipped_experiments_and_checks_their_data_folder(cli, tmp_path):
     root = Path(__file__).parents[1] / "experiments"
     synthetic = ("--set", "data.dataset=phantom", "--set", f"data.root={tmp_path / 'ph'}")
@@ -152,6 +153,7 @@ def test_list_plugins_in_a_narrow_terminal_cuts_no_name(monkeypatch):
     assert text.count("odirkit 0.1.0") == len(odirkit.cli.get_registry().specs())
 
 
+@pytest.mark.slow
 def test_runs_lists_finished_interrupted_and_failed_runs(cli, tmp_path, phantom_root):
     import json
 

@@ -156,6 +156,7 @@ def patient_run(tmp_path_factory, phantom_root) -> Path:
     return variant
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["max", "mean"])
 def test_predict_fuses_a_one_diseased_eye_patient_as_not_normal(
     cli, tmp_path, patient_run, monkeypatch, fusion
@@ -210,6 +211,7 @@ def odir_with_workbook_truth(phantom_root, tmp_path) -> tuple[Path, list[str]]:
     return root, changed
 
 
+@pytest.mark.slow
 def test_patient_truth_is_the_workbooks_and_the_challenge_score_matches_odirkit_score(
     cli, tmp_path, odir_with_workbook_truth
 ):
@@ -303,6 +305,7 @@ def test_train_val_and_test_keep_the_label_set_shares():
 # -- choices read the validation patients only ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_scrambled_test_labels_change_no_choice(cli, tmp_path, phantom_root):
     extra = (
         'test_every_epoch = true\n\n[eval]\nthreshold = "max_f1"\ncalibrate = true\n'
@@ -330,6 +333,7 @@ def test_scrambled_test_labels_change_no_choice(cli, tmp_path, phantom_root):
     assert a["final"]["auc_macro"] != b["final"]["auc_macro"]
 
 
+@pytest.mark.slow
 def test_patience_stops_training_when_validation_stops_improving(cli, tmp_path, phantom_root):
     text = tiny_experiment(phantom_root, epochs=6, extra="patience = 1\n").replace(
         "lr = 0.003", "lr = 1e-12"
@@ -538,6 +542,7 @@ def test_paired_bootstrap_finds_no_difference_in_identical_predictions_and_a_cle
     assert paired_over_runs([0.05, -0.06, 0.01, -0.01])["p_value"] > 0.3
 
 
+@pytest.mark.slow
 def test_seeds_are_compared_pair_by_pair_and_over_runs(cli, tmp_path, phantom_root):
     # one epoch on 40 patients learns nothing: the statistics are asked for anyway
     extra = (

@@ -117,6 +117,7 @@ def test_maps_differ_between_classes_on_an_image_with_two_lesions(registry, name
     assert right[:, 16:].sum() > right[:, :16].sum()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "size"), [("cnn", 48), ("vgg13_bn", 64), ("inception_v3", 75)])
 def test_every_explainer_works_on_the_paper_models(registry, name, size):
     spec = registry.get("model", name)
@@ -208,6 +209,7 @@ def test_explain_tables_run_after_training(explained_run):
     assert list(sanity["explainer"]) == ["gradcam", "smoothgrad"]
 
 
+@pytest.mark.slow
 def test_explain_command_on_a_finished_run(cli, explained_run, tmp_path, phantom_root):
     first = cli(
         "explain",
@@ -248,6 +250,7 @@ def test_explain_command_on_a_finished_run(cli, explained_run, tmp_path, phantom
     assert wrong.exit_code == 2 and "learned N, D only" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_explaining_a_metadata_model(cli, tmp_path, phantom_root):
     text = tiny_experiment(phantom_root, epochs=1).replace(
         "dropout = 0.0", "dropout = 0.0\nmetadata = true"
@@ -270,6 +273,7 @@ class FixedMap:
         return blob.expand(len(images), size, size).clone()
 
 
+@pytest.mark.slow
 def test_sanity_checks_flag_a_map_that_ignores_model_and_image(explained_run, registry, tmp_path):
     from odirkit.config import PluginCall
     from odirkit.data.prepare import prepare_data

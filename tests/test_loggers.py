@@ -51,6 +51,7 @@ def test_mlflow_logs_each_variant_as_a_run_with_its_history_parameters_and_repor
         assert tracked.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_same_mlflow_run(cli, tmp_path, phantom_root):
     from mlflow import MlflowClient
 
@@ -72,6 +73,7 @@ def test_a_resumed_run_continues_the_same_mlflow_run(cli, tmp_path, phantom_root
     assert len(history) == 2  # the final scores logged again into the same run
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_one_value_per_epoch_for_each_scalar(cli, tmp_path, phantom_root):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -104,6 +106,7 @@ def odirkit_register_loggers(register):
 """
 
 
+@pytest.mark.slow
 def test_a_broken_logger_changes_no_result(tmp_path, phantom_root):
     import os
     import subprocess

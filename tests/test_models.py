@@ -91,6 +91,7 @@ def test_freeze_backbone_trains_only_the_head(registry):
     assert trainable == head
 
 
+@pytest.mark.slow
 def test_pretrained_weights_offline_stop_the_run_before_anything_is_written(tmp_path, phantom_root):
     text = tiny_experiment(phantom_root, epochs=1).split("[model]")[0]
     text += f'[model]\nname = "timm"\narch = "{SMALL_TIMM}"\npretrained = true\n'
@@ -150,6 +151,7 @@ def aged_phantom(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_metadata_baseline_finds_the_age_signal(cli, tmp_path, aged_phantom):
     exp = tmp_path / "exp.toml"
     exp.write_text(f"""
@@ -178,6 +180,7 @@ test_fraction = 0.4
     assert set(final["intervals"]) >= {"f1_micro", "auc_macro", "recall_A"}
 
 
+@pytest.mark.slow
 def test_metadata_fusion_trains_end_to_end(cli, tmp_path, phantom_root):
     text = tiny_experiment(phantom_root, epochs=2).replace(
         "dropout = 0.0", "dropout = 0.0\nmetadata = true"
@@ -196,6 +199,7 @@ def test_metadata_fusion_trains_end_to_end(cli, tmp_path, phantom_root):
     assert json.loads((variant / "data.json").read_text())["age_normalisation"]["std"] > 0
 
 
+@pytest.mark.slow
 def test_mixed_precision_and_channels_last_run_on_the_cpu(cli, tmp_path, phantom_root):
     text = tiny_experiment(phantom_root, epochs=1, extra='precision = "bf16"\nchannels_last = true')
     exp = tmp_path / "exp.toml"
@@ -241,6 +245,7 @@ def test_performance_defaults_per_device():
     assert cuda.grad_scaler and cuda.channels_last and cuda.pin_memory and cuda.num_workers >= 1
 
 
+@pytest.mark.slow
 def test_ensemble_averages_the_runs_on_their_shared_test_images(cli, tmp_path, phantom_root):
     text = (
         tiny_experiment(phantom_root, epochs=1)

@@ -258,6 +258,7 @@ def test_named_photographs_that_are_absent_are_left_out_when_the_table_is_read(
     assert err.count("are not under") == (1 if expected else 0)
 
 
+@pytest.mark.slow
 def test_a_release_with_absent_photographs_runs_and_counts_each_test_photograph_once(
     cli, tmp_path, phantom_root
 ):
@@ -404,6 +405,7 @@ def test_split_file_is_written_then_reused(registry, tmp_path, phantom_root):
 # -- patient level, predict and score ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_patient_level_fuses_diseases_by_max_and_normal_by_min(cli, tmp_path, phantom_root):
     text = tiny_experiment(phantom_root, epochs=1).replace(
         'labels = ["N", "D"]',

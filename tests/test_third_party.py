@@ -54,6 +54,7 @@ def odirkit(site: Path, *args: str, env: dict | None = None, cwd: Path | None = 
     )
 
 
+@pytest.mark.slow
 def test_installed_plugin_is_listed_with_its_distribution(site):
     result = odirkit(site, "list-plugins", "--json")
     assert result.returncode == 0, result.stderr
@@ -74,6 +75,7 @@ def test_broken_plugin_is_listed_with_its_error_and_skipped(site):
     assert "--verbose" in result.stderr  # where to see why
 
 
+@pytest.mark.slow
 def test_a_broken_plugins_traceback_is_shown_on_request(site):
     verbose = odirkit(site, "list-plugins", "--verbose")
     assert verbose.returncode == 0
@@ -90,6 +92,7 @@ def test_piped_names_and_distributions_are_never_cut(site):
     assert any(r[-1] == "odirkit-tinynet 0.3.1" for r in rows)
 
 
+@pytest.mark.slow
 def test_strict_mode_makes_a_broken_plugin_fatal(site):
     for args, env in (
         (("--strict", "list-plugins"), None),
@@ -100,6 +103,7 @@ def test_strict_mode_makes_a_broken_plugin_fatal(site):
         assert "odirkit-broken" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_experiment_uses_the_installed_plugins_despite_a_broken_one(site, tmp_path, phantom_root):
     text = tiny_experiment(phantom_root, epochs=1).replace('name = "cnn"', 'name = "tinynet"')
     text = text.replace(
@@ -168,6 +172,7 @@ def test_a_plugin_factory_that_raises_is_a_clear_error(site, tmp_path, phantom_r
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_deterministic_plugin_augmenter_is_a_test_time_view(site, tmp_path, phantom_root):
     extra = '[eval]\ntta = [{ name = "gamma", value = 0.5 }]'
     exp = tmp_path / "exp.toml"

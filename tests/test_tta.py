@@ -70,6 +70,7 @@ def test_the_views_logits_are_averaged_before_the_softmax():
     assert not torch.allclose(plain.logits(model, images), by_hand / 3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_an_identity_view_gives_exactly_the_scores_without_tta(runs):
     plain, identity = _final(runs["plain"]), _final(runs["identity"])
     assert identity["tta"] == ["identity"]
