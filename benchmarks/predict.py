@@ -38,9 +38,9 @@ def main() -> None:
     from typer.testing import CliRunner
 
     from odirkit.cli import app
-    from odirkit.runs import find_variant
     from odirkit.plugins import get_registry
     from odirkit.predict import load_trained, predict
+    from odirkit.runs import find_variant
 
     registry = get_registry()
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,6 +24,7 @@ def run(cli, tmp_path: Path, phantom_root: Path, logs: str, *args: str, epochs: 
     return folder, result
 
 
+@pytest.mark.slow
 def test_mlflow_logs_each_variant_as_a_run_with_its_history_parameters_and_report(
     cli, tmp_path, phantom_root
 ):

@@ -68,6 +68,7 @@ def report_run(tmp_path_factory, phantom_root) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_the_report_is_one_page_that_needs_no_network(report_run):
     page = (report_run / "report.html").read_text()
     assert "http://" not in page and "https://" not in page and "<link" not in page

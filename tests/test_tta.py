@@ -83,6 +83,7 @@ def test_an_identity_view_gives_exactly_the_scores_without_tta(runs):
     assert "tta" not in plain and "final_without_tta" not in plain
 
 
+@pytest.mark.slow
 def test_rotated_views_change_the_reported_scores_and_keep_those_without(runs):
     plain, rotate = _final(runs["plain"]), _final(runs["rotate"])
     assert rotate["tta"] == ["rotate:90", "rotate:-90"]
