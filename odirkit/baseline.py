@@ -27,7 +27,7 @@ from odirkit.engine.evaluate import score_test, write_prediction_files
 from odirkit.engine.trainer import Evaluation
 from odirkit.files import write_json
 from odirkit.runs import VariantDirectory
-from odirkit.seeding import derive_seed
+from odirkit.seeding import Stream, derive_seed
 
 
 def _logits(probs: np.ndarray, single_label: bool) -> np.ndarray:
@@ -89,7 +89,7 @@ def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> dict[str, A
         calibrate=cfg.eval.calibrate,
         resamples=cfg.eval.bootstrap,
         confidence=cfg.eval.confidence,
-        seed=derive_seed(cfg.seed, 3),
+        seed=derive_seed(cfg.seed, Stream.TEST_BOOTSTRAP),
     )
     write_json(out.config_file, {**exp.to_dict(), "baseline": "metadata"})
     write_json(out.data_file, data.report)

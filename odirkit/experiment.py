@@ -33,7 +33,7 @@ from odirkit.plugins import Registry
 from odirkit.report import Comparison, RunSummary, write_report
 from odirkit.runs import RunDirectory, VariantDirectory, finished_variants
 from odirkit.runs.names import ReportFiles
-from odirkit.seeding import derive_seed
+from odirkit.seeding import Stream, derive_seed
 
 
 @dataclass
@@ -187,7 +187,7 @@ def explain_result(exp: Experiment, result: VariantResult) -> None:
     limit = max(c.options.get("max_images", 64) for c in exp.explainers)
 
     def random_model() -> nn.Module:
-        torch.manual_seed(derive_seed(exp.config.seed, 7))
+        torch.manual_seed(derive_seed(exp.config.seed, Stream.EXPLAIN))
         return build_model(exp, result.data.task.num_classes)  # type: ignore[union-attr]
 
     explained = explain(
@@ -256,7 +256,7 @@ def rebuild_report(path: Path) -> tuple[RunDirectory, Comparison]:
         metrics=compare.get("metrics", ["f1_micro", "auc_macro"]),
         resamples=ev.get("bootstrap", 1000),
         confidence=ev.get("confidence", 0.95),
-        seed=derive_seed(int(first.get("seed", 0)), 6),
+        seed=derive_seed(int(first.get("seed", 0)), Stream.COMPARISON),
         unfinished=unfinished,
         require_learning=compare.get("require_learning", True),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
+from enum import IntEnum, unique
 
 import numpy as np
 import torch
@@ -80,3 +81,27 @@ def restore_random_states(states: dict) -> None:
     if "python" in states:
         p = states["python"]
         random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+@unique
+class Stream(IntEnum):
+    """The named random streams of a run: each use draws ``derive_seed(seed, stream, ...)``
+    from its own stream, so no two uses share one by accident. The values are those the
+    uses had before they were named (runs keep their numbers), but for the search's
+    trials, which shared 8 with the external bootstrap."""
+
+    UNDERSAMPLE = 1  # which training images balance = "undersample" keeps
+    SHUFFLE_TRAIN_LABELS = 2  # the control that scrambles the training labels
+    TEST_BOOTSTRAP = 3  # resamples of the test patients (a run, its baseline, and the
+    # internal side of an external validation: the same patients resampled alike)
+    SPLIT = 4  # the train / validation / test split by patient
+    SHUFFLE_TEST_LABELS = 5  # the control that scrambles the test labels
+    COMPARISON = 6  # paired bootstrap and tests between variants
+    EXPLAIN = 7  # which images are explained; SmoothGrad's noise
+    EXTERNAL_BOOTSTRAP = 8  # resamples of an external collection's patients
+    PRECISE_BN = 11  # the batches that re-estimate batch-norm statistics
+    LEARNING = 12  # the learning check's chance-level loss
+    MIXUP = 13  # mixup / cutmix draws, per step
+    TUNE_TRIALS = 14  # the search's sampler, per trial
+    AUGMENTERS = 1000  # offline augmenters, plus their position in the list
+    TRAINING_IMAGES = 9001  # the training images shown in the report

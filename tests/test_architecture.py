@@ -285,3 +285,32 @@ def test_the_file_name_check_sees_plain_and_formatted_names(tmp_path):
         'a = "metrics.json"\nb = f"worker-{i}.log"\nc = "not a file. json"\nd = ".png"\n'
     )
     assert sorted(file_names(probe)) == ["metrics.json", "worker-{}.log"]
+
+
+# -- random streams have names ------------------------------------------------------------------
+
+
+def bare_streams(path: Path) -> list[int]:
+    """The lines where ``derive_seed`` is called with a literal number after the seed."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", "")) == "derive_seed"
+        and any(isinstance(arg, ast.Constant) for arg in node.args[1:2])
+    ]
+
+
+def test_every_random_stream_is_named_in_seeding():
+    found = {
+        str(path.relative_to(ROOT)): lines
+        for path in [*CORE_FILES, *PLUGIN_FILES]
+        if (lines := bare_streams(path))
+    }
+    assert found == {}
+
+
+def test_the_stream_check_sees_a_bare_number(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("a = derive_seed(seed, 3)\nb = derive_seed(seed, Stream.SPLIT, 3)\n")
+    assert bare_streams(probe) == [1]

@@ -345,10 +345,9 @@ def test_evaluation_normalises_with_batch_statistics_of_the_current_weights():
 
 def trainer_order(trainer) -> list[int]:
     """The images in the order the statistics pass took them (seeded by the epoch)."""
-    from odirkit.engine.trainer import PRECISE_BN_STREAM
-    from odirkit.seeding import derive_seed
+    from odirkit.seeding import Stream, derive_seed
 
-    rng = np.random.default_rng(derive_seed(trainer.seed, 0, 0, PRECISE_BN_STREAM))
+    rng = np.random.default_rng(derive_seed(trainer.seed, 0, 0, Stream.PRECISE_BN))
     return list(trainer.data.train_idx[rng.permutation(len(trainer.data.train_idx))])
 
 

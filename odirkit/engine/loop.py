@@ -41,7 +41,7 @@ from odirkit.learning import LearningCheck, chance_loss, check_learning
 from odirkit.metrics import flatten_metrics, predictions
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import FigureFiles
-from odirkit.seeding import derive_seed, random_states, restore_random_states
+from odirkit.seeding import Stream, derive_seed, random_states, restore_random_states
 from odirkit.tracking import Tracker
 
 LOWER_IS_BETTER = {"loss"}
@@ -321,7 +321,7 @@ class EpochLoop:
             calibrate=ev.calibrate,
             resamples=ev.bootstrap,
             confidence=ev.confidence,
-            seed=derive_seed(self.cfg.seed, 3),
+            seed=derive_seed(self.cfg.seed, Stream.TEST_BOOTSTRAP),
             softmax=self.trainer.view.softmax,
         )
         return result, test
@@ -440,7 +440,7 @@ class EpochLoop:
                 scored(result.val, result.thresholds),
                 resamples=ev.bootstrap,
                 confidence=ev.confidence,
-                seed=derive_seed(self.cfg.seed, LEARNING_STREAM),
+                seed=derive_seed(self.cfg.seed, Stream.LEARNING),
             ).get("auc_macro")
             interval = (float(found[0]), float(found[1])) if found else None
         decisions = predictions(
@@ -461,7 +461,6 @@ class EpochLoop:
 
 
 #: the seed stream of the validation AUC's interval in the learning check
-LEARNING_STREAM = 12
 
 #: the figures of a result shown wherever a run is summarised
 HEADLINE = ("f1_micro", "f1_macro", "recall_macro", "specificity_macro", "auc_macro")

@@ -32,10 +32,9 @@ from torch import nn
 from odirkit.engine.heads import MetadataFusion, final_linear
 from odirkit.errors import ConfigError
 from odirkit.layers import BACKBONE
-from odirkit.seeding import derive_seed
+from odirkit.seeding import Stream, derive_seed
 
 #: the seed stream of mixup / cutmix draws
-MIXUP_STREAM = 13
 
 
 # -- parameter groups ------------------------------------------------------------------
@@ -221,7 +220,7 @@ class BatchMixer:
         if even == 0:
             return x, y
         state = np.random.get_state()
-        np.random.seed(derive_seed(seed, epoch, step, MIXUP_STREAM) % 2**32)
+        np.random.seed(derive_seed(seed, epoch, step, Stream.MIXUP) % 2**32)
         try:
             mixed_x, mixed_y = self.mixup(x[:even], y[:even])
         finally:

@@ -23,12 +23,11 @@ from odirkit.data.prepare import DataBundle, chunked
 from odirkit.engine import distributed
 from odirkit.engine.distributed import world
 from odirkit.errors import TrainingDiverged
-from odirkit.seeding import derive_seed, generator_for
+from odirkit.seeding import Stream, derive_seed, generator_for
 from odirkit.view import ModelView
 
 Augmenter = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 #: the seed stream of the batches that recompute batch-norm statistics
-PRECISE_BN_STREAM = 11
 
 
 @dataclass
@@ -320,7 +319,7 @@ class Trainer:
         ]
         if not norms or max_batches <= 0 or len(self.data.train_idx) == 0:
             return 0
-        rng = np.random.default_rng(derive_seed(self.seed, epoch, 0, PRECISE_BN_STREAM))
+        rng = np.random.default_rng(derive_seed(self.seed, epoch, 0, Stream.PRECISE_BN))
         order = self.data.train_idx[rng.permutation(len(self.data.train_idx))]
         chunks = chunked(order, self.batch_size)[:max_batches]
         if len(chunks) > 1 and len(chunks[-1]) < 2:

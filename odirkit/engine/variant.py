@@ -44,7 +44,7 @@ from odirkit.layers import check_layers
 from odirkit.plugins import Registry
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import AUGMENT_FOLDER, FigureFiles
-from odirkit.seeding import derive_seed, generator_for, seed_everything, set_deterministic
+from odirkit.seeding import Stream, derive_seed, generator_for, seed_everything, set_deterministic
 from odirkit.tracking import RunInfo, Tracker
 from odirkit.view import ModelView
 
@@ -389,7 +389,7 @@ def _expand(
     """Let an offline augmenter add samples, seeing the training images only."""
     train_idx = data.train_idx.copy()
     folder = vdir.augment_dir(position, name)
-    seed = derive_seed(exp.config.seed, 1000 + position)
+    seed = derive_seed(exp.config.seed, Stream.AUGMENTERS + position)
     ctx = ExpandContext(
         load=lambda positions: data.store.batch(train_idx[np.asarray(positions, dtype=np.int64)]),
         size=len(train_idx),
@@ -460,7 +460,7 @@ def show_training_images(
     rows = [("as stored", pictures(images), names(index))]
     if online:
         x = images.to(device).float().div(255.0)
-        generator = generator_for(device, derive_seed(exp.config.seed, 9001))
+        generator = generator_for(device, derive_seed(exp.config.seed, Stream.TRAINING_IMAGES))
         with torch.no_grad():
             for _, aug in online:
                 x = aug(x, generator)

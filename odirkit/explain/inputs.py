@@ -31,7 +31,7 @@ from odirkit.params import Where
 from odirkit.plugins import Registry
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import ExplainFiles
-from odirkit.seeding import derive_seed
+from odirkit.seeding import Stream, derive_seed
 from odirkit.view import ModelView
 
 
@@ -201,7 +201,7 @@ def explain_run(
         inputs = inputs_from_data(data, view, max_images)
 
         def random_model() -> nn.Module:
-            torch.manual_seed(derive_seed(exp.config.seed, 7))
+            torch.manual_seed(derive_seed(exp.config.seed, Stream.EXPLAIN))
             return build_model(exp, len(view.labels))
 
     return explain(

@@ -35,8 +35,6 @@ from odirkit.engine.evaluate import (
 from odirkit.engine.trainer import Evaluation
 from odirkit.errors import DataError, RunError
 from odirkit.external.scoring import (
-    EXTERNAL_STREAM,
-    INTERNAL_STREAM,
     ExternalResult,
     SharedScoring,
     compare_with_internal,
@@ -47,7 +45,7 @@ from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
 from odirkit.predict import load_trained
 from odirkit.runs import ExternalDirectory, VariantDirectory
-from odirkit.seeding import derive_seed
+from odirkit.seeding import Stream, derive_seed
 from odirkit.tracking import RunInfo, Tracker
 
 
@@ -180,7 +178,10 @@ def evaluate_external(
     thresholds = thresholds_array(labels, scores.get("thresholds") or {})
     scoring = SharedScoring(tuple(labels), tuple(shared), view.single_label)
     resamples, confidence = cfg.eval.bootstrap, cfg.eval.confidence
-    seeds = (derive_seed(cfg.seed, INTERNAL_STREAM), derive_seed(cfg.seed, EXTERNAL_STREAM))
+    seeds = (
+        derive_seed(cfg.seed, Stream.TEST_BOOTSTRAP),
+        derive_seed(cfg.seed, Stream.EXTERNAL_BOOTSTRAP),
+    )
     metrics = scoring.metrics(preds, thresholds)
     full = scored(preds, thresholds)
     intervals = scoring.intervals(full, resamples=resamples, confidence=confidence, seed=seeds[1])

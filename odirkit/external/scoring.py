@@ -24,7 +24,6 @@ COMPARED = ("f1_micro", "f1_macro", "recall_macro", "specificity_macro", "auc_ma
 
 
 #: seed streams of the run's seed (3 is the run's own test intervals, see engine.loop)
-INTERNAL_STREAM, EXTERNAL_STREAM = 3, 8
 
 
 @dataclass

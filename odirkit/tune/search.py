@@ -20,7 +20,7 @@ from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
 from odirkit.runs import RunDirectory
 from odirkit.runs.names import SearchFiles
-from odirkit.seeding import derive_seed
+from odirkit.seeding import Stream, derive_seed
 
 #: keys a trial sets whatever the search: no test scores before the end, no loggers
 TRIAL_OVERRIDES = ("train.test_every_epoch=false", "log=[]")
@@ -199,7 +199,7 @@ class Search:
         """The sampler of trial ``number``: its draws depend on the seed, the trial's number
         and the study's history, not on which worker runs it (so two workers never draw
         alike, and one worker draws as it did before)."""
-        seed = derive_seed(self.cfg.seed, 8, number) % (2**32)
+        seed = derive_seed(self.cfg.seed, Stream.TUNE_TRIALS, number) % (2**32)
         return self.optuna.samplers.TPESampler(seed=seed)
 
     def objective(self, trial: Any) -> float:

@@ -43,7 +43,7 @@ from odirkit.data.split import (
 from odirkit.data.table import Task
 from odirkit.errors import DataError
 from odirkit.labels import LABELS
-from odirkit.seeding import derive_seed
+from odirkit.seeding import Stream, derive_seed
 
 
 @dataclass
@@ -210,18 +210,18 @@ def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -
     val_idx = np.flatnonzero(side == "val")
     test_idx = np.flatnonzero(side == "test")
     if cfg.balance == "undersample":
-        seed = derive_seed(exp.config.seed, 1)
+        seed = derive_seed(exp.config.seed, Stream.UNDERSAMPLE)
         if task.single_label:
             train_idx = undersample(train_idx, targets[train_idx], seed=seed)
         else:  # the common label sets capped, no minority label's image removed
             train_idx = undersample_multilabel(train_idx, targets, seed=seed)
     if cfg.shuffle_train_labels:
         targets = targets.copy()
-        rng = np.random.default_rng(derive_seed(exp.config.seed, 2))
+        rng = np.random.default_rng(derive_seed(exp.config.seed, Stream.SHUFFLE_TRAIN_LABELS))
         targets[train_idx] = targets[rng.permutation(train_idx)]
     if cfg.shuffle_test_labels:  # a control: only the test scores may change
         targets = targets.copy()
-        rng = np.random.default_rng(derive_seed(exp.config.seed, 5))
+        rng = np.random.default_rng(derive_seed(exp.config.seed, Stream.SHUFFLE_TEST_LABELS))
         targets[test_idx] = targets[rng.permutation(test_idx)]
         test_patients = truth.index[truth.index.isin(set(rows.loc[test_idx, "patient_id"]))]
         truth = truth.copy()

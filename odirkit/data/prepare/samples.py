@@ -22,7 +22,7 @@ from odirkit.data.split import (
 from odirkit.data.table import Task, TaskSelection, check_sample_table, select_task
 from odirkit.errors import ConfigError, DataError
 from odirkit.labels import LABELS
-from odirkit.seeding import derive_seed
+from odirkit.seeding import Stream, derive_seed
 
 
 @dataclass
@@ -69,7 +69,7 @@ def assign_split(exp: Experiment, table: pd.DataFrame) -> pd.Series:
             sides,
             labels=list(LABELS),
             fraction=cfg.val_fraction,
-            seed=derive_seed(seed, 4) % 2**32,
+            seed=derive_seed(seed, Stream.SPLIT) % 2**32,
         )
 
     if "split" in table.columns and not (file is not None and file.exists()):
