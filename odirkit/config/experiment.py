@@ -232,7 +232,9 @@ class PluginCall:
 
 @dataclass
 class Experiment:
-    """One variant of an experiment, resolved: every default filled in, every plugin found."""
+    """One unit of training: a variant of an experiment file for one seed (and fold),
+    resolved, every default filled in, every plugin found. A whole ``odirkit run`` of
+    these is an :class:`odirkit.experiment.ExperimentRun`."""
 
     config: ExperimentConfig
     variant: str

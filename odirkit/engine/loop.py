@@ -104,6 +104,8 @@ class EpochLoop:
         }
 
     def save(self) -> None:
+        """Write ``last.pt`` (model, optimiser, scheduler, scaler, progress) atomically,
+        on rank 0, after the ranks agree on their buffers."""
         with torch.no_grad():
             distributed.agree_buffers(self.trainer.model)
         if distributed.is_main():
@@ -149,6 +151,14 @@ class EpochLoop:
     # -- the epochs ----------------------------------------------------------
 
     def run(self) -> None:
+        """Train from where :attr:`progress` stands to ``[train] epochs``, or until early
+        stopping: steps with a checkpoint every ``checkpoint_every``, each epoch ended by
+        :meth:`end_epoch`.
+
+        Raises:
+            RunInterrupted: Ctrl-C or SIGTERM, after a checkpoint at the step's end.
+            TrainingDiverged: the loss became NaN or infinite.
+        """
         epochs = self.cfg.train.epochs
         every = self.cfg.train.checkpoint_every
         steps = self.trainer.steps_per_epoch()
@@ -203,6 +213,10 @@ class EpochLoop:
         )
 
     def end_epoch(self) -> None:
+        """The end of an epoch: batch-norm statistics (recomputed or agreed between
+        ranks), the validation patients scored (and the test ones for the paper's curves
+        when asked), ``metrics.csv`` extended, ``best.pt`` on a better monitor value,
+        early stopping counted, then ``last.pt``."""
         epoch = self.progress.epoch
         data = self.trainer.data
         if not self.trainer.recompute_batch_norm(epoch, self.cfg.train.precise_bn):

@@ -1,4 +1,5 @@
-"""The training loop: one epoch of steps, and the evaluation of a set of images.
+"""The training step and the evaluation of a set of images (the epochs around them,
+checkpoints and early stopping are :mod:`odirkit.engine.loop`'s).
 
 Images arrive as ``uint8`` batches; on the training device they become floats
 in [0, 1], pass through the online augmenters, are normalised with the
@@ -27,7 +28,6 @@ from odirkit.seeding import Stream, derive_seed, generator_for
 from odirkit.view import ModelView
 
 Augmenter = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-#: the seed stream of the batches that recompute batch-norm statistics
 
 
 @dataclass
