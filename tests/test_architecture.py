@@ -314,3 +314,17 @@ def test_the_stream_check_sees_a_bare_number(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("a = derive_seed(seed, 3)\nb = derive_seed(seed, Stream.SPLIT, 3)\n")
     assert bare_streams(probe) == [1]
+
+
+# -- modules with one job -------------------------------------------------------------------------
+
+MAX_LINES = 500
+
+
+def test_no_core_module_is_over_500_lines():
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in sorted(CORE.rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}, "split these into packages of modules with one job each"

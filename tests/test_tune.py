@@ -225,3 +225,19 @@ def test_a_trial_whose_worker_was_killed_does_not_hold_the_search(tmp_path, phan
     assert states[0] == "FAIL" and len(states) == 3
     assert "trial 0: its worker" in result.output
     assert (folder / "best.toml").exists()  # the search completed
+
+
+def test_a_trial_folder_names_its_variant_like_a_run_folder(tmp_path):
+    """A search's trial is a run folder of one variant: status, report and predict find it,
+    in trials written before they listed their variant too."""
+    from odirkit.files import write_json
+    from odirkit.runs import RunDirectory
+
+    for listed in (True, False):
+        trial = RunDirectory(tmp_path / f"trial-{int(listed)}")
+        (trial.path / "default-seed0").mkdir(parents=True)
+        write_json(trial.path / "default-seed0" / "config.json", {"name": "x"})
+        (trial.path / "notes").mkdir()  # a folder without config.json is no variant
+        doc = {"name": "x", "trial": 0, "values": {}, "tune": "study"}
+        write_json(trial.run_file, {**doc, "variants": ["default-seed0"]} if listed else doc)
+        assert trial.variant_names() == ["default-seed0"]

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from odirkit.errors import RunError
+
+if TYPE_CHECKING:  # for annotations: layout imports this module
+    from odirkit.runs.layout import VariantDirectory
 
 #: the paths of a resolved configuration that are relative to the working directory
 RELATIVE_PATHS = (
@@ -74,3 +77,19 @@ def _read_predictions(path: Path, labels: list[str] | None = None) -> pd.DataFra
                 "odirkit run --resume after removing it, or use another run"
             )
     return frame
+
+
+def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:
+    """Relative data paths of a saved run, made relative to where the run was started,
+    so that resuming, predicting or explaining works from any working directory."""
+    try:
+        start = Path(vdir.environment()["working_directory"])
+    except (RunError, KeyError):
+        return doc
+    for table, key in RELATIVE_PATHS:
+        value = doc.get(table, {}).get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            here, there = Path(value), start / value
+            if not here.exists() and there.exists():
+                doc[table][key] = str(there)
+    return doc

@@ -16,10 +16,10 @@ from odirkit.errors import RunError
 from odirkit.runs.documents import (
     CHECKPOINTS,
     PATIENT_PREDICTIONS,
-    RELATIVE_PATHS,
     _read_json,
     _read_predictions,
     process_alive,
+    rebase_paths,
 )
 
 
@@ -379,22 +379,6 @@ class ExternalDirectory:
         )
 
 
-def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:
-    """Relative data paths of a saved run, made relative to where the run was started,
-    so that resuming, predicting or explaining works from any working directory."""
-    try:
-        start = Path(vdir.environment()["working_directory"])
-    except (RunError, KeyError):
-        return doc
-    for table, key in RELATIVE_PATHS:
-        value = doc.get(table, {}).get(key)
-        if isinstance(value, str) and value and not Path(value).is_absolute():
-            here, there = Path(value), start / value
-            if not here.exists() and there.exists():
-                doc[table][key] = str(there)
-    return doc
-
-
 class RunDirectory:
     """An experiment's run folder, ``runs/<name>/<timestamp>/``."""
 
@@ -474,7 +458,8 @@ class RunDirectory:
         return VariantDirectory(self.path / name)
 
     def variant_names(self) -> list[str]:
-        """The variants ``run.json`` lists, in order."""
+        """The variants ``run.json`` lists, in order (for a search's trial written before
+        trials listed theirs: its folders that hold a ``config.json``)."""
         if not self.path.is_dir():
             raise RunError(f"{self.path}: no such run folder")
         if not self.run_file.exists():
@@ -483,7 +468,10 @@ class RunDirectory:
                 f"{VariantDirectory.CONFIG}); pass runs/<name>/<timestamp> or one of its "
                 "variant folders"
             )
-        return list(_read_json(self.run_file, "the run's description").get("variants", []))
+        described = _read_json(self.run_file, "the run's description")
+        if "variants" not in described and "trial" in described:
+            return sorted(p.parent.name for p in self.path.glob(f"*/{VariantDirectory.CONFIG}"))
+        return list(described.get("variants", []))
 
     def variants(self) -> list[VariantDirectory]:
         return [self.variant(name) for name in self.variant_names()]

@@ -218,7 +218,13 @@ class Search:
             vdir = run.variant(exp.variant)
             write_json(
                 run.run_file,
-                {"name": exp.name, "trial": trial.number, "values": values, "tune": self.name},
+                {
+                    "name": exp.name,
+                    "variants": [exp.variant],
+                    "trial": trial.number,
+                    "values": values,
+                    "tune": self.name,
+                },
             )
             write_json(vdir.config_file, exp.to_dict())
 
