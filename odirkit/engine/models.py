@@ -3,12 +3,16 @@ and frozen where ``[model] finetune`` says."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from odirkit.config import Experiment
 from odirkit.engine.heads import MetadataFusion
 from odirkit.engine.recipe import apply_finetune
-from odirkit.errors import OdirkitError, PluginError
+from odirkit.errors import ConfigError, OdirkitError, PluginError
+
+#: what a network raises on the meta device for an input it cannot take (timm's ViT asserts)
+SIZE_ERRORS = (RuntimeError, ValueError, AssertionError, IndexError)
 
 
 def build_model(exp: Experiment, num_classes: int) -> nn.Module:
@@ -29,3 +33,42 @@ def build_model(exp: Experiment, num_classes: int) -> nn.Module:
         where = f"{exp.model.where or ''} model {exp.model.name!r}:".strip()
         raise exc.at(where) from None
     return model
+
+
+def _takes(exp: Experiment, model: torch.nn.Module, size: int) -> bool:
+    """Whether ``model`` (on the meta device) runs on images of ``size`` pixels."""
+    batch = 2 * exp.eyes  # two images (or two patients' pairs): batch norm has a batch
+    x = torch.empty(batch, 3, size, size, device="meta")
+    extra = [torch.empty(batch, 2, device="meta")] if exp.config.model.metadata else []
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x, *extra)
+    except SIZE_ERRORS:
+        return False
+    return True
+
+
+def check_input_size(exp: Experiment, model: torch.nn.Module) -> None:
+    """Refuse an image size the model cannot take, before any folder exists: a forward pass
+    on PyTorch's meta device (shapes only, no memory) at ``[data] image_size``. The message
+    gives the smallest size that works (found by bisection up to the model's own input
+    size), or says the model takes one size only (a Vision Transformer without dynamic
+    image size). Raises :class:`ConfigError`."""
+    size = exp.image_size
+    if _takes(exp, model, size):
+        return
+    own = int(exp.model.meta.get("input_size") or 0)
+    arch = exp.model.params.get("arch")
+    name = f"{exp.model.name} ({arch})" if arch else exp.model.name
+    where = f"{exp.source}: [data] image_size = {size}"
+    if own and own != size and _takes(exp, model, own):
+        if own > size:
+            low, high = size, own  # fails at low, works at high
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (low, middle) if _takes(exp, model, middle) else (middle, high)
+            if _takes(exp, model, 2 * own):  # larger ones work too: a smallest size
+                raise ConfigError(f"{where} is too small for {name!r} (smallest: {high})")
+        raise ConfigError(f"{where} does not fit {name!r}: it takes {own} px only")
+    raise ConfigError(f"{where}: model {name!r} cannot run on images of this size")

@@ -29,7 +29,7 @@ from odirkit.engine import distributed
 from odirkit.engine.device import resolve_device
 from odirkit.engine.environment import capture_environment
 from odirkit.engine.loop import EpochLoop
-from odirkit.engine.models import build_model
+from odirkit.engine.models import build_model, check_input_size
 from odirkit.engine.recipe import BatchMixer, parameter_groups
 from odirkit.engine.trainer import (
     Trainer,
@@ -127,49 +127,6 @@ def check_external(exp: Experiment, external: ExternalData) -> None:
             f"{', '.join(samples.graded) or 'no label'}, none of the labels "
             f"{', '.join(exp.labels)} this experiment learns: nothing to validate"
         )
-
-
-#: what a network raises on the meta device for an input it cannot take (timm's ViT asserts)
-SIZE_ERRORS = (RuntimeError, ValueError, AssertionError, IndexError)
-
-
-def _takes(exp: Experiment, model: torch.nn.Module, size: int) -> bool:
-    """Whether ``model`` (on the meta device) runs on images of ``size`` pixels."""
-    batch = 2 * exp.eyes  # two images (or two patients' pairs): batch norm has a batch
-    x = torch.empty(batch, 3, size, size, device="meta")
-    extra = [torch.empty(batch, 2, device="meta")] if exp.config.model.metadata else []
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x, *extra)
-    except SIZE_ERRORS:
-        return False
-    return True
-
-
-def check_input_size(exp: Experiment, model: torch.nn.Module) -> None:
-    """Refuse an image size the model cannot take, before any folder exists: a forward pass
-    on PyTorch's meta device (shapes only, no memory) at ``[data] image_size``. The message
-    gives the smallest size that works (found by bisection up to the model's own input
-    size), or says the model takes one size only (a Vision Transformer without dynamic
-    image size). Raises :class:`ConfigError`."""
-    size = exp.image_size
-    if _takes(exp, model, size):
-        return
-    own = int(exp.model.meta.get("input_size") or 0)
-    arch = exp.model.params.get("arch")
-    name = f"{exp.model.name} ({arch})" if arch else exp.model.name
-    where = f"{exp.source}: [data] image_size = {size}"
-    if own and own != size and _takes(exp, model, own):
-        if own > size:
-            low, high = size, own  # fails at low, works at high
-            while high - low > 1:
-                middle = (low + high) // 2
-                low, high = (low, middle) if _takes(exp, model, middle) else (middle, high)
-            if _takes(exp, model, 2 * own):  # larger ones work too: a smallest size
-                raise ConfigError(f"{where} is too small for {name!r} (smallest: {high})")
-        raise ConfigError(f"{where} does not fit {name!r}: it takes {own} px only")
-    raise ConfigError(f"{where}: model {name!r} cannot run on images of this size")
 
 
 def _prepare(call: Any, prepare: Any) -> None:
