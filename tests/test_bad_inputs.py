@@ -461,7 +461,6 @@ def earlier_run(tmp_path_factory, phantom_root) -> Path:
 CHECKED_BEFORE_ANY_FOLDER = {"empty_file", "only_comments", "wrong_explain_layer", "toml_syntax"}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_bad_input_exits_2_with_one_clear_message(case, cli, tmp_path, phantom_root, earlier_run):
     shutil.copytree(earlier_run, tmp_path / "resumable")

@@ -267,7 +267,6 @@ def finished_run(tmp_path_factory, phantom_root) -> Path:
     return variant
 
 
-@pytest.mark.slow
 def test_predict_reads_png_16_bit_tiff_grey_and_exif_rotated_photographs(
     cli, tmp_path, phantom_root, finished_run
 ):
