@@ -186,3 +186,45 @@ def test_runs_lists_finished_interrupted_and_failed_runs(cli, tmp_path, phantom_
     assert "TrainingDiverged" in runs["broken"]["errors"]["default"]
     table = cli("runs", tmp_path / "runs")
     assert "failed" in table.stdout and "odirkit run --resume" in table.stdout
+
+
+def test_a_variant_is_found_by_its_folder_or_by_the_name_the_experiment_gave_it(tmp_path):
+    """--variant takes the folder's name (plain-seed1) or, as odirkit run does, the
+    experiment's variant name when it ran once (gan); a name that ran several times is
+    refused listing every run of it."""
+    from odirkit.errors import RunError
+    from odirkit.runs import find_variant
+
+    for name in ("plain-seed0", "plain-seed1", "gan-seed0"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    assert find_variant(tmp_path, "plain-seed1").name == "plain-seed1"
+    assert find_variant(tmp_path, "gan").name == "gan-seed0"
+    with pytest.raises(RunError, match=r"'plain' ran 2 times \(plain-seed0, plain-seed1\)"):
+        find_variant(tmp_path, "plain")
+    with pytest.raises(RunError, match="no variant 'other'"):
+        find_variant(tmp_path, "other")
+
+
+def test_status_of_a_variant_folder_is_the_status_of_its_run(tmp_path):
+    from odirkit.files import write_json
+    from odirkit.runs import run_status
+
+    write_json(tmp_path / "run.json", {"name": "x", "variants": ["a-seed0", "b-seed0"]})
+    for name in ("a-seed0", "b-seed0"):
+        write_json(tmp_path / name / "config.json", {})
+    found = run_status(tmp_path / "b-seed0")
+    assert found["folder"] == str(tmp_path)
+    assert [row["variant"] for row in found["variants"]] == ["a-seed0", "b-seed0"]
+
+
+def test_validate_and_phantom_keep_brackets_in_paths(cli, tmp_path):
+    odd = tmp_path / "ph[data]x"
+    result = cli("phantom", str(odd), "--patients", "4", "--size", "32")
+    assert result.exit_code == 0, result.output
+    assert "ph[data]x" in result.output
+    exp = tmp_path / "e.toml"
+    exp.write_text(tiny_experiment(odd, epochs=1))
+    result = cli("validate", str(exp))
+    assert result.exit_code == 0, result.output
+    assert "ph[data]x" in result.output and "1 epoch," in result.output

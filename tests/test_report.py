@@ -116,6 +116,27 @@ def test_the_answer_gives_the_verdict_in_words_with_the_means_over_seeds():
     assert "augmented lowered the recall of D" in worse
 
 
+@pytest.mark.parametrize("added", [0, 40])
+def test_an_offline_augmenter_that_added_no_image_is_named_in_the_verdict(tmp_path, added):
+    """A DCGAN that trained no generator (too few images of every class) leaves its
+    variant's runs the baseline's: the answer says so beside the verdict."""
+    import json
+
+    found = runs({"default": 0.40, "gan": 0.45}, seeds=1)
+    for run, augment in zip(found, ([], [{"name": "dcgan"}]), strict=True):
+        folder = tmp_path / run.label
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"augment": augment}))
+        report = {"extra_train_images": {"dcgan": added}} if augment and added else {}
+        (folder / "data.json").write_text(json.dumps(report))
+        if augment:
+            (folder / "augment" / "0-dcgan").mkdir(parents=True)
+        run.directory = folder
+    (sentence,) = answer(found, [paired("gan", 0.05, 0.4, seeds=1)]).sentences
+    assert ("but dcgan added no training image" in sentence) == (added == 0), sentence
+    assert "gan (dcgan augmentation" in sentence
+
+
 def test_no_verdict_where_a_run_did_not_learn():
     found = runs({"default": 0.4, "augmented": 0.5}, not_learned="augmented-seed1")
     test = paired("augmented", 0.3, 0.001)

@@ -45,11 +45,15 @@ def validate(
         cfg = exp.config
         augment = ", ".join(a.name for a in exp.augmenters) or "none"
         explain = ", ".join(e.name for e in exp.explainers) or "none"
+        epochs = f"{cfg.train.epochs} epoch{'s' if cfg.train.epochs != 1 else ''}"
         out.print(
-            f"[green]ok[/green] {exp.name}/{exp.variant}: dataset {exp.dataset.name!r} at "
-            f"{cfg.data.root}, labels {''.join(cfg.data.labels)}, model {exp.model.name!r} at "
-            f"{exp.image_size}px, {cfg.train.epochs} epochs, augment: {augment}, "
-            f"explain: {explain}"
+            "[green]ok[/green] "
+            + plain(
+                f"{exp.name}/{exp.variant}: dataset {exp.dataset.name!r} at "
+                f"{cfg.data.root}, labels {''.join(cfg.data.labels)}, model "
+                f"{exp.model.name!r} at {exp.image_size}px, {epochs}, augment: {augment}, "
+                f"explain: {explain}"
+            )
         )
 
 
@@ -227,6 +231,8 @@ def phantom(
     table = spec.build(root=str(directory), **params)
     counts = ", ".join(f"{label} {int(table[label].sum())}" for label in LABELS)
     out.print(
-        f"{directory}: {table['patient_id'].nunique()} patients, {len(table)} images "
-        f"(per eye: {counts})"
+        plain(
+            f"{directory}: {table['patient_id'].nunique()} patients, {len(table)} images "
+            f"(per eye: {counts})"
+        )
     )

@@ -141,18 +141,37 @@ def _described(runs: Sequence[RunSummary], variants: Sequence[str]) -> dict[str,
     for variant in variants:
         member = next(r for r in runs if _base(r.label) == variant)
         names: list[str] = []
+        empty: list[str] = []
         if member.directory is not None:
+            vdir = VariantDirectory(member.directory)
             try:
-                config = VariantDirectory(member.directory).config()
+                config = vdir.config()
             except Exception:  # a folder without config.json: no description
                 config = {}
             names = [str(a.get("name")) for a in config.get("augment") or [] if a.get("name")]
+            empty = _added_nothing(vdir, names)
         augmenters[variant] = (
             (" and ".join(names) + " augmentation") if names else "no augmentation"
         )
+        if empty:  # an offline augmenter that added no image: the runs are the baseline's
+            augmenters[variant] += f", but {' and '.join(empty)} added no training image"
     if len(set(augmenters.values())) < 2:
         return {v: v for v in variants}
     return {v: f"{v} ({augmenters[v]})" for v in variants}
+
+
+def _added_nothing(vdir: VariantDirectory, names: Sequence[str]) -> list[str]:
+    """The offline augmenters of a variant (those with a folder of their own) that added
+    no training image (a DCGAN with too few images of every class, say)."""
+    try:
+        added = vdir.data_report().get("extra_train_images") or {}
+    except Exception:  # no data.json: nothing to say
+        return []
+    return [
+        name
+        for position, name in enumerate(names)
+        if vdir.augment_dir(position, name).is_dir() and not added.get(name)
+    ]
 
 
 def _figure(found: tuple[Any, Any, Any, str]) -> str:

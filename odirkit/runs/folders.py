@@ -60,6 +60,17 @@ def find_variant(path: str | Path, variant: str | None = None) -> VariantDirecto
     if variant is not None:
         if variant in names:
             return VariantDirectory(path / variant)
+        # the experiment file's variant name, as odirkit run --variant takes it
+        seeds = [
+            n for n in names if n.startswith(f"{variant}-seed") or n.startswith(f"{variant}-fold")
+        ]
+        if len(seeds) == 1:
+            return VariantDirectory(path / seeds[0])
+        if seeds:
+            raise RunError(
+                f"{path}: variant {variant!r} ran {len(seeds)} times ({', '.join(seeds)}); "
+                f"name one with --variant (e.g. --variant {seeds[0]})"
+            )
         raise RunError(
             f"{path}: no variant {variant!r}{closest(variant, names)}; its variants: "
             f"{', '.join(names)}"

@@ -65,7 +65,10 @@ def variant_status(vdir: VariantDirectory, job: dict[str, Any]) -> dict[str, Any
 
 
 def run_status(path: Path) -> dict[str, Any]:
-    """Each variant of a run folder: status, epoch, job, log; and the retry command."""
+    """Each variant of a run folder (or of the run a variant folder belongs to): status,
+    epoch, job, log; and the retry command."""
+    if VariantDirectory(path).exists and not (Path(path) / RunDirectory.RUN).exists():
+        path = Path(path).parent
     run = RunDirectory(path)
     jobs = run.jobs()
     rows = [variant_status(v, jobs.get("jobs", {}).get(v.name, {})) for v in run.variants()]

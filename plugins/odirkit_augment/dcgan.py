@@ -252,7 +252,8 @@ class DCGAN:
                     f"min_images = {self.min_images}; no GAN is trained for it"
                 )
                 warn(skipped)
-                notes.append(skipped[len("dcgan: ") :].capitalize() + ".")
+                note = skipped[len("dcgan: ") :]
+                notes.append(note[:1].upper() + note[1:] + ".")
                 continue
             count = self.images_per_class or round(self.ratio * len(positions))
             if count < 1:
