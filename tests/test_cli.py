@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -179,7 +180,9 @@ def test_runs_lists_finished_interrupted_and_failed_runs(cli, tmp_path, phantom_
     assert listed.exit_code == 0, listed.output
     runs = {r["experiment"]: r for r in json.loads(listed.stdout)}
     assert runs["fine"]["status"] == "finished" and runs["fine"]["resume"] is None
-    assert runs["fine"]["best"]["metric"] == "accuracy"
+    (fine_variant,) = (tmp_path / "runs" / "fine").glob("*/default")
+    learned = json.loads((fine_variant / "metrics.json").read_text())["learning"]["learned"]
+    assert (runs["fine"]["best"] or {}).get("metric") == ("accuracy" if learned else None)
     assert runs["stopped"]["status"] == "interrupted"
     assert runs["stopped"]["resume"] == f"odirkit run --resume {interrupted}"
     assert runs["broken"]["status"] == "failed"
@@ -228,3 +231,21 @@ def test_validate_and_phantom_keep_brackets_in_paths(cli, tmp_path):
     result = cli("validate", str(exp))
     assert result.exit_code == 0, result.output
     assert "ph[data]x" in result.output and "1 epoch," in result.output
+
+
+def test_runs_takes_no_best_figure_from_a_run_that_did_not_learn(cli, tmp_path):
+    from odirkit.files import write_json
+
+    run = tmp_path / "runs" / "quick" / "20261130-000000"
+    write_json(run / "run.json", {"name": "quick", "started": "now", "variants": ["a", "b", "c"]})
+    figures = {"a": (0.9, False), "b": (0.7, True), "c": (0.8, None)}  # None: not checked
+    for name, (value, learned) in figures.items():
+        write_json(run / name / "config.json", {})
+        metrics = {"task": "single_label", "final": {"f1_micro": value}}
+        write_json(run / name / "metrics.json", {**metrics, "learning": {"learned": learned}})
+    result = cli("runs", tmp_path / "runs", "--json")
+    (found,) = json.loads(result.stdout)
+    assert found["best"] == {"variant": "c", "metric": "accuracy", "value": 0.8}
+    assert found["not_learned"] == 1
+    shown = re.sub(r"[│\s]+", " ", cli("runs", tmp_path / "runs").stdout)
+    assert "c: accuracy 0.800 (1 did not learn)" in shown

@@ -105,7 +105,8 @@ def runs(
     ] = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The runs under a folder: experiment, start, variants, status, best headline figure."""
+    """The runs under a folder: experiment, start, variants, status, and the best single
+    run's headline figure among those that learned (the answer is in each report)."""
     from odirkit.runs import list_runs
 
     found = list_runs(root)
@@ -113,7 +114,7 @@ def runs(
         out.print_json(json.dumps(found))
         return
     table = Table(title=plain(f"runs under {root}"))
-    for column in ("experiment", "started", "variants", "status", "best"):
+    for column in ("experiment", "started", "variants", "status", "best run that learned"):
         table.add_column(column, no_wrap=column in ("experiment", "started"))
     for run in found:
         statuses = run["variants"]
@@ -127,7 +128,8 @@ def runs(
                 run["started"],
                 f"{done}/{len(statuses)} finished" + (f" ({states})" if states else ""),
                 run["status"],
-                f"{best['variant']}: {best['metric']} {best['value']:.3f}" if best else "",
+                (f"{best['variant']}: {best['metric']} {best['value']:.3f}" if best else "")
+                + (f" ({run['not_learned']} did not learn)" if run.get("not_learned") else ""),
             )
         )
     out.print(table)

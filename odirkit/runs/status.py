@@ -95,9 +95,13 @@ def list_runs(root: Path) -> list[dict[str, object]]:
         variants = [run.variant(v) for v in meta.get("variants", [])]
         statuses = {v.name: v.status for v in variants}
         best = None
+        unlearned = 0
         for vdir in variants:
             if vdir.finished:
                 final = vdir.metrics()
+                if (final.get("learning") or {}).get("learned") is False:
+                    unlearned += 1  # a run that did not learn is nobody's best
+                    continue
                 value = (final.get("final") or {}).get("f1_micro")
                 metric = "accuracy" if final.get("task") == "single_label" else "micro F1"
                 if isinstance(value, int | float) and (best is None or value > best[2]):
@@ -123,6 +127,7 @@ def list_runs(root: Path) -> list[dict[str, object]]:
                 "variants": statuses,
                 "status": status,
                 "best": {"variant": best[0], "metric": best[1], "value": best[2]} if best else None,
+                "not_learned": unlearned,
                 "errors": errors,
                 "resume": None if status in ("finished", "running") else retry_command(run),
             }
