@@ -122,6 +122,23 @@ def test_a_patient_with_one_diseased_eye_is_not_normal_under_either_fusion():
     )
 
 
+def test_a_patient_with_two_photographs_of_one_eye_fuses_all_three():
+    # patient 10 has two photographs of the left eye: three values per label, whose mean
+    # (0.4) is neither their median (0.2) nor their maximum. Listed 10, 9, 100: neither text
+    # nor numeric order.
+    from odirkit.fusion import fuse_eyes
+
+    probs = np.array([[0.8, 0.1], [0.6, 0.2], [0.5, 0.7], [0.3, 0.9], [0.9, 0.05], [0.4, 0.6]])
+    ids = ["10", "10", "9", "10", "9", "100"]
+    fused = fuse_eyes(probs, ids, ["N", "D"], fusion="max")
+    assert list(fused.index) == ["10", "9", "100"]  # in order of first appearance
+    assert fused.loc["10"].tolist() == pytest.approx([0.3, 0.9])  # N: min, D: max
+    assert fused.loc["9"].tolist() == pytest.approx([0.5, 0.7])
+    mean = fuse_eyes(probs, ids, ["N", "D"], fusion="mean")
+    assert mean.loc["10"].tolist() == pytest.approx([0.3, 0.4])  # N still the minimum
+    assert mean.loc["9", "D"] == pytest.approx(0.375)
+
+
 def disc_image(path: Path, colour: tuple[int, int, int]) -> None:
     """A bright disc on black, like a fundus photograph, in one colour."""
     image = Image.new("RGB", (80, 64))
