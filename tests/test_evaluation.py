@@ -468,6 +468,12 @@ def test_calibration_error_and_temperature_scaling():
     probs = np.array([0.1, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9, 0.9])
     # two used bins: mean 0.1 with frequency 0.5, mean 0.9 with frequency 0.75
     assert expected_calibration_error(outcomes, probs) == pytest.approx(0.5 * 0.4 + 0.5 * 0.15)
+    # five bins, two used with unequal counts (2 and 6 of 8 images): the gaps |frequency -
+    # mean probability| (0.4 and |5/6 - 0.85|) are weighted by the bins' shares, 0.1125, not
+    # averaged, 0.208; a probability of exactly 1 falls in the last bin, not a bin of its own
+    outcomes = np.array([0, 1, 1, 1, 1, 1, 1, 0])
+    probs = np.array([0.05, 0.15, 0.8, 0.8, 0.8, 0.8, 0.9, 1.0])
+    assert expected_calibration_error(outcomes, probs, bins=5) == pytest.approx(0.1125)
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 4, size=(5000, 3))
     labels = np.array(
