@@ -14,10 +14,17 @@ import pytest
 import torch
 from conftest import tiny_experiment
 from PIL import Image, ImageDraw
+from scipy.optimize import minimize_scalar
 from sklearn.metrics import f1_score, roc_auc_score
 
 from odirkit.bootstrap import Scored, intervals, paired_bootstrap, paired_over_runs
-from odirkit.calibration import expected_calibration_error, fit_temperature, probabilities
+from odirkit.calibration import (
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    probabilities,
+    reliability,
+)
 from odirkit.data.prepare import DataBundle, patient_truth
 from odirkit.data.split import carve_validation, patient_level_split
 from odirkit.data.table import Task
@@ -485,6 +492,66 @@ def test_calibration_error_and_temperature_scaling():
         < probabilities(logits[:, :2], single_label=False, temperature=0.5)
     ).astype(float)
     assert fit_temperature(logits[:, :2], binary, single_label=False) == pytest.approx(0.5, rel=0.1)
+
+
+def test_calibration_reliability_bins_brier_and_the_empty_cases():
+    # five bins: one image in bin 0 (its frequency counts, not a missing bin), none in
+    # bins 1 and 2, two in bin 3, two in bin 4; probabilities outside [0, 1] are clipped
+    outcomes = np.array([1, 0, 1, 1, 0])
+    probs = np.array([-0.2, 0.65, 0.75, 0.95, 1.3])
+    table = reliability(outcomes, probs, bins=5)
+    assert table.edges.tolist() == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    assert table.counts.tolist() == [1, 0, 0, 2, 2]
+    assert table.mean_probability[[0, 3, 4]].tolist() == pytest.approx([0.0, 0.7, 0.975])
+    assert table.frequency[[0, 3, 4]].tolist() == pytest.approx([1.0, 0.5, 0.5])
+    assert np.isnan(table.mean_probability[1:3]).all() and np.isnan(table.frequency[1:3]).all()
+    # the lone image of bin 0 weighs 1/5: (1 * |1 - 0| + 2 * |0.5 - 0.7| + 2 * 0.475) / 5
+    assert expected_calibration_error(outcomes, probs, bins=5) == pytest.approx(0.47)
+    assert np.isnan(expected_calibration_error(np.array([]), np.array([])))
+    # Brier: the mean squared distance of probability and outcome; nothing to score: nan
+    assert brier_score(np.array([0, 1, 1]), np.array([0.2, 0.6, 0.9])) == pytest.approx(0.07)
+    assert np.isnan(brier_score(np.array([]), np.array([])))
+
+
+def test_temperature_divides_the_logits_and_a_softmax_fits_multi_label_shares():
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]], dtype=np.float32)
+    plain = probabilities(logits, single_label=True)  # temperature 1 by default
+    assert plain.dtype == np.float64
+    expected = np.exp(logits / 2.0) / np.exp(logits / 2.0).sum(axis=1, keepdims=True)
+    assert probabilities(logits, single_label=True, temperature=2.0) == pytest.approx(expected)
+    assert plain == pytest.approx(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+    assert fit_temperature(np.zeros((0, 3)), np.zeros(0), single_label=True) == 1.0
+    # logits that are not numbers fit nothing: the temperature stays 1
+    nan = np.array([[np.nan, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    assert fit_temperature(nan, np.array([0, 2]), single_label=True) == 1.0
+    # one confidently right image: sharper is always better, T falls below 1
+    assert fit_temperature(np.array([[2.0, 0.0]]), np.array([0]), single_label=True) < 0.5
+    # one-hot targets as a 0/1 matrix under a softmax: fitted as the class indices are
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 4, size=(3000, 3))
+    truth = probabilities(logits, single_label=True, temperature=0.5)
+    labels = np.array([rng.choice(3, p=p) for p in truth])
+    as_indices = fit_temperature(logits, labels, single_label=True)
+    as_matrix = fit_temperature(logits, np.eye(3)[labels], single_label=True)
+    assert as_indices == pytest.approx(0.5, rel=0.1) and as_matrix == pytest.approx(as_indices)
+    # two labels of one image under a softmax are half a label each: the temperature that
+    # minimises the cross-entropy against those shares (found here by scipy, on a grid of T)
+    both = np.eye(3)[labels]
+    both[:1500, 2] = 1.0
+    shares = both / both.sum(axis=1, keepdims=True)
+
+    def shares_nll(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-(shares * log_p).sum(axis=1).mean())
+
+    best = minimize_scalar(shares_nll, bounds=(-3, 3), method="bounded", options={"xatol": 1e-8})
+    assert fit_temperature(logits, both, single_label=True) == pytest.approx(
+        np.exp(best.x), rel=1e-4
+    )
+    assert fit_temperature(logits.astype(np.float32), labels, single_label=True) == pytest.approx(
+        as_indices, rel=1e-4
+    )
 
 
 # -- intervals and paired tests -------------------------------------------------------------------
