@@ -12,6 +12,7 @@ import math
 import runpy
 import shutil
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -157,3 +158,64 @@ def test_benchmark_runs_small_and_prints_its_json(
     argv = [str(photos) if a == "{photos}" else a for a in args.split()]
     out = run_benchmark(name, argv, capsys, monkeypatch)
     check(out)
+
+
+# -- benchmarks/mutation.py: its own parts (a mutmut run takes minutes; not here) ------------
+
+
+def mutation_script():
+    return runpy.run_path(str(BENCHMARKS / "mutation.py"))
+
+
+def test_mutation_score_counts_killed_over_non_equivalent_and_lists_the_rest():
+    score = mutation_script()["score"]
+    result = {
+        "module": "odirkit/x.py",
+        "finished": True,
+        "seconds": 1.0,
+        "statuses": {
+            "a_1": "killed",
+            "a_2": "timeout",
+            "a_3": "survived",
+            "a_4": "no tests",
+            "a_5": "survived",
+            "a_6": "not checked",
+        },
+        "diffs": {"a_3": "-x\n+y", "a_4": "", "a_5": ""},
+    }
+    summary = score(result, {"a_5": "dtype only"})
+    # 2 killed of 4 counted: a_5 is equivalent, a_6 was never run
+    assert summary["killed"] == 2 and summary["score"] == 0.5
+    assert summary["equivalent"] == {"a_5": "dtype only"}
+    assert set(summary["survivors"]) == {"a_3", "a_4"}
+    assert summary["survivors"]["a_3"] == {"status": "survived", "diff": "-x\n+y"}
+
+
+def test_mutation_scratch_project_mutates_one_module_with_its_own_tests(tmp_path):
+    script = mutation_script()
+    tests = script["MODULES"]["odirkit/calibration.py"]
+    script["scratch_project"](tmp_path, "odirkit/calibration.py", tests)
+    config = tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]
+    assert config["mutmut"]["only_mutate"] == ["odirkit/calibration.py"]
+    assert config["mutmut"]["pytest_add_cli_args_test_selection"] == ["tests/test_evaluation.py"]
+    assert config["mutmut"]["pytest_add_cli_args"][-2:] == ["-k", "calibration or temperature"]
+    assert "slow" in " ".join(config["pytest"]["ini_options"]["markers"])
+    assert (tmp_path / "odirkit" / "calibration.py").read_text() == (
+        BENCHMARKS.parent / "odirkit" / "calibration.py"
+    ).read_text()  # a copy: mutmut's changes stay out of the working tree
+    assert (tmp_path / "tests").resolve() == BENCHMARKS.parent / "tests"
+
+
+def test_every_module_to_mutate_and_every_equivalent_mutant_exists():
+    script = mutation_script()
+    root = BENCHMARKS.parent
+    assert all((root / module).is_file() for module in script["MODULES"])
+    equivalent = tomllib.loads((BENCHMARKS / "mutation_equivalent.toml").read_text())
+    for module, mutants in equivalent.items():
+        assert module in script["MODULES"]
+        dotted = module.removesuffix(".py").replace("/", ".")
+        source = (root / module).read_text()
+        for name, entry in mutants.items():
+            assert name.startswith(dotted + ".x_") and entry["reason"], name
+            function = name[len(dotted) + 3 :].split("__mutmut_")[0]
+            assert f"def {function}(" in source, name
