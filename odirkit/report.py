@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from odirkit.bootstrap import below_level
 from odirkit.external_report import markdown_section
 from odirkit.figures import colour, error_bars, save_figure
 from odirkit.files import write_json, write_text
@@ -472,7 +473,7 @@ def _answer_sentence(
     else:
         over = test.over_runs.get(metric, {})
         difference, p = over.get("mean", math.nan), over.get("p_value", math.nan)
-        distinguishable = bool(math.isfinite(p) and p < 1 - confidence)
+        distinguishable = below_level(p, confidence)
         how = f"paired t-test over {len(test.pairs)} paired runs"
     # "improved" or "lowered" only where the difference is told apart from noise
     word = ("improved" if difference > 0 else "lowered") if distinguishable else "did not improve"

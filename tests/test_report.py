@@ -121,6 +121,8 @@ def test_the_answer_gives_the_verdict_in_words_with_the_means_over_seeds():
     assert "p = 0.001), distinguishable from noise" in better
     worse = answer(found, [paired("augmented", -0.3, 0.001)]).sentences[0]
     assert "augmented lowered the recall of D" in worse
+    at_level = answer(found, [paired("augmented", 0.3, 0.05)]).sentences[0]  # not below 0.05
+    assert "augmented did not improve" in at_level and "not distinguishable" in at_level
 
 
 def test_no_verdict_where_a_run_did_not_learn():
