@@ -557,6 +557,96 @@ def test_temperature_divides_the_logits_and_a_softmax_fits_multi_label_shares():
 # -- intervals and paired tests -------------------------------------------------------------------
 
 
+def test_bootstrap_weights_are_repeated_patients_and_unit_weights_the_point_metrics():
+    # 40 patients, 3 labels, ties among the scores; a weight row of counts must score as the
+    # data with each patient repeated that many times, a row of ones as the data itself
+    from sklearn.metrics import cohen_kappa_score, recall_score
+
+    from odirkit.bootstrap import weighted_metrics
+    from odirkit.metrics import odir_score
+
+    rng = np.random.default_rng(5)
+    y = (rng.uniform(size=(40, 3)) < [0.5, 0.3, 0.2]).astype(int)
+    s = np.clip(y * 0.3 + rng.uniform(size=(40, 3)) * 0.7, 0, 1).round(1)
+    d = (s > 0.5).astype(int)
+    counts = rng.integers(0, 4, size=40).astype(float)
+    scored = Scored.build(y, d, s, labels=["N", "D", "G"], challenge=True)
+    unit, repeated = (
+        {k: v[i] for k, v in weighted_metrics(scored, np.stack([np.ones(40), counts])).items()}
+        for i in (0, 1)
+    )
+    for figures, rows in (
+        (unit, np.arange(40)),
+        (repeated, np.repeat(np.arange(40), counts.astype(int))),
+    ):
+        yy, dd, ss = y[rows], d[rows], s[rows]
+        assert figures["f1_micro"] == pytest.approx(f1_score(yy, dd, average="micro"))
+        assert figures["f1_macro"] == pytest.approx(f1_score(yy, dd, average="macro"))
+        assert figures["recall_macro"] == pytest.approx(recall_score(yy, dd, average="macro"))
+        assert figures["auc_macro"] == pytest.approx(roc_auc_score(yy, ss, average="macro"))
+        specificity = [
+            ((1 - yy[:, c]) * (1 - dd[:, c])).sum() / (1 - yy[:, c]).sum() for c in range(3)
+        ]
+        assert figures["specificity_macro"] == pytest.approx(np.mean(specificity))
+        for c, label in enumerate("NDG"):
+            assert figures[f"recall_{label}"] == pytest.approx(recall_score(yy[:, c], dd[:, c]))
+            assert figures[f"auc_{label}"] == pytest.approx(roc_auc_score(yy[:, c], ss[:, c]))
+            assert figures[f"specificity_{label}"] == pytest.approx(specificity[c])
+        odir = odir_score(yy, ss)
+        assert figures["odir_patient_kappa"] == pytest.approx(
+            cohen_kappa_score(yy.ravel(), dd.ravel())
+        )
+        assert figures["odir_patient_kappa"] == pytest.approx(odir["kappa"])
+        assert figures["odir_patient_f1"] == pytest.approx(odir["f1"])
+        assert figures["odir_patient_auc"] == pytest.approx(odir["auc"])
+        assert figures["odir_patient_final"] == pytest.approx(odir["final"])
+
+
+def test_interval_of_a_mean_and_paired_t_test_over_runs_match_scipy():
+    from scipy import stats
+
+    from odirkit.bootstrap import mean_interval
+
+    values = [0.61, 0.64, 0.70, 0.58, float("nan")]  # a NaN run is left out
+    seen = np.array(values[:4])
+    plain = mean_interval(values, 0.9)
+    low, high = stats.t.interval(0.9, 3, loc=seen.mean(), scale=stats.sem(seen))
+    assert plain == pytest.approx(
+        {"n": 4, "mean": seen.mean(), "std": seen.std(ddof=1), "low": low, "high": high}
+    )
+    logits = np.log(seen / (1 - seen))
+    low, high = stats.t.interval(0.9, 3, loc=logits.mean(), scale=stats.sem(logits))
+    bounded = mean_interval(values, 0.9, bounded=True)
+    assert (bounded["low"], bounded["high"]) == pytest.approx(
+        (1 / (1 + np.exp(-low)), 1 / (1 + np.exp(-high)))
+    )
+    assert bounded["mean"] == pytest.approx(seen.mean()) and bounded["n"] == 4
+    edge = mean_interval([0.0, 0.5, 0.6], bounded=True)  # 0 is held at 1e-6, inside
+    clipped = np.log(np.array([1e-6, 0.5, 0.6]) / (1 - np.array([1e-6, 0.5, 0.6])))
+    low, high = stats.t.interval(0.95, 2, loc=clipped.mean(), scale=stats.sem(clipped))
+    assert (edge["low"], edge["high"]) == pytest.approx(
+        (1 / (1 + np.exp(-low)), 1 / (1 + np.exp(-high))), rel=1e-6
+    )
+    one = mean_interval([0.7])
+    assert one["n"] == 1 and one["mean"] == 0.7
+    assert all(np.isnan(one[k]) for k in ("std", "low", "high"))
+    none = mean_interval([float("nan")])
+    assert none["n"] == 0 and all(np.isnan(none[k]) for k in ("mean", "std", "low", "high"))
+
+    differences = [0.02, 0.05, -0.01, 0.04, float("nan")]
+    test = paired_over_runs(differences)
+    expected = stats.ttest_1samp(np.array(differences[:4]), 0.0)
+    assert test == pytest.approx(
+        {"runs": 4, "mean": 0.025, "t": expected.statistic, "p_value": expected.pvalue}
+    )
+    alone = paired_over_runs([0.03])
+    assert alone["runs"] == 1 and alone["mean"] == 0.03 and np.isnan(alone["p_value"])
+    assert np.isnan(paired_over_runs([])["mean"])
+    # every run the same difference: no spread to test, certain either way
+    assert paired_over_runs([0.02, 0.02, 0.02])["p_value"] == 0.0
+    assert paired_over_runs([0.0, 0.0])["p_value"] == 1.0
+
+
 def test_bootstrap_intervals_cover_the_true_metric_at_their_level():
     rng = np.random.default_rng(11)
     recall_hits = auc_hits = 0
