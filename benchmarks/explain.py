@@ -5,7 +5,7 @@ explains a batch of images (one target class each) through odirkit's batched
 path, on whatever device is present. SmoothGrad uses its defaults (25 noisy
 samples, 5 at a time for each image). Prints one JSON object.
 
-    python benchmarks/explain.py [--batch 8] [--repeats 2]
+    python benchmarks/explain.py [--batch 8] [--repeats 2] [--models cnn vgg13_bn]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import torch
 
 from odirkit.explain import Pair, compute_maps
-from odirkit.layers import resolve_layer
+from odirkit.layers import not_applicable, resolve_layer
 from odirkit.plugins import get_registry
 
 MODELS = {
@@ -36,11 +36,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=[m[0] for m in MODELS.values()],
+        default=None,
+        help="the models to measure (default: all)",
+    )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     registry = get_registry()
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, float | str]] = {}
     for label, (name, size, params) in MODELS.items():
+        if args.models and name not in args.models:
+            continue
         spec = registry.get("model", name)
         torch.manual_seed(0)
         model = spec.build(num_classes=2, **params).to(device).eval()
@@ -49,6 +58,10 @@ def main() -> None:
         _, layer = resolve_layer(model, "default", spec.meta["cam_layer"])
         results[label] = {}
         for explainer_spec in registry.specs("explainer"):
+            reason = not_applicable(explainer_spec.meta.get("applies_to"), model)
+            if reason:  # attention rollout on a CNN, say
+                results[label][explainer_spec.name] = f"not applicable: {reason}"
+                continue
             explainer = explainer_spec.build()
             compute_maps(explainer, model, x, pairs[:1], layer, seed=0)  # warm-up
             times = []

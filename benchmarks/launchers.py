@@ -8,7 +8,7 @@ uses fewer threads). Prints one JSON object. On 2 CPU cores
 this shows the mechanism (process start-up, threads split between the jobs), not a
 speed claim; on a machine with several GPUs each pool job has its own.
 
-    python benchmarks/launchers.py [--epochs 3] [--jobs 2]
+    python benchmarks/launchers.py [--epochs 3] [--jobs 2] [--patients 80]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ device = "cpu"
 [data]
 dataset = "phantom"
 root = "{root}"
-patients = 80
+patients = {patients}
 size = 128
 labels = ["N", "D"]
 image_size = 96
@@ -75,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--patients", type=int, default=80)
     args = parser.parse_args()
     env = {**os.environ, "ODIRKIT_QUIET": "1"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +89,7 @@ def main() -> None:
                 "phantom",
                 str(phantom),
                 "--patients",
-                "80",
+                str(args.patients),
                 "--size",
                 "128",
             ],
@@ -97,7 +98,9 @@ def main() -> None:
             env=env,
         )
         exp = where / "bench.toml"
-        exp.write_text(EXPERIMENT.format(root=phantom.as_posix(), epochs=args.epochs))
+        exp.write_text(
+            EXPERIMENT.format(root=phantom.as_posix(), epochs=args.epochs, patients=args.patients)
+        )
         local = timed(["run", str(exp), "--out", "local"], where, env)
         pool = timed(
             ["run", str(exp), "--out", "pool", "--launcher", "pool", "--jobs", str(args.jobs)],

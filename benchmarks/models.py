@@ -12,6 +12,7 @@ sequences), and, on CUDA or with ``--compile``, with ``torch.compile`` on top of
 mixed precision. Runs on whatever device is present; prints one JSON object.
 
     python benchmarks/models.py [--batch 8] [--steps 3] [--models cnn vgg13_bn inception_v3 vit]
+        [--size N]
     python benchmarks/models.py --models vit --vit-arch vit_base_patch16_224 --batch 4
 """
 
@@ -135,6 +136,12 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also measure torch.compile on the CPU"
     )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="one image size for every model (default: each model's own, as in the paper)",
+    )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mixed = "auto" if device.type == "cuda" else "bf16"
@@ -148,7 +155,7 @@ def main() -> None:
         settings["mixed_and_compile"] = (mixed, False, True)
     results: dict[str, dict[str, Any]] = {}
     for name in args.models:
-        size = PAPER_SIZES[name]
+        size = args.size or PAPER_SIZES[name]
         label = f"{name}({args.vit_arch})@{size}" if name == "vit" else f"{name}@{size}"
         results[label] = {}
         for setting, (precision, channels_last, compile) in settings.items():

@@ -284,6 +284,12 @@ def paired_over_runs(differences: Sequence[float]) -> dict[str, float]:
     }
 
 
+def below_level(p: float, confidence: float = CONFIDENCE) -> bool:
+    """Whether a p-value is below ``1 - confidence`` (0.05 at 95%): p = 0.05 is not, though
+    ``1 - 0.95`` is 0.050000000000000044 in floating point. NaN never is."""
+    return bool(np.isfinite(p) and p < round(1.0 - confidence, 12))
+
+
 def mean_interval(
     values: Sequence[float], confidence: float = CONFIDENCE, *, bounded: bool = False
 ) -> dict[str, float]:

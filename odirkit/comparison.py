@@ -180,7 +180,7 @@ class VariantTest:
             per_pair = [p.differences[i] for p in self.pairs]
             alone = sum(d.distinguishable for d in per_pair)
             p = summary.get("p_value", float("nan"))
-            distinguishable = np.isfinite(p) and p < 1 - confidence
+            distinguishable = bootstrap.below_level(p, confidence)
             word = (
                 "distinguishable from noise"
                 if distinguishable

@@ -3,6 +3,8 @@
 Each training step reseeds PyTorch's global generator from ``(seed, epoch,
 step)`` and gives the augmenters a fresh generator derived the same way, so a
 run resumed at any step draws exactly the numbers an uninterrupted run draws.
+Checkpoints therefore hold no generator state: nothing draws between a resume
+and the first step's reseeding.
 """
 
 from __future__ import annotations
@@ -45,42 +47,6 @@ def generator_for(device: torch.device, *parts: int) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(*parts))
     return gen
-
-
-def random_states() -> dict:
-    """Every global random generator's state, as tensors and plain values (for checkpoints).
-
-    odirkit reseeds from ``(seed, epoch, step)`` at every step, so these are kept for
-    completeness: a resumed run restores them before its first step.
-    """
-    _, keys, position, gauss_next, cached = np.random.get_state(legacy=True)
-    py_version, py_state, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "position": int(position),
-            "gauss_next": int(gauss_next),
-            "cached": float(cached),
-        },
-        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
-    }
-
-
-def restore_random_states(states: dict) -> None:
-    """Put back what :func:`random_states` saved (missing parts are left alone)."""
-    if "torch" in states:
-        torch.set_rng_state(states["torch"])
-    if states.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    if "numpy" in states:
-        n = states["numpy"]
-        keys = n["keys"].numpy().astype(np.uint32)
-        np.random.set_state(("MT19937", keys, n["position"], n["gauss_next"], n["cached"]))
-    if "python" in states:
-        p = states["python"]
-        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
 @unique

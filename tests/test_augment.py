@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from odirkit_augment.classic import contrast_stretch
 
 OFF = {"noise_p": 0.0, "rotation_p": 0.0, "contrast_p": 0.0}
 
@@ -105,6 +106,60 @@ def test_no_flip_unless_asked(classic, phantom_root):
     assert torch.equal(untouched, images)
     flipped = classic(**OFF, hflip_p=1.0)(images, torch.Generator().manual_seed(0))
     assert torch.equal(flipped, images.flip(-1))
+
+
+def _every_transform(**on: float) -> dict[str, float]:
+    return {**OFF, "hflip_p": 0.0, "vflip_p": 0.0, **on}
+
+
+@pytest.mark.parametrize(
+    ("on", "expected"),
+    [
+        ({"hflip_p": 1.0}, lambda x: x.flip(-1)),
+        ({"vflip_p": 1.0}, lambda x: x.flip(-2)),
+        ({"contrast_p": 1.0}, lambda x: contrast_stretch(x, 0.2, 99.8, inplace=False)),
+        ({}, lambda x: x),
+    ],
+    ids=["hflip", "vflip", "contrast", "none"],
+)
+def test_each_transform_alone_is_exactly_itself_and_an_off_one_never_happens(classic, on, expected):
+    # each transform's own probability decides it: with one at 1 and every other at 0, the
+    # batch is that transform of the images, whatever the others' draws are (768 draws: an
+    # off transform that fired once in a hundred would show)
+    images = torch.rand(256, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 0.6 + 0.2
+    for seed in range(3):
+        out = classic(**_every_transform(**on))(images, torch.Generator().manual_seed(seed))
+        assert torch.allclose(out, expected(images), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("enabled", "expected"),
+    [
+        ("hflip_p", lambda x: x.flip(-1)),
+        ("contrast_p", lambda x: contrast_stretch(x, 0.2, 99.8, inplace=False)),
+    ],
+)
+def test_an_offline_copy_gets_an_enabled_transform_never_a_disabled_one(enabled, expected):
+    # offline copies must differ from their source: where no transform was drawn, one of
+    # the *enabled* ones is applied (here the only one, at a small probability)
+    from odirkit_augment.classic import ClassicAugment
+
+    params = {**_every_transform(**{enabled: 0.05}), "max_angle": math.pi / 4}
+    aug = ClassicAugment(
+        **params, noise_variance=0.01, low_percentile=0.2, high_percentile=99.8, at_least_one=True
+    )
+    images = torch.rand(16, 3, 24, 24, generator=torch.Generator().manual_seed(5)) * 0.6 + 0.2
+    out = aug(images, torch.Generator().manual_seed(0))
+    assert torch.allclose(out, expected(images), atol=1e-6)
+    nothing = ClassicAugment(
+        **_every_transform(),
+        max_angle=1.0,
+        noise_variance=0.01,
+        low_percentile=0.2,
+        high_percentile=99.8,
+        at_least_one=True,
+    )
+    assert torch.equal(nothing(images, torch.Generator().manual_seed(0)), images)
 
 
 def test_same_generator_seed_same_batch(classic):

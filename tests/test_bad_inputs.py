@@ -431,6 +431,23 @@ CASES = [
         ),
         "confidence: input should be a finite number",
     ),
+    # -- the level of an interval lies strictly between 0.5 and 1
+    Case(
+        "confidence_of_one",
+        experiment(BASE + "[eval]\nconfidence = 1.0\n"),
+        "[eval] confidence: input should be less than 1, got 1.0 (float)",
+    ),
+    # -- a plugin parameter is read as written, never coerced from text or a boolean
+    Case(
+        "plugin_float_given_as_text",
+        experiment(BASE + '[model]\ndropout = "0.3"\n'),
+        "[model] dropout: input should be a valid number, got '0.3' (str) for model 'cnn'",
+    ),
+    Case(
+        "plugin_float_given_as_true",
+        experiment(BASE + 'augment = [{ name = "classic", noise_p = true }]\n'),
+        "[augment.0] noise_p: input should be a valid number, got True (bool)",
+    ),
     Case(
         "score_missing_columns",
         lambda work, phantom: (

@@ -111,6 +111,19 @@ def test_each_patient_is_their_left_then_right_photograph_and_a_lone_eye_is_flag
     assert single.report["left_out_without_exactly_one_label"] == 1
 
 
+def test_of_two_photographs_of_one_eye_the_first_listed_is_paired():
+    # patient 7's left eye was photographed twice (rows 1 and 3); patient 5 once per eye
+    eyes = [("7", "right"), ("7", "left"), ("5", "left"), ("7", "left"), ("5", "right")]
+    rows, store = _photos(eyes)
+    truth = pd.DataFrame({"N": [0, 1], "D": [1, 0]}, index=["7", "5"])
+    side = np.array(["train"] * len(eyes))
+    paired = pair_patients(rows, store, side, truth, Task(("N", "D"), "multi_label"))
+    assert list(paired.table["patient_id"]) == ["7", "5"]
+    assert list(paired.table["eye"]) == ["both", "both"]
+    assert paired.store.batch(np.array([0, 1]))[:, 0, 0, 0].tolist() == [1, 0, 2, 4]
+    assert paired.table["left_path"].tolist() == ["7_left.jpg", "5_left.jpg"]
+
+
 # -- the model ---------------------------------------------------------------------------
 
 

@@ -69,6 +69,23 @@ def test_syntax_error_names_file_line_and_column(tmp_path, registry):
         ("augment = [{ strength = 1 }]\n", "[augment.0] each augment entry needs name"),
         ('augment = [{ name = "nope" }]\n', "[augment.0] unknown augmenter 'nope'"),
         ('device = "gpu"\n', "[top level] device: string should match pattern"),
+        ("[eval]\nconfidence = 1.0\n", "[eval] confidence: input should be less than 1"),
+        ("[eval]\nconfidence = 0\n", "[eval] confidence: input should be greater than 0.5"),
+        ("[eval]\nconfidence = -0.9\n", "[eval] confidence: input should be greater than 0.5"),
+        (
+            '[model]\ndropout = "0.3"\n',
+            "[model] dropout: input should be a valid number, got '0.3'",
+        ),
+        ("[model]\ndropout = true\n", "[model] dropout: input should be a valid number, got True"),
+        ("[model]\npool = true\n", "[model] pool: input should be a valid integer, got True"),
+        ('[model]\npool = "2"\n', "[model] pool: input should be a valid integer, got '2'"),
+        ("[model]\npool = 2.0\n", "[model] pool: input should be a valid integer, got 2.0"),
+        ("[data]\ndifficulty = 1\n", "[data] difficulty: input should be"),
+        ("[model]\nbatch_norm = 1\n", "[model] batch_norm: input should be a valid boolean, got 1"),
+        (
+            'augment = [{ name = "classic", noise_p = "0.3" }]\n',
+            "[augment.0] noise_p: input should be a valid number, got '0.3' (str)",
+        ),
     ],
 )
 def test_bad_values_name_file_table_and_key(tmp_path, registry, text, expected):

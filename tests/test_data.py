@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from odirkit.data.images import ImageCache, Preprocessing, prepare_images, preprocess
@@ -117,6 +119,50 @@ def test_corrupt_and_missing_images_are_reported_by_name(tmp_path):
     assert set(prepared.failures) == {1, 2}
     assert "corrupt.jpg" in prepared.failures[1]
     assert "missing.jpg: image file not found" in prepared.failures[2]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    classes=st.lists(st.integers(0, 3), min_size=1, max_size=80),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_undersampled_indices_are_unique_input_indices_balanced(classes, seed):
+    classes = np.array(classes)
+    indices = 1000 - 7 * np.arange(len(classes))  # not positions, and in falling order
+    kept = undersample(indices, classes, seed=seed)
+    assert len(set(kept.tolist())) == len(kept)  # each image at most once
+    assert set(kept.tolist()) <= set(indices.tolist())
+    assert np.array_equal(kept, np.sort(kept))
+    of_class = dict(zip(indices.tolist(), classes.tolist(), strict=True))
+    counts = np.bincount([of_class[i] for i in kept.tolist()], minlength=4)
+    smallest = np.bincount(classes, minlength=4)
+    smallest = smallest[smallest > 0].min()
+    assert sorted(set(counts[counts > 0].tolist())) == [smallest]  # every class, as rare
+    assert (counts > 0).sum() == len(np.unique(classes))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.booleans(), min_size=4, max_size=4), min_size=1, max_size=60),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_multilabel_undersampling_keeps_a_subset_and_every_image_of_a_rare_label(rows, seed):
+    from odirkit.data.split import undersample_multilabel
+
+    targets = np.array(rows, dtype=np.float32)
+    indices = 3 * np.arange(len(rows))[::-1] + 5  # rows of a larger table, in falling order
+    table = np.zeros((indices.max() + 1, 4), np.float32)
+    table[indices] = targets
+    kept = undersample_multilabel(indices, table, seed=seed)
+    assert len(set(kept.tolist())) == len(kept)
+    assert set(kept.tolist()) <= set(indices.tolist())
+    before, after = table[indices].sum(axis=0), table[kept].sum(axis=0)
+    median = np.median(before)
+    rare = before <= median
+    assert np.array_equal(after[rare], before[rare])  # no image of a rare label removed
+    assert (after[~rare] >= np.floor(median)).all()  # the common ones cut to the median
+    removed = np.setdiff1d(indices, kept)
+    assert not table[removed][:, rare].any()  # what goes carries common labels only
 
 
 def test_multilabel_undersampling_caps_the_common_labels_and_keeps_every_rare_one():

@@ -403,6 +403,33 @@ def test_a_run_killed_at_any_write_resumes_to_the_numbers_of_an_uninterrupted_on
     assert final[0]["final"] == final[1]["final"] and final[0]["best"] == final[1]["best"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["after:last.pt:2", "after:metrics.csv:2"])
+def test_early_stopping_interrupted_after_an_epoch_without_progress_stops_where_it_would(
+    tmp_path, phantom_root, kill_at
+):
+    # lr 1e-12: epoch 1 sets the best, epochs 2, 3, ... never beat it. With patience 2 an
+    # uninterrupted run stops after epoch 3; a run killed after epoch 2 (one epoch without
+    # progress) must remember that epoch when it resumes, and stop after epoch 3 too.
+    text = tiny_experiment(phantom_root, epochs=6, extra="patience = 2\n")
+    exp = tmp_path / "exp.toml"
+    exp.write_text(text.replace("lr = 0.003", "lr = 1e-12"))
+    whole = _odirkit("run", str(exp), "--out", str(tmp_path / "whole"))
+    assert whole.wait() == 0, whole.communicate()
+    env = {**os.environ, "ODIRKIT_KILL_AT": kill_at}
+    killed = _odirkit("run", str(exp), "--out", str(tmp_path / "broken"), env=env)
+    _, err = killed.communicate()
+    assert killed.returncode == 137, err
+    (run,) = run_dirs(tmp_path / "broken")
+    resumed = _odirkit("run", "--resume", str(run))
+    assert resumed.wait() == 0, resumed.communicate()
+    (reference,) = run_dirs(tmp_path / "whole")
+    finals = [json.loads((r / "default/metrics.json").read_text()) for r in (reference, run)]
+    assert [f["epochs_trained"] for f in finals] == [3, 3]
+    assert all(f["stopped_early"] and f["best"]["epoch"] == 1 for f in finals)
+    assert len(pd.read_csv(run / "default/metrics.csv")) == 3
+
+
 def test_a_last_batch_of_one_image_is_merged_where_batch_norm_would_fail(capsys):
     from types import SimpleNamespace
 

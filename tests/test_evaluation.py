@@ -14,10 +14,17 @@ import pytest
 import torch
 from conftest import tiny_experiment
 from PIL import Image, ImageDraw
+from scipy.optimize import minimize_scalar
 from sklearn.metrics import f1_score, roc_auc_score
 
 from odirkit.bootstrap import Scored, intervals, paired_bootstrap, paired_over_runs
-from odirkit.calibration import expected_calibration_error, fit_temperature, probabilities
+from odirkit.calibration import (
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    probabilities,
+    reliability,
+)
 from odirkit.data.prepare import DataBundle, patient_truth
 from odirkit.data.split import carve_validation, patient_level_split
 from odirkit.data.table import Task
@@ -120,6 +127,23 @@ def test_a_patient_with_one_diseased_eye_is_not_normal_under_either_fusion():
     assert np.array_equal(
         predictions(mean.probs, single_label=False, thresholds=chosen), mean.targets
     )
+
+
+def test_a_patient_with_two_photographs_of_one_eye_fuses_all_three():
+    # patient 10 has two photographs of the left eye: three values per label, whose mean
+    # (0.4) is neither their median (0.2) nor their maximum. Listed 10, 9, 100: neither text
+    # nor numeric order.
+    from odirkit.fusion import fuse_eyes
+
+    probs = np.array([[0.8, 0.1], [0.6, 0.2], [0.5, 0.7], [0.3, 0.9], [0.9, 0.05], [0.4, 0.6]])
+    ids = ["10", "10", "9", "10", "9", "100"]
+    fused = fuse_eyes(probs, ids, ["N", "D"], fusion="max")
+    assert list(fused.index) == ["10", "9", "100"]  # in order of first appearance
+    assert fused.loc["10"].tolist() == pytest.approx([0.3, 0.9])  # N: min, D: max
+    assert fused.loc["9"].tolist() == pytest.approx([0.5, 0.7])
+    mean = fuse_eyes(probs, ids, ["N", "D"], fusion="mean")
+    assert mean.loc["10"].tolist() == pytest.approx([0.3, 0.4])  # N still the minimum
+    assert mean.loc["9", "D"] == pytest.approx(0.375)
 
 
 def disc_image(path: Path, colour: tuple[int, int, int]) -> None:
@@ -455,6 +479,12 @@ def test_calibration_error_and_temperature_scaling():
     probs = np.array([0.1, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9, 0.9])
     # two used bins: mean 0.1 with frequency 0.5, mean 0.9 with frequency 0.75
     assert expected_calibration_error(outcomes, probs) == pytest.approx(0.5 * 0.4 + 0.5 * 0.15)
+    # five bins, two used with unequal counts (2 and 6 of 8 images): the gaps |frequency -
+    # mean probability| (0.4 and |5/6 - 0.85|) are weighted by the bins' shares, 0.1125, not
+    # averaged, 0.208; a probability of exactly 1 falls in the last bin, not a bin of its own
+    outcomes = np.array([0, 1, 1, 1, 1, 1, 1, 0])
+    probs = np.array([0.05, 0.15, 0.8, 0.8, 0.8, 0.8, 0.9, 1.0])
+    assert expected_calibration_error(outcomes, probs, bins=5) == pytest.approx(0.1125)
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 4, size=(5000, 3))
     labels = np.array(
@@ -468,7 +498,157 @@ def test_calibration_error_and_temperature_scaling():
     assert fit_temperature(logits[:, :2], binary, single_label=False) == pytest.approx(0.5, rel=0.1)
 
 
+def test_calibration_reliability_bins_brier_and_the_empty_cases():
+    # five bins: one image in bin 0 (its frequency counts, not a missing bin), none in
+    # bins 1 and 2, two in bin 3, two in bin 4; probabilities outside [0, 1] are clipped
+    outcomes = np.array([1, 0, 1, 1, 0])
+    probs = np.array([-0.2, 0.65, 0.75, 0.95, 1.3])
+    table = reliability(outcomes, probs, bins=5)
+    assert table.edges.tolist() == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    assert table.counts.tolist() == [1, 0, 0, 2, 2]
+    assert table.mean_probability[[0, 3, 4]].tolist() == pytest.approx([0.0, 0.7, 0.975])
+    assert table.frequency[[0, 3, 4]].tolist() == pytest.approx([1.0, 0.5, 0.5])
+    assert np.isnan(table.mean_probability[1:3]).all() and np.isnan(table.frequency[1:3]).all()
+    # the lone image of bin 0 weighs 1/5: (1 * |1 - 0| + 2 * |0.5 - 0.7| + 2 * 0.475) / 5
+    assert expected_calibration_error(outcomes, probs, bins=5) == pytest.approx(0.47)
+    assert np.isnan(expected_calibration_error(np.array([]), np.array([])))
+    # Brier: the mean squared distance of probability and outcome; nothing to score: nan
+    assert brier_score(np.array([0, 1, 1]), np.array([0.2, 0.6, 0.9])) == pytest.approx(0.07)
+    assert np.isnan(brier_score(np.array([]), np.array([])))
+
+
+def test_temperature_divides_the_logits_and_a_softmax_fits_multi_label_shares():
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]], dtype=np.float32)
+    plain = probabilities(logits, single_label=True)  # temperature 1 by default
+    assert plain.dtype == np.float64
+    expected = np.exp(logits / 2.0) / np.exp(logits / 2.0).sum(axis=1, keepdims=True)
+    assert probabilities(logits, single_label=True, temperature=2.0) == pytest.approx(expected)
+    assert plain == pytest.approx(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+    assert fit_temperature(np.zeros((0, 3)), np.zeros(0), single_label=True) == 1.0
+    # logits that are not numbers fit nothing: the temperature stays 1
+    nan = np.array([[np.nan, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    assert fit_temperature(nan, np.array([0, 2]), single_label=True) == 1.0
+    # one confidently right image: sharper is always better, T falls below 1
+    assert fit_temperature(np.array([[2.0, 0.0]]), np.array([0]), single_label=True) < 0.5
+    # one-hot targets as a 0/1 matrix under a softmax: fitted as the class indices are
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 4, size=(3000, 3))
+    truth = probabilities(logits, single_label=True, temperature=0.5)
+    labels = np.array([rng.choice(3, p=p) for p in truth])
+    as_indices = fit_temperature(logits, labels, single_label=True)
+    as_matrix = fit_temperature(logits, np.eye(3)[labels], single_label=True)
+    assert as_indices == pytest.approx(0.5, rel=0.1) and as_matrix == pytest.approx(as_indices)
+    # two labels of one image under a softmax are half a label each: the temperature that
+    # minimises the cross-entropy against those shares (found here by scipy, on a grid of T)
+    both = np.eye(3)[labels]
+    both[:1500, 2] = 1.0
+    shares = both / both.sum(axis=1, keepdims=True)
+
+    def shares_nll(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-(shares * log_p).sum(axis=1).mean())
+
+    best = minimize_scalar(shares_nll, bounds=(-3, 3), method="bounded", options={"xatol": 1e-8})
+    assert fit_temperature(logits, both, single_label=True) == pytest.approx(
+        np.exp(best.x), rel=1e-4
+    )
+    assert fit_temperature(logits.astype(np.float32), labels, single_label=True) == pytest.approx(
+        as_indices, rel=1e-4
+    )
+
+
 # -- intervals and paired tests -------------------------------------------------------------------
+
+
+def test_bootstrap_weights_are_repeated_patients_and_unit_weights_the_point_metrics():
+    # 40 patients, 3 labels, ties among the scores; a weight row of counts must score as the
+    # data with each patient repeated that many times, a row of ones as the data itself
+    from sklearn.metrics import cohen_kappa_score, recall_score
+
+    from odirkit.bootstrap import weighted_metrics
+    from odirkit.metrics import odir_score
+
+    rng = np.random.default_rng(5)
+    y = (rng.uniform(size=(40, 3)) < [0.5, 0.3, 0.2]).astype(int)
+    s = np.clip(y * 0.3 + rng.uniform(size=(40, 3)) * 0.7, 0, 1).round(1)
+    d = (s > 0.5).astype(int)
+    counts = rng.integers(0, 4, size=40).astype(float)
+    scored = Scored.build(y, d, s, labels=["N", "D", "G"], challenge=True)
+    unit, repeated = (
+        {k: v[i] for k, v in weighted_metrics(scored, np.stack([np.ones(40), counts])).items()}
+        for i in (0, 1)
+    )
+    for figures, rows in (
+        (unit, np.arange(40)),
+        (repeated, np.repeat(np.arange(40), counts.astype(int))),
+    ):
+        yy, dd, ss = y[rows], d[rows], s[rows]
+        assert figures["f1_micro"] == pytest.approx(f1_score(yy, dd, average="micro"))
+        assert figures["f1_macro"] == pytest.approx(f1_score(yy, dd, average="macro"))
+        assert figures["recall_macro"] == pytest.approx(recall_score(yy, dd, average="macro"))
+        assert figures["auc_macro"] == pytest.approx(roc_auc_score(yy, ss, average="macro"))
+        specificity = [
+            ((1 - yy[:, c]) * (1 - dd[:, c])).sum() / (1 - yy[:, c]).sum() for c in range(3)
+        ]
+        assert figures["specificity_macro"] == pytest.approx(np.mean(specificity))
+        for c, label in enumerate("NDG"):
+            assert figures[f"recall_{label}"] == pytest.approx(recall_score(yy[:, c], dd[:, c]))
+            assert figures[f"auc_{label}"] == pytest.approx(roc_auc_score(yy[:, c], ss[:, c]))
+            assert figures[f"specificity_{label}"] == pytest.approx(specificity[c])
+        odir = odir_score(yy, ss)
+        assert figures["odir_patient_kappa"] == pytest.approx(
+            cohen_kappa_score(yy.ravel(), dd.ravel())
+        )
+        assert figures["odir_patient_kappa"] == pytest.approx(odir["kappa"])
+        assert figures["odir_patient_f1"] == pytest.approx(odir["f1"])
+        assert figures["odir_patient_auc"] == pytest.approx(odir["auc"])
+        assert figures["odir_patient_final"] == pytest.approx(odir["final"])
+
+
+def test_interval_of_a_mean_and_paired_t_test_over_runs_match_scipy():
+    from scipy import stats
+
+    from odirkit.bootstrap import mean_interval
+
+    values = [0.61, 0.64, 0.70, 0.58, float("nan")]  # a NaN run is left out
+    seen = np.array(values[:4])
+    plain = mean_interval(values, 0.9)
+    low, high = stats.t.interval(0.9, 3, loc=seen.mean(), scale=stats.sem(seen))
+    assert plain == pytest.approx(
+        {"n": 4, "mean": seen.mean(), "std": seen.std(ddof=1), "low": low, "high": high}
+    )
+    logits = np.log(seen / (1 - seen))
+    low, high = stats.t.interval(0.9, 3, loc=logits.mean(), scale=stats.sem(logits))
+    bounded = mean_interval(values, 0.9, bounded=True)
+    assert (bounded["low"], bounded["high"]) == pytest.approx(
+        (1 / (1 + np.exp(-low)), 1 / (1 + np.exp(-high)))
+    )
+    assert bounded["mean"] == pytest.approx(seen.mean()) and bounded["n"] == 4
+    edge = mean_interval([0.0, 0.5, 0.6], bounded=True)  # 0 is held at 1e-6, inside
+    clipped = np.log(np.array([1e-6, 0.5, 0.6]) / (1 - np.array([1e-6, 0.5, 0.6])))
+    low, high = stats.t.interval(0.95, 2, loc=clipped.mean(), scale=stats.sem(clipped))
+    assert (edge["low"], edge["high"]) == pytest.approx(
+        (1 / (1 + np.exp(-low)), 1 / (1 + np.exp(-high))), rel=1e-6
+    )
+    one = mean_interval([0.7])
+    assert one["n"] == 1 and one["mean"] == 0.7
+    assert all(np.isnan(one[k]) for k in ("std", "low", "high"))
+    none = mean_interval([float("nan")])
+    assert none["n"] == 0 and all(np.isnan(none[k]) for k in ("mean", "std", "low", "high"))
+
+    differences = [0.02, 0.05, -0.01, 0.04, float("nan")]
+    test = paired_over_runs(differences)
+    expected = stats.ttest_1samp(np.array(differences[:4]), 0.0)
+    assert test == pytest.approx(
+        {"runs": 4, "mean": 0.025, "t": expected.statistic, "p_value": expected.pvalue}
+    )
+    alone = paired_over_runs([0.03])
+    assert alone["runs"] == 1 and alone["mean"] == 0.03 and np.isnan(alone["p_value"])
+    assert np.isnan(paired_over_runs([])["mean"])
+    # every run the same difference: no spread to test, certain either way
+    assert paired_over_runs([0.02, 0.02, 0.02])["p_value"] == 0.0
+    assert paired_over_runs([0.0, 0.0])["p_value"] == 1.0
 
 
 def test_bootstrap_intervals_cover_the_true_metric_at_their_level():

@@ -89,6 +89,12 @@ def test_a_verdict_says_distinguishable_exactly_when_p_is_below_the_level(p, wor
     assert over.endswith(f": {word}.") and "over 3 paired runs" in over
 
 
+def test_a_p_value_of_exactly_the_level_is_not_below_it():
+    # 1 - 0.95 is 0.050000000000000044 in floating point: p = 0.05 must not pass for below
+    (over,) = verdict_lines([0.05, 0.05, 0.05])
+    assert over.endswith(": not distinguishable from noise.") and "p = 0.050" in over
+
+
 def test_no_verdict_when_a_run_did_not_learn_unless_asked_for():
     (line,) = verdict_lines([0.01], learned=False)
     assert line.startswith("gan vs default: no verdict, 1 run(s) did not learn (gan-seed1 did")

@@ -61,6 +61,14 @@ RULES = [
     ("no fundus image", "severe nonproliferative retinopathy", "D", None, "D"),
     ("laser spot，vitreous degeneration", "normal fundus", "O", "O", "N"),
     ("normal fundus", "normal fundus", "D", "N", "N"),  # workbook disagrees with keywords
+    # "normal fundus" beside a disease keyword, before or after it: the disease wins, N is 0
+    (
+        "normal fundus，mild nonproliferative retinopathy",
+        "pathological myopia，normal fundus",
+        "DM",
+        "D",
+        "M",
+    ),
 ]
 
 
@@ -119,6 +127,10 @@ def test_patient_is_normal_only_when_neither_eye_is_diseased(odir5k, tmp_path):
     patients = table.groupby("patient_id")[[f"patient_{label}" for label in LABELS]].max()
     assert patients.loc["1", "patient_N"] == 0 and patients.loc["1", "patient_D"] == 1
     assert patients.loc["0", "patient_N"] == 1
+    # eyes that say "normal fundus" beside a disease: the patient has the diseases, not N
+    assert patients.loc["13"].filter(like="patient_").to_dict() == {
+        f"patient_{label}": int(label in "DM") for label in LABELS
+    }
     assert patients.loc["3"].filter(like="patient_").to_dict() == {
         f"patient_{label}": int(label in "DH") for label in LABELS
     }
@@ -501,10 +513,14 @@ def test_score_rejects_bad_submissions_clearly(cli, tmp_path, change, expected):
 
 
 def test_score_sort_matches_patients_by_id(cli, tmp_path):
-    ids = np.arange(10)
-    truth = pd.DataFrame(np.eye(8, dtype=int)[ids % 8], columns=list(LABELS)).assign(ID=ids)
+    # neither file is in ID order, and each in a different one: sorting only one of them,
+    # or each by a different key, pairs a patient with another's labels
+    ids = np.array([21, 3, 100, 1, 10, 2, 30, 4])
+    truth = pd.DataFrame(np.eye(8, dtype=int), columns=list(LABELS)).assign(ID=ids)
     truth[["ID", *LABELS]].to_csv(tmp_path / "truth.csv", index=False)
-    truth[["ID", *LABELS]].iloc[::-1].to_csv(tmp_path / "preds.csv", index=False)
+    truth[["ID", *LABELS]].iloc[[5, 0, 7, 2, 4, 1, 6, 3]].to_csv(
+        tmp_path / "preds.csv", index=False
+    )
     result = cli("score", tmp_path / "truth.csv", tmp_path / "preds.csv", "--sort", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["odir"]["final"] == pytest.approx(1.0)

@@ -41,7 +41,7 @@ from odirkit.learning import LearningCheck, chance_loss, check_learning
 from odirkit.metrics import flatten_metrics, predictions
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import FigureFiles
-from odirkit.seeding import Stream, derive_seed, random_states, restore_random_states
+from odirkit.seeding import Stream, derive_seed
 from odirkit.tracking import Tracker
 
 LOWER_IS_BETTER = {"loss"}
@@ -100,7 +100,6 @@ class EpochLoop:
             "since_best": self.since_best,
             "stopped_early": self.stopped_early,
             "seconds": self.seconds_before + time.perf_counter() - self.started,
-            "rng": random_states(),
         }
 
     def save(self) -> None:
@@ -139,8 +138,6 @@ class EpochLoop:
         self.progress = EpochProgress(
             state["epoch"], state["step"], state["loss_sum"], state["seen"]
         )
-        if state.get("rng"):
-            restore_random_states(state["rng"])
         self.history = list(state["history"])
         self.best = state["best"]
         self.since_best = int(state.get("since_best", 0))

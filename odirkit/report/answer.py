@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from odirkit.bootstrap import below_level
 from odirkit.report.summary import (
     RunSummary,
     _base,
@@ -227,7 +228,7 @@ def _answer_sentence(
     else:
         over = test.over_runs.get(metric, {})
         difference, p = over.get("mean", math.nan), over.get("p_value", math.nan)
-        distinguishable = bool(math.isfinite(p) and p < 1 - confidence)
+        distinguishable = below_level(p, confidence)
         how = f"paired t-test over {len(test.pairs)} paired runs"
     # "improved" or "lowered" only where the difference is told apart from noise
     word = ("improved" if difference > 0 else "lowered") if distinguishable else "did not improve"
