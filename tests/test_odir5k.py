@@ -605,7 +605,8 @@ def test_rows_of_one_patient_differing_only_in_a_label_column_conflict(odir5k, t
     rows = _rows_of_rules()
     frame = pd.DataFrame([*rows, dict(rows[4], C=0, O=1)], columns=OFFICIAL_COLUMNS)
     frame.to_csv(tmp_path / "book.csv", index=False)
-    with pytest.raises(DataError, match=r"patient ID 4 appears in rows 6 and 15 .*C: 1"):
+    last = len(rows) + 2  # spreadsheet rows: the header is row 1
+    with pytest.raises(DataError, match=rf"patient ID 4 appears in rows 6 and {last} .*C: 1"):
         odir5k(tmp_path, annotations="book.csv")
 
 
