@@ -365,6 +365,21 @@ def test_a_gan_whose_generator_loses_is_said_not_to_converge():
     assert convergence_note(balanced, "D") is None
 
 
+def test_a_gan_that_draws_flat_squares_is_said_not_to_converge():
+    """Losses can look calm while an undertrained generator draws near-uniform grey."""
+    import torch
+    from odirkit_augment.dcgan import flatness_note
+
+    g = torch.Generator().manual_seed(0)
+    photographs = torch.rand(8, 3, 16, 16, generator=g)  # spread about 0.29 per image
+    grey = 0.5 + 0.02 * torch.rand(8, 3, 16, 16, generator=g)
+    note = flatness_note(grey, photographs, "N")
+    assert note is not None and note.startswith("The GAN of N did not converge")
+    assert flatness_note(photographs.flip(0), photographs, "N") is None
+    faint = 0.5 + 0.4 * (photographs - 0.5)  # 40% of the detail: still images
+    assert flatness_note(faint, photographs, "N") is None
+
+
 def test_the_explanation_grid_shows_the_prediction_and_a_colour_bar(tmp_path, monkeypatch):
     import torch
 

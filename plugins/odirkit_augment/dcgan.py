@@ -186,6 +186,32 @@ def convergence_note(losses: pd.DataFrame, label: str) -> str | None:
     )
 
 
+#: generated images whose detail (pixel spread within an image) is below this share of
+#: the photographs' are called flat: an undertrained or collapsed generator
+FLAT_SHARE = 0.25
+
+
+def flatness_note(fake: torch.Tensor, real: torch.Tensor, label: str) -> str | None:
+    """A sentence when a class's generated images are nearly flat, else None.
+
+    ``fake`` and ``real`` are image batches ``[N, 3, H, W]`` in [0, 1]; each image's
+    detail is the standard deviation of its pixels, and the two sets' medians compared.
+    A generator that trained too briefly, or collapsed, draws near-uniform squares
+    whatever its losses say; they add images of the class that look like no photograph.
+    """
+    if not len(fake) or not len(real):
+        return None
+    spread = lambda batch: float(batch.flatten(1).std(dim=1).median())  # noqa: E731
+    generated, photographs = spread(fake.float()), spread(real.float())
+    if generated >= FLAT_SHARE * photographs:
+        return None
+    return (
+        f"The GAN of {label} did not converge: its images are nearly flat (pixel spread "
+        f"{generated:.3f} against the photographs' {photographs:.3f}), so they add images "
+        "of the class that look like no photograph."
+    )
+
+
 def labels_index(ctx: ExpandContext, label: str) -> int:
     return list(ctx.task.labels).index(label)
 
@@ -272,6 +298,10 @@ class DCGAN:
             fake = F.interpolate(
                 fake, size=(ctx.image_size, ctx.image_size), mode="bilinear", align_corners=False
             )
+            real = ctx.images(positions[:64]).to(fake.device).float() / 255.0
+            flat = flatness_note(fake, real, label)
+            if flat and not note:
+                notes.append(flat)
             images.append(images_to_uint8(fake).cpu())
             rows = pd.DataFrame(
                 {label_: int(label_ == label) for label_ in labels}, index=range(count)
