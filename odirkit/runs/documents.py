@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,3 +94,123 @@ def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:
             if not here.exists() and there.exists():
                 doc[table][key] = str(there)
     return doc
+
+
+class VariantFiles:
+    """Where each file of a variant's folder lives (the names and paths only: reading them
+    back and the folder's relations are :class:`~odirkit.runs.layout.VariantDirectory`'s)."""
+
+    CONFIG = "config.json"
+    ENVIRONMENT = "environment.json"
+    DATA = "data.json"
+    SPLIT = "split.csv"
+    SKIPPED = "skipped_images.csv"
+    HISTORY = "metrics.csv"
+    METRICS = "metrics.json"
+    PREDICTIONS = "predictions.csv"
+    PATIENT_PREDICTIONS = PATIENT_PREDICTIONS
+    VAL_PREDICTIONS = "val_predictions.csv"
+    FAILED = "failed.json"
+    RUNNING = "running.json"
+    JOB_LOG = "job.log"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        """The variant's name, as its folder is named (``default-seed0``)."""
+        return self.path.name
+
+    @property
+    def config_file(self) -> Path:
+        """``config.json``: the resolved configuration, every default filled in."""
+        return self.path / self.CONFIG
+
+    @property
+    def data_file(self) -> Path:
+        """``data.json``: image and patient counts, what was left out and why."""
+        return self.path / self.DATA
+
+    @property
+    def split_file(self) -> Path:
+        """``split.csv``: each image's side (train, val, test)."""
+        return self.path / self.SPLIT
+
+    @property
+    def skipped_file(self) -> Path:
+        """``skipped_images.csv``: images left out (unreadable, not a fundus)."""
+        return self.path / self.SKIPPED
+
+    @property
+    def history_file(self) -> Path:
+        """``metrics.csv``: one row per epoch."""
+        return self.path / self.HISTORY
+
+    @property
+    def metrics_file(self) -> Path:
+        """``metrics.json``: the test scored once; written last, so it marks the end."""
+        return self.path / self.METRICS
+
+    @property
+    def predictions_file(self) -> Path:
+        """``predictions.csv``: the test images' probabilities and decisions."""
+        return self.path / self.PREDICTIONS
+
+    @property
+    def patient_predictions_file(self) -> Path:
+        """``patient_predictions.csv``: the test patients', eyes fused."""
+        return self.path / self.PATIENT_PREDICTIONS
+
+    @property
+    def val_predictions_file(self) -> Path:
+        """``val_predictions.csv``: the validation images' probabilities."""
+        return self.path / self.VAL_PREDICTIONS
+
+    @property
+    def failed_file(self) -> Path:
+        """``failed.json``: why the variant's job failed, and its log."""
+        return self.path / self.FAILED
+
+    @property
+    def running_file(self) -> Path:
+        """Written when a process starts the variant, removed when it ends: who runs it."""
+        return self.path / self.RUNNING
+
+    @property
+    def job_log(self) -> Path:
+        """The output of the variant's job under the ``pool`` launcher."""
+        return self.path / self.JOB_LOG
+
+    @property
+    def figures(self) -> Path:
+        """The variant's ``figures/`` folder."""
+        return self.path / "figures"
+
+    @property
+    def explain_dir(self) -> Path:
+        """The variant's ``explain/`` folder (the explanations made after training)."""
+        return self.path / "explain"
+
+    @property
+    def external_root(self) -> Path:
+        """The variant's ``external/`` folder: one folder per external validation."""
+        return self.path / "external"
+
+    def augment_dir(self, position: int, name: str) -> Path:
+        """The folder of the ``position``-th augmenter of the experiment."""
+        return self.path / "augment" / f"{position}-{name}"
+
+    def checkpoint(self, which: str) -> Path:
+        """``checkpoints/best.pt`` or ``checkpoints/last.pt``."""
+        if which not in CHECKPOINTS:
+            raise RunError(f"checkpoint {which!r}: use best or last")
+        return self.path / "checkpoints" / f"{which}.pt"
+
+    def environment_file(self) -> Path:
+        """Where this start's environment goes: ``environment.json``, or, for a resumed run,
+        a timestamped sibling (the first start's stays)."""
+        first = self.path / self.ENVIRONMENT
+        if not first.exists():
+            return first
+        return self.path / f"environment-resumed-{datetime.now():%Y%m%d-%H%M%S}.json"

@@ -14,8 +14,8 @@ import pandas as pd
 
 from odirkit.errors import RunError
 from odirkit.runs.documents import (
-    CHECKPOINTS,
     PATIENT_PREDICTIONS,
+    VariantFiles,
     _read_json,
     _read_predictions,
     process_alive,
@@ -23,25 +23,10 @@ from odirkit.runs.documents import (
 )
 
 
-class VariantDirectory:
-    """One variant's folder, ``runs/<name>/<timestamp>/<variant>/``."""
-
-    CONFIG = "config.json"
-    ENVIRONMENT = "environment.json"
-    DATA = "data.json"
-    SPLIT = "split.csv"
-    SKIPPED = "skipped_images.csv"
-    HISTORY = "metrics.csv"
-    METRICS = "metrics.json"
-    PREDICTIONS = "predictions.csv"
-    PATIENT_PREDICTIONS = PATIENT_PREDICTIONS
-    VAL_PREDICTIONS = "val_predictions.csv"
-    FAILED = "failed.json"
-    RUNNING = "running.json"
-    JOB_LOG = "job.log"
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+class VariantDirectory(VariantFiles):
+    """One variant's folder, ``runs/<name>/<timestamp>/<variant>/``: its files
+    (:class:`VariantFiles`), its state, its documents read back, its run and its
+    external validations."""
 
     def __repr__(self) -> str:
         return f"VariantDirectory({str(self.path)!r})"
@@ -56,76 +41,11 @@ class VariantDirectory:
         return hash(self.path)
 
     @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
     def run(self) -> RunDirectory:
+        """The run this variant belongs to."""
         return RunDirectory(self.path.parent)
 
     # -- paths ---------------------------------------------------------------------------
-
-    @property
-    def config_file(self) -> Path:
-        return self.path / self.CONFIG
-
-    @property
-    def data_file(self) -> Path:
-        return self.path / self.DATA
-
-    @property
-    def split_file(self) -> Path:
-        return self.path / self.SPLIT
-
-    @property
-    def skipped_file(self) -> Path:
-        return self.path / self.SKIPPED
-
-    @property
-    def history_file(self) -> Path:
-        return self.path / self.HISTORY
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / self.METRICS
-
-    @property
-    def predictions_file(self) -> Path:
-        return self.path / self.PREDICTIONS
-
-    @property
-    def patient_predictions_file(self) -> Path:
-        return self.path / self.PATIENT_PREDICTIONS
-
-    @property
-    def val_predictions_file(self) -> Path:
-        return self.path / self.VAL_PREDICTIONS
-
-    @property
-    def failed_file(self) -> Path:
-        return self.path / self.FAILED
-
-    @property
-    def running_file(self) -> Path:
-        """Written when a process starts the variant, removed when it ends: who runs it."""
-        return self.path / self.RUNNING
-
-    @property
-    def job_log(self) -> Path:
-        """The output of the variant's job under the ``pool`` launcher."""
-        return self.path / self.JOB_LOG
-
-    @property
-    def figures(self) -> Path:
-        return self.path / "figures"
-
-    @property
-    def explain_dir(self) -> Path:
-        return self.path / "explain"
-
-    @property
-    def external_root(self) -> Path:
-        return self.path / "external"
 
     def external(self, name: str) -> ExternalDirectory:
         """``external/<name>/``: the variant validated on another collection."""
@@ -154,28 +74,11 @@ class VariantDirectory:
         found = (ExternalDirectory(p) for p in sorted(self.external_root.iterdir()))
         return [e for e in found if e.finished]
 
-    def augment_dir(self, position: int, name: str) -> Path:
-        """The folder of the ``position``-th augmenter of the experiment."""
-        return self.path / "augment" / f"{position}-{name}"
-
-    def checkpoint(self, which: str) -> Path:
-        """``checkpoints/best.pt`` or ``checkpoints/last.pt``."""
-        if which not in CHECKPOINTS:
-            raise RunError(f"checkpoint {which!r}: use best or last")
-        return self.path / "checkpoints" / f"{which}.pt"
-
-    def environment_file(self) -> Path:
-        """Where this start's environment goes: ``environment.json``, or, for a resumed run,
-        a timestamped sibling (the first start's stays)."""
-        first = self.path / self.ENVIRONMENT
-        if not first.exists():
-            return first
-        return self.path / f"environment-resumed-{datetime.now():%Y%m%d-%H%M%S}.json"
-
     # -- state ---------------------------------------------------------------------------
 
     @property
     def exists(self) -> bool:
+        """Whether this is a variant folder (it has ``config.json``)."""
         return self.config_file.exists()
 
     @property
@@ -229,12 +132,27 @@ class VariantDirectory:
         return rebase_paths(doc, self)
 
     def environment(self) -> dict[str, Any]:
+        """``environment.json``: versions, plugins, device, seed, commit.
+
+        Raises:
+            RunError: the file is missing or damaged.
+        """
         return _read_json(self.path / self.ENVIRONMENT, "the run's environment")
 
     def data_report(self) -> dict[str, Any]:
+        """``data.json`` read back.
+
+        Raises:
+            RunError: the file is missing or damaged.
+        """
         return _read_json(self.data_file, "the run's data report")
 
     def metrics(self) -> dict[str, Any]:
+        """``metrics.json`` read back.
+
+        Raises:
+            RunError: the variant is not finished, or the file is damaged.
+        """
         return _read_json(self.metrics_file, "not a finished run")
 
     def history(self) -> pd.DataFrame:
@@ -293,6 +211,7 @@ class VariantDirectory:
         return _read_predictions(path, final.get("labels"))
 
     def val_predictions(self) -> pd.DataFrame | None:
+        """The validation predictions (thresholds and temperature are chosen on them)."""
         path = self.val_predictions_file
         return _read_predictions(path) if path.exists() else None
 
@@ -324,48 +243,64 @@ class ExternalDirectory:
 
     @property
     def name(self) -> str:
+        """The external validation's name (its folder's)."""
         return self.path.name
 
     @property
     def variant(self) -> VariantDirectory:
+        """The variant this validation scored."""
         return VariantDirectory(self.path.parent.parent)
 
     @property
     def metrics_file(self) -> Path:
+        """``metrics.json``: the collection scored; written last."""
         return self.path / self.METRICS
 
     @property
     def data_file(self) -> Path:
+        """``data.json``: the collection's counts and the labels it grades."""
         return self.path / self.DATA
 
     @property
     def predictions_file(self) -> Path:
+        """``predictions.csv``: per image on the collection."""
         return self.path / self.PREDICTIONS
 
     @property
     def patient_predictions_file(self) -> Path:
+        """``patient_predictions.csv``: per patient on the collection."""
         return self.path / self.PATIENT_PREDICTIONS
 
     @property
     def comparison_file(self) -> Path:
+        """``comparison.csv``: internal against external per metric, with intervals."""
         return self.path / self.COMPARISON
 
     @property
     def skipped_file(self) -> Path:
+        """``skipped_images.csv``: the collection's images left out."""
         return self.path / self.SKIPPED
 
     @property
     def figure(self) -> Path:
+        """The figure of internal against external per metric."""
         return self.path / "figures" / self.FIGURE
 
     @property
     def finished(self) -> bool:
+        """Whether the validation ended (``metrics.json`` exists)."""
         return self.metrics_file.exists()
 
     def metrics(self) -> dict[str, Any]:
+        """``metrics.json`` read back.
+
+        Raises:
+            RunError: the validation did not finish, or the file is damaged.
+        """
         return _read_json(self.metrics_file, "not a finished external validation")
 
     def comparison(self) -> pd.DataFrame:
+        """``comparison.csv`` read back (empty when there is none)."""
         try:
             return pd.read_csv(self.comparison_file)
         except OSError:
@@ -415,10 +350,12 @@ class RunDirectory:
 
     @property
     def run_file(self) -> Path:
+        """``run.json``: the variants, overrides, source and start time."""
         return self.path / self.RUN
 
     @property
     def experiment_file(self) -> Path:
+        """``experiment.toml``: the experiment file as it was."""
         return self.path / self.EXPERIMENT
 
     @property
@@ -455,6 +392,7 @@ class RunDirectory:
         return set(jobs.get("jobs", {}))
 
     def variant(self, name: str) -> VariantDirectory:
+        """The folder of variant ``name`` (it may not exist yet)."""
         return VariantDirectory(self.path / name)
 
     def variant_names(self) -> list[str]:
@@ -474,6 +412,7 @@ class RunDirectory:
         return list(described.get("variants", []))
 
     def variants(self) -> list[VariantDirectory]:
+        """The variants ``run.json`` lists, as folders."""
         return [self.variant(name) for name in self.variant_names()]
 
     def finished_variants(self) -> list[VariantDirectory]:
