@@ -74,6 +74,12 @@ class ExtraSamples:
     images: torch.Tensor
 
     def check(self, name: str, ctx: ExpandContext) -> None:
+        """Check the samples an augmenter returned: one image per row, ``uint8`` images of the
+        run's size, labels among the run's.
+
+        Raises:
+            PluginError: naming the augmenter and what is wrong.
+        """
         images = self.images
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
             raise PluginError(f"augmenter {name!r}: expand() must return uint8 images")

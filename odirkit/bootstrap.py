@@ -63,6 +63,10 @@ class Scored:
         clusters: Sequence[Any] | None = None,
         challenge: bool = False,
     ) -> Scored:
+        """The per-patient counts every resample sums: ``outcomes`` and ``decisions`` are
+        0/1 ``[N, C]`` (truth and decision per label), ``scores`` the probabilities
+        ``[N, C]``; ``clusters`` (a patient per row) makes a resample draw patients, not
+        rows; ``challenge`` keeps what the ODIR-2019 score needs."""
         n = len(outcomes)
         codes = (
             np.arange(n)
@@ -80,6 +84,7 @@ class Scored:
 
     @property
     def clusters_count(self) -> int:
+        """How many clusters (patients) the resamples draw."""
         return int(self.clusters.max()) + 1 if len(self.clusters) else 0
 
 
@@ -206,10 +211,12 @@ class PairedDifference:
 
     @property
     def distinguishable(self) -> bool:
+        """Whether the difference's interval leaves out zero."""
         low, high = self.interval
         return bool(np.isfinite(low) and (low > 0 or high < 0))
 
     def to_dict(self) -> dict[str, Any]:
+        """The difference as ``comparison.json`` keeps it."""
         return {
             "metric": self.metric,
             "difference": self.difference,

@@ -80,10 +80,12 @@ class FinishedRun:
 
     @property
     def base(self) -> str:
+        """The variant's name without its seed or fold (``default`` of ``default-seed1``)."""
         return parse_run_name(self.name)[0]
 
     @property
     def pair_key(self) -> tuple[int | None, int | None]:
+        """The seed and fold this run shares with its pair in another variant."""
         _, seed, fold = parse_run_name(self.name)
         return seed, fold
 
@@ -194,6 +196,7 @@ class VariantTest:
         return lines
 
     def to_dict(self) -> dict[str, Any]:
+        """The test as ``comparison.json`` keeps it."""
         return {
             "candidate": self.candidate,
             "baseline": self.baseline,

@@ -100,5 +100,6 @@ def say_once() -> Iterator[None]:
 
 
 def info(message: str) -> None:
+    """A progress note on stderr, from rank 0 only."""
     if _rank_zero():
         err.print(message, markup=False, highlight=False)

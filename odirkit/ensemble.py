@@ -29,6 +29,8 @@ from odirkit.thresholds import choose_thresholds, parse_rule
 
 @dataclass
 class Member:
+    """One run of an ensemble: its folder, final metrics, test and validation predictions."""
+
     directory: VariantDirectory
     final: dict[str, Any]
     predictions: pd.DataFrame

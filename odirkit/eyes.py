@@ -48,6 +48,7 @@ class BothEyes(nn.Module):
         return self.backbone(images).flatten(1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, C]`` from photographs ``[2N, 3, S, S]`` interleaved left, right."""
         features = self.embed(images)
         if self._held is not None:  # one eye explained, the other held fixed
             other, side = self._held
@@ -106,6 +107,8 @@ class OneEye(nn.Module):
         return self._pair[0].embed(images)
 
     def forward(self, images: torch.Tensor, other: torch.Tensor, side: torch.Tensor, *extra):
+        """Logits ``[N, C]`` of photographs ``[N, 3, S, S]``, each beside its patient's
+        other eye (features ``other``, on ``side``), held fixed."""
         with self._pair[0].holding(other, side):
             return self.model(images, *extra)
 

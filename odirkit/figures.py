@@ -192,6 +192,7 @@ def plot_reliability(table: dict[str, dict[str, list[float]]], path: Path, title
 
 
 def style_axes(ax: Any, title: str, ylabel: str, *, unit_range: bool = True) -> None:
+    """Title, label, grid and (for measures in [0, 1]) the range of a figure's axes."""
     ax.set_title(title)
     ax.set_xlabel("epoch")
     ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole

@@ -117,9 +117,11 @@ class CamGrid(nn.Module):
         self.rule = rule
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        """The grid, unchanged: Captum's layer methods hook this module."""
         return grid
 
     def extra_repr(self) -> str:
+        """The rule that made the grid, in the module's printout."""
         return repr(self.rule)
 
 

@@ -44,9 +44,11 @@ class LearningCheck:
 
     @property
     def learned(self) -> bool:
+        """Whether the run learned: no reason against it."""
         return not self.reasons
 
     def to_dict(self) -> dict[str, Any]:
+        """The check as ``metrics.json`` keeps it."""
         out = asdict(self)
         out["learned"] = self.learned
         out["loss_margin"] = LOSS_MARGIN
@@ -54,6 +56,7 @@ class LearningCheck:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LearningCheck:
+        """The check read back from ``metrics.json``."""
         interval = values.get("val_auc_interval")
         return cls(
             train_loss=float(values["train_loss"]),

@@ -32,10 +32,12 @@ class Param:
 
     @property
     def required(self) -> bool:
+        """Whether the parameter has no default."""
         return self.default is REQUIRED
 
     @property
     def type_name(self) -> str:
+        """The parameter's type as ``describe`` shows it."""
         return type_name(self.annotation)
 
     @property

@@ -83,6 +83,7 @@ class PluginSpec:
 
     @property
     def label(self) -> str:
+        """The plugin as messages name it (``model 'cnn'``)."""
         return f"{self.kind} {self.name!r}"
 
     def validate(
@@ -291,6 +292,7 @@ class Registry:
         return spec
 
     def names(self, kind: str) -> list[str]:
+        """The registered names of a kind, sorted."""
         return sorted(name for k, name in self._specs if k == kind)
 
     def specs(self, kind: str | None = None) -> list[PluginSpec]:
@@ -331,6 +333,7 @@ _registry: Registry | None = None
 
 
 def strict_from_env() -> bool:
+    """Whether ``ODIRKIT_STRICT_PLUGINS`` asks to fail on a broken plugin."""
     return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 

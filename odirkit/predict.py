@@ -37,6 +37,8 @@ EYE_FILE = re.compile(r"^(?P<id>.+)_(?P<eye>left|right)$", re.IGNORECASE)
 
 @dataclass
 class InputImage:
+    """One photograph to predict on: its patient, eye, file and (if known) age and sex."""
+
     patient_id: str
     eye: str
     path: Path
@@ -164,6 +166,7 @@ class CheckPolicy:
 
     @property
     def checks(self) -> bool:
+        """Whether the fundus check runs at all."""
         return self.mode != "off"
 
     def keeps(self, reason: str) -> bool:
@@ -171,6 +174,7 @@ class CheckPolicy:
         return not reason or self.force or self.mode == "warn"
 
     def note(self) -> str:
+        """What the check did, in words, for predict's output."""
         if self.force:
             return " (predicted anyway: --force)"
         return ' (kept, as the run kept them: data.fundus_check = "warn")'

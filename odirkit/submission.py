@@ -102,6 +102,7 @@ class ScoreReport:
     missing: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """The scores as ``odirkit score --json`` prints them."""
         return {
             "patients": self.patients,
             "labels": list(self.labels),

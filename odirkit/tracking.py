@@ -52,6 +52,7 @@ class RunInfo:
 
     @property
     def git_commit(self) -> str | None:
+        """The commit the run's code came from, if it came from a git checkout."""
         git = self.environment.get("git") or {}
         return git.get("commit") if isinstance(git, Mapping) else None
 
@@ -119,6 +120,7 @@ class Tracker:
             return None
 
     def start(self, run: RunInfo) -> None:
+        """Start every logger (continuing the tracked run a resumed run had)."""
         self.directory = run.directory
         saved = self._saved()
         for entry in self.entries:
@@ -137,6 +139,7 @@ class Tracker:
             return {}
 
     def epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Give every logger one epoch's figures."""
         numbers = {
             k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and k != "epoch"
         }
@@ -144,20 +147,24 @@ class Tracker:
             self._call(entry, "log_epoch", epoch, numbers)
 
     def final(self, final: Mapping[str, Any]) -> None:
+        """Give every logger the test figures."""
         for entry in self.entries:
             self._call(entry, "log_final", final)
 
     def external(self, name: str, result: Mapping[str, Any]) -> None:
+        """Give every logger an external validation's figures."""
         for entry in self.entries:
             self._call(entry, "log_external", name, result)
 
     def files(self, paths: Sequence[Path]) -> None:
+        """Give every logger files to keep (the report, figures)."""
         existing = [Path(p) for p in paths if Path(p).is_file()]
         if existing:
             for entry in self.entries:
                 self._call(entry, "log_files", existing)
 
     def close(self) -> None:
+        """End every logger's tracked run."""
         for entry in self.entries:
             self._call(entry, "close")
             entry.alive = False

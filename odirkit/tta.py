@@ -38,6 +38,7 @@ def rotation(degrees: float) -> View:
 
 
 def identity(images: torch.Tensor) -> torch.Tensor:
+    """The images as they are: the view every test-time average includes."""
     return images
 
 

@@ -88,6 +88,7 @@ class ModelView:
         )
 
     def with_temperature(self, temperature: float | None) -> ModelView:
+        """The same view with another temperature."""
         return replace(self, temperature=float(temperature or 1.0))
 
     # -- images ----------------------------------------------------------------------------

@@ -328,3 +328,21 @@ def test_no_core_module_is_over_500_lines():
         if (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}, "split these into packages of modules with one job each"
+
+
+def test_every_public_name_of_the_core_has_a_docstring():
+    missing = []
+    for path in sorted(CORE.rglob("*.py")):
+
+        def visit(node: ast.AST, prefix: str, where: Path = path) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.FunctionDef | ast.ClassDef):
+                    if child.name.startswith("_"):
+                        continue
+                    if not ast.get_docstring(child):
+                        missing.append(f"{where.relative_to(ROOT)}: {prefix}{child.name}")
+                    if isinstance(child, ast.ClassDef):
+                        visit(child, f"{prefix}{child.name}.")
+
+        visit(ast.parse(path.read_text()), "")
+    assert missing == []

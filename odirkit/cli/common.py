@@ -60,10 +60,13 @@ class CliState:
 
 
 def state(ctx: typer.Context) -> CliState:
+    """The group's :class:`CliState` (a default one when a command runs alone)."""
     return ctx.obj if isinstance(ctx.obj, CliState) else CliState()
 
 
 class Checkpoint(StrEnum):
+    """Which checkpoint a command reads: the best on validation or the last."""
+
     best = "best"
     last = "last"
 

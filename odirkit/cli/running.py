@@ -24,6 +24,8 @@ from odirkit.runs.names import ReportFiles
 
 
 class Launcher(StrEnum):
+    """Where a run's variants run: here one after another, a pool of processes, or SLURM."""
+
     local = "local"
     pool = "pool"
     slurm = "slurm"

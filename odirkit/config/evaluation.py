@@ -32,6 +32,7 @@ class ThresholdRule:
 
     @property
     def fixed(self) -> bool:
+        """Whether the rule is a fixed threshold (nothing is chosen on validation)."""
         return self.kind == "fixed"
 
     def __str__(self) -> str:

@@ -59,6 +59,8 @@ class LauncherConfig(_Table):
 
 #: a search range of ``[tune]``: a dotted key = one of these
 class TuneRange(_Table):
+    """One hyperparameter's range in ``[tune.params]``: bounds (log scale if asked) or choices."""
+
     model_config = pydantic.ConfigDict(
         extra="forbid", strict=True, populate_by_name=True, allow_inf_nan=False
     )
@@ -212,6 +214,7 @@ class PluginCall:
 
     @property
     def name(self) -> str:
+        """The plugin's registered name."""
         return self.spec.name
 
     @cached_property
@@ -227,6 +230,7 @@ class PluginCall:
             raise exc.at(self.where) from None
 
     def to_dict(self) -> dict[str, Any]:
+        """The call as the experiment file would say it: the name, the options, the parameters."""
         return {"name": self.spec.name, **self.options, **self.params}
 
 
@@ -249,15 +253,18 @@ class Experiment:
 
     @property
     def name(self) -> str:
+        """The experiment's name (``name`` at the top level, or the file's)."""
         return self.config.name
 
     @property
     def image_size(self) -> int:
+        """The side, in pixels, images are resized to (``[data] image_size`` or the model's)."""
         assert self.config.data.image_size is not None
         return self.config.data.image_size
 
     @property
     def labels(self) -> list[str]:
+        """The labels this experiment learns, in order."""
         return list(self.config.data.labels)
 
     @property
@@ -299,8 +306,10 @@ class ExternalData:
 
     @property
     def root(self) -> str:
+        """The collection's folder (``[data] root`` of the ``[[evaluate]]`` entry)."""
         return self.options.root
 
     def to_dict(self) -> dict[str, Any]:
+        """The entry as the experiment file would say it."""
         own = self.options.model_dump(mode="json", exclude_none=True)
         return {**own, "name": self.name, **self.dataset.params}

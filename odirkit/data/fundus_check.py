@@ -149,6 +149,7 @@ class FundusCheck:
 
     @property
     def message(self) -> str:
+        """Why the photograph was refused, in words (empty when it passed)."""
         return REASONS.get(self.reason, "")
 
 

@@ -55,6 +55,7 @@ class Preprocessing:
     circle_crop: bool = False
 
     def key(self) -> str:
+        """The cache's folder name for these settings (format version, size, crop)."""
         circle = "-circle" if self.circle_crop else ""
         return f"v{CACHE_FORMAT}-s{self.size}-fov{int(self.crop_to_fov)}{circle}"
 

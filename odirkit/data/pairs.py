@@ -36,23 +36,28 @@ class PairStore:
 
     @property
     def size(self) -> int:
+        """How many patients the store holds."""
         return self.images.size
 
     @property
-    def tensor(self) -> torch.Tensor | None:  # held in memory when the photographs are
+    def tensor(self) -> torch.Tensor | None:
+        """The photographs as one ``uint8`` tensor when held in memory, else None."""
         return self.images.tensor
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def item(self, index: int) -> torch.Tensor:
+        """One patient's two photographs, left then right, ``uint8 [2, 3, S, S]``."""
         left, right = self.pairs[index]
         return torch.stack([self.images.item(int(left)), self.images.item(int(right))])
 
     def batch(self, indices: np.ndarray) -> torch.Tensor:
+        """Several patients' photographs, interleaved left, right: ``uint8 [2n, 3, S, S]``."""
         return self.images.batch(self.pairs[np.asarray(indices, dtype=np.int64)].reshape(-1))
 
     def append(self, images: torch.Tensor, spill_dir: Any) -> np.ndarray:
+        """Add patients' photographs (``uint8 [2n, 3, S, S]``); returns their indices."""
         raise DataError(
             "a both-eyes model trains on patients; an offline augmenter adds single "
             "photographs, which have no other eye"
@@ -61,6 +66,8 @@ class PairStore:
 
 @dataclass
 class Paired:
+    """Patients as samples for a both-eyes model: their table, targets, photographs and split."""
+
     table: pd.DataFrame  # one row per patient: patient_id, eye (both / left only / ...), ...
     targets: np.ndarray
     store: PairStore

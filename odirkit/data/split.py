@@ -71,6 +71,7 @@ def split_file_assignment(path: Path, table: pd.DataFrame) -> pd.Series:
 
 
 def write_split_file(path: Path, assignment: pd.Series) -> None:
+    """Write each image's side (train, val, test) as ``split.csv``, for ``split_file`` to reuse."""
     from odirkit.files import write_text
 
     frame = assignment.rename_axis("patient_id").reset_index()

@@ -104,10 +104,12 @@ class Task:
 
     @property
     def num_classes(self) -> int:
+        """How many outputs the model has (the labels learnt)."""
         return len(self.labels)
 
     @property
     def single_label(self) -> bool:
+        """Whether each sample has exactly one label (softmax) rather than several (sigmoids)."""
         return self.kind == "single_label"
 
 

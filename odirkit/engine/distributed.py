@@ -46,10 +46,12 @@ class World:
 
     @property
     def distributed(self) -> bool:
+        """Whether several processes train together."""
         return self.size > 1
 
     @property
     def main(self) -> bool:
+        """Whether this process is rank 0 (it writes files and prints)."""
         return self.rank == 0
 
 
@@ -57,6 +59,7 @@ _WORLD = World()
 
 
 def world() -> World:
+    """This process's place among the processes training together."""
     return _WORLD
 
 
@@ -86,6 +89,7 @@ def setup(device_spec: str = "auto") -> World:
 
 
 def teardown() -> None:
+    """Leave the process group, if one was joined."""
     global _WORLD
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -93,6 +97,7 @@ def teardown() -> None:
 
 
 def barrier() -> None:
+    """Wait for every process (nothing when training alone)."""
     if _WORLD.distributed:
         dist.barrier()
 

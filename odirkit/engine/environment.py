@@ -32,6 +32,7 @@ PACKAGES = (
 
 
 def package_versions() -> dict[str, str | None]:
+    """The installed versions of the packages a run depends on (None where absent)."""
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:

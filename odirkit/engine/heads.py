@@ -50,5 +50,6 @@ class MetadataFusion(nn.Module):
         )
 
     def forward(self, images: torch.Tensor, metadata: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, C]`` from images ``[N, 3, S, S]`` and metadata ``[N, F]`` (age, sex)."""
         features = getattr(self, BACKBONE)(images)
         return self.head(torch.cat([features.flatten(1), metadata.to(features.dtype)], dim=1))

@@ -76,15 +76,18 @@ class EpochLoop:
 
     @property
     def last_path(self) -> Path:
+        """``checkpoints/last.pt``."""
         return self.vdir.checkpoint("last")
 
     @property
     def best_path(self) -> Path:
+        """``checkpoints/best.pt``."""
         return self.vdir.checkpoint("best")
 
     # -- checkpoints ---------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
+        """What ``last.pt`` holds: progress, model, optimiser, scheduler, scaler, history, best."""
         return {
             "fingerprint": self.exp.fingerprint(),
             "epoch": self.progress.epoch,
@@ -311,6 +314,7 @@ class EpochLoop:
         return text
 
     def history_frame(self) -> pd.DataFrame:
+        """The epochs so far, a row each (``metrics.csv``)."""
         return pd.DataFrame(self.history)
 
     # -- the end -------------------------------------------------------------

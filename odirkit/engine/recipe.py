@@ -142,9 +142,11 @@ class WarmupCosine:
         """End of an epoch: nothing (the rate changes per step)."""
 
     def state_dict(self) -> dict[str, Any]:
+        """The schedule's position, for checkpoints."""
         return {"warmup_steps": self.warmup_steps, "steps_per_epoch": self.steps_per_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's position."""
         if state != self.state_dict():
             raise ConfigError(
                 f"the checkpoint's warm-up schedule ({state}) differs from this run's "

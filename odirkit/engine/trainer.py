@@ -42,6 +42,7 @@ class EpochProgress:
 
     @property
     def loss(self) -> float:
+        """The mean training loss of the epoch so far (NaN before the first step)."""
         return self.loss_sum / self.seen if self.seen else float("nan")
 
 
@@ -69,6 +70,7 @@ class Performance:
 
     @property
     def precision(self) -> str:
+        """The autocast precision in words (``fp32``, ``bf16``, ``fp16``)."""
         names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
         return names.get(self.autocast_dtype, "fp32")  # type: ignore[arg-type]
 
@@ -210,6 +212,7 @@ class Trainer:
         return self.data.train_idx[rng.permutation(len(self.data.train_idx))]
 
     def steps_per_epoch(self) -> int:
+        """How many optimiser steps an epoch takes."""
         return len(self.epoch_batches(0))
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
@@ -444,6 +447,7 @@ class SharedLabelCrossEntropy(nn.Module):
         self.smoothing = smoothing
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of logits ``[N, C]`` against targets ``[N]``."""
         shares = targets / targets.sum(dim=1, keepdim=True).clamp_min(1.0)
         return nn.functional.cross_entropy(
             logits, shares, weight=self.weight, label_smoothing=self.smoothing
@@ -461,6 +465,7 @@ class SmoothedBinaryCrossEntropy(nn.Module):
         self.smoothing = smoothing
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of logits ``[N, C]`` against 0/1 targets ``[N, C]``, smoothed."""
         soft = targets.float() * (1.0 - self.smoothing) + 0.5 * self.smoothing
         return nn.functional.binary_cross_entropy_with_logits(
             logits, soft, pos_weight=self.pos_weight

@@ -142,6 +142,11 @@ def _prepare(call: Any, prepare: Any) -> None:
 
 
 def check_augmenter(name: str, aug: Any) -> Any:
+    """An augmenter plugin's object, checked: callable on a batch, or with ``expand``.
+
+    Raises:
+        PluginError: naming the augmenter and what it returned.
+    """
     if not (callable(aug) or hasattr(aug, "expand")):
         raise PluginError(
             f"augmenter {name!r} returned {type(aug).__name__}: expected a callable "

@@ -154,6 +154,9 @@ def sanity_checks(
 def localisation_scores(
     inputs: ExplainInputs, result: Explanations, labels: Sequence[str], view: ModelView
 ) -> pd.DataFrame | None:
+    """Per explainer and class, the pointing game and the energy inside the lesion
+    (averaged over the images with a lesion mask) beside what a uniform random point in
+    the field of view scores; None when no image has a mask."""
     lesion = [(i, p) for i, p in enumerate(result.pairs) if p.lesion]
     if not lesion or "image_path" not in inputs.rows.columns:
         return None

@@ -50,10 +50,12 @@ class SharedScoring:
 
     @property
     def columns(self) -> list[int]:
+        """The run's output columns of the labels the collection grades."""
         return [self.labels.index(label) for label in self.shared]
 
     @property
     def partial(self) -> bool:
+        """Whether the collection grades fewer labels than the run learnt."""
         return tuple(self.shared) != tuple(self.labels)
 
     def predictions(self, preds: LevelPredictions) -> LevelPredictions:
@@ -73,6 +75,7 @@ class SharedScoring:
         )
 
     def thresholds(self, thresholds: np.ndarray | None) -> np.ndarray | None:
+        """The run's thresholds restricted to the shared labels."""
         if thresholds is None or self.single_label or not self.partial:
             return thresholds
         return np.asarray(thresholds)[self.columns]

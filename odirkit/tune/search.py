@@ -151,6 +151,7 @@ class Search:
     # -- experiments ---------------------------------------------------------------------
 
     def sets(self, values: dict[str, Any]) -> list[str]:
+        """The drawn values as ``--set`` overrides."""
         return [f"{key}={toml_value(value)}" for key, value in values.items()]
 
     def experiment(self, values: dict[str, Any], *, trial: bool = True) -> Experiment:
@@ -164,6 +165,7 @@ class Search:
     # -- the study -----------------------------------------------------------------------
 
     def open_study(self) -> Any:
+        """The Optuna study, created in its storage when it is new."""
         from filelock import FileLock
 
         optuna = self.optuna
@@ -203,6 +205,9 @@ class Search:
         return self.optuna.samplers.TPESampler(seed=seed)
 
     def objective(self, trial: Any) -> float:
+        """One trial: train with the drawn values, report each epoch for pruning, return the
+        validation value.
+        """
         from odirkit.engine.variant import run_variant
 
         optuna = self.optuna
@@ -271,6 +276,7 @@ class Search:
                 warn(f"trial {t.number}: its worker (pid {pid}) is gone; marked failed")
 
     def trial_rows(self, study: Any) -> list[dict[str, Any]]:
+        """Each trial of the study as ``tune.json`` lists it."""
         return [
             {
                 "number": t.number,
@@ -324,6 +330,9 @@ class Search:
         return self.conclude(study, final=final)
 
     def conclude(self, study: Any, *, final: bool) -> TuneOutcome:
+        """The study's outcome: the trials, the best values, ``best.toml``, and (with ``final``)
+        one run scored on test.
+        """
         from filelock import FileLock
 
         outcome = TuneOutcome(self.folder, self.name, self.storage, self.metric, self.direction)

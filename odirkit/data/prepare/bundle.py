@@ -112,6 +112,7 @@ class DataBundle:
         return new
 
     def targets_tensor(self, indices: np.ndarray) -> torch.Tensor:
+        """The targets of ``indices`` as a tensor (class indices, or 0/1 per label)."""
         values = self.targets[indices]
         if self.task.single_label:
             return torch.from_numpy(values.astype(np.int64))

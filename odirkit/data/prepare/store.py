@@ -32,11 +32,13 @@ class ImageStore:
         return len(self.entries) if self.tensor is None else int(self.tensor.shape[0])
 
     def item(self, index: int) -> torch.Tensor:
+        """One preprocessed image, ``uint8 [3, S, S]``."""
         if self.tensor is not None:
             return self.tensor[index]
         return torch.from_numpy(np.load(self.entries[index])).permute(2, 0, 1).contiguous()
 
     def batch(self, indices: np.ndarray) -> torch.Tensor:
+        """Preprocessed images, ``uint8 [n, 3, S, S]``, from memory or the cache."""
         if self.tensor is not None:
             return self.tensor[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
         return torch.stack([self.item(int(i)) for i in indices])
