@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -103,3 +104,17 @@ def info(message: str) -> None:
     """A progress note on stderr, from rank 0 only."""
     if _rank_zero():
         err.print(message, markup=False, highlight=False)
+
+
+def epoch_status(row: dict[str, Any]) -> str:
+    """An epoch's line on the console: the training loss, then (when there are validation
+    patients) their loss and F1, then the test F1 when the paper's curves are asked for."""
+    text = f"train loss {row['train_loss']:.4f}"
+    if "val_loss" in row:
+        text += (
+            f"  val loss {row['val_loss']:.4f}  val F1 micro {row['val_f1_micro']:.3f} "
+            f"macro {row['val_f1_macro']:.3f}"
+        )
+    if "test_loss" in row:
+        text += f"  (test F1 micro {row['test_f1_micro']:.3f})"
+    return text

@@ -5,11 +5,15 @@ training loss never left chance, whose validation AUC is not above 0.5, or that
 calls every test patient one class, is the finding itself, not one side of a
 difference. A run learned when all three hold:
 
-1. **Training loss below chance** by ``LOSS_MARGIN`` (relative): the last epoch's
-   training loss is at most ``(1 - LOSS_MARGIN)`` times the chance loss, the loss
-   of the best constant prediction on the training targets under the run's own
-   loss function (class weights included): ``ln 2`` for two balanced classes, the
-   entropy of the prior without weights, found numerically for any loss.
+1. **Training loss below chance** by ``LOSS_MARGIN`` (relative): the loss of the
+   trained model on its training images as stored (evaluation mode: no online
+   augmentation, no dropout, the reported checkpoint) is at most
+   ``(1 - LOSS_MARGIN)`` times the chance loss, the loss of the best constant
+   prediction on the training targets under the run's own loss function (class
+   weights included): ``ln 2`` for two balanced classes, the entropy of the prior
+   without weights, found numerically for any loss. (The running loss of the
+   training batches would hold augmented variants to a harder task: their batches
+   are the augmented images, seen with dropout.)
 2. **Validation AUC above chance**: the lower end of the bootstrap interval of the
    validation patients' macro ROC AUC lies above 0.5 (not judged where the AUC is
    undefined: validation patients of one class).

@@ -21,7 +21,7 @@ import torch
 
 from odirkit import bootstrap
 from odirkit.config import Experiment
-from odirkit.console import info, progress_bar, warn
+from odirkit.console import epoch_status, info, progress_bar, warn
 from odirkit.engine import distributed
 from odirkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from odirkit.engine.evaluate import (
@@ -191,7 +191,7 @@ class EpochLoop:
                     bar.update(
                         epoch_task,
                         completed=self.progress.epoch,
-                        status=self._status(self.history[-1]),
+                        status=epoch_status(self.history[-1]),
                     )
                     if distributed.all_sum([float(stop.requested)])[0] > 0:
                         raise StopRequested
@@ -262,11 +262,12 @@ class EpochLoop:
             return
         write_text(self.vdir.history_file, self.history_frame().to_csv(index=False))
         self.tracker.epoch(epoch + 1, row)
-        info(f"{self.exp.variant} epoch {epoch + 1}/{self.cfg.train.epochs}  {self._status(row)}")
+        info(f"{self.exp.variant} epoch {epoch + 1}/{self.cfg.train.epochs}  {epoch_status(row)}")
         if self.stopped_early:
+            best, monitor = self.best["epoch"], self.cfg.train.monitor
             info(
-                f"{self.exp.variant}: no better validation {self.cfg.train.monitor} for "
-                f"{patience} epoch(s); stopping early (best: epoch {self.best['epoch']})"
+                f"{self.exp.variant}: no better validation {monitor} for {patience} epoch(s); "
+                f"stopping early (best: epoch {best})"
             )
         if self.on_epoch is not None:
             self.on_epoch(epoch + 1, row)
@@ -300,18 +301,6 @@ class EpochLoop:
         if monitor in LOWER_IS_BETTER:
             return value < self.best["value"]
         return value > self.best["value"]
-
-    @staticmethod
-    def _status(row: dict[str, Any]) -> str:
-        text = f"train loss {row['train_loss']:.4f}"
-        if "val_loss" in row:
-            text += (
-                f"  val loss {row['val_loss']:.4f}  val F1 micro {row['val_f1_micro']:.3f} "
-                f"macro {row['val_f1_macro']:.3f}"
-            )
-        if "test_loss" in row:
-            text += f"  (test F1 micro {row['test_f1_micro']:.3f})"
-        return text
 
     def history_frame(self) -> pd.DataFrame:
         """The epochs so far, a row each (``metrics.csv``)."""
@@ -371,6 +360,8 @@ class EpochLoop:
             if chosen == "last":
                 self.trainer.model.load_state_dict(last_weights)
         history = self.history_frame()
+        train = self.trainer.data.train_idx  # the learning check's loss: as stored, every rank
+        fitted = float(self.trainer.evaluate(train).loss) if len(train) else float("nan")
         if not here.main:
             return history, {}, results[chosen][0].temperature
         result, test = results[chosen]
@@ -379,7 +370,7 @@ class EpochLoop:
         write_text(self.vdir.history_file, history.to_csv(index=False))
         summary = result.summary(rule, self.cfg.eval.confidence)
         epochs = {"last": len(self.history), "best": (self.best or {}).get("epoch")}
-        learning = self._learning(result)
+        learning = self._learning(result, fitted)
         final = {
             "experiment": self.exp.name,
             "variant": self.exp.variant,
@@ -441,9 +432,9 @@ class EpochLoop:
         write_json(self.vdir.metrics_file, final)
         return history, final, result.temperature
 
-    def _learning(self, result: TestResult) -> LearningCheck:
-        """Did the run learn? Its last training loss against chance, the validation
-        patients' AUC interval, and the test decisions (:mod:`odirkit.learning`)."""
+    def _learning(self, result: TestResult, train_loss: float) -> LearningCheck:
+        """Did the run learn? Its training images' loss (as stored, evaluation mode) against
+        chance, the validation AUC interval, the test decisions (:mod:`odirkit.learning`)."""
         data, ev = self.trainer.data, self.cfg.eval
         chance = chance_loss(
             self.trainer.loss_fn, data.targets_tensor(data.train_idx), data.task.num_classes
@@ -462,7 +453,7 @@ class EpochLoop:
             result.test.probs, single_label=data.task.single_label, thresholds=result.thresholds
         )
         check = check_learning(
-            train_loss=float(self.history[-1]["train_loss"]) if self.history else float("nan"),
+            train_loss=train_loss,
             chance=chance,
             val_auc=None if val_auc is None else float(val_auc),
             val_auc_interval=interval,
