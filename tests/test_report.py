@@ -204,6 +204,26 @@ def write(tmp_path: Path, found: list[RunSummary]) -> tuple[str, str]:
     return (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
 
 
+def test_an_interrupted_run_says_so_before_its_answer(tmp_path):
+    found = runs({"default": 0.40, "augmented": 0.45}, seeds=1)
+    write_report(
+        tmp_path,
+        title="quickstart",
+        description="",
+        runs=found,
+        figures={},
+        metrics=["f1_D", "recall_D"],
+        resamples=50,
+        unfinished=["gan-seed0: stopped after epoch 2; continue with odirkit run --resume x"],
+    )
+    markdown = (tmp_path / "report.md").read_text()
+    answer = markdown.split("## The answer", 1)[1].strip().splitlines()[0]
+    assert (
+        answer == "Not every run finished (gan-seed0): this answer covers the finished runs only."
+    )
+    assert "gan-seed0" in json.loads((tmp_path / "comparison.json").read_text())["answer"][0]
+
+
 def test_the_report_opens_with_the_answer_and_shows_no_python_values(tmp_path):
     markdown, page = write(tmp_path, runs({"default": 0.4, "augmented": 0.5}, seeds=2))
     assert markdown.index("## The answer") < markdown.index("## Did each run learn?")

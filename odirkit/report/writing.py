@@ -68,6 +68,11 @@ def write_report(
     )
     verdicts = [line for test in tests for line in test.verdicts(confidence)]
     answer = answer_of(runs, table, tests, metrics=metrics, confidence=confidence)
+    if unfinished and runs:  # said before the verdicts, not only at the end of the page
+        names = ", ".join(u.split(":")[0] for u in unfinished)
+        answer.sentences.insert(
+            0, f"Not every run finished ({names}): this answer covers the finished runs only."
+        )
     write_text(out_dir / ReportFiles.TABLE, table.to_csv(index=False))
     write_json(
         out_dir / ReportFiles.ANSWER,
