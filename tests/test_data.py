@@ -189,6 +189,21 @@ def test_multilabel_undersampling_caps_the_common_labels_and_keeps_every_rare_on
     assert not np.array_equal(kept, undersample_multilabel(indices, targets, seed=2))
 
 
+def test_multilabel_undersampling_stops_at_the_median_rounded_up_and_empties_nothing():
+    from odirkit.data.split import undersample_multilabel
+
+    # label counts 5, 3, 2, 0: the median 2.5 falls between two counts
+    rows = [[1, 0, 0, 0]] * 2 + [[1, 1, 0, 0]] * 3 + [[0, 0, 1, 0]] * 2
+    targets = np.array(rows, dtype=np.float32)
+    indices = np.arange(len(rows))
+    for seed in range(5):
+        kept = undersample_multilabel(indices, targets, seed=seed)
+        after = targets[kept].sum(axis=0)
+        assert after.tolist() == [3, 3, 2, 0]  # N down to 3 (not 2), D kept above 2.5
+    lone = np.array([[1, 0, 0, 0]], dtype=np.float32)  # one image: its label's only one
+    assert undersample_multilabel(np.array([0]), lone, seed=0).tolist() == [0]
+
+
 def _fundus_disc(height: int = 120, width: int = 160, level: float = 1.0) -> np.ndarray:
     """A textured red-orange disc on black, clipped by nothing: ``uint8 [H, W, 3]``."""
     yy, xx = np.mgrid[0:height, 0:width]

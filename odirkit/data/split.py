@@ -151,12 +151,13 @@ def undersample_multilabel(indices: np.ndarray, targets: np.ndarray, *, seed: in
     A label is a *majority* label when more images carry it than the median label
     does. Images whose labels are all majority labels (N alone, D alone, N and D
     ...) are removed in a seeded random order, each only while every one of its
-    labels stays above that median: the common label sets are capped, and no
-    image of a minority label is ever removed.
+    labels keeps at least the median (and at least one image) after it: the
+    common label sets are capped at the median, rounded up when it falls between
+    two counts, and no image of a minority label is ever removed.
     """
     y = np.asarray(targets) > 0.5
     counts = y[indices].sum(axis=0).astype(np.int64)
-    target = int(np.median(counts))
+    target = float(np.median(counts))
     majority = counts > target
     rng = np.random.default_rng(seed)
     kept = np.ones(len(indices), dtype=bool)
@@ -164,7 +165,7 @@ def undersample_multilabel(indices: np.ndarray, targets: np.ndarray, *, seed: in
         labels = y[indices[position]]
         if not labels.any() or not majority[labels].all():
             continue
-        if (counts[labels] > target).all():
+        if (counts[labels] - 1 >= max(target, 1.0)).all():
             kept[position] = False
             counts[labels] -= 1
     return np.sort(indices[kept])
