@@ -8,14 +8,11 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from odirkit.errors import RunError
-
-if TYPE_CHECKING:  # for annotations: layout imports this module
-    from odirkit.runs.layout import VariantDirectory
 
 #: the paths of a resolved configuration that are relative to the working directory
 RELATIVE_PATHS = (
@@ -78,22 +75,6 @@ def _read_predictions(path: Path, labels: list[str] | None = None) -> pd.DataFra
                 "odirkit run --resume after removing it, or use another run"
             )
     return frame
-
-
-def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:
-    """Relative data paths of a saved run, made relative to where the run was started,
-    so that resuming, predicting or explaining works from any working directory."""
-    try:
-        start = Path(vdir.environment()["working_directory"])
-    except (RunError, KeyError):
-        return doc
-    for table, key in RELATIVE_PATHS:
-        value = doc.get(table, {}).get(key)
-        if isinstance(value, str) and value and not Path(value).is_absolute():
-            here, there = Path(value), start / value
-            if not here.exists() and there.exists():
-                doc[table][key] = str(there)
-    return doc
 
 
 class VariantFiles:

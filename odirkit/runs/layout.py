@@ -15,12 +15,28 @@ import pandas as pd
 from odirkit.errors import RunError
 from odirkit.runs.documents import (
     PATIENT_PREDICTIONS,
+    RELATIVE_PATHS,
     VariantFiles,
     _read_json,
     _read_predictions,
     process_alive,
-    rebase_paths,
 )
+
+
+def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:
+    """Relative data paths of a saved run, made relative to where the run was started,
+    so that resuming, predicting or explaining works from any working directory."""
+    try:
+        start = Path(vdir.environment()["working_directory"])
+    except (RunError, KeyError):
+        return doc
+    for table, key in RELATIVE_PATHS:
+        value = doc.get(table, {}).get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            here, there = Path(value), start / value
+            if not here.exists() and there.exists():
+                doc[table][key] = str(there)
+    return doc
 
 
 class VariantDirectory(VariantFiles):
