@@ -248,7 +248,8 @@ def plot_test_curves(
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # no curve where no class has both outcomes
+            ax.legend(fontsize=7)
         save_figure(fig, out_dir / FigureFiles.curves(kind))
         written.append(out_dir / FigureFiles.curves(kind))
 
