@@ -103,7 +103,9 @@ RunDirArgument = Annotated[
 VariantOption = Annotated[
     str | None,
     typer.Option(
-        "--variant", help="The variant of a run folder that holds several (e.g. default-seed0)."
+        "--variant",
+        help="The variant of a run folder that holds several (e.g. default-seed0, or default "
+        "when it ran once).",
     ),
 ]
 

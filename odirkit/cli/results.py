@@ -142,7 +142,9 @@ def runs(
 
 @app.command()
 def status(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<name>/<timestamp>).")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder (runs/<name>/<timestamp>) or one of its variants.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Each job of a run: queued, running (epoch), finished or failed (with its log's last
