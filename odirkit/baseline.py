@@ -27,6 +27,7 @@ from odirkit.engine.evaluate import score_test, write_prediction_files
 from odirkit.engine.trainer import Evaluation
 from odirkit.files import write_json
 from odirkit.runs import VariantDirectory
+from odirkit.runs.records import RunMetrics
 from odirkit.seeding import Stream, derive_seed
 
 
@@ -54,7 +55,7 @@ def _loss(y: np.ndarray, probs: np.ndarray, single_label: bool) -> float:
     )
 
 
-def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> dict[str, Any]:
+def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> RunMetrics:
     """Fit on the training patients, choose the operating point on the validation ones,
     score the test ones once (as a network's run), and write the folder ``out``."""
     data = prepare_data(exp, images=False)
@@ -94,7 +95,7 @@ def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> dict[str, A
     write_json(out.config_file, {**exp.to_dict(), "baseline": "metadata"})
     write_json(out.data_file, data.report)
     write_prediction_files(out, data, result, test)
-    final = {
+    document = {
         "experiment": exp.name,
         "variant": "baseline-metadata",
         "baseline": "logistic regression on age and sex",
@@ -108,5 +109,6 @@ def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> dict[str, A
         "validation": result.validation,
         "data": data.report,
     }
-    write_json(out.metrics_file, final)
+    final = RunMetrics.from_json(document, out.metrics_file)
+    final.write(out.metrics_file)
     return final

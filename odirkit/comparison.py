@@ -25,6 +25,7 @@ from odirkit import bootstrap
 from odirkit.engine.evaluate import scored_from_frame, thresholds_array
 from odirkit.learning import LearningCheck
 from odirkit.runs import VariantDirectory
+from odirkit.runs.records import RunMetrics, Scores
 
 _NAME = re.compile(r"^(?P<base>.+?)(?:-seed(?P<seed>\d+))?(?:-fold(?P<fold>\d+))?$")
 
@@ -52,14 +53,11 @@ def metric_name(metric: str, *, single_label: bool) -> str:
     return metric
 
 
-def metric_value(result: dict[str, Any], metric: str) -> float:
+def metric_value(result: Scores, metric: str) -> float:
     """A metric of a run's result (``metrics.json``'s ``final``): a headline figure, or a
     class's (``f1_D``, ``recall_D``) from ``per_class``; NaN when it has none."""
-    if metric in result:
-        return float(result[metric])
-    kind, _, label = metric.rpartition("_")
-    value = result.get("per_class", {}).get(label, {}).get(kind)
-    return float("nan") if value is None else float(value)
+    value = result.value(metric)
+    return float("nan") if value is None else value
 
 
 def parse_run_name(name: str) -> tuple[str, int | None, int | None]:
@@ -75,8 +73,12 @@ class FinishedRun:
     """What a comparison needs of one finished run."""
 
     name: str
-    final: dict[str, Any]
+    final: RunMetrics
     directory: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.final, RunMetrics):  # a document as read from JSON
+            self.final = RunMetrics.from_json(self.final, self.name)
 
     @property
     def base(self) -> str:
@@ -103,7 +105,7 @@ class FinishedRun:
     @property
     def learning(self) -> LearningCheck | None:
         """Whether the run learned (None for a run made before odirkit checked)."""
-        found = self.final.get("learning")
+        found = self.final.learning
         return LearningCheck.from_dict(found) if found else None
 
     def scored(self) -> bootstrap.Scored | None:
@@ -111,9 +113,9 @@ class FinishedRun:
         frame = self.predictions()
         if frame is None:
             return None
-        labels = list(self.final["labels"])
-        thresholds = thresholds_array(labels, self.final["final"].get("thresholds") or {})
-        single = self.final["task"] == "single_label"
+        labels = list(self.final.labels)
+        thresholds = thresholds_array(labels, self.final.final.thresholds)
+        single = self.final.single_label
         return scored_from_frame(frame, labels=labels, single_label=single, thresholds=thresholds)[
             0
         ]
@@ -250,7 +252,7 @@ def group_summary(
         row: dict[str, Any] = {"variant": base, "runs": len(members), "unit": unit}
         scored = [r.scored() for r in members]
         for metric in metrics:
-            values = [metric_value(r.final["final"], metric) for r in members]
+            values = [metric_value(r.final.final, metric) for r in members]
             stats = bootstrap.mean_interval(values, confidence, bounded=True)
             if all(s is not None for s in scored):
                 low, high = bootstrap.runs_interval(
@@ -286,7 +288,7 @@ def compare_variants(
     for candidate in bases:
         if candidate == reference:
             continue
-        single = any(r.final.get("task") == "single_label" for r in runs if r.base == candidate)
+        single = any(r.final.single_label for r in runs if r.base == candidate)
         test = VariantTest(
             candidate, reference, single_label=single, require_learning=require_learning
         )
@@ -331,16 +333,16 @@ def _pair(
     seed: int,
 ) -> PairTest | str:
     for field_name in ("labels", "task", "level"):
-        if reference.final.get(field_name) != candidate.final.get(field_name):
+        if getattr(reference.final, field_name) != getattr(candidate.final, field_name):
             return f"they differ in {field_name}: no paired test"
     frames = [reference.predictions(), candidate.predictions()]
     if any(f is None for f in frames):
         return "a prediction file is missing: no paired test"
-    labels = list(reference.final["labels"])
-    single = reference.final["task"] == "single_label"
+    labels = list(reference.final.labels)
+    single = reference.final.single_label
     sides = []
     for run, frame in zip((reference, candidate), frames, strict=True):
-        thresholds = thresholds_array(labels, run.final["final"].get("thresholds") or {})
+        thresholds = thresholds_array(labels, run.final.final.thresholds)
         sides.append(
             scored_from_frame(frame, labels=labels, single_label=single, thresholds=thresholds)
         )

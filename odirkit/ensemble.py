@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,9 +20,10 @@ import pandas as pd
 from odirkit import bootstrap
 from odirkit.engine.evaluate import scored_from_frame, thresholds_dict
 from odirkit.errors import RunError
-from odirkit.files import write_json, write_text
+from odirkit.files import write_text
 from odirkit.metrics import classification_metrics, odir_score, predictions
 from odirkit.runs import VariantDirectory
+from odirkit.runs.records import EnsembleMetrics, RunMetrics, Scores
 from odirkit.thresholds import choose_thresholds, parse_rule
 
 
@@ -32,7 +32,7 @@ class Member:
     """One run of an ensemble: its folder, final metrics, test and validation predictions."""
 
     directory: VariantDirectory
-    final: dict[str, Any]
+    final: RunMetrics
     predictions: pd.DataFrame
     validation: pd.DataFrame | None
 
@@ -59,7 +59,7 @@ def _targets(frame: pd.DataFrame, labels: list[str], single: bool) -> np.ndarray
     return frame[[f"target_{label}" for label in labels]].to_numpy()
 
 
-def ensemble(directories: list[VariantDirectory], out_dir: Path) -> dict[str, Any]:
+def ensemble(directories: list[VariantDirectory], out_dir: Path) -> EnsembleMetrics:
     """Average the members' probabilities; choose the operating point on their averaged
     validation predictions; score the shared test samples with intervals; write and return."""
     members = [_member(d) for d in directories]
@@ -68,20 +68,21 @@ def ensemble(directories: list[VariantDirectory], out_dir: Path) -> dict[str, An
     first = members[0].final
     for member in members[1:]:
         for key in ("labels", "task", "level"):
-            if member.final.get(key) != first.get(key):
+            if getattr(member.final, key) != getattr(first, key):
                 raise RunError(
-                    f"{member.directory} has {key} {member.final.get(key)!r} but "
-                    f"{members[0].directory} has {first.get(key)!r}: runs to ensemble must agree"
+                    f"{member.directory} has {key} {getattr(member.final, key)!r} but "
+                    f"{members[0].directory} has {getattr(first, key)!r}: runs to ensemble "
+                    "must agree"
                 )
-    labels: list[str] = first["labels"]
-    single = first["task"] == "single_label"
-    patient = first.get("level") == "patient"
+    labels = list(first.labels)
+    single = first.single_label
+    patient = first.level == "patient"
     keys = ["ID"] if patient else ["patient_id", "eye", "path"]
     probs = [label if patient else f"prob_{label}" for label in labels]
     test = _average([m.predictions for m in members], keys, probs)
     if test.empty:
         raise RunError("the runs share no held-out image: were they split with the same seed?")
-    rule = parse_rule((first.get("final") or {}).get("threshold_rule", "0.5"))
+    rule = parse_rule(first.final.threshold_rule)
     validations = [m.validation for m in members]
     val = None
     if all(v is not None for v in validations):
@@ -117,21 +118,24 @@ def ensemble(directories: list[VariantDirectory], out_dir: Path) -> dict[str, An
     written = VariantDirectory(out_dir)
     target = written.patient_predictions_file if patient else written.predictions_file
     write_text(target, out.to_csv(index=False))
-    result = {
-        "ensemble_of": [str(m.directory) for m in members],
-        "members_f1_micro": {str(m.directory): m.final["final"]["f1_micro"] for m in members},
-        "members_tta": {str(m.directory): m.final.get("tta", []) for m in members},
-        "shared_test_samples": len(test),
-        "labels": labels,
-        "task": first["task"],
-        "level": first.get("level", "image"),
-        "checkpoint": "last",
-        "final": {
-            **metrics,
-            "intervals": intervals,
-            "threshold_rule": str(rule),
-            "thresholds": thresholds_dict(tuple(labels), thresholds),
-        },
-    }
-    write_json(written.metrics_file, result)
+    result = EnsembleMetrics(
+        ensemble_of=[str(m.directory) for m in members],
+        members_f1_micro={str(m.directory): m.final.final.f1_micro for m in members},
+        members_tta={str(m.directory): m.final.tta for m in members},
+        shared_test_samples=len(test),
+        labels=labels,
+        task=first.task,
+        level=first.level,
+        checkpoint="last",
+        final=Scores.from_json(
+            {
+                **metrics,
+                "intervals": intervals,
+                "threshold_rule": str(rule),
+                "thresholds": thresholds_dict(tuple(labels), thresholds),
+            },
+            written.metrics_file,
+        ),
+    )
+    result.write(written.metrics_file)
     return result

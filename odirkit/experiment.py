@@ -219,7 +219,7 @@ def summaries_from_dirs(paths: Sequence[Path]) -> list[RunSummary]:
     for vdir, label in found:
         unique = label if labels.count(label) == 1 else str(vdir)
         final = vdir.metrics()
-        summaries.append(RunSummary(unique, vdir.history(), final, final["labels"], vdir.path))
+        summaries.append(RunSummary(unique, vdir.history(), final, final.labels, vdir.path))
     return summaries
 
 
@@ -235,9 +235,7 @@ def rebuild_report(path: Path) -> tuple[RunDirectory, Comparison]:
     for vdir in variants:
         if vdir.finished:
             final = vdir.metrics()
-            summaries.append(
-                RunSummary(vdir.name, vdir.history(), final, final["labels"], vdir.path)
-            )
+            summaries.append(RunSummary(vdir.name, vdir.history(), final, final.labels, vdir.path))
             continue
         done = vdir.epochs_done()
         state = "failed" if vdir.failed_file.exists() else "stopped"

@@ -19,9 +19,10 @@ import pandas as pd
 
 from odirkit.errors import RunError
 from odirkit.runs import ExternalDirectory, VariantDirectory
+from odirkit.runs.records import ExternalMetrics
 
 
-def _results(runs: Sequence[Any]) -> list[tuple[str, ExternalDirectory, dict[str, Any]]]:
+def _results(runs: Sequence[Any]) -> list[tuple[str, ExternalDirectory, ExternalMetrics]]:
     found = []
     for run in runs:
         if run.directory is None:
@@ -44,10 +45,10 @@ def _shown(value: Any, low: Any = None, high: Any = None, signed: bool = False) 
     return text
 
 
-def _rows(summary: dict[str, Any]) -> list[dict[str, str]]:
-    single = summary.get("task") == "single_label"
+def _rows(summary: ExternalMetrics) -> list[dict[str, str]]:
+    single = summary.single_label
     rows = []
-    for row in (summary.get("comparison") or {}).get("metrics", []):
+    for row in summary.comparison_rows:
         name = row["metric"]
         if single and name == "f1_micro":
             name = "accuracy"
@@ -65,25 +66,25 @@ def _rows(summary: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def _heading(label: str, summary: dict[str, Any]) -> tuple[str, str]:
-    collection = summary.get("collection") or {}
-    title = f"{label} on {summary.get('name')}"
-    scored = ", ".join(summary.get("labels_scored") or [])
-    missing = ", ".join(summary.get("labels_not_scored") or [])
-    level = summary.get("level", "image")
-    final = summary.get("final") or {}
-    temperature = final.get("temperature")
+def _heading(label: str, summary: ExternalMetrics) -> tuple[str, str]:
+    collection = summary.collection
+    title = f"{label} on {summary.name}"
+    scored = ", ".join(summary.labels_scored)
+    missing = ", ".join(summary.labels_not_scored)
+    level = summary.level
+    final = summary.final
+    temperature = final.temperature
     calibration = (
         f"temperature {temperature:.3f}"
         if isinstance(temperature, int | float)
         else "no temperature"
     )
-    which = (summary.get("data") or {}).get("dataset", {}).get("scored", "every image")
+    which = summary.data.get("dataset", {}).get("scored", "every image")
     text = (
         f"{collection.get('dataset')} at {collection.get('root')} ({which}): "
-        f"{summary.get('images')} images, {summary.get('patients')} patients, scored per "
-        f"{level} with the run's {summary.get('checkpoint')} checkpoint, operating point "
-        f"{final.get('threshold_rule')} and {calibration}, as chosen on the run's validation "
+        f"{summary.images} images, {summary.patients} patients, scored per "
+        f"{level} with the run's {summary.checkpoint} checkpoint, operating point "
+        f"{final.threshold_rule} and {calibration}, as chosen on the run's validation "
         f"patients. Labels scored: {scored}."
         + (f" Not scored (the collection does not grade them): {missing}." if missing else "")
     )
@@ -117,7 +118,7 @@ def markdown_section(out_dir: Path, runs: Sequence[Any]) -> list[str]:
             ]
             lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
             lines.append("")
-        lines += [f"- {v}" for v in (summary.get("comparison") or {}).get("verdicts", [])[:5]]
+        lines += [f"- {v}" for v in summary.verdicts[:5]]
         if external.figure.exists():
             link = (
                 external.figure.relative_to(out_dir)
@@ -145,7 +146,7 @@ def html_section(runs: Sequence[Any], table: Any) -> str:
         title, text = _heading(label, summary)
         parts.append(f"<h3>{html.escape(title)}</h3><p>{html.escape(text)}</p>")
         parts.append(table(pd.DataFrame(_rows(summary)), f"external-{i}"))
-        verdicts = (summary.get("comparison") or {}).get("verdicts", [])[:5]
+        verdicts = summary.verdicts[:5]
         parts += [f'<p class="verdict">{html.escape(v)}</p>' for v in verdicts]
         if external.figure.exists():
             data = base64.b64encode(external.figure.read_bytes()).decode("ascii")

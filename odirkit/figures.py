@@ -17,6 +17,7 @@ from typing import Any
 import matplotlib
 
 from odirkit.runs.names import FigureFiles
+from odirkit.runs.records import RunMetrics
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -50,7 +51,7 @@ def plot_run(
     labels: Sequence[str],
     out_dir: Path,
     title: str,
-    final: dict[str, Any] | None = None,
+    final: RunMetrics | None = None,
 ) -> list[Path]:
     """F1 per epoch, recall per class per epoch, losses, and the reported recall per class.
 
@@ -127,17 +128,15 @@ def plot_run(
 
     if final is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
-        per_class = final["final"]["per_class"]
-        intervals = final["final"].get("intervals", {})
-        values = [per_class[label]["recall"] for label in labels]
-        errors = error_bars([intervals.get(f"recall_{label}") for label in labels], values)
+        values = [final.final.label(label)["recall"] for label in labels]
+        errors = error_bars([final.final.interval(f"recall_{label}") for label in labels], values)
         bars = ax.bar(list(labels), values, color="tab:blue", yerr=errors, capsize=4)
         ax.bar_label(bars, fmt="%.2f", padding=2, fontsize=8)  # above each bar, even at 0
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("recall (sensitivity)")
         ax.set_title(
-            f"{title}: test recall per class\n({final.get('checkpoint', 'last')} checkpoint, "
-            f"epoch {final.get('checkpoint_epoch')}; bars: "
+            f"{title}: test recall per class\n({final.checkpoint} checkpoint, "
+            f"epoch {final.checkpoint_epoch}; bars: "
             f"{_percent(final)} bootstrap interval)"
         )
         save_figure(fig, out_dir / FigureFiles.RECALL)
@@ -145,15 +144,15 @@ def plot_run(
     return written
 
 
-def positive_label(labels: Sequence[str], final: dict[str, Any] | None) -> str | None:
+def positive_label(labels: Sequence[str], final: RunMetrics | None) -> str | None:
     """The disease of a two-class single-label task (``["N", "D"]`` -> ``"D"``), else None."""
-    if final is None or final.get("task") != "single_label" or len(labels) != 2:
+    if final is None or not final.single_label or len(labels) != 2:
         return None
     return labels[1]
 
 
-def _percent(final: dict[str, Any]) -> str:
-    return f"{round(100 * final['final'].get('confidence', 0.95))}%"
+def _percent(final: RunMetrics) -> str:
+    return f"{round(100 * final.final.confidence)}%"
 
 
 def error_bars(intervals: Sequence[Any], values: Sequence[float]) -> Any:

@@ -367,6 +367,22 @@ CASES = [
         ),
         "metrics.json: unreadable",
     ),
+    Case(  # JSON, but not a run's result: a typed record names the field, not a KeyError
+        "foreign_metrics_json_compare",
+        on_damaged_run(
+            write_over("default/metrics.json", lambda p: p.write_text('{"final": [0.7, 0.2]}')),
+            "compare",
+        ),
+        "metrics.json: not a run's result as odirkit writes it (final:",
+    ),
+    Case(
+        "foreign_metrics_json_ensemble",
+        on_damaged_run(
+            write_over("default/metrics.json", lambda p: p.write_text('{"labels": "ND"}')),
+            "ensemble",
+        ),
+        "metrics.json: not a run's result as odirkit writes it (",
+    ),
     # -- a dataset the run did not draw is not drawn over
     Case(
         "phantom_with_other_settings",

@@ -84,8 +84,11 @@ def check_models(out: dict) -> None:
 def check_engine_overhead(out: dict) -> None:
     assert out["image_size"] == 64 and out["epochs_measured"] == 1
     assert rate(out["engine_images_per_s"]) and rate(out["plain_images_per_s"])
-    assert out["overhead_percent"] == pytest.approx(
-        100 * (out["plain_images_per_s"] / out["engine_images_per_s"] - 1), abs=0.5
+    # from the unrounded ratio: on a busy machine the rates are a few images per second, and
+    # their rounding to 0.1 alone moves the percentage by more than any fixed tolerance
+    assert out["overhead_percent"] == pytest.approx(100 * (1 / out["ratio"] - 1), rel=0.01, abs=0.5)
+    assert out["ratio"] == pytest.approx(
+        out["engine_images_per_s"] / out["plain_images_per_s"], rel=0.1
     )
 
 

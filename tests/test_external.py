@@ -166,8 +166,8 @@ def test_external_scores_are_what_predict_gives_and_recompute_from_the_file(
     result = evaluate(vdir, "--data", eyepacs / "eyepacs.toml", "--name", "eyepacs-check")
     assert result.exit_code == 0, result.output
     out = vdir.external("eyepacs-check")
-    summary = out.metrics()
-    run_final = vdir.metrics()["final"]
+    summary = out.metrics().to_json()
+    run_final = vdir.metrics().to_json()["final"]
     # operating points and temperature: the run's, chosen on its validation patients
     assert summary["final"]["thresholds"] == run_final["thresholds"]
     assert summary["final"]["temperature"] == run_final["temperature"] != 1.0
@@ -210,7 +210,7 @@ def test_a_single_label_run_keeps_its_own_decisions_over_every_class(single_labe
     result = evaluate(vdir, "--data", eyepacs / "eyepacs.toml", "--name", "eyepacs")
     assert result.exit_code == 0, result.output
     out = vdir.external("eyepacs")
-    summary = out.metrics()
+    summary = out.metrics().to_json()
     frame = pd.read_csv(out.predictions_file, dtype={"patient_id": str})
     probs = frame[["prob_N", "prob_D", "prob_G"]].to_numpy()
     decided = np.array(["N", "D", "G"])[probs.argmax(axis=1)]
@@ -247,8 +247,8 @@ def test_the_internal_side_is_the_run_s_own_test_result(single_label_run, extern
     )
     assert result.exit_code == 0, result.output
     (out,) = [e for e in vdir.external_results() if e.name == "phantom"]
-    assert out.metrics()["labels_not_scored"] == []
-    final = vdir.metrics()["final"]
+    assert out.metrics().to_json()["labels_not_scored"] == []
+    final = vdir.metrics().to_json()["final"]
     comparison = out.comparison().set_index("metric")
     for metric in ("f1_micro", "auc_macro"):
         assert comparison.loc[metric, "internal"] == pytest.approx(final[metric], abs=1e-5)
@@ -265,7 +265,7 @@ def test_evaluating_again_writes_a_new_folder_with_the_same_numbers(single_label
     assert evaluate(vdir, "--data", eyepacs / "eyepacs.toml", "--name", "twice").exit_code == 0
     second = vdir.external("twice-2")
     assert file_digests(first.path) == before
-    assert second.metrics()["final"] == first.metrics()["final"]
+    assert second.metrics().to_json()["final"] == first.metrics().to_json()["final"]
     assert second.comparison().equals(first.comparison())
 
 
@@ -285,7 +285,7 @@ def test_the_reports_and_the_loggers_show_the_external_result(multi_label_run, e
     client = MlflowClient(tracking_uri=entry["tracking_uri"])
     tracked = client.get_run(entry["run_id"])  # the run's own MLflow run, continued
     assert tracked.data.metrics["external.shown.f1_micro"] == pytest.approx(
-        vdir.external("shown").metrics()["final"]["f1_micro"]
+        vdir.external("shown").metrics().to_json()["final"]["f1_micro"]
     )
     assert "external.shown.difference.auc_macro.low" in tracked.data.metrics
 
@@ -469,7 +469,7 @@ def test_the_offline_cross_dataset_example_runs_at_a_tiny_size(cli, tmp_path):
     (vdir,) = (tmp_path / "runs").glob("cross_dataset_phantom/*/default")
     names = [e.name for e in VariantDirectory(vdir).external_results()]
     assert names == ["eyepacs-style", "other-cameras"]
-    styled = VariantDirectory(vdir).external("eyepacs-style").metrics()
+    styled = VariantDirectory(vdir).external("eyepacs-style").metrics().to_json()
     assert styled["labels_not_scored"] == ["G"]
     assert styled["data"]["dataset"]["patient_ids"].startswith("from the file names")
 
@@ -531,7 +531,7 @@ def test_a_corrupt_photograph_in_the_collection_is_named_or_skipped(
     out = single_label_run.external("corrupt")
     skipped = pd.read_csv(out.skipped_file)
     assert list(skipped["path"].map(lambda p: Path(p).name)) == [victim.name]
-    assert out.metrics()["images"] == len(list((copy / "train").glob("*.jpeg"))) - 1
+    assert out.metrics().to_json()["images"] == len(list((copy / "train").glob("*.jpeg"))) - 1
 
 
 def test_a_preset_experiment_file_serves_as_the_collection(single_label_run, tmp_path):
@@ -544,6 +544,6 @@ def test_a_preset_experiment_file_serves_as_the_collection(single_label_run, tmp
     note = " ".join(result.output.split())
     assert "note: labels, test_fraction, val_fraction of [data] concern training" in note
     out = single_label_run.external("hrf")  # named after the preset
-    summary = out.metrics()
+    summary = out.metrics().to_json()
     assert summary["labels_scored"] == ["N", "D", "G"] and summary["images"] == 6
     assert summary["collection"]["classes"] == "suffix"

@@ -217,11 +217,11 @@ def evaluate(
     for vdir in targets:
         result = evaluate_external(vdir, external, reg)
         summary = result.summary
-        level = round(summary["final"]["confidence"] * 100)
+        level = round(summary.final.confidence * 100)
         shown = Table(
             title=plain(
-                f"{vdir.name} on {summary['name']}: {summary['images']} images, labels "
-                f"{', '.join(summary['labels_scored'])} ({level}% bootstrap intervals)"
+                f"{vdir.name} on {summary.name}: {summary.images} images, labels "
+                f"{', '.join(summary.labels_scored)} ({level}% bootstrap intervals)"
             )
         )
         for column in ("metric", "internal test", "external", "external - internal"):
@@ -236,12 +236,12 @@ def evaluate(
             )
         out.print(shown)
         for row in result.comparison.to_dict("records")[:5]:
-            out.print(f"  {plain(verdict(row, summary['final']['confidence']))}", highlight=False)
-        if summary["labels_not_scored"]:
+            out.print(f"  {plain(verdict(row, summary.final.confidence))}", highlight=False)
+        if summary.labels_not_scored:
             out.print(
                 plain(
                     "not scored (the collection does not grade them): "
-                    + ", ".join(summary["labels_not_scored"])
+                    + ", ".join(summary.labels_not_scored)
                 )
             )
         out.print(plain(f"written to {result.directory.path}"))
@@ -368,16 +368,15 @@ def baseline_metadata(
     refuse_run_folder(out_dir)
     vdir = RunDirectory.create(out_dir, exp.name).variant("baseline-metadata")
     result = fit_metadata_baseline(exp, vdir)
-    final = result["final"]
+    final = result.final
     table = Table(
-        title=plain(f"{exp.name}: logistic regression on age and sex ({result['level']} level)")
+        title=plain(f"{exp.name}: logistic regression on age and sex ({result.level} level)")
     )
     for column in ("micro F1", "macro F1", "macro recall", "macro AUC"):
         table.add_column(column, justify="right")
-    intervals = final.get("intervals", {})
     table.add_row(
         *(
-            _with_interval(final[m], intervals.get(m))
+            _with_interval(final.value(m), final.interval(m))
             for m in ("f1_micro", "f1_macro", "recall_macro", "auc_macro")
         )
     )

@@ -205,18 +205,16 @@ def ensemble(
     result = run_ensemble(members, target)
     table = Table(
         title=plain(
-            f"ensemble of {len(members)} runs on {result['shared_test_samples']} "
-            "shared test samples"
+            f"ensemble of {len(members)} runs on {result.shared_test_samples} shared test samples"
         )
     )
     table.add_column("run")
     table.add_column("micro F1", justify="right")
-    for member, f1 in result["members_f1_micro"].items():
+    for member, f1 in result.members_f1_micro.items():
         table.add_row(plain(member), _fmt(f1))
-    intervals = result["final"].get("intervals", {})
     table.add_row(
         "[bold]ensemble[/bold]",
-        _with_interval(result["final"]["f1_micro"], intervals.get("f1_micro")),
+        _with_interval(result.final.f1_micro, result.final.interval("f1_micro")),
     )
     out.print(table)
     out.print(plain(f"written to {target}"))

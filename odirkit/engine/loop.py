@@ -36,11 +36,12 @@ from odirkit.engine.interrupt import RunInterrupted, StopRequested, graceful_sto
 from odirkit.engine.trainer import EpochProgress, Evaluation, Trainer
 from odirkit.errors import RunError, TrainingDiverged
 from odirkit.figures import plot_reliability, plot_run, plot_test_curves
-from odirkit.files import remove_stale_temporaries, write_json, write_text
+from odirkit.files import remove_stale_temporaries, write_text
 from odirkit.learning import LearningCheck, chance_loss, check_learning
 from odirkit.metrics import flatten_metrics, predictions
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import FigureFiles
+from odirkit.runs.records import RunMetrics
 from odirkit.seeding import Stream, derive_seed
 from odirkit.tracking import Tracker
 
@@ -330,9 +331,10 @@ class EpochLoop:
         )
         return result, test
 
-    def finish(self) -> tuple[pd.DataFrame, dict[str, Any], float | None]:
+    def finish(self) -> tuple[pd.DataFrame, RunMetrics | None, float | None]:
         """Score the test patients once per kept checkpoint; write predictions, figures and
-        metrics.json. Returns the history, the final metrics and the fitted temperature."""
+        metrics.json. Returns the history, the final metrics (``None`` on a rank other than
+        the first, which writes nothing) and the fitted temperature."""
         data = self.trainer.data
         task = data.task
         here = distributed.world()
@@ -363,7 +365,7 @@ class EpochLoop:
         train = self.trainer.data.train_idx  # the learning check's loss: as stored, every rank
         fitted = float(self.trainer.evaluate(train).loss) if len(train) else float("nan")
         if not here.main:
-            return history, {}, results[chosen][0].temperature
+            return history, None, results[chosen][0].temperature
         result, test = results[chosen]
         rule = self.cfg.eval.threshold
         write_prediction_files(self.vdir, self.trainer.data, result, test)
@@ -371,7 +373,7 @@ class EpochLoop:
         summary = result.summary(rule, self.cfg.eval.confidence)
         epochs = {"last": len(self.history), "best": (self.best or {}).get("epoch")}
         learning = self._learning(result, fitted)
-        final = {
+        document = {
             "experiment": self.exp.name,
             "variant": self.exp.variant,
             "task": task.kind,
@@ -412,6 +414,7 @@ class EpochLoop:
                 "ranks_in_sync": in_sync,
             },
         }
+        final = RunMetrics.from_json(document, self.vdir.metrics_file)
         title = f"{self.exp.name}/{self.exp.variant}"
         plot_run(history, list(task.labels), self.vdir.figures, title, final)
         plot_reliability(
@@ -429,7 +432,7 @@ class EpochLoop:
             title,
             single_label=task.single_label,
         )
-        write_json(self.vdir.metrics_file, final)
+        final.write(self.vdir.metrics_file)
         return history, final, result.temperature
 
     def _learning(self, result: TestResult, train_loss: float) -> LearningCheck:

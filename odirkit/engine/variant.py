@@ -44,6 +44,7 @@ from odirkit.layers import check_layers
 from odirkit.plugins import Registry
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import AUGMENT_FOLDER, FigureFiles
+from odirkit.runs.records import RunMetrics
 from odirkit.seeding import Stream, derive_seed, generator_for, seed_everything, set_deterministic
 from odirkit.tracking import RunInfo, Tracker
 from odirkit.view import ModelView
@@ -57,7 +58,7 @@ class VariantResult:
     variant: str
     directory: VariantDirectory
     history: pd.DataFrame
-    final: dict[str, Any]
+    final: RunMetrics | None  # None: a search trial (test not scored), or not the first rank
     model: nn.Module | None = None
     data: DataBundle | None = None
     view: ModelView | None = None
@@ -312,10 +313,10 @@ def run_variant(
     loop.run()
     if not score_test:
         tracker.close()
-        return VariantResult(exp.variant, vdir, loop.history_frame(), {}, model=model, data=data)
+        return VariantResult(exp.variant, vdir, loop.history_frame(), None, model=model, data=data)
     history, final, temperature = loop.finish()
-    if here.main:
-        tracker.final(final)
+    if final is not None:
+        tracker.final(final.to_json())
         tracker.files(
             [
                 vdir.config_file,

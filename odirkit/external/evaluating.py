@@ -45,6 +45,7 @@ from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
 from odirkit.predict import load_trained
 from odirkit.runs import ExternalDirectory, VariantDirectory
+from odirkit.runs.records import ExternalMetrics
 from odirkit.seeding import Stream, derive_seed
 from odirkit.tracking import RunInfo, Tracker
 
@@ -174,8 +175,8 @@ def evaluate_external(
     evaluation = Evaluation(everything, probs, targets, float("nan"), logits)
     level, fusion = cfg.data.level, cfg.data.fusion
     preds = at_level(bundle, evaluation, level=level, fusion=fusion)  # the view's temperature
-    scores = final.get("final") or {}
-    thresholds = thresholds_array(labels, scores.get("thresholds") or {})
+    scores = final.final
+    thresholds = thresholds_array(labels, scores.thresholds)
     scoring = SharedScoring(tuple(labels), tuple(shared), view.single_label)
     resamples, confidence = cfg.eval.bootstrap, cfg.eval.confidence
     seeds = (
@@ -219,13 +220,13 @@ def evaluate_external(
     write_text(out.comparison_file, comparison.to_csv(index=False))
     title = f"{exp.name}/{vdir.name}: internal test vs {external.name}"
     plot_internal_vs_external(comparison, out.figure, title, confidence)
-    summary = {
+    document = {
         "experiment": exp.name,
         "variant": vdir.name,
         "name": out.name,
         "collection": external.to_dict(),
-        "checkpoint": final.get("checkpoint"),
-        "checkpoint_epoch": final.get("checkpoint_epoch"),
+        "checkpoint": final.checkpoint,
+        "checkpoint_epoch": final.checkpoint_epoch,
         "task": kind,
         "level": level,
         "labels": labels,
@@ -237,9 +238,9 @@ def evaluate_external(
             **metrics,
             "intervals": intervals,
             "confidence": confidence,
-            "threshold_rule": scores.get("threshold_rule", cfg.eval.threshold),
-            "thresholds": scores.get("thresholds") or {},
-            "temperature": scores.get("temperature"),
+            "threshold_rule": scores.threshold_rule,
+            "thresholds": scores.thresholds,
+            "temperature": scores.temperature,
         },
         "comparison": {
             "internal": "the run's test patients (its own predictions), on the labels scored",
@@ -250,8 +251,9 @@ def evaluate_external(
         "tta": [v if isinstance(v, str) else str(v.get("name")) for v in cfg.eval.tta],
         "data": data_report,
     }
-    write_json(out.metrics_file, summary)
-    _tell_loggers(tracker, exp, vdir, out, summary)
+    summary = ExternalMetrics.from_json(document, out.metrics_file)
+    summary.write(out.metrics_file)
+    _tell_loggers(tracker, exp, vdir, out, summary.to_json())
     info(f"{vdir.name}: external validation on {external.name!r} written to {out.path}")
     if not_scored:
         info(f"{external.name}: the collection does not grade {', '.join(not_scored)}: not scored")

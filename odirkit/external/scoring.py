@@ -18,6 +18,7 @@ from odirkit.engine.evaluate import (
 )
 from odirkit.figures import colour, error_bars, save_figure
 from odirkit.runs import ExternalDirectory
+from odirkit.runs.records import ExternalMetrics
 
 #: the metrics compared between the internal test and the external collection
 COMPARED = ("f1_micro", "f1_macro", "recall_macro", "specificity_macro", "auc_macro")
@@ -31,7 +32,7 @@ class ExternalResult:
     """A written external validation: its folder, ``metrics.json`` and the comparison."""
 
     directory: ExternalDirectory
-    summary: dict[str, Any]
+    summary: ExternalMetrics
     comparison: pd.DataFrame
 
 

@@ -18,6 +18,7 @@ from odirkit.report.lines import (
 )
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import FigureFiles
+from odirkit.runs.records import RunMetrics
 
 #: the per-run figures shown, in order, with their captions
 RUN_FIGURES = (
@@ -243,11 +244,10 @@ def _mean_rows(frame: pd.DataFrame, colours: dict[str, str]) -> list[str]:
     return styles
 
 
-def _per_class(final: dict[str, Any]) -> pd.DataFrame:
-    per_class = (final.get("final") or {}).get("per_class") or {}
-    intervals = (final.get("final") or {}).get("intervals") or {}
+def _per_class(final: RunMetrics) -> pd.DataFrame:
+    scores = final.final
     rows = []
-    for label, figures in per_class.items():
+    for label, figures in scores.per_class.items():
         row = {"label": label}
         for key in (
             "recall",
@@ -265,7 +265,7 @@ def _per_class(final: dict[str, Any]) -> pd.DataFrame:
         ):
             row[key] = figures.get(key)
         for key in ("recall", "auc"):
-            low_high = intervals.get(f"{key}_{label}")
+            low_high = scores.interval(f"{key}_{label}")
             value = figures.get(key)
             if low_high and _finite(value) and all(_finite(v) for v in low_high):
                 row[f"{key}__shown"] = f"{value:.3f} [{low_high[0]:.3f}, {low_high[1]:.3f}]"
@@ -312,23 +312,23 @@ def _data_summary(vdir: VariantDirectory) -> str:
     return table(pd.DataFrame(rows), f"data-{vdir.name}") + note + truth_note
 
 
-def operating_point(final: dict[str, Any]) -> str:
+def operating_point(final: RunMetrics) -> str:
     """The reported checkpoint and how its decisions were made, in words."""
-    scores = final.get("final") or {}
-    rule = str(scores.get("threshold_rule", "0.5"))
-    thresholds = scores.get("thresholds") or {}
-    epoch = final.get("checkpoint_epoch")
+    scores = final.final
+    rule = scores.threshold_rule
+    thresholds = scores.thresholds
+    epoch = final.checkpoint_epoch
     when = f" (epoch {int(epoch)})" if _finite(epoch) else ""
-    text = f"Reported checkpoint: {final.get('checkpoint', 'last')}{when}. "
+    text = f"Reported checkpoint: {final.checkpoint}{when}. "
     if rule[:1].isdigit():
         text += f"Operating point: a fixed threshold of {rule}"
-        if final.get("task") == "single_label":
+        if final.single_label:
             text += " on the disease's probability (two classes), else the most probable class"
     else:
         text += f"Operating point: chosen on the validation patients by {rule}"
     if thresholds:
         text += "; thresholds " + ", ".join(f"{k} {v:.3f}" for k, v in thresholds.items())
-    temperature = scores.get("temperature")
+    temperature = scores.temperature
     if _finite(temperature):
         text += (
             f". Probabilities scaled by a temperature of {temperature:.3f} fitted on validation."

@@ -16,6 +16,7 @@ from odirkit.report.summary import (
     _finite,
 )
 from odirkit.runs import VariantDirectory
+from odirkit.runs.records import RunMetrics, Scores
 
 
 def learning_lines(runs: Sequence[RunSummary]) -> list[str]:
@@ -25,7 +26,7 @@ def learning_lines(runs: Sequence[RunSummary]) -> list[str]:
 
     lines = []
     for run in runs:
-        found = run.final.get("learning")
+        found = run.final.learning
         if not found:
             lines.append(f"{run.label}: not checked (a run made before odirkit checked)")
             continue
@@ -42,27 +43,25 @@ def learning_lines(runs: Sequence[RunSummary]) -> list[str]:
     return lines
 
 
-def tta_line(label: str, final: dict[str, Any]) -> str | None:
+def tta_line(label: str, final: RunMetrics) -> str | None:
     """A run's headline scores with and without its test-time views (None without TTA)."""
-    plain = final.get("final_without_tta")
-    if not plain:
+    plain = final.final_without_tta
+    if plain is None:
         return None
-    scores = final.get("final") or {}
+    scores = final.final
     parts = []
     for metric in ("f1_micro", "f1_macro", "auc_macro"):
-        if metric not in plain or metric not in scores:
+        if plain.value(metric) is None or scores.value(metric) is None:
             continue
         name = metric
-        if final.get("task") == "single_label":
+        if final.single_label:
             name = metric.replace("f1_micro", "accuracy")
 
-        def shown(values: dict[str, Any], metric: str = metric) -> str:
-            low, high = (values.get("intervals") or {}).get(metric) or (None, None)
-            interval = f" [{low:.3f}, {high:.3f}]" if low is not None else ""
-            return f"{values[metric]:.3f}{interval}"
+        def shown(values: Scores, metric: str = metric) -> str:
+            return f"{values.value(metric):.3f}{_bracket(values.interval(metric))}"
 
         parts.append(f"{name} {shown(scores)} with TTA, {shown(plain)} without TTA")
-    views = ", ".join(final.get("tta") or [])
+    views = ", ".join(final.tta)
     return f"{label} (views: {views}): " + "; ".join(parts)
 
 
@@ -71,22 +70,21 @@ def _screening(run: RunSummary) -> str:
     point, with the specificity that point reached on the test patients, beside the rule
     that chose it on validation ("sensitivity S [interval] at specificity T on test
     (target t on validation)")."""
-    final = run.final.get("final", {})
-    thresholds = final.get("thresholds") or {}
-    intervals = final.get("intervals", {})
-    rule = str(final.get("threshold_rule", "0.5"))
+    final = run.final.final
+    thresholds = final.thresholds
+    rule = final.threshold_rule
     kind, _, target = rule.partition(":")
     parts = []
     for label in run.labels:
         if label == "N":
             continue
-        figures = final.get("per_class", {}).get(label, {})
+        figures = final.label(label)
         recall, specificity = figures.get("recall"), figures.get("specificity")
         if recall is None:
             continue
-        text = f"{label}: sensitivity {recall:.3f}{_bracket(intervals.get(f'recall_{label}'))}"
+        text = f"{label}: sensitivity {recall:.3f}{_bracket(final.interval(f'recall_{label}'))}"
         if specificity is not None:
-            spec = _bracket(intervals.get(f"specificity_{label}"))
+            spec = _bracket(final.interval(f"specificity_{label}"))
             text += f" at specificity {specificity:.3f}{spec} on test"
         if target:
             text += f" (target {kind} {float(target):.2f} on validation"
@@ -102,7 +100,7 @@ def _screening(run: RunSummary) -> str:
 def _left_out(run: RunSummary) -> list[str]:
     """The classes a macro figure leaves out, being undefined for them (no positive test
     patient for recall, no predicted one for precision, ...), named beside the figure."""
-    found = (run.final.get("final") or {}).get("macro_left_out") or {}
+    found = run.final.final.macro_left_out
     if not found:
         return []
     parts = [f"{name.replace('_macro', '')}: {', '.join(labels)}" for name, labels in found.items()]
@@ -131,7 +129,7 @@ def _explanation_flags(run: RunSummary) -> list[str]:
 
 def _named(table: pd.DataFrame, runs: Sequence[RunSummary]) -> pd.DataFrame:
     """The table as shown: a single-label task's micro F1 is called accuracy."""
-    if runs and all(r.final.get("task") == "single_label" for r in runs):
+    if runs and all(r.final.single_label for r in runs):
         renamed = {c: c.replace("f1_micro", "accuracy", 1) for c in table.columns}
         return table.rename(columns=renamed)
     return table

@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from odirkit.runs.records import RunMetrics
+
 
 @dataclass
 class RunSummary:
@@ -18,9 +20,13 @@ class RunSummary:
 
     label: str
     history: pd.DataFrame
-    final: dict[str, Any]
+    final: RunMetrics
     labels: list[str]
     directory: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.final, RunMetrics):  # a document as read from JSON
+            self.final = RunMetrics.from_json(self.final, self.label)
 
 
 #: the columns of a comparison that carry a bootstrap interval
@@ -30,7 +36,7 @@ WITH_INTERVALS = ("f1_micro", "f1_macro", "recall_macro", "auc_macro")
 def disease_metrics(runs: Sequence[RunSummary]) -> list[str]:
     """The paper's figures for a task of two exclusive labels (Normal vs Diabetes): the
     F1 and the recall of the disease (the second label); none otherwise."""
-    tasks = {(r.final.get("task"), tuple(r.labels)) for r in runs}
+    tasks = {(r.final.task, tuple(r.labels)) for r in runs}
     if len(tasks) != 1:
         return []
     ((task, labels),) = tasks
@@ -58,29 +64,28 @@ def comparison_table(
     grouped = shown + [f"recall_{x}" for x in _labels_of(runs) if f"recall_{x}" not in shown]
     rows = []
     for run in runs:
-        final = run.final.get("final") or {}
-        intervals = final.get("intervals") or {}
-        best = run.final.get("best") or {}
-        learning = run.final.get("learning")
+        final = run.final.final
+        best = run.final.best or {}
+        learned = run.final.learned
         row: dict[str, Any] = {
             "run": run.label,
-            "learned": None if learning is None else bool(learning.get("learned")),
+            "learned": None if run.final.learning is None else bool(learned),
             "epochs": int(run.history["epoch"].max()) if len(run.history) else 0,
-            "checkpoint": run.final.get("checkpoint", "last"),
-            "checkpoint_epoch": run.final.get("checkpoint_epoch"),
+            "checkpoint": run.final.checkpoint,
+            "checkpoint_epoch": run.final.checkpoint_epoch,
         }
         for metric in shown:
             row[metric] = metric_value(final, metric)
-            low, high = intervals.get(metric) or (None, None)
+            low, high = final.interval(metric) or (None, None)
             row[f"{metric}_low"], row[f"{metric}_high"] = low, high
-        if "odir_patient" in final:
-            row["odir_patient_final"] = final["odir_patient"]["final"]
-            low, high = intervals.get("odir_patient_final") or (None, None)
+        if final.odir_patient is not None:
+            row["odir_patient_final"] = final.odir_patient["final"]
+            low, high = final.interval("odir_patient_final") or (None, None)
             row["odir_patient_final_low"], row["odir_patient_final_high"] = low, high
         row["best_epoch"] = best.get("epoch")
         row[f"best_val_{best.get('monitor', 'f1_micro')}"] = best.get("value")
         for label in run.labels:
-            row[f"recall_{label}"] = final.get("per_class", {}).get(label, {}).get("recall")
+            row[f"recall_{label}"] = final.label(label).get("recall")
         rows.append(row)
     table = pd.DataFrame(rows)
     groups = group_summary(

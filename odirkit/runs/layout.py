@@ -21,6 +21,7 @@ from odirkit.runs.documents import (
     _read_predictions,
     process_alive,
 )
+from odirkit.runs.records import ExternalMetrics, RunMetrics
 
 
 def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:
@@ -163,13 +164,14 @@ class VariantDirectory(VariantFiles):
         """
         return _read_json(self.data_file, "the run's data report")
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> RunMetrics:
         """``metrics.json`` read back.
 
         Raises:
-            RunError: the variant is not finished, or the file is damaged.
+            RunError: the variant is not finished, or the file is damaged or not a run's
+                result.
         """
-        return _read_json(self.metrics_file, "not a finished run")
+        return RunMetrics.read(self.metrics_file, "not a finished run")
 
     def history(self) -> pd.DataFrame:
         """``metrics.csv``: one row per epoch (empty for a baseline, which has no epochs).
@@ -204,8 +206,8 @@ class VariantDirectory(VariantFiles):
     def reported_checkpoint(self) -> str:
         """The checkpoint the run reports, else best when it exists, else last."""
         try:
-            return str(self.metrics()["checkpoint"])
-        except (RunError, KeyError):
+            return self.metrics().checkpoint
+        except RunError:
             return "best" if self.checkpoint("best").exists() else "last"
 
     def temperature(self, checkpoint: str) -> float | None:
@@ -214,17 +216,16 @@ class VariantDirectory(VariantFiles):
             final = self.metrics()
         except RunError:
             return None
-        if final.get("checkpoint") != checkpoint:
+        if final.checkpoint != checkpoint:
             return None
-        value = (final.get("final") or {}).get("temperature")
-        return float(value) if value else None
+        return final.final.temperature or None
 
     def test_predictions(self) -> pd.DataFrame:
         """The test predictions at the run's level (patients, or images), checked."""
         final = self.metrics()
-        patient = final.get("level") == "patient"
+        patient = final.level == "patient"
         path = self.patient_predictions_file if patient else self.predictions_file
-        return _read_predictions(path, final.get("labels"))
+        return _read_predictions(path, final.labels or None)
 
     def val_predictions(self) -> pd.DataFrame | None:
         """The validation predictions (thresholds and temperature are chosen on them)."""
@@ -307,13 +308,14 @@ class ExternalDirectory:
         """Whether the validation ended (``metrics.json`` exists)."""
         return self.metrics_file.exists()
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> ExternalMetrics:
         """``metrics.json`` read back.
 
         Raises:
-            RunError: the validation did not finish, or the file is damaged.
+            RunError: the validation did not finish, or the file is damaged or not an
+                external validation's result.
         """
-        return _read_json(self.metrics_file, "not a finished external validation")
+        return ExternalMetrics.read(self.metrics_file, "not a finished external validation")
 
     def comparison(self) -> pd.DataFrame:
         """``comparison.csv`` read back (empty when there is none)."""
@@ -324,7 +326,7 @@ class ExternalDirectory:
 
     def predictions(self) -> pd.DataFrame:
         """The predictions at the run's level (patients, or images)."""
-        patient = self.metrics().get("level") == "patient"
+        patient = self.metrics().level == "patient"
         return _read_predictions(
             self.patient_predictions_file if patient else self.predictions_file
         )

@@ -99,13 +99,13 @@ def list_runs(root: Path) -> list[dict[str, object]]:
         for vdir in variants:
             if vdir.finished:
                 final = vdir.metrics()
-                if (final.get("learning") or {}).get("learned") is False:
+                if final.learned is False:
                     unlearned += 1  # a run that did not learn is nobody's best
                     continue
-                value = (final.get("final") or {}).get("f1_micro")
-                metric = "accuracy" if final.get("task") == "single_label" else "micro F1"
-                if isinstance(value, int | float) and (best is None or value > best[2]):
-                    best = (vdir.name, metric, float(value))
+                value = final.final.f1_micro
+                metric = "accuracy" if final.single_label else "micro F1"
+                if value is not None and (best is None or value > best[2]):
+                    best = (vdir.name, metric, value)
         if all(s == "finished" for s in statuses.values()):
             status = "finished"
         elif any(s in ("running", "queued") for s in statuses.values()):

@@ -1,0 +1,243 @@
+"""Typed records of a run folder's documents: ``metrics.json`` of a trained variant, of the
+metadata baseline and of an ensemble, read and written through one schema.
+
+A record is a pydantic model, as timm types a model's ``PretrainedCfg``: the fields every
+reader relies on are declared (with their types and defaults, so that an older run's file
+reads too), anything else a writer adds is kept as it was (``extra="allow"``). Reading a file
+that does not match names the file and the field (:meth:`Record.read`), so that a damaged or
+foreign ``metrics.json`` is a :class:`~odirkit.errors.RunError`, never a ``KeyError`` three
+modules later.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from odirkit.errors import RunError
+from odirkit.files import write_json
+from odirkit.runs.documents import _read_json
+
+#: the figures a run reports for all labels together (``metrics.json``'s ``final``)
+HEADLINE = (
+    "f1_micro",
+    "f1_macro",
+    "recall_macro",
+    "specificity_macro",
+    "precision_macro",
+    "accuracy",
+    "auc_macro",
+    "pr_auc_macro",
+    "brier_macro",
+    "ece_macro",
+)
+
+
+class Record(BaseModel):
+    """A JSON document of a run folder: declared fields typed, the others kept."""
+
+    model_config = ConfigDict(extra="allow")
+    #: what the document is, in words (for errors)
+    DOCUMENT: ClassVar[str] = "a run document"
+
+    @classmethod
+    def from_json(cls, data: Any, where: str | Path) -> Any:
+        """The record of ``data`` (a parsed JSON document).
+
+        Raises:
+            RunError: ``data`` is not this document, naming ``where`` and the first field
+                that does not match.
+        """
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "the document"
+            raise RunError(
+                f"{where}: not {cls.DOCUMENT} as odirkit writes it ({field}: "
+                f"{first['msg']}); was another file saved over it?"
+            ) from None
+
+    @classmethod
+    def read(cls, path: Path, what: str) -> Any:
+        """The record stored at ``path``.
+
+        Raises:
+            RunError: the file is missing (``what`` says what it would have been), damaged,
+                or not this document.
+        """
+        return cls.from_json(_read_json(path, what), path)
+
+    def to_json(self) -> dict[str, Any]:
+        """The document as JSON data: the fields its writer gave (defaults it left out stay
+        out) and the extra ones."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def write(self, path: Path) -> None:
+        """Write the document atomically to ``path``."""
+        write_json(path, self.to_json())
+
+
+class Scores(Record):
+    """Scores of a set of patients: the headline figures, per label, with intervals.
+
+    ``metrics.json``'s ``final`` (the test patients, scored once), ``validation``,
+    ``final_without_tta`` and ``final_per_image`` are of this kind; only ``final`` has
+    every field filled (thresholds, temperature, reliability, loss).
+    """
+
+    DOCUMENT: ClassVar[str] = "a set of scores"
+
+    f1_micro: float | None = None
+    f1_macro: float | None = None
+    recall_macro: float | None = None
+    specificity_macro: float | None = None
+    precision_macro: float | None = None
+    accuracy: float | None = None
+    auc_macro: float | None = None
+    pr_auc_macro: float | None = None
+    brier_macro: float | None = None
+    ece_macro: float | None = None
+    #: ``{label: {"f1": ..., "recall": ..., "specificity": ..., "support": n, ...}}``
+    per_class: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: ``{metric: [low, high]}``: the bootstrap interval of each figure (``recall_D``, ...)
+    intervals: dict[str, list[float | None]] = Field(default_factory=dict)
+    #: per macro figure, the labels left out because the figure is undefined for them
+    macro_left_out: dict[str, Any] = Field(default_factory=dict)
+    confidence: float = 0.95
+    threshold_rule: str = "0.5"
+    #: ``{label: threshold}`` chosen on validation (``{}``: the fixed rule or argmax)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    temperature: float | None = None
+    #: per label, the reliability diagram's bins
+    reliability: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
+    loss: float | None = None
+    #: the ODIR-5K challenge's score on patients (kappa, AUC, agreement F1, final)
+    odir_patient: dict[str, float] | None = None
+
+    def value(self, metric: str) -> float | None:
+        """A figure by name: a headline one (``f1_micro``) or one label's (``recall_D``).
+
+        Returns ``None`` for a figure the run does not report (a label it did not learn, or
+        one undefined on these patients).
+        """
+        extra = self.model_extra or {}
+        if metric in type(self).model_fields or metric in extra:
+            found = getattr(self, metric)
+        elif "_" in metric:
+            name, label = metric.rsplit("_", 1)
+            found = self.per_class.get(label, {}).get(name)
+        else:
+            found = None
+        if isinstance(found, bool) or not isinstance(found, int | float):
+            return None
+        return None if math.isnan(found) else float(found)
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        """The interval of a figure (``None`` where none was computed or it is undefined)."""
+        found = self.intervals.get(metric)
+        if not found or len(found) != 2 or any(v is None for v in found):
+            return None
+        return float(found[0]), float(found[1])  # type: ignore[arg-type]
+
+    def label(self, label: str) -> dict[str, Any]:
+        """One label's figures (``{}`` for a label the run does not report)."""
+        return self.per_class.get(label, {})
+
+
+class RunMetrics(Record):
+    """Run result: a finished variant's ``metrics.json``, written last.
+
+    Also the metadata baseline's (no epochs, no checkpoints) and an ensemble's (its members
+    instead of a training); fields a kind does not have keep their defaults.
+    """
+
+    DOCUMENT: ClassVar[str] = "a run's result"
+
+    experiment: str = ""
+    variant: str = ""
+    #: ``single_label`` (softmax over the labels) or ``multi_label``
+    task: str = ""
+    labels: list[str] = Field(default_factory=list)
+    epochs: int | None = None
+    epochs_trained: int | None = None
+    stopped_early: bool = False
+    seed: int | None = None
+    #: ``image`` or ``patient``: what one row of the test predictions is
+    level: str = "image"
+    #: the checkpoint reported (``best`` on validation, or ``last``)
+    checkpoint: str = "last"
+    checkpoint_epoch: int | None = None
+    final: Scores
+    #: the test-time views averaged, when any
+    tta: list[str] = Field(default_factory=list)
+    final_without_tta: Scores | None = None
+    final_per_image: Scores | None = None
+    validation: Scores | None = None
+    #: :class:`~odirkit.learning.LearningCheck` as stored (``None``: no check, a baseline)
+    learning: dict[str, Any] | None = None
+    #: per kept checkpoint (``last``, ``best``): its epoch, headline figures and intervals
+    checkpoints: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: the best epoch on validation: ``{"epoch", "monitor", "value"}``
+    best: dict[str, Any] | None = None
+    #: the data report (``data.json`` at the time of scoring)
+    data: dict[str, Any] = Field(default_factory=dict)
+    seconds: float | None = None
+    distributed: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def single_label(self) -> bool:
+        """Whether the run learned a single-label task (softmax over its labels)."""
+        return self.task == "single_label"
+
+    @property
+    def learned(self) -> bool | None:
+        """The learning check's verdict (``None`` where the run has none)."""
+        return None if self.learning is None else self.learning.get("learned")
+
+
+class EnsembleMetrics(RunMetrics):
+    """Ensemble result: ``odirkit ensemble``'s ``metrics.json``, the members' averaged
+    probabilities scored on the test samples they share."""
+
+    DOCUMENT: ClassVar[str] = "an ensemble's result"
+
+    #: the member variant folders
+    ensemble_of: list[str] = Field(default_factory=list)
+    #: each member's own micro F1 on its test set
+    members_f1_micro: dict[str, float | None] = Field(default_factory=dict)
+    #: each member's test-time views
+    members_tta: dict[str, list[str]] = Field(default_factory=dict)
+    shared_test_samples: int = 0
+
+
+class ExternalMetrics(RunMetrics):
+    """External validation result: ``external/<name>/metrics.json``, a trained run's reported
+    checkpoint scored on another collection, on the labels both grade."""
+
+    DOCUMENT: ClassVar[str] = "an external validation's result"
+
+    #: the validation's folder name
+    name: str = ""
+    #: the collection as configured: dataset plugin, root, options
+    collection: dict[str, Any] = Field(default_factory=dict)
+    labels_scored: list[str] = Field(default_factory=list)
+    labels_not_scored: list[str] = Field(default_factory=list)
+    images: int = 0
+    patients: int = 0
+    #: the internal test against the external collection: ``metrics`` (one row per figure),
+    #: ``verdicts`` in words, ``resamples``
+    comparison: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def comparison_rows(self) -> list[dict[str, Any]]:
+        """One row per figure compared: internal and external values, their difference."""
+        return list(self.comparison.get("metrics") or [])
+
+    @property
+    def verdicts(self) -> list[str]:
+        """The comparison in words, one sentence per figure."""
+        return list(self.comparison.get("verdicts") or [])

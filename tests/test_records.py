@@ -1,0 +1,109 @@
+"""The run folder's typed records (odirkit.runs.records): a document reads back as written,
+figures are found by name, and a foreign document is refused naming the file and field."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from odirkit.errors import RunError
+from odirkit.runs.records import EnsembleMetrics, ExternalMetrics, RunMetrics, Scores
+
+DOCUMENT = {
+    "experiment": "e",
+    "variant": "default-seed1",
+    "task": "single_label",
+    "labels": ["N", "D"],
+    "epochs": 7,
+    "checkpoint": "best",
+    "checkpoint_epoch": 5,
+    "final": {
+        "f1_micro": 0.75,
+        "auc_macro": 0.8,
+        "per_class": {
+            "N": {"recall": 0.9, "f1": 0.8, "support": 40},
+            "D": {"recall": 0.4, "f1": 0.5, "support": 12},
+        },
+        "intervals": {"recall_D": [0.2, 0.6], "f1_micro": [0.6, 0.85], "auc_D": [None, None]},
+        "threshold_rule": "specificity:0.9",
+        "thresholds": {"D": 0.43},
+        "temperature": None,
+        "loss": 0.51,
+    },
+    "learning": {"learned": False, "reasons": ["training loss 0.690 not below chance"]},
+    "a_future_field": {"kept": True},
+}
+
+
+def test_a_document_reads_back_as_it_was_written(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(DOCUMENT))
+    record = RunMetrics.read(path, "not a finished run")
+    assert record.to_json() == DOCUMENT  # nothing added (no defaults), nothing lost
+    record.write(tmp_path / "again.json")
+    assert json.loads((tmp_path / "again.json").read_text()) == DOCUMENT
+    assert record.single_label and record.learned is False
+    assert record.checkpoint == "best" and record.checkpoint_epoch == 5
+    assert record.final.thresholds == {"D": 0.43} and record.final.temperature is None
+
+
+def test_figures_are_found_by_name_headline_or_per_label():
+    scores = RunMetrics.model_validate(DOCUMENT).final
+    assert scores.value("f1_micro") == 0.75
+    assert scores.value("recall_D") == 0.4 and scores.value("recall_N") == 0.9
+    assert scores.value("f1_D") == 0.5 and scores.value("f1_N") == 0.8
+    assert scores.value("recall_G") is None  # a label the run did not learn
+    assert scores.value("f1_macro") is None  # not reported
+    assert scores.interval("recall_D") == (0.2, 0.6)
+    assert scores.interval("auc_D") is None  # undefined on these patients
+    assert scores.interval("recall_N") is None
+    assert scores.label("D")["support"] == 12 and scores.label("G") == {}
+    assert Scores.model_validate({"f1_micro": float("nan")}).value("f1_micro") is None
+    assert math.isclose(Scores.model_validate({"f1_micro": 1}).value("f1_micro"), 1.0)
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ({"labels": ["N"]}, "final"),  # no result at all
+        ({"final": [0.7]}, "final"),
+        ({"final": {"per_class": {"D": 0.4}}}, "final.per_class.D"),
+        ({"final": {}, "labels": "ND"}, "labels"),
+        ({"final": {"intervals": {"recall_D": "wide"}}}, "final.intervals.recall_D"),
+    ],
+)
+def test_a_foreign_document_is_refused_naming_the_file_and_the_field(tmp_path, document, field):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(RunError) as caught:
+        RunMetrics.read(path, "not a finished run")
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a run's result as odirkit writes it ({field}:")
+
+
+def test_a_missing_or_broken_file_is_named(tmp_path):
+    with pytest.raises(RunError, match="missing \\(not a finished run\\)"):
+        RunMetrics.read(tmp_path / "metrics.json", "not a finished run")
+    (tmp_path / "metrics.json").write_text('{"final": ')
+    with pytest.raises(RunError, match="metrics.json: unreadable"):
+        RunMetrics.read(tmp_path / "metrics.json", "not a finished run")
+
+
+def test_ensemble_and_external_results_are_run_results_with_their_own_fields():
+    ensemble = EnsembleMetrics.model_validate(
+        {**DOCUMENT, "ensemble_of": ["a", "b"], "members_f1_micro": {"a": 0.7, "b": None}}
+    )
+    assert ensemble.members_f1_micro == {"a": 0.7, "b": None} and ensemble.final.loss == 0.51
+    external = ExternalMetrics.model_validate(
+        {
+            **DOCUMENT,
+            "labels_scored": ["N", "D"],
+            "comparison": {"metrics": [{"metric": "f1_micro"}], "verdicts": ["lower"]},
+        }
+    )
+    assert external.comparison_rows == [{"metric": "f1_micro"}]
+    assert external.verdicts == ["lower"] and external.labels_not_scored == []
+    with pytest.raises(RunError, match="not an external validation's result"):
+        ExternalMetrics.from_json({"final": {}, "images": "many"}, "x/metrics.json")
