@@ -22,6 +22,7 @@ from rich.text import Text
 
 import odirkit.cli
 import odirkit.console
+from odirkit.runs.records import RunMetrics
 
 
 @pytest.fixture(params=["terminal", "piped"])
@@ -131,12 +132,14 @@ def finished(name: str, recall: float, learned: bool) -> SimpleNamespace:
     }
     return SimpleNamespace(
         variant=name,
-        final={
-            "task": "single_label",
-            "labels": ["N", "D"],
-            "final": final,
-            "learning": {"learned": learned},
-        },
+        final=RunMetrics.model_validate(
+            {
+                "task": "single_label",
+                "labels": ["N", "D"],
+                "final": final,
+                "learning": {"learned": learned},
+            }
+        ),
     )
 
 
