@@ -87,7 +87,7 @@ def test_a_missing_or_broken_file_is_named(tmp_path):
     with pytest.raises(RunError, match="missing \\(not a finished run\\)"):
         RunMetrics.read(tmp_path / "metrics.json", "not a finished run")
     (tmp_path / "metrics.json").write_text('{"final": ')
-    with pytest.raises(RunError, match="metrics.json: unreadable"):
+    with pytest.raises(RunError, match=r"metrics\.json: unreadable"):
         RunMetrics.read(tmp_path / "metrics.json", "not a finished run")
 
 
