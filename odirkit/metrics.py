@@ -25,8 +25,8 @@ from sklearn.metrics import (
 )
 
 from odirkit.calibration import brier_score, expected_calibration_error
+from odirkit.thresholds import THRESHOLD, indicator
 
-THRESHOLD = 0.5
 #: the operating points read off each class's ROC curve
 SPECIFICITY_POINTS = (0.90, 0.95)
 SENSITIVITY_POINTS = (0.90,)
@@ -50,15 +50,6 @@ def predictions(
         return (probs[:, 1] > np.asarray(thresholds)[1]).astype(np.int64)
     cut = THRESHOLD if thresholds is None else np.asarray(thresholds, dtype=np.float64)[None, :]
     return (probs > cut).astype(np.int64)
-
-
-def indicator(targets: np.ndarray, num_classes: int, single_label: bool) -> np.ndarray:
-    """Targets as a 0/1 matrix ``[N, C]`` (class indices become one-hot rows)."""
-    if not single_label:
-        return np.asarray(targets).astype(np.int64)
-    out = np.zeros((len(targets), num_classes), dtype=np.int64)
-    out[np.arange(len(targets)), np.asarray(targets).astype(np.int64)] = 1
-    return out
 
 
 def sensitivity_at_specificity(

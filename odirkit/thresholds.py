@@ -20,12 +20,70 @@ in validation keeps 0.5.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 import numpy as np
 
-from odirkit.config import ThresholdRule, parse_rule
-from odirkit.metrics import THRESHOLD, indicator
+__all__ = ["THRESHOLD", "ThresholdRule", "choose_thresholds", "indicator", "parse_rule"]
 
-__all__ = ["ThresholdRule", "choose_thresholds", "parse_rule"]
+#: the challenge's default operating point: a class is predicted above it
+THRESHOLD = 0.5
+
+_RULE = re.compile(
+    r"^(?:(?P<fixed>0?\.\d+)|(?P<max_f1>max_f1)"
+    r"|(?P<kind>sensitivity|specificity):(?P<target>0?\.\d+|1(?:\.0*)?))$"
+)
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """A parsed ``[eval] threshold`` value."""
+
+    kind: str  # "fixed", "max_f1", "sensitivity", "specificity"
+    value: float = 0.5
+
+    @property
+    def fixed(self) -> bool:
+        """Whether the rule is a fixed threshold (nothing is chosen on validation)."""
+        return self.kind == "fixed"
+
+    def __str__(self) -> str:
+        if self.kind == "fixed":
+            return f"{self.value:g}"
+        if self.kind == "max_f1":
+            return "max_f1"
+        return f"{self.kind}:{self.value:g}"
+
+
+def parse_rule(text: str) -> ThresholdRule:
+    """``"0.5"``, ``"max_f1"``, ``"sensitivity:0.90"`` or ``"specificity:0.95"``."""
+    match = _RULE.match(str(text).strip())
+    if match is None:
+        raise ValueError(
+            f'threshold {text!r}: expected a number in (0, 1) such as "0.5", "max_f1", '
+            '"sensitivity:0.90" or "specificity:0.95"'
+        )
+    if match["fixed"]:
+        value = float(match["fixed"])
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"threshold {text!r}: a fixed threshold lies in (0, 1)")
+        return ThresholdRule("fixed", value)
+    if match["max_f1"]:
+        return ThresholdRule("max_f1")
+    value = float(match["target"])
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"threshold {text!r}: the target lies in (0, 1]")
+    return ThresholdRule(match["kind"], value)
+
+
+def indicator(targets: np.ndarray, num_classes: int, single_label: bool) -> np.ndarray:
+    """Targets as a 0/1 matrix ``[N, C]`` (class indices become one-hot rows)."""
+    if not single_label:
+        return np.asarray(targets).astype(np.int64)
+    out = np.zeros((len(targets), num_classes), dtype=np.int64)
+    out[np.arange(len(targets)), np.asarray(targets).astype(np.int64)] = 1
+    return out
 
 
 def _candidates(scores: np.ndarray) -> np.ndarray:

@@ -19,12 +19,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a view is built, not by the configuration
+    import torch
 
-View = Callable[[torch.Tensor], torch.Tensor]  # floats in [0, 1], [B, 3, H, W] -> same
+View = Callable[["torch.Tensor"], "torch.Tensor"]  # floats in [0, 1], [B, 3, H, W] -> same
 
-_ROTATE = re.compile(r"^rotate:(?P<deg>[+-]?\d+(?:\.\d+)?)$")
+#: a built-in view: ``identity`` or ``rotate:DEG`` (the grammar ``[eval] tta`` is checked by)
+_BUILTIN = re.compile(r"^(?:(?P<identity>identity)|rotate:(?P<deg>[+-]?\d+(?:\.\d+)?))$")
+
+#: ``[eval] tta = true``: small turns either way, as the eye sits in the camera (no flips)
+DEFAULT_TTA = ("rotate:-10", "rotate:10")
+
+
+def is_builtin_view(spec: str) -> bool:
+    """Whether ``spec`` names a built-in view (``"identity"``, ``"rotate:-10"``, ...)."""
+    return _BUILTIN.match(spec) is not None
 
 
 def rotation(degrees: float) -> View:
@@ -46,19 +57,18 @@ def build_views(specs: Sequence[str], augmenters: Sequence[object] = ()) -> list
     """The views of ``[eval] tta``: built-in ones by name, then plugin augmenters."""
     views: list[View] = []
     for spec in specs:
-        if spec == "identity":
-            views.append(identity)
-            continue
-        match = _ROTATE.match(spec)
+        match = _BUILTIN.match(spec)
         if match is None:
             raise ValueError(f"unknown test-time view {spec!r}")
-        views.append(rotation(float(match["deg"])))
+        views.append(identity if match["identity"] else rotation(float(match["deg"])))
     for augmenter in augmenters:
         views.append(_fixed(augmenter))
     return views
 
 
 def _fixed(augmenter: object) -> View:
+    import torch
+
     def view(images: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator(device=images.device).manual_seed(0)
         return augmenter(images, generator)  # type: ignore[operator]

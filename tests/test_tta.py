@@ -136,7 +136,8 @@ def test_an_augmenter_that_draws_at_random_is_refused_as_a_view(cli, tmp_path, p
 
 
 def test_tta_true_means_the_default_rotations_and_false_none():
-    from odirkit.config import DEFAULT_TTA, EvalConfig
+    from odirkit.config import EvalConfig
+    from odirkit.tta import DEFAULT_TTA
 
     assert EvalConfig(tta=True).tta == list(DEFAULT_TTA)
     assert all(view.startswith("rotate:") for view in DEFAULT_TTA)

@@ -14,14 +14,10 @@ from __future__ import annotations
 
 from odirkit.config.evaluation import (
     COMPARED_METRICS,
-    DEFAULT_TTA,
     PER_LABEL_METRIC,
-    TTA_VIEW,
     CompareConfig,
     EvalConfig,
     EvaluateOptions,
-    ThresholdRule,
-    parse_rule,
 )
 from odirkit.config.experiment import (
     ENTRY_OPTIONS,
@@ -65,14 +61,12 @@ from odirkit.errors import OdirkitError
 __all__ = [
     "COMPARED_METRICS",
     "DEFAULT_IMAGE_SIZE",
-    "DEFAULT_TTA",
     "ENTRY_OPTIONS",
     "MONITORS",
     "NAME_PATTERN",
     "PER_LABEL_METRIC",
     "PLUGIN_TABLES",
     "TRAINING_DATA_KEYS",
-    "TTA_VIEW",
     "CompareConfig",
     "DataConfig",
     "EvalConfig",
@@ -85,7 +79,6 @@ __all__ = [
     "ModelConfig",
     "OdirkitError",
     "PluginCall",
-    "ThresholdRule",
     "TrainConfig",
     "TuneConfig",
     "TuneRange",
@@ -94,7 +87,6 @@ __all__ = [
     "describe_tables",
     "load_experiment",
     "parse_override",
-    "parse_rule",
     "read_toml",
     "resolve_document",
     "resolve_external",

@@ -1,11 +1,11 @@
-"""The schema of [eval], [[evaluate]] and [compare], with the grammars of threshold rules and
-test-time views.
+"""The schema of [eval], [[evaluate]] and [compare]. The grammars of threshold rules and of
+test-time views are those of the code that applies them (:mod:`odirkit.thresholds`,
+:mod:`odirkit.tta`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import pydantic
@@ -16,60 +16,8 @@ from odirkit.config.schema import (
     _Table,
 )
 from odirkit.labels import LABELS
-
-_RULE = re.compile(
-    r"^(?:(?P<fixed>0?\.\d+)|(?P<max_f1>max_f1)"
-    r"|(?P<kind>sensitivity|specificity):(?P<target>0?\.\d+|1(?:\.0*)?))$"
-)
-
-
-@dataclass(frozen=True)
-class ThresholdRule:
-    """A parsed ``[eval] threshold`` value."""
-
-    kind: str  # "fixed", "max_f1", "sensitivity", "specificity"
-    value: float = 0.5
-
-    @property
-    def fixed(self) -> bool:
-        """Whether the rule is a fixed threshold (nothing is chosen on validation)."""
-        return self.kind == "fixed"
-
-    def __str__(self) -> str:
-        if self.kind == "fixed":
-            return f"{self.value:g}"
-        if self.kind == "max_f1":
-            return "max_f1"
-        return f"{self.kind}:{self.value:g}"
-
-
-def parse_rule(text: str) -> ThresholdRule:
-    """``"0.5"``, ``"max_f1"``, ``"sensitivity:0.90"`` or ``"specificity:0.95"``."""
-    match = _RULE.match(str(text).strip())
-    if match is None:
-        raise ValueError(
-            f'threshold {text!r}: expected a number in (0, 1) such as "0.5", "max_f1", '
-            '"sensitivity:0.90" or "specificity:0.95"'
-        )
-    if match["fixed"]:
-        value = float(match["fixed"])
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"threshold {text!r}: a fixed threshold lies in (0, 1)")
-        return ThresholdRule("fixed", value)
-    if match["max_f1"]:
-        return ThresholdRule("max_f1")
-    value = float(match["target"])
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"threshold {text!r}: the target lies in (0, 1]")
-    return ThresholdRule(match["kind"], value)
-
-
-#: a built-in test-time view (odirkit.tta)
-TTA_VIEW = r"^(identity|rotate:[+-]?\d+(\.\d+)?)$"
-
-
-#: ``[eval] tta = true``: small turns either way, as the eye sits in the camera (no flips)
-DEFAULT_TTA = ("rotate:-10", "rotate:10")
+from odirkit.thresholds import parse_rule
+from odirkit.tta import DEFAULT_TTA, is_builtin_view
 
 
 class EvalConfig(_Table):
@@ -104,7 +52,7 @@ class EvalConfig(_Table):
         if isinstance(value, bool):
             return list(DEFAULT_TTA) if value else []
         for view in value:
-            if isinstance(view, str) and not re.match(TTA_VIEW, view):
+            if isinstance(view, str) and not is_builtin_view(view):
                 raise ValueError(
                     f'unknown test-time view {view!r}: use "identity", "rotate:DEG" or '
                     '{ name = "<augmenter>" } (no flips: a mirrored left eye is a right eye)'
