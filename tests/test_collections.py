@@ -254,6 +254,23 @@ def test_folds_on_a_split_collection_are_refused(registry, tmp_path):
         assign_split(exp, load_samples(exp).table)
 
 
+def test_a_mac_s_hidden_files_and_macosx_folder_are_no_images(registry, tmp_path):
+    # a collection zipped on a Mac: ._name.png resource forks beside each image (not images,
+    # Pillow cannot read them) and a __MACOSX/ folder beside the split folders
+    root = tmp_path / "retfound"
+    miniature.write_retfound(root)
+    real = sorted(root.rglob("*.jpg"))
+    for path in real:
+        (path.parent / f"._{path.name}").write_bytes(b"\x00\x05\x16\x07")
+        fork = root / "__MACOSX" / path.relative_to(root).parent / f"._{path.name}"
+        fork.parent.mkdir(parents=True, exist_ok=True)
+        fork.write_bytes(b"\x00\x05\x16\x07")
+    exp = _load(tmp_path, registry, _folder_experiment(root))
+    table = load_samples(exp).table
+    assert sorted(table["path"]) == sorted(p.relative_to(root).as_posix() for p in real)
+    assert set(table["split"]) == {"train", "val", "test"}
+
+
 def test_a_patient_in_two_split_folders_is_refused(registry, tmp_path):
     root = tmp_path / "retfound"
     miniature.write_retfound(root)
