@@ -372,6 +372,27 @@ def test_images_the_table_names_but_the_folder_lacks_are_left_out_and_listed(tmp
     assert frame.attrs["odirkit_report"]["images_not_found"]["examples"] == ["13_left"]
 
 
+def test_a_repeated_row_reads_its_image_once(tmp_path):
+    miniature.write_eyepacs(tmp_path, patients=3)
+    rows = (tmp_path / "trainLabels.csv").read_text().splitlines()
+    # the same image twice, once by its name without and once with its suffix
+    repeat = rows[1].replace(",", ".jpeg,", 1)
+    (tmp_path / "trainLabels.csv").write_text("\n".join([*rows, rows[1], repeat]) + "\n")
+    frame = _eyepacs_table(tmp_path)
+    assert len(frame) == 6 and not frame["path"].duplicated().any()
+    assert frame.attrs["odirkit_report"]["repeated_rows_merged"] == 2
+
+
+def test_an_image_named_twice_with_different_grades_is_refused(tmp_path):
+    miniature.write_eyepacs(tmp_path, patients=2)
+    rows = (tmp_path / "trainLabels.csv").read_text().splitlines()
+    image, level = rows[1].split(",")
+    other = f"{image},{0 if level != '0' else 3}"
+    (tmp_path / "trainLabels.csv").write_text("\n".join([*rows, other]) + "\n")
+    with pytest.raises(DataError, match=rf"trainLabels.csv: .*'image'.*{image}.*different labels"):
+        _eyepacs_table(tmp_path)
+
+
 def test_a_wrong_image_folder_is_an_error_with_examples_of_both_sides(tmp_path):
     miniature.write_eyepacs(tmp_path, patients=2)
     (tmp_path / "other").mkdir()
