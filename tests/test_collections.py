@@ -327,6 +327,16 @@ def test_a_malformed_mapping_or_pattern_fails_before_any_data_is_read(
     assert message in " ".join(result.output.split())
 
 
+def test_evaluate_names_the_key_a_collection_file_lacks(cli, tmp_path):
+    # read before the run folder: no run is needed to see the message
+    collection = tmp_path / "hrf.toml"
+    collection.write_text('[data]\nroot = "data/hrf"\n')
+    result = cli("evaluate", tmp_path / "no-run", "--data", collection)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    message = " ".join(result.output.split())
+    assert f"{collection}: its [data] table has no dataset;" in message, message
+
+
 # -- the table plugin ----------------------------------------------------------------------
 
 

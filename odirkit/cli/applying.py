@@ -187,10 +187,12 @@ def evaluate(
             raise ConfigError(f"--set {text!r}: odirkit evaluate reads data.* keys only")
         apply_override(document, key, value, text)
     table = document["data"]
-    if "dataset" not in table or "root" not in table:
+    lacking = [key for key in ("dataset", "root") if key not in table]
+    if lacking:
+        where = f"{data}: its [data] table has no {' and no '.join(lacking)}; " if data else ""
         raise ConfigError(
-            "name the collection: --data FILE.toml (its [data] table) or --set data.dataset=... "
-            "--set data.root=... (and the dataset's own keys)"
+            f"{where}name the collection: --data FILE.toml (its [data] table) or --set "
+            "data.dataset=... --set data.root=... (and the dataset's own keys)"
         )
     if name is not None:
         table["name"] = name
