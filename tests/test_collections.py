@@ -224,6 +224,17 @@ def test_train_val_test_folders_are_the_split(registry, tmp_path):
         assert sides[patient] == path.split("/")[0]
 
 
+def test_split_folders_are_found_whatever_their_case(registry, tmp_path):
+    root = tmp_path / "retfound"
+    miniature.write_retfound(root)
+    for name in ("train", "val", "test"):
+        (root / name).rename(root / name.capitalize())
+    exp = _load(tmp_path, registry, _folder_experiment(root))
+    table = load_samples(exp).table
+    assert sorted(set(table["split"])) == ["test", "train", "val"]
+    assert (table["split"] == table["path"].str.split("/").str[0].str.lower()).all()
+
+
 def test_a_split_collection_without_val_gets_validation_drawn_from_train(registry, tmp_path):
     root = tmp_path / "retfound"
     miniature.write_retfound(root, per_class=6)
