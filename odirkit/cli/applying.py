@@ -175,6 +175,7 @@ def evaluate(
     from odirkit.config import resolve_external as resolve
     from odirkit.experiment import rebuild_report
     from odirkit.external import evaluate_external, verdict
+    from odirkit.external_report import left_out
     from odirkit.runs import RunDirectory, VariantDirectory
 
     doc = read_toml(data) if data is not None else {}
@@ -246,6 +247,8 @@ def evaluate(
                     + ", ".join(summary["labels_not_scored"])
                 )
             )
+        if left_out(summary):
+            out.print(plain(f"images of {summary['name']} {left_out(summary)}"))
         out.print(plain(f"written to {result.directory.path}"))
     run = targets[0].run
     if run.run_file.exists():
