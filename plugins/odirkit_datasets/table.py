@@ -283,10 +283,12 @@ def _merge_repeats(
     """Rows naming an image an earlier row names: left out when they give it the same labels
     (a repeated row), an error naming the image when they do not. Returns the rows to keep
     and how many repeats were left out."""
+    kept = np.flatnonzero(keep)
+    named_again = located.iloc[kept].astype(str).duplicated(keep=False).to_numpy()
     first: dict[str, int] = {}
     keep = keep.copy()
     repeats = 0
-    for row in np.flatnonzero(keep):
+    for row in kept[named_again]:  # a handful of rows, if any
         image = str(located.iloc[row])
         earlier = first.setdefault(image, int(row))
         if earlier == row:
