@@ -235,6 +235,20 @@ def test_split_folders_are_found_whatever_their_case(registry, tmp_path):
     assert (table["split"] == table["path"].str.split("/").str[0].str.lower()).all()
 
 
+def test_a_test_split_kept_alone_is_a_split_not_a_class(registry, tmp_path):
+    # RETFound's test/ folder kept for external validation: test/<class>/*.jpg
+    root = tmp_path / "retfound"
+    miniature.write_retfound(root)
+    import shutil
+
+    shutil.rmtree(root / "train")
+    shutil.rmtree(root / "val")
+    exp = _load(tmp_path, registry, _folder_experiment(root))
+    table = load_samples(exp).table
+    assert set(table["split"]) == {"test"} and len(table) == 6
+    assert table.set_index("path").loc["test/1_dr/test_0.jpg", "D"] == 1
+
+
 def test_a_split_collection_without_val_gets_validation_drawn_from_train(registry, tmp_path):
     root = tmp_path / "retfound"
     miniature.write_retfound(root, per_class=6)

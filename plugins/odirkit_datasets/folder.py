@@ -47,7 +47,9 @@ def _layout(paths: list[str], classes: str, splits: bool) -> tuple[pd.Series, pd
     """Each image's class, and its split when the folder is split (else None)."""
     parts = pd.Series(paths).str.split("/")
     tops = {p[0].casefold() for p in parts if len(p) > 1}  # Train/ as train/
-    split_layout = bool(tops) and tops <= set(SPLIT_FOLDERS) and "train" in tops
+    # a train/ folder, or only split folders each holding class folders (a test/ kept alone)
+    nested = classes == "folder" and all(len(p) > 2 for p in parts)
+    split_layout = bool(tops) and tops <= set(SPLIT_FOLDERS) and ("train" in tops or nested)
     inner = parts.map(lambda p: p[1:]) if split_layout else parts
     if classes == "suffix":
         stems = inner.map(lambda p: p[-1].rsplit(".", 1)[0])
