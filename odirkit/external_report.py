@@ -66,6 +66,20 @@ def _rows(summary: ExternalMetrics) -> list[dict[str, str]]:
     return rows
 
 
+def left_out(summary: ExternalMetrics) -> str:
+    """The collection's images not scored and why (``""`` when none): a single-label run
+    scores only images with exactly one of its labels; unreadable images are skipped."""
+    data = summary.data
+    labels = ", ".join(summary.labels)
+    reasons = [
+        (data.get("dropped_without_label"), f"with none of the run's labels ({labels})"),
+        (data.get("dropped_with_several_labels"), "with several of them (a single-label run)"),
+        (data.get("skipped_unreadable"), "unreadable"),
+    ]
+    parts = [f"{n} {why}" for n, why in reasons if isinstance(n, int) and n > 0]
+    return f"left out: {'; '.join(parts)}" if parts else ""
+
+
 def _heading(label: str, summary: ExternalMetrics) -> tuple[str, str]:
     collection = summary.collection
     title = f"{label} on {summary.name}"
@@ -88,6 +102,9 @@ def _heading(label: str, summary: ExternalMetrics) -> tuple[str, str]:
         f"patients. Labels scored: {scored}."
         + (f" Not scored (the collection does not grade them): {missing}." if missing else "")
     )
+    dropped = left_out(summary)
+    if dropped:
+        text += f" Images {dropped}."
     return title, text
 
 

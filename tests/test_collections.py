@@ -224,6 +224,31 @@ def test_train_val_test_folders_are_the_split(registry, tmp_path):
         assert sides[patient] == path.split("/")[0]
 
 
+def test_split_folders_are_found_whatever_their_case(registry, tmp_path):
+    root = tmp_path / "retfound"
+    miniature.write_retfound(root)
+    for name in ("train", "val", "test"):
+        (root / name).rename(root / name.capitalize())
+    exp = _load(tmp_path, registry, _folder_experiment(root))
+    table = load_samples(exp).table
+    assert sorted(set(table["split"])) == ["test", "train", "val"]
+    assert (table["split"] == table["path"].str.split("/").str[0].str.lower()).all()
+
+
+def test_a_test_split_kept_alone_is_a_split_not_a_class(registry, tmp_path):
+    # RETFound's test/ folder kept for external validation: test/<class>/*.jpg
+    root = tmp_path / "retfound"
+    miniature.write_retfound(root)
+    import shutil
+
+    shutil.rmtree(root / "train")
+    shutil.rmtree(root / "val")
+    exp = _load(tmp_path, registry, _folder_experiment(root))
+    table = load_samples(exp).table
+    assert set(table["split"]) == {"test"} and len(table) == 6
+    assert table.set_index("path").loc["test/1_dr/test_0.jpg", "D"] == 1
+
+
 def test_a_split_collection_without_val_gets_validation_drawn_from_train(registry, tmp_path):
     root = tmp_path / "retfound"
     miniature.write_retfound(root, per_class=6)
@@ -252,6 +277,23 @@ def test_folds_on_a_split_collection_are_refused(registry, tmp_path):
     exp = _load(tmp_path, registry, _folder_experiment(root, "folds = 3\nfold = 0"))
     with pytest.raises(ConfigError, match="splits = false"):
         assign_split(exp, load_samples(exp).table)
+
+
+def test_a_mac_s_hidden_files_and_macosx_folder_are_no_images(registry, tmp_path):
+    # a collection zipped on a Mac: ._name.png resource forks beside each image (not images,
+    # Pillow cannot read them) and a __MACOSX/ folder beside the split folders
+    root = tmp_path / "retfound"
+    miniature.write_retfound(root)
+    real = sorted(root.rglob("*.jpg"))
+    for path in real:
+        (path.parent / f"._{path.name}").write_bytes(b"\x00\x05\x16\x07")
+        fork = root / "__MACOSX" / path.relative_to(root).parent / f"._{path.name}"
+        fork.parent.mkdir(parents=True, exist_ok=True)
+        fork.write_bytes(b"\x00\x05\x16\x07")
+    exp = _load(tmp_path, registry, _folder_experiment(root))
+    table = load_samples(exp).table
+    assert sorted(table["path"]) == sorted(p.relative_to(root).as_posix() for p in real)
+    assert set(table["split"]) == {"train", "val", "test"}
 
 
 def test_a_patient_in_two_split_folders_is_refused(registry, tmp_path):
@@ -310,6 +352,16 @@ def test_a_malformed_mapping_or_pattern_fails_before_any_data_is_read(
     assert message in " ".join(result.output.split())
 
 
+def test_evaluate_names_the_key_a_collection_file_lacks(cli, tmp_path):
+    # read before the run folder: no run is needed to see the message
+    collection = tmp_path / "hrf.toml"
+    collection.write_text('[data]\nroot = "data/hrf"\n')
+    result = cli("evaluate", tmp_path / "no-run", "--data", collection)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    message = " ".join(result.output.split())
+    assert f"{collection}: its [data] table has no dataset;" in message, message
+
+
 # -- the table plugin ----------------------------------------------------------------------
 
 
@@ -353,6 +405,27 @@ def test_images_the_table_names_but_the_folder_lacks_are_left_out_and_listed(tmp
     frame = _eyepacs_table(tmp_path)
     assert "train/13_left.jpeg" not in set(frame["path"]) and len(frame) == 5
     assert frame.attrs["odirkit_report"]["images_not_found"]["examples"] == ["13_left"]
+
+
+def test_a_repeated_row_reads_its_image_once(tmp_path):
+    miniature.write_eyepacs(tmp_path, patients=3)
+    rows = (tmp_path / "trainLabels.csv").read_text().splitlines()
+    # the same image twice, once by its name without and once with its suffix
+    repeat = rows[1].replace(",", ".jpeg,", 1)
+    (tmp_path / "trainLabels.csv").write_text("\n".join([*rows, rows[1], repeat]) + "\n")
+    frame = _eyepacs_table(tmp_path)
+    assert len(frame) == 6 and not frame["path"].duplicated().any()
+    assert frame.attrs["odirkit_report"]["repeated_rows_merged"] == 2
+
+
+def test_an_image_named_twice_with_different_grades_is_refused(tmp_path):
+    miniature.write_eyepacs(tmp_path, patients=2)
+    rows = (tmp_path / "trainLabels.csv").read_text().splitlines()
+    image, level = rows[1].split(",")
+    other = f"{image},{0 if level != '0' else 3}"
+    (tmp_path / "trainLabels.csv").write_text("\n".join([*rows, other]) + "\n")
+    with pytest.raises(DataError, match=rf"trainLabels.csv: .*'image'.*{image}.*different labels"):
+        _eyepacs_table(tmp_path)
 
 
 def test_a_wrong_image_folder_is_an_error_with_examples_of_both_sides(tmp_path):

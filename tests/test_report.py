@@ -424,3 +424,32 @@ def test_the_explanation_grid_shows_the_prediction_and_a_colour_bar(tmp_path, mo
     assert "true: D (Diabetes)" in texts and "gradcam: map for D" in texts
     (bar,) = [ax for ax in fig.axes if ax.get_ylabel().startswith("importance")]
     assert [t.get_text() for t in bar.get_yticklabels()][::2] == ["low", "high"]
+
+
+def test_an_external_result_says_how_many_images_it_left_out_and_why():
+    from odirkit.external_report import _heading, left_out
+    from odirkit.runs.records import ExternalMetrics
+
+    summary = ExternalMetrics.model_validate(
+        {
+            "final": {},
+            "name": "rfmid",
+            "labels": ["N", "D"],
+            "labels_scored": ["N", "D"],
+            "collection": {"dataset": "table", "root": "data/rfmid"},
+            "images": 19,
+            "patients": 19,
+            "data": {
+                "dropped_without_label": 11,
+                "dropped_with_several_labels": 2,
+                "skipped_unreadable": 0,
+                "dataset": {"scored": "every image"},
+            },
+        }
+    )
+    _, text = _heading("default", summary)
+    assert (
+        "Images left out: 11 with none of the run's labels (N, D); 2 with several of them" in text
+    )
+    summary.data.update(dropped_without_label=0, dropped_with_several_labels=0)
+    assert left_out(summary) == "" and "left out" not in _heading("default", summary)[1]

@@ -175,6 +175,7 @@ def evaluate(
     from odirkit.config import resolve_external as resolve
     from odirkit.experiment import rebuild_report
     from odirkit.external import evaluate_external, verdict
+    from odirkit.external_report import left_out
     from odirkit.runs import RunDirectory, VariantDirectory
 
     doc = read_toml(data) if data is not None else {}
@@ -187,10 +188,12 @@ def evaluate(
             raise ConfigError(f"--set {text!r}: odirkit evaluate reads data.* keys only")
         apply_override(document, key, value, text)
     table = document["data"]
-    if "dataset" not in table or "root" not in table:
+    lacking = [key for key in ("dataset", "root") if key not in table]
+    if lacking:
+        where = f"{data}: its [data] table has no {' and no '.join(lacking)}; " if data else ""
         raise ConfigError(
-            "name the collection: --data FILE.toml (its [data] table) or --set data.dataset=... "
-            "--set data.root=... (and the dataset's own keys)"
+            f"{where}name the collection: --data FILE.toml (its [data] table) or --set "
+            "data.dataset=... --set data.root=... (and the dataset's own keys)"
         )
     if name is not None:
         table["name"] = name
@@ -244,6 +247,8 @@ def evaluate(
                     + ", ".join(summary.labels_not_scored)
                 )
             )
+        if left_out(summary):
+            out.print(plain(f"images of {summary.name} {left_out(summary)}"))
         out.print(plain(f"written to {result.directory.path}"))
     run = targets[0].run
     if run.run_file.exists():

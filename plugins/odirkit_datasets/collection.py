@@ -38,8 +38,10 @@ Label = Literal["N", "D", "G", "C", "A", "H", "M", "O"]
 REST = "*"
 #: a range of grades: "1-4" (both ends included)
 RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
-#: folders never read as images: odirkit's own cache, hidden folders
+#: folders and files never read as images: odirkit's own cache, hidden folders, and the
+#: hidden files a Mac writes (``._name.jpg`` resource forks, inside ``__MACOSX/`` in a zip)
 SKIP_PREFIXES = (".",)
+SKIP_FOLDERS = ("__MACOSX",)
 #: names of split folders (RETFound's benchmark: train/, val/, test/) and their split
 SPLIT_FOLDERS = {
     "train": "train",
@@ -247,16 +249,21 @@ def unmapped_message(where: str, what: str, unmapped: Counter[str], mapped: Iter
 
 class ImageIndex:
     """Every image below a folder, by one walk: looked up by relative path, by file name and
-    by stem (each also without regard to case). Hidden folders (odirkit's cache) are skipped."""
+    by stem (each also without regard to case). Hidden folders (odirkit's cache), hidden
+    files (a Mac's ``._name.jpg``, which are no images) and ``__MACOSX/`` are skipped."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.paths: list[str] = []  # relative to folder, posix
         for current, dirs, files in os.walk(self.folder):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(SKIP_PREFIXES))
+            dirs[:] = sorted(
+                d for d in dirs if not d.startswith(SKIP_PREFIXES) and d not in SKIP_FOLDERS
+            )
             relative = os.path.relpath(current, self.folder)
             prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
             for name in sorted(files):
+                if name.startswith(SKIP_PREFIXES):
+                    continue
                 if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
                     self.paths.append(prefix + name)
         self._keys: dict[str, dict[str, list[str]]] = {}

@@ -46,15 +46,19 @@ from odirkit_datasets.collection import (
 def _layout(paths: list[str], classes: str, splits: bool) -> tuple[pd.Series, pd.Series | None]:
     """Each image's class, and its split when the folder is split (else None)."""
     parts = pd.Series(paths).str.split("/")
-    tops = {p[0] for p in parts if len(p) > 1}
-    split_layout = bool(tops) and tops <= set(SPLIT_FOLDERS) and "train" in tops
+    tops = {p[0].casefold() for p in parts if len(p) > 1}  # Train/ as train/
+    # a train/ folder, or only split folders each holding class folders (a test/ kept alone)
+    nested = classes == "folder" and all(len(p) > 2 for p in parts)
+    split_layout = bool(tops) and tops <= set(SPLIT_FOLDERS) and ("train" in tops or nested)
     inner = parts.map(lambda p: p[1:]) if split_layout else parts
     if classes == "suffix":
         stems = inner.map(lambda p: p[-1].rsplit(".", 1)[0])
         found = stems.map(lambda s: "_" + s.rsplit("_", 1)[1] if "_" in s else "")
     else:
         found = inner.map(lambda p: class_key(p[0]) if len(p) > 1 else None)
-    split = parts.map(lambda p: SPLIT_FOLDERS.get(p[0], "")) if split_layout and splits else None
+    split = None
+    if split_layout and splits:
+        split = parts.map(lambda p: SPLIT_FOLDERS.get(p[0].casefold(), ""))
     return found, split
 
 

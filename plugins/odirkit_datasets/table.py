@@ -222,6 +222,7 @@ def table(
     keep &= ~missing
     if not keep.any():
         raise odirkit.DataError(f"{path}: every row was left out (unmapped or excluded)")
+    keep, repeats = _merge_repeats(located, keep, labels_of, path, image_col)
     chosen = rows[keep].reset_index(drop=True)
     prefix = Path(images)
     stored = [(prefix / p).as_posix() if str(prefix) != "." else str(p) for p in located[keep]]
@@ -271,8 +272,41 @@ def table(
             "unmapped_left_out": dict(sorted(resolved.unmapped.items())),
             "excluded": dict(sorted(resolved.excluded.items())),
             "images_not_found": {"count": len(not_found), "examples": not_found[:200]},
+            "repeated_rows_merged": repeats,
         },
     )
+
+
+def _merge_repeats(
+    located: pd.Series, keep: np.ndarray, labels_of: list[tuple[str, ...]], path: Path, column: str
+) -> tuple[np.ndarray, int]:
+    """Rows naming an image an earlier row names: left out when they give it the same labels
+    (a repeated row), an error naming the image when they do not. Returns the rows to keep
+    and how many repeats were left out."""
+    kept = np.flatnonzero(keep)
+    named_again = located.iloc[kept].astype(str).duplicated(keep=False).to_numpy()
+    first: dict[str, int] = {}
+    keep = keep.copy()
+    repeats = 0
+    for row in kept[named_again]:  # a handful of rows, if any
+        image = str(located.iloc[row])
+        earlier = first.setdefault(image, int(row))
+        if earlier == row:
+            continue
+        if labels_of[earlier] != labels_of[row]:
+            shown = [",".join(labels_of[i]) or "none" for i in (earlier, row)]
+            raise odirkit.DataError(
+                f"{path}: column {column!r} names image {image} in two rows with different "
+                f"labels ({shown[0]} and {shown[1]}); keep one row per image"
+            )
+        keep[row] = False
+        repeats += 1
+    if repeats:
+        warn(
+            f"table: {repeats} row(s) of {path.name} repeat an image an earlier row names with "
+            "the same labels; each image is read once (repeated_rows_merged in data.json)"
+        )
+    return keep, repeats
 
 
 def _from_classes(classes: pd.Series, resolved: Resolution) -> list[tuple[str, ...]]:
