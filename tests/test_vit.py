@@ -177,6 +177,42 @@ def test_a_checkpoint_holding_code_is_refused(registry, tmp_path):
         build(registry, input_size=SIZE, weights=str(path))
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "the file is empty"),
+        (b"<!DOCTYPE html>\n<html><body>Access restricted</body></html>\n", "a web page"),
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n", "Git LFS"),
+        (b"hello", "starts with b'hello'"),
+    ],
+)
+def test_a_file_that_is_no_checkpoint_says_what_it_is(registry, tmp_path, content, said):
+    # a gated file fetched without logging in is a web page: not "objects that could run
+    # code" (with advice to unpickle it unsafely), nor a bare KeyError
+    path = tmp_path / "RETFound_mae_natureCFP.pth"
+    path.write_bytes(content)
+    with pytest.raises(PluginError, match="not a PyTorch checkpoint") as info:
+        build(registry, input_size=SIZE, weights=str(path))
+    assert said in str(info.value) and "weights_only" not in str(info.value)
+    timm_plugin = registry.get("model", "timm")  # the timm plugin reads such files too
+    with pytest.raises(PluginError, match="not a PyTorch checkpoint") as info:
+        timm_plugin.build(num_classes=2, arch="test_efficientnet", weights=str(path))
+    assert said in str(info.value)
+
+
+def test_a_damaged_pickle_is_not_a_readable_checkpoint(registry, tmp_path):
+    source = writer()
+    legacy = tmp_path / "legacy.pth"  # before PyTorch 1.6: a pickle, not a zip archive
+    torch.save(source.state_dict(), legacy, _use_new_zipfile_serialization=False)
+    assert torch.allclose(
+        logits(build(registry, input_size=SIZE, weights=str(legacy)), X), logits(source, X)
+    )
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(b"\x80\x02h\x65.")  # a memo lookup with nothing stored: KeyError
+    with pytest.raises(PluginError, match="not a readable checkpoint"):
+        build(registry, input_size=SIZE, weights=str(damaged))
+
+
 def test_one_source_of_weights_at_a_time(registry, tmp_path):
     from odirkit.errors import ConfigError
 
