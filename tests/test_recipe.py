@@ -126,6 +126,7 @@ def test_blr_sets_lr_by_the_global_batch():
         ("blr = 5e-3\nlr = 0.1", "give lr or blr, not both"),
         ("warmup_epochs = 2", 'warmup_epochs needs scheduler = "warmup_cosine"'),
         ('scheduler = "warmup_cosine"\nlr = 1e-6\nmin_lr = 1e-5', "min_lr .* below lr"),
+        ('scheduler = "warmup_cosine"\nepochs = 2\nwarmup_epochs = 10', r"warmup_epochs \(10\)"),
         ("layer_decay = 1.5", "layer_decay"),
         ("label_smoothing = 1.0", "label_smoothing"),
         ("mixup = inf", "mixup"),
