@@ -24,7 +24,7 @@ from odirkit.config import Experiment, resolve_document
 from odirkit.console import info, warn
 from odirkit.engine import distributed
 from odirkit.engine.interrupt import RunInterrupted
-from odirkit.engine.models import build_model
+from odirkit.engine.models import build_reinitialised
 from odirkit.engine.variant import VariantResult, run_variant
 from odirkit.errors import OdirkitError, RunError
 from odirkit.external import evaluate_external
@@ -188,7 +188,7 @@ def explain_result(exp: Experiment, result: VariantResult) -> None:
 
     def random_model() -> nn.Module:
         torch.manual_seed(derive_seed(exp.config.seed, Stream.EXPLAIN))
-        return build_model(exp, result.data.task.num_classes)  # type: ignore[union-attr]
+        return build_reinitialised(exp, result.data.task.num_classes)  # type: ignore[union-attr]
 
     explained = explain(
         model=result.model,

@@ -58,9 +58,8 @@ def load_trained(
     if not path.exists():
         raise RunError(f"{path}: no such checkpoint (is the run finished?)")
     state = load_checkpoint(path)
-    model = build_model(exp, len(exp.labels))
     try:
-        model.load_state_dict(state["model"])
+        model = _model_with(exp, state["model"])
     except (KeyError, RuntimeError) as exc:
         raise RunError(
             f"{path}: does not fit model {exp.model.name!r} ({str(exc).splitlines()[0]})"
@@ -72,6 +71,25 @@ def load_trained(
         temperature=vdir.temperature(checkpoint),
     )
     return exp, model, view
+
+
+def _model_with(exp: Experiment, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The run's network holding the checkpoint's ``weights``.
+
+    Built on PyTorch's meta device, where a model plugin builds the structure and loads
+    nothing, so the pretrained weights the run started from (a local file, the Hugging
+    Face hub, timm's) are neither read again nor needed: the run may be used on another
+    machine, offline, or after that file moved. A network whose tensors the checkpoint
+    does not all hold (buffers outside the state dict) is built as for training.
+    """
+    with torch.device("meta"):
+        model = build_model(exp, len(exp.labels))
+    model.load_state_dict(weights, assign=True)
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.is_meta for t in tensors):
+        model = build_model(exp, len(exp.labels))
+        model.load_state_dict(weights)
+    return model
 
 
 def find_inputs(source: Path) -> list[InputImage]:

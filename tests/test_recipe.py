@@ -126,6 +126,7 @@ def test_blr_sets_lr_by_the_global_batch():
         ("blr = 5e-3\nlr = 0.1", "give lr or blr, not both"),
         ("warmup_epochs = 2", 'warmup_epochs needs scheduler = "warmup_cosine"'),
         ('scheduler = "warmup_cosine"\nlr = 1e-6\nmin_lr = 1e-5', "min_lr .* below lr"),
+        ('scheduler = "warmup_cosine"\nepochs = 2\nwarmup_epochs = 10', r"warmup_epochs \(10\)"),
         ("layer_decay = 1.5", "layer_decay"),
         ("label_smoothing = 1.0", "label_smoothing"),
         ("mixup = inf", "mixup"),
@@ -187,6 +188,33 @@ def test_partial_fine_tuning_trains_the_last_blocks_and_what_follows():
     apply_finetune(token, "partial", 1, 3)
     assert {"norm.weight", "blocks.5.mlp.fc2.weight", "head.bias"} <= trained(token)
     assert "blocks.4.mlp.fc2.weight" not in trained(token) and "pos_embed" not in trained(token)
+
+
+def test_a_linear_probe_of_a_batch_norm_network_keeps_the_whole_backbone(
+    cli, tmp_path, phantom_root
+):
+    # the backbone is frozen: its weights and its batch-norm statistics alike (training
+    # in train mode and precise BN re-estimated them on the new images); only the head
+    # changes
+    torch.manual_seed(0)
+    source = timm.create_model("resnet10t", num_classes=2)
+    with torch.no_grad():
+        for name, buffer in source.named_buffers():
+            if "running" in name:  # statistics a pretrained network would have
+                buffer.uniform_(0.5, 1.5)
+    weights = tmp_path / "pretrained.pth"
+    torch.save(source.state_dict(), weights)
+    text = tiny_experiment(phantom_root, epochs=1).split("[model]")[0]
+    text += f'[model]\nname = "timm"\narch = "resnet10t"\nweights = "{weights.as_posix()}"\n'
+    text += 'finetune = "linear_probe"\n\n[train]\nepochs = 1\nbatch_size = 16\nlr = 0.01\n'
+    exp = tmp_path / "exp.toml"
+    exp.write_text(text)
+    result = cli("run", exp, "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (variant,) = (tmp_path / "runs").glob("*/*/default")
+    state = torch.load(variant / "checkpoints" / "last.pt", weights_only=False)["model"]
+    changed = {k for k, v in source.state_dict().items() if not torch.equal(v, state[k])}
+    assert changed == {"fc.weight", "fc.bias"}
 
 
 def test_partial_fine_tuning_needs_blocks(registry):

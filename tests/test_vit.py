@@ -177,6 +177,42 @@ def test_a_checkpoint_holding_code_is_refused(registry, tmp_path):
         build(registry, input_size=SIZE, weights=str(path))
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "the file is empty"),
+        (b"<!DOCTYPE html>\n<html><body>Access restricted</body></html>\n", "a web page"),
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n", "Git LFS"),
+        (b"hello", "starts with b'hello'"),
+    ],
+)
+def test_a_file_that_is_no_checkpoint_says_what_it_is(registry, tmp_path, content, said):
+    # a gated file fetched without logging in is a web page: not "objects that could run
+    # code" (with advice to unpickle it unsafely), nor a bare KeyError
+    path = tmp_path / "RETFound_mae_natureCFP.pth"
+    path.write_bytes(content)
+    with pytest.raises(PluginError, match="not a PyTorch checkpoint") as info:
+        build(registry, input_size=SIZE, weights=str(path))
+    assert said in str(info.value) and "weights_only" not in str(info.value)
+    timm_plugin = registry.get("model", "timm")  # the timm plugin reads such files too
+    with pytest.raises(PluginError, match="not a PyTorch checkpoint") as info:
+        timm_plugin.build(num_classes=2, arch="test_efficientnet", weights=str(path))
+    assert said in str(info.value)
+
+
+def test_a_damaged_pickle_is_not_a_readable_checkpoint(registry, tmp_path):
+    source = writer()
+    legacy = tmp_path / "legacy.pth"  # before PyTorch 1.6: a pickle, not a zip archive
+    torch.save(source.state_dict(), legacy, _use_new_zipfile_serialization=False)
+    assert torch.allclose(
+        logits(build(registry, input_size=SIZE, weights=str(legacy)), X), logits(source, X)
+    )
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(b"\x80\x02h\x65.")  # a memo lookup with nothing stored: KeyError
+    with pytest.raises(PluginError, match="not a readable checkpoint"):
+        build(registry, input_size=SIZE, weights=str(damaged))
+
+
 def test_one_source_of_weights_at_a_time(registry, tmp_path):
     from odirkit.errors import ConfigError
 
@@ -275,3 +311,48 @@ def test_hub_weights_offline_stop_the_run_with_exit_2(tmp_path, phantom_root):
     assert "could not be downloaded" in result.stderr and "hf download" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_finished_run_is_used_without_the_weights_it_started_from(
+    cli, registry, tmp_path, phantom_root
+):
+    # predict and explain read the run's checkpoint: the pretrained file (or the hub, or
+    # timm's download) it started from may be gone, as on another machine or offline;
+    # and the explanations' "re-initialised" model is re-initialised, not that file again
+    from odirkit.config import resolve_document
+    from odirkit.engine.models import build_reinitialised
+    from odirkit.runs import VariantDirectory
+
+    source = writer(num_classes=2)
+    weights = tmp_path / "RETFound_mae_natureCFP.pth"
+    torch.save({"model": source.state_dict()}, weights)
+    text = tiny_experiment(phantom_root, epochs=1).split("[model]")[0]
+    text += f'[model]\nname = "vit"\narch = "{ARCH}"\nweights = "{weights.as_posix()}"\n'
+    text += '\n[train]\nepochs = 1\nbatch_size = 16\noptimizer = "adamw"\nlr = 1e-4\n'
+    exp = tmp_path / "exp.toml"
+    exp.write_text(text)
+    assert cli("run", exp, "--out", tmp_path / "runs").exit_code == 0
+    (variant,) = (tmp_path / "runs").glob("*/*/default")
+    (experiment,) = resolve_document(VariantDirectory(variant).config(), registry, source="run")
+    torch.manual_seed(0)
+    fresh = build_reinitialised(experiment, 2)
+    own = source.state_dict()
+    for name, value in fresh.state_dict().items():
+        assert torch.isfinite(value).all(), name
+        if name.startswith("norm") or value.shape != own[name].shape:  # LayerNorm: 1, 0
+            continue
+        assert not torch.allclose(value, own[name]), f"{name} is the pretrained one"
+    weights.unlink()
+    result = cli("predict", variant, phantom_root, "--out", tmp_path / "predicted.csv")
+    assert result.exit_code == 0, result.output
+    result = cli(
+        "explain",
+        variant,
+        "--explainer",
+        "attention_rollout",
+        "--max-images",
+        "2",
+        "--out",
+        tmp_path / "explained",
+    )
+    assert result.exit_code == 0, result.output

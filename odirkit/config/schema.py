@@ -298,6 +298,12 @@ class TrainConfig(_Table):
             raise ValueError(
                 f'warmup_epochs needs scheduler = "warmup_cosine" (scheduler is "{self.scheduler}")'
             )
+        if self.scheduler == "warmup_cosine" and self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs:g}) must be fewer than epochs "
+                f"({self.epochs}): the run would end within the warm-up, its rate never "
+                "reaching lr nor the cosine"
+            )
         if self.scheduler == "warmup_cosine" and self.min_lr >= self.lr:
             raise ValueError(
                 f"min_lr ({self.min_lr:g}) must lie below lr ({self.lr:g}) for warmup_cosine"

@@ -3,6 +3,8 @@ and frozen where ``[model] finetune`` says."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -10,6 +12,7 @@ from odirkit.config import Experiment
 from odirkit.engine.heads import MetadataFusion
 from odirkit.engine.recipe import apply_finetune
 from odirkit.errors import ConfigError, OdirkitError, PluginError
+from odirkit.layers import BACKBONE
 
 #: what a network raises on the meta device for an input it cannot take (timm's ViT asserts)
 SIZE_ERRORS = (RuntimeError, ValueError, AssertionError, IndexError)
@@ -33,6 +36,47 @@ def build_model(exp: Experiment, num_classes: int) -> nn.Module:
         where = f"{exp.model.where or ''} model {exp.model.name!r}:".strip()
         raise exc.at(where) from None
     return model
+
+
+def build_reinitialised(exp: Experiment, num_classes: int) -> nn.Module:
+    """The experiment's architecture with freshly initialised weights: the model of the
+    explanations' model-randomisation check (Adebayo et al. 2018).
+
+    Not :func:`build_model`: that loads the pretrained weights the run started from (a
+    RETFound checkpoint, timm's ImageNet weights), so the "randomised" model would be the
+    pretrained one with a new head, and a map of the backbone alone (attention rollout)
+    could never pass. Here the model is built on the meta device, where a plugin loads
+    nothing, and each module is initialised as PyTorch and timm initialise it
+    (``reset_parameters``, a timm model's ``init_weights``). A tensor left unset
+    (a module with neither) falls back to :func:`build_model`.
+    """
+    with torch.device("meta"):
+        model = build_model(exp, num_classes)
+    model = model.to_empty(device="cpu")
+    tensors = [
+        t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point() or _marks(t)
+    ]
+    with torch.no_grad():
+        for tensor in tensors:  # marks: what no initialisation overwrites stays marked
+            tensor.fill_(math.nan if tensor.is_floating_point() else _UNSET)
+        for module in model.modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+        for module in (model, getattr(model, BACKBONE, None)):
+            if callable(getattr(module, "init_weights", None)):
+                module.init_weights()
+    unset = any(
+        torch.isnan(t).any() if t.is_floating_point() else (t == _UNSET).any() for t in tensors
+    )
+    return build_model(exp, num_classes) if unset else model
+
+
+#: an integer buffer no initialisation set (see build_reinitialised)
+_UNSET = -(2**31) + 7
+
+
+def _marks(tensor: torch.Tensor) -> bool:
+    return tensor.dtype in (torch.int32, torch.int64)
 
 
 def _takes(exp: Experiment, model: torch.nn.Module, size: int) -> bool:

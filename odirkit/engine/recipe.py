@@ -275,6 +275,35 @@ def apply_finetune(model: nn.Module, mode: str, blocks: int | None, num_classes:
         parameter.requires_grad = trainable
 
 
+def frozen_batch_norms(model: nn.Module) -> list[nn.Module]:
+    """The batch-norm layers ``[model] finetune`` froze (affine parameters, none trained).
+
+    Training keeps them in evaluation mode and precise BN leaves them alone: their running
+    statistics are part of the frozen backbone (a linear probe of a pretrained CNN would
+    otherwise re-estimate them on the new images, changing every feature the head sees).
+    """
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and any(True for _ in m.parameters())
+        and not any(p.requires_grad for p in m.parameters())
+    ]
+
+
+def recomputed_batch_norms(model: nn.Module) -> list[nn.Module]:
+    """The batch-norm layers whose statistics precise BN recomputes: those tracking
+    running statistics, except the frozen ones (:func:`frozen_batch_norms`)."""
+    frozen = {id(m) for m in frozen_batch_norms(model)}
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and id(m) not in frozen
+    ]
+
+
 def _head_parameters(model: nn.Module, num_classes: int) -> set[int]:
     if isinstance(model, MetadataFusion):
         return {id(p) for p in model.head.parameters()}

@@ -23,6 +23,7 @@ from odirkit.console import info
 from odirkit.data.prepare import DataBundle, chunked
 from odirkit.engine import distributed
 from odirkit.engine.distributed import world
+from odirkit.engine.recipe import frozen_batch_norms, recomputed_batch_norms
 from odirkit.errors import TrainingDiverged
 from odirkit.seeding import Stream, derive_seed, generator_for
 from odirkit.view import ModelView
@@ -257,6 +258,8 @@ class Trainer:
         request, so that every rank stops at the same step.
         """
         self.model.train()
+        for norm in frozen_batch_norms(self.model):
+            norm.eval()
         chunks = self.epoch_batches(progress.epoch)[progress.step :]
         shares = [distributed.rank_share(chunk) for chunk in chunks]
         batches = self._batches([mine for mine, _ in shares])
@@ -315,11 +318,7 @@ class Trainer:
         (:func:`~odirkit.engine.distributed.agree_buffers`). Returns the batches used
         (0 when the model has no batch norm or ``max_batches`` is 0).
         """
-        norms = [
-            m
-            for m in self.model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        ]
+        norms = recomputed_batch_norms(self.model)
         if not norms or max_batches <= 0 or len(self.data.train_idx) == 0:
             return 0
         rng = np.random.default_rng(derive_seed(self.seed, epoch, 0, Stream.PRECISE_BN))
@@ -333,6 +332,8 @@ class Trainer:
             m.momentum = None  # a cumulative average over the batches, not a moving one
         was_training = self.model.training
         self.model.train()
+        for m in frozen_batch_norms(self.model):
+            m.eval()
         for m in self.model.modules():
             if isinstance(m, nn.modules.dropout._DropoutNd):
                 m.eval()

@@ -178,7 +178,7 @@ def explain_run(
     """Explain a finished run: its test images, or the photographs in ``images``."""
     from odirkit.data.prepare import prepare_data
     from odirkit.engine.device import resolve_device
-    from odirkit.engine.models import build_model
+    from odirkit.engine.models import build_reinitialised
     from odirkit.predict import load_trained
 
     exp, model, view = load_trained(vdir, registry, checkpoint)
@@ -202,7 +202,7 @@ def explain_run(
 
         def random_model() -> nn.Module:
             torch.manual_seed(derive_seed(exp.config.seed, Stream.EXPLAIN))
-            return build_model(exp, len(view.labels))
+            return build_reinitialised(exp, len(view.labels))
 
     return explain(
         model=model,

@@ -246,6 +246,11 @@ def _check_loadable_safely(path: Path) -> None:
     """A pickled weights file must hold tensors and plain values only (never run code)."""
     import pickle
 
+    from odirkit_models.vit_weights import not_a_checkpoint
+
+    wrong = not_a_checkpoint(path)
+    if wrong:
+        raise odirkit.PluginError(f"weights file {path}: not a PyTorch checkpoint: {wrong}")
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -254,9 +259,9 @@ def _check_loadable_safely(path: Path) -> None:
             "plain values, and unpickling them could run code; save a state dict or a "
             ".safetensors file"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # a damaged file: the unpickler's KeyError, EOFError, ...
         raise odirkit.PluginError(
-            f"weights file {path}: not a readable state dict ({exc})"
+            f"weights file {path}: not a readable state dict ({exc!r})"
         ) from None
 
 

@@ -92,6 +92,12 @@ def read_checkpoint(path: Path, *, mmap: bool = False) -> Any:
             raise odirkit.PluginError(
                 f"weights file {path}: not a readable .safetensors file ({exc})"
             ) from None
+    wrong = not_a_checkpoint(path)
+    if wrong:
+        raise odirkit.PluginError(
+            f"weights file {path}: not a PyTorch checkpoint: {wrong}; download it again "
+            "(docs/weights.md says how)"
+        )
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             try:
@@ -108,10 +114,32 @@ def read_checkpoint(path: Path, *, mmap: bool = False) -> Any:
             "file, save its weights alone: python -c \"import torch; c = torch.load('IN', "
             "weights_only=False); torch.save(c.get('model', c), 'OUT.pth')\""
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # a damaged file: the unpickler's KeyError, EOFError, ...
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise odirkit.PluginError(
-            f"weights file {path}: not a readable checkpoint ({exc})"
+            f"weights file {path}: not a readable checkpoint ({reason})"
         ) from None
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """What a file that cannot be a PyTorch checkpoint holds instead (None: it may be one).
+
+    ``torch.save`` writes a zip archive (or, before PyTorch 1.6, a pickle); a file
+    starting otherwise is refused before unpickling, which would misreport it as holding
+    code objects or fail with a bare ``KeyError``.
+    """
+    with open(path, "rb") as file:
+        head = file.read(256)
+    if not head:
+        return "the file is empty"
+    if head.startswith((b"PK\x03\x04", b"\x80")):  # zip archive, pickle protocol 2+
+        return None
+    start = head.lstrip().lower()
+    if start.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer (a repository cloned without git lfs)"
+    if start.startswith((b"<!doctype html", b"<html", b"<?xml")):
+        return "it is a web page (saved in place of the file: a login or error page?)"
+    return f"it starts with {head[:16]!r}"
 
 
 def _is_state_dict(value: Any) -> bool:
