@@ -335,6 +335,7 @@ def test_a_label_that_is_not_odirkit_s_fails_when_the_file_is_read(cli, tmp_path
     [
         ("mapping", '{ "4-1" = "D" }', "low end comes first"),
         ("mapping", "{}", "at least one class"),
+        ("mapping", '{ "2" = "N", "2.0" = "D" }', "'2' and '2.0' are the same class"),
         ("pattern", "'(\\d+)_(left|right)'", "(?P<patient>"),
         ("pattern", "'(?P<patient>['", "not a regular expression"),
     ],

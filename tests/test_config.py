@@ -139,6 +139,16 @@ def test_an_error_in_any_core_table_names_that_table(tmp_path, registry, text, o
 
 def test_parse_override_keeps_unquoted_text_as_a_string():
     assert parse_override("data.root=data/odir5k") == (["data", "root"], "data/odir5k")
+    assert parse_override("data.root=[2024] odir") == (["data", "root"], "[2024] odir")
+
+
+@pytest.mark.parametrize("value", ['{ "0" = N }', "[N, D]", '{ "0" = "N" '])
+def test_a_table_or_list_that_is_not_toml_says_so(value):
+    # taken as a string, it failed later as "input should be a valid dictionary"
+    with pytest.raises(ConfigError, match="not a valid TOML inline table or list") as caught:
+        parse_override(f"data.mapping={value}")
+    assert f"--set 'data.mapping={value}'" in str(caught.value)
+    assert 'e.g. --set \'data.mapping={ "0" = "N", "1-4" = "D" }\'' in str(caught.value)
     assert parse_override("augment.0.p=0.5") == (["augment", 0, "p"], 0.5)
     assert parse_override("train.deterministic=true") == (["train", "deterministic"], True)
 

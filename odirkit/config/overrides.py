@@ -40,7 +40,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str | int], Any]:
     """``"train.epochs=2"`` -> ``(["train", "epochs"], 2)``; values are TOML values.
 
-    A value that is not valid TOML is taken as a string, so
+    A value that is not valid TOML is taken as a string (unless it is braced as a table,
+    ``{...``, or bracketed as a list, ``[...]``: then it is an error saying so), so
     ``data.root=data/odir5k`` needs no quotes; so is one that TOML reads as a date or a
     time (``data.root=2024-06-01``): no odirkit key takes a date.
     """
@@ -56,7 +57,17 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     raw_value = raw_value.strip()
     try:
         value = tomllib.loads(f"v = {raw_value}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        braced = raw_value.startswith("{") or (
+            raw_value.startswith("[") and raw_value.endswith("]")
+        )
+        if braced:  # meant as a TOML table or list: say what is wrong with it
+            reason = str(exc).split(" (at ")[0]
+            raise ConfigError(
+                f"--set {text!r}: the value is not a valid TOML inline table or list "
+                f"({reason}); text inside it is quoted, e.g. "
+                f"""--set 'data.mapping={{ "0" = "N", "1-4" = "D" }}'"""
+            ) from None
         value = raw_value
     if isinstance(value, datetime.date | datetime.time):  # datetime is a date too
         value = raw_value

@@ -97,12 +97,23 @@ def check_mapping(mapping: dict[str, Any]) -> dict[str, Any]:
             'give at least one class, e.g. mapping = { "0" = "N", "1-4" = "D" } '
             "(classes, grades or grade ranges -> labels N D G C A H M O)"
         )
+    seen: dict[str, tuple[str, Any]] = {}
     for key, value in mapping.items():
         _check_range(key)
         if isinstance(value, list) and not value:
             raise ValueError(
                 f"class {key!r} maps to no label; to leave its images out, list it in exclude"
             )
+        # "2" and "2.0" (or " 2") are one class once read: two keys for it would leave
+        # whichever came last in force, silently
+        same = seen.get(class_key(key))
+        labels = {value} if isinstance(value, str) else set(value)
+        if same is not None and same[1] != labels:
+            raise ValueError(
+                f"classes {same[0]!r} and {key!r} are the same class once read "
+                f"({class_key(key)!r}) but map to different labels; keep one of them"
+            )
+        seen[class_key(key)] = (key, labels)
     return mapping
 
 
