@@ -126,6 +126,17 @@ def test_the_position_embedding_is_resampled_to_another_image_size(registry, tmp
     assert torch.equal(loaded.blocks[3].mlp.fc1.weight, source.blocks[3].mlp.fc1.weight)
 
 
+def test_the_load_report_says_how_the_position_embedding_changed():
+    from odirkit_models.vit_weights import fit_checkpoint
+
+    checkpoint = {"model": encoder_keys(writer().state_dict())}
+    bigger = timm.create_model(ARCH, num_classes=5, img_size=48, global_pool="avg")
+    _, report = fit_checkpoint(bigger, checkpoint, "w.pth")
+    assert "adapted to the model: pos_embed (1, 5, 64) -> (1, 10, 64)" in report.summary()
+    same = timm.create_model(ARCH, num_classes=5, img_size=SIZE, global_pool="avg")
+    assert "adapted" not in fit_checkpoint(same, checkpoint, "w.pth")[1].summary()
+
+
 def test_a_head_for_other_classes_is_replaced_and_a_matching_one_kept(registry, tmp_path):
     source = writer(num_classes=1000)
     path = tmp_path / "w.pth"

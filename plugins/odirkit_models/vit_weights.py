@@ -66,7 +66,7 @@ class FitReport:
         parts = [self.layout]
         parts += [f"dropped {len(keys)} {reason}" for reason, keys in self.dropped.items()]
         if self.resampled:
-            parts.append(f"resampled {', '.join(self.resampled)}")
+            parts.append(f"adapted to the model: {', '.join(self.resampled)}")
         if self.new:
             parts.append(f"new: {', '.join(self.new)}")
         return "; ".join(parts)
@@ -202,7 +202,13 @@ def fit_checkpoint(
         state = {k: v for k, v in state.items() if k not in norm}
     before = {k: tuple(v.shape) for k, v in state.items()}
     state = checkpoint_filter_fn(state, model)
-    report.resampled = [k for k, v in state.items() if k in before and before[k] != tuple(v.shape)]
+    # the position embedding resampled to another grid, or only its class position dropped
+    # (DINOv2 with registers): said by its shapes, which tell the two apart
+    report.resampled = [
+        f"{k} {before[k]} -> {tuple(v.shape)}"
+        for k, v in state.items()
+        if k in before and before[k] != tuple(v.shape)
+    ]
     head = [k for k in ("head.weight", "head.bias") if k in state and k in own]
     if head and any(tuple(state[k].shape) != tuple(own[k].shape) for k in head):
         report.drop(f"head keys (shape {tuple(state['head.weight'].shape)})", head)
