@@ -505,6 +505,44 @@ def test_accuracy_counts_images_called_by_a_class_the_collection_lacks():
     assert "recall_G" not in point
 
 
+def test_a_figure_that_moves_with_the_case_mix_says_so_when_the_mix_differs():
+    from odirkit.engine.evaluate import LevelPredictions, scored
+    from odirkit.external.scoring import SharedScoring, compare_with_internal, verdict
+
+    def side(targets: list[int], right: list[bool]) -> object:
+        probs = np.array(
+            [
+                [0.8, 0.2] if (t == 0) == r else [0.2, 0.8]
+                for t, r in zip(targets, right, strict=True)
+            ]
+        )
+        keys = pd.DataFrame({"patient_id": [str(i) for i in range(len(targets))]})
+        preds = LevelPredictions(
+            keys, probs, np.array(targets), keys["patient_id"].to_numpy(), ("N", "D"), True, "image"
+        )
+        return scored(preds, None)
+
+    # internal: 6 N and 4 D; external: D only (a collection of diabetic eyes)
+    internal = side([0] * 6 + [1] * 4, [True] * 5 + [False] + [True] * 3 + [False])
+    external = side([1] * 8, [True] * 6 + [False] * 2)
+    scoring = SharedScoring(("N", "D"), ("N", "D"), single_label=True)
+    table = compare_with_internal(
+        internal, external, scoring, resamples=50, confidence=0.95, seeds=(1, 2)
+    ).set_index("metric")
+    assert (
+        table.loc["f1_micro", "case_mix"]
+        == "N 60% internal, 0% external; D 40% internal, 100% external"
+    )
+    assert table.loc["recall_macro", "case_mix"] == ""  # recall does not move with it
+    words = verdict({"metric": "f1_micro", **table.loc["f1_micro"].to_dict()}, 0.95)
+    assert "the case mix differs (N 60% internal" in words and "compare recall" in words
+    assert "case mix" not in verdict({"metric": "auc_D", **table.loc["auc_D"].to_dict()}, 0.95)
+    same = compare_with_internal(
+        internal, internal, scoring, resamples=0, confidence=0.95, seeds=(1, 2)
+    ).set_index("metric")
+    assert same.loc["f1_micro", "case_mix"] == ""
+
+
 def test_a_corrupt_photograph_in_the_collection_is_named_or_skipped(
     single_label_run, eyepacs, tmp_path
 ):

@@ -23,6 +23,26 @@ from odirkit.runs.records import ExternalMetrics
 #: the metrics compared between the internal test and the external collection
 COMPARED = ("f1_micro", "f1_macro", "recall_macro", "specificity_macro", "auc_macro")
 
+#: compared metrics that move with how common each label is (accuracy and F1 through
+#: precision), unlike recall, specificity and AUC
+CASE_MIX_DEPENDENT = ("f1_micro", "f1_macro")
+
+#: a label's share that differs by more than this between the two sets is a different case mix
+CASE_MIX_TOLERANCE = 0.10
+
+
+def case_mix(internal: np.ndarray, external: np.ndarray, shared: tuple[str, ...]) -> str:
+    """The shared labels whose share of rows differs between the two sets by more than
+    :data:`CASE_MIX_TOLERANCE`, in words (``""`` when none): ``outcomes`` are 0/1 ``[N, C]``
+    over the ``shared`` labels, in that order."""
+    parts = []
+    for c, label in enumerate(shared):
+        a = float(internal[:, c].mean()) if len(internal) else float("nan")
+        b = float(external[:, c].mean()) if len(external) else float("nan")
+        if math.isfinite(a) and math.isfinite(b) and abs(a - b) > CASE_MIX_TOLERANCE:
+            parts.append(f"{label} {a:.0%} internal, {b:.0%} external")
+    return "; ".join(parts)
+
 
 #: seed streams of the run's seed (3 is the run's own test intervals, see engine.loop)
 
@@ -168,6 +188,8 @@ def compare_with_internal(
     names = [*metrics, *(f"{m}_{label}" for m in ("recall", "auc") for label in scoring.shared)]
     one = scoring.resampled(internal, np.ones((1, len(internal.outcomes))))
     two = scoring.resampled(external, np.ones((1, len(external.outcomes))))
+    cols = [internal.labels.index(label) for label in scoring.shared]
+    mix = case_mix(internal.outcomes[:, cols], external.outcomes[:, cols], scoring.shared)
     rows = []
     draws = None
     if resamples > 0:
@@ -193,6 +215,7 @@ def compare_with_internal(
         row["distinguishable"] = bool(
             math.isfinite(diff[0]) and math.isfinite(diff[1]) and (diff[0] > 0 or diff[1] < 0)
         )
+        row["case_mix"] = mix if name in CASE_MIX_DEPENDENT else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -208,10 +231,17 @@ def verdict(row: dict[str, Any], confidence: float) -> str:
         judgement = f"{direction} externally, distinguishable from noise"
     else:
         judgement = "not distinguishable from noise"
-    return (
+    text = (
         f"{row['metric']}: {row['internal']:.3f} internal, {row['external']:.3f} external, "
         f"difference {row['difference']:+.3f} [{low:+.3f}, {high:+.3f}] ({level}%): {judgement}"
     )
+    mix = row.get("case_mix")
+    if isinstance(mix, str) and mix:  # pandas reads an empty cell back as NaN
+        text += (
+            f"; the case mix differs ({mix}) and this figure moves with it: compare recall, "
+            "specificity and AUC"
+        )
+    return text
 
 
 def plot_internal_vs_external(
