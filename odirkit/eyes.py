@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from odirkit.errors import ConfigError
+from odirkit.params import Where
 
 LEFT, RIGHT = 0, 1
 
@@ -127,7 +128,6 @@ def _backbone_spec(name: str) -> Any:
 
 def backbone_params(name: str, params: Mapping[str, Any], input_size: int | None) -> dict:
     """The backbone's parameters, validated, with the run's image size where it takes one."""
-    from odirkit.params import Where
 
     spec = _backbone_spec(name)
     values = dict(params)

@@ -37,6 +37,7 @@ rendered in ``docs/hooks.md``, and a test fails when the two disagree.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Protocol
 
 import pluggy
@@ -236,7 +237,6 @@ def render_markdown() -> str:
     Regenerate with ``python -c "from odirkit.hookspecs import render_markdown as r;
     print(r(), end='')" > docs/hooks.md``; a test fails when the file is stale.
     """
-    import inspect
 
     lines = [
         "# Hooks",

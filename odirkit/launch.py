@@ -19,7 +19,9 @@ running (:func:`job_ended`); ``jobs.json`` counts how often that happened.
 
 from __future__ import annotations
 
+import importlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -336,7 +338,6 @@ class VariantJob:
 
 def require(module: str, extra: str) -> Any:
     """Import an optional dependency, or say which extra installs it."""
-    import importlib
 
     try:
         return importlib.import_module(module)
@@ -348,7 +349,6 @@ def require(module: str, extra: str) -> Any:
 
 def check_launcher(kind: str, settings: LauncherConfig) -> None:
     """What a launcher needs, checked before a run folder is created."""
-    import shutil
 
     if kind != "slurm":
         return

@@ -14,7 +14,9 @@ Each check raises ``AssertionError`` with a message saying what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from torch import nn
 
 from odirkit.data.images import Preprocessing, preprocess
 from odirkit.data.table import check_sample_table
+from odirkit.errors import NotApplicable
+from odirkit.params import Where
 from odirkit.plugins import PluginSpec
 
 DEFAULT_TEST_SIZE = 64
@@ -31,7 +35,6 @@ DEFAULT_TEST_SIZE = 64
 
 def small_params(spec: PluginSpec) -> dict[str, Any]:
     """The plugin's small, fast parameters (``meta["test_params"]``), validated."""
-    from odirkit.params import Where
 
     params = dict(spec.meta.get("test_params", {}))
     return spec.validate(params, where=Where(None, f"{spec.kind} {spec.name} test_params"))
@@ -167,7 +170,6 @@ def check_augmenter(spec: PluginSpec) -> Any:
 
 def _check_expand(name: str, aug: Any) -> None:
     """Run ``expand`` on eight random training images of two classes."""
-    import tempfile
 
     import pandas as pd
 
@@ -285,7 +287,6 @@ def check_explainer_applies(spec: PluginSpec) -> dict[str, str]:
     at the input size) or says it cannot: its meta ``applies_to(model)`` gives the reason
     and a call raises :class:`odirkit.NotApplicable`, never returning a map computed by
     some other method under its name. Returns, per kit model, "" or the reason."""
-    from odirkit.errors import NotApplicable
     from odirkit.layers import explained_layer
 
     assert spec.kind == "explainer"
@@ -325,7 +326,6 @@ def check_logger(spec: PluginSpec, folder: Path) -> Any:
     """A logger takes a two-epoch run from start to close (working in ``folder``), an
     external validation among it, and continues from the state it returned when the run
     resumes."""
-    import contextlib
 
     from odirkit.tracking import RunInfo
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -339,3 +340,32 @@ def test_every_public_name_of_the_core_has_a_docstring():
 
         visit(ast.parse(path.read_text()), "")
     assert missing == []
+
+
+# -- an import inside a function delays something ---------------------------------------------
+
+
+def _function_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    found = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    found += [(node.lineno, alias.name) for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    found.append((node.lineno, node.module))
+    return found
+
+
+def test_an_import_inside_a_function_keeps_something_off_the_start_up_path():
+    """Imports inside functions only where they keep a heavy or optional package (or an
+    odirkit module that imports one) off the command line's start-up path: the standard
+    library and odirkit's lowest layer cost nothing at start-up, so they sit at the top."""
+    lowest = LAYERS[0]
+    wasted = [
+        f"{path.relative_to(CORE.parent)}:{line} imports {target}"
+        for path in sorted(CORE.rglob("*.py"))
+        for line, target in _function_imports(ast.parse(path.read_text()))
+        if target.split(".")[0] in sys.stdlib_module_names or target in lowest
+    ]
+    assert not wasted, "move these to the module's top:\n" + "\n".join(wasted)

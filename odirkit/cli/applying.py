@@ -23,6 +23,8 @@ from odirkit.cli.common import (
 )
 from odirkit.console import err, out, plain
 from odirkit.errors import ConfigError, RunError
+from odirkit.files import write_text
+from odirkit.labels import LABELS
 
 
 @app.command()
@@ -44,8 +46,6 @@ def predict(
 ) -> None:
     """Per-patient probabilities in the ODIR-2019 submission format; every image checked
     first (written to <out>.images.csv)."""
-    from odirkit.files import write_text
-    from odirkit.labels import LABELS
     from odirkit.predict import predict as run_predict
     from odirkit.runs import find_variant, refuse_run_folder
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum, StrEnum
@@ -15,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from odirkit import __version__
-from odirkit.console import err, out, plain, say_once
+from odirkit.console import err, out, plain, quiet, say_once
 from odirkit.errors import OdirkitError
 from odirkit.plugins import KINDS, Registry, get_registry
 
@@ -50,9 +51,6 @@ class CliState:
     def registry(self) -> Registry:
         """The process's plugin registry; loading it imports every plugin (PyTorch among
         them), seconds on a small machine, so a terminal sees a spinner meanwhile."""
-        from contextlib import nullcontext
-
-        from odirkit.console import quiet
 
         waiting = err.status("loading plugins") if err.is_terminal and not quiet() else None
         with waiting or nullcontext():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,8 @@ from odirkit.cli.common import (
 )
 from odirkit.console import err, out, plain
 from odirkit.errors import ConfigError, DataError, closest
+from odirkit.labels import LABELS
+from odirkit.params import Where, type_name
 
 
 @app.command()
@@ -152,10 +155,8 @@ def describe(
 ) -> None:
     """A plugin's parameters (types, ranges, defaults), or the experiment file's core keys
     (every table, or the one named: odirkit describe experiment data)."""
-    import inspect
 
     from odirkit.config import describe_tables
-    from odirkit.params import type_name
 
     if kind.value == "experiment":
         tables = describe_tables()
@@ -221,8 +222,6 @@ def phantom(
     size: Annotated[int, typer.Option(help="Image height in pixels.")] = 256,
 ) -> None:
     """Write a synthetic ODIR-5K-layout dataset with lesion masks."""
-    from odirkit.labels import LABELS
-    from odirkit.params import Where
 
     spec = state(ctx).registry().get("dataset", "phantom")
     params = spec.validate(

@@ -10,6 +10,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from odirkit.data.table import label_sets
 from odirkit.errors import ConfigError, DataError
+from odirkit.files import write_text
 
 
 def _strata(table: pd.DataFrame, labels: list[str], minimum: int) -> pd.Series:
@@ -72,7 +73,6 @@ def split_file_assignment(path: Path, table: pd.DataFrame) -> pd.Series:
 
 def write_split_file(path: Path, assignment: pd.Series) -> None:
     """Write each image's side (train, val, test) as ``split.csv``, for ``split_file`` to reuse."""
-    from odirkit.files import write_text
 
     frame = assignment.rename_axis("patient_id").reset_index()
     write_text(path, frame.to_csv(index=False))

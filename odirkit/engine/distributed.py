@@ -21,6 +21,7 @@ Without ``torchrun`` (``WORLD_SIZE`` unset or 1) all of this is inert.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from odirkit.errors import ConfigError
+from odirkit.errors import ConfigError, RunError
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,6 @@ def rank_zero_first() -> Iterator[None]:
     else:
         message = broadcast(None)
         if message is not None:
-            from odirkit.errors import RunError
-
             raise RunError(f"rank 0 failed while preparing: {message}")
         yield
 
@@ -207,7 +206,6 @@ def check_batch_size(batch_size: int) -> None:
 
 def parameters_digest(model: torch.nn.Module) -> str:
     """A checksum of a model's parameters, to check that every rank holds the same."""
-    import hashlib
 
     digest = hashlib.sha256()
     for parameter in model.state_dict().values():

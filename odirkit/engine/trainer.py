@@ -11,6 +11,7 @@ so an epoch can stop after any step and resume to the same numbers.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,8 +106,6 @@ def resolve_performance(
     if dtype is torch.float16 and not cuda:
         dtype = torch.bfloat16  # CPU autocast has no fp16 gradient scaling: use bf16
     if num_workers is None:
-        import os
-
         num_workers = min(8, os.cpu_count() or 1) if (cuda and streaming) else 0
     return Performance(
         autocast_dtype=dtype,

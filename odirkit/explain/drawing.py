@@ -17,6 +17,7 @@ from odirkit.explain.records import (
 from odirkit.explain.scores import (
     lesion_mask,
 )
+from odirkit.labels import LABEL_NAMES
 from odirkit.view import ModelView
 
 #: the maps' colours, low to high importance
@@ -65,7 +66,6 @@ def save_grid(
     from matplotlib.colors import LinearSegmentedColormap, Normalize
 
     from odirkit.figures import save_figure
-    from odirkit.labels import LABEL_NAMES
 
     examples = sorted(
         ((i, p) for i, p in enumerate(result.pairs) if p.example), key=lambda item: item[1].target

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odirkit.errors import RunError, closest
+from odirkit.errors import ConfigError, RunError, closest
 from odirkit.runs.layout import (
     RunDirectory,
     VariantDirectory,
@@ -28,7 +28,6 @@ def run_folder_around(path: str | Path) -> Path | None:
 def refuse_run_folder(target: str | Path, option: str = "--out") -> None:
     """Refuse to write ``target`` inside a run folder: no command writes into a run
     folder it did not create. Raises :class:`odirkit.errors.ConfigError` naming both."""
-    from odirkit.errors import ConfigError
 
     found = run_folder_around(target)
     if found is not None:

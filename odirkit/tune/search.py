@@ -4,6 +4,7 @@ pruning per epoch, best.toml and one final test scoring.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -413,7 +414,6 @@ class Search:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    import json
 
     try:
         return json.loads(path.read_text())

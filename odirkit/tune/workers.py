@@ -5,6 +5,8 @@ jobs.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,6 @@ class TuneWorker:
 
 def worker_command(search: Search, trials: int, final: bool) -> list[str]:
     """``odirkit tune`` with the same search, as one worker."""
-    import sys
 
     args = search.args
     command = [sys.executable, "-m", "odirkit", "tune", args["file"], "--trials", str(trials)]
@@ -69,7 +70,6 @@ def run_workers(
 ) -> TuneOutcome | None:
     """``workers`` workers sharing the study: processes here (``pool``) or submitit jobs
     (``slurm``). Returns the study's outcome once they end (None: left running)."""
-    import subprocess
 
     from odirkit.launch import drop_template, run_children, slurm_executor, wait_jobs
 
