@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     )
     from odirkit.figures import save_figure
     from odirkit.files import atomic_write, write_json, write_text
+    from odirkit.params import model_key
     from odirkit.seeding import derive_seed, generator_for
     from odirkit.tracking import RunInfo, flatten
 
@@ -51,6 +52,7 @@ _HOMES = {
     "atomic_write": "odirkit.files",
     "write_json": "odirkit.files",
     "write_text": "odirkit.files",
+    "model_key": "odirkit.params",
     "derive_seed": "odirkit.seeding",
     "generator_for": "odirkit.seeding",
     "RunInfo": "odirkit.tracking",
@@ -87,6 +89,7 @@ __all__ = [
     "generator_for",
     "images_to_uint8",
     "info",
+    "model_key",
     "prepare_backbone",
     "preprocess",
     "progress_bar",

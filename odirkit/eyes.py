@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from odirkit.errors import ConfigError
-from odirkit.params import Where
+from odirkit.params import Where, model_keys_under
 
 LEFT, RIGHT = 0, 1
 
@@ -162,4 +162,5 @@ def prepare_backbone(name: str, params: Mapping[str, Any]) -> None:
     """The backbone plugin's ``prepare(params)`` (fetching pretrained weights), if it has one."""
     prepare = _backbone_spec(name).meta.get("prepare")
     if prepare is not None:
-        prepare(dict(params))
+        with model_keys_under("backbone_params"):  # its messages name its keys there
+            prepare(dict(params))

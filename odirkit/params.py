@@ -11,7 +11,9 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,28 @@ class Param:
     def constraints(self) -> str:
         """The range the annotation declares (``">= 0, < 1"``), or ``""``."""
         return constraint_text(annotation_metadata(self.annotation))
+
+
+#: the keys of ``[model]`` below which the model plugin being prepared reads its own: none,
+#: or those of a model nested in another (both_eyes' ``backbone_params``)
+_MODEL_KEYS: ContextVar[tuple[str, ...]] = ContextVar("model_keys", default=())
+
+
+def model_key(name: str) -> str:
+    """How the user writes a model parameter, for a plugin's messages: ``[model] weights``,
+    or ``[model] backbone_params.weights`` for a backbone inside ``both_eyes``."""
+    return "[model] " + ".".join((*_MODEL_KEYS.get(), name))
+
+
+@contextmanager
+def model_keys_under(key: str) -> Iterator[None]:
+    """Within the block, :func:`model_key` names the keys below ``[model] <key>`` (a model
+    plugin nested in another, which passes it that table of parameters)."""
+    token = _MODEL_KEYS.set((*_MODEL_KEYS.get(), key))
+    try:
+        yield
+    finally:
+        _MODEL_KEYS.reset(token)
 
 
 @dataclass(frozen=True)

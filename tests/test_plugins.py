@@ -225,3 +225,16 @@ def test_annotated_ranges_are_enforced_and_described(cli):
 def build_ranged(*, num_classes: int, dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1):
     """A factory whose parameter declares its range."""
     return nn.Linear(1, num_classes)
+
+
+def test_a_model_s_key_is_named_as_the_user_writes_it_nested_or_not():
+    from odirkit.api import model_key
+    from odirkit.params import model_keys_under
+
+    assert model_key("weights") == "[model] weights"
+    with model_keys_under("backbone_params"):
+        assert model_key("weights") == "[model] backbone_params.weights"
+        with model_keys_under("inner"):
+            assert model_key("pretrained") == "[model] backbone_params.inner.pretrained"
+        assert model_key("pretrained") == "[model] backbone_params.pretrained"
+    assert model_key("weights") == "[model] weights"  # left as it was

@@ -59,11 +59,9 @@ def _prepare(params: dict[str, Any]) -> None:
     name = params.get("backbone", "cnn")
     found = _params(name, params.get("backbone_params") or {}, params.get("input_size"))
     try:
-        prepare_backbone(name, found)
-    except odirkit.OdirkitError as exc:  # the backbone speaks of its own [model] keys
-        text = str(exc).replace("[model] ", "[model] backbone_params.")
-        text = text.replace("set pretrained =", "set backbone_params.pretrained =")
-        raise type(exc)(f"both_eyes backbone {name!r}: {text}") from None
+        prepare_backbone(name, found)  # its messages name [model] backbone_params.<key>
+    except odirkit.OdirkitError as exc:
+        raise type(exc)(f"both_eyes backbone {name!r}: {exc}") from None
 
 
 @odirkit.hookimpl

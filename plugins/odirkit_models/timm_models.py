@@ -36,6 +36,7 @@ from pydantic import Field
 from torch import nn
 
 import odirkit
+from odirkit.api import model_key
 
 #: the Grad-CAM layer of architectures whose last reported stage is a pooling
 CAM_LAYERS = {
@@ -150,8 +151,9 @@ def _download_error(arch: str, exc: Exception) -> odirkit.PluginError:
         f"model {arch!r}: the pretrained weights {source!r} could not be downloaded and are not "
         f"in timm's cache (the Hugging Face cache: $HF_HOME, by default ~/.cache/huggingface) "
         f"({type(exc).__name__}: {reason}). Run once on a machine with network to fill the "
-        "cache, or download the weights file and give it as [model] weights = "
-        '"path/to/model.safetensors", or set pretrained = false to train from scratch.'
+        f"cache, or download the weights file and give it as {model_key('weights')} = "
+        f'"path/to/model.safetensors", or set {model_key("pretrained")} = false to train '
+        "from scratch."
     )
 
 

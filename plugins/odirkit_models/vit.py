@@ -39,7 +39,7 @@ from pydantic import BeforeValidator, Field
 from torch import nn
 
 import odirkit
-from odirkit.api import info
+from odirkit.api import info, model_key
 from odirkit_models.timm_models import check_arch, pretrained_cfg
 from odirkit_models.vit_weights import check_fits, load_into, read_checkpoint
 
@@ -253,7 +253,8 @@ def _timm_download_error(arch: str, exc: Exception) -> odirkit.PluginError:
         f"model vit: timm's weights for {arch!r} ({source}) could not be downloaded and are "
         f"not in the Hugging Face cache ($HF_HOME, by default ~/.cache/huggingface) "
         f"({type(exc).__name__}: {reason}). Run once on a machine with network to fill the "
-        'cache, or give a local file as [model] weights = "path", or set pretrained = false'
+        f'cache, or give a local file as {model_key("weights")} = "path", or set '
+        f"{model_key('pretrained')} = false"
     )
 
 
@@ -280,7 +281,7 @@ def fetch_hub(hub: str, hub_file: str | None) -> str:
             f"model vit: hub = {hub!r} is gated: accept its terms on "
             f"https://huggingface.co/{hub} with your account, then log in here "
             "(hf auth login, or HF_TOKEN), or download the file yourself and give "
-            '[model] weights = "path"'
+            f'{model_key("weights")} = "path"'
         ) from None
     except errors.RepositoryNotFoundError:
         raise odirkit.PluginError(
@@ -299,7 +300,7 @@ def fetch_hub(hub: str, hub_file: str | None) -> str:
             f"the Hugging Face cache ($HF_HOME, by default ~/.cache/huggingface) "
             f"({type(exc).__name__}: {reason}). On a machine with network, after accepting "
             f"the terms on https://huggingface.co/{hub}: hf download {hub} {filename}; or "
-            f'give the downloaded file as [model] weights = "path/to/{filename}"'
+            f'give the downloaded file as {model_key("weights")} = "path/to/{filename}"'
         ) from None
 
 
