@@ -158,6 +158,12 @@ def submission_over(path: Path) -> None:
     pd.DataFrame({"ID": ["1", "2"], "N": [0.2, 0.7], "D": [0.8, 0.3]}).to_csv(path, index=False)
 
 
+def cut_in_half(path: Path) -> None:
+    """A file cut short mid-row, as a full disk or a copy interrupted leaves it."""
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2].rsplit(",", 1)[0] + ",")
+
+
 def phantom_drawn_with(work: Path, phantom: Path, **settings: object) -> Path:
     from odirkit.plugins import get_registry
 
@@ -366,6 +372,41 @@ CASES = [
             write_over("default/metrics.json", lambda p: p.write_text('{"task": ')), "compare"
         ),
         "metrics.json: unreadable",
+    ),
+    # -- valid JSON that is not the object the run wrote, cut or foreign CSVs: named, no traceback
+    Case(
+        "metrics_json_not_an_object",
+        on_damaged_run(
+            write_over("default/metrics.json", lambda p: p.write_text("[1, 2]")), "ensemble"
+        ),
+        "metrics.json: damaged (a JSON list",
+    ),
+    Case(
+        "config_json_not_an_object",
+        on_damaged_run(write_over("default/config.json", lambda p: p.write_text("[]")), "compare"),
+        "config.json: damaged (a JSON list",
+    ),
+    Case(
+        "run_json_not_an_object",
+        lambda work, phantom: (
+            (work / "resumable" / "run.json").write_text('"x"') and ["status", "resumable"]
+        ),
+        "run.json: damaged (a JSON str",
+    ),
+    Case(
+        "truncated_predictions_ensemble",
+        on_damaged_run(write_over("default/predictions.csv", cut_in_half), "ensemble"),
+        "predictions.csv: damaged (line",
+    ),
+    Case(
+        "truncated_val_predictions_ensemble",
+        on_damaged_run(write_over("default/val_predictions.csv", cut_in_half), "ensemble"),
+        "val_predictions.csv: damaged (line",
+    ),
+    Case(
+        "metrics_csv_written_over",
+        on_damaged_run(write_over("default/metrics.csv", submission_over), "compare"),
+        "metrics.csv: damaged (not the per-epoch table",
     ),
     # -- a dataset the run did not draw is not drawn over
     Case(
