@@ -357,6 +357,11 @@ CASES = [
         "inside the run folder",
     ),
     Case(
+        "explain_out_inside_a_run",
+        lambda work, phantom: ["explain", "keep", "--out", "keep/default/explain"],
+        "--out keep/default/explain: inside the run folder",
+    ),
+    Case(
         "damaged_predictions_compare",
         on_damaged_run(write_over("default/predictions.csv", submission_over), "compare"),
         "predictions.csv: not the predictions this run wrote",
