@@ -378,6 +378,20 @@ CASES = [
         ),
         "metrics.json: unreadable",
     ),
+    Case(
+        "damaged_metrics_json_predict",  # not a silent guess at checkpoint and temperature
+        lambda work, phantom: (
+            (work / "resumable" / "default" / "metrics.json").write_text('{"checkpoint": "la')
+            and [
+                "predict",
+                "resumable",
+                str(phantom / "ODIR-5K_Training_Dataset"),
+                "--out",
+                "p.csv",
+            ]
+        ),
+        "metrics.json: unreadable",
+    ),
     # -- valid JSON that is not the object the run wrote, cut or foreign CSVs: named, no traceback
     Case(
         "metrics_json_not_an_object",

@@ -213,18 +213,17 @@ class VariantDirectory(VariantFiles):
         return float(stats.get("mean", 0.0)), float(stats.get("std", 1.0))
 
     def reported_checkpoint(self) -> str:
-        """The checkpoint the run reports, else best when it exists, else last."""
-        try:
-            return str(self.metrics()["checkpoint"])
-        except (RunError, KeyError):
-            return "best" if self.checkpoint("best").exists() else "last"
+        """The checkpoint the run reports, else (not finished) best when it exists, else last.
+        A damaged ``metrics.json`` is an error naming it, never a silent other choice."""
+        if self.finished:
+            return str(self.metrics().get("checkpoint") or "best")
+        return "best" if self.checkpoint("best").exists() else "last"
 
     def temperature(self, checkpoint: str) -> float | None:
         """The temperature fitted on validation, for the reported checkpoint only."""
-        try:
-            final = self.metrics()
-        except RunError:
+        if not self.finished:
             return None
+        final = self.metrics()  # damaged: an error naming it, not a missing temperature
         if final.get("checkpoint") != checkpoint:
             return None
         value = (final.get("final") or {}).get("temperature")
