@@ -447,6 +447,14 @@ CASES = [
         ),
         "root = 'nowhere/odir': no such folder",
     ),
+    Case(
+        "data_root_is_a_file_in_validate",
+        lambda work, phantom: (
+            (work / "exp.toml").write_text(BASE + '[data]\ndataset = "odir5k"\nroot = "exp.toml"\n')
+            and ["validate", "exp.toml"]
+        ),
+        "root = 'exp.toml': a file, not a folder",
+    ),
     # -- an image size the model cannot take, found before anything runs
     Case(
         "inception_at_64px",
