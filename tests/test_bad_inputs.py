@@ -158,6 +158,12 @@ def submission_over(path: Path) -> None:
     pd.DataFrame({"ID": ["1", "2"], "N": [0.2, 0.7], "D": [0.8, 0.3]}).to_csv(path, index=False)
 
 
+def cut_in_half(path: Path) -> None:
+    """A file cut short mid-row, as a full disk or a copy interrupted leaves it."""
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2].rsplit(",", 1)[0] + ",")
+
+
 def phantom_drawn_with(work: Path, phantom: Path, **settings: object) -> Path:
     from odirkit.plugins import get_registry
 
@@ -351,6 +357,11 @@ CASES = [
         "inside the run folder",
     ),
     Case(
+        "explain_out_inside_a_run",
+        lambda work, phantom: ["explain", "keep", "--out", "keep/default/explain"],
+        "--out keep/default/explain: inside the run folder",
+    ),
+    Case(
         "damaged_predictions_compare",
         on_damaged_run(write_over("default/predictions.csv", submission_over), "compare"),
         "predictions.csv: not the predictions this run wrote",
@@ -383,6 +394,55 @@ CASES = [
         ),
         "metrics.json: not a run's result as odirkit writes it (",
     ),
+    Case(
+        "damaged_metrics_json_predict",  # not a silent guess at checkpoint and temperature
+        lambda work, phantom: (
+            (work / "resumable" / "default" / "metrics.json").write_text('{"checkpoint": "la')
+            and [
+                "predict",
+                "resumable",
+                str(phantom / "ODIR-5K_Training_Dataset"),
+                "--out",
+                "p.csv",
+            ]
+        ),
+        "metrics.json: unreadable",
+    ),
+    # -- valid JSON that is not the object the run wrote, cut or foreign CSVs: named, no traceback
+    Case(
+        "metrics_json_not_an_object",
+        on_damaged_run(
+            write_over("default/metrics.json", lambda p: p.write_text("[1, 2]")), "ensemble"
+        ),
+        "metrics.json: damaged (a JSON list",
+    ),
+    Case(
+        "config_json_not_an_object",
+        on_damaged_run(write_over("default/config.json", lambda p: p.write_text("[]")), "compare"),
+        "config.json: damaged (a JSON list",
+    ),
+    Case(
+        "run_json_not_an_object",
+        lambda work, phantom: (
+            (work / "resumable" / "run.json").write_text('"x"') and ["status", "resumable"]
+        ),
+        "run.json: damaged (a JSON str",
+    ),
+    Case(
+        "truncated_predictions_ensemble",
+        on_damaged_run(write_over("default/predictions.csv", cut_in_half), "ensemble"),
+        "predictions.csv: damaged (line",
+    ),
+    Case(
+        "truncated_val_predictions_ensemble",
+        on_damaged_run(write_over("default/val_predictions.csv", cut_in_half), "ensemble"),
+        "val_predictions.csv: damaged (line",
+    ),
+    Case(
+        "metrics_csv_written_over",
+        on_damaged_run(write_over("default/metrics.csv", submission_over), "compare"),
+        "metrics.csv: damaged (not the per-epoch table",
+    ),
     # -- a dataset the run did not draw is not drawn over
     Case(
         "phantom_with_other_settings",
@@ -402,6 +462,14 @@ CASES = [
             and ["validate", "exp.toml"]
         ),
         "root = 'nowhere/odir': no such folder",
+    ),
+    Case(
+        "data_root_is_a_file_in_validate",
+        lambda work, phantom: (
+            (work / "exp.toml").write_text(BASE + '[data]\ndataset = "odir5k"\nroot = "exp.toml"\n')
+            and ["validate", "exp.toml"]
+        ),
+        "root = 'exp.toml': a file, not a folder",
     ),
     # -- an image size the model cannot take, found before anything runs
     Case(

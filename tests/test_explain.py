@@ -243,6 +243,13 @@ def test_explain_command_on_a_finished_run(cli, explained_run, tmp_path, phantom
     assert (tmp_path / "mine" / "overlays" / "gradcam").iterdir()
     summary = json.loads((tmp_path / "mine" / "summary.json").read_text())
     assert summary["localisation"] is None  # no masks for images given by hand
+    # the same --out again: the earlier results stay, the new ones go beside them
+    kept = (tmp_path / "mine" / "maps.npz").read_bytes()
+    again = cli("explain", explained_run, "--explainer", "smoothgrad", "--out", tmp_path / "mine")
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "mine" / "maps.npz").read_bytes() == kept
+    assert not (tmp_path / "mine" / "overlays" / "smoothgrad").exists()
+    assert len(list(tmp_path.glob("mine-*"))) == 1
 
     bad = cli("explain", explained_run, "--layer", "nope.1")
     assert bad.exit_code == 2 and "candidate layers" in bad.stderr

@@ -290,10 +290,12 @@ def explain_command(
 ) -> None:
     """Explain a finished run's decisions: maps, overlays, grid, localisation, sanity."""
     from odirkit.explain import explain_run
-    from odirkit.runs import find_variant
+    from odirkit.runs import find_variant, refuse_run_folder
 
     vdir = find_variant(run_dir, variant)
-    target = out_dir or _fresh(vdir.explain_dir)
+    if out_dir is not None:
+        refuse_run_folder(out_dir)
+    target = _fresh(out_dir or vdir.explain_dir)  # earlier results are never written over
     result = explain_run(
         vdir,
         state(ctx).registry(),

@@ -39,9 +39,10 @@ def validate(
     for exp in experiments:
         preflight(exp)
         root = Path(exp.config.data.root)
-        if not exp.dataset.spec.meta.get("creates_root") and not root.exists():
+        if not exp.dataset.spec.meta.get("creates_root") and not root.is_dir():
+            what = "a file, not a folder" if root.exists() else "no such folder"
             raise DataError(
-                f"{file}: [data] root = {str(root)!r}: no such folder (dataset "
+                f"{file}: [data] root = {str(root)!r}: {what} (dataset "
                 f"{exp.dataset.name!r} reads its data from there)"
             )
     for exp in experiments:

@@ -30,11 +30,16 @@ PATIENT_PREDICTIONS = "patient_predictions.csv"
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise RunError(f"{path}: missing ({what})") from None
     except (OSError, ValueError) as exc:
         raise RunError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(doc, dict):
+        raise RunError(
+            f"{path}: damaged (a JSON {type(doc).__name__}, not the object odirkit wrote)"
+        )
+    return doc
 
 
 def process_alive(pid: int) -> bool:
@@ -74,6 +79,23 @@ def _read_predictions(path: Path, labels: list[str] | None = None) -> pd.DataFra
                 f"{', '.join(missing)}); was another file saved over it? Re-create it with "
                 "odirkit run --resume after removing it, or use another run"
             )
+        numbers = probs if targets == ["target"] else [*probs, *targets]
+        for column in numbers:
+            values = pd.to_numeric(frame[column], errors="coerce")
+            if values.isna().any():
+                row = int(values.isna().to_numpy().argmax()) + 2  # the header is line 1
+                raise RunError(
+                    f"{path}: damaged (line {row}: column {column} holds "
+                    f"{str(frame[column].iloc[row - 2])!r}, not a number); was it cut short?"
+                )
+            frame[column] = values
+        if targets == ["target"]:
+            unknown = sorted(set(frame["target"].astype(str)) - set(labels))
+            if unknown:
+                raise RunError(
+                    f"{path}: damaged (target {unknown[0]!r} is none of the run's labels "
+                    f"{', '.join(labels)})"
+                )
     return frame
 
 

@@ -127,6 +127,8 @@ class VariantDirectory(VariantFiles):
             marker = json.loads(self.running_file.read_text())
         except (OSError, ValueError):
             return None
+        if not isinstance(marker, dict):
+            return None
         if marker.get("host") == socket.gethostname() and not process_alive(
             int(marker.get("pid", 0))
         ):
@@ -180,18 +182,27 @@ class VariantDirectory(VariantFiles):
         if not self.history_file.exists():
             return pd.DataFrame()
         try:
-            return pd.read_csv(self.history_file)
+            frame = pd.read_csv(self.history_file)
         except (OSError, ValueError) as exc:
             raise RunError(f"{self.history_file}: unreadable ({type(exc).__name__})") from None
+        epochs = pd.to_numeric(frame.get("epoch", pd.Series([None])), errors="coerce")
+        if "epoch" not in frame.columns or epochs.isna().any():
+            raise RunError(
+                f"{self.history_file}: damaged (not the per-epoch table this run wrote: "
+                "no whole 'epoch' column); was another file saved over it?"
+            )
+        return frame
 
     @property
     def single_label(self) -> bool:
         """Whether the run learned a single-label task (softmax) or a multi-label one."""
         for path in (self.data_file, self.metrics_file):
             try:
-                return json.loads(path.read_text()).get("task") == "single_label"
+                doc = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
+            if isinstance(doc, dict):
+                return doc.get("task") == "single_label"
         return False
 
     @property
@@ -204,18 +215,17 @@ class VariantDirectory(VariantFiles):
         return float(stats.get("mean", 0.0)), float(stats.get("std", 1.0))
 
     def reported_checkpoint(self) -> str:
-        """The checkpoint the run reports, else best when it exists, else last."""
-        try:
+        """The checkpoint the run reports, else (not finished) best when it exists, else last.
+        A damaged ``metrics.json`` is an error naming it, never a silent other choice."""
+        if self.finished:
             return self.metrics().checkpoint
-        except RunError:
-            return "best" if self.checkpoint("best").exists() else "last"
+        return "best" if self.checkpoint("best").exists() else "last"
 
     def temperature(self, checkpoint: str) -> float | None:
         """The temperature fitted on validation, for the reported checkpoint only."""
-        try:
-            final = self.metrics()
-        except RunError:
+        if not self.finished:
             return None
+        final = self.metrics()  # damaged: an error naming it, not a missing temperature
         if final.checkpoint != checkpoint:
             return None
         return final.final.temperature or None
@@ -230,7 +240,7 @@ class VariantDirectory(VariantFiles):
     def val_predictions(self) -> pd.DataFrame | None:
         """The validation predictions (thresholds and temperature are chosen on them)."""
         path = self.val_predictions_file
-        return _read_predictions(path) if path.exists() else None
+        return _read_predictions(path, self.metrics().labels or None) if path.exists() else None
 
 
 class ExternalDirectory:
@@ -394,9 +404,10 @@ class RunDirectory:
     def jobs(self) -> dict[str, Any]:
         """``jobs.json``, or an empty description when no launcher wrote one."""
         try:
-            return json.loads(self.jobs_file.read_text())
+            jobs = json.loads(self.jobs_file.read_text())
         except (OSError, ValueError):
             return {}
+        return jobs if isinstance(jobs, dict) else {}
 
     def queued(self) -> set[str]:
         """The variants the last launch submitted (each is queued until its job starts),
