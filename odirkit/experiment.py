@@ -28,11 +28,11 @@ from odirkit.engine.models import build_reinitialised
 from odirkit.engine.variant import VariantResult, run_variant
 from odirkit.errors import OdirkitError, RunError
 from odirkit.external import evaluate_external
-from odirkit.files import write_json, write_text
+from odirkit.files import remove_stale_temporaries, write_json, write_text
 from odirkit.plugins import Registry
 from odirkit.report import Comparison, RunSummary, write_report
 from odirkit.runs import RunDirectory, VariantDirectory, finished_variants
-from odirkit.runs.names import ReportFiles
+from odirkit.runs.names import ExplainFiles, ReportFiles
 from odirkit.seeding import Stream, derive_seed
 
 
@@ -60,25 +60,27 @@ def start_run(
     Under ``torchrun`` rank 0 creates it and tells the others where it is.
     """
     first = experiments[0]
-    parent = label or first.name
-    created = RunDirectory.create(out, parent).path if distributed.is_main() else None
+
+    def fill(run: RunDirectory) -> None:  # in a staging folder: the run appears whole
+        if source_text is not None:
+            write_text(run.experiment_file, source_text)
+        write_json(
+            run.run_file,
+            {
+                "name": first.name,
+                "source": first.source,
+                "overrides": list(overrides),
+                "variants": [e.variant for e in experiments],
+                "started": datetime.now().isoformat(timespec="seconds"),
+            },
+        )
+        for exp in experiments:
+            write_json(run.variant(exp.variant).config_file, exp.to_dict())
+
+    created = None
+    if distributed.is_main():
+        created = RunDirectory.create(out, label or first.name, fill).path
     run = RunDirectory(distributed.broadcast(str(created) if created else None))
-    if not distributed.is_main():
-        return ExperimentRun(run, list(experiments))
-    if source_text is not None:
-        write_text(run.experiment_file, source_text)
-    write_json(
-        run.run_file,
-        {
-            "name": first.name,
-            "source": first.source,
-            "overrides": list(overrides),
-            "variants": [e.variant for e in experiments],
-            "started": datetime.now().isoformat(timespec="seconds"),
-        },
-    )
-    for exp in experiments:
-        write_json(run.variant(exp.variant).config_file, exp.to_dict())
     return ExperimentRun(run, list(experiments))
 
 
@@ -89,9 +91,22 @@ def load_run(path: Path, registry: Registry) -> ExperimentRun:
         raise RunError(f"{path}: no such run folder")
     variant = VariantDirectory(path)
     if variant.exists:  # one variant
+        clear_stale_temporaries([variant])
         return ExperimentRun(variant.run, [load_variant(variant, registry)])
     run = RunDirectory(path)
-    return ExperimentRun(run, [load_variant(v, registry) for v in run.variants()])
+    variants = run.variants()
+    for stale in sorted(run.path.glob(".*.tmp")):  # the run's own files: report, comparison
+        stale.unlink(missing_ok=True)
+    clear_stale_temporaries(variants)
+    return ExperimentRun(run, [load_variant(v, registry) for v in variants])
+
+
+def clear_stale_temporaries(variants: Sequence[VariantDirectory]) -> None:
+    """Delete what killed writers left in the variants no live process runs (their
+    explanations and figures too, not only the checkpoints a resumed training clears)."""
+    for vdir in variants:
+        if vdir.running() is None:
+            remove_stale_temporaries(vdir.path)
 
 
 def load_variant(vdir: VariantDirectory, registry: Registry) -> Experiment:
@@ -132,8 +147,11 @@ def run_experiment(
             if distributed.is_main():
                 vdir.running_file.unlink(missing_ok=True)
         vdir.failed_file.unlink(missing_ok=True)
-        if exp.explainers and result.model is not None and distributed.is_main():
-            explain_result(exp, result)
+        if exp.explainers and distributed.is_main():
+            if result.model is not None:
+                explain_result(exp, result)
+            elif not (vdir.explain_dir / ExplainFiles.SUMMARY).exists():
+                explain_again(exp, vdir, registry)
         if exp.external and distributed.is_main():  # [[evaluate]]: external validation
             validate_externally(exp, vdir, registry, result)
         distributed.barrier()
@@ -200,6 +218,19 @@ def explain_result(exp: Experiment, result: VariantResult) -> None:
         seed=exp.config.seed,
         random_model=random_model,
     )
+    for line in explained.flagged():
+        warn(f"{exp.variant}: {line}")
+
+
+def explain_again(exp: Experiment, vdir: VariantDirectory, registry: Registry) -> None:
+    """A variant finished earlier whose ``[[explain]]`` results were never written whole
+    (the run was stopped while writing them; ``summary.json`` comes last): explained now,
+    from its reported checkpoint, as :func:`explain_result` would have."""
+    from odirkit.explain import explain_run
+
+    info(f"{vdir.name}: finished, its explanations not: explaining it from its checkpoint")
+    limit = max(c.options.get("max_images", 64) for c in exp.explainers)
+    explained = explain_run(vdir, registry, max_images=limit, out_dir=vdir.explain_dir)
     for line in explained.flagged():
         warn(f"{exp.variant}: {line}")
 

@@ -18,7 +18,8 @@ from conftest import tiny_experiment
 
 
 def run_dirs(out: Path) -> list[Path]:
-    return sorted(p for p in out.glob("*/*") if p.is_dir())
+    """The run folders under ``out`` (not a hidden one still being created)."""
+    return sorted(p for p in out.glob("*/*") if p.is_dir() and not p.name.startswith("."))
 
 
 def start(cli, tmp_path, text, *args):
@@ -428,6 +429,70 @@ def test_early_stopping_interrupted_after_an_epoch_without_progress_stops_where_
     assert [f["epochs_trained"] for f in finals] == [3, 3]
     assert all(f["stopped_early"] and f["best"]["epoch"] == 1 for f in finals)
     assert len(pd.read_csv(run / "default/metrics.csv")) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["after:run.json:1", "before:config.json:1"])
+def test_a_run_killed_while_its_folder_is_made_leaves_no_run_that_cannot_resume(
+    tmp_path, phantom_root, kill_at
+):
+    # run.json and the variants' config.json are written together: a run folder appears
+    # whole or not at all (it had no run.json, or no config.json, and resumed to an error)
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=1))
+    env = {**os.environ, "ODIRKIT_KILL_AT": kill_at}
+    killed = _odirkit("run", str(exp), "--out", str(tmp_path / "runs"), env=env)
+    _, err = killed.communicate()
+    assert killed.returncode == 137, err
+    assert run_dirs(tmp_path / "runs") == []  # no half-made run folder to trip over
+    listed = _odirkit("runs", str(tmp_path / "runs"))
+    out, err = listed.communicate()
+    assert listed.returncode == 0 and "tiny" not in out.replace(str(tmp_path), ""), out + err
+    again = _odirkit("run", str(exp), "--out", str(tmp_path / "runs"))
+    assert again.wait() == 0, again.communicate()
+    (run,) = run_dirs(tmp_path / "runs")
+    assert (run / "default" / "metrics.json").is_file()
+
+
+EXPLAINED = """
+[[explain]]
+name = "gradcam"
+max_images = 4
+"""
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory, phantom_root):
+    work = tmp_path_factory.mktemp("explained")
+    exp = work / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=1) + EXPLAINED)
+    whole = _odirkit("run", str(exp), "--out", str(work / "runs"))
+    assert whole.wait() == 0, whole.communicate()
+    (run,) = run_dirs(work / "runs")
+    return exp, run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["during:maps.npz:1", "during:report.md:1"])
+def test_a_run_killed_while_explaining_or_reporting_resumes_to_the_same_files(
+    tmp_path, explained, kill_at
+):
+    exp, reference = explained
+    env = {**os.environ, "ODIRKIT_KILL_AT": kill_at}
+    killed = _odirkit("run", str(exp), "--out", str(tmp_path / "runs"), env=env)
+    _, err = killed.communicate()
+    assert killed.returncode == 137, err
+    (run,) = run_dirs(tmp_path / "runs")
+    assert list(run.rglob(".*.tmp"))  # the killed writer's half-written file
+    resumed = _odirkit("run", "--resume", str(run))
+    assert resumed.wait() == 0, resumed.communicate()
+    assert not list(run.rglob(".*.tmp")), "a killed writer's temporary file was left behind"
+    for name in ("summary.json", "localisation.csv", "sanity.csv"):
+        found = [(r / "default" / "explain" / name) for r in (reference, run)]
+        assert found[1].is_file(), f"{name} never made after the resume"
+        if name.endswith(".csv"):
+            pd.testing.assert_frame_equal(pd.read_csv(found[0]), pd.read_csv(found[1]))
+    assert (run / "report.md").is_file() and (run / "report.html").is_file()
 
 
 def test_a_last_batch_of_one_image_is_merged_where_batch_norm_would_fail(capsys):

@@ -5,7 +5,9 @@ documents read back.
 from __future__ import annotations
 
 import json
+import os
 import socket
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -359,19 +361,37 @@ class RunDirectory:
         return str(self.path)
 
     @classmethod
-    def create(cls, out: Path, name: str) -> RunDirectory:
-        """``out/<name>/<timestamp>``, created now (a suffix keeps two runs apart)."""
+    def create(
+        cls, out: Path, name: str, fill: Callable[[RunDirectory], None] | None = None
+    ) -> RunDirectory:
+        """``out/<name>/<timestamp>``, created now (a suffix keeps two runs apart).
+
+        With ``fill``, the folder's first files are written by ``fill`` into a hidden
+        staging folder beside it (``.<timestamp>-<pid>.partial``), which takes the run's
+        name only once they are all there: a run killed meanwhile leaves no half-made run
+        folder that could not be resumed, only the hidden one (no training had started).
+
+        Raises:
+            RunError: the folder cannot be created.
+        """
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         parent = Path(out) / name
         try:
             parent.mkdir(parents=True, exist_ok=True)
+            staging = None
+            if fill is not None:
+                staging = parent / f".{stamp}-{os.getpid()}.partial"
+                staging.mkdir()
+                fill(cls(staging))
             for i in range(1000):
                 candidate = parent / (stamp if i == 0 else f"{stamp}-{i}")
                 try:
-                    candidate.mkdir()
-                    return cls(candidate)
+                    candidate.mkdir()  # the name, reserved
                 except FileExistsError:
                     continue
+                if staging is not None:
+                    os.replace(staging, candidate)  # onto the empty reservation: atomic
+                return cls(candidate)
         except OSError as exc:
             raise RunError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
         raise RunError(f"{parent}: too many runs started in the same second")

@@ -87,6 +87,8 @@ def list_runs(root: Path) -> list[dict[str, object]]:
     command that resumes it when it is not finished."""
     found = []
     for run_file in sorted(Path(root).glob(f"*/*/{RunDirectory.RUN}")):
+        if run_file.parent.name.startswith("."):  # a run still being created (or never was)
+            continue
         run = RunDirectory(run_file.parent)
         try:
             meta = json.loads(run_file.read_text())

@@ -419,10 +419,12 @@ def generate(
 
 
 def read_manifest(root: Path) -> dict | None:
+    """``phantom.json`` read back; ``None`` when it is missing, unreadable or no object."""
     try:
-        return json.loads((root / MANIFEST).read_text())
+        found = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
+    return found if isinstance(found, dict) else None
 
 
 def needs_generation(root: Path, settings: Settings) -> bool:
@@ -437,6 +439,12 @@ def needs_generation(root: Path, settings: Settings) -> bool:
     if not root.exists() or not any(root.iterdir()):
         return True
     manifest = read_manifest(root)
+    if manifest is None and (root / MANIFEST).is_file():
+        raise odirkit.DataError(
+            f"{root / MANIFEST}: damaged (not the JSON object the phantom wrote); the phantom "
+            "will not write into the folder. Remove the folder to draw it again, or choose a "
+            "new one for data.root."
+        )
     if manifest is None:
         raise odirkit.DataError(
             f"{root}: this folder is not empty and is not a phantom dataset (no {MANIFEST}); "
