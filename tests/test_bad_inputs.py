@@ -454,6 +454,16 @@ CASES = [
         "holds a phantom drawn with other settings: patients 6 (asked: 40)",
     ),
     Case(
+        "phantom_with_a_damaged_manifest",
+        lambda work, phantom: (
+            phantom_drawn_with(work, phantom, patients=6, size=48)
+            and (work / "mine" / "phantom.json").write_text('{"version": ')
+            and tiny(work, work / "mine")
+            and ["run", "exp.toml", "--out", "runs"]
+        ),
+        "phantom.json: damaged (not the JSON object the phantom wrote)",
+    ),
+    Case(
         "missing_data_root_in_validate",
         lambda work, phantom: (
             (work / "exp.toml").write_text(
