@@ -221,6 +221,32 @@ def test_status_of_a_variant_folder_is_the_status_of_its_run(tmp_path):
     assert [row["variant"] for row in found["variants"]] == ["a-seed0", "b-seed0"]
 
 
+def test_status_says_a_finished_variant_whose_result_is_damaged(cli, tmp_path):
+    import json
+
+    from odirkit.files import write_json
+    from odirkit.runs import list_runs, run_status
+
+    run = tmp_path / "runs" / "x" / "20260101-000000"
+    write_json(run / "run.json", {"name": "x", "variants": ["a-seed0", "b-seed0"]})
+    for name in ("a-seed0", "b-seed0"):
+        write_json(run / name / "config.json", {})
+    write_json(run / "a-seed0" / "metrics.json", {"task": "single_label", "final": {}})
+    (run / "b-seed0" / "metrics.json").write_text('{"final": ')  # cut short
+    rows = {row["variant"]: row for row in run_status(run)["variants"]}
+    assert rows["a-seed0"]["status"] == "finished"
+    assert rows["b-seed0"]["status"] == "damaged"
+    assert "b-seed0/metrics.json: unreadable" in rows["b-seed0"]["error"]
+    assert run_status(run)["retry"] == f"odirkit run --resume {run}"
+    (listed,) = list_runs(tmp_path / "runs")
+    assert listed["status"] == "damaged" and listed["best"] is None
+    shown = cli("status", run)
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "b-seed0 damaged:" in text and "delete that file, then resume" in text
+    assert json.loads(cli("runs", tmp_path / "runs", "--json").stdout)[0]["status"] == "damaged"
+
+
 def test_validate_and_phantom_keep_brackets_in_paths(cli, tmp_path):
     odd = tmp_path / "ph[data]x"
     result = cli("phantom", str(odd), "--patients", "4", "--size", "32")

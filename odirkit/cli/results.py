@@ -164,9 +164,11 @@ def status(
         )
     out.print(table)
     for row in found["variants"]:
-        if row["status"] != "failed":
+        if row["status"] not in ("failed", "damaged"):
             continue
-        out.print(f"[bold]{plain(row['variant'])} failed:[/bold] {plain(row['error'])}")
+        out.print(f"[bold]{plain(row['variant'])} {row['status']}:[/bold] {plain(row['error'])}")
+        if row["status"] == "damaged":  # its checkpoints score it again
+            out.print("  delete that file, then resume (below): the test is scored again")
         for line in row.get("log_tail", []):
             out.print(plain(f"  | {line}"), highlight=False)
         if row["log"]:

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from odirkit.errors import RunError
 from odirkit.runs.layout import (
     RunDirectory,
     VariantDirectory,
@@ -49,6 +50,12 @@ def variant_status(vdir: VariantDirectory, job: dict[str, Any]) -> dict[str, Any
         "job": job.get("id"),
         "log": job.get("log") or (str(vdir.job_log.resolve()) if vdir.job_log.exists() else None),
     }
+    if status == "finished":
+        try:
+            vdir.metrics()
+        except RunError as exc:  # finished, but its result no longer reads
+            row["status"] = "damaged"
+            row["error"] = str(exc)
     marker = vdir.running()
     if marker is not None:
         row["host"] = marker.get("host")
@@ -72,7 +79,7 @@ def run_status(path: Path) -> dict[str, Any]:
     run = RunDirectory(path)
     jobs = run.jobs()
     rows = [variant_status(v, jobs.get("jobs", {}).get(v.name, {})) for v in run.variants()]
-    undone = [r for r in rows if r["status"] in ("failed", "interrupted", "not started")]
+    undone = [r for r in rows if r["status"] in ("failed", "interrupted", "not started", "damaged")]
     return {
         "folder": str(run.path),
         "launcher": jobs.get("launcher", "local"),
@@ -100,7 +107,11 @@ def list_runs(root: Path) -> list[dict[str, object]]:
         unlearned = 0
         for vdir in variants:
             if vdir.finished:
-                final = vdir.metrics()
+                try:
+                    final = vdir.metrics()
+                except RunError:  # damaged: nobody's best; odirkit status names the file
+                    statuses[vdir.name] = "damaged"
+                    continue
                 if final.learned is False:
                     unlearned += 1  # a run that did not learn is nobody's best
                     continue
@@ -114,6 +125,8 @@ def list_runs(root: Path) -> list[dict[str, object]]:
             status = "running"
         elif any(s == "failed" for s in statuses.values()):
             status = "failed"
+        elif any(s == "damaged" for s in statuses.values()):
+            status = "damaged"
         else:
             status = "interrupted"
         errors = {
