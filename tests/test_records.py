@@ -107,3 +107,18 @@ def test_ensemble_and_external_results_are_run_results_with_their_own_fields():
     assert external.verdicts == ["lower"] and external.labels_not_scored == []
     with pytest.raises(RunError, match="not an external validation's result"):
         ExternalMetrics.from_json({"final": {}, "images": "many"}, "x/metrics.json")
+
+
+@pytest.mark.parametrize("failed", ["not json", "[1]"])
+def test_a_damaged_failed_json_is_a_failed_variant_in_runs_and_status(tmp_path, failed):
+    # odirkit runs stopped with a JSONDecodeError traceback (status read it guarded)
+    from odirkit.runs import list_runs, run_status
+
+    run = tmp_path / "runs" / "x" / "20250101-000000"
+    (run / "v").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"name": "x", "variants": ["v"], "started": "x"}))
+    (run / "v" / "config.json").write_text("{}")
+    (run / "v" / "failed.json").write_text(failed)
+    (found,) = list_runs(tmp_path / "runs")
+    assert found["status"] == "failed" and found["errors"] == {"v": ""}
+    assert run_status(run)["variants"][0]["status"] == "failed"

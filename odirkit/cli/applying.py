@@ -25,6 +25,7 @@ from odirkit.console import err, out, plain
 from odirkit.errors import ConfigError, RunError
 from odirkit.files import write_text
 from odirkit.labels import LABELS
+from odirkit.runs.names import ReportFiles
 
 
 @app.command()
@@ -253,7 +254,7 @@ def evaluate(
     run = targets[0].run
     if run.run_file.exists():
         rebuild_report(run.path)
-        out.print(plain(f"report: {run.path / 'report.html'}"))
+        out.print(plain(f"report: {run.path / ReportFiles.HTML}"))
 
 
 @app.command("explain")

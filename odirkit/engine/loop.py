@@ -418,7 +418,7 @@ class EpochLoop:
         title = f"{self.exp.name}/{self.exp.variant}"
         plot_run(history, list(task.labels), self.vdir.figures, title, final)
         plot_reliability(
-            summary["reliability"],
+            final.final.reliability,
             self.vdir.figures / FigureFiles.RELIABILITY,
             f"{title}: reliability on the test patients",
         )
@@ -468,8 +468,6 @@ class EpochLoop:
             warn(f"{self.exp.variant}: {check.summary()}")
         return check
 
-
-#: the seed stream of the validation AUC's interval in the learning check
 
 #: the figures of a result shown wherever a run is summarised
 HEADLINE = ("f1_micro", "f1_macro", "recall_macro", "specificity_macro", "auc_macro")

@@ -61,14 +61,20 @@ def variant_status(vdir: VariantDirectory, job: dict[str, Any]) -> dict[str, Any
         row["host"] = marker.get("host")
         row["log"] = marker.get("log") or row["log"]
     if status == "failed":
-        try:
-            failure = json.loads(vdir.failed_file.read_text())
-        except (OSError, ValueError):
-            failure = {}
+        failure = _failure(vdir)
         row["error"] = failure.get("error", "")
         row["log"] = failure.get("log") or row["log"]
         row["log_tail"] = tail(Path(row["log"])) if row["log"] else []
     return row
+
+
+def _failure(vdir: VariantDirectory) -> dict[str, Any]:
+    """``failed.json`` as far as it reads (a damaged one: nothing more than its existence)."""
+    try:
+        failure = json.loads(vdir.failed_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return failure if isinstance(failure, dict) else {}
 
 
 def run_status(path: Path) -> dict[str, Any]:
@@ -129,11 +135,7 @@ def list_runs(root: Path) -> list[dict[str, object]]:
             status = "damaged"
         else:
             status = "interrupted"
-        errors = {
-            v.name: json.loads(v.failed_file.read_text()).get("error", "")
-            for v in variants
-            if v.status == "failed"
-        }
+        errors = {v.name: _failure(v).get("error", "") for v in variants if v.status == "failed"}
         found.append(
             {
                 "folder": str(run.path),

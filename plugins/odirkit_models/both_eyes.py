@@ -61,7 +61,7 @@ def _prepare(params: dict[str, Any]) -> None:
     try:
         prepare_backbone(name, found)  # its messages name [model] backbone_params.<key>
     except odirkit.OdirkitError as exc:
-        raise type(exc)(f"both_eyes backbone {name!r}: {exc}") from None
+        raise exc.at(f"both_eyes backbone {name!r}:") from None  # the same text, data kept
 
 
 @odirkit.hookimpl
