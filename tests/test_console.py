@@ -217,8 +217,9 @@ def test_status_shows_no_none(screen, tmp_path):
 @pytest.mark.parametrize(
     ("command", "heavy"),
     [
-        ("runs", ("torch", "matplotlib")),
-        ("status", ("torch", "matplotlib")),
+        ("--help", ("torch", "matplotlib", "pandas", "numpy")),  # the bare start-up
+        ("runs", ("torch", "matplotlib", "pandas")),
+        ("status", ("torch", "matplotlib", "pandas")),
         ("list-plugins", ("matplotlib", "timm", "captum", "sklearn")),  # plugins need torch
     ],
 )

@@ -8,9 +8,10 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a table is read: odirkit's start-up stays light
+    import pandas as pd
 
 from odirkit.errors import RunError
 
@@ -61,6 +62,8 @@ def _read_predictions(path: Path, labels: list[str] | None = None) -> pd.DataFra
 
     Raises :class:`RunError` naming the file when it is missing, unreadable, or not what
     the run wrote (another command's output saved over it, say)."""
+    import pandas as pd
+
     try:
         frame = pd.read_csv(path, dtype={"patient_id": str, "ID": str}, keep_default_na=False)
     except FileNotFoundError:

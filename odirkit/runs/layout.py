@@ -10,9 +10,10 @@ import socket
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a table is read: odirkit's start-up stays light
+    import pandas as pd
 
 from odirkit.errors import RunError
 from odirkit.runs.documents import (
@@ -181,6 +182,8 @@ class VariantDirectory(VariantFiles):
         """``metrics.csv``: one row per epoch (empty for a baseline, which has no epochs).
 
         Raises :class:`RunError` naming the file when it cannot be read."""
+        import pandas as pd
+
         if not self.history_file.exists():
             return pd.DataFrame()
         try:
@@ -331,6 +334,8 @@ class ExternalDirectory:
 
     def comparison(self) -> pd.DataFrame:
         """``comparison.csv`` read back (empty when there is none)."""
+        import pandas as pd
+
         try:
             return pd.read_csv(self.comparison_file)
         except OSError:
