@@ -173,11 +173,15 @@ def _weighted_challenge(
     }
 
 
-def _row_weights(scored: Scored, resamples: int, seed: int) -> np.ndarray:
+def row_weights(scored: Scored, resamples: int, seed: int) -> np.ndarray:
+    """Each row's weight in each of ``resamples`` patient-level (cluster) resamples,
+    ``[resamples, rows]``: a row counts as often as its patient was drawn."""
     return cluster_weights(scored.clusters_count, resamples, seed)[:, scored.clusters]
 
 
-def _percentiles(values: np.ndarray, confidence: float) -> list[float]:
+def percentile_interval(values: np.ndarray, confidence: float) -> list[float]:
+    """The central ``confidence`` percentile interval of the finite ``values`` (NaN, NaN when
+    none is finite)."""
     finite = values[np.isfinite(values)]
     if len(finite) == 0:
         return [float("nan"), float("nan")]
@@ -196,8 +200,8 @@ def intervals(
     """``{metric: [low, high]}``: percentile bootstrap intervals over the clusters."""
     if resamples <= 0 or scored.clusters_count == 0:
         return {}
-    values = weighted_metrics(scored, _row_weights(scored, resamples, seed))
-    return {name: _percentiles(v, confidence) for name, v in values.items()}
+    values = weighted_metrics(scored, row_weights(scored, resamples, seed))
+    return {name: percentile_interval(v, confidence) for name, v in values.items()}
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,7 @@ def paired_bootstrap(
         raise ValueError("a paired comparison needs the same patients and targets on both sides")
     full = np.ones((1, len(baseline.outcomes)))
     point_a, point_b = weighted_metrics(baseline, full), weighted_metrics(candidate, full)
-    weights = _row_weights(baseline, max(resamples, 1), seed)
+    weights = row_weights(baseline, max(resamples, 1), seed)
     a, b = weighted_metrics(baseline, weights), weighted_metrics(candidate, weights)
     results = []
     for metric in metrics:
@@ -259,7 +263,7 @@ def paired_bootstrap(
             PairedDifference(
                 metric,
                 float(point_b[metric][0] - point_a[metric][0]),
-                _percentiles(diff, confidence),
+                percentile_interval(diff, confidence),
                 p,
             )
         )
@@ -358,7 +362,7 @@ def runs_interval(
         return float("nan"), float("nan")
     per_run = np.stack(
         [
-            weighted_metrics(run, _row_weights(run, resamples, seed + 7919 * i))[metric]
+            weighted_metrics(run, row_weights(run, resamples, seed + 7919 * i))[metric]
             for i, run in enumerate(runs)
         ]
     )  # [runs, resamples]
@@ -367,5 +371,5 @@ def runs_interval(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         means = np.nanmean(per_run[drawn, np.arange(resamples)[:, None]], axis=1)
-    low, high = _percentiles(means, confidence)
+    low, high = percentile_interval(means, confidence)
     return low, high

@@ -469,12 +469,12 @@ class EpochLoop:
         return check
 
 
-#: the figures of a result shown wherever a run is summarised
-HEADLINE = ("f1_micro", "f1_macro", "recall_macro", "specificity_macro", "auc_macro")
+#: the figures kept per checkpoint in metrics.json (beside the recall of each label)
+CHECKPOINT_FIGURES = ("f1_micro", "f1_macro", "recall_macro", "specificity_macro", "auc_macro")
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    out = {k: metrics[k] for k in HEADLINE if k in metrics}
+    out = {k: metrics[k] for k in CHECKPOINT_FIGURES if k in metrics}
     out["recall"] = {label: f["recall"] for label, f in metrics["per_class"].items()}
     if "odir_patient" in metrics:
         out["odir_patient"] = metrics["odir_patient"]

@@ -153,22 +153,9 @@ class SharedScoring:
         """Percentile intervals of every bootstrap metric (as :func:`bootstrap.intervals`)."""
         if resamples <= 0 or full.clusters_count == 0:
             return {}
-        weights = _weights(full, resamples, seed)
+        weights = bootstrap.row_weights(full, resamples, seed)
         values = self.resampled(full, weights)
-        return {name: _interval(v, confidence) for name, v in values.items()}
-
-
-def _weights(full: bootstrap.Scored, resamples: int, seed: int) -> np.ndarray:
-    return bootstrap.cluster_weights(full.clusters_count, resamples, seed)[:, full.clusters]
-
-
-def _interval(values: np.ndarray, confidence: float) -> list[float]:
-    finite = values[np.isfinite(values)]
-    if len(finite) == 0:
-        return [float("nan"), float("nan")]
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return [float(low), float(high)]
+        return {name: bootstrap.percentile_interval(v, confidence) for name, v in values.items()}
 
 
 def compare_with_internal(
@@ -193,8 +180,8 @@ def compare_with_internal(
     rows = []
     draws = None
     if resamples > 0:
-        a = scoring.resampled(internal, _weights(internal, resamples, seeds[0]))
-        b = scoring.resampled(external, _weights(external, resamples, seeds[1]))
+        a = scoring.resampled(internal, bootstrap.row_weights(internal, resamples, seeds[0]))
+        b = scoring.resampled(external, bootstrap.row_weights(external, resamples, seeds[1]))
         draws = (a, b)
     for name in names:
         row: dict[str, Any] = {
@@ -206,9 +193,9 @@ def compare_with_internal(
         low = high = [float("nan")] * 2
         diff = [float("nan")] * 2
         if draws is not None:
-            low = _interval(draws[0][name], confidence)
-            high = _interval(draws[1][name], confidence)
-            diff = _interval(draws[1][name] - draws[0][name], confidence)
+            low = bootstrap.percentile_interval(draws[0][name], confidence)
+            high = bootstrap.percentile_interval(draws[1][name], confidence)
+            diff = bootstrap.percentile_interval(draws[1][name] - draws[0][name], confidence)
         row["internal_low"], row["internal_high"] = low
         row["external_low"], row["external_high"] = high
         row["difference_low"], row["difference_high"] = diff

@@ -21,20 +21,6 @@ from odirkit.errors import RunError
 from odirkit.files import write_json
 from odirkit.runs.documents import _read_json
 
-#: the figures a run reports for all labels together (``metrics.json``'s ``final``)
-HEADLINE = (
-    "f1_micro",
-    "f1_macro",
-    "recall_macro",
-    "specificity_macro",
-    "precision_macro",
-    "accuracy",
-    "auc_macro",
-    "pr_auc_macro",
-    "brier_macro",
-    "ece_macro",
-)
-
 
 class Record(BaseModel):
     """A JSON document of a run folder: declared fields typed, the others kept."""
