@@ -33,6 +33,7 @@ from odirkit.plugins import Registry
 from odirkit.report import Comparison, RunSummary, write_report
 from odirkit.runs import RunDirectory, VariantDirectory, finished_variants
 from odirkit.runs.names import ExplainFiles, ReportFiles
+from odirkit.runs.records import Failure, RunDescription, RunningMarker
 from odirkit.seeding import Stream, derive_seed
 
 
@@ -64,16 +65,13 @@ def start_run(
     def fill(run: RunDirectory) -> None:  # in a staging folder: the run appears whole
         if source_text is not None:
             write_text(run.experiment_file, source_text)
-        write_json(
-            run.run_file,
-            {
-                "name": first.name,
-                "source": first.source,
-                "overrides": list(overrides),
-                "variants": [e.variant for e in experiments],
-                "started": datetime.now().isoformat(timespec="seconds"),
-            },
-        )
+        RunDescription(
+            name=first.name,
+            source=first.source,
+            overrides=list(overrides),
+            variants=[e.variant for e in experiments],
+            started=datetime.now().isoformat(timespec="seconds"),
+        ).write(run.run_file)
         for exp in experiments:
             write_json(run.variant(exp.variant).config_file, exp.to_dict())
 
@@ -125,7 +123,7 @@ def run_experiment(
         vdir = run.directory.variant(exp.variant)
         info(f"variant {exp.variant!r} -> {vdir}")
         if distributed.is_main() and not vdir.finished:
-            write_json(vdir.running_file, running_marker())
+            running_marker().write(vdir.running_file)
         try:
             result = run_variant(exp, vdir, registry=registry)
         except RunInterrupted:
@@ -133,15 +131,12 @@ def run_experiment(
         except BaseException as exc:
             # Ctrl-C aborts and SystemExit is a job being requeued (submitit): neither failed
             if distributed.is_main() and not isinstance(exc, KeyboardInterrupt | SystemExit):
-                write_json(
-                    vdir.failed_file,
-                    {
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "time": datetime.now().isoformat(timespec="seconds"),
-                        "log": os.environ.get("ODIRKIT_JOB_LOG", ""),
-                        "resume": f"odirkit run --resume {run.directory}",
-                    },
-                )
+                Failure(
+                    error=f"{type(exc).__name__}: {exc}",
+                    time=datetime.now().isoformat(timespec="seconds"),
+                    log=os.environ.get("ODIRKIT_JOB_LOG", ""),
+                    resume=f"odirkit run --resume {run.directory}",
+                ).write(vdir.failed_file)
             raise
         finally:
             if distributed.is_main():
@@ -186,15 +181,15 @@ def validate_externally(
             )
 
 
-def running_marker() -> dict[str, object]:
+def running_marker() -> RunningMarker:
     """Who runs a variant: ``running.json`` while it trains (see ``odirkit status``)."""
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"),
-        "log": os.environ.get("ODIRKIT_JOB_LOG", ""),
-        "started": datetime.now().isoformat(timespec="seconds"),
-    }
+    return RunningMarker(
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        job=os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"),
+        log=os.environ.get("ODIRKIT_JOB_LOG", ""),
+        started=datetime.now().isoformat(timespec="seconds"),
+    )
 
 
 def explain_result(exp: Experiment, result: VariantResult) -> None:

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 from odirkit.console import info, warn
 from odirkit.engine.interrupt import RunInterrupted
 from odirkit.errors import ConfigError, RunError
-from odirkit.files import write_json
 from odirkit.runs import RunDirectory, retry_command
+from odirkit.runs.records import Job, Launch
 
 if TYPE_CHECKING:  # imported where used: odirkit status and runs start without torch
     from odirkit.config import LauncherConfig
@@ -94,20 +94,20 @@ def job_ended(run: RunDirectory, *, final: bool = False) -> Comparison | None:
 
     with FileLock(str(run.lock_file)):
         jobs = run.jobs()
-        if jobs.get("compared"):
+        if jobs.compared:
             return None
         if not final:
             for vdir in run.variants():
                 if vdir.status in ENDED:
                     continue
-                if vdir.running() is not None or vdir.name in jobs.get("jobs", {}):
+                if vdir.running() is not None or vdir.name in jobs.jobs:
                     return None  # another job still runs, waits, or will be requeued
         if not run.finished_variants():
             return None
         comparison = rebuild_report(run.path)[1]
-        jobs["compared"] = _now()
-        jobs["comparisons"] = int(jobs.get("comparisons", 0)) + 1
-        write_json(run.jobs_file, jobs)
+        jobs.compared = _now()
+        jobs.comparisons += 1
+        jobs.write(run.jobs_file)
         return comparison
 
 
@@ -120,17 +120,14 @@ def _record_launch(
 
     with FileLock(str(run.lock_file)):
         previous = run.jobs()
-        write_json(
-            run.jobs_file,
-            {
-                "launcher": kind,
-                "launched": _now(),
-                "comparisons": int(previous.get("comparisons", 0)),
-                "compared": None,
-                **extra,
-                "jobs": jobs,
-            },
-        )
+        Launch(
+            launcher=kind,
+            launched=_now(),
+            comparisons=previous.comparisons,
+            compared=None,
+            **extra,
+            jobs={name: Job(**job) for name, job in jobs.items()},
+        ).write(run.jobs_file)
 
 
 def _update_jobs(run: RunDirectory, variant: str, **fields: Any) -> None:
@@ -138,8 +135,11 @@ def _update_jobs(run: RunDirectory, variant: str, **fields: Any) -> None:
 
     with FileLock(str(run.lock_file)):
         jobs = run.jobs()
-        jobs.setdefault("jobs", {}).setdefault(variant, {}).update(fields)
-        write_json(run.jobs_file, jobs)
+        job = jobs.jobs.get(variant) or Job()
+        for name, value in fields.items():
+            setattr(job, name, value)
+        jobs.jobs = {**jobs.jobs, variant: job}  # assigned: written even into a new record
+        jobs.write(run.jobs_file)
 
 
 def pending(run: RunDirectory, variants: Sequence[str]) -> list[str]:

@@ -122,3 +122,36 @@ def test_a_damaged_failed_json_is_a_failed_variant_in_runs_and_status(tmp_path, 
     (found,) = list_runs(tmp_path / "runs")
     assert found["status"] == "failed" and found["errors"] == {"v": ""}
     assert run_status(run)["variants"][0]["status"] == "failed"
+
+
+def test_run_json_reads_as_a_run_s_or_a_trial_s_description(tmp_path):
+    from odirkit.runs.records import RunDescription, TrialDescription, read_description
+
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"name": "e", "variants": ["default-seed0"], "overrides": []}))
+    found = read_description(path)
+    assert type(found) is RunDescription and found.variants == ["default-seed0"]
+    path.write_text(json.dumps({"name": "e", "trial": 3, "values": {"train.lr": 0.01}}))
+    trial = read_description(path)
+    assert isinstance(trial, TrialDescription) and trial.trial == 3
+    assert trial.values == {"train.lr": 0.01} and trial.variants == []
+    path.write_text(json.dumps({"name": "e", "trial": "third"}))
+    with pytest.raises(RunError, match="not a search trial's description as odirkit"):
+        read_description(path)
+
+
+def test_a_launch_record_keeps_each_job_and_counts_comparisons(tmp_path):
+    from odirkit.launch import _record_launch, _update_jobs
+    from odirkit.runs import RunDirectory
+
+    run = RunDirectory(tmp_path)
+    assert run.jobs().comparisons == 0 and run.jobs().jobs == {}  # no launcher yet
+    _update_jobs(run, "default-seed0", id="41", started="t0")  # into a new record
+    assert run.jobs().jobs["default-seed0"].id == "41"
+    _record_launch(run, "pool", {"a-seed0": {"log": "a.log"}}, slots=2, owner={"pid": 1})
+    _update_jobs(run, "a-seed0", exit_code=0)
+    written = json.loads(run.jobs_file.read_text())
+    assert written["launcher"] == "pool" and written["slots"] == 2
+    assert written["jobs"] == {"a-seed0": {"log": "a.log", "exit_code": 0}}
+    run.jobs_file.write_text("[1]")  # damaged: read as no launch, not a traceback
+    assert run.jobs().launcher == "local" and run.jobs().jobs == {}

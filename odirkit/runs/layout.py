@@ -24,7 +24,15 @@ from odirkit.runs.documents import (
     _read_predictions,
     process_alive,
 )
-from odirkit.runs.records import ExternalMetrics, RunMetrics
+from odirkit.runs.records import (
+    ExternalMetrics,
+    Launch,
+    RunDescription,
+    RunMetrics,
+    RunningMarker,
+    TrialDescription,
+    read_description,
+)
 
 
 def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:
@@ -123,18 +131,15 @@ class VariantDirectory(VariantFiles):
             return "queued"
         return "not started"
 
-    def running(self) -> dict[str, Any] | None:
+    def running(self) -> RunningMarker | None:
         """``running.json`` while a live process runs the variant (a process of this host
-        that has died does not count; one of another host is taken at its word)."""
+        that has died does not count; one of another host is taken at its word; a damaged
+        marker is no marker)."""
         try:
-            marker = json.loads(self.running_file.read_text())
-        except (OSError, ValueError):
+            marker = RunningMarker.read(self.running_file, "not running")
+        except RunError:
             return None
-        if not isinstance(marker, dict):
-            return None
-        if marker.get("host") == socket.gethostname() and not process_alive(
-            int(marker.get("pid", 0))
-        ):
+        if marker.host == socket.gethostname() and not process_alive(marker.pid):
             return None
         return marker
 
@@ -426,24 +431,32 @@ class RunDirectory:
         """submitit's job files (pickles, logs) under the ``slurm`` launcher."""
         return self.path / ".submitit"
 
-    def jobs(self) -> dict[str, Any]:
-        """``jobs.json``, or an empty description when no launcher wrote one."""
+    def jobs(self) -> Launch:
+        """``jobs.json``, or an empty launch record when no launcher wrote one (or it is
+        damaged: it only counts comparisons and lists jobs)."""
         try:
-            jobs = json.loads(self.jobs_file.read_text())
-        except (OSError, ValueError):
-            return {}
-        return jobs if isinstance(jobs, dict) else {}
+            return Launch.read(self.jobs_file, "no launcher")
+        except RunError:
+            return Launch()
 
     def queued(self) -> set[str]:
         """The variants the last launch submitted (each is queued until its job starts),
         unless the ``pool`` process that would start them has gone."""
         jobs = self.jobs()
-        owner = jobs.get("owner") or {}
+        owner = jobs.owner or {}
         if owner.get("host") == socket.gethostname() and not process_alive(
             int(owner.get("pid", 0))
         ):
             return set()
-        return set(jobs.get("jobs", {}))
+        return set(jobs.jobs)
+
+    def description(self) -> RunDescription:
+        """``run.json``: a run's description, or a search trial's.
+
+        Raises:
+            RunError: the file is missing, damaged or neither.
+        """
+        return read_description(self.run_file)
 
     def variant(self, name: str) -> VariantDirectory:
         """The folder of variant ``name`` (it may not exist yet)."""
@@ -460,10 +473,10 @@ class RunDirectory:
                 f"{VariantDirectory.CONFIG}); pass runs/<name>/<timestamp> or one of its "
                 "variant folders"
             )
-        described = _read_json(self.run_file, "the run's description")
-        if "variants" not in described and "trial" in described:
+        described = self.description()
+        if not described.variants and isinstance(described, TrialDescription):
             return sorted(p.parent.name for p in self.path.glob(f"*/{VariantDirectory.CONFIG}"))
-        return list(described.get("variants", []))
+        return list(described.variants)
 
     def variants(self) -> list[VariantDirectory]:
         """The variants ``run.json`` lists, as folders."""

@@ -4,7 +4,6 @@ under a folder, and the command that resumes it.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,15 +13,16 @@ from odirkit.runs.layout import (
     RunDirectory,
     VariantDirectory,
 )
+from odirkit.runs.records import Failure, Job
 
 
 def retry_command(run: RunDirectory) -> str:
     """The command that resumes a run with the launcher it was started with."""
     jobs = run.jobs()
-    kind = jobs.get("launcher", "local")
+    kind = jobs.launcher
     command = f"odirkit run --resume {run.path}"
     if kind == "pool":
-        command += f" --launcher pool --jobs {jobs.get('slots', 1)}"
+        command += f" --launcher pool --jobs {jobs.slots or 1}"
     elif kind == "slurm":
         command += " --launcher slurm"
     return command
@@ -40,15 +40,16 @@ def tail(path: Path, lines: int = 12) -> list[str]:
     return text.splitlines()[-lines:]
 
 
-def variant_status(vdir: VariantDirectory, job: dict[str, Any]) -> dict[str, Any]:
-    """A variant's row of ``odirkit status``."""
+def variant_status(vdir: VariantDirectory, job: Job | None) -> dict[str, Any]:
+    """A variant's row of ``odirkit status`` (``job``: what the launcher recorded of it)."""
     status = vdir.status
+    job = job or Job()
     row: dict[str, Any] = {
         "variant": vdir.name,
         "status": status,
         "epoch": vdir.epochs_done(),
-        "job": job.get("id"),
-        "log": job.get("log") or (str(vdir.job_log.resolve()) if vdir.job_log.exists() else None),
+        "job": job.id,
+        "log": job.log or (str(vdir.job_log.resolve()) if vdir.job_log.exists() else None),
     }
     if status == "finished":
         try:
@@ -58,23 +59,22 @@ def variant_status(vdir: VariantDirectory, job: dict[str, Any]) -> dict[str, Any
             row["error"] = str(exc)
     marker = vdir.running()
     if marker is not None:
-        row["host"] = marker.get("host")
-        row["log"] = marker.get("log") or row["log"]
+        row["host"] = marker.host
+        row["log"] = marker.log or row["log"]
     if status == "failed":
         failure = _failure(vdir)
-        row["error"] = failure.get("error", "")
-        row["log"] = failure.get("log") or row["log"]
+        row["error"] = failure.error
+        row["log"] = failure.log or row["log"]
         row["log_tail"] = tail(Path(row["log"])) if row["log"] else []
     return row
 
 
-def _failure(vdir: VariantDirectory) -> dict[str, Any]:
-    """``failed.json`` as far as it reads (a damaged one: nothing more than its existence)."""
+def _failure(vdir: VariantDirectory) -> Failure:
+    """``failed.json``; a damaged one reads as a failure with no details."""
     try:
-        failure = json.loads(vdir.failed_file.read_text())
-    except (OSError, ValueError):
-        return {}
-    return failure if isinstance(failure, dict) else {}
+        return Failure.read(vdir.failed_file, "not failed")
+    except RunError:
+        return Failure()
 
 
 def run_status(path: Path) -> dict[str, Any]:
@@ -84,11 +84,11 @@ def run_status(path: Path) -> dict[str, Any]:
         path = Path(path).parent
     run = RunDirectory(path)
     jobs = run.jobs()
-    rows = [variant_status(v, jobs.get("jobs", {}).get(v.name, {})) for v in run.variants()]
+    rows = [variant_status(v, jobs.jobs.get(v.name)) for v in run.variants()]
     undone = [r for r in rows if r["status"] in ("failed", "interrupted", "not started", "damaged")]
     return {
         "folder": str(run.path),
-        "launcher": jobs.get("launcher", "local"),
+        "launcher": jobs.launcher,
         "variants": rows,
         "retry": retry_command(run) if undone else None,
     }
@@ -104,10 +104,10 @@ def list_runs(root: Path) -> list[dict[str, object]]:
             continue
         run = RunDirectory(run_file.parent)
         try:
-            meta = json.loads(run_file.read_text())
-        except (OSError, ValueError):
+            meta = run.description()
+        except RunError:  # not a run's description: odirkit status RUN names the damage
             continue
-        variants = [run.variant(v) for v in meta.get("variants", [])]
+        variants = [run.variant(v) for v in meta.variants]
         statuses = {v.name: v.status for v in variants}
         best = None
         unlearned = 0
@@ -135,12 +135,12 @@ def list_runs(root: Path) -> list[dict[str, object]]:
             status = "damaged"
         else:
             status = "interrupted"
-        errors = {v.name: _failure(v).get("error", "") for v in variants if v.status == "failed"}
+        errors = {v.name: _failure(v).error for v in variants if v.status == "failed"}
         found.append(
             {
                 "folder": str(run.path),
-                "experiment": meta.get("name", run.path.parent.name),
-                "started": meta.get("started", ""),
+                "experiment": meta.name or run.path.parent.name,
+                "started": meta.started or "",
                 "variants": statuses,
                 "status": status,
                 "best": {"variant": best[0], "metric": best[1], "value": best[2]} if best else None,

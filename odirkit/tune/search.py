@@ -21,6 +21,7 @@ from odirkit.files import write_json, write_text
 from odirkit.plugins import Registry
 from odirkit.runs import RunDirectory
 from odirkit.runs.names import SearchFiles
+from odirkit.runs.records import TrialDescription
 from odirkit.seeding import Stream, derive_seed
 
 #: keys a trial sets whatever the search: no test scores before the end, no loggers
@@ -222,16 +223,13 @@ class Search:
             exp = self.experiment(values)
             run.path.mkdir(parents=True, exist_ok=False)
             vdir = run.variant(exp.variant)
-            write_json(
-                run.run_file,
-                {
-                    "name": exp.name,
-                    "variants": [exp.variant],
-                    "trial": trial.number,
-                    "values": values,
-                    "tune": self.name,
-                },
-            )
+            TrialDescription(
+                name=exp.name,
+                variants=[exp.variant],
+                trial=trial.number,
+                values=values,
+                tune=self.name,
+            ).write(run.run_file)
             write_json(vdir.config_file, exp.to_dict())
 
             def report(epoch: int, row: dict[str, Any]) -> None:
