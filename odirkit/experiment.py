@@ -27,6 +27,7 @@ from odirkit.engine.interrupt import RunInterrupted
 from odirkit.engine.models import build_reinitialised
 from odirkit.engine.variant import VariantResult, run_variant
 from odirkit.errors import OdirkitError, RunError
+from odirkit.explain import explain, explain_run, inputs_from_data
 from odirkit.external import evaluate_external
 from odirkit.files import remove_stale_temporaries, write_json, write_text
 from odirkit.plugins import Registry
@@ -194,7 +195,6 @@ def running_marker() -> RunningMarker:
 
 def explain_result(exp: Experiment, result: VariantResult) -> None:
     """The experiment's ``[[explain]]`` explainers on a variant just trained."""
-    from odirkit.explain import explain, inputs_from_data
 
     assert result.model is not None and result.data is not None and result.view is not None
     limit = max(c.options.get("max_images", 64) for c in exp.explainers)
@@ -221,7 +221,6 @@ def explain_again(exp: Experiment, vdir: VariantDirectory, registry: Registry) -
     """A variant finished earlier whose ``[[explain]]`` results were never written whole
     (the run was stopped while writing them; ``summary.json`` comes last): explained now,
     from its reported checkpoint, as :func:`explain_result` would have."""
-    from odirkit.explain import explain_run
 
     info(f"{vdir.name}: finished, its explanations not: explaining it from its checkpoint")
     limit = max(c.options.get("max_images", 64) for c in exp.explainers)

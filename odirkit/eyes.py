@@ -24,6 +24,7 @@ from torch import nn
 
 from odirkit.errors import ConfigError
 from odirkit.params import Where, model_keys_under
+from odirkit.plugins import get_registry
 
 LEFT, RIGHT = 0, 1
 
@@ -118,7 +119,6 @@ class OneEye(nn.Module):
 
 
 def _backbone_spec(name: str) -> Any:
-    from odirkit.plugins import get_registry
 
     spec = get_registry().get("model", name)
     if spec.meta.get("eyes", 1) != 1:

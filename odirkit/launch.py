@@ -32,9 +32,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from filelock import FileLock
+
 from odirkit.console import info, warn
 from odirkit.engine.interrupt import RunInterrupted
 from odirkit.errors import ConfigError, RunError
+from odirkit.plugins import get_registry
 from odirkit.runs import RunDirectory, retry_command
 from odirkit.runs.records import Job, Launch
 
@@ -88,7 +91,6 @@ def job_ended(run: RunDirectory, *, final: bool = False) -> Comparison | None:
     writes the comparison and the reports, once per launch. ``final``: the launcher has
     seen every job end (a job killed outright never says so) and writes them if nobody
     did."""
-    from filelock import FileLock
 
     from odirkit.experiment import rebuild_report
 
@@ -116,7 +118,6 @@ def _record_launch(
 ) -> None:
     """``jobs.json``: the launcher and this launch's jobs (a new launch replaces the jobs
     and allows one more comparison)."""
-    from filelock import FileLock
 
     with FileLock(str(run.lock_file)):
         previous = run.jobs()
@@ -131,7 +132,6 @@ def _record_launch(
 
 
 def _update_jobs(run: RunDirectory, variant: str, **fields: Any) -> None:
-    from filelock import FileLock
 
     with FileLock(str(run.lock_file)):
         jobs = run.jobs()
@@ -319,7 +319,6 @@ class VariantJob:
         if self.processes > 1:  # each SLURM task is one process of a DDP run
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         from odirkit.engine import distributed
-        from odirkit.plugins import get_registry
 
         distributed.setup()
         try:

@@ -21,12 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from PIL import Image
 from torch import nn
 
+from odirkit.augment import ExpandContext, ExtraSamples
+from odirkit.config import ModelConfig
 from odirkit.data.images import Preprocessing, preprocess
-from odirkit.data.table import check_sample_table
+from odirkit.data.table import Task, check_sample_table
 from odirkit.errors import NotApplicable
+from odirkit.layers import explained_layer
 from odirkit.params import Where
 from odirkit.plugins import PluginSpec
 
@@ -49,7 +54,6 @@ def check_model(spec: PluginSpec, *, num_classes: int = 3) -> nn.Module:
     """A model plugin maps ``[B, 3, H, W]`` to finite logits ``[B, num_classes]``, trains,
     names a real CAM layer, and round-trips through its state dict."""
     assert spec.kind == "model"
-    from odirkit.config import ModelConfig
 
     names = [p.name for p in spec.params]
     assert "num_classes" not in names, "num_classes is supplied by odirkit, not a TOML parameter"
@@ -102,7 +106,6 @@ def _check_cam_grid(model: nn.Module, x: torch.Tensor, cam_layer: str, reshape: 
     """The CAM layer's output, reshaped by the model's ``cam_reshape`` rule, is the feature
     map ``[B, C, h, w]`` Captum's layer methods average over (a transformer's tokens
     ``[B, N, C]`` are not)."""
-    from odirkit.layers import explained_layer
 
     seen: list[tuple[int, ...]] = []
     model.eval()
@@ -171,11 +174,6 @@ def check_augmenter(spec: PluginSpec) -> Any:
 def _check_expand(name: str, aug: Any) -> None:
     """Run ``expand`` on eight random training images of two classes."""
 
-    import pandas as pd
-
-    from odirkit.augment import ExpandContext, ExtraSamples
-    from odirkit.data.table import Task
-
     images = torch.randint(
         0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
@@ -224,8 +222,6 @@ def check_explainer(spec: PluginSpec, model: nn.Module, layer: nn.Module, size: 
     assert callable(explain)
     applies_to = spec.meta.get("applies_to")
     if applies_to is not None and applies_to(model):  # the first kit model it explains
-        from odirkit.layers import explained_layer
-
         for candidate, cam_layer, reshape, kit_size in kit_models().values():
             if not applies_to(candidate):
                 with explained_layer(candidate, cam_layer, None, reshape) as (_, kit_layer):
@@ -287,7 +283,6 @@ def check_explainer_applies(spec: PluginSpec) -> dict[str, str]:
     at the input size) or says it cannot: its meta ``applies_to(model)`` gives the reason
     and a call raises :class:`odirkit.NotApplicable`, never returning a map computed by
     some other method under its name. Returns, per kit model, "" or the reason."""
-    from odirkit.layers import explained_layer
 
     assert spec.kind == "explainer"
     explain = spec.build(**small_params(spec))
@@ -333,7 +328,6 @@ def check_logger(spec: PluginSpec, folder: Path) -> Any:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     figure = folder / "figure.png"
-    from PIL import Image
 
     Image.new("RGB", (8, 8), (200, 40, 40)).save(figure)
     run = RunInfo(

@@ -351,27 +351,115 @@ def test_every_public_name_of_the_core_has_a_docstring():
 # -- an import inside a function delays something ---------------------------------------------
 
 
-def _function_imports(tree: ast.AST) -> list[tuple[int, str]]:
-    found = []
-    for fn in ast.walk(tree):
-        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
-            for node in ast.walk(fn):
-                if isinstance(node, ast.Import):
-                    found += [(node.lineno, alias.name) for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    found.append((node.lineno, node.module))
+def _top_level_imports(tree: ast.Module) -> set[str]:
+    """What a module imports as it is loaded: at its top, in plain ``if``/``try`` blocks,
+    not under ``if TYPE_CHECKING`` (modules, and ``module.name`` for each name taken)."""
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.If):
+                if "TYPE_CHECKING" not in ast.unparse(node.test):
+                    visit(node.body)
+                    visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                for part in (node.body, node.orelse, node.finalbody):
+                    visit(part)
+                for handler in node.handlers:
+                    visit(handler.body)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+
+    visit(tree.body)
     return found
 
 
-def test_an_import_inside_a_function_keeps_something_off_the_start_up_path():
+class StartUp:
+    """The third-party packages each core module loads with it, read from the source: its
+    top-level imports, its parent packages', and theirs, transitively."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self.trees = {name: ast.parse(path.read_text()) for name, path in files.items()}
+        self.direct = {name: _top_level_imports(tree) for name, tree in self.trees.items()}
+        self.memo: dict[str, set[str]] = {}
+
+    def module(self, name: str) -> str:
+        """The core module a dotted name lies in (a module, or a name inside one)."""
+        while name and name not in self.trees:
+            name = name.rpartition(".")[0]
+        return name
+
+    def loads(self, name: str) -> set[str]:
+        """Every core module and third-party package loading ``name`` loads."""
+        if name in self.memo:
+            return self.memo[name]
+        self.memo[name] = set()
+        parts = name.split(".")
+        found: set[str] = set()
+        for target in self.direct[name] | {".".join(parts[:i]) for i in range(1, len(parts))}:
+            if target.split(".")[0] != "odirkit":
+                found.add(target.split(".")[0])
+            elif (own := self.module(target)) and own != name:
+                found |= {own, *self.loads(own)}
+        self.memo[name] = found
+        return found
+
+
+def third_party(names: set[str]) -> set[str]:
+    return {n for n in names if n.split(".")[0] not in {*sys.stdlib_module_names, "odirkit"}}
+
+
+def wasted_function_imports(files: dict[str, Path], root: Path = ROOT) -> list[str]:
+    """Imports inside functions that load no third-party package the module does not load
+    already (the standard library, odirkit's light modules): they delay nothing."""
+    start = StartUp(files)
+    wasted = []
+    for name, tree in start.trees.items():
+        mine = third_party(start.loads(name))
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    targets = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                else:
+                    continue
+                adds: set[str] = set()
+                for target in targets:
+                    if target.split(".")[0] == "odirkit":
+                        own = start.module(target)
+                        adds |= third_party({own, *start.loads(own)})
+                    else:
+                        adds |= third_party({target})
+                if not adds - mine:
+                    wasted.append(f"{files[name].relative_to(root)}:{node.lineno} {targets[0]}")
+    return wasted
+
+
+def test_an_import_inside_a_function_keeps_a_package_off_the_start_up_path():
     """Imports inside functions only where they keep a heavy or optional package (or an
-    odirkit module that imports one) off the command line's start-up path: the standard
-    library and odirkit's lowest layer cost nothing at start-up, so they sit at the top."""
-    lowest = LAYERS[0]
-    wasted = [
-        f"{path.relative_to(CORE.parent)}:{line} imports {target}"
-        for path in sorted(CORE.rglob("*.py"))
-        for line, target in _function_imports(ast.parse(path.read_text()))
-        if target.split(".")[0] in sys.stdlib_module_names or target in lowest
-    ]
-    assert not wasted, "move these to the module's top:\n" + "\n".join(wasted)
+    odirkit module that loads one) off the path of whatever imports the module; the others
+    sit at the top, where a reader looks for them."""
+    wasted = wasted_function_imports(core_modules())
+    assert not wasted, "these delay nothing; move them to the module's top:\n" + "\n".join(wasted)
+
+
+def test_the_start_up_check_sees_an_import_that_delays_nothing(tmp_path):
+    package = tmp_path / "odirkit"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "light.py").write_text("import json\n")
+    (package / "heavy.py").write_text("import torch\n")
+    (package / "user.py").write_text(
+        "def a():\n    import json\n\ndef b():\n    from odirkit import light\n\n"
+        "def c():\n    from odirkit.heavy import x\n\ndef d():\n    import matplotlib\n"
+    )
+    files = {f"odirkit.{p.stem}": p for p in package.glob("*.py") if p.stem != "__init__"}
+    files["odirkit"] = package / "__init__.py"
+    found = wasted_function_imports(files, root=tmp_path)
+    assert found == ["odirkit/user.py:2 json", "odirkit/user.py:5 odirkit"]

@@ -25,6 +25,7 @@ from odirkit.console import err, out, plain
 from odirkit.errors import ConfigError, RunError
 from odirkit.files import write_text
 from odirkit.labels import LABELS
+from odirkit.runs import RunDirectory, VariantDirectory, find_variant, refuse_run_folder
 from odirkit.runs.names import ReportFiles
 
 
@@ -48,7 +49,6 @@ def predict(
     """Per-patient probabilities in the ODIR-2019 submission format; every image checked
     first (written to <out>.images.csv)."""
     from odirkit.predict import predict as run_predict
-    from odirkit.runs import find_variant, refuse_run_folder
 
     refuse_run_folder(out_file)
     result = run_predict(
@@ -177,7 +177,6 @@ def evaluate(
     from odirkit.experiment import rebuild_report
     from odirkit.external import evaluate_external, verdict
     from odirkit.external_report import left_out
-    from odirkit.runs import RunDirectory, VariantDirectory
 
     doc = read_toml(data) if data is not None else {}
     if not isinstance(doc.get("data", {}), dict):
@@ -291,7 +290,6 @@ def explain_command(
 ) -> None:
     """Explain a finished run's decisions: maps, overlays, grid, localisation, sanity."""
     from odirkit.explain import explain_run
-    from odirkit.runs import find_variant, refuse_run_folder
 
     vdir = find_variant(run_dir, variant)
     if out_dir is not None:
@@ -367,7 +365,6 @@ def baseline_metadata(
     """Logistic regression on age and sex alone, on the experiment's split and metrics."""
     from odirkit.baseline import fit_metadata_baseline
     from odirkit.config import load_experiment
-    from odirkit.runs import RunDirectory, refuse_run_folder
 
     experiments = load_experiment(
         file, state(ctx).registry(), overrides=set_ or [], variants=[variant] if variant else None

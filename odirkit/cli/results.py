@@ -19,6 +19,7 @@ from odirkit.cli.common import (
 )
 from odirkit.console import out, plain
 from odirkit.errors import ConfigError, closest
+from odirkit.runs import finished_variants, list_runs, refuse_run_folder, run_status
 from odirkit.runs.names import ReportFiles
 
 
@@ -45,7 +46,6 @@ def compare(
     from odirkit.comparison import parse_run_name
     from odirkit.experiment import summaries_from_dirs
     from odirkit.report import write_report
-    from odirkit.runs import refuse_run_folder
 
     summaries = summaries_from_dirs(run_dirs)
     names = [s.label for s in summaries]
@@ -107,7 +107,6 @@ def runs(
 ) -> None:
     """The runs under a folder: experiment, start, variants, status, and the best single
     run's headline figure among those that learned (the answer is in each report)."""
-    from odirkit.runs import list_runs
 
     found = list_runs(root)
     if as_json:
@@ -149,7 +148,6 @@ def status(
 ) -> None:
     """Each job of a run: queued, running (epoch), finished or failed (with its log's last
     lines), and the command that retries the ones left."""
-    from odirkit.runs import run_status
 
     found = run_status(run_dir)
     if as_json:
@@ -199,7 +197,6 @@ def ensemble(
 ) -> None:
     """Average finished runs' probabilities on their shared test images, and score them."""
     from odirkit.ensemble import ensemble as run_ensemble
-    from odirkit.runs import finished_variants, refuse_run_folder
 
     members = [vdir for vdir, _ in finished_variants(list(run_dirs))]
     target = out_dir or Path("runs") / f"ensemble-{datetime.now():%Y%m%d-%H%M%S}"

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from odirkit import launch
 from odirkit.cli.common import (
     SetOption,
     _cells,
@@ -19,7 +20,9 @@ from odirkit.cli.common import (
 )
 from odirkit.console import out, plain
 from odirkit.errors import ConfigError
+from odirkit.launch import check_launcher, run_job
 from odirkit.plugins import Registry
+from odirkit.runs import refuse_run_folder
 from odirkit.runs.names import ReportFiles
 
 
@@ -78,8 +81,6 @@ def run(
     from odirkit.engine import distributed
     from odirkit.engine.variant import preflight
     from odirkit.experiment import load_run, run_experiment, start_run
-    from odirkit.launch import check_launcher
-    from odirkit.runs import refuse_run_folder
 
     if resume is None:
         refuse_run_folder(out_dir)
@@ -124,7 +125,6 @@ def run(
 def _launch(started: Any, kind: str, settings: Any, wait: bool | None) -> Any:
     """Run the variants of a started run as jobs (pool, slurm); the results once they end,
     or None when the jobs were left to run (slurm without --wait)."""
-    from odirkit import launch
     from odirkit.engine import distributed
     from odirkit.engine.variant import finished_result
     from odirkit.report import read_comparison
@@ -251,7 +251,6 @@ def tune(
 ) -> None:
     """Search hyperparameters on the validation patients (Optuna); the best trial becomes
     an experiment file, scored on the test patients once, at the end."""
-    from odirkit.runs import refuse_run_folder
     from odirkit.tune import Search
 
     refuse_run_folder(out_dir)
@@ -313,7 +312,6 @@ def job(
 ) -> None:
     """One variant of a run folder, as a launcher's job (odirkit run --launcher pool)."""
     from odirkit.engine import distributed
-    from odirkit.launch import run_job
 
     distributed.setup()
     status = run_job(run_dir, variant, state(ctx).registry())

@@ -24,7 +24,7 @@ from odirkit.console import info
 from odirkit.data.prepare import DataBundle, chunked
 from odirkit.engine import distributed
 from odirkit.engine.distributed import world
-from odirkit.engine.recipe import frozen_batch_norms, recomputed_batch_norms
+from odirkit.engine.recipe import WarmupCosine, frozen_batch_norms, recomputed_batch_norms
 from odirkit.errors import TrainingDiverged
 from odirkit.seeding import Stream, derive_seed, generator_for
 from odirkit.view import ModelView
@@ -424,8 +424,6 @@ def make_scheduler(
     if name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     if name == "warmup_cosine":
-        from odirkit.engine.recipe import WarmupCosine
-
         return WarmupCosine(
             optimizer,
             epochs=epochs,

@@ -39,6 +39,7 @@ from odirkit.engine.trainer import (
     resolve_performance,
 )
 from odirkit.errors import ConfigError, OdirkitError, PluginError
+from odirkit.figures import plot_training_images
 from odirkit.files import write_json, write_text
 from odirkit.layers import check_layers
 from odirkit.plugins import Registry
@@ -395,7 +396,6 @@ def show_training_images(
     """``figures/training_images.png``: a few training images of each class as stored, the
     same after the online augmenters (one draw from a generator of its own, so training's
     random streams are untouched), and images the offline augmenters added."""
-    from odirkit.figures import plot_training_images
 
     labels = list(data.task.labels)
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from odirkit.explain.records import (
     ExplainInputs,
@@ -42,7 +43,6 @@ def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
 
 
 def _png(array: np.ndarray) -> bytes:
-    from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")

@@ -18,6 +18,9 @@ from odirkit.console import warn
 from odirkit.data.fundus_check import check_fundus
 from odirkit.data.images import IMAGE_SUFFIXES
 from odirkit.data.pairs import BOTH, LEFT_ONLY
+from odirkit.data.prepare import prepare_data
+from odirkit.engine.device import resolve_device
+from odirkit.engine.models import build_reinitialised
 from odirkit.errors import ConfigError, DataError
 from odirkit.explain.explaining import (
     explain,
@@ -29,6 +32,7 @@ from odirkit.explain.records import (
 from odirkit.eyes import LEFT, RIGHT
 from odirkit.params import Where
 from odirkit.plugins import Registry
+from odirkit.predict import load_trained
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import ExplainFiles
 from odirkit.seeding import Stream, derive_seed
@@ -176,10 +180,6 @@ def explain_run(
     out_dir: Path,
 ) -> Explanations:
     """Explain a finished run: its test images, or the photographs in ``images``."""
-    from odirkit.data.prepare import prepare_data
-    from odirkit.engine.device import resolve_device
-    from odirkit.engine.models import build_reinitialised
-    from odirkit.predict import load_trained
 
     exp, model, view = load_trained(vdir, registry, checkpoint)
     calls = explainer_calls(registry, explainers, exp.explainers, max_images)

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy.ndimage import binary_dilation
+from scipy.stats import spearmanr
 from torch import nn
 
 from odirkit.config import PluginCall
@@ -38,7 +40,6 @@ def pointing_and_energy(
 ) -> tuple[float, float, float, float]:
     """For one map: whether its maximum hits the (dilated) mask, the share of its energy
     inside the mask, and what a uniform random point and a uniform map would score."""
-    from scipy.ndimage import binary_dilation
 
     grown = binary_dilation(mask, iterations=tolerance) if tolerance else mask
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
@@ -53,7 +54,6 @@ def pointing_and_energy(
 def rank_correlation(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> float:
     """Spearman's rank correlation of two maps, on a 56x56 grid (for speed), over the cells
     mostly inside ``region`` (the field of view) when it is given."""
-    from scipy.stats import spearmanr
 
     def small(m: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.asarray(m, dtype=np.float32))[None, None]

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -236,7 +237,6 @@ def plot_internal_vs_external(
 ) -> None:
     """Each compared metric, internal test and external collection side by side, with their
     bootstrap intervals; the difference and its interval below."""
-    import matplotlib.pyplot as plt
 
     shown = comparison[comparison["metric"].isin(COMPARED)].reset_index(drop=True)
     x = np.arange(len(shown))

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from odirkit.comparison import parse_run_name
 from odirkit.report.lines import (
     _finite,
 )
@@ -226,7 +227,6 @@ def _results(frame: pd.DataFrame, colours: dict[str, str], first: str = "run") -
 
 def _variant_of(name: str) -> str:
     """``"gan-seed1"``, ``"gan (mean of 3 seeds)"``, ``"gan (dcgan augmentation)"`` -> ``"gan"``."""
-    from odirkit.comparison import parse_run_name
 
     return parse_run_name(name.split(" (")[0])[0]
 

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from odirkit.explain import read_flags
+from odirkit.learning import LearningCheck
 from odirkit.report.summary import (
     RunSummary,
     _finite,
@@ -22,7 +23,6 @@ from odirkit.runs.records import RunMetrics, Scores
 def learning_lines(runs: Sequence[RunSummary]) -> list[str]:
     """Per run: learned, or what shows it did not (:mod:`odirkit.learning`); runs made
     before odirkit checked are said to be unchecked."""
-    from odirkit.learning import LearningCheck
 
     lines = []
     for run in runs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from odirkit.comparison import FinishedRun, compare_variants
 from odirkit.external_report import markdown_section
 from odirkit.files import write_json, write_text
 from odirkit.learning import LOSS_MARGIN
@@ -52,7 +53,6 @@ def write_report(
 ) -> Comparison:
     """comparison.csv, comparison.json, the figures, report.md and report.html in
     ``out_dir``."""
-    from odirkit.comparison import FinishedRun, compare_variants
 
     table = comparison_table(
         runs, resamples=resamples, confidence=confidence, seed=seed, metrics=metrics

@@ -12,14 +12,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from odirkit.config import Experiment, TuneRange, load_experiment
 from odirkit.console import info, warn
 from odirkit.engine.interrupt import RunInterrupted
 from odirkit.engine.loop import LOWER_IS_BETTER
+from odirkit.engine.variant import run_variant
 from odirkit.errors import ConfigError, OdirkitError, RunError
+from odirkit.experiment import run_experiment, start_run
 from odirkit.files import write_json, write_text
+from odirkit.launch import require
 from odirkit.plugins import Registry
-from odirkit.runs import RunDirectory
+from odirkit.runs import RunDirectory, process_alive
 from odirkit.runs.names import SearchFiles
 from odirkit.runs.records import TrialDescription
 from odirkit.seeding import Stream, derive_seed
@@ -97,7 +102,6 @@ class Search:
         storage: str | None = None,
         study: str | None = None,
     ) -> None:
-        from odirkit.launch import require
 
         self.args = {
             "file": str(Path(file).resolve()),
@@ -168,7 +172,6 @@ class Search:
 
     def open_study(self) -> Any:
         """The Optuna study, created in its storage when it is new."""
-        from filelock import FileLock
 
         optuna = self.optuna
         cfg = self.cfg.tune
@@ -210,7 +213,6 @@ class Search:
         """One trial: train with the drawn values, report each epoch for pruning, return the
         validation value.
         """
-        from odirkit.engine.variant import run_variant
 
         optuna = self.optuna
         values = {key: suggest(trial, key, spec) for key, spec in self.params.items()}
@@ -265,7 +267,6 @@ class Search:
     def fail_lost_trials(self, study: Any) -> None:
         """A trial still RUNNING whose worker was a process of this host that has gone
         (killed outright) is marked failed, so the search can complete."""
-        from odirkit.runs import process_alive
 
         here = socket.gethostname()
         for t in study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)):
@@ -296,7 +297,6 @@ class Search:
         """Run trials until the study holds ``trials`` of them (every worker's, counted
         under a lock, so the total is exact); the worker that sees the search complete
         writes the best experiment and runs it once."""
-        from filelock import FileLock
 
         optuna = self.optuna
         state = optuna.trial.TrialState
@@ -332,7 +332,6 @@ class Search:
         """The study's outcome: the trials, the best values, ``best.toml``, and (with ``final``)
         one run scored on test.
         """
-        from filelock import FileLock
 
         outcome = TuneOutcome(self.folder, self.name, self.storage, self.metric, self.direction)
         state = self.optuna.trial.TrialState
@@ -397,7 +396,6 @@ class Search:
 
     def final_run(self, best_file: Path) -> Any:
         """``best.toml`` run once, as ``odirkit run`` would: the test patients scored."""
-        from odirkit.experiment import run_experiment, start_run
 
         experiments = load_experiment(best_file, self.registry)
         info(f"the best trial, trained again and scored on the test patients: {best_file}")

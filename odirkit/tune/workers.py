@@ -13,6 +13,8 @@ from typing import Any
 from odirkit.console import info
 from odirkit.engine.interrupt import RunInterrupted
 from odirkit.errors import RunError
+from odirkit.launch import drop_template, run_children, slurm_executor, wait_jobs
+from odirkit.plugins import get_registry
 from odirkit.runs import RunDirectory
 from odirkit.runs.names import SearchFiles
 from odirkit.tune.search import (
@@ -30,7 +32,6 @@ class TuneWorker:
         self.final = final
 
     def __call__(self) -> str:
-        from odirkit.plugins import get_registry
 
         os.environ.setdefault("ODIRKIT_QUIET", "1")
         args = dict(self.args)
@@ -70,8 +71,6 @@ def run_workers(
 ) -> TuneOutcome | None:
     """``workers`` workers sharing the study: processes here (``pool``) or submitit jobs
     (``slurm``). Returns the study's outcome once they end (None: left running)."""
-
-    from odirkit.launch import drop_template, run_children, slurm_executor, wait_jobs
 
     study = search.open_study()  # created once, before the workers race for it
     if launcher == "pool":
