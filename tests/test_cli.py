@@ -275,3 +275,25 @@ def test_runs_takes_no_best_figure_from_a_run_that_did_not_learn(cli, tmp_path):
     assert found["not_learned"] == 1
     shown = re.sub(r"[│\s]+", " ", cli("runs", tmp_path / "runs").stdout)
     assert "c: accuracy 0.800 (1 did not learn)" in shown
+
+
+@pytest.mark.slow
+def test_compare_tests_the_metrics_the_runs_experiment_names(cli, tmp_path, phantom_root):
+    # The quickstart asks about the recall of D ([compare] metrics); `odirkit compare` on
+    # its folders must ask the same, not fall back to accuracy and macro AUC.
+    extra = (
+        '\n[compare]\nmetrics = ["recall_D", "f1_D"]\nrequire_learning = false\n'
+        "[variants.a]\n[variants.b]\ntrain = { lr = 0.03 }\n"
+    )
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=1, extra=extra))
+    assert cli("run", exp, "--out", tmp_path / "runs").exit_code == 0
+    (run,) = (tmp_path / "runs").glob("*/*")
+    compared = cli("compare", run / "a", run / "b", "--out", tmp_path / "cmp", "--verdicts-anyway")
+    assert compared.exit_code == 0, compared.output
+    verdicts = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["verdicts"]
+    assert [v.split(":")[1].split(" ")[1:4] for v in verdicts] == [
+        ["recall", "of", "D"],
+        ["F1", "of", "D"],
+    ]
+    assert "the recall of D" in compared.stdout and "learned" in compared.stdout

@@ -365,4 +365,30 @@ def test_a_localisation_at_or_below_its_random_baseline_is_said_to_be_chance(tmp
     assert flags[0].startswith("gradcam on D is no better than chance: its peak falls on a")
     assert "(0.037)" in flags[0] and "uniform map's (0.030)" in flags[0]
     assert flags[1].startswith("smoothgrad on D is no better than chance")  # equal is chance
-    assert "uniform" not in flags[1]
+    assert "no more than a uniform" not in flags[1]
+
+
+def test_a_chance_localisation_contradicted_by_the_other_measure_is_no_verdict(tmp_path):
+    # A peak that missed the lesions in 3 images, while the map's energy on them is four
+    # times a flat map's: the two measures disagree, the model's evidence is not "not on
+    # the lesions".
+    from odirkit.explain import read_flags
+
+    pd.DataFrame(
+        {
+            "explainer": ["gradcam", "smoothgrad"],
+            "label": ["D", "D"],
+            "images": [3, 12],
+            "pointing_game": [0.0, 0.0],
+            "random_point": [0.041, 0.041],
+            "energy_in_mask": [0.02, 0.004],
+            "uniform_map": [0.005, 0.005],
+            "reliable": [True, True],
+        }
+    ).to_csv(tmp_path / "localisation.csv", index=False)
+    mixed, both = read_flags(tmp_path)
+    assert mixed.startswith("gradcam on D is no better than chance (only 3 images): its peak")
+    assert "not on the lesions" not in mixed
+    assert "(0.020) is 4.0 times a uniform map's" in mixed and "disagree" in mixed
+    assert both.endswith("the model's evidence is not on the lesions")
+    assert "disagree" not in both and "only" not in both

@@ -63,6 +63,7 @@ def compare(
             )
     target = out_dir or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
     refuse_run_folder(target)
+    metrics = _tested_metrics(summaries)
     comparison = write_report(
         target,
         title="comparison",
@@ -70,12 +71,13 @@ def compare(
         runs=summaries,
         figures={},
         baseline=baseline,
+        metrics=metrics,
         require_learning=require_learning,
     )
     table = comparison.table
     shown = [
         c
-        for c in ("run", "checkpoint_epoch", "f1_micro", "f1_macro", "recall_macro", "auc_macro")
+        for c in dict.fromkeys(("run", "learned", *metrics, "f1_micro", "auc_macro"))
         if c in table.columns
     ]
     rich_table = Table(title="comparison (test patients; every column in comparison.csv)")
@@ -90,12 +92,32 @@ def compare(
         for column in shown:
             low, high = record.get(f"{column}_low"), record.get(f"{column}_high")
             interval = [low, high] if low is not None and high is not None else None
-            cells.append(_with_interval(record.get(column), interval))
+            value = record.get(column)
+            if column == "learned":  # yes / no, blank for a mean or a run made before
+                value = {True: "yes", False: "no"}.get(value, "")
+            cells.append(_with_interval(value, interval))
         rich_table.add_row(*_cells(*cells))
     out.print(rich_table)
     for line in comparison.verdicts:
         out.print(plain(f"  {line}"), highlight=False)
+    for sentence in comparison.answer:
+        out.print(plain(sentence), highlight=False)
     out.print(plain(f"written to {target}"))
+
+
+def _tested_metrics(summaries) -> list[str]:
+    """The metrics the runs' own experiments test (their ``[compare] metrics``: the
+    quickstart's F1 and recall of D), when every run names the same; else the defaults."""
+    from odirkit.runs import VariantDirectory
+
+    named = set()
+    for summary in summaries:
+        config = VariantDirectory(summary.directory).config() if summary.directory else {}
+        found = (config.get("compare") or {}).get("metrics")
+        named.add(tuple(found) if isinstance(found, list) and found else None)
+    if len(named) == 1 and None not in named:
+        return list(next(iter(named)))
+    return ["f1_micro", "auc_macro"]
 
 
 @app.command()

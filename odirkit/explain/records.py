@@ -73,7 +73,9 @@ class Explanations:
     def _chance_flags(self) -> list[str]:
         """Localisation at or below its random baseline: the maps' peaks fall on a lesion
         no more often than a random point of the field of view does (or their energy in
-        the lesions is no more than a uniform map's): the model does not look there."""
+        the lesions is no more than a uniform map's). The model does not look there only
+        when no measure says otherwise: where the other measure beats its baseline, the
+        line says the two disagree."""
         if self.localisation is None or self.localisation.empty:
             return []
         lines = []
@@ -91,11 +93,35 @@ class Explanations:
                     f"its share of map energy on the lesions ({energy:.3f}) is no more than a "
                     f"uniform map's ({uniform:.3f})"
                 )
-            if below:
-                lines.append(
-                    f"{row['explainer']} on {row['label']} is no better than chance: "
-                    f"{'; '.join(below)}: the model's evidence is not on the lesions"
-                )
+            if not below:
+                continue
+            # the conclusion only where no measure says otherwise: a peak that missed the
+            # lesions beside an energy well above a flat map's is a disagreement, not proof
+            above = (
+                f"its share of map energy on the lesions ({energy:.3f}) is "
+                f"{energy / uniform:.1f} times a uniform map's"
+                if energy is not None and uniform and energy > uniform
+                else f"its peak falls on a lesion {pointing / chance:.1f} times as often as a "
+                "random point"
+                if pointing is not None and chance and pointing > chance
+                else ""
+            )
+            reading = (
+                f"yet {above}: the two measures disagree, so where the model's evidence "
+                "lies is not settled"
+                if above
+                else "the model's evidence is not on the lesions"
+            )
+            images = row.get("images")
+            few = (
+                f" (only {int(images)} images)"
+                if images is not None and np.isfinite(images) and images < 10
+                else ""
+            )
+            lines.append(
+                f"{row['explainer']} on {row['label']} is no better than chance{few}: "
+                f"{'; '.join(below)}: {reading}"
+            )
         return lines
 
     def _sanity_flags(self) -> list[str]:

@@ -5,10 +5,12 @@ Three transforms, each applied to an image with its own probability:
 - additive Gaussian noise of variance ``noise_variance`` (the paper: 0.01) at
   the resolution it refers to, ``noise_reference_size`` (the paper's 512 px);
   at another image size S the per-pixel standard deviation is scaled by
-  ``S / noise_reference_size``, so that the noise averaged down to the
-  reference pixels (each the mean of ``(S / reference)^2`` pixels) has the
-  stated variance, and a run at 112 px sees the paper's noise, not 21 times its
-  power (white noise of variance v averaged over n pixels has variance v / n);
+  ``S / noise_reference_size`` (white noise of variance v averaged over n pixels
+  has variance v / n). Below the reference, as at the quickstart's 112 px, a
+  run's pixel stands for ``(reference / S)^2`` of the paper's, and the paper's
+  noise averaged over them has variance ``v (S / reference)^2``: the run sees
+  the paper's noise, not 21 times its power. Above it, the run's noise averaged
+  down to the reference pixels has the stated variance v;
 - a rotation about the image centre by an angle drawn uniformly within
   ``±max_angle`` radians (the paper: π/4), the corners filled with black, so
   that a field of view cropped to its circle stays round;
