@@ -19,7 +19,13 @@ from odirkit.cli.common import (
 )
 from odirkit.console import out, plain
 from odirkit.errors import ConfigError, closest
-from odirkit.runs import finished_variants, list_runs, refuse_run_folder, run_status
+from odirkit.runs import (
+    VariantDirectory,
+    finished_variants,
+    list_runs,
+    refuse_run_folder,
+    run_status,
+)
 from odirkit.runs.names import ReportFiles
 
 
@@ -108,8 +114,6 @@ def compare(
 def _tested_metrics(summaries) -> list[str]:
     """The metrics the runs' own experiments test (their ``[compare] metrics``: the
     quickstart's F1 and recall of D), when every run names the same; else the defaults."""
-    from odirkit.runs import VariantDirectory
-
     named = set()
     for summary in summaries:
         config = VariantDirectory(summary.directory).config() if summary.directory else {}
