@@ -454,6 +454,75 @@ def test_max_f1_and_sensitivity_thresholds_are_chosen_as_documented():
         parse_rule("best")
 
 
+def test_a_threshold_beyond_every_score_keeps_its_promise_at_the_ends():
+    # sensitivity 1.0 when the lowest score is a positive's: below it, halfway to 0; and
+    # specificity 1.0 when the highest is a negative's: above it, halfway to 1
+    y = np.array([1, 0, 1, 0])
+    p = np.array([0.2, 0.4, 0.6, 0.8])
+    (sens,) = choose_thresholds(
+        parse_rule("sensitivity:1.0"), y[:, None], p[:, None], single_label=False
+    )
+    assert sens == pytest.approx(0.1) and (p[y == 1] > sens).all()
+    (spec,) = choose_thresholds(
+        parse_rule("specificity:1.0"), y[:, None], p[:, None], single_label=False
+    )
+    assert spec == pytest.approx(0.9) and not (p[y == 0] > spec).any()
+    # scores at the very ends (a saturated sigmoid): a positive at exactly 0 is still found,
+    # a negative at exactly 1 still left out; a score equal to its threshold is not above it
+    ends = np.array([0.0, 0.5, 1.0, 0.7])
+    y_ends = np.array([1, 0, 0, 1])
+    (low,) = choose_thresholds(
+        parse_rule("sensitivity:1.0"), y_ends[:, None], ends[:, None], single_label=False
+    )
+    assert low < 0.0 and low == pytest.approx(0.0, abs=1e-6) and (ends[y_ends == 1] > low).all()
+    (high,) = choose_thresholds(
+        parse_rule("specificity:1.0"), y_ends[:, None], ends[:, None], single_label=False
+    )
+    assert (
+        high > 1.0 and high == pytest.approx(1.0, abs=1e-6) and not (ends[y_ends == 0] > high).any()
+    )
+
+
+def test_a_single_label_task_thresholds_its_disease_only_when_it_has_two_classes():
+    # N vs D: the rule moves the threshold on D's probability; N has none (NaN)
+    y = np.array([1, 0, 1, 0, 0, 0])  # two D, four N: specificity counts the four
+    p_d = np.array([0.2, 0.4, 0.6, 0.8, 0.3, 0.1])
+    probs = np.c_[1 - p_d, p_d]
+    (none, sens) = choose_thresholds(parse_rule("sensitivity:1.0"), y, probs, single_label=True)
+    assert np.isnan(none) and sens == pytest.approx(0.15) and (p_d[y == 1] > sens).all()
+    spec = choose_thresholds(parse_rule("specificity:0.75"), y, probs, single_label=True)[1]
+    assert spec == pytest.approx(0.5)  # 3 of the 4 N at or below: 0.4 -> 0.6
+    assert ((p_d[y == 0] <= spec).mean()) == 0.75
+    fixed = choose_thresholds(parse_rule("0.3"), y, probs, single_label=True)
+    assert np.isnan(fixed[0]) and fixed[1] == 0.3
+    assert choose_thresholds(parse_rule("0.5"), y, probs, single_label=True) is None  # argmax
+    three = np.c_[probs * 0.5, np.full(6, 0.5)]  # three classes: argmax, whatever the rule
+    assert choose_thresholds(parse_rule("max_f1"), y, three, single_label=True) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0.0", "a fixed threshold lies in (0, 1)"),
+        ("1.0", "expected a number in (0, 1)"),
+        (".999", None),
+        ("sensitivity:0.0", "the target lies in (0, 1]"),
+        ("specificity:0.0", "the target lies in (0, 1]"),
+        ("sensitivity:1", None),
+        ("specificity:1.0", None),
+        ("sensitivity:1.5", "expected a number in (0, 1)"),
+        ("best", 'such as "0.5", "max_f1", "sensitivity:0.90" or "specificity:0.95"'),
+    ],
+)
+def test_a_threshold_rule_outside_its_range_is_refused_saying_the_range(text, message):
+    if message is None:  # the ends a rule may reach
+        assert parse_rule(text).value == float(text.rpartition(":")[2])
+        return
+    with pytest.raises(ValueError) as caught:
+        parse_rule(text)
+    assert message in str(caught.value) and repr(text) in str(caught.value)
+
+
 def test_operating_points_read_off_the_roc_curve():
     rng = np.random.default_rng(4)
     y = rng.integers(0, 2, 400)
