@@ -49,6 +49,7 @@ MODULES: dict[str, list[str]] = {
         "or auc or metrics_of",
     ],
     "odirkit/bootstrap.py": [
+        "tests/test_bootstrap.py",
         "tests/test_evaluation.py",
         "tests/test_learning.py",
         "tests/test_report.py",

@@ -23,6 +23,7 @@ from odirkit.cli import app
 from odirkit.data.pairs import pair_patients
 from odirkit.data.prepare import ImageStore
 from odirkit.data.table import Task
+from odirkit.errors import DataError
 from odirkit.eyes import LEFT, RIGHT, OneEye, interleave
 
 CNN_BLOCK = """[model]
@@ -122,6 +123,17 @@ def test_of_two_photographs_of_one_eye_the_first_listed_is_paired():
     assert list(paired.table["eye"]) == ["both", "both"]
     assert paired.store.batch(np.array([0, 1]))[:, 0, 0, 0].tolist() == [1, 0, 2, 4]
     assert paired.table["left_path"].tolist() == ["7_left.jpg", "5_left.jpg"]
+
+
+def test_a_paired_store_refuses_single_photographs_added_by_an_offline_augmenter():
+    rows, store = _photos([("7", "left"), ("7", "right")])
+    truth = pd.DataFrame({"N": [1], "D": [0]}, index=["7"])
+    paired = pair_patients(
+        rows, store, np.array(["train"] * 2), truth, Task(("N", "D"), "multi_label")
+    )
+    with pytest.raises(DataError, match="an offline augmenter adds single photographs"):
+        paired.store.append(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), None)
+    assert len(paired.store) == 1
 
 
 # -- the model ---------------------------------------------------------------------------

@@ -144,6 +144,9 @@ def test_a_patient_with_two_photographs_of_one_eye_fuses_all_three():
     mean = fuse_eyes(probs, ids, ["N", "D"], fusion="mean")
     assert mean.loc["10"].tolist() == pytest.approx([0.3, 0.4])  # N still the minimum
     assert mean.loc["9", "D"] == pytest.approx(0.375)
+    assert fuse_eyes(probs, ids, ["N", "D"]).equals(fused)  # max unless told otherwise
+    with pytest.raises(ValueError, match=r"one of max, mean, got 'median'"):
+        fuse_eyes(probs, ids, ["N", "D"], fusion="median")
 
 
 def disc_image(path: Path, colour: tuple[int, int, int]) -> None:

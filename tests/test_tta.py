@@ -52,6 +52,33 @@ def test_a_rotation_view_turns_the_image_counter_clockwise_with_black_corners():
         build_views(["flip"])
 
 
+def test_a_turn_between_pixels_is_interpolated_bilinearly():
+    # a vertical edge turned by 30 degrees: the pixels it crosses take values between the two
+    # sides (nearest-neighbour would keep only 0 and 1)
+    x = torch.zeros(1, 3, 32, 32)
+    x[..., 16:] = 1.0
+    turned = rotation(30)(x)
+    between = ((turned > 0.05) & (turned < 0.95)).sum().item()
+    assert between >= 3 * 16, between
+
+
+def test_an_augmenter_view_gives_the_same_image_at_every_call_and_in_every_build():
+    # a deterministic augmenter is called with a fixed generator: the run, predict and an
+    # ensemble, each building its own views, see the very same image
+    def noisy(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return images + torch.rand(images.shape, generator=generator)
+
+    x = torch.rand(2, 3, 8, 8)
+    (view,) = build_views([], [noisy])
+    first = view(x)
+    torch.rand(5)  # the global generator moves on between calls; the view does not
+    assert torch.equal(view(x), first)
+    assert torch.equal(build_views([], [noisy])[0](x), first)
+    assert not torch.equal(first, x)
+    views = build_views(["identity", "rotate:90"], [noisy])
+    assert len(views) == 3 and torch.equal(views[0](x), x) and torch.equal(views[2](x), first)
+
+
 def test_the_views_logits_are_averaged_before_the_softmax():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
     view = ModelView(
