@@ -45,8 +45,8 @@ MODULES: dict[str, list[str]] = {
         "tests/test_metrics.py",
         "tests/test_evaluation.py",
         "-k",
-        "multi_label or micro_f1 or one_half or thresholds or operating or macro or sklearn "
-        "or auc or metrics_of",
+        "test_metrics or multi_label or micro_f1 or one_half or thresholds or operating or macro "
+        "or sklearn or auc or metrics_of",
     ],
     "odirkit/bootstrap.py": [
         "tests/test_bootstrap.py",

@@ -114,7 +114,8 @@ def classification_metrics(
     sens_at_spec_90/95, spec_at_sens_90, brier, ece and support. A figure
     undefined for a class is NaN there (recall without positives, precision without
     predicted positives, F1 without either, specificity without negatives, AUC and
-    PR-AUC without both outcomes), and every macro figure is the mean over the classes
+    PR-AUC without both outcomes; micro F1 when no label is true or predicted anywhere), and
+    every macro figure is the mean over the classes
     it is defined for, those left out named under ``macro_left_out`` — the rule the
     bootstrap intervals follow (:mod:`odirkit.bootstrap`), so an estimate always lies
     in its interval.
@@ -124,7 +125,8 @@ def classification_metrics(
     pred = predictions(probs, single_label=single_label, thresholds=thresholds)
     y_true = indicator(targets, n_classes, single_label)
     y_pred = indicator(pred, n_classes, single_label) if single_label else pred
-    kw: dict[str, Any] = {"zero_division": 0}
+    # micro F1 with nothing to find and nothing found is undefined (NaN), as in the bootstrap
+    kw: dict[str, Any] = {"zero_division": np.nan}
     if single_label:
         ids = list(range(n_classes))
         t = np.asarray(targets).astype(np.int64)

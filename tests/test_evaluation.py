@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import torch
 from conftest import tiny_experiment
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import f1_score, roc_auc_score
@@ -147,6 +149,41 @@ def test_a_patient_with_two_photographs_of_one_eye_fuses_all_three():
     assert fuse_eyes(probs, ids, ["N", "D"]).equals(fused)  # max unless told otherwise
     with pytest.raises(ValueError, match=r"one of max, mean, got 'median'"):
         fuse_eyes(probs, ids, ["N", "D"], fusion="median")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    eyes=st.lists(
+        st.tuples(
+            st.sampled_from(["7", "10", "100"]),
+            st.floats(0, 1),
+            st.floats(0, 1),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    which=st.integers(0, 7),
+    raised=st.floats(0, 1),
+    fusion=st.sampled_from(["max", "mean"]),
+)
+def test_fusion_stays_within_the_eyes_and_never_falls_when_an_eye_rises(
+    eyes, which, raised, fusion
+):
+    from odirkit.fusion import fuse_eyes
+
+    ids = [pid for pid, _, _ in eyes]
+    probs = np.array([[n, d] for _, n, d in eyes])
+    fused = fuse_eyes(probs, ids, ["N", "D"], fusion=fusion)
+    for pid in fused.index:
+        own = probs[[i == pid for i in ids]]
+        assert fused.loc[pid, "N"] == pytest.approx(own[:, 0].min())  # the least normal eye
+        assert own[:, 1].min() - 1e-12 <= fused.loc[pid, "D"] <= own[:, 1].max() + 1e-12
+    # one eye's probabilities rise: its patient's fused probabilities do not fall
+    row = which % len(eyes)
+    higher = probs.copy()
+    higher[row] = np.maximum(higher[row], raised)
+    after = fuse_eyes(higher, ids, ["N", "D"], fusion=fusion)
+    assert (after.to_numpy() >= fused.to_numpy() - 1e-12).all()
 
 
 def disc_image(path: Path, colour: tuple[int, int, int]) -> None:
