@@ -1,70 +1,14 @@
-"""Typed records of a run folder's documents: ``metrics.json`` of a trained variant, of the
-metadata baseline and of an ensemble, read and written through one schema.
-
-A record is a pydantic model, as timm types a model's ``PretrainedCfg``: the fields every
-reader relies on are declared (with their types and defaults, so that an older run's file
-reads too), anything else a writer adds is kept as it was (``extra="allow"``). Reading a file
-that does not match names the file and the field (:meth:`Record.read`), so that a damaged or
-foreign ``metrics.json`` is a :class:`~odirkit.errors.RunError`, never a ``KeyError`` three
-modules later.
-"""
+"""The results of a run folder: ``metrics.json`` of a trained variant, of the metadata
+baseline, of an ensemble and of an external validation, and the scores they hold."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from odirkit.errors import RunError
-from odirkit.files import write_json
-from odirkit.runs.documents import _read_json
-
-
-class Record(BaseModel):
-    """A JSON document of a run folder: declared fields typed, the others kept."""
-
-    model_config = ConfigDict(extra="allow")
-    #: what the document is, in words (for errors)
-    DOCUMENT: ClassVar[str] = "a run document"
-
-    @classmethod
-    def from_json(cls, data: Any, where: str | Path) -> Any:
-        """The record of ``data`` (a parsed JSON document).
-
-        Raises:
-            RunError: ``data`` is not this document, naming ``where`` and the first field
-                that does not match.
-        """
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "the document"
-            raise RunError(
-                f"{where}: not {cls.DOCUMENT} as odirkit writes it ({field}: "
-                f"{first['msg']}); was another file saved over it?"
-            ) from None
-
-    @classmethod
-    def read(cls, path: Path, what: str) -> Any:
-        """The record stored at ``path``.
-
-        Raises:
-            RunError: the file is missing (``what`` says what it would have been), damaged,
-                or not this document.
-        """
-        return cls.from_json(_read_json(path, what), path)
-
-    def to_json(self) -> dict[str, Any]:
-        """The document as JSON data: the fields its writer gave (defaults it left out stay
-        out) and the extra ones."""
-        return self.model_dump(mode="json", exclude_unset=True)
-
-    def write(self, path: Path) -> None:
-        """Write the document atomically to ``path``."""
-        write_json(path, self.to_json())
+from odirkit.runs.records.base import Record
 
 
 class Scores(Record):
@@ -227,101 +171,3 @@ class ExternalMetrics(RunMetrics):
     def verdicts(self) -> list[str]:
         """The comparison in words, one sentence per figure."""
         return list(self.comparison.get("verdicts") or [])
-
-
-# -- the run folder's bookkeeping -----------------------------------------------------------
-
-
-class RunDescription(Record):
-    """Run description: ``run.json``, written as the run folder is made."""
-
-    DOCUMENT: ClassVar[str] = "a run's description"
-
-    name: str = ""
-    #: the experiment file it was started from
-    source: str | None = None
-    #: the ``--set`` overrides, as given
-    overrides: list[str] = Field(default_factory=list)
-    #: the variant folders, in order
-    variants: list[str] = Field(default_factory=list)
-    started: str | None = None
-
-
-class TrialDescription(RunDescription):
-    """Trial description: a search trial's ``run.json`` (``odirkit tune``): its one variant
-    and the values the search drew for it."""
-
-    DOCUMENT: ClassVar[str] = "a search trial's description"
-
-    trial: int
-    values: dict[str, Any] = Field(default_factory=dict)
-    #: the search's name
-    tune: str = ""
-
-
-def read_description(path: Path) -> RunDescription:
-    """``run.json`` as the record of its kind: a trial's (it names its ``trial``) or a run's.
-
-    Raises:
-        RunError: the file is missing, damaged or neither.
-    """
-    data = _read_json(path, "the run's description")
-    kind = TrialDescription if "trial" in data else RunDescription
-    return kind.from_json(data, path)
-
-
-class RunningMarker(Record):
-    """Running marker: ``running.json``, there while a process runs the variant."""
-
-    DOCUMENT: ClassVar[str] = "a running marker"
-
-    pid: int = 0
-    host: str = ""
-    #: the scheduler's job id (SLURM, submitit), when there is one
-    job: str | None = None
-    log: str = ""
-    started: str | None = None
-
-
-class Failure(Record):
-    """Failure: ``failed.json``, why a variant's job stopped with an error."""
-
-    DOCUMENT: ClassVar[str] = "a failure record"
-
-    error: str = ""
-    time: str | None = None
-    log: str = ""
-    #: the command that resumes the run
-    resume: str = ""
-
-
-class Job(Record):
-    """One variant's job in ``jobs.json``."""
-
-    DOCUMENT: ClassVar[str] = "a job record"
-
-    id: str | None = None
-    log: str | None = None
-    started: str | None = None
-    ended: str | None = None
-    exit_code: int | None = None
-
-
-class Launch(Record):
-    """Launch record: ``jobs.json``, what the last launcher submitted and whether the
-    comparison was written since."""
-
-    DOCUMENT: ClassVar[str] = "a launch record"
-
-    launcher: str = "local"
-    launched: str | None = None
-    #: how many times a job wrote the comparison (once per launch)
-    comparisons: int = 0
-    #: when this launch's comparison was written (``None``: not yet)
-    compared: str | None = None
-    #: ``pool``: processes at once, and the launching process (its jobs die with it)
-    slots: int | None = None
-    owner: dict[str, Any] | None = None
-    #: ``slurm``: ``slurm`` or ``local`` (submitit's local executor)
-    cluster: str | None = None
-    jobs: dict[str, Job] = Field(default_factory=dict)
