@@ -78,7 +78,7 @@ def answer_of(
     for variant in variants:
         members = [r for r in runs if _base(r.label) == variant]
         record, how = _summary_row(table, variant, members)
-        known = [r.final for r in members if r.final.learning]
+        known = [r.final for r in members if r.final.learning is not None]
         learned = sum(bool(c.learned) for c in known)
         row: dict[str, Any] = {
             "variant": described[variant],

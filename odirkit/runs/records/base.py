@@ -11,10 +11,12 @@ later.
 
 from __future__ import annotations
 
+import math
+import numbers
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, ValidationError
 
 from odirkit.errors import RunError
 from odirkit.files import write_json
@@ -27,6 +29,12 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="allow")
     #: what the document is, in words (for errors)
     DOCUMENT: ClassVar[str] = "a run document"
+    #: how the file is written: ``json``, pydantic's JSON mode (a NaN or an infinity in a
+    #: free-form part is written ``null``: ``metrics.json`` has always been so), or
+    #: ``python``, the values as they are, through :func:`odirkit.files.write_json` (``NaN``
+    #: stays ``NaN``, a numpy number is a number: ``config.json``, ``data.json`` and
+    #: ``environment.json`` were written so before they had records)
+    WRITTEN: ClassVar[Literal["json", "python"]] = "json"
 
     @classmethod
     def from_json(cls, data: Any, where: str | Path) -> Any:
@@ -39,12 +47,7 @@ class Record(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "the document"
-            raise RunError(
-                f"{where}: not {cls.DOCUMENT} as odirkit writes it ({field}: "
-                f"{first['msg']}); was another file saved over it?"
-            ) from None
+            raise refusal(exc, where, cls.DOCUMENT) from None
 
     @classmethod
     def read(cls, path: Path, what: str) -> Any:
@@ -57,10 +60,44 @@ class Record(BaseModel):
         return cls.from_json(_read_json(path, what), path)
 
     def to_json(self) -> dict[str, Any]:
-        """The document as JSON data: the fields its writer gave (defaults it left out stay
-        out) and the extra ones."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        """The document as its file holds it: the fields its writer gave, in the order they
+        are declared (defaults it left out stay out), then the extra ones in the order given
+        (see :attr:`WRITTEN`)."""
+        return self.model_dump(mode=self.WRITTEN, exclude_unset=True)
 
     def write(self, path: Path) -> None:
         """Write the document atomically to ``path``."""
         write_json(path, self.to_json())
+
+
+def refusal(exc: ValidationError, where: str | Path, document: str) -> RunError:
+    """The error of a file that is not ``document``: its name, the first field that does not
+    match and why."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "the document"
+    return RunError(
+        f"{where}: not {document} as odirkit writes it ({field}: {first['msg']}); was "
+        "another file saved over it?"
+    )
+
+
+def _number(value: Any) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError("not a number")
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def _finite_or_null(value: int | float | None) -> int | float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+#: a number of a sub-document as its writer gave it (an int stays an int, a float a float),
+#: ``None`` where undefined; written ``null`` where it is NaN or infinite, as these
+#: sub-documents of ``metrics.json`` were written while they were untyped
+Figure = Annotated[
+    int | float | None,
+    PlainValidator(_number),
+    PlainSerializer(_finite_or_null, when_used="json"),
+]

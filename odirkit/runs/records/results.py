@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from odirkit.runs.records.base import Record
+from odirkit.runs.records.base import Figure, Record
+from odirkit.runs.records.data import CollectionReport, DataReport
 
 
 class Scores(Record):
@@ -78,6 +79,65 @@ class Scores(Record):
         return self.per_class.get(label, {})
 
 
+class Learning(Record):
+    """Did the run learn? (``metrics.json``'s ``learning``, :mod:`odirkit.learning`): the
+    training loss against chance, the validation AUC, the test decisions, and the verdict.
+
+    Losses are the run's own (cross entropy or binary cross entropy, per image, mean).
+    """
+
+    DOCUMENT: ClassVar[str] = "a learning check"
+
+    #: the training images' loss as stored, in evaluation mode, after training
+    train_loss: Figure = None
+    #: the loss of the best constant prediction of the training targets
+    chance_loss: Figure = None
+    #: the validation patients' macro AUC, and its bootstrap interval ``[low, high]``
+    val_auc: Figure = None
+    val_auc_interval: list[Figure] | None = None
+    #: the decision every test patient got, when they all got one
+    one_answer: str | None = None
+    #: why the run did not learn, one sentence each (empty: it learned)
+    reasons: list[str] = Field(default_factory=list)
+    learned: bool | None = None
+    #: the share by which the training loss must fall below chance
+    loss_margin: Figure = None
+
+
+class CheckpointScores(Record):
+    """One kept checkpoint scored on the test patients (``metrics.json``'s
+    ``checkpoints.last`` and ``checkpoints.best``): its headline figures, with intervals."""
+
+    DOCUMENT: ClassVar[str] = "a checkpoint's scores"
+
+    #: the epoch the checkpoint was saved at (1 is the first)
+    epoch: int | None = None
+    f1_micro: Figure = None
+    f1_macro: Figure = None
+    recall_macro: Figure = None
+    specificity_macro: Figure = None
+    auc_macro: Figure = None
+    #: each label's recall (``None``: no test patient shows it)
+    recall: dict[str, Figure] = Field(default_factory=dict)
+    #: the ODIR-5K challenge's score on patients: kappa, f1, auc, final
+    odir_patient: dict[str, Figure] | None = None
+    #: ``{metric: [low, high]}``: bootstrap intervals
+    intervals: dict[str, list[Figure]] = Field(default_factory=dict)
+
+
+class BestEpoch(Record):
+    """The best epoch on validation (``metrics.json``'s ``best``): the epoch of ``best.pt``."""
+
+    DOCUMENT: ClassVar[str] = "a best epoch"
+
+    #: 1 is the first
+    epoch: int | None = None
+    #: the validation figure watched (``train.monitor``)
+    monitor: str = "f1_micro"
+    #: its value at that epoch
+    value: Figure = None
+
+
 class RunMetrics(Record):
     """Run result: a finished variant's ``metrics.json``, written last.
 
@@ -107,14 +167,14 @@ class RunMetrics(Record):
     final_without_tta: Scores | None = None
     final_per_image: Scores | None = None
     validation: Scores | None = None
-    #: :class:`~odirkit.learning.LearningCheck` as stored (``None``: no check, a baseline)
-    learning: dict[str, Any] | None = None
+    #: the learning check (``None``: no check, a baseline or a run made before odirkit checked)
+    learning: Learning | None = None
     #: per kept checkpoint (``last``, ``best``): its epoch, headline figures and intervals
-    checkpoints: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    #: the best epoch on validation: ``{"epoch", "monitor", "value"}``
-    best: dict[str, Any] | None = None
+    checkpoints: dict[str, CheckpointScores] = Field(default_factory=dict)
+    #: the best epoch on validation (``None``: no validation patients)
+    best: BestEpoch | None = None
     #: the data report (``data.json`` at the time of scoring)
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: DataReport = Field(default_factory=DataReport)
     seconds: float | None = None
     distributed: dict[str, Any] = Field(default_factory=dict)
 
@@ -126,7 +186,7 @@ class RunMetrics(Record):
     @property
     def learned(self) -> bool | None:
         """The learning check's verdict (``None`` where the run has none)."""
-        return None if self.learning is None else self.learning.get("learned")
+        return None if self.learning is None else self.learning.learned
 
 
 class EnsembleMetrics(RunMetrics):
@@ -150,6 +210,8 @@ class ExternalMetrics(RunMetrics):
 
     DOCUMENT: ClassVar[str] = "an external validation's result"
 
+    #: the collection's report (its ``data.json``)
+    data: CollectionReport = Field(default_factory=CollectionReport)  # type: ignore[assignment]
     #: the validation's folder name
     name: str = ""
     #: the collection as configured: dataset plugin, root, options
