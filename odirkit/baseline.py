@@ -93,7 +93,7 @@ def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> RunMetrics:
         seed=derive_seed(cfg.seed, Stream.TEST_BOOTSTRAP),
     )
     write_json(out.config_file, {**exp.to_dict(), "baseline": "metadata"})
-    write_json(out.data_file, data.report)
+    data.report.write(out.data_file)
     write_prediction_files(out, data, result, test)
     document = {
         "experiment": exp.name,

@@ -226,7 +226,7 @@ def run_variant(
         show_training_images(
             exp, data, stored, list(zip(online, augmenters, strict=True)), vdir, device
         )
-    if here.main and data.report.get("extra_train_images"):
+    if here.main and data.report.extra_train_images:
         _write_data(vdir, data)
     view = ModelView.of(exp, single_label=data.task.single_label, age_stats=data.age_stats)
     if cfg.train.loss == "binary_cross_entropy" and data.task.single_label:
@@ -452,7 +452,7 @@ def show_training_images(
 
 def _write_data(vdir: VariantDirectory, data: DataBundle) -> None:
     """data.json, split.csv (each image's side) and, if any, the skipped images."""
-    write_json(vdir.data_file, data.report)
+    data.report.write(vdir.data_file)
     side = np.full(len(data.table), "unused", dtype=object)
     side[data.train_idx] = "train"
     side[data.val_idx] = "val"

@@ -164,7 +164,7 @@ def _added_nothing(vdir: VariantDirectory, names: Sequence[str]) -> list[str]:
     """The offline augmenters of a variant (those with a folder of their own) that added
     no training image (a DCGAN with too few images of every class, say)."""
     try:
-        added = vdir.data_report().get("extra_train_images") or {}
+        added = vdir.data_report().extra_train_images
     except Exception:  # no data.json: nothing to say
         return []
     return [

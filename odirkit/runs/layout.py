@@ -4,7 +4,6 @@ documents read back.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Callable
@@ -25,6 +24,8 @@ from odirkit.runs.documents import (
     process_alive,
 )
 from odirkit.runs.records import (
+    AgeNormalisation,
+    DataReport,
     ExternalMetrics,
     Launch,
     RunDescription,
@@ -166,13 +167,13 @@ class VariantDirectory(VariantFiles):
         """
         return _read_json(self.path / self.ENVIRONMENT, "the run's environment")
 
-    def data_report(self) -> dict[str, Any]:
+    def data_report(self) -> DataReport:
         """``data.json`` read back.
 
         Raises:
-            RunError: the file is missing or damaged.
+            RunError: the file is missing, damaged or not a data report.
         """
-        return _read_json(self.data_file, "the run's data report")
+        return DataReport.read(self.data_file, "the run's data report")
 
     def metrics(self) -> RunMetrics:
         """``metrics.json`` read back.
@@ -205,24 +206,23 @@ class VariantDirectory(VariantFiles):
 
     @property
     def single_label(self) -> bool:
-        """Whether the run learned a single-label task (softmax) or a multi-label one."""
-        for path in (self.data_file, self.metrics_file):
+        """Whether the run learned a single-label task (softmax) or a multi-label one, as
+        ``data.json`` says, else ``metrics.json`` (neither readable: multi-label)."""
+        for read in (self.data_report, self.metrics):
             try:
-                doc = json.loads(path.read_text())
-            except (OSError, ValueError):
+                return read().single_label
+            except RunError:
                 continue
-            if isinstance(doc, dict):
-                return doc.get("task") == "single_label"
         return False
 
     @property
     def age_stats(self) -> tuple[float, float]:
         """The training images' age mean and deviation (metadata fusion)."""
         try:
-            stats = self.data_report().get("age_normalisation", {})
+            stats = self.data_report().age_normalisation or AgeNormalisation()
         except RunError:
-            stats = {}
-        return float(stats.get("mean", 0.0)), float(stats.get("std", 1.0))
+            stats = AgeNormalisation()
+        return stats.mean, stats.std
 
     def reported_checkpoint(self) -> str:
         """The checkpoint the run reports, else (not finished) best when it exists, else last.
