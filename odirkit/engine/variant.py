@@ -190,15 +190,15 @@ def run_variant(
         environment = capture_environment(
             registry=registry, device=device, seed=cfg.seed, experiment_file=exp.source
         )
-        environment["distributed"] = {"world_size": here.size, "backend": here.backend}
-        write_json(vdir.environment_file(), environment)
+        environment.distributed = {"world_size": here.size, "backend": here.backend}
+        environment.write(vdir.environment_file())
         tracker.start(
             RunInfo(
                 experiment=exp.name,
                 variant=exp.variant,
                 seed=cfg.seed,
                 config=exp.to_dict(),
-                environment=environment,
+                environment=environment.to_json(),
                 directory=vdir.path,
             )
         )

@@ -320,6 +320,6 @@ def _tell_loggers(
 
 def _environment(vdir: VariantDirectory) -> dict[str, Any]:
     try:
-        return vdir.environment()
+        return vdir.environment().to_json()
     except RunError:
         return {}

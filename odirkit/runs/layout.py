@@ -26,6 +26,7 @@ from odirkit.runs.documents import (
 from odirkit.runs.records import (
     AgeNormalisation,
     DataReport,
+    Environment,
     ExternalMetrics,
     Launch,
     RunDescription,
@@ -40,9 +41,12 @@ def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:
     """Relative data paths of a saved run, made relative to where the run was started,
     so that resuming, predicting or explaining works from any working directory."""
     try:
-        start = Path(vdir.environment()["working_directory"])
-    except (RunError, KeyError):
+        started = vdir.environment().working_directory
+    except RunError:
         return doc
+    if started is None:
+        return doc
+    start = Path(started)
     for table, key in RELATIVE_PATHS:
         value = doc.get(table, {}).get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute():
@@ -159,13 +163,13 @@ class VariantDirectory(VariantFiles):
         doc = _read_json(self.config_file, "this variant cannot be resumed or reused")
         return rebase_paths(doc, self)
 
-    def environment(self) -> dict[str, Any]:
+    def environment(self) -> Environment:
         """``environment.json``: versions, plugins, device, seed, commit.
 
         Raises:
-            RunError: the file is missing or damaged.
+            RunError: the file is missing, damaged or not a run's environment.
         """
-        return _read_json(self.path / self.ENVIRONMENT, "the run's environment")
+        return Environment.read(self.path / self.ENVIRONMENT, "the run's environment")
 
     def data_report(self) -> DataReport:
         """``data.json`` read back.
