@@ -25,9 +25,8 @@ from odirkit.config import Experiment
 from odirkit.data.prepare import metadata_features, prepare_data
 from odirkit.engine.evaluate import score_test, write_prediction_files
 from odirkit.engine.trainer import Evaluation
-from odirkit.files import write_json
 from odirkit.runs import VariantDirectory
-from odirkit.runs.records import RunMetrics
+from odirkit.runs.records import RunMetrics, VariantConfig
 from odirkit.seeding import Stream, derive_seed
 
 
@@ -92,7 +91,7 @@ def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> RunMetrics:
         confidence=cfg.eval.confidence,
         seed=derive_seed(cfg.seed, Stream.TEST_BOOTSTRAP),
     )
-    write_json(out.config_file, {**exp.to_dict(), "baseline": "metadata"})
+    VariantConfig(**exp.to_dict(), baseline="metadata").write(out.config_file)
     data.report.write(out.data_file)
     write_prediction_files(out, data, result, test)
     document = {

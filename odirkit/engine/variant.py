@@ -40,12 +40,12 @@ from odirkit.engine.trainer import (
 )
 from odirkit.errors import ConfigError, OdirkitError, PluginError
 from odirkit.figures import plot_training_images
-from odirkit.files import write_json, write_text
+from odirkit.files import write_text
 from odirkit.layers import check_layers
 from odirkit.plugins import Registry
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import AUGMENT_FOLDER, FigureFiles
-from odirkit.runs.records import RunMetrics
+from odirkit.runs.records import RunMetrics, VariantConfig
 from odirkit.seeding import Stream, derive_seed, generator_for, seed_everything, set_deterministic
 from odirkit.tracking import RunInfo, Tracker
 from odirkit.view import ModelView
@@ -186,7 +186,7 @@ def run_variant(
     distributed.check_batch_size(cfg.train.batch_size)
     tracker = Tracker.build(exp.loggers, enabled=here.main)
     if here.main:
-        write_json(vdir.config_file, exp.to_dict())
+        VariantConfig(**exp.to_dict()).write(vdir.config_file)
         environment = capture_environment(
             registry=registry, device=device, seed=cfg.seed, experiment_file=exp.source
         )

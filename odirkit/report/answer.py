@@ -145,10 +145,9 @@ def _described(runs: Sequence[RunSummary], variants: Sequence[str]) -> dict[str,
         if member.directory is not None:
             vdir = VariantDirectory(member.directory)
             try:
-                config = vdir.config()
+                names = vdir.config().augmenters
             except Exception:  # a folder without config.json: no description
-                config = {}
-            names = [str(a.get("name")) for a in config.get("augment") or [] if a.get("name")]
+                names = []
             empty = _added_nothing(vdir, names)
         augmenters[variant] = (
             (" and ".join(names) + " augmentation") if names else "no augmentation"

@@ -9,17 +9,17 @@ import socket
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas is imported where a table is read: odirkit's start-up stays light
     import pandas as pd
 
+    from odirkit.config import ExperimentConfig
+
 from odirkit.errors import RunError
 from odirkit.runs.documents import (
     PATIENT_PREDICTIONS,
-    RELATIVE_PATHS,
     VariantFiles,
-    _read_json,
     _read_predictions,
     process_alive,
 )
@@ -33,27 +33,18 @@ from odirkit.runs.records import (
     RunMetrics,
     RunningMarker,
     TrialDescription,
+    VariantConfig,
     read_description,
 )
 
 
-def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:
+def rebase_paths(config: VariantConfig, vdir: VariantDirectory) -> VariantConfig:
     """Relative data paths of a saved run, made relative to where the run was started,
     so that resuming, predicting or explaining works from any working directory."""
     try:
-        started = vdir.environment().working_directory
+        return config.rebased(vdir.environment().working_directory)
     except RunError:
-        return doc
-    if started is None:
-        return doc
-    start = Path(started)
-    for table, key in RELATIVE_PATHS:
-        value = doc.get(table, {}).get(key)
-        if isinstance(value, str) and value and not Path(value).is_absolute():
-            here, there = Path(value), start / value
-            if not here.exists() and there.exists():
-                doc[table][key] = str(there)
-    return doc
+        return config
 
 
 class VariantDirectory(VariantFiles):
@@ -158,10 +149,20 @@ class VariantDirectory(VariantFiles):
 
     # -- contents ------------------------------------------------------------------------
 
-    def config(self) -> dict[str, Any]:
-        """The resolved configuration, with relative data paths made to work from here."""
-        doc = _read_json(self.config_file, "this variant cannot be resumed or reused")
-        return rebase_paths(doc, self)
+    def config(self) -> VariantConfig:
+        """``config.json``, the resolved configuration, with relative data paths made to
+        work from here.
+
+        Raises:
+            RunError: the file is missing, damaged or not a resolved configuration.
+        """
+        found = VariantConfig.read(self.config_file, "this variant cannot be resumed or reused")
+        return rebase_paths(found, self)
+
+    def settings(self) -> ExperimentConfig:
+        """``config.json``'s core tables through the configuration's schema
+        (:meth:`VariantConfig.settings`); a :class:`RunError` names the file and field."""
+        return self.config().settings(self.config_file)
 
     def environment(self) -> Environment:
         """``environment.json``: versions, plugins, device, seed, commit.

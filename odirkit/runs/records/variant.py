@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError
 
+from odirkit.runs.documents import RELATIVE_PATHS
 from odirkit.runs.records.base import Record, refusal
 
 if TYPE_CHECKING:  # the configuration loads numpy (thresholds): imported where it is read
@@ -55,6 +56,21 @@ class VariantConfig(Record):
     evaluate: list[dict[str, Any]] = Field(default_factory=list)
     #: the metadata baseline's folder: ``metadata`` (not an experiment key)
     baseline: str | None = None
+
+    def rebased(self, started: str | None) -> VariantConfig:
+        """The configuration with its relative data paths (:data:`RELATIVE_PATHS`) made to
+        work from here where they do not and do from ``started``, the folder the run
+        started in, so that resuming, predicting or explaining works from anywhere."""
+        if started is None:
+            return self
+        for table, key in RELATIVE_PATHS:
+            values: dict[str, Any] = getattr(self, table)  # the table, as written
+            value = values.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                here, there = Path(value), Path(started) / value
+                if not here.exists() and there.exists():
+                    values[key] = str(there)
+        return self
 
     @property
     def augmenters(self) -> list[str]:
