@@ -45,7 +45,7 @@ from odirkit.files import write_text
 from odirkit.plugins import Registry
 from odirkit.predict import load_trained
 from odirkit.runs import ExternalDirectory, VariantDirectory
-from odirkit.runs.records import CollectionReport, ExternalMetrics, FundusCheck
+from odirkit.runs.records import CollectionReport, ExternalMetrics, FundusCheck, Scores
 from odirkit.seeding import Stream, derive_seed
 from odirkit.tracking import RunInfo, Tracker
 
@@ -220,38 +220,37 @@ def evaluate_external(
     write_text(out.comparison_file, comparison.to_csv(index=False))
     title = f"{exp.name}/{vdir.name}: internal test vs {external.name}"
     plot_internal_vs_external(comparison, out.figure, title, confidence)
-    document = {
-        "experiment": exp.name,
-        "variant": vdir.name,
-        "name": out.name,
-        "collection": external.to_dict(),
-        "checkpoint": final.checkpoint,
-        "checkpoint_epoch": final.checkpoint_epoch,
-        "task": kind,
-        "level": level,
-        "labels": labels,
-        "labels_scored": shared,
-        "labels_not_scored": not_scored,
-        "images": len(rows),
-        "patients": int(rows["patient_id"].nunique()),
-        "final": {
+    summary = ExternalMetrics(
+        experiment=exp.name,
+        variant=vdir.name,
+        name=out.name,
+        collection=external.to_dict(),
+        checkpoint=final.checkpoint,
+        checkpoint_epoch=final.checkpoint_epoch,
+        task=kind,
+        level=level,
+        labels=labels,
+        labels_scored=shared,
+        labels_not_scored=not_scored,
+        images=len(rows),
+        patients=int(rows["patient_id"].nunique()),
+        final=Scores(
             **metrics,
-            "intervals": intervals,
-            "confidence": confidence,
-            "threshold_rule": scores.threshold_rule,
-            "thresholds": scores.thresholds,
-            "temperature": scores.temperature,
-        },
-        "comparison": {
+            intervals=intervals,
+            confidence=confidence,
+            threshold_rule=scores.threshold_rule,
+            thresholds=scores.thresholds,
+            temperature=scores.temperature,
+        ),
+        comparison={
             "internal": "the run's test patients (its own predictions), on the labels scored",
             "metrics": comparison.to_dict("records"),
             "verdicts": [verdict(r, confidence) for r in comparison.to_dict("records")],
             "resamples": resamples,
         },
-        "tta": [v if isinstance(v, str) else str(v.get("name")) for v in cfg.eval.tta],
-        "data": data_report,
-    }
-    summary = ExternalMetrics.from_json(document, out.metrics_file)
+        tta=[v if isinstance(v, str) else str(v.get("name")) for v in cfg.eval.tta],
+        data=data_report,
+    )
     summary.write(out.metrics_file)
     _tell_loggers(tracker, exp, vdir, out, summary.to_json())
     info(f"{vdir.name}: external validation on {external.name!r} written to {out.path}")

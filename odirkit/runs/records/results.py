@@ -175,8 +175,12 @@ class RunMetrics(Record):
     best: BestEpoch | None = None
     #: the data report (``data.json`` at the time of scoring)
     data: DataReport = Field(default_factory=DataReport)
+    #: the training's wall-clock time, in seconds (resumed runs: every start's together)
     seconds: float | None = None
+    #: ``{"world_size", "backend", "ranks_in_sync"}``: the processes of a distributed run
     distributed: dict[str, Any] = Field(default_factory=dict)
+    #: the metadata baseline: its model, in words
+    baseline: str | None = None
 
     @property
     def single_label(self) -> bool:
