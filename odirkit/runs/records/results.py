@@ -48,6 +48,8 @@ class Scores(Record):
     loss: float | None = None
     #: the ODIR-5K challenge's score on patients (kappa, AUC, agreement F1, final)
     odir_patient: dict[str, float] | None = None
+    #: each label's recall (``final_without_tta``, which keeps the headline figures only)
+    recall: dict[str, Figure] | None = None
 
     def value(self, metric: str) -> float | None:
         """A figure by name: a headline one (``f1_micro``) or one label's (``recall_D``).
