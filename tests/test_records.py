@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
+import numpy as np
 import pytest
 from conftest import TESTS, undeclared
+from pydantic import Field
 
 from odirkit.errors import RunError
 from odirkit.learning import LearningCheck
@@ -20,6 +23,7 @@ from odirkit.runs.records import (
     EnsembleMetrics,
     Environment,
     ExternalMetrics,
+    Record,
     RunMetrics,
     Scores,
     VariantConfig,
@@ -302,3 +306,46 @@ def test_a_report_of_a_run_with_a_foreign_configuration_names_it(cli, tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "config.json: not a variant's resolved configuration" in result.output
     assert "(eval.bootstrap: " in result.output
+
+
+def test_the_typed_parts_of_a_result_write_numbers_as_their_dicts_did():
+    # learning, checkpoints and best were dicts of any values before they had records: an int
+    # stayed an int, a NaN or an infinity was written null; a run writes the same text now
+    class Untyped(Record):
+        learning: dict[str, Any] | None = None
+        checkpoints: dict[str, dict[str, Any]] = Field(default_factory=dict)
+        best: dict[str, Any] | None = None
+
+    nan, inf = float("nan"), float("inf")
+    parts = {
+        "learning": {
+            "train_loss": nan,
+            "val_auc": None,
+            "val_auc_interval": [nan, 1],
+            "loss_margin": 0.1,
+        },
+        "checkpoints": {
+            "last": {
+                "epoch": 2,
+                "f1_micro": 1,
+                "auc_macro": np.float64(0.25),
+                "recall": {"N": 1.0, "G": nan},
+                "odir_patient": {"kappa": 0, "final": -inf},
+                "intervals": {"recall_G": [nan, inf], "f1_micro": [0, 1.0]},
+            }
+        },
+        "best": {"epoch": 1, "monitor": "loss", "value": inf},
+    }
+    typed = RunMetrics(final=Scores(), **parts).to_json()
+    assert json.dumps({k: typed[k] for k in parts}) == json.dumps(Untyped(**parts).to_json())
+
+
+def test_a_data_report_is_written_as_write_json_wrote_it(tmp_path):
+    # data.json, config.json and environment.json were written by write_json: a plugin's
+    # report may hold a NaN (written NaN) or a numpy number
+    from odirkit.files import write_json
+
+    dataset = {"share": float("nan"), "kept": np.int64(2), "cameras": ("a", "b")}
+    DataReport(images=3, dataset=dataset).write(tmp_path / "data.json")
+    write_json(tmp_path / "before.json", {"images": 3, "dataset": dataset})
+    assert (tmp_path / "data.json").read_text() == (tmp_path / "before.json").read_text()
