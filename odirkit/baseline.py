@@ -25,9 +25,8 @@ from odirkit.config import Experiment
 from odirkit.data.prepare import metadata_features, prepare_data
 from odirkit.engine.evaluate import score_test, write_prediction_files
 from odirkit.engine.trainer import Evaluation
-from odirkit.files import write_json
 from odirkit.runs import VariantDirectory
-from odirkit.runs.records import RunMetrics
+from odirkit.runs.records import RunMetrics, Scores, VariantConfig
 from odirkit.seeding import Stream, derive_seed
 
 
@@ -92,23 +91,23 @@ def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> RunMetrics:
         confidence=cfg.eval.confidence,
         seed=derive_seed(cfg.seed, Stream.TEST_BOOTSTRAP),
     )
-    write_json(out.config_file, {**exp.to_dict(), "baseline": "metadata"})
-    write_json(out.data_file, data.report)
+    VariantConfig(**exp.to_dict(), baseline="metadata").write(out.config_file)
+    data.report.write(out.data_file)
     write_prediction_files(out, data, result, test)
-    document = {
-        "experiment": exp.name,
-        "variant": "baseline-metadata",
-        "baseline": "logistic regression on age and sex",
-        "task": task.kind,
-        "labels": list(task.labels),
-        "level": cfg.data.level,
-        "seed": cfg.seed,
-        "checkpoint": "last",
-        "final": {**result.summary(cfg.eval.threshold, cfg.eval.confidence), "loss": test.loss},
-        **({"final_per_image": result.image_metrics} if result.image_metrics else {}),
-        "validation": result.validation,
-        "data": data.report,
-    }
-    final = RunMetrics.from_json(document, out.metrics_file)
+    final = RunMetrics(
+        experiment=exp.name,
+        variant="baseline-metadata",
+        baseline="logistic regression on age and sex",
+        task=task.kind,
+        labels=list(task.labels),
+        level=cfg.data.level,
+        seed=cfg.seed,
+        checkpoint="last",
+        final=result.summary(cfg.eval.threshold, cfg.eval.confidence, loss=test.loss),
+        validation=None if result.validation is None else Scores(**result.validation),
+        data=data.report,
+    )
+    if result.image_metrics:
+        final.final_per_image = Scores(**result.image_metrics)
     final.write(out.metrics_file)
     return final

@@ -106,7 +106,7 @@ class FinishedRun:
     def learning(self) -> LearningCheck | None:
         """Whether the run learned (None for a run made before odirkit checked)."""
         found = self.final.learning
-        return LearningCheck.from_dict(found) if found else None
+        return None if found is None else LearningCheck.from_record(found)
 
     def scored(self) -> bootstrap.Scored | None:
         """The run's test decisions and scores, for resampling (None without predictions)."""

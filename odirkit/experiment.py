@@ -29,12 +29,12 @@ from odirkit.engine.variant import VariantResult, run_variant
 from odirkit.errors import OdirkitError, RunError
 from odirkit.explain import explain, explain_run, inputs_from_data
 from odirkit.external import evaluate_external
-from odirkit.files import remove_stale_temporaries, write_json, write_text
+from odirkit.files import remove_stale_temporaries, write_text
 from odirkit.plugins import Registry
 from odirkit.report import Comparison, RunSummary, write_report
 from odirkit.runs import RunDirectory, VariantDirectory, finished_variants
 from odirkit.runs.names import ExplainFiles, ReportFiles
-from odirkit.runs.records import Failure, RunDescription, RunningMarker
+from odirkit.runs.records import Failure, RunDescription, RunningMarker, VariantConfig
 from odirkit.seeding import Stream, derive_seed
 
 
@@ -74,7 +74,7 @@ def start_run(
             started=datetime.now().isoformat(timespec="seconds"),
         ).write(run.run_file)
         for exp in experiments:
-            write_json(run.variant(exp.variant).config_file, exp.to_dict())
+            VariantConfig(**exp.to_dict()).write(run.variant(exp.variant).config_file)
 
     created = None
     if distributed.is_main():
@@ -110,7 +110,7 @@ def clear_stale_temporaries(variants: Sequence[VariantDirectory]) -> None:
 
 def load_variant(vdir: VariantDirectory, registry: Registry) -> Experiment:
     """A variant's experiment from its ``config.json``."""
-    (exp,) = resolve_document(vdir.config(), registry, source=str(vdir.config_file))
+    (exp,) = resolve_document(vdir.config().to_json(), registry, source=str(vdir.config_file))
     exp.variant = vdir.name
     return exp
 
@@ -255,7 +255,7 @@ def rebuild_report(path: Path) -> tuple[RunDirectory, Comparison]:
     variants = run.variants()
     if not variants:
         raise RunError(f"{path}: the run lists no variant")
-    first = variants[0].config()
+    first = variants[0].settings()
     summaries, unfinished = [], []
     for vdir in variants:
         if vdir.finished:
@@ -268,19 +268,19 @@ def rebuild_report(path: Path) -> tuple[RunDirectory, Comparison]:
             f"{vdir.name}: {state} after epoch {done}; continue with "
             f"odirkit run --resume {run.path}"
         )
-    ev, compare = first.get("eval", {}), first.get("compare", {})
+    ev, compare = first.eval, first.compare
     comparison = write_report(
         run.path,
-        title=first.get("name", run.path.parent.name),
-        description=first.get("description", ""),
+        title=first.name,
+        description=first.description,
         runs=summaries,
         figures={s.label: f"{s.label}/figures" for s in summaries},
-        baseline=compare.get("baseline"),
-        metrics=compare.get("metrics", ["f1_micro", "auc_macro"]),
-        resamples=ev.get("bootstrap", 1000),
-        confidence=ev.get("confidence", 0.95),
-        seed=derive_seed(int(first.get("seed", 0)), Stream.COMPARISON),
+        baseline=compare.baseline,
+        metrics=compare.metrics,
+        resamples=ev.bootstrap,
+        confidence=ev.confidence,
+        seed=derive_seed(first.seed, Stream.COMPARISON),
         unfinished=unfinished,
-        require_learning=compare.get("require_learning", True),
+        require_learning=compare.require_learning,
     )
     return run, comparison

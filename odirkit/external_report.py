@@ -72,9 +72,9 @@ def left_out(summary: ExternalMetrics) -> str:
     data = summary.data
     labels = ", ".join(summary.labels)
     reasons = [
-        (data.get("dropped_without_label"), f"with none of the run's labels ({labels})"),
-        (data.get("dropped_with_several_labels"), "with several of them (a single-label run)"),
-        (data.get("skipped_unreadable"), "unreadable"),
+        (data.dropped_without_label, f"with none of the run's labels ({labels})"),
+        (data.dropped_with_several_labels, "with several of them (a single-label run)"),
+        (data.skipped_unreadable, "unreadable"),
     ]
     parts = [f"{n} {why}" for n, why in reasons if isinstance(n, int) and n > 0]
     return f"left out: {'; '.join(parts)}" if parts else ""
@@ -93,7 +93,7 @@ def _heading(label: str, summary: ExternalMetrics) -> tuple[str, str]:
         if isinstance(temperature, int | float)
         else "no temperature"
     )
-    which = summary.data.get("dataset", {}).get("scored", "every image")
+    which = summary.data.scored
     text = (
         f"{collection.get('dataset')} at {collection.get('root')} ({which}): "
         f"{summary.images} images, {summary.patients} patients, scored per "

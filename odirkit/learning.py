@@ -24,12 +24,14 @@ difference. A run learned when all three hold:
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from odirkit.runs.records import Learning
 
 #: how far below chance the training loss must end, as a share of the chance loss
 LOSS_MARGIN = 0.1
@@ -51,24 +53,42 @@ class LearningCheck:
         """Whether the run learned: no reason against it."""
         return not self.reasons
 
+    def record(self) -> Learning:
+        """The check as ``metrics.json`` keeps it, with the verdict and the margin."""
+        interval = self.val_auc_interval
+        return Learning(
+            train_loss=self.train_loss,
+            chance_loss=self.chance_loss,
+            val_auc=self.val_auc,
+            val_auc_interval=None if interval is None else list(interval),
+            one_answer=self.one_answer,
+            reasons=list(self.reasons),
+            learned=self.learned,
+            loss_margin=LOSS_MARGIN,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        """The check as ``metrics.json`` keeps it."""
-        out = asdict(self)
-        out["learned"] = self.learned
-        out["loss_margin"] = LOSS_MARGIN
-        return out
+        """The check as ``metrics.json`` keeps it, as a dict."""
+        return self.record().model_dump()
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LearningCheck:
-        """The check read back from ``metrics.json``."""
-        interval = values.get("val_auc_interval")
+        """The check read back from ``metrics.json``'s ``learning`` as parsed."""
+        return cls.from_record(Learning.model_validate(values))
+
+    @classmethod
+    def from_record(cls, stored: Learning) -> LearningCheck:
+        """The check read back from ``metrics.json`` (a loss it lacks is NaN)."""
+        interval = stored.val_auc_interval
         return cls(
-            train_loss=float(values["train_loss"]),
-            chance_loss=float(values["chance_loss"]),
-            val_auc=values.get("val_auc"),
-            val_auc_interval=tuple(interval) if interval else None,
-            one_answer=values.get("one_answer"),
-            reasons=list(values.get("reasons", [])),
+            train_loss=_number(stored.train_loss),
+            chance_loss=_number(stored.chance_loss),
+            val_auc=stored.val_auc,
+            val_auc_interval=(_number(interval[0]), _number(interval[1]))
+            if interval and len(interval) == 2
+            else None,
+            one_answer=stored.one_answer,
+            reasons=list(stored.reasons),
         )
 
     def summary(self) -> str:
@@ -76,6 +96,10 @@ class LearningCheck:
         if self.learned:
             return "learned"
         return "did not learn: " + "; ".join(self.reasons)
+
+
+def _number(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def chance_loss(loss_fn: nn.Module, targets: torch.Tensor, num_classes: int) -> float:

@@ -53,7 +53,7 @@ def load_trained(
     one the run reports) and how it sees an image (with the fitted temperature when the
     checkpoint is the reported one)."""
     checkpoint = checkpoint or vdir.reported_checkpoint()
-    (exp,) = resolve_document(vdir.config(), registry, source=str(vdir.config_file))
+    (exp,) = resolve_document(vdir.config().to_json(), registry, source=str(vdir.config_file))
     path = vdir.checkpoint(checkpoint)
     if not path.exists():
         raise RunError(f"{path}: no such checkpoint (is the run finished?)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -45,6 +46,25 @@ def file_digests(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def undeclared(record: Any, where: str = "") -> list[str]:
+    """The keys of a run document, read as its record, that no record declares (kept as
+    extras): where a writer's key and its record's field have parted."""
+    from pydantic import BaseModel
+
+    found: list[str] = []
+    if isinstance(record, BaseModel):
+        found += [f"{where}.{key}".lstrip(".") for key in record.model_extra or {}]
+        for name in type(record).model_fields:
+            found += undeclared(getattr(record, name), f"{where}.{name}")
+    elif isinstance(record, dict):
+        for key, value in record.items():
+            found += undeclared(value, f"{where}.{key}")
+    elif isinstance(record, list):
+        for i, value in enumerate(record):
+            found += undeclared(value, f"{where}.{i}")
+    return found
 
 
 @pytest.fixture

@@ -290,6 +290,39 @@ def test_the_reports_and_the_loggers_show_the_external_result(multi_label_run, e
     assert "external.shown.difference.auc_macro.low" in tracked.data.metrics
 
 
+def test_every_document_of_a_run_reads_and_writes_back_byte_for_byte(
+    multi_label_run, eyepacs, tmp_path
+):
+    # each record declares every key its writer gives (a key renamed in a writer would be
+    # kept as an extra), and a file read and written again is the same text
+    from conftest import undeclared
+
+    from odirkit.runs.records import (
+        CollectionReport,
+        DataReport,
+        Environment,
+        ExternalMetrics,
+        RunMetrics,
+        VariantConfig,
+    )
+
+    vdir = multi_label_run
+    assert evaluate(vdir, "--data", eyepacs / "eyepacs.toml", "--name", "kept").exit_code == 0
+    external = vdir.external("kept")
+    for path, record in [
+        (vdir.config_file, VariantConfig),
+        (vdir.data_file, DataReport),
+        (vdir.path / vdir.ENVIRONMENT, Environment),
+        (vdir.metrics_file, RunMetrics),
+        (external.metrics_file, ExternalMetrics),
+        (external.data_file, CollectionReport),
+    ]:
+        found = record.read(path, "a run's document")
+        found.write(tmp_path / path.name)
+        assert (tmp_path / path.name).read_text() == path.read_text(), path
+        assert undeclared(found) == [], path
+
+
 # -- [[evaluate]] in an experiment ----------------------------------------------------------
 
 

@@ -5,11 +5,29 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
+import numpy as np
 import pytest
+from conftest import TESTS, undeclared
+from pydantic import Field
 
 from odirkit.errors import RunError
-from odirkit.runs.records import EnsembleMetrics, ExternalMetrics, RunMetrics, Scores
+from odirkit.learning import LearningCheck
+from odirkit.runs import VariantDirectory
+from odirkit.runs.records import (
+    AgeNormalisation,
+    BestEpoch,
+    CollectionReport,
+    DataReport,
+    EnsembleMetrics,
+    Environment,
+    ExternalMetrics,
+    Record,
+    RunMetrics,
+    Scores,
+    VariantConfig,
+)
 
 DOCUMENT = {
     "experiment": "e",
@@ -155,3 +173,179 @@ def test_a_launch_record_keeps_each_job_and_counts_comparisons(tmp_path):
     assert written["jobs"] == {"a-seed0": {"log": "a.log", "exit_code": 0}}
     run.jobs_file.write_text("[1]")  # damaged: read as no launch, not a traceback
     assert run.jobs().launcher == "local" and run.jobs().jobs == {}
+
+
+# -- config.json, data.json, environment.json and metrics.json's parts (issue 23) -----------
+
+#: documents written by odirkit before they had records (3fff9b2), on tiny phantom runs (the
+#: folders' paths replaced): each must read and write back to the very same text
+DOCUMENTS = TESTS / "documents"
+WRITTEN_BEFORE = {
+    # patient level, test-time views, a best epoch, the learning check, NaN and null figures
+    "run_metrics.json": RunMetrics,
+    "baseline_metrics.json": RunMetrics,
+    "ensemble_metrics.json": EnsembleMetrics,
+    "external_metrics.json": ExternalMetrics,
+    "config.json": VariantConfig,
+    "baseline_config.json": VariantConfig,
+    "environment.json": Environment,
+    "data.json": DataReport,
+    "both_eyes_data.json": DataReport,
+    "augmented_data.json": DataReport,
+    "fold_data.json": DataReport,
+    "external_data.json": CollectionReport,
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITTEN_BEFORE))
+def test_a_document_written_before_reads_and_writes_back_byte_for_byte(tmp_path, name):
+    record = WRITTEN_BEFORE[name].read(DOCUMENTS / name, "a test document")
+    record.write(tmp_path / name)
+    assert (tmp_path / name).read_text() == (DOCUMENTS / name).read_text()
+    assert undeclared(record) == []  # every key the code wrote has its field
+    if isinstance(record, VariantConfig):  # and the configuration's schema reads it
+        assert record.settings(DOCUMENTS / name).eval.bootstrap == 50
+
+
+def test_the_parts_of_a_result_are_read_as_fields():
+    found = RunMetrics.read(DOCUMENTS / "run_metrics.json", "a test document")
+    assert found.best == BestEpoch(epoch=1, monitor="f1_micro", value=0.0)
+    assert found.checkpoints["last"].epoch == 2 and found.checkpoints["best"].epoch == 1
+    assert found.checkpoints["last"].recall["G"] is None  # no test patient shows G
+    assert found.learning is not None and found.learning.learned is False
+    assert found.learning.loss_margin == 0.1 and len(found.learning.reasons) == 2
+    assert found.data.test_counts == {"N": 9, "D": 7, "G": 0} and not found.data.single_label
+    assert found.data.age_normalisation == AgeNormalisation(
+        mean=58.583333333333336, std=10.459910239682854
+    )
+    external = ExternalMetrics.read(DOCUMENTS / "external_metrics.json", "a test document")
+    assert external.data.graded_labels == list("NDGCAHMO") and external.data.scored == "every image"
+
+
+def test_an_older_variant_folder_without_the_optional_keys_reads(tmp_path):
+    # what each reader falls back on when a key is missing; written back, nothing is added
+    written = {
+        "config.json": {"name": "old", "data": {"root": "phantom"}},
+        "data.json": {"images": 10, "task": "single_label", "train_counts": {"N": 3}},
+        "environment.json": {"python": "3.11.4"},
+        "metrics.json": {
+            "final": {"f1_micro": 0.5},
+            "learning": {"learned": True},
+            "best": {"epoch": 2},
+            "checkpoints": {"last": {"epoch": 3}},
+        },
+    }
+    for name, document in written.items():
+        (tmp_path / name).write_text(json.dumps(document))
+    vdir = VariantDirectory(tmp_path)
+    config, settings = vdir.config(), vdir.settings()
+    assert config.data == {"root": "phantom"} and config.augmenters == []
+    assert settings.eval.bootstrap == 1000 and settings.compare.metrics == ["f1_micro", "auc_macro"]
+    data = vdir.data_report()
+    assert vdir.single_label and vdir.age_stats == (0.0, 1.0)  # no age_normalisation
+    assert data.patient_truth is None and data.extra_train_images == {} and data.fold is None
+    assert vdir.environment().working_directory is None and vdir.environment().git is None
+    final = vdir.metrics()
+    assert final.best == BestEpoch(epoch=2) and final.best.monitor == "f1_micro"
+    assert final.checkpoints["last"].intervals == {} and final.learned is True
+    check = LearningCheck.from_record(final.learning)
+    assert check.learned and math.isnan(check.train_loss) and check.val_auc_interval is None
+    for name, record in [
+        ("config.json", config),
+        ("data.json", data),
+        ("environment.json", vdir.environment()),
+        ("metrics.json", final),
+    ]:
+        assert record.to_json() == written[name], name
+
+
+@pytest.mark.parametrize(
+    ("name", "document", "field"),
+    [
+        ("config.json", {"name": "x", "augment": {"name": "classic"}}, "augment"),
+        ("config.json", {"name": "x", "eval": {"bootstrap": "many"}}, "eval.bootstrap"),
+        ("config.json", {"name": "x", "compare": {"metric": ["f1_D"]}}, "compare.metric"),
+        ("data.json", {"train_counts": {"N": "many"}}, "train_counts.N"),
+        ("data.json", {"age_normalisation": {"mean": "old"}}, "age_normalisation.mean"),
+        ("data.json", {"patient_truth": ["union"]}, "patient_truth"),
+        ("environment.json", {"command": "odirkit run"}, "command"),
+        ("environment.json", {"plugins": [{"name": 3}]}, "plugins.0.name"),
+        ("metrics.json", {"final": {}, "learning": {"reasons": "none"}}, "learning.reasons"),
+        ("metrics.json", {"final": {}, "best": {"value": "high"}}, "best.value"),
+        ("metrics.json", {"final": {}, "data": {"images": "all"}}, "data.images"),
+        (
+            "metrics.json",
+            {"final": {}, "checkpoints": {"last": {"intervals": {"f1_micro": ["a", 1]}}}},
+            "checkpoints.last.intervals.f1_micro.0",
+        ),
+    ],
+)
+def test_a_foreign_variant_document_is_refused_naming_the_file_and_the_field(
+    tmp_path, name, document, field
+):
+    (tmp_path / name).write_text(json.dumps(document))
+    vdir = VariantDirectory(tmp_path)
+    read = {
+        "config.json": vdir.settings,
+        "data.json": vdir.data_report,
+        "environment.json": vdir.environment,
+        "metrics.json": vdir.metrics,
+    }[name]
+    with pytest.raises(RunError) as caught:
+        read()
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / name}: not ") and f"({field}: " in message
+
+
+def test_a_report_of_a_run_with_a_foreign_configuration_names_it(cli, tmp_path):
+    run = tmp_path / "runs" / "x" / "20250101-000000"
+    (run / "v").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"name": "x", "variants": ["v"]}))
+    (run / "v" / "config.json").write_text(json.dumps({"name": "x", "eval": {"bootstrap": "all"}}))
+    result = cli("report", run)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "config.json: not a variant's resolved configuration" in result.output
+    assert "(eval.bootstrap: " in result.output
+
+
+def test_the_typed_parts_of_a_result_write_numbers_as_their_dicts_did():
+    # learning, checkpoints and best were dicts of any values before they had records: an int
+    # stayed an int, a NaN or an infinity was written null; a run writes the same text now
+    class Untyped(Record):
+        learning: dict[str, Any] | None = None
+        checkpoints: dict[str, dict[str, Any]] = Field(default_factory=dict)
+        best: dict[str, Any] | None = None
+
+    nan, inf = float("nan"), float("inf")
+    parts = {
+        "learning": {
+            "train_loss": nan,
+            "val_auc": None,
+            "val_auc_interval": [nan, 1],
+            "loss_margin": 0.1,
+        },
+        "checkpoints": {
+            "last": {
+                "epoch": 2,
+                "f1_micro": 1,
+                "auc_macro": np.float64(0.25),
+                "recall": {"N": 1.0, "G": nan},
+                "odir_patient": {"kappa": 0, "final": -inf},
+                "intervals": {"recall_G": [nan, inf], "f1_micro": [0, 1.0]},
+            }
+        },
+        "best": {"epoch": 1, "monitor": "loss", "value": inf},
+    }
+    typed = RunMetrics(final=Scores(), **parts).to_json()
+    assert json.dumps({k: typed[k] for k in parts}) == json.dumps(Untyped(**parts).to_json())
+
+
+def test_a_data_report_is_written_as_write_json_wrote_it(tmp_path):
+    # data.json, config.json and environment.json were written by write_json: a plugin's
+    # report may hold a NaN (written NaN) or a numpy number
+    from odirkit.files import write_json
+
+    dataset = {"share": float("nan"), "kept": np.int64(2), "cameras": ("a", "b")}
+    DataReport(images=3, dataset=dataset).write(tmp_path / "data.json")
+    write_json(tmp_path / "before.json", {"images": 3, "dataset": dataset})
+    assert (tmp_path / "data.json").read_text() == (tmp_path / "before.json").read_text()

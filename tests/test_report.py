@@ -187,7 +187,7 @@ def test_the_results_table_shows_counts_words_and_no_duplicate():
     assert shown["epochs"].iloc[0] == 3 and isinstance(shown["epochs"].iloc[0], int)
     assert shown["learned"].iloc[0] == "yes" and "accuracy" in shown
     found[0].final.checkpoint, found[0].final.checkpoint_epoch = "last", 3
-    found[0].final.best["epoch"] = 2
+    found[0].final.best.epoch = 2
     assert "best_epoch" in shown_table(comparison_table(found, resamples=0), found)
 
 
@@ -451,5 +451,5 @@ def test_an_external_result_says_how_many_images_it_left_out_and_why():
     assert (
         "Images left out: 11 with none of the run's labels (N, D); 2 with several of them" in text
     )
-    summary.data.update(dropped_without_label=0, dropped_with_several_labels=0)
+    summary.data.dropped_without_label = summary.data.dropped_with_several_labels = 0
     assert left_out(summary) == "" and "left out" not in _heading("default", summary)[1]

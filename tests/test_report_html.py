@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import tiny_experiment
+from conftest import tiny_experiment, undeclared
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -171,6 +171,26 @@ def test_report_rebuilds_the_report_of_an_interrupted_run(cli, report_run, tmp_p
     assert "variant-plain" in page and "variant-faster" not in page
     assert "faster: stopped after epoch 2" in markdown
     assert f"odirkit run --resume {copy}" in page
+
+
+def test_every_document_the_run_wrote_reads_and_writes_back_byte_for_byte(report_run, tmp_path):
+    # (the records' test, on this module's run): each record declares every key its writer
+    # gives (a key renamed in a writer would be kept as an extra), and a file read and
+    # written again is the same text
+    from odirkit.runs import RunDirectory
+    from odirkit.runs.records import DataReport, Environment, RunMetrics, VariantConfig
+
+    for vdir in RunDirectory(report_run).variants():
+        for path, record in [
+            (vdir.config_file, VariantConfig),
+            (vdir.data_file, DataReport),
+            (vdir.path / vdir.ENVIRONMENT, Environment),
+            (vdir.metrics_file, RunMetrics),
+        ]:
+            found = record.read(path, "a run's document")
+            found.write(tmp_path / path.name)
+            assert (tmp_path / path.name).read_text() == path.read_text(), path
+            assert undeclared(found) == [], path
 
 
 # -- the quickstart's report, read as a person reads it -------------------------------------

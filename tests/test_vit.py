@@ -344,7 +344,9 @@ def test_a_finished_run_is_used_without_the_weights_it_started_from(
     exp.write_text(text)
     assert cli("run", exp, "--out", tmp_path / "runs").exit_code == 0
     (variant,) = (tmp_path / "runs").glob("*/*/default")
-    (experiment,) = resolve_document(VariantDirectory(variant).config(), registry, source="run")
+    (experiment,) = resolve_document(
+        VariantDirectory(variant).config().to_json(), registry, source="run"
+    )
     torch.manual_seed(0)
     fresh = build_reinitialised(experiment, 2)
     own = source.state_dict()

@@ -116,9 +116,8 @@ def _tested_metrics(summaries) -> list[str]:
     quickstart's F1 and recall of D), when every run names the same; else the defaults."""
     named = set()
     for summary in summaries:
-        config = VariantDirectory(summary.directory).config() if summary.directory else {}
-        found = (config.get("compare") or {}).get("metrics")
-        named.add(tuple(found) if isinstance(found, list) and found else None)
+        found = VariantDirectory(summary.directory).settings() if summary.directory else None
+        named.add(tuple(found.compare.metrics) if found and found.compare.metrics else None)
     if len(named) == 1 and None not in named:
         return list(next(iter(named)))
     return ["f1_micro", "auc_macro"]

@@ -29,6 +29,7 @@ from odirkit.config.experiment import (
     PluginCall,
     TuneConfig,
     TuneRange,
+    split_plugin_params,
 )
 from odirkit.config.external import (
     TRAINING_DATA_KEYS,
@@ -90,4 +91,5 @@ __all__ = [
     "read_toml",
     "resolve_document",
     "resolve_external",
+    "split_plugin_params",
 ]

@@ -203,6 +203,22 @@ PLUGIN_TABLES: dict[str, tuple[str, str]] = {
 }
 
 
+def split_plugin_params(
+    doc: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A document's keys for :class:`ExperimentConfig` and, per plugin table (``[data]``,
+    ``[model]``, each a dict), the keys beside the core ones: the parameters of the plugin
+    the table names."""
+    core = dict(doc)
+    params: dict[str, dict[str, Any]] = {}
+    for table in PLUGIN_TABLES:
+        value = doc.get(table, {})
+        fields = ExperimentConfig.model_fields[table].annotation.model_fields  # type: ignore[union-attr]
+        params[table] = {k: v for k, v in value.items() if k not in fields}
+        core[table] = {k: v for k, v in value.items() if k in fields}
+    return core, params
+
+
 @dataclass(frozen=True)
 class PluginCall:
     """A plugin named by an experiment, with its validated parameters."""

@@ -24,6 +24,7 @@ from odirkit.config.experiment import (
     Experiment,
     ExperimentConfig,
     PluginCall,
+    split_plugin_params,
 )
 from odirkit.config.external import (
     _resolve_external,
@@ -164,15 +165,11 @@ def _expand_folds(exp: Experiment) -> list[Experiment]:
 def _resolve_variant(
     doc: dict[str, Any], registry: Registry, variant: str, origin: _Origin
 ) -> Experiment:
-    core_doc = copy.deepcopy(doc)
-    plugin_params: dict[str, dict[str, Any]] = {}
     for table in PLUGIN_TABLES:
-        value = core_doc.get(table, {})
+        value = doc.get(table, {})
         if not isinstance(value, dict):
             raise ConfigError(f"{origin.where('')} {table!r} must be a table, got {value!r}")
-        fields = _fields(ExperimentConfig.model_fields[table].annotation)
-        plugin_params[table] = {k: v for k, v in value.items() if k not in fields}
-        core_doc[table] = {k: v for k, v in value.items() if k in fields}
+    core_doc, plugin_params = split_plugin_params(copy.deepcopy(doc))
     try:
         config = ExperimentConfig(**core_doc)
     except pydantic.ValidationError as exc:

@@ -8,12 +8,12 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from odirkit.engine.device import describe_device
 from odirkit.plugins import Registry
+from odirkit.runs.records import BrokenPlugin, Environment, GitRevision, PluginVersion
 
 PACKAGES = (
     "odirkit",
@@ -42,7 +42,7 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def git_revision(where: Path) -> dict[str, Any] | None:
+def git_revision(where: Path) -> GitRevision | None:
     """The commit (and whether the tree is dirty) of the git checkout holding ``where``."""
     try:
         commit = subprocess.run(
@@ -59,38 +59,38 @@ def git_revision(where: Path) -> dict[str, Any] | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    return GitRevision(commit=commit.stdout.strip(), dirty=bool(status.stdout.strip()))
 
 
 def capture_environment(
     *, registry: Registry, device: torch.device, seed: int, experiment_file: str | None
-) -> dict[str, Any]:
-    """Everything needed to say what produced a run."""
+) -> Environment:
+    """Everything needed to say what produced a run (``environment.json``)."""
     where = Path(experiment_file).resolve().parent if experiment_file else Path.cwd()
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": describe_device(device),
-        "cuda": torch.version.cuda,
-        "seed": seed,
-        "packages": package_versions(),
-        "plugins": [
-            {
-                "kind": spec.kind,
-                "name": spec.name,
-                "distribution": spec.source.distribution,
-                "version": spec.source.version,
-            }
+    return Environment(
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        machine=platform.machine(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        device=describe_device(device),
+        cuda=torch.version.cuda,
+        seed=seed,
+        packages=package_versions(),
+        plugins=[
+            PluginVersion(
+                kind=spec.kind,
+                name=spec.name,
+                distribution=spec.source.distribution,
+                version=spec.source.version,
+            )
             for spec in registry.specs()
         ],
-        "broken_plugins": [
-            {"plugin": b.plugin, "distribution": b.source.distribution, "error": b.error}
+        broken_plugins=[
+            BrokenPlugin(plugin=b.plugin, distribution=b.source.distribution, error=b.error)
             for b in registry.broken
         ],
-        "git": git_revision(where),
-        "command": sys.argv,
-        "working_directory": str(Path.cwd()),
-    }
+        git=git_revision(where),
+        command=sys.argv,
+        working_directory=str(Path.cwd()),
+    )

@@ -32,6 +32,7 @@ from odirkit.files import write_text
 from odirkit.fusion import fuse_eyes
 from odirkit.metrics import classification_metrics, indicator, odir_score, predictions
 from odirkit.runs import VariantDirectory
+from odirkit.runs.records import Scores
 from odirkit.thresholds import choose_thresholds, parse_rule
 
 
@@ -176,19 +177,21 @@ class TestResult:
     val: LevelPredictions | None
     image_metrics: dict[str, Any] | None = None
 
-    def summary(self, rule: str, confidence: float = bootstrap.CONFIDENCE) -> dict[str, Any]:
-        """The JSON of metrics.json: metrics, intervals, operating points, calibration."""
-        labels = self.test.labels
-        out: dict[str, Any] = {
+    def summary(
+        self, rule: str, confidence: float = bootstrap.CONFIDENCE, *, loss: float | None
+    ) -> Scores:
+        """``metrics.json``'s ``final``: metrics, intervals, operating points, calibration
+        and the test ``loss``."""
+        return Scores(
             **self.metrics,
-            "intervals": self.intervals,
-            "confidence": confidence,
-            "threshold_rule": rule,
-            "thresholds": thresholds_dict(labels, self.thresholds),
-            "temperature": self.temperature,
-            "reliability": reliability_table(self.test),
-        }
-        return out
+            intervals=self.intervals,
+            confidence=confidence,
+            threshold_rule=rule,
+            thresholds=thresholds_dict(self.test.labels, self.thresholds),
+            temperature=self.temperature,
+            reliability=reliability_table(self.test),
+            loss=loss,
+        )
 
 
 def reliability_table(preds: LevelPredictions) -> dict[str, dict[str, list[float]]]:

@@ -41,7 +41,7 @@ from odirkit.learning import LearningCheck, chance_loss, check_learning
 from odirkit.metrics import flatten_metrics, predictions
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import FigureFiles
-from odirkit.runs.records import RunMetrics
+from odirkit.runs.records import BestEpoch, CheckpointScores, RunMetrics, Scores
 from odirkit.seeding import Stream, derive_seed
 from odirkit.tracking import Tracker
 
@@ -370,51 +370,45 @@ class EpochLoop:
         rule = self.cfg.eval.threshold
         write_prediction_files(self.vdir, self.trainer.data, result, test)
         write_text(self.vdir.history_file, history.to_csv(index=False))
-        summary = result.summary(rule, self.cfg.eval.confidence)
         epochs = {"last": len(self.history), "best": (self.best or {}).get("epoch")}
-        learning = self._learning(result, fitted)
-        document = {
-            "experiment": self.exp.name,
-            "variant": self.exp.variant,
-            "task": task.kind,
-            "labels": list(task.labels),
-            "epochs": self.cfg.train.epochs,
-            "epochs_trained": len(self.history),
-            "stopped_early": self.stopped_early,
-            "seed": self.cfg.seed,
-            "level": self.cfg.data.level,
-            "checkpoint": chosen,
-            "checkpoint_epoch": epochs[chosen],
-            "final": {**summary, "loss": test.loss},
-            **(
-                {
-                    "tta": list(_view_names(self.cfg.eval.tta)),
-                    "final_without_tta": {
-                        **_headline(plain[chosen][0].metrics),
-                        "intervals": plain[chosen][0].intervals,
-                        "loss": plain[chosen][1].loss,
-                    },
-                }
-                if tta
-                else {}
-            ),
-            **({"final_per_image": result.image_metrics} if result.image_metrics else {}),
-            "validation": result.validation,
-            "learning": learning.to_dict(),
-            "checkpoints": {
-                name: {"epoch": epochs[name], **_headline(r.metrics), "intervals": r.intervals}
+        final = RunMetrics(
+            experiment=self.exp.name,
+            variant=self.exp.variant,
+            task=task.kind,
+            labels=list(task.labels),
+            epochs=self.cfg.train.epochs,
+            epochs_trained=len(self.history),
+            stopped_early=self.stopped_early,
+            seed=self.cfg.seed,
+            level=self.cfg.data.level,
+            checkpoint=chosen,
+            checkpoint_epoch=epochs[chosen],
+            final=result.summary(rule, self.cfg.eval.confidence, loss=test.loss),
+            validation=None if result.validation is None else Scores(**result.validation),
+            learning=self._learning(result, fitted).record(),
+            checkpoints={
+                name: CheckpointScores(
+                    epoch=epochs[name], **_headline(r.metrics), intervals=r.intervals
+                )
                 for name, (r, _) in results.items()
             },
-            "best": self.best,
-            "data": data.report,
-            "seconds": round(self.seconds_before + time.perf_counter() - self.started, 3),
-            "distributed": {
+            best=None if self.best is None else BestEpoch(**self.best),
+            data=data.report,
+            seconds=round(self.seconds_before + time.perf_counter() - self.started, 3),
+            distributed={
                 "world_size": here.size,
                 "backend": here.backend,
                 "ranks_in_sync": in_sync,
             },
-        }
-        final = RunMetrics.from_json(document, self.vdir.metrics_file)
+        )
+        if tta:  # the reported scores are the averaged views'; the image alone's beside them
+            final.tta = list(_view_names(self.cfg.eval.tta))
+            without, test_without = plain[chosen]
+            final.final_without_tta = Scores(
+                **_headline(without.metrics), intervals=without.intervals, loss=test_without.loss
+            )
+        if result.image_metrics:
+            final.final_per_image = Scores(**result.image_metrics)
         title = f"{self.exp.name}/{self.exp.variant}"
         plot_run(history, list(task.labels), self.vdir.figures, title, final)
         plot_reliability(

@@ -40,12 +40,12 @@ from odirkit.engine.trainer import (
 )
 from odirkit.errors import ConfigError, OdirkitError, PluginError
 from odirkit.figures import plot_training_images
-from odirkit.files import write_json, write_text
+from odirkit.files import write_text
 from odirkit.layers import check_layers
 from odirkit.plugins import Registry
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import AUGMENT_FOLDER, FigureFiles
-from odirkit.runs.records import RunMetrics
+from odirkit.runs.records import RunMetrics, VariantConfig
 from odirkit.seeding import Stream, derive_seed, generator_for, seed_everything, set_deterministic
 from odirkit.tracking import RunInfo, Tracker
 from odirkit.view import ModelView
@@ -186,19 +186,19 @@ def run_variant(
     distributed.check_batch_size(cfg.train.batch_size)
     tracker = Tracker.build(exp.loggers, enabled=here.main)
     if here.main:
-        write_json(vdir.config_file, exp.to_dict())
+        VariantConfig(**exp.to_dict()).write(vdir.config_file)
         environment = capture_environment(
             registry=registry, device=device, seed=cfg.seed, experiment_file=exp.source
         )
-        environment["distributed"] = {"world_size": here.size, "backend": here.backend}
-        write_json(vdir.environment_file(), environment)
+        environment.distributed = {"world_size": here.size, "backend": here.backend}
+        environment.write(vdir.environment_file())
         tracker.start(
             RunInfo(
                 experiment=exp.name,
                 variant=exp.variant,
                 seed=cfg.seed,
                 config=exp.to_dict(),
-                environment=environment,
+                environment=environment.to_json(),
                 directory=vdir.path,
             )
         )
@@ -226,7 +226,7 @@ def run_variant(
         show_training_images(
             exp, data, stored, list(zip(online, augmenters, strict=True)), vdir, device
         )
-    if here.main and data.report.get("extra_train_images"):
+    if here.main and data.report.extra_train_images:
         _write_data(vdir, data)
     view = ModelView.of(exp, single_label=data.task.single_label, age_stats=data.age_stats)
     if cfg.train.loss == "binary_cross_entropy" and data.task.single_label:
@@ -452,7 +452,7 @@ def show_training_images(
 
 def _write_data(vdir: VariantDirectory, data: DataBundle) -> None:
     """data.json, split.csv (each image's side) and, if any, the skipped images."""
-    write_json(vdir.data_file, data.report)
+    data.report.write(vdir.data_file)
     side = np.full(len(data.table), "unused", dtype=object)
     side[data.train_idx] = "train"
     side[data.val_idx] = "val"

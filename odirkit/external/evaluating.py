@@ -41,18 +41,18 @@ from odirkit.external.scoring import (
     plot_internal_vs_external,
     verdict,
 )
-from odirkit.files import write_json, write_text
+from odirkit.files import write_text
 from odirkit.plugins import Registry
 from odirkit.predict import load_trained
 from odirkit.runs import ExternalDirectory, VariantDirectory
-from odirkit.runs.records import ExternalMetrics
+from odirkit.runs.records import CollectionReport, ExternalMetrics, FundusCheck, Scores
 from odirkit.seeding import Stream, derive_seed
 from odirkit.tracking import RunInfo, Tracker
 
 
 def _prepared(
     paths: list[str], cache: ImageCache, on_bad_image: str, check: str, where: str
-) -> tuple[list[np.ndarray], np.ndarray, list[dict[str, str]], dict[str, Any]]:
+) -> tuple[list[np.ndarray], np.ndarray, list[dict[str, str]], FundusCheck]:
     """The preprocessed images that are used, their positions, the skipped ones, and the
     fundus check's report (the run's modes unless the collection's entry sets others)."""
     with cache.building(), progress_bar() as bar:
@@ -74,7 +74,7 @@ def _prepared(
         reasons = checked_reasons(cache, paths, prepared.images)
         failed = [(i, r, REASONS[r]) for i, r in enumerate(reasons) if r]
     listed = [{"path": paths[i], "reason": reason} for i, reason, _ in failed]
-    report = {"mode": check, "failed": len(failed), "failures": listed[:200]}
+    report = FundusCheck(mode=check, failed=len(failed), failures=listed[:200])
     if failed and check == "error":
         raise DataError(
             f"{where}: {len(failed)} photograph(s) fail the fundus check, first "
@@ -214,44 +214,43 @@ def evaluate_external(
     if skipped:
         write_text(out.skipped_file, pd.DataFrame(skipped).to_csv(index=False))
     data_report = _data_report(samples, selection, rows, targets, task, skipped, check)
-    data_report["patient_truth"] = truth_report
-    data_report["cache"] = str(cache.directory)
-    write_json(out.data_file, data_report)
+    data_report.patient_truth = truth_report
+    data_report.cache = str(cache.directory)
+    data_report.write(out.data_file)
     write_text(out.comparison_file, comparison.to_csv(index=False))
     title = f"{exp.name}/{vdir.name}: internal test vs {external.name}"
     plot_internal_vs_external(comparison, out.figure, title, confidence)
-    document = {
-        "experiment": exp.name,
-        "variant": vdir.name,
-        "name": out.name,
-        "collection": external.to_dict(),
-        "checkpoint": final.checkpoint,
-        "checkpoint_epoch": final.checkpoint_epoch,
-        "task": kind,
-        "level": level,
-        "labels": labels,
-        "labels_scored": shared,
-        "labels_not_scored": not_scored,
-        "images": len(rows),
-        "patients": int(rows["patient_id"].nunique()),
-        "final": {
+    summary = ExternalMetrics(
+        experiment=exp.name,
+        variant=vdir.name,
+        name=out.name,
+        collection=external.to_dict(),
+        checkpoint=final.checkpoint,
+        checkpoint_epoch=final.checkpoint_epoch,
+        task=task.kind,
+        level=level,
+        labels=list(task.labels),
+        labels_scored=shared,
+        labels_not_scored=not_scored,
+        images=len(rows),
+        patients=int(rows["patient_id"].nunique()),
+        final=Scores(
             **metrics,
-            "intervals": intervals,
-            "confidence": confidence,
-            "threshold_rule": scores.threshold_rule,
-            "thresholds": scores.thresholds,
-            "temperature": scores.temperature,
-        },
-        "comparison": {
+            intervals=intervals,
+            confidence=confidence,
+            threshold_rule=scores.threshold_rule,
+            thresholds=scores.thresholds,
+            temperature=scores.temperature,
+        ),
+        comparison={
             "internal": "the run's test patients (its own predictions), on the labels scored",
             "metrics": comparison.to_dict("records"),
             "verdicts": [verdict(r, confidence) for r in comparison.to_dict("records")],
             "resamples": resamples,
         },
-        "tta": [v if isinstance(v, str) else str(v.get("name")) for v in cfg.eval.tta],
-        "data": data_report,
-    }
-    summary = ExternalMetrics.from_json(document, out.metrics_file)
+        tta=[v if isinstance(v, str) else str(v.get("name")) for v in cfg.eval.tta],
+        data=data_report,
+    )
     summary.write(out.metrics_file)
     _tell_loggers(tracker, exp, vdir, out, summary.to_json())
     info(f"{vdir.name}: external validation on {external.name!r} written to {out.path}")
@@ -267,24 +266,24 @@ def _data_report(
     targets: np.ndarray,
     task: Task,
     skipped: list[dict[str, str]],
-    check: dict[str, Any],
-) -> dict[str, Any]:
+    check: FundusCheck,
+) -> CollectionReport:
     counts = (
         np.bincount(targets.astype(np.int64), minlength=task.num_classes)
         if task.single_label
         else np.asarray(targets).sum(axis=0)
     )
-    return {
-        "images": len(rows),
-        "patients": int(rows["patient_id"].nunique()),
-        "counts": {label: int(c) for label, c in zip(task.labels, counts, strict=True)},
-        "graded_labels": samples.graded,
-        "dropped_without_label": selection.dropped_none,
-        "dropped_with_several_labels": selection.dropped_several,
-        "skipped_unreadable": len(skipped),
-        "fundus_check": check,
-        "dataset": samples.report,
-    }
+    return CollectionReport(
+        images=len(rows),
+        patients=int(rows["patient_id"].nunique()),
+        counts={label: int(c) for label, c in zip(task.labels, counts, strict=True)},
+        graded_labels=samples.graded,
+        dropped_without_label=selection.dropped_none,
+        dropped_with_several_labels=selection.dropped_several,
+        skipped_unreadable=len(skipped),
+        fundus_check=check,
+        dataset=samples.report,
+    )
 
 
 def _tell_loggers(
@@ -320,6 +319,6 @@ def _tell_loggers(
 
 def _environment(vdir: VariantDirectory) -> dict[str, Any]:
     try:
-        return vdir.environment()
+        return vdir.environment().to_json()
     except RunError:
         return {}

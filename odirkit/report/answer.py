@@ -78,7 +78,7 @@ def answer_of(
     for variant in variants:
         members = [r for r in runs if _base(r.label) == variant]
         record, how = _summary_row(table, variant, members)
-        known = [r.final for r in members if r.final.learning]
+        known = [r.final for r in members if r.final.learning is not None]
         learned = sum(bool(c.learned) for c in known)
         row: dict[str, Any] = {
             "variant": described[variant],
@@ -145,10 +145,9 @@ def _described(runs: Sequence[RunSummary], variants: Sequence[str]) -> dict[str,
         if member.directory is not None:
             vdir = VariantDirectory(member.directory)
             try:
-                config = vdir.config()
+                names = vdir.config().augmenters
             except Exception:  # a folder without config.json: no description
-                config = {}
-            names = [str(a.get("name")) for a in config.get("augment") or [] if a.get("name")]
+                names = []
             empty = _added_nothing(vdir, names)
         augmenters[variant] = (
             (" and ".join(names) + " augmentation") if names else "no augmentation"
@@ -164,7 +163,7 @@ def _added_nothing(vdir: VariantDirectory, names: Sequence[str]) -> list[str]:
     """The offline augmenters of a variant (those with a folder of their own) that added
     no training image (a DCGAN with too few images of every class, say)."""
     try:
-        added = vdir.data_report().get("extra_train_images") or {}
+        added = vdir.data_report().extra_train_images
     except Exception:  # no data.json: nothing to say
         return []
     return [

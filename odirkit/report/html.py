@@ -179,9 +179,9 @@ def _variant(run: Any, colour: str) -> str:
         if examples.exists()
         else ""
     )
-    config = html.escape(json.dumps(vdir.config(), indent=2)) if vdir.exists else ""
+    config = html.escape(json.dumps(vdir.config().to_json(), indent=2)) if vdir.exists else ""
     try:
-        environment = html.escape(json.dumps(vdir.environment(), indent=2))
+        environment = html.escape(json.dumps(vdir.environment().to_json(), indent=2))
     except Exception:
         environment = "(no environment.json)"
     return (

@@ -19,7 +19,7 @@ from odirkit.report.lines import (
 )
 from odirkit.runs import VariantDirectory
 from odirkit.runs.names import FigureFiles
-from odirkit.runs.records import RunMetrics
+from odirkit.runs.records import PatientTruth, RunMetrics
 
 #: the per-run figures shown, in order, with their captions
 RUN_FIGURES = (
@@ -280,16 +280,9 @@ def _data_summary(vdir: VariantDirectory) -> str:
         return "<p>(no data.json)</p>"
     rows = []
     for side in ("train", "val", "test"):
-        counts = data.get(f"{side}_counts") or {}
-        rows.append(
-            {
-                "split": side,
-                "images": data.get(f"{side}_images"),
-                "patients": data.get(f"{side}_patients"),
-                **{label: n for label, n in counts.items()},
-            }
-        )
-    extra = data.get("extra_train_images") or {}
+        images, patients, counts = data.side(side)
+        rows.append({"split": side, "images": images, "patients": patients, **counts})
+    extra = data.extra_train_images
     note = (
         "<p>Added to training: "
         + html.escape("; ".join(f"{n} images by {source}" for source, n in extra.items()))
@@ -297,16 +290,16 @@ def _data_summary(vdir: VariantDirectory) -> str:
         if extra
         else ""
     )
-    truth = data.get("patient_truth") or {}
+    truth = data.patient_truth or PatientTruth()
     truth_note = (
-        f"<p>Patient truth: {html.escape(str(truth.get('source', '')))}"
+        f"<p>Patient truth: {html.escape(truth.source)}"
         + (
-            f"; {truth['disagree_with_eye_labels']} patient(s) where it disagrees with the eyes"
-            if "disagree_with_eye_labels" in truth
+            f"; {truth.disagree_with_eye_labels} patient(s) where it disagrees with the eyes"
+            if truth.disagree_with_eye_labels is not None
             else ""
         )
         + ".</p>"
-        if truth.get("source")
+        if truth.source
         else ""
     )
     return table(pd.DataFrame(rows), f"data-{vdir.name}") + note + truth_note

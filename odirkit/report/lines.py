@@ -27,10 +27,10 @@ def learning_lines(runs: Sequence[RunSummary]) -> list[str]:
     lines = []
     for run in runs:
         found = run.final.learning
-        if not found:
+        if found is None:
             lines.append(f"{run.label}: not checked (a run made before odirkit checked)")
             continue
-        check = LearningCheck.from_dict(found)
+        check = LearningCheck.from_record(found)
         auc = ""
         if check.val_auc is not None and check.val_auc_interval:
             low, high = check.val_auc_interval

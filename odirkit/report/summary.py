@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from odirkit.runs.records import RunMetrics
+from odirkit.runs.records import BestEpoch, RunMetrics
 
 
 @dataclass
@@ -65,7 +65,7 @@ def comparison_table(
     rows = []
     for run in runs:
         final = run.final.final
-        best = run.final.best or {}
+        best = run.final.best or BestEpoch()
         learned = run.final.learned
         row: dict[str, Any] = {
             "run": run.label,
@@ -82,8 +82,8 @@ def comparison_table(
             row["odir_patient_final"] = final.odir_patient["final"]
             low, high = final.interval("odir_patient_final") or (None, None)
             row["odir_patient_final_low"], row["odir_patient_final_high"] = low, high
-        row["best_epoch"] = best.get("epoch")
-        row[f"best_val_{best.get('monitor', 'f1_micro')}"] = best.get("value")
+        row["best_epoch"] = best.epoch
+        row[f"best_val_{best.monitor}"] = best.value
         for label in run.labels:
             row[f"recall_{label}"] = final.label(label).get("recall")
         rows.append(row)

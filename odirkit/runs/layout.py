@@ -4,51 +4,47 @@ documents read back.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas is imported where a table is read: odirkit's start-up stays light
     import pandas as pd
 
+    from odirkit.config import ExperimentConfig
+
 from odirkit.errors import RunError
 from odirkit.runs.documents import (
     PATIENT_PREDICTIONS,
-    RELATIVE_PATHS,
     VariantFiles,
-    _read_json,
     _read_predictions,
     process_alive,
 )
 from odirkit.runs.records import (
+    AgeNormalisation,
+    DataReport,
+    Environment,
     ExternalMetrics,
     Launch,
     RunDescription,
     RunMetrics,
     RunningMarker,
     TrialDescription,
+    VariantConfig,
     read_description,
 )
 
 
-def rebase_paths(doc: dict[str, Any], vdir: VariantDirectory) -> dict[str, Any]:
+def rebase_paths(config: VariantConfig, vdir: VariantDirectory) -> VariantConfig:
     """Relative data paths of a saved run, made relative to where the run was started,
     so that resuming, predicting or explaining works from any working directory."""
     try:
-        start = Path(vdir.environment()["working_directory"])
-    except (RunError, KeyError):
-        return doc
-    for table, key in RELATIVE_PATHS:
-        value = doc.get(table, {}).get(key)
-        if isinstance(value, str) and value and not Path(value).is_absolute():
-            here, there = Path(value), start / value
-            if not here.exists() and there.exists():
-                doc[table][key] = str(there)
-    return doc
+        return config.rebased(vdir.environment().working_directory)
+    except RunError:
+        return config
 
 
 class VariantDirectory(VariantFiles):
@@ -153,26 +149,36 @@ class VariantDirectory(VariantFiles):
 
     # -- contents ------------------------------------------------------------------------
 
-    def config(self) -> dict[str, Any]:
-        """The resolved configuration, with relative data paths made to work from here."""
-        doc = _read_json(self.config_file, "this variant cannot be resumed or reused")
-        return rebase_paths(doc, self)
+    def config(self) -> VariantConfig:
+        """``config.json``, the resolved configuration, with relative data paths made to
+        work from here.
 
-    def environment(self) -> dict[str, Any]:
+        Raises:
+            RunError: the file is missing, damaged or not a resolved configuration.
+        """
+        found = VariantConfig.read(self.config_file, "this variant cannot be resumed or reused")
+        return rebase_paths(found, self)
+
+    def settings(self) -> ExperimentConfig:
+        """``config.json``'s core tables through the configuration's schema
+        (:meth:`VariantConfig.settings`); a :class:`RunError` names the file and field."""
+        return self.config().settings(self.config_file)
+
+    def environment(self) -> Environment:
         """``environment.json``: versions, plugins, device, seed, commit.
 
         Raises:
-            RunError: the file is missing or damaged.
+            RunError: the file is missing, damaged or not a run's environment.
         """
-        return _read_json(self.path / self.ENVIRONMENT, "the run's environment")
+        return Environment.read(self.path / self.ENVIRONMENT, "the run's environment")
 
-    def data_report(self) -> dict[str, Any]:
+    def data_report(self) -> DataReport:
         """``data.json`` read back.
 
         Raises:
-            RunError: the file is missing or damaged.
+            RunError: the file is missing, damaged or not a data report.
         """
-        return _read_json(self.data_file, "the run's data report")
+        return DataReport.read(self.data_file, "the run's data report")
 
     def metrics(self) -> RunMetrics:
         """``metrics.json`` read back.
@@ -205,24 +211,23 @@ class VariantDirectory(VariantFiles):
 
     @property
     def single_label(self) -> bool:
-        """Whether the run learned a single-label task (softmax) or a multi-label one."""
-        for path in (self.data_file, self.metrics_file):
+        """Whether the run learned a single-label task (softmax) or a multi-label one, as
+        ``data.json`` says, else ``metrics.json`` (neither readable: multi-label)."""
+        for read in (self.data_report, self.metrics):
             try:
-                doc = json.loads(path.read_text())
-            except (OSError, ValueError):
+                return read().single_label
+            except RunError:
                 continue
-            if isinstance(doc, dict):
-                return doc.get("task") == "single_label"
         return False
 
     @property
     def age_stats(self) -> tuple[float, float]:
         """The training images' age mean and deviation (metadata fusion)."""
         try:
-            stats = self.data_report().get("age_normalisation", {})
+            stats = self.data_report().age_normalisation or AgeNormalisation()
         except RunError:
-            stats = {}
-        return float(stats.get("mean", 0.0)), float(stats.get("std", 1.0))
+            stats = AgeNormalisation()
+        return stats.mean, stats.std
 
     def reported_checkpoint(self) -> str:
         """The checkpoint the run reports, else (not finished) best when it exists, else last.

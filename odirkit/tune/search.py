@@ -26,7 +26,7 @@ from odirkit.launch import require
 from odirkit.plugins import Registry
 from odirkit.runs import RunDirectory, process_alive
 from odirkit.runs.names import SearchFiles
-from odirkit.runs.records import TrialDescription
+from odirkit.runs.records import TrialDescription, VariantConfig
 from odirkit.seeding import Stream, derive_seed
 
 #: keys a trial sets whatever the search: no test scores before the end, no loggers
@@ -232,7 +232,7 @@ class Search:
                 values=values,
                 tune=self.name,
             ).write(run.run_file)
-            write_json(vdir.config_file, exp.to_dict())
+            VariantConfig(**exp.to_dict()).write(vdir.config_file)
 
             def report(epoch: int, row: dict[str, Any]) -> None:
                 value = row.get(self.column)

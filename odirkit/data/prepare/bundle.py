@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +42,7 @@ from odirkit.data.split import (
 from odirkit.data.table import Task
 from odirkit.errors import DataError
 from odirkit.labels import LABELS
+from odirkit.runs.records import AgeNormalisation, DataReport
 from odirkit.seeding import Stream, derive_seed
 
 
@@ -65,7 +65,7 @@ class DataBundle:
     val_idx: np.ndarray
     test_idx: np.ndarray
     store: ImageStore
-    report: dict[str, Any] = field(default_factory=dict)
+    report: DataReport = field(default_factory=DataReport)  # data.json
     skipped: list[dict[str, str]] = field(default_factory=list)
     patients: pd.DataFrame | None = None  # patient labels, for patient-level evaluation
     photos: pd.DataFrame | None = None  # the photographs, when the samples are patients
@@ -106,9 +106,9 @@ class DataBundle:
         self.table = pd.concat([self.table, rows], ignore_index=True)
         self.targets = np.concatenate([self.targets, targets.astype(self.targets.dtype)])
         self.train_idx = np.concatenate([self.train_idx, new])
-        added = self.report.setdefault("extra_train_images", {})
-        added[source] = added.get(source, 0) + len(new)
-        self.report["train_images"] = len(self.train_idx)
+        added = self.report.extra_train_images
+        self.report.extra_train_images = {**added, source: added.get(source, 0) + len(new)}
+        self.report.train_images = len(self.train_idx)
         return new
 
     def targets_tensor(self, indices: np.ndarray) -> torch.Tensor:
@@ -200,9 +200,7 @@ def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -
     truth, truth_report = patient_truth(samples.table)
     truth = truth[list(task.labels)]
     photos, paired = None, None
-    image_counts = {
-        f"{split}_images": int((side == split).sum()) for split in ("train", "val", "test")
-    }
+    image_counts = {split: int((side == split).sum()) for split in ("train", "val", "test")}
     if pairs:  # a both-eyes model: patients are the samples
         photos = rows
         paired = pair_patients(rows, store, side, truth, task)
@@ -241,40 +239,42 @@ def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -
     def patients_of(idx: np.ndarray) -> int:
         return int(rows.loc[idx, "patient_id"].nunique())
 
-    report = {
-        "images": len(rows) if photos is None else len(photos),
-        "patients": int(rows["patient_id"].nunique()),
-        "train_images": len(train_idx),
-        "val_images": len(val_idx),
-        "test_images": len(test_idx),
-        "train_patients": patients_of(train_idx),
-        "val_patients": patients_of(val_idx),
-        "test_patients": patients_of(test_idx),
-        "dropped_without_label": selection.dropped_none,
-        "dropped_with_several_labels": selection.dropped_several,
-        "skipped_unreadable": len(skipped),
-        "fundus_check": checked,
-        "cache": str(cache.directory),
-        "task": task.kind,
-        "labels": list(task.labels),
-        "train_counts": _counts(targets[train_idx], task),
-        "val_counts": _counts(targets[val_idx], task),
-        "test_counts": _counts(targets[test_idx], task),
-        "patient_truth": truth_report,
-    }
+    report = DataReport(
+        images=len(rows) if photos is None else len(photos),
+        patients=int(rows["patient_id"].nunique()),
+        train_images=len(train_idx),
+        val_images=len(val_idx),
+        test_images=len(test_idx),
+        train_patients=patients_of(train_idx),
+        val_patients=patients_of(val_idx),
+        test_patients=patients_of(test_idx),
+        dropped_without_label=selection.dropped_none,
+        dropped_with_several_labels=selection.dropped_several,
+        skipped_unreadable=len(skipped),
+        fundus_check=checked,
+        cache=str(cache.directory),
+        task=task.kind,
+        labels=list(task.labels),
+        train_counts=_counts(targets[train_idx], task),
+        val_counts=_counts(targets[val_idx], task),
+        test_counts=_counts(targets[test_idx], task),
+        patient_truth=truth_report,
+    )
     if paired is not None:  # samples are patients: counts of photographs kept apart
-        report.update(image_counts)
-        report["samples"] = "patients (both eyes)"
-        report["both_eyes"] = paired.report
+        report.train_images = image_counts["train"]
+        report.val_images = image_counts["val"]
+        report.test_images = image_counts["test"]
+        report.samples = "patients (both eyes)"
+        report.both_eyes = paired.report
     if cfg.folds:
-        report["fold"] = {"folds": cfg.folds, "test_fold": cfg.fold}
+        report.fold = {"folds": cfg.folds, "test_fold": cfg.fold}
     if "split" in samples.table.columns and not cfg.split_file:
-        report["split_source"] = "the dataset's own split (train, val, test)"
+        report.split_source = "the dataset's own split (train, val, test)"
     if samples.report:
-        report["dataset"] = samples.report
+        report.dataset = samples.report
     bundle = DataBundle(rows, task, targets, train_idx, val_idx, test_idx, store, report, skipped)
     bundle.patients = truth
     bundle.photos = photos
     bundle.age_stats = age_statistics(rows, train_idx)
-    report["age_normalisation"] = {"mean": bundle.age_stats[0], "std": bundle.age_stats[1]}
+    report.age_normalisation = AgeNormalisation(mean=bundle.age_stats[0], std=bundle.age_stats[1])
     return bundle

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from contextlib import suppress
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +16,7 @@ from odirkit.data.fundus_check import CHECK_VERSION, REASONS, check_fundus
 from odirkit.data.images import ImageCache, PreparedImages
 from odirkit.errors import DataError, RunError
 from odirkit.files import write_json
+from odirkit.runs.records import FundusCheck
 
 
 def checked_reasons(
@@ -54,12 +54,12 @@ def _fundus_check(
     targets: np.ndarray,
     prepared: PreparedImages,
     images: bool,
-) -> tuple[pd.DataFrame, np.ndarray, PreparedImages, dict[str, Any]]:
+) -> tuple[pd.DataFrame, np.ndarray, PreparedImages, FundusCheck]:
     """Check every prepared photograph (``data.fundus_check``): warn about, leave out, or
     stop on those that are not usable fundus photographs."""
     mode = exp.config.data.fundus_check
     if mode == "off" or not images:
-        return rows, targets, prepared, {"mode": mode, "checked": 0, "failed": 0}
+        return rows, targets, prepared, FundusCheck(mode=mode, checked=0, failed=0)
     reasons = checked_reasons(cache, list(rows["image_path"]), prepared.images)
     failures = [
         (i, reason, REASONS[reason])
@@ -67,12 +67,9 @@ def _fundus_check(
         if reason is not None and reason
     ]
     listed = [{"path": str(rows["path"].iloc[i]), "reason": reason} for i, reason, _ in failures]
-    report: dict[str, Any] = {
-        "mode": mode,
-        "checked": len(prepared.images),
-        "failed": len(failures),
-        "failures": listed[:200],
-    }
+    report = FundusCheck(
+        mode=mode, checked=len(prepared.images), failed=len(failures), failures=listed[:200]
+    )
     if not failures:
         return rows, targets, prepared, report
     first = f"{listed[0]['path']}: {failures[0][2]}"
@@ -87,5 +84,5 @@ def _fundus_check(
     warn(f"{len(failures)} photograph(s) fail the fundus check and are left out, first {first}")
     keep = np.setdiff1d(np.arange(len(rows)), [i for i, _, _ in failures])
     prepared.images = [prepared.images[i] for i in keep]
-    report["left_out"] = len(failures)
+    report.left_out = len(failures)
     return rows.iloc[keep].reset_index(drop=True), targets[keep], prepared, report

@@ -22,6 +22,7 @@ from odirkit.data.split import (
 from odirkit.data.table import Task, TaskSelection, check_sample_table, select_task
 from odirkit.errors import ConfigError, DataError
 from odirkit.labels import LABELS
+from odirkit.runs.records import PatientTruth
 from odirkit.seeding import Stream, derive_seed
 
 
@@ -130,7 +131,7 @@ def eye_union_labels(table: pd.DataFrame) -> pd.DataFrame:
     return per_patient.astype(int)
 
 
-def patient_truth(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+def patient_truth(table: pd.DataFrame) -> tuple[pd.DataFrame, PatientTruth]:
     """Each patient's eight labels, and a report of where they came from.
 
     A dataset that gives ``patient_<L>`` columns (``odir5k``: the workbook's
@@ -141,7 +142,7 @@ def patient_truth(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     """
     union = eye_union_labels(table)
     if not all(f"patient_{label}" in table.columns for label in LABELS):
-        return union, {"source": "union of the eyes' labels", "patients": len(union)}
+        return union, PatientTruth(source="union of the eyes' labels", patients=len(union))
     columns = [f"patient_{label}" for label in LABELS]
     given = table.groupby("patient_id")[columns].max().fillna(0).astype(int)
     given.columns = list(LABELS)
@@ -154,12 +155,12 @@ def patient_truth(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
         }
         for pid in given.index[differs][:10]
     ]
-    return given, {
-        "source": "the dataset's patient labels (patient_N..patient_O)",
-        "patients": len(given),
-        "disagree_with_eye_labels": int(differs.sum()),
-        "examples": examples,
-    }
+    return given, PatientTruth(
+        source="the dataset's patient labels (patient_N..patient_O)",
+        patients=len(given),
+        disagree_with_eye_labels=int(differs.sum()),
+        examples=examples,
+    )
 
 
 def age_statistics(table: pd.DataFrame, train_idx: np.ndarray) -> tuple[float, float]:

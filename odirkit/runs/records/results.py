@@ -1,70 +1,15 @@
-"""Typed records of a run folder's documents: ``metrics.json`` of a trained variant, of the
-metadata baseline and of an ensemble, read and written through one schema.
-
-A record is a pydantic model, as timm types a model's ``PretrainedCfg``: the fields every
-reader relies on are declared (with their types and defaults, so that an older run's file
-reads too), anything else a writer adds is kept as it was (``extra="allow"``). Reading a file
-that does not match names the file and the field (:meth:`Record.read`), so that a damaged or
-foreign ``metrics.json`` is a :class:`~odirkit.errors.RunError`, never a ``KeyError`` three
-modules later.
-"""
+"""The results of a run folder: ``metrics.json`` of a trained variant, of the metadata
+baseline, of an ensemble and of an external validation, and the scores they hold."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from odirkit.errors import RunError
-from odirkit.files import write_json
-from odirkit.runs.documents import _read_json
-
-
-class Record(BaseModel):
-    """A JSON document of a run folder: declared fields typed, the others kept."""
-
-    model_config = ConfigDict(extra="allow")
-    #: what the document is, in words (for errors)
-    DOCUMENT: ClassVar[str] = "a run document"
-
-    @classmethod
-    def from_json(cls, data: Any, where: str | Path) -> Any:
-        """The record of ``data`` (a parsed JSON document).
-
-        Raises:
-            RunError: ``data`` is not this document, naming ``where`` and the first field
-                that does not match.
-        """
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "the document"
-            raise RunError(
-                f"{where}: not {cls.DOCUMENT} as odirkit writes it ({field}: "
-                f"{first['msg']}); was another file saved over it?"
-            ) from None
-
-    @classmethod
-    def read(cls, path: Path, what: str) -> Any:
-        """The record stored at ``path``.
-
-        Raises:
-            RunError: the file is missing (``what`` says what it would have been), damaged,
-                or not this document.
-        """
-        return cls.from_json(_read_json(path, what), path)
-
-    def to_json(self) -> dict[str, Any]:
-        """The document as JSON data: the fields its writer gave (defaults it left out stay
-        out) and the extra ones."""
-        return self.model_dump(mode="json", exclude_unset=True)
-
-    def write(self, path: Path) -> None:
-        """Write the document atomically to ``path``."""
-        write_json(path, self.to_json())
+from odirkit.runs.records.base import Figure, Record
+from odirkit.runs.records.data import CollectionReport, DataReport
 
 
 class Scores(Record):
@@ -103,6 +48,8 @@ class Scores(Record):
     loss: float | None = None
     #: the ODIR-5K challenge's score on patients (kappa, AUC, agreement F1, final)
     odir_patient: dict[str, float] | None = None
+    #: each label's recall (``final_without_tta``, which keeps the headline figures only)
+    recall: dict[str, Figure] | None = None
 
     def value(self, metric: str) -> float | None:
         """A figure by name: a headline one (``f1_micro``) or one label's (``recall_D``).
@@ -134,6 +81,65 @@ class Scores(Record):
         return self.per_class.get(label, {})
 
 
+class Learning(Record):
+    """Did the run learn? (``metrics.json``'s ``learning``, :mod:`odirkit.learning`): the
+    training loss against chance, the validation AUC, the test decisions, and the verdict.
+
+    Losses are the run's own (cross entropy or binary cross entropy, per image, mean).
+    """
+
+    DOCUMENT: ClassVar[str] = "a learning check"
+
+    #: the training images' loss as stored, in evaluation mode, after training
+    train_loss: Figure = None
+    #: the loss of the best constant prediction of the training targets
+    chance_loss: Figure = None
+    #: the validation patients' macro AUC, and its bootstrap interval ``[low, high]``
+    val_auc: Figure = None
+    val_auc_interval: list[Figure] | None = None
+    #: the decision every test patient got, when they all got one
+    one_answer: str | None = None
+    #: why the run did not learn, one sentence each (empty: it learned)
+    reasons: list[str] = Field(default_factory=list)
+    learned: bool | None = None
+    #: the share by which the training loss must fall below chance
+    loss_margin: Figure = None
+
+
+class CheckpointScores(Record):
+    """One kept checkpoint scored on the test patients (``metrics.json``'s
+    ``checkpoints.last`` and ``checkpoints.best``): its headline figures, with intervals."""
+
+    DOCUMENT: ClassVar[str] = "a checkpoint's scores"
+
+    #: the epoch the checkpoint was saved at (1 is the first)
+    epoch: int | None = None
+    f1_micro: Figure = None
+    f1_macro: Figure = None
+    recall_macro: Figure = None
+    specificity_macro: Figure = None
+    auc_macro: Figure = None
+    #: each label's recall (``None``: no test patient shows it)
+    recall: dict[str, Figure] = Field(default_factory=dict)
+    #: the ODIR-5K challenge's score on patients: kappa, f1, auc, final
+    odir_patient: dict[str, Figure] | None = None
+    #: ``{metric: [low, high]}``: bootstrap intervals
+    intervals: dict[str, list[Figure]] = Field(default_factory=dict)
+
+
+class BestEpoch(Record):
+    """The best epoch on validation (``metrics.json``'s ``best``): the epoch of ``best.pt``."""
+
+    DOCUMENT: ClassVar[str] = "a best epoch"
+
+    #: 1 is the first
+    epoch: int | None = None
+    #: the validation figure watched (``train.monitor``)
+    monitor: str = "f1_micro"
+    #: its value at that epoch
+    value: Figure = None
+
+
 class RunMetrics(Record):
     """Run result: a finished variant's ``metrics.json``, written last.
 
@@ -163,16 +169,20 @@ class RunMetrics(Record):
     final_without_tta: Scores | None = None
     final_per_image: Scores | None = None
     validation: Scores | None = None
-    #: :class:`~odirkit.learning.LearningCheck` as stored (``None``: no check, a baseline)
-    learning: dict[str, Any] | None = None
+    #: the learning check (``None``: no check, a baseline or a run made before odirkit checked)
+    learning: Learning | None = None
     #: per kept checkpoint (``last``, ``best``): its epoch, headline figures and intervals
-    checkpoints: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    #: the best epoch on validation: ``{"epoch", "monitor", "value"}``
-    best: dict[str, Any] | None = None
+    checkpoints: dict[str, CheckpointScores] = Field(default_factory=dict)
+    #: the best epoch on validation (``None``: no validation patients)
+    best: BestEpoch | None = None
     #: the data report (``data.json`` at the time of scoring)
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: DataReport = Field(default_factory=DataReport)
+    #: the training's wall-clock time, in seconds (resumed runs: every start's together)
     seconds: float | None = None
+    #: ``{"world_size", "backend", "ranks_in_sync"}``: the processes of a distributed run
     distributed: dict[str, Any] = Field(default_factory=dict)
+    #: the metadata baseline: its model, in words
+    baseline: str | None = None
 
     @property
     def single_label(self) -> bool:
@@ -182,7 +192,7 @@ class RunMetrics(Record):
     @property
     def learned(self) -> bool | None:
         """The learning check's verdict (``None`` where the run has none)."""
-        return None if self.learning is None else self.learning.get("learned")
+        return None if self.learning is None else self.learning.learned
 
 
 class EnsembleMetrics(RunMetrics):
@@ -206,6 +216,8 @@ class ExternalMetrics(RunMetrics):
 
     DOCUMENT: ClassVar[str] = "an external validation's result"
 
+    #: the collection's report (its ``data.json``)
+    data: CollectionReport = Field(default_factory=CollectionReport)  # type: ignore[assignment]
     #: the validation's folder name
     name: str = ""
     #: the collection as configured: dataset plugin, root, options
@@ -227,101 +239,3 @@ class ExternalMetrics(RunMetrics):
     def verdicts(self) -> list[str]:
         """The comparison in words, one sentence per figure."""
         return list(self.comparison.get("verdicts") or [])
-
-
-# -- the run folder's bookkeeping -----------------------------------------------------------
-
-
-class RunDescription(Record):
-    """Run description: ``run.json``, written as the run folder is made."""
-
-    DOCUMENT: ClassVar[str] = "a run's description"
-
-    name: str = ""
-    #: the experiment file it was started from
-    source: str | None = None
-    #: the ``--set`` overrides, as given
-    overrides: list[str] = Field(default_factory=list)
-    #: the variant folders, in order
-    variants: list[str] = Field(default_factory=list)
-    started: str | None = None
-
-
-class TrialDescription(RunDescription):
-    """Trial description: a search trial's ``run.json`` (``odirkit tune``): its one variant
-    and the values the search drew for it."""
-
-    DOCUMENT: ClassVar[str] = "a search trial's description"
-
-    trial: int
-    values: dict[str, Any] = Field(default_factory=dict)
-    #: the search's name
-    tune: str = ""
-
-
-def read_description(path: Path) -> RunDescription:
-    """``run.json`` as the record of its kind: a trial's (it names its ``trial``) or a run's.
-
-    Raises:
-        RunError: the file is missing, damaged or neither.
-    """
-    data = _read_json(path, "the run's description")
-    kind = TrialDescription if "trial" in data else RunDescription
-    return kind.from_json(data, path)
-
-
-class RunningMarker(Record):
-    """Running marker: ``running.json``, there while a process runs the variant."""
-
-    DOCUMENT: ClassVar[str] = "a running marker"
-
-    pid: int = 0
-    host: str = ""
-    #: the scheduler's job id (SLURM, submitit), when there is one
-    job: str | None = None
-    log: str = ""
-    started: str | None = None
-
-
-class Failure(Record):
-    """Failure: ``failed.json``, why a variant's job stopped with an error."""
-
-    DOCUMENT: ClassVar[str] = "a failure record"
-
-    error: str = ""
-    time: str | None = None
-    log: str = ""
-    #: the command that resumes the run
-    resume: str = ""
-
-
-class Job(Record):
-    """One variant's job in ``jobs.json``."""
-
-    DOCUMENT: ClassVar[str] = "a job record"
-
-    id: str | None = None
-    log: str | None = None
-    started: str | None = None
-    ended: str | None = None
-    exit_code: int | None = None
-
-
-class Launch(Record):
-    """Launch record: ``jobs.json``, what the last launcher submitted and whether the
-    comparison was written since."""
-
-    DOCUMENT: ClassVar[str] = "a launch record"
-
-    launcher: str = "local"
-    launched: str | None = None
-    #: how many times a job wrote the comparison (once per launch)
-    comparisons: int = 0
-    #: when this launch's comparison was written (``None``: not yet)
-    compared: str | None = None
-    #: ``pool``: processes at once, and the launching process (its jobs die with it)
-    slots: int | None = None
-    owner: dict[str, Any] | None = None
-    #: ``slurm``: ``slurm`` or ``local`` (submitit's local executor)
-    cluster: str | None = None
-    jobs: dict[str, Job] = Field(default_factory=dict)
