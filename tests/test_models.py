@@ -273,3 +273,27 @@ train = { lr = 0.01 }
     assert metrics["shared_test_samples"] == len(a) and "f1_micro" in metrics["final"]
     lone = cli("ensemble", run / "a")
     assert lone.exit_code == 2 and "at least two" in lone.stderr
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_patient_level_runs_reads_their_validation_patients(
+    cli, tmp_path, phantom_root
+):
+    # at patient level val_predictions.csv holds patients (ID, <label>), though its name is
+    # not patient_predictions.csv: the ensemble reads it at the run's level
+    text = tiny_experiment(phantom_root, epochs=1).replace(
+        "test_fraction = 0.25", 'test_fraction = 0.25\nval_fraction = 0.2\nlevel = "patient"'
+    )
+    exp = tmp_path / "exp.toml"
+    exp.write_text(text + "\n[variants.a]\n[variants.b]\ntrain = { lr = 0.01 }\n")
+    assert cli("run", exp, "--out", tmp_path / "runs").exit_code == 0
+    (run,) = (tmp_path / "runs").glob("*/*")
+    assert "ID" in pd.read_csv(run / "a/val_predictions.csv").columns
+    result = cli("ensemble", run, "--out", tmp_path / "ens")
+    assert result.exit_code == 0, result.output
+    a = pd.read_csv(run / "a/patient_predictions.csv", dtype={"ID": str})
+    b = pd.read_csv(run / "b/patient_predictions.csv", dtype={"ID": str})
+    ens = pd.read_csv(tmp_path / "ens/patient_predictions.csv", dtype={"ID": str})
+    merged = a.merge(b, on="ID").merge(ens, on="ID")
+    assert len(merged) == len(a) > 0
+    assert ((merged["D_x"] + merged["D_y"]) / 2 - merged["D"]).abs().max() < 2e-6

@@ -56,9 +56,13 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _read_predictions(path: Path, labels: list[str] | None = None) -> pd.DataFrame:
-    """A prediction file a run wrote, checked: ``predictions.csv`` (``patient_id``, ``eye``,
-    ``prob_<L>``) or ``patient_predictions.csv`` (``ID``, ``<L>``), with the targets.
+def _read_predictions(
+    path: Path, labels: list[str] | None = None, *, patient: bool | None = None
+) -> pd.DataFrame:
+    """A prediction file a run wrote, checked: images (``patient_id``, ``eye``,
+    ``prob_<L>``, as ``predictions.csv``) or patients (``ID``, ``<L>``, as
+    ``patient_predictions.csv``), with the targets. ``patient`` says which (by default, the
+    file's name): ``val_predictions.csv`` is at the run's level, either.
 
     Raises :class:`RunError` naming the file when it is missing, unreadable, or not what
     the run wrote (another command's output saved over it, say)."""
@@ -71,7 +75,8 @@ def _read_predictions(path: Path, labels: list[str] | None = None) -> pd.DataFra
     except (OSError, ValueError) as exc:
         raise RunError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
     if labels is not None:
-        patient = path.name == PATIENT_PREDICTIONS
+        if patient is None:
+            patient = path.name == PATIENT_PREDICTIONS
         keys = ["ID"] if patient else ["patient_id", "eye"]
         probs = list(labels) if patient else [f"prob_{label}" for label in labels]
         targets = ["target"] if "target" in frame.columns else [f"target_{x}" for x in labels]

@@ -245,17 +245,18 @@ class VariantDirectory(VariantFiles):
             return None
         return final.final.temperature or None
 
-    def test_predictions(self) -> pd.DataFrame:
-        """The test predictions at the run's level (patients, or images), checked."""
-        final = self.metrics()
+    def test_predictions(self, *, validation: bool = False) -> pd.DataFrame:
+        """The test (or ``validation``) predictions at the run's level, checked."""
+        final, path = self.metrics(), self.val_predictions_file
         patient = final.level == "patient"
-        path = self.patient_predictions_file if patient else self.predictions_file
-        return _read_predictions(path, final.labels or None)
+        if not validation:
+            path = self.patient_predictions_file if patient else self.predictions_file
+        return _read_predictions(path, final.labels or None, patient=patient)
 
     def val_predictions(self) -> pd.DataFrame | None:
         """The validation predictions (thresholds and temperature are chosen on them)."""
-        path = self.val_predictions_file
-        return _read_predictions(path, self.metrics().labels or None) if path.exists() else None
+        exists = self.val_predictions_file.exists()
+        return self.test_predictions(validation=True) if exists else None
 
 
 class ExternalDirectory:
