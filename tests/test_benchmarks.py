@@ -219,6 +219,13 @@ def test_every_module_to_mutate_and_every_equivalent_mutant_exists():
         dotted = module.removesuffix(".py").replace("/", ".")
         source = (root / module).read_text()
         for name, entry in mutants.items():
-            assert name.startswith(dotted + ".x_") and entry["reason"], name
-            function = name[len(dotted) + 3 :].split("__mutmut_")[0]
+            # mutmut's names: <module>.x_<function>__mutmut_<n>, or for a method
+            # <module>.xǁ<class>ǁ<method>__mutmut_<n>
+            assert name.startswith((dotted + ".x_", dotted + ".xǁ")) and entry["reason"], name
+            rest = name[len(dotted) + 2 :].split("__mutmut_")[0]
+            if rest.startswith("ǁ"):
+                _, owner, function = rest.split("ǁ")
+                assert f"class {owner}" in source, name
+            else:
+                function = rest.removeprefix("_")
             assert f"def {function}(" in source, name
