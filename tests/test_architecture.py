@@ -62,6 +62,7 @@ LAYERS: list[set[str]] = [
         "odirkit.baseline",
         "odirkit.experiment",
         "odirkit.launch",
+        "odirkit.orchestration",
         "odirkit.tune",
         "odirkit.testing",
     },
