@@ -10,6 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 os.environ.setdefault("ODIRKIT_QUIET", "1")  # no progress bars in test output
+if "PYTEST_XDIST_WORKER" in os.environ:  # pytest -n: each worker its share of the cores
+    # (set before torch is imported; the processes the tests start inherit it): the threads
+    # of two workers fighting over the same cores made -n 2 slower than one worker
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 from odirkit.plugins import Registry, reset_registry
 
