@@ -11,6 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 os.environ.setdefault("ODIRKIT_QUIET", "1")  # no progress bars in test output
+if "PYTEST_XDIST_WORKER" in os.environ:  # pytest -n: each worker its share of the cores
+    # (set before torch is imported; the processes the tests start inherit it): the threads
+    # of two workers fighting over the same cores made -n 2 slower than one worker
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 from odirkit.plugins import Registry, reset_registry
 
@@ -103,20 +108,26 @@ def phantom_copy(phantom_root, tmp_path) -> Path:
 
 
 @pytest.fixture
-def cli():
-    """Invoke the odirkit CLI in-process; returns click's Result (stdout, stderr, exit_code)."""
+def cli(monkeypatch, tmp_path_factory):
+    """Invoke the odirkit CLI in-process; returns click's Result (stdout, stderr, exit_code).
+
+    The command runs in ``cwd``, by default a folder of this test's own: a relative path it
+    writes (``runs/``, a logger's files) never lands in the checkout, which every test and
+    every ``pytest -n`` worker shares. The working directory is restored after the call.
+    """
     from odirkit.cli import app
 
     runner = CliRunner()
+    own: list[Path] = []
 
     def invoke(*args: str, cwd: Path | None = None):
-        old = Path.cwd()
-        if cwd is not None:
-            os.chdir(cwd)
-        try:
+        if cwd is None:
+            if not own:
+                own.append(tmp_path_factory.mktemp("cwd"))
+            cwd = own[0]
+        with monkeypatch.context() as patch:
+            patch.chdir(cwd)
             return runner.invoke(app, [str(a) for a in args])
-        finally:
-            os.chdir(old)
 
     return invoke
 

@@ -120,6 +120,30 @@ def test_resume_of_something_that_is_not_a_run(cli, tmp_path):
     assert result.exit_code == 2 and "not an odirkit run folder" in result.stderr
 
 
+def test_a_resume_continues_the_run_as_it_was_and_refuses_a_changed_file(
+    cli, tmp_path, phantom_root, registry
+):
+    from odirkit.config import load_experiment
+    from odirkit.experiment import start_run
+
+    exp = tmp_path / "exp.toml"
+    exp.write_text(tiny_experiment(phantom_root, epochs=1))
+    started = start_run(
+        load_experiment(exp, registry), out=tmp_path / "runs", source_text=None, overrides=[]
+    )
+    changed = tmp_path / "changed.toml"
+    changed.write_text(tiny_experiment(phantom_root, epochs=3))
+    before = sorted(started.directory.path.rglob("*"))
+    result = cli("run", changed, "--resume", started.directory.path)
+    assert result.exit_code == 2, result.output
+    assert "changed.toml no longer matches the run" in result.stderr
+    assert "variant 'default' changed" in result.stderr
+    result = cli("run", "--resume", started.directory.path, "--set", "train.epochs=3")
+    assert result.exit_code == 2 and "drop --set and --variant" in result.stderr
+    assert cli("run").exit_code == 2
+    assert sorted(started.directory.path.rglob("*")) == before  # nothing trained or written
+
+
 def test_tampered_checkpoint_is_refused(cli, tmp_path, phantom_root):
     import torch
 

@@ -114,5 +114,8 @@ def test_ruff_is_clean(command):
         ["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True
     ).stdout.split()
     files = tracked or ["odirkit", "plugins", "tests", "benchmarks"]  # outside a git checkout
-    result = subprocess.run([_ruff(), *command, *files], cwd=ROOT, capture_output=True, text=True)
+    # --no-cache: nothing written into the checkout, which parallel workers share
+    result = subprocess.run(
+        [_ruff(), *command, "--no-cache", *files], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

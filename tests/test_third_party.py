@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,15 @@ from conftest import EXAMPLE_PLUGINS, tiny_experiment
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
+    # pip builds a package in its source folder (build/, *.egg-info): it builds copies, so
+    # the checkout stays clean and parallel workers (pytest -n) never build in one folder
+    sources = tmp_path_factory.mktemp("sources")
+    for name in ("odirkit-tinynet", "odirkit-broken"):
+        shutil.copytree(
+            EXAMPLE_PLUGINS / name,
+            sources / name,
+            ignore=shutil.ignore_patterns("build", "*.egg-info"),
+        )
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [
@@ -32,8 +42,8 @@ def site(tmp_path_factory) -> Path:
             "--no-index",
             "--target",
             str(target),
-            str(EXAMPLE_PLUGINS / "odirkit-tinynet"),
-            str(EXAMPLE_PLUGINS / "odirkit-broken"),
+            str(sources / "odirkit-tinynet"),
+            str(sources / "odirkit-broken"),
         ],
         check=True,
         capture_output=True,

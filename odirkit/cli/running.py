@@ -1,4 +1,6 @@
-"""``run``, ``tune`` and the hidden ``job``: starting, resuming and launching experiments."""
+"""``run``, ``tune`` and the hidden ``job``: their options, a call to
+:mod:`odirkit.orchestration` (which starts, resumes and launches experiments) and the
+tables of what came back."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from odirkit import launch
+from odirkit import orchestration
 from odirkit.cli.common import (
     SetOption,
     _cells,
@@ -19,10 +21,7 @@ from odirkit.cli.common import (
     state,
 )
 from odirkit.console import out, plain
-from odirkit.errors import ConfigError
-from odirkit.launch import check_launcher, run_job
-from odirkit.plugins import Registry
-from odirkit.runs import refuse_run_folder
+from odirkit.orchestration import Submitted
 from odirkit.runs.names import ReportFiles
 
 
@@ -77,90 +76,23 @@ def run(
     ] = None,
 ) -> None:
     """Run an experiment: every variant, then a comparison of them."""
-    from odirkit.config import load_experiment
-    from odirkit.engine import distributed
-    from odirkit.engine.variant import preflight
-    from odirkit.experiment import load_run, run_experiment, start_run
-
-    if resume is None:
-        refuse_run_folder(out_dir)
-    distributed.setup()
-    reg = state(ctx).registry()
-    if resume is not None:
-        if set_ or variant:
-            raise ConfigError("--resume continues a run as it was: drop --set and --variant")
-        started = load_run(resume, reg)
-        if file is not None:
-            _check_same_experiment(file, started, reg)
-        experiments = started.experiments
-    else:
-        if file is None:
-            raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
-        experiments = load_experiment(file, reg, overrides=set_ or [], variants=variant)
-        seen: set[str] = set()
-        with distributed.rank_zero_first():  # one process writes a phantom, if any
-            for exp in experiments:
-                preflight(exp, data=True, seen=seen)
-    chosen = experiments[0].config.launcher
-    kind = launcher.value if launcher is not None else chosen.kind
-    settings = chosen.model_copy(update={"jobs": jobs}) if jobs is not None else chosen
-    check_launcher(kind, settings)
-    if resume is None:
-        assert file is not None
-        source_text = file.read_text(encoding="utf-8-sig")
-        started = start_run(experiments, out=out_dir, source_text=source_text, overrides=set_ or [])
-    if kind == "local":
-        result = run_experiment(started, registry=reg)
-    else:
-        result = _launch(started, kind, settings, wait)
-        if result is None:
-            return
-    main = distributed.is_main()
-    distributed.teardown()
-    if not main:
-        return
-    _print_results(result)
-
-
-def _launch(started: Any, kind: str, settings: Any, wait: bool | None) -> Any:
-    """Run the variants of a started run as jobs (pool, slurm); the results once they end,
-    or None when the jobs were left to run (slurm without --wait)."""
-    from odirkit.engine import distributed
-    from odirkit.engine.variant import finished_result
-    from odirkit.report import read_comparison
-
-    if distributed.world().distributed:
-        raise ConfigError(
-            f"--launcher {kind} starts its own processes: run it without torchrun "
-            "([launcher] gpus_per_run makes each job a DDP job)"
+    outcome = orchestration.run(
+        file,
+        state(ctx).registry,
+        overrides=set_ or [],
+        variants=variant,
+        out=out_dir,
+        resume=resume,
+        launcher=launcher.value if launcher is not None else None,
+        jobs=jobs,
+        wait=wait,
+    )
+    if isinstance(outcome, Submitted):
+        out.print(
+            plain(f"{outcome.count} job(s) submitted; follow them: odirkit status {outcome.where}")
         )
-    run_dir = started.directory
-    names = [e.variant for e in started.experiments]
-    if kind == "pool":
-        launch.run_pool(run_dir, names, settings)
-    else:
-        submitted = launch.submit_slurm(run_dir, names, settings, started.experiments[0].name)
-        if not (wait if wait is not None else settings.cluster == "local"):
-            out.print(
-                plain(f"{len(submitted)} job(s) submitted; follow them: odirkit status {run_dir}")
-            )
-            return None
-        launch.wait_slurm(run_dir, names, submitted)
-    started.results = [finished_result(n, run_dir.variant(n)) for n in names]
-    started.comparison = read_comparison(run_dir.path)
-    return started
-
-
-def _check_same_experiment(file: Path, previous: Any, reg: Registry) -> None:
-    from odirkit.config import load_experiment
-
-    current = {e.variant: e.fingerprint() for e in load_experiment(file, reg)}
-    for exp in previous.experiments:
-        if exp.variant in current and current[exp.variant] != exp.fingerprint():
-            raise ConfigError(
-                f"{file} no longer matches the run in {previous.directory} (variant "
-                f"{exp.variant!r} changed); resume without the file, or start a new run"
-            )
+    elif outcome is not None:
+        _print_results(outcome)
 
 
 def _print_results(result: Any) -> None:
@@ -251,31 +183,23 @@ def tune(
 ) -> None:
     """Search hyperparameters on the validation patients (Optuna); the best trial becomes
     an experiment file, scored on the test patients once, at the end."""
-    from odirkit.tune import Search
-
-    refuse_run_folder(out_dir)
-    search = Search(
+    outcome = orchestration.tune(
         file,
-        state(ctx).registry(),
+        state(ctx).registry,
+        trials=trials,
         out=out_dir,
         overrides=set_ or [],
         variant=variant,
         storage=storage,
         study=study,
+        final=final,
+        workers=workers,
+        launcher=launcher.value if launcher is not None else None,
+        wait=wait,
     )
-    kind = launcher.value if launcher is not None else ("pool" if workers > 1 else "local")
-    if kind == "local":
-        if workers > 1:
-            raise ConfigError("--launcher local runs one worker: use pool or slurm for several")
-        outcome = search.run(trials, final=final)
-    else:
-        from odirkit.tune import run_workers
-
-        found = run_workers(search, trials, workers=workers, launcher=kind, final=final, wait=wait)
-        if found is None:
-            out.print(plain(f"{workers} worker job(s) submitted; the study: {search.storage}"))
-            return
-        outcome = found
+    if isinstance(outcome, Submitted):
+        out.print(plain(f"{outcome.count} worker job(s) submitted; the study: {outcome.where}"))
+        return
     table = Table(
         title=plain(f"study {outcome.study}: validation {outcome.metric} ({outcome.direction})")
     )
@@ -311,11 +235,6 @@ def job(
     variant: Annotated[str, typer.Argument(help="The variant this job runs.")],
 ) -> None:
     """One variant of a run folder, as a launcher's job (odirkit run --launcher pool)."""
-    from odirkit.engine import distributed
-
-    distributed.setup()
-    status = run_job(run_dir, variant, state(ctx).registry())
-    main = distributed.is_main()
-    distributed.teardown()
-    if main:
+    status = orchestration.job(run_dir, variant, state(ctx).registry)
+    if status is not None:
         out.print(plain(f"{variant}: {status}"))

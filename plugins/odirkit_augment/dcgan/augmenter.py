@@ -1,37 +1,11 @@
-"""A DCGAN per class whose images join the training set (Thiry et al. 2021).
-
-The standard DCGAN of Radford, Metz and Chintala (2016, "Unsupervised
-Representation Learning with Deep Convolutional Generative Adversarial
-Networks"): a generator from a 100-dimensional noise vector through
-transposed convolutions (base width 64, batch norm) to a ``tanh`` image of
-64x64, and a mirrored discriminator of strided convolutions with
-LeakyReLU(0.2); Adam with lr 2e-4 and beta1 0.5; binary cross entropy. One
-change, as in the paper: the generator's activations are LeakyReLU as well.
-``real_label`` below 1 turns on one-sided label smoothing (Salimans et al.
-2016, "Improved Techniques for Training GANs"), which helps a narrow GAN on
-few images escape an all-winning discriminator; the default, 1, is the
-standard DCGAN.
-
-One GAN is trained per class, on that class's **training** images only — the
-context an augmenter receives holds no held-out image — and its samples,
-resized to the experiment's image size, join the training set with that
-class's label. Each trained generator is saved under the run folder together
-with its losses per epoch (CSV and plot), sample grids at chosen epochs (the
-paper's Figure 1) and the list of images it learned from; it is also kept in
-a cache shared by runs and reused when the same images and parameters come
-again. A class with too few training images is skipped with a warning (in the
-paper only N and D converged).
-
-Caveat: on a CPU a DCGAN is slow; the defaults are the paper's, and the
-quickstart uses a narrow, short one.
-"""
+"""The offline augmenter: one GAN per class trained (or reused from the cache) on that
+class's training images, its samples joining the training set; the factory and its
+registration."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import math
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -54,162 +28,21 @@ from odirkit.api import (
     warn,
     write_json,
 )
+from odirkit_augment.dcgan.diagnostics import (
+    convergence_note,
+    flatness_note,
+    plot_losses,
+    save_grid,
+)
+from odirkit_augment.dcgan.networks import (
+    Z_DIM,
+    Discriminator,
+    Generator,
+    init_weights,
+    to_gan_range,
+)
 
 GAN_VERSION = 1
-Z_DIM = 100
-
-
-class Generator(nn.Module):
-    """Noise ``[B, 100, 1, 1]`` -> image ``[B, 3, size, size]`` in [-1, 1]."""
-
-    def __init__(self, width: int = 64, size: int = 64) -> None:
-        super().__init__()
-        blocks = int(math.log2(size)) - 3  # 4x4 -> size/2 by doubling, then the last layer
-        channels = width * 2**blocks
-        layers: list[nn.Module] = [
-            nn.ConvTranspose2d(Z_DIM, channels, 4, 1, 0, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.LeakyReLU(0.2),
-        ]
-        for _ in range(blocks):
-            layers += [
-                nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(channels // 2),
-                nn.LeakyReLU(0.2),
-            ]
-            channels //= 2
-        layers += [nn.ConvTranspose2d(channels, 3, 4, 2, 1, bias=False), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
-
-
-class Discriminator(nn.Module):
-    """Image ``[B, 3, size, size]`` -> one logit per image (real vs generated)."""
-
-    def __init__(self, width: int = 64, size: int = 64) -> None:
-        super().__init__()
-        blocks = int(math.log2(size)) - 3
-        layers: list[nn.Module] = [nn.Conv2d(3, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
-        channels = width
-        for _ in range(blocks):
-            layers += [
-                nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(channels * 2),
-                nn.LeakyReLU(0.2),
-            ]
-            channels *= 2
-        layers.append(nn.Conv2d(channels, 1, 4, 1, 0, bias=False))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).flatten()
-
-
-def init_weights(module: nn.Module) -> None:
-    """DCGAN initialisation: N(0, 0.02) convolutions, N(1, 0.02) batch-norm scales."""
-    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
-
-
-def to_gan_range(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 images -> floats in [-1, 1] at ``size`` x ``size``."""
-    x = images.float().div(255.0)
-    if x.shape[-1] != size:
-        x = F.interpolate(
-            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-        )
-    return x * 2.0 - 1.0
-
-
-def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
-    """Images in [-1, 1] as one PNG grid."""
-    from PIL import Image
-
-    x = ((images.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    n, _, h, w = x.shape
-    rows = math.ceil(n / columns)
-    grid = torch.zeros(3, rows * (h + 2), columns * (w + 2), dtype=torch.uint8)
-    for i, image in enumerate(x):
-        r, c = divmod(i, columns)
-        grid[:, r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = (
-            image
-        )
-    buffer = io.BytesIO()
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
-    path.write_bytes(buffer.getvalue())
-
-
-def plot_losses(losses: pd.DataFrame, path: Path, title: str) -> None:
-    import matplotlib.pyplot as plt
-
-    from odirkit.api import save_figure
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(losses["epoch"], losses["loss_d"], label="discriminator")
-    ax.plot(losses["epoch"], losses["loss_g"], label="generator")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("BCE loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    save_figure(fig, path)
-
-
-def convergence_note(losses: pd.DataFrame, label: str) -> str | None:
-    """A sentence when a class's GAN did not converge, else None.
-
-    At the balance a GAN seeks (the discriminator answers 1/2 everywhere) the
-    discriminator's loss, real and generated images summed, is 2 ln 2 = 1.39 and the
-    generator's ln 2 = 0.69. A generator whose loss ends at least twice where it began
-    (the means of the first and last tenth of the epochs), while the discriminator's
-    ends below ln 2, lost the game: the discriminator tells its images from photographs
-    with ease, and what it adds to training looks unlike them.
-    """
-    if len(losses) < 4 or not {"loss_d", "loss_g"} <= set(losses.columns):
-        return None
-    k = max(1, len(losses) // 10)
-    g_start, g_end = losses["loss_g"].head(k).mean(), losses["loss_g"].tail(k).mean()
-    d_end = losses["loss_d"].tail(k).mean()
-    if not (g_end >= 2 * g_start and d_end < math.log(2)):
-        return None
-    return (
-        f"The GAN of {label} did not converge: over {len(losses)} epochs the generator's loss "
-        f"climbed from {g_start:.2f} to {g_end:.2f} while the discriminator's ended at "
-        f"{d_end:.2f} (at balance they would be near 0.69 and 1.39): the discriminator tells "
-        "the generated images from photographs with ease, so they look unlike the "
-        "photographs they join."
-    )
-
-
-#: generated images whose detail (pixel spread within an image) is below this share of
-#: the photographs' are called flat: an undertrained or collapsed generator
-FLAT_SHARE = 0.25
-
-
-def flatness_note(fake: torch.Tensor, real: torch.Tensor, label: str) -> str | None:
-    """A sentence when a class's generated images are nearly flat, else None.
-
-    ``fake`` and ``real`` are image batches ``[N, 3, H, W]`` in [0, 1]; each image's
-    detail is the standard deviation of its pixels, and the two sets' medians compared.
-    A generator that trained too briefly, or collapsed, draws near-uniform squares
-    whatever its losses say; they add images of the class that look like no photograph.
-    """
-    if not len(fake) or not len(real):
-        return None
-    spread = lambda batch: float(batch.flatten(1).std(dim=1).median())  # noqa: E731
-    generated, photographs = spread(fake.float()), spread(real.float())
-    if generated >= FLAT_SHARE * photographs:
-        return None
-    return (
-        f"The GAN of {label} did not converge: its images are nearly flat (pixel spread "
-        f"{generated:.3f} against the photographs' {photographs:.3f}), so they add images "
-        "of the class that look like no photograph."
-    )
 
 
 def labels_index(ctx: ExpandContext, label: str) -> int:
