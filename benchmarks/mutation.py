@@ -67,7 +67,11 @@ MODULES: dict[str, list[str]] = {
         "threshold or operating or one_half",
     ],
     "odirkit/fusion.py": ["tests/test_evaluation.py", "-k", "fus or patient"],
-    "odirkit/comparison.py": ["tests/test_learning.py", "tests/test_report.py"],
+    "odirkit/comparison.py": [
+        "tests/test_comparison.py",
+        "tests/test_learning.py",
+        "tests/test_report.py",
+    ],
     "odirkit/data/split.py": [
         "tests/test_data.py",
         "tests/test_evaluation.py",
