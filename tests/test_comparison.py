@@ -14,6 +14,8 @@ import pytest
 from odirkit import bootstrap
 from odirkit.comparison import (
     FinishedRun,
+    PairTest,
+    VariantTest,
     compare_variants,
     group_summary,
     metric_name,
@@ -321,3 +323,99 @@ def test_a_variants_runs_are_summarised_by_their_mean_and_a_two_level_interval(t
     assert (fallback["f1_micro_low"], fallback["f1_micro_high"]) == pytest.approx(
         (expected["low"], expected["high"])
     )
+
+
+# -- the wording's edges --------------------------------------------------------------------------
+
+
+def _manual(p_value: float, runs: int = 3) -> VariantTest:
+    test = VariantTest("gan", "base", single_label=False)
+    for seed in range(runs):
+        diff = bootstrap.PairedDifference("f1_micro", 0.04, [-0.01, 0.09], 0.2)
+        test.pairs.append(PairTest(seed, 1, 30, [diff]))
+    if runs > 1:
+        test.over_runs = {"f1_micro": {"mean": 0.04, "p_value": p_value}}
+    return test
+
+
+def test_the_verdict_reads_at_the_level_asked_for_and_says_when_p_is_tiny_or_undefined():
+    (at90,) = _manual(0.07).verdicts(0.90)
+    (at95,) = _manual(0.07).verdicts(0.95)
+    assert at90.endswith(
+        "p = 0.070; 0 of 3 runs distinguishable alone): distinguishable from noise."
+    )
+    assert at95.endswith("): not distinguishable from noise.")
+    assert "micro F1 +0.040 on average over 3 paired runs" in at90
+    assert "(paired t-test p = 0.001;" in _manual(0.001).verdicts(0.95)[0]
+    assert "(paired t-test p < 0.001;" in _manual(0.0009).verdicts(0.95)[0]
+    assert "(paired t-test p not defined;" in _manual(float("nan")).verdicts(0.95)[0]
+    undefined = _manual(0.2, runs=1)
+    undefined.pairs[0].differences[0] = bootstrap.PairedDifference(
+        "f1_micro", 0.0, [float("nan")] * 2, float("nan")
+    )
+    assert "p not defined, paired bootstrap over 30" in undefined.verdicts(0.95)[0]
+    assert VariantTest("gan", "base").verdicts(0.95) == []  # nothing paired, nothing said
+    document = _manual(0.07).to_dict()
+    assert document["note"] == "" and document["pairs"][2]["fold"] == 1
+
+
+def test_every_run_that_did_not_learn_is_named(tmp_path):
+    test = _manual(0.07)
+    test.not_learned = {"gan-seed0": "did not learn: x", "base-seed2": "did not learn: y"}
+    (line,) = test.verdicts(0.95)
+    assert "2 run(s) did not learn (gan-seed0 did not learn: x; base-seed2 did not learn: y)" in (
+        line
+    )
+    test.require_learning = False
+    (line,) = test.verdicts(0.95)
+    assert line.endswith("(caution: gan-seed0, base-seed2 did not learn).")
+
+
+def test_two_runs_each_are_tested_over_the_runs_and_folds_pair_too(tmp_path):
+    runs = [write_run(tmp_path, f"base-fold{f}", _scores(f, 0.1)) for f in range(2)]
+    runs += [write_run(tmp_path, f"new-fold{f}", _scores(5 + f, 0.8)) for f in range(2)]
+    (test,) = compare_variants(runs, metrics=("f1_micro", "recall_D"), resamples=100)
+    assert [(p.seed, p.fold) for p in test.pairs] == [(None, 0), (None, 1)]
+    assert set(test.over_runs) == {"f1_micro", "recall_D"}
+    lines = test.verdicts(0.95)
+    assert len(lines) == 2 and all(
+        "on average over 2 paired runs (paired t-test p" in x for x in lines
+    )
+    assert "p not defined" not in lines[0]
+
+
+def test_a_pair_is_scored_at_each_runs_own_thresholds_and_at_the_level_asked_for(tmp_path):
+    p = np.array([0.2, 0.35, 0.45, 0.6] * 4)
+    base = write_run(tmp_path, "base", _scores(0, 0.3))
+    cut = write_run(tmp_path, "cut", p, thresholds={"D": 0.3})
+    both = compare_variants([base, cut], metrics=("f1_micro", "recall_D"), resamples=300, seed=1)
+    (pair,) = both[0].pairs
+    expected = cut.final.final.f1_micro - base.final.final.f1_micro
+    assert pair.differences[0].difference == pytest.approx(expected)
+    recall = cut.final.final.per_class["D"]["recall"] - base.final.final.per_class["D"]["recall"]
+    assert pair.differences[1].difference == pytest.approx(recall)
+    (narrow,) = compare_variants(
+        [base, cut], metrics=("f1_micro",), resamples=300, seed=1, confidence=0.5
+    )
+    (expected_50,) = bootstrap.paired_bootstrap(
+        base.scored(), cut.scored(), ("f1_micro",), resamples=300, seed=1, confidence=0.5
+    )
+    assert narrow.pairs[0].differences[0].interval == pytest.approx(expected_50.interval)
+    assert "(50% CI" in narrow.verdicts(0.5)[0]
+
+
+def test_a_summary_skips_variants_of_one_run_wherever_they_are_listed(tmp_path):
+    runs = [write_run(tmp_path, "alone", _scores(9, 0.5))]
+    runs += [write_run(tmp_path, f"a-seed{s}", _scores(s, 0.3 + 0.2 * s)) for s in range(3)]
+    table = group_summary(runs, ["f1_micro"], resamples=200, confidence=0.8)
+    assert list(table["variant"]) == ["a"]
+    low, high = bootstrap.runs_interval(
+        [r.scored() for r in runs[1:]], "f1_micro", resamples=200, confidence=0.8
+    )
+    assert (table["f1_micro_low"][0], table["f1_micro_high"][0]) == (low, high)
+    for run in runs[1:]:
+        (run.directory / "predictions.csv").unlink()
+    fallback = group_summary(runs, ["f1_micro"], confidence=0.8).iloc[0]
+    values = [r.final.final.f1_micro for r in runs[1:]]
+    expected = bootstrap.mean_interval(values, 0.8, bounded=True)
+    assert fallback["f1_micro_low"] == pytest.approx(expected["low"])
