@@ -419,3 +419,22 @@ def test_a_summary_skips_variants_of_one_run_wherever_they_are_listed(tmp_path):
     values = [r.final.final.f1_micro for r in runs[1:]]
     expected = bootstrap.mean_interval(values, 0.8, bounded=True)
     assert fallback["f1_micro_low"] == pytest.approx(expected["low"])
+
+
+def test_a_comparison_is_reproducible_from_its_seed(tmp_path):
+    # two runs of equal skill: the p-value is a share of resamples that the seed decides
+    runs = [
+        write_run(tmp_path, "base", _scores(0, 0.4)),
+        write_run(tmp_path, "same", _scores(1, 0.4)),
+    ]
+    found = [
+        compare_variants(runs, metrics=("recall_D", "f1_micro"), resamples=400, seed=s)[0]
+        for s in (4, 4, 5)
+    ]
+    a, b = (r.scored() for r in runs)
+    expected = bootstrap.paired_bootstrap(a, b, ("recall_D", "f1_micro"), resamples=400, seed=4)
+    for got, want in zip(found[0].pairs[0].differences, expected, strict=True):
+        assert (got.p_value, got.interval) == (want.p_value, want.interval)
+    assert found[0].to_dict() == found[1].to_dict()
+    assert found[0].to_dict() != found[2].to_dict()
+    assert len(found[0].verdicts(0.95)) == 2  # one sentence per metric of the single pair
