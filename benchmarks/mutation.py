@@ -73,6 +73,7 @@ MODULES: dict[str, list[str]] = {
         "tests/test_report.py",
     ],
     "odirkit/data/split.py": [
+        "tests/test_split.py",
         "tests/test_data.py",
         "tests/test_evaluation.py",
         "-k",
