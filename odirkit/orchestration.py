@@ -29,7 +29,7 @@ from odirkit.plugins import Registry
 from odirkit.runs import refuse_run_folder
 
 if TYPE_CHECKING:  # imported where used: odirkit's start-up loads neither torch nor Optuna
-    from odirkit.config import Experiment, LauncherConfig
+    from odirkit.config import LauncherConfig, ResolvedVariant
     from odirkit.experiment import ExperimentRun
     from odirkit.tune import TuneOutcome
 
@@ -78,7 +78,7 @@ def run(
         started = load_run(resume, registry)
         if file is not None:
             check_same_experiment(file, started, registry)
-        experiments = started.experiments
+        experiments = started.variants
     else:
         if file is None:
             raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
@@ -105,7 +105,7 @@ def run(
 
 
 def choose_launcher(
-    experiments: Sequence[Experiment], launcher: str | None, jobs: int | None
+    experiments: Sequence[ResolvedVariant], launcher: str | None, jobs: int | None
 ) -> tuple[str, LauncherConfig]:
     """The launcher (``--launcher``, else ``[launcher] kind``) and its settings (``--jobs``
     over ``[launcher] jobs``), checked before a run folder is created."""
@@ -131,11 +131,11 @@ def launch_jobs(
             "([launcher] gpus_per_run makes each job a DDP job)"
         )
     run_dir = started.directory
-    names = [e.variant for e in started.experiments]
+    names = [e.variant for e in started.variants]
     if kind == "pool":
         run_pool(run_dir, names, settings)
     else:
-        submitted = submit_slurm(run_dir, names, settings, started.experiments[0].name)
+        submitted = submit_slurm(run_dir, names, settings, started.variants[0].name)
         if not (wait if wait is not None else settings.cluster == "local"):
             return Submitted(len(submitted), str(run_dir))
         wait_slurm(run_dir, names, submitted)
@@ -150,7 +150,7 @@ def check_same_experiment(file: Path, previous: ExperimentRun, registry: Registr
     from odirkit.config import load_experiment
 
     current = {e.variant: e.fingerprint() for e in load_experiment(file, registry)}
-    for exp in previous.experiments:
+    for exp in previous.variants:
         if exp.variant in current and current[exp.variant] != exp.fingerprint():
             raise ConfigError(
                 f"{file} no longer matches the run in {previous.directory} (variant "

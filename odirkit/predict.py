@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from odirkit.config import Experiment, resolve_document
+from odirkit.config import ResolvedVariant, resolve_document
 from odirkit.console import warn
 from odirkit.data.fundus_check import check_fundus
 from odirkit.data.images import IMAGE_SUFFIXES
@@ -48,7 +48,7 @@ class InputImage:
 
 def load_trained(
     vdir: VariantDirectory, registry: Registry, checkpoint: str | None = None
-) -> tuple[Experiment, torch.nn.Module, ModelView]:
+) -> tuple[ResolvedVariant, torch.nn.Module, ModelView]:
     """The run's experiment, its model with the chosen checkpoint's weights (default: the
     one the run reports) and how it sees an image (with the fitted temperature when the
     checkpoint is the reported one)."""
@@ -73,7 +73,7 @@ def load_trained(
     return exp, model, view
 
 
-def _model_with(exp: Experiment, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+def _model_with(exp: ResolvedVariant, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
     """The run's network holding the checkpoint's ``weights``.
 
     Built on PyTorch's meta device, where a model plugin builds the structure and loads

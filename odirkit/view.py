@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.data.images import Preprocessing, preprocess
 from odirkit.data.prepare import metadata_features, preprocessing_of
 from odirkit.fusion import fuse_eyes
@@ -54,7 +54,7 @@ class ModelView:
     @classmethod
     def of(
         cls,
-        exp: Experiment,
+        exp: ResolvedVariant,
         *,
         single_label: bool,
         age_stats: Sequence[float] = (0.0, 1.0),

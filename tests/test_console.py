@@ -148,7 +148,7 @@ def run_result(tmp_path: Path) -> SimpleNamespace:
     names = [f"{v}-seed{s}" for v in ("default", "augmented", "gan") for s in range(3)]
     answer = "On this data, augmented (classic augmentation) did not improve the recall of D."
     return SimpleNamespace(
-        experiments=[SimpleNamespace(config=config)],
+        variants=[SimpleNamespace(config=config)],
         results=[finished(n, 0.4, n != "gan-seed2") for n in names],
         comparison=SimpleNamespace(answer=[answer], verdicts=["gan vs default: ..."]),
         directory=SimpleNamespace(path=tmp_path / "run"),

@@ -100,7 +100,7 @@ def _print_results(result: Any) -> None:
     recall of D first), the answer in words, and where the report is."""
     from odirkit.comparison import metric_name, metric_value
 
-    first = result.experiments[0].config
+    first = result.variants[0].config
     level = round(first.eval.confidence * 100)
     finals = [r.final for r in result.results if r.final is not None]
     single = all(final.single_label for final in finals)

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from odirkit import bootstrap
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.console import epoch_status, info, progress_bar, warn
 from odirkit.engine import distributed
 from odirkit.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -53,7 +53,7 @@ class EpochLoop:
 
     def __init__(
         self,
-        exp: Experiment,
+        exp: ResolvedVariant,
         vdir: VariantDirectory,
         trainer: Trainer,
         scheduler: Any,

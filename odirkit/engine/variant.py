@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from odirkit.augment import ExpandContext, ExtraSamples, targets_of
-from odirkit.config import Experiment, ExternalData
+from odirkit.config import ExternalData, ResolvedVariant
 from odirkit.console import info
 from odirkit.data.external import external_samples
 from odirkit.data.prepare import DataBundle, cache_root, load_samples, prepare_data
@@ -75,7 +75,7 @@ def finished_result(variant: str, vdir: VariantDirectory) -> VariantResult:
 # -- checks before anything runs -------------------------------------------------
 
 
-def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = None) -> None:
+def preflight(exp: ResolvedVariant, *, data: bool = False, seen: set[str] | None = None) -> None:
     """Fail early, before any folder is written, on what can be checked cheaply.
 
     Builds the model on PyTorch's meta device (no memory, no weights) and the
@@ -119,7 +119,7 @@ def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = No
                 seen.add(key)
 
 
-def check_external(exp: Experiment, external: ExternalData) -> None:
+def check_external(exp: ResolvedVariant, external: ExternalData) -> None:
     """An ``[[evaluate]]`` collection can be read and grades a label the experiment learns."""
     samples = external_samples(external)
     shared, _ = samples.shared(exp.labels)
@@ -161,7 +161,7 @@ def check_augmenter(name: str, aug: Any) -> Any:
 
 
 def run_variant(
-    exp: Experiment,
+    exp: ResolvedVariant,
     vdir: VariantDirectory,
     *,
     registry: Registry,
@@ -345,7 +345,7 @@ def _expand(
     aug: Any,
     name: str,
     position: int,
-    exp: Experiment,
+    exp: ResolvedVariant,
     data: DataBundle,
     vdir: VariantDirectory,
     device: torch.device,
@@ -385,7 +385,7 @@ def _expand(
 
 
 def show_training_images(
-    exp: Experiment,
+    exp: ResolvedVariant,
     data: DataBundle,
     stored: int,
     online: list[tuple[str, Any]],

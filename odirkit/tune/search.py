@@ -14,7 +14,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from odirkit.config import Experiment, TuneRange, load_experiment
+from odirkit.config import ResolvedVariant, TuneRange, load_experiment
 from odirkit.console import info, warn
 from odirkit.engine.interrupt import RunInterrupted
 from odirkit.engine.loop import LOWER_IS_BETTER
@@ -160,7 +160,7 @@ class Search:
         """The drawn values as ``--set`` overrides."""
         return [f"{key}={toml_value(value)}" for key, value in values.items()]
 
-    def experiment(self, values: dict[str, Any], *, trial: bool = True) -> Experiment:
+    def experiment(self, values: dict[str, Any], *, trial: bool = True) -> ResolvedVariant:
         """The experiment with the drawn values (and, for a trial, no test scoring)."""
         extra = [*self.sets(values), *(TRIAL_OVERRIDES if trial else ())]
         (exp,) = load_experiment(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.console import progress_bar, warn
 from odirkit.data.images import ImageCache, PreparedImages, prepare_images
 from odirkit.data.pairs import pair_patients
@@ -143,7 +143,7 @@ class DataBundle:
             yield chunk, images, self.targets_tensor(chunk)
 
 
-def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -> DataBundle:
+def prepare_data(exp: ResolvedVariant, *, images: bool = True, pairs: bool = False) -> DataBundle:
     """Build the sample table, choose the task, preprocess the images and split by patient.
 
     ``images=False`` skips the images (for baselines that use the table alone).

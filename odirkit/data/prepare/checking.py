@@ -10,7 +10,7 @@ from contextlib import suppress
 import numpy as np
 import pandas as pd
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.console import warn
 from odirkit.data.fundus_check import CHECK_VERSION, REASONS, check_fundus
 from odirkit.data.images import ImageCache, PreparedImages
@@ -48,7 +48,7 @@ def checked_reasons(
 
 
 def _fundus_check(
-    exp: Experiment,
+    exp: ResolvedVariant,
     cache: ImageCache,
     rows: pd.DataFrame,
     targets: np.ndarray,

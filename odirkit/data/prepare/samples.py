@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.data.split import (
     carve_validation,
     patient_folds,
@@ -35,7 +35,7 @@ class Samples:
     report: dict[str, Any]
 
 
-def load_samples(exp: Experiment) -> Samples:
+def load_samples(exp: ResolvedVariant) -> Samples:
     """The dataset plugin's sample table, checked, narrowed to the experiment's task."""
     cfg = exp.config.data
     root = Path(cfg.root)
@@ -45,7 +45,7 @@ def load_samples(exp: Experiment) -> Samples:
     return Samples(table, select_task(table, list(cfg.labels), cfg.task), report)
 
 
-def assign_split(exp: Experiment, table: pd.DataFrame) -> pd.Series:
+def assign_split(exp: ResolvedVariant, table: pd.DataFrame) -> pd.Series:
     """``"train"``, ``"val"`` or ``"test"`` for every patient of the full table.
 
     The split is made on all patients and all eight labels, whatever the task,
