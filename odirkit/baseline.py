@@ -94,7 +94,7 @@ def fit_metadata_baseline(exp: ResolvedVariant, out: VariantDirectory) -> RunMet
     VariantConfig(**exp.to_dict(), baseline="metadata").write(out.config_file)
     data.report.write(out.data_file)
     write_prediction_files(out, data, result, test)
-    final = RunMetrics(
+    metrics = RunMetrics(
         experiment=exp.name,
         variant="baseline-metadata",
         baseline="logistic regression on age and sex",
@@ -108,6 +108,6 @@ def fit_metadata_baseline(exp: ResolvedVariant, out: VariantDirectory) -> RunMet
         data=data.report,
     )
     if result.image_metrics:
-        final.final_per_image = Scores(**result.image_metrics)
-    final.write(out.metrics_file)
-    return final
+        metrics.final_per_image = Scores(**result.image_metrics)
+    metrics.write(out.metrics_file)
+    return metrics

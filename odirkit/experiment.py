@@ -243,8 +243,8 @@ def summaries_from_dirs(paths: Sequence[Path]) -> list[RunSummary]:
     summaries = []
     for vdir, label in found:
         unique = label if labels.count(label) == 1 else str(vdir)
-        final = vdir.metrics()
-        summaries.append(RunSummary(unique, vdir.history(), final, final.labels, vdir.path))
+        metrics = vdir.metrics()
+        summaries.append(RunSummary(unique, vdir.history(), metrics, metrics.labels, vdir.path))
     return summaries
 
 
@@ -259,8 +259,10 @@ def rebuild_report(path: Path) -> tuple[RunDirectory, Comparison]:
     summaries, unfinished = [], []
     for vdir in variants:
         if vdir.finished:
-            final = vdir.metrics()
-            summaries.append(RunSummary(vdir.name, vdir.history(), final, final.labels, vdir.path))
+            metrics = vdir.metrics()
+            summaries.append(
+                RunSummary(vdir.name, vdir.history(), metrics, metrics.labels, vdir.path)
+            )
             continue
         done = vdir.epochs_done()
         state = "failed" if vdir.failed_file.exists() else "stopped"

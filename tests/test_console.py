@@ -132,7 +132,7 @@ def finished(name: str, recall: float, learned: bool) -> SimpleNamespace:
     }
     return SimpleNamespace(
         variant=name,
-        final=RunMetrics.model_validate(
+        metrics=RunMetrics.model_validate(
             {
                 "task": "single_label",
                 "labels": ["N", "D"],

@@ -333,7 +333,7 @@ class EpochLoop:
 
     def finish(self) -> tuple[pd.DataFrame, RunMetrics | None, float | None]:
         """Score the test patients once per kept checkpoint; write predictions, figures and
-        metrics.json. Returns the history, the final metrics (``None`` on a rank other than
+        metrics.json. Returns the history, ``metrics.json``'s record (``None`` on a rank other than
         the first, which writes nothing) and the fitted temperature."""
         data = self.trainer.data
         task = data.task
@@ -371,7 +371,7 @@ class EpochLoop:
         write_prediction_files(self.vdir, self.trainer.data, result, test)
         write_text(self.vdir.history_file, history.to_csv(index=False))
         epochs = {"last": len(self.history), "best": (self.best or {}).get("epoch")}
-        final = RunMetrics(
+        metrics = RunMetrics(
             experiment=self.exp.name,
             variant=self.exp.variant,
             task=task.kind,
@@ -402,32 +402,32 @@ class EpochLoop:
             },
         )
         if tta:  # the reported scores are the averaged views'; the image alone's beside them
-            final.tta = list(_view_names(self.cfg.eval.tta))
+            metrics.tta = list(_view_names(self.cfg.eval.tta))
             without, test_without = plain[chosen]
-            final.final_without_tta = Scores(
+            metrics.final_without_tta = Scores(
                 **_headline(without.metrics), intervals=without.intervals, loss=test_without.loss
             )
         if result.image_metrics:
-            final.final_per_image = Scores(**result.image_metrics)
+            metrics.final_per_image = Scores(**result.image_metrics)
         title = f"{self.exp.name}/{self.exp.variant}"
-        plot_run(history, list(task.labels), self.vdir.figures, title, final)
+        plot_run(history, list(task.labels), self.vdir.figures, title, metrics)
         plot_reliability(
-            final.final.reliability,
+            metrics.final.reliability,
             self.vdir.figures / FigureFiles.RELIABILITY,
             f"{title}: reliability on the test patients",
         )
-        test_view = scored(result.test, result.thresholds)
+        tested = scored(result.test, result.thresholds)
         plot_test_curves(
-            test_view.outcomes,
-            test_view.scores,
-            test_view.decisions,
+            tested.outcomes,
+            tested.scores,
+            tested.decisions,
             task.labels,
             self.vdir.figures,
             title,
             single_label=task.single_label,
         )
-        final.write(self.vdir.metrics_file)
-        return history, final, result.temperature
+        metrics.write(self.vdir.metrics_file)
+        return history, metrics, result.temperature
 
     def _learning(self, result: TestResult, train_loss: float) -> LearningCheck:
         """Did the run learn? Its training images' loss (as stored, evaluation mode) against

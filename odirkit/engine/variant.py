@@ -53,13 +53,13 @@ from odirkit.view import ModelView
 
 @dataclass
 class VariantResult:
-    """A finished variant: its folder and final metrics, and, when it was trained in this
+    """A finished variant: its folder and ``metrics.json``, and, when it was trained in this
     process, the trained model with its data and view (for explanations)."""
 
     variant: str
     directory: VariantDirectory
     history: pd.DataFrame
-    final: RunMetrics | None  # None: a search trial (test not scored), or not the first rank
+    metrics: RunMetrics | None  # None: a search trial (test not scored), or not the first rank
     model: nn.Module | None = None
     data: DataBundle | None = None
     view: ModelView | None = None
@@ -315,9 +315,9 @@ def run_variant(
     if not score_test:
         tracker.close()
         return VariantResult(exp.variant, vdir, loop.history_frame(), None, model=model, data=data)
-    history, final, temperature = loop.finish()
-    if final is not None:
-        tracker.final(final.to_json())
+    history, metrics, temperature = loop.finish()
+    if metrics is not None:
+        tracker.final(metrics.to_json())
         tracker.files(
             [
                 vdir.config_file,
@@ -332,7 +332,7 @@ def run_variant(
         exp.variant,
         vdir,
         history,
-        final,
+        metrics,
         model=model,
         data=data,
         view=view.with_temperature(temperature),

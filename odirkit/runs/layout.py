@@ -240,18 +240,18 @@ class VariantDirectory(VariantFiles):
         """The temperature fitted on validation, for the reported checkpoint only."""
         if not self.finished:
             return None
-        final = self.metrics()  # damaged: an error naming it, not a missing temperature
-        if final.checkpoint != checkpoint:
+        metrics = self.metrics()  # damaged: an error naming it, not a missing temperature
+        if metrics.checkpoint != checkpoint:
             return None
-        return final.final.temperature or None
+        return metrics.final.temperature or None
 
     def test_predictions(self, *, validation: bool = False) -> pd.DataFrame:
         """The test (or ``validation``) predictions at the run's level, checked."""
-        final, path = self.metrics(), self.val_predictions_file
-        patient = final.level == "patient"
+        metrics, path = self.metrics(), self.val_predictions_file
+        patient = metrics.level == "patient"
         if not validation:
             path = self.patient_predictions_file if patient else self.predictions_file
-        return _read_predictions(path, final.labels or None, patient=patient)
+        return _read_predictions(path, metrics.labels or None, patient=patient)
 
     def val_predictions(self) -> pd.DataFrame | None:
         """The validation predictions (thresholds and temperature are chosen on them)."""
