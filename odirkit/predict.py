@@ -333,18 +333,18 @@ def _by_patient(inputs, view, model, extra, device, batch_size, policy, workers,
     for part_groups, usable in _prepared_chunks(
         inputs, view, batch_size, workers, reasons, messages, policy, groups
     ):
-        pairs = []
+        patients_eyes = []
         for group in part_groups:
             eyes = {inputs[i].eye: i for i in reversed(group) if i in usable}
             if not eyes:
                 continue
             left = eyes.get("left", eyes.get("right"))
             right = eyes.get("right", left)
-            pairs.append((left, right))
+            patients_eyes.append((left, right))
             predicted[list(eyes.values())] = True
-        for b in range(0, len(pairs), batch_size):
-            chunk = pairs[b : b + batch_size]
-            batch = view.batch([usable[i] for pair in chunk for i in pair])
+        for b in range(0, len(patients_eyes), batch_size):
+            chunk = patients_eyes[b : b + batch_size]
+            batch = view.batch([usable[i] for both in chunk for i in both])
             index = torch.tensor([left for left, _ in chunk])
             held = [t[index].to(device) for t in extra]
             logits = view.logits(model, batch, held, device)

@@ -404,7 +404,7 @@ def test_the_explanation_grid_shows_the_prediction_and_a_colour_bar(tmp_path, mo
     import torch
 
     import odirkit.figures
-    from odirkit.explain import ExplainInputs, Explanations, Pair, save_grid
+    from odirkit.explain import ExplainInputs, Explanations, ImageClass, save_grid
 
     drawn = []
     monkeypatch.setattr(odirkit.figures, "save_figure", lambda fig, path: drawn.append(fig))
@@ -413,7 +413,9 @@ def test_the_explanation_grid_shows_the_prediction_and_a_colour_bar(tmp_path, mo
         rows=pd.DataFrame({"patient_id": ["1", "2"], "eye": ["left", "left"], "path": ["", ""]}),
         true=[[0], [1]],
     )
-    result = Explanations([Pair(0, 0, shown=True, example=True), Pair(1, 1, True, False, True)])
+    result = Explanations(
+        [ImageClass(0, 0, shown=True, example=True), ImageClass(1, 1, True, False, True)]
+    )
     result.maps = {"gradcam": np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)}
     result.probabilities = np.array([[0.9, 0.1], [0.27, 0.73]], dtype=np.float32)
     result.predicted = [[0], [1]]

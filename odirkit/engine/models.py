@@ -81,7 +81,7 @@ def _marks(tensor: torch.Tensor) -> bool:
 
 def _takes(exp: ResolvedVariant, model: torch.nn.Module, size: int) -> bool:
     """Whether ``model`` (on the meta device) runs on images of ``size`` pixels."""
-    batch = 2 * exp.eyes  # two images (or two patients' pairs): batch norm has a batch
+    batch = 2 * exp.eyes  # two images (or two patients' two eyes): batch norm has a batch
     x = torch.empty(batch, 3, size, size, device="meta")
     extra = [torch.empty(batch, 2, device="meta")] if exp.config.model.metadata else []
     model.eval()

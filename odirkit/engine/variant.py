@@ -99,7 +99,7 @@ def preflight(exp: ResolvedVariant, *, data: bool = False, seen: set[str] | None
             raise ConfigError(
                 f"{call.where} {call.name!r} adds single photographs before training, and "
                 f"model {exp.model.name!r} trains on patients with both eyes: use an online "
-                "augmenter (applied to each photograph of a pair)"
+                "augmenter (applied to each photograph of a patient)"
             )
     if data:  # what "odirkit run" checks and fetches, and "odirkit validate" does not
         for call in (exp.model, exp.dataset, *exp.augmenters, *exp.explainers):
@@ -203,7 +203,7 @@ def run_variant(
             )
         )
     with distributed.rank_zero_first():  # one process builds the dataset and the caches
-        data = prepare_data(exp, pairs=exp.eyes == 2)
+        data = prepare_data(exp, both_eyes=exp.eyes == 2)
     if here.main:
         _write_data(vdir, data)
 

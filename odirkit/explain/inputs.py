@@ -60,7 +60,7 @@ def _photographs_of_patients(data: Any, view: ModelView, limit: int) -> ExplainI
     store = data.store
     photos, partners, sides, true = [], [], [], []
     for patient in data.test_idx:
-        left, right = (int(i) for i in store.pairs[patient])
+        left, right = (int(i) for i in store.photographs[patient])
         target = data.targets[patient]
         labels = [int(target)] if data.task.single_label else np.flatnonzero(target).tolist()
         one_eye = data.table["eye"].iloc[patient] != BOTH
@@ -197,7 +197,7 @@ def explain_run(
     if images is not None:
         inputs = inputs_from_files(images, view)
     else:
-        data = prepare_data(exp, pairs=exp.eyes == 2)
+        data = prepare_data(exp, both_eyes=exp.eyes == 2)
         inputs = inputs_from_data(data, view, max_images)
 
         def random_model() -> nn.Module:

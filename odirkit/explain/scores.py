@@ -23,13 +23,13 @@ from odirkit.explain.maps import (
     compute_maps,
 )
 from odirkit.explain.records import (
-    INPUT_PAIRS,
+    INPUT_COMPARISONS,
     POINTING_TOLERANCE,
+    SANITY_IMAGE_CLASSES,
     SANITY_LIMIT,
-    SANITY_PAIRS,
     ExplainInputs,
     Explanations,
-    Pair,
+    ImageClass,
 )
 from odirkit.layers import explained_layer
 from odirkit.view import ModelView
@@ -69,17 +69,20 @@ def rank_correlation(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = N
 
 
 def input_dependence(
-    maps: np.ndarray, pairs: Sequence[Pair], classes: Sequence[int], fovs: Sequence[np.ndarray]
+    maps: np.ndarray,
+    image_classes: Sequence[ImageClass],
+    classes: Sequence[int],
+    fovs: Sequence[np.ndarray],
 ) -> float:
     """Mean rank correlation between the maps of images of different classes (high: the
     maps hardly depend on the image)."""
-    shown = [(i, p) for i, p in enumerate(pairs) if p.shown]
+    shown = [(i, p) for i, p in enumerate(image_classes) if p.shown]
     scores = []
     for (i, a), (j, b) in itertools.combinations(shown, 2):
         if a.image == b.image or classes[a.image] == classes[b.image]:
             continue
         scores.append(rank_correlation(maps[i], maps[j], fovs[a.image] & fovs[b.image]))
-        if len(scores) >= INPUT_PAIRS:
+        if len(scores) >= INPUT_COMPARISONS:
             break
     valid = [v for v in scores if not math.isnan(v)]
     return float(np.mean(valid)) if valid else float("nan")
@@ -104,7 +107,7 @@ def sanity_checks(
     random_model: Callable[[], nn.Module] | None,
     runner: Callable[[nn.Module], tuple[nn.Module, tuple[torch.Tensor, ...]]],
     x: torch.Tensor,
-    pairs: list[Pair],
+    image_classes: list[ImageClass],
     layer_name: str | None,
     seed: int,
     trained: np.ndarray,
@@ -115,7 +118,7 @@ def sanity_checks(
 ) -> pd.DataFrame:
     """Both sanity checks for one explainer, and the verdict."""
     randomisation, constant = float("nan"), 0
-    subset = pairs[:SANITY_PAIRS]
+    subset = image_classes[:SANITY_IMAGE_CLASSES]
     if random_model is not None:
         fresh = random_model().to(device).eval()
         explained, extra = runner(fresh)
@@ -132,7 +135,7 @@ def sanity_checks(
         valid = [v for v in scores if not math.isnan(v)]
         randomisation = float(np.mean(valid)) if valid else float("nan")
         constant = len(scores) - len(valid)
-    dependence = input_dependence(trained, pairs, classes, fovs)
+    dependence = input_dependence(trained, image_classes, classes, fovs)
     fails_randomisation = bool(randomisation > SANITY_LIMIT)
     fails_input = bool(dependence > SANITY_LIMIT)
     return pd.DataFrame(
@@ -157,33 +160,33 @@ def localisation_scores(
     """Per explainer and class, the pointing game and the energy inside the lesion
     (averaged over the images with a lesion mask) beside what a uniform random point in
     the field of view scores; None when no image has a mask."""
-    lesion = [(i, p) for i, p in enumerate(result.pairs) if p.lesion]
+    lesion = [(i, p) for i, p in enumerate(result.image_classes) if p.lesion]
     if not lesion or "image_path" not in inputs.rows.columns:
         return None
     prep = view.preprocessing
     tolerance = max(1, round(POINTING_TOLERANCE * prep.size))
     masks, fovs = {}, {}
-    for _, pair in lesion:
-        row = inputs.rows.iloc[pair.image]
-        label = labels[pair.target]
-        masks[(pair.image, pair.target)] = preprocess_mask(
+    for _, item in lesion:
+        row = inputs.rows.iloc[item.image]
+        label = labels[item.target]
+        masks[(item.image, item.target)] = preprocess_mask(
             row[f"mask_path_{label}"], row["image_path"], prep
         )
-        gray = inputs.images[pair.image].float().mean(0).numpy()
-        fovs[pair.image] = gray > FOV_THRESHOLD
+        gray = inputs.images[item.image].float().mean(0).numpy()
+        fovs[item.image] = gray > FOV_THRESHOLD
     records = []
     for name, maps in result.maps.items():
-        for i, pair in lesion:
-            mask = masks[(pair.image, pair.target)]
+        for i, item in lesion:
+            mask = masks[(item.image, item.target)]
             if not mask.any():
                 continue
             hit, energy, chance, share = pointing_and_energy(
-                maps[i], mask, fovs[pair.image], tolerance
+                maps[i], mask, fovs[item.image], tolerance
             )
             records.append(
                 {
                     "explainer": name,
-                    "label": labels[pair.target],
+                    "label": labels[item.target],
                     "hit": hit,
                     "energy": energy,
                     "chance": chance,

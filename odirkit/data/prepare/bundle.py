@@ -15,7 +15,7 @@ import torch
 from odirkit.config import ResolvedVariant
 from odirkit.console import progress_bar, warn
 from odirkit.data.images import ImageCache, PreparedImages, prepare_images
-from odirkit.data.pairs import pair_patients
+from odirkit.data.pairs import patients_as_samples
 from odirkit.data.prepare.cache import (
     cache_root,
     preprocessing_of,
@@ -143,11 +143,13 @@ class DataBundle:
             yield chunk, images, self.targets_tensor(chunk)
 
 
-def prepare_data(exp: ResolvedVariant, *, images: bool = True, pairs: bool = False) -> DataBundle:
+def prepare_data(
+    exp: ResolvedVariant, *, images: bool = True, both_eyes: bool = False
+) -> DataBundle:
     """Build the sample table, choose the task, preprocess the images and split by patient.
 
     ``images=False`` skips the images (for baselines that use the table alone).
-    ``pairs=True`` makes each patient one sample, both eyes together
+    ``both_eyes=True`` makes each patient one sample, both eyes together
     (:mod:`odirkit.data.pairs`), for a model with meta ``eyes = 2``.
     """
     cfg = exp.config.data
@@ -199,12 +201,13 @@ def prepare_data(exp: ResolvedVariant, *, images: bool = True, pairs: bool = Fal
     task = selection.task
     truth, truth_report = patient_truth(samples.table)
     truth = truth[list(task.labels)]
-    photos, paired = None, None
+    photos, as_patients = None, None
     image_counts = {split: int((side == split).sum()) for split in ("train", "val", "test")}
-    if pairs:  # a both-eyes model: patients are the samples
+    if both_eyes:  # a both-eyes model: patients are the samples
         photos = rows
-        paired = pair_patients(rows, store, side, truth, task)
-        rows, targets, store, side = paired.table, paired.targets, paired.store, paired.side
+        as_patients = patients_as_samples(rows, store, side, truth, task)
+        rows, targets = as_patients.table, as_patients.targets
+        store, side = as_patients.store, as_patients.side
     train_idx = np.flatnonzero(side == "train")
     val_idx = np.flatnonzero(side == "val")
     test_idx = np.flatnonzero(side == "test")
@@ -260,12 +263,12 @@ def prepare_data(exp: ResolvedVariant, *, images: bool = True, pairs: bool = Fal
         test_counts=_counts(targets[test_idx], task),
         patient_truth=truth_report,
     )
-    if paired is not None:  # samples are patients: counts of photographs kept apart
+    if as_patients is not None:  # samples are patients: counts of photographs kept apart
         report.train_images = image_counts["train"]
         report.val_images = image_counts["val"]
         report.test_images = image_counts["test"]
         report.samples = "patients (both eyes)"
-        report.both_eyes = paired.report
+        report.both_eyes = as_patients.report
     if cfg.folds:
         report.fold = {"folds": cfg.folds, "test_fold": cfg.fold}
     if "split" in samples.table.columns and not cfg.split_file:
