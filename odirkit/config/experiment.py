@@ -266,7 +266,9 @@ class ResolvedVariant:
     explainers: list[PluginCall]
     source: str | None = None
     loggers: list[PluginCall] = field(default_factory=list)
-    tta_augmenters: list[PluginCall] = field(default_factory=list)  # [eval] tta plugin views
+    tta_augmenters: list[PluginCall] = field(
+        default_factory=list
+    )  # [eval] tta: plugins as test-time views
     external: list[ExternalData] = field(default_factory=list)  # [[evaluate]] collections
 
     @property

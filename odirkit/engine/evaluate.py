@@ -332,8 +332,8 @@ def scored_from_frame(
     thresholds: np.ndarray | None,
     challenge: bool = False,
 ) -> tuple[bootstrap.Scored, pd.Series]:
-    """A prediction file read back for a paired comparison: the bootstrap's view, and the
-    key of each row (patient ID, or patient/eye/path)."""
+    """A prediction file read back for a paired comparison: its rows as the bootstrap takes
+    them, and the key of each row (patient ID, or patient/eye/path)."""
     patient = "ID" in frame.columns
     probs = frame[[label if patient else f"prob_{label}" for label in labels]].to_numpy(float)
     if single_label:

@@ -346,10 +346,10 @@ class EpochLoop:
                 raise RunError(f"the {here.size} processes ended with different weights")
         # The test patients are scored once per kept checkpoint: last, then best. The model
         # ends with the weights of the reported one (the explanations use it).
-        # With test-time views the reported scores are those of the averaged views; the
+        # With test-time views the reported scores are those of their average; the
         # scores of the image alone are kept beside them (final_without_tta).
         chosen = self.cfg.eval.checkpoint if self.best is not None else "last"
-        tta = bool(self.trainer.view.views)
+        tta = bool(self.trainer.view.test_time_views)
         results = {"last": self._score_checkpoint(tta=tta)}
         plain = {"last": self._score_checkpoint()} if tta else {}
         if self.best is not None:
@@ -401,8 +401,8 @@ class EpochLoop:
                 "ranks_in_sync": in_sync,
             },
         )
-        if tta:  # the reported scores are the averaged views'; the image alone's beside them
-            metrics.tta = list(_view_names(self.cfg.eval.tta))
+        if tta:  # the reported scores average the test-time views; the image alone's beside
+            metrics.tta = list(_test_time_view_names(self.cfg.eval.tta))
             without, test_without = plain[chosen]
             metrics.final_without_tta = Scores(
                 **_headline(without.metrics), intervals=without.intervals, loss=test_without.loss
@@ -475,8 +475,8 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _view_names(specs: list[Any]) -> list[str]:
-    """``[eval] tta`` as text: built-in views as written, plugin views by name."""
+def _test_time_view_names(specs: list[Any]) -> list[str]:
+    """``[eval] tta`` as text: built-in test-time views as written, plugins by name."""
     return [spec if isinstance(spec, str) else str(spec.get("name")) for spec in specs]
 
 

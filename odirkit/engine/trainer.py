@@ -357,7 +357,7 @@ class Trainer:
         every ``WORLD_SIZE``-th image and the predictions are gathered: each image is
         evaluated exactly once.
         """
-        views = self.view.views if tta else ()
+        test_time_views = self.view.test_time_views if tta else ()
         here = world()
         mine = indices[here.rank :: here.size] if here.distributed else indices
         self.model.eval()
@@ -365,9 +365,10 @@ class Trainer:
         for chunk, images, targets in self._batches(chunked(mine, self.eval_batch_size)):
             x = images.to(self.device, non_blocking=True).float().div_(255.0)
             logits = self.forward(self._normalised(x), chunk, training=False).float()
-            for view in views:
-                logits += self.forward(self._normalised(view(x)), chunk, training=False).float()
-            logits /= 1 + len(views)
+            for tta_view in test_time_views:
+                tta_x = self._normalised(tta_view(x))
+                logits += self.forward(tta_x, chunk, training=False).float()
+            logits /= 1 + len(test_time_views)
             y = targets.to(self.device)
             total += float(self.loss_fn(logits, y)) * len(images)
             seen += len(images)

@@ -61,8 +61,8 @@ def tta_line(label: str, metrics: RunMetrics) -> str | None:
             return f"{values.value(metric):.3f}{_bracket(values.interval(metric))}"
 
         parts.append(f"{name} {shown(scores)} with TTA, {shown(plain)} without TTA")
-    views = ", ".join(metrics.tta)
-    return f"{label} (views: {views}): " + "; ".join(parts)
+    test_time_views = ", ".join(metrics.tta)
+    return f"{label} (views: {test_time_views}): " + "; ".join(parts)
 
 
 def _screening(run: RunSummary) -> str:
