@@ -1,4 +1,6 @@
-"""The epochs of one variant: training, validation, checkpoints, early stopping, the end.
+"""The training loop of one variant (:class:`EpochLoop`): its epochs, each trained by
+:meth:`odirkit.engine.trainer.Trainer.train_epoch` and then validated, checkpoints,
+early stopping, resuming, and the end.
 
 After each epoch the **validation** patients are scored, ``last.pt`` (and,
 when the validation monitor improved, ``best.pt``) is written atomically and

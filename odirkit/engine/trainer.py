@@ -1,5 +1,11 @@
-"""The training step and the evaluation of a set of images (the epochs around them,
-checkpoints and early stopping are :mod:`odirkit.engine.loop`'s).
+"""The steps of one epoch and the evaluation of a set of images (:class:`Trainer`), and what
+a step is made of: speed settings per device (:func:`resolve_performance`), optimisers,
+schedulers and losses.
+
+This is not the training loop: the epochs, validation after each, checkpoints, early
+stopping and the test scored at the end are :class:`odirkit.engine.loop.EpochLoop`'s,
+which calls :meth:`Trainer.train_epoch` once an epoch; the fine-tuning recipe (layer-wise
+decay, warm-up, mixup) is :mod:`odirkit.engine.recipe`'s.
 
 Images arrive as ``uint8`` batches; on the training device they become floats
 in [0, 1], pass through the online augmenters, are normalised with the
@@ -118,7 +124,9 @@ def resolve_performance(
 
 
 class Trainer:
-    """Runs training steps and evaluations for one model on one data bundle."""
+    """Runs the training steps of an epoch (:meth:`train_epoch`) and evaluations
+    (:meth:`evaluate`) for one model on one data bundle; the epochs are
+    :class:`odirkit.engine.loop.EpochLoop`'s."""
 
     def __init__(
         self,
