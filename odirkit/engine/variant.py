@@ -29,11 +29,11 @@ from odirkit.engine import distributed
 from odirkit.engine.device import resolve_device
 from odirkit.engine.environment import capture_environment
 from odirkit.engine.loop import EpochLoop
+from odirkit.engine.losses import make_loss
 from odirkit.engine.models import build_model, check_input_size
 from odirkit.engine.recipe import BatchMixer, parameter_groups
 from odirkit.engine.trainer import (
     Trainer,
-    make_loss,
     make_optimizer,
     make_scheduler,
     resolve_performance,
