@@ -61,7 +61,10 @@ def _targets(frame: pd.DataFrame, labels: list[str], single: bool) -> np.ndarray
 
 def ensemble(directories: list[VariantDirectory], out_dir: Path) -> EnsembleMetrics:
     """Average the members' probabilities; choose the operating point on their averaged
-    validation predictions; score the shared test samples with intervals; write and return."""
+    validation predictions; score the shared test samples with intervals; write and return.
+
+    Raises :class:`RunError` for fewer than two runs, runs that differ in labels, task or
+    level, or runs that share no held-out image."""
     members = [_member(d) for d in directories]
     if len(members) < 2:
         raise RunError("an ensemble needs at least two finished runs")

@@ -84,7 +84,9 @@ def start_run(
 
 
 def load_run(path: Path, registry: Registry) -> ExperimentRun:
-    """Re-open a run folder (the whole experiment, or one variant) to resume it."""
+    """Re-open a run folder (the whole experiment, or one variant) to resume it.
+
+    Raises :class:`RunError` when ``path`` does not exist (or is no run folder)."""
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path}: no such run folder")
@@ -250,7 +252,9 @@ def summaries_from_dirs(paths: Sequence[Path]) -> list[RunSummary]:
 
 def rebuild_report(path: Path) -> tuple[RunDirectory, Comparison]:
     """report.md, report.html and the comparison of a run folder, from its files alone
-    (a finished run, or an interrupted one: its unfinished variants are listed)."""
+    (a finished run, or an interrupted one: its unfinished variants are listed).
+
+    Raises :class:`RunError` for a run folder that lists no variant."""
     run = RunDirectory(path)
     variants = run.variants()
     if not variants:

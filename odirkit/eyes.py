@@ -70,7 +70,10 @@ class BothEyes(nn.Module):
     @contextmanager
     def holding(self, other: torch.Tensor, side: torch.Tensor) -> Iterator[None]:
         """While inside, ``forward`` takes one photograph per patient: the ``side`` (0 left,
-        1 right) of each, the other eye's features being ``other``."""
+        1 right) of each, the other eye's features being ``other``.
+
+        ``other`` ``[N, F]`` (:meth:`OneEye.features`), ``side`` ``[N]``; ``forward`` then
+        takes ``[N, 3, H, W]``."""
         self._held = (other, side)
         try:
             yield
@@ -105,7 +108,9 @@ class OneEye(nn.Module):
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The features of the other eyes, computed once, before any explainer hooks in."""
+        """The features of the other eyes, computed once, before any explainer hooks in.
+
+        ``[N, 3, S, S]`` (normalised) in, the backbone's embeddings ``[N, F]`` out."""
         return self._both[0].embed(images)
 
     def forward(self, images: torch.Tensor, other: torch.Tensor, side: torch.Tensor, *extra):
@@ -138,7 +143,9 @@ def backbone_params(name: str, params: Mapping[str, Any], input_size: int | None
 
 
 def build_backbone(name: str, features: int, params: Mapping[str, Any]) -> nn.Module:
-    """The registered image model ``name`` with ``features`` outputs (an embedding)."""
+    """The registered image model ``name`` with ``features`` outputs (an embedding).
+
+    Raises :class:`ConfigError` when the model plugin returns no ``nn.Module``."""
     model = _backbone_spec(name).build(num_classes=features, **params)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"backbone {name!r} returned {type(model).__name__}, not a nn.Module")

@@ -62,7 +62,9 @@ def run(
 
     Returns the finished run; :class:`Submitted` for jobs left running; None in a process
     of a ``torchrun`` run other than the main one (which reports for all of them).
-    """
+
+    Raises :class:`ConfigError` for ``--resume`` with overrides or variants, or neither a
+    file nor ``--resume``; and what loading, checking and training raise."""
     from odirkit.config import load_experiment
     from odirkit.engine import distributed
     from odirkit.engine.variant import preflight
@@ -120,7 +122,9 @@ def launch_jobs(
     started: ExperimentRun, kind: str, settings: LauncherConfig, wait: bool | None
 ) -> ExperimentRun | Submitted:
     """Run the variants of a started run as jobs (pool, slurm); the results once they end,
-    or :class:`Submitted` when the jobs were left to run (slurm without --wait)."""
+    or :class:`Submitted` when the jobs were left to run (slurm without --wait).
+
+    Raises :class:`ConfigError` under ``torchrun``: a launcher starts its own processes."""
     from odirkit.engine import distributed
     from odirkit.engine.variant import finished_result
     from odirkit.report import read_comparison
@@ -146,7 +150,9 @@ def launch_jobs(
 
 def check_same_experiment(file: Path, previous: ExperimentRun, registry: Registry) -> None:
     """Refuse an experiment file given with ``--resume`` that no longer defines the run:
-    a variant of both whose fingerprint changed."""
+    a variant of both whose fingerprint changed.
+
+    Raises :class:`ConfigError` naming the changed variant."""
     from odirkit.config import load_experiment
 
     current = {e.variant: e.fingerprint() for e in load_experiment(file, registry)}
@@ -175,7 +181,9 @@ def tune(
 ) -> TuneOutcome | Submitted:
     """Search hyperparameters (``odirkit tune``): here (``local``, one worker) or by
     ``workers`` workers (``pool``, the default for several; ``slurm``). Returns the study's
-    outcome, or :class:`Submitted` for workers left running."""
+    outcome, or :class:`Submitted` for workers left running.
+
+    Raises :class:`ConfigError` for several workers with the ``local`` launcher."""
     from odirkit.tune import Search, run_workers
 
     refuse_run_folder(out)

@@ -51,7 +51,9 @@ def load_trained(
 ) -> tuple[ResolvedVariant, torch.nn.Module, ModelView]:
     """The run's experiment, its model with the chosen checkpoint's weights (default: the
     one the run reports) and how it sees an image (with the fitted temperature when the
-    checkpoint is the reported one)."""
+    checkpoint is the reported one).
+
+    Raises :class:`RunError` when the checkpoint is missing or does not fit the model."""
     checkpoint = checkpoint or vdir.reported_checkpoint()
     (exp,) = resolve_document(vdir.config().to_json(), registry, source=str(vdir.config_file))
     path = vdir.checkpoint(checkpoint)
@@ -93,7 +95,10 @@ def _model_with(exp: ResolvedVariant, weights: dict[str, torch.Tensor]) -> torch
 
 
 def find_inputs(source: Path) -> list[InputImage]:
-    """The images to predict, from a folder or from an annotation file."""
+    """The images to predict, from a folder or from an annotation file.
+
+    Raises :class:`DataError` naming ``source``: missing, unreadable, without the columns,
+    or naming no photograph found."""
     source = Path(source)
     if source.is_dir():
         found = []

@@ -52,7 +52,9 @@ def rotation(degrees: float) -> TestTimeView:
 
 
 def identity(images: torch.Tensor) -> torch.Tensor:
-    """The images as they are: the test-time view every average includes."""
+    """The images as they are: the test-time view every average includes.
+
+    ``[B, 3, H, W]`` in and out."""
     return images
 
 

@@ -129,7 +129,10 @@ class ModelView:
         device: torch.device | str = "cpu",
     ) -> torch.Tensor:
         """The model's logits for ``uint8`` images, averaged over the image and its
-        test-time views (``[eval] tta``)."""
+        test-time views (``[eval] tta``).
+
+        ``images`` ``uint8 [B, 3, S, S]`` (or floats in [0, 1]), ``extra`` the model's other
+        inputs ``[B, ...]``; returns ``float32 [B, C]``."""
         x = images.to(device)
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         total = model(self.normalise(x, device), *extra).float()
@@ -138,10 +141,15 @@ class ModelView:
         return total / (1 + len(self.test_time_views))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Softmax (single-label, or a softmax loss) or sigmoid of ``logits / temperature``."""
+        """Softmax (single-label, or a softmax loss) or sigmoid of ``logits / temperature``.
+
+        ``[B, C]`` in and out."""
         z = logits.float() / self.temperature
         return z.softmax(dim=1) if self.softmax else z.sigmoid()
 
     def fuse(self, probs: np.ndarray, patient_ids: Sequence[Any]) -> pd.DataFrame:
-        """Per-patient probabilities (:mod:`odirkit.fusion`), indexed by patient ID."""
+        """Per-patient probabilities (:mod:`odirkit.fusion`), indexed by patient ID.
+
+        ``probs`` ``[N, C]`` per image, ``patient_ids`` ``N``; one row per patient, a column per
+        label."""
         return fuse_eyes(probs, patient_ids, self.labels, self.fusion)

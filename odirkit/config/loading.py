@@ -71,7 +71,11 @@ def resolve_document(
     overrides: Iterable[str] = (),
     variants: Iterable[str] | None = None,
 ) -> list[ResolvedVariant]:
-    """Validate a parsed experiment document (see :func:`load_experiment`)."""
+    """Validate a parsed experiment document (see :func:`load_experiment`).
+
+    Raises :class:`ConfigError` naming the source and the table: malformed or unknown
+    variants, a ``[compare]`` baseline or metric that does not fit, and every error of the
+    tables' validation."""
     doc = copy.deepcopy(doc)
     parsed = [(text, *parse_override(text)) for text in overrides]
     # "--set variants.gan.x=1" edits one variant; any other key edits every variant.

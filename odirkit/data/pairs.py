@@ -41,7 +41,8 @@ class BothEyesStore:
 
     @property
     def tensor(self) -> torch.Tensor | None:
-        """The photographs as one ``uint8`` tensor when held in memory, else None."""
+        """The photographs as one ``uint8 [N, 3, S, S]`` tensor when held in memory (rows of
+        the image store, not patients), else None."""
         return self.images.tensor
 
     def __len__(self) -> int:
@@ -57,7 +58,10 @@ class BothEyesStore:
         return self.images.batch(self.photographs[np.asarray(indices, dtype=np.int64)].reshape(-1))
 
     def append(self, images: torch.Tensor, spill_dir: Any) -> np.ndarray:
-        """Add patients' photographs (``uint8 [2n, 3, S, S]``); returns their indices."""
+        """Add patients' photographs (``uint8 [2n, 3, S, S]``); returns their indices.
+
+        Always raises :class:`DataError`: an offline augmenter's single photographs have no
+        other eye."""
         raise DataError(
             "a both-eyes model trains on patients; an offline augmenter adds single "
             "photographs, which have no other eye"
@@ -85,7 +89,11 @@ def patients_as_samples(
     """The photographs ``rows`` (with their ``images`` store and split ``side``) as patients.
 
     ``truth`` holds each patient's labels (the task's columns).
-    """
+
+    ``side`` is each photograph's split (``[N]``, as ``rows``); the result's arrays are one
+    per patient (``targets`` ``[P]`` or ``[P, C]``).
+
+    Raises :class:`DataError` when a photograph's eye is neither left nor right."""
     eyes = rows["eye"].astype(str).str.lower()
     unknown = sorted(set(eyes) - {"left", "right"})
     if unknown:

@@ -118,7 +118,10 @@ class EpochLoop:
 
     def restore(self) -> None:
         """Continue from ``last.pt`` when there is one (a resumed run), after clearing the
-        temporary files a killed writer left in the variant's folder."""
+        temporary files a killed writer left in the variant's folder.
+
+        Raises :class:`RunError` when ``last.pt`` was written for another configuration, or does
+        not fit the model."""
         if distributed.is_main():
             remove_stale_temporaries(self.vdir.path)
         if not self.last_path.exists():
@@ -336,7 +339,9 @@ class EpochLoop:
     def finish(self) -> tuple[pd.DataFrame, RunMetrics | None, float | None]:
         """Score the test patients once per kept checkpoint; write predictions, figures and
         metrics.json. Returns the history, ``metrics.json``'s record (``None`` on a rank other than
-        the first, which writes nothing) and the fitted temperature."""
+        the first, which writes nothing) and the fitted temperature.
+
+        Raises :class:`RunError` when the ``torchrun`` processes ended with different weights."""
         data = self.trainer.data
         task = data.task
         here = distributed.world()

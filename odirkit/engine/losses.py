@@ -57,7 +57,9 @@ def make_loss(
     (``softmax``) cross entropy over the labels. ``smoothing`` is label smoothing
     (Szegedy et al. 2016, sec. 7): single-label and softmax targets become ``(1 - e)
     target + e / classes`` (PyTorch's ``label_smoothing``), multi-label ones ``(1 - e) y +
-    e / 2``. Every loss takes class indices or probability rows (mixup's mixed targets)."""
+    e / 2``. Every loss takes class indices or probability rows (mixup's mixed targets).
+
+    ``weights`` are per class, ``[C]`` (:func:`odirkit.data.split.class_weights`)."""
     w = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
     if single_label:
         return nn.CrossEntropyLoss(weight=w, label_smoothing=smoothing)

@@ -21,7 +21,10 @@ SIZE_ERRORS = (RuntimeError, ValueError, AssertionError, IndexError)
 def build_model(exp: ResolvedVariant, num_classes: int) -> nn.Module:
     """The model plugin's network for ``num_classes`` classes, wrapped for metadata fusion
     when ``[model] metadata = true``, with the parameters ``[model] finetune`` leaves out
-    frozen (linear probing, partial fine-tuning)."""
+    frozen (linear probing, partial fine-tuning).
+
+    Raises :class:`PluginError` when the plugin returns no ``torch.nn.Module`` (its own
+    errors name the ``[model]`` table)."""
     model = exp.model.build(num_classes=num_classes)
     if not isinstance(model, nn.Module):
         raise PluginError(

@@ -184,7 +184,9 @@ class Trainer:
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """uint8 batch -> floats in [0, 1] -> augmenters (given a generator) -> normalised
-        with the view's mean and std (as :meth:`ModelView.normalise` does, on the device)."""
+        with the view's mean and std (as :meth:`ModelView.normalise` does, on the device).
+
+        ``uint8 [B, 3, S, S]`` in, ``float32 [B, 3, S, S]`` out, on the training device."""
         x = images.to(self.device, non_blocking=True).float().div_(255.0)
         if generator is not None:
             for aug in self.augmenters:
@@ -204,7 +206,9 @@ class Trainer:
 
         Training goes through the distributed (and compiled) wrapper; evaluation,
         where ranks may run different numbers of batches, through the module itself.
-        """
+
+        ``x`` is the normalised batch ``[B, 3, S, S]`` (a both-eyes model's ``[2B, 3, S, S]``),
+        ``indices`` its rows ``[B]`` (for the extra inputs); returns the logits ``[B, C]``."""
         dtype = self.performance.autocast_dtype
         module = self.forward_model if training else self.model
         with torch.autocast(
@@ -215,7 +219,9 @@ class Trainer:
             return module(x, *extra)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """The training images of ``epoch`` in their shuffled order (seeded by epoch)."""
+        """The training images of ``epoch`` in their shuffled order (seeded by epoch).
+
+        Row indices ``[N_train]``."""
         rng = np.random.default_rng(derive_seed(self.seed, epoch, 0))
         return self.data.train_idx[rng.permutation(len(self.data.train_idx))]
 
@@ -230,7 +236,8 @@ class Trainer:
         merged into the batch before it when the model has batch norm: in training mode
         batch norm cannot normalise a single value per channel (and a batch of one is a
         poor estimate anyway). Said once per run.
-        """
+
+        Each batch is row indices ``[B]``."""
         chunks = chunked(self.epoch_order(epoch), self.batch_size)
         if len(chunks) > 1 and len(chunks[-1]) < 2 * world().size and self._has_batch_norm:
             if not self._merge_said:
@@ -263,7 +270,8 @@ class Trainer:
         Under ``torchrun`` each rank takes its share of every global batch; one
         small all-reduce per step agrees on the loss, on divergence and on a stop
         request, so that every rank stops at the same step.
-        """
+
+        Raises :class:`TrainingDiverged` when the loss stops being finite."""
         self.model.train()
         for norm in frozen_batch_norms(self.model):
             norm.eval()
@@ -364,7 +372,9 @@ class Trainer:
         (``[eval] tta``, :mod:`odirkit.tta`). Under ``torchrun`` each rank evaluates
         every ``WORLD_SIZE``-th image and the predictions are gathered: each image is
         evaluated exactly once.
-        """
+
+        ``indices`` are rows ``[N]``; the :class:`Evaluation`'s probabilities and logits are
+        ``[N, C]``, its loss the mean per image."""
         test_time_views = self.view.test_time_views if tta else ()
         here = world()
         mine = indices[here.rank :: here.size] if here.distributed else indices

@@ -87,7 +87,9 @@ def preflight(exp: ResolvedVariant, *, data: bool = False, seen: set[str] | None
     run folder exists, and reads every ``[[evaluate]]`` collection (a wrong column or an
     unmapped class fails now, not after training) (``seen`` skips a data table already
     checked for another variant).
-    """
+
+    Raises :class:`ConfigError` for an offline augmenter with a both-eyes model, and what
+    the plugins, the layer check and the data raise."""
     resolve_device(exp.config.device)  # "cuda" on a machine without it fails here
     with torch.device("meta"):
         model = build_model(exp, len(exp.labels))
@@ -120,7 +122,9 @@ def preflight(exp: ResolvedVariant, *, data: bool = False, seen: set[str] | None
 
 
 def check_external(exp: ResolvedVariant, external: ExternalData) -> None:
-    """An ``[[evaluate]]`` collection can be read and grades a label the experiment learns."""
+    """An ``[[evaluate]]`` collection can be read and grades a label the experiment learns.
+
+    Raises :class:`ConfigError` when the collection grades none of the experiment's labels."""
     samples = external_samples(external)
     shared, _ = samples.shared(exp.labels)
     if not shared:
@@ -172,7 +176,9 @@ def run_variant(
 
     ``on_epoch(epoch, row)`` sees each epoch's validation row; without ``score_test`` (a
     search trial) the test patients are never scored and no ``metrics.json`` is written.
-    """
+
+    Raises :class:`ConfigError` for a binary cross-entropy loss on a single-label task, and
+    what training raises (:class:`TrainingDiverged`, ``RunInterrupted``)."""
     if vdir.finished:
         info(f"{vdir}: already finished, skipped")
         return finished_result(exp.variant, vdir)

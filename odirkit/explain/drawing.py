@@ -26,7 +26,9 @@ HEAT = ("#1a9641", "#ffff33", "#d7191c")
 
 
 def heat_colours(heat: np.ndarray) -> np.ndarray:
-    """Importance in [0, 1] -> RGB in [0, 1], green through yellow to red."""
+    """Importance in [0, 1] -> RGB in [0, 1], green through yellow to red.
+
+    ``[H, W]`` in, ``[H, W, 3]`` out (any leading shape: ``[...]`` to ``[..., 3]``)."""
     from matplotlib.colors import LinearSegmentedColormap
 
     cmap = LinearSegmentedColormap.from_list("odirkit", list(HEAT))

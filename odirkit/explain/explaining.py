@@ -97,7 +97,8 @@ def explain(
 
     An explainer that declares it cannot apply to ``model`` (meta ``applies_to``) raises
     :class:`NotApplicable`, or with ``skip_inapplicable`` is left out with a warning.
-    """
+
+    Raises :class:`RunError` for a both-eyes model whose inputs lack the other eyes."""
     model = model.to(device).eval()
     labels = view.labels
     x = view.normalise(inputs.images, device)

@@ -22,7 +22,9 @@ def predicted_targets(
     model: nn.Module, x: torch.Tensor, single_label: bool, extra: tuple[torch.Tensor, ...] = ()
 ) -> list[list[int]]:
     """The predicted class (single-label) or every label above 0.5 (multi-label; at
-    least the most probable one)."""
+    least the most probable one).
+
+    ``x`` is the normalised images ``[N, 3, S, S]``; one list of class indices per image."""
     with torch.no_grad():
         logits = model(x, *extra)
     return targets_of_logits(logits, single_label)
@@ -56,7 +58,9 @@ def compute_maps(
 
     The model's extra inputs, if any, are passed as ``additional_forward_args``
     (held fixed while the image is explained).
-    """
+
+    Raises :class:`PluginError` when the explainer returns maps of another shape, or takes
+    no ``additional_forward_args`` for a model with extra inputs."""
     maps = []
     for start in range(0, len(image_classes), batch_size):
         chunk = image_classes[start : start + batch_size]

@@ -39,7 +39,10 @@ def pointing_and_energy(
     heat: np.ndarray, mask: np.ndarray, fov: np.ndarray, tolerance: int
 ) -> tuple[float, float, float, float]:
     """For one map: whether its maximum hits the (dilated) mask, the share of its energy
-    inside the mask, and what a uniform random point and a uniform map would score."""
+    inside the mask, and what a uniform random point and a uniform map would score.
+
+    ``heat`` ``[S, S]`` (non-negative), ``mask`` and ``fov`` ``bool [S, S]``; ``tolerance``
+    in pixels. Each figure a fraction in [0, 1]."""
 
     grown = binary_dilation(mask, iterations=tolerance) if tolerance else mask
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
@@ -53,7 +56,10 @@ def pointing_and_energy(
 
 def rank_correlation(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> float:
     """Spearman's rank correlation of two maps, on a 56x56 grid (for speed), over the cells
-    mostly inside ``region`` (the field of view) when it is given."""
+    mostly inside ``region`` (the field of view) when it is given.
+
+    ``a`` and ``b`` ``[S, S]``, ``region`` ``bool [S, S]``; NaN when fewer than three cells
+    remain or a map is constant there."""
 
     def small(m: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.asarray(m, dtype=np.float32))[None, None]
@@ -75,7 +81,11 @@ def input_dependence(
     fovs: Sequence[np.ndarray],
 ) -> float:
     """Mean rank correlation between the maps of images of different classes (high: the
-    maps hardly depend on the image)."""
+    maps hardly depend on the image).
+
+    ``maps`` ``[P, S, S]``, one per image class; ``classes`` each image's class; ``fovs`` each
+    image's field of view, ``bool [S, S]``. At most ``INPUT_COMPARISONS`` comparisons; NaN when
+    none is defined."""
     shown = [(i, p) for i, p in enumerate(image_classes) if p.shown]
     scores = []
     for (i, a), (j, b) in itertools.combinations(shown, 2):
@@ -91,7 +101,9 @@ def input_dependence(
 def lesion_mask(
     inputs: ExplainInputs, image: int, label: str, view: ModelView | None
 ) -> np.ndarray | None:
-    """The image's lesion mask for ``label`` in the image's frame, when there is one."""
+    """The image's lesion mask for ``label`` in the image's frame, when there is one.
+
+    ``bool [S, S]``, or None (no mask, or no view to preprocess it with)."""
     column = f"mask_path_{label}"
     if view is None or column not in inputs.rows.columns or "image_path" not in inputs.rows:
         return None
@@ -116,7 +128,12 @@ def sanity_checks(
     fovs: Sequence[np.ndarray],
     reshape: str | None = None,
 ) -> pd.DataFrame:
-    """Both sanity checks for one explainer, and the verdict."""
+    """Both sanity checks for one explainer, and the verdict.
+
+    ``x`` the normalised images ``[N, 3, S, S]``; ``trained`` the trained model's maps
+    ``[P, S, S]`` of ``image_classes``; ``fovs`` each image's field of view, ``bool [S, S]``.
+    One row: the rank correlation with the re-initialised model's maps and the input
+    dependence (each NaN when undefined), the flat maps counted, and the verdicts."""
     randomisation, constant = float("nan"), 0
     subset = image_classes[:SANITY_IMAGE_CLASSES]
     if random_model is not None:

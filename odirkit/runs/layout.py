@@ -76,8 +76,8 @@ class VariantDirectory(VariantFiles):
         return ExternalDirectory(self.external_root / name)
 
     def new_external(self, name: str) -> ExternalDirectory:
-        """A new ``external/<name>/`` folder, created now; ``<name>-2``, ``-3``, ... when the
-        name is taken: an earlier result is never overwritten."""
+        """A new ``external/<name>/`` folder, created now (else :class:`RunError`); ``<name>-2``,
+        ``-3``, ... when the name is taken: an earlier result is never overwritten."""
         for i in range(1, 1000):
             candidate = self.external(name if i == 1 else f"{name}-{i}")
             try:
@@ -344,7 +344,7 @@ class ExternalDirectory:
         return ExternalMetrics.read(self.metrics_file, "not a finished external validation")
 
     def comparison(self) -> pd.DataFrame:
-        """``comparison.csv`` read back (empty when there is none)."""
+        """``comparison.csv`` read back (:class:`RunError` when it is missing)."""
         import pandas as pd
 
         try:
@@ -469,8 +469,8 @@ class RunDirectory:
         return VariantDirectory(self.path / name)
 
     def variant_names(self) -> list[str]:
-        """The variants ``run.json`` lists, in order (for a search's trial written before
-        trials listed theirs: its folders that hold a ``config.json``)."""
+        """The variants ``run.json`` lists, in order (a search's trial written before trials
+        listed theirs: its folders with a ``config.json``); :class:`RunError` if no run folder."""
         if not self.path.is_dir():
             raise RunError(f"{self.path}: no such run folder")
         if not self.run_file.exists():

@@ -80,7 +80,12 @@ class DataBundle:
         source: str,
         spill_dir: Path,
     ) -> np.ndarray:
-        """Append synthetic or augmented samples to the training set only."""
+        """Append synthetic or augmented samples to the training set only: ``table`` their rows
+        (missing columns filled), ``images`` ``uint8 [N, 3, S, S]``, ``targets`` ``[N]`` class
+        indices or ``[N, C]`` 0/1 labels. Returns their row indices ``[N]``.
+
+        Raises :class:`odirkit.errors.DataError` from a store that takes no single photographs
+        (a both-eyes model's)."""
         rows = table.reset_index(drop=True).copy()
         for column, default in (
             ("patient_id", None),
@@ -112,7 +117,8 @@ class DataBundle:
         return new
 
     def targets_tensor(self, indices: np.ndarray) -> torch.Tensor:
-        """The targets of ``indices`` as a tensor (class indices, or 0/1 per label)."""
+        """The targets of ``indices`` (``[B]``) as a tensor: class indices ``int64 [B]``, or 0/1
+        per label ``float32 [B, C]``."""
         values = self.targets[indices]
         if self.task.single_label:
             return torch.from_numpy(values.astype(np.int64))
@@ -125,7 +131,9 @@ class DataBundle:
         num_workers: int = 0,
         pin_memory: bool = False,
     ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-        """``(row indices, uint8 images, targets)`` for each chunk of row indices, in order."""
+        """``(row indices [B], uint8 images [B, 3, S, S], targets)`` for each chunk of row
+        indices, in order (a both-eyes model's images are ``[2B, 3, S, S]``, left and right
+        interleaved); targets as :meth:`targets_tensor` gives them."""
         if self.store.tensor is not None or num_workers == 0:
             for chunk in chunks:
                 yield chunk, self.store.batch(chunk), self.targets_tensor(chunk)
@@ -151,7 +159,9 @@ def prepare_data(
     ``images=False`` skips the images (for baselines that use the table alone).
     ``both_eyes=True`` makes each patient one sample, both eyes together
     (:mod:`odirkit.data.pairs`), for a model with meta ``eyes = 2``.
-    """
+
+    Raises :class:`DataError` when images cannot be read (unless ``data.on_bad_image =
+    "skip"``), none is usable, or the split leaves a side empty for the task's labels."""
     cfg = exp.config.data
     samples = load_samples(exp)
     selection = samples.selection

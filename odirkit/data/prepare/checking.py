@@ -25,7 +25,10 @@ def checked_reasons(
     """The fundus check's reason for each prepared image ("" = usable, None = no image),
     remembered beside the cache: a file per preprocessing and check version, keyed as the
     cache's entries are (source path, size, modification time), so that later runs on the
-    same images check none of them again."""
+    same images check none of them again.
+
+    ``images`` are ``uint8 [S, S, 3]`` (None where a photograph could not be read), one
+    per path."""
     record = cache.directory / f"fundus-check-v{CHECK_VERSION}.json"
     try:
         known: dict[str, str] = json.loads(record.read_text())
