@@ -25,7 +25,8 @@ import torch
 from odirkit.config import resolve_document
 from odirkit.console import progress_bar
 from odirkit.data.prepare import prepare_data
-from odirkit.engine.trainer import EpochProgress, Trainer, make_loss, make_optimizer
+from odirkit.engine.losses import make_loss
+from odirkit.engine.trainer import EpochProgress, Trainer, make_optimizer
 from odirkit.plugins import get_registry
 from odirkit.view import ModelView
 

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from odirkit.explain import Pair, compute_maps
+from odirkit.explain import ImageClass, compute_maps
 from odirkit.layers import not_applicable, resolve_layer
 from odirkit.plugins import get_registry
 
@@ -54,7 +54,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = spec.build(num_classes=2, **params).to(device).eval()
         x = torch.rand(args.batch, 3, size, size, device=device)
-        pairs = [Pair(i, i % 2) for i in range(args.batch)]
+        image_classes = [ImageClass(i, i % 2) for i in range(args.batch)]
         _, layer = resolve_layer(model, "default", spec.meta["cam_layer"])
         results[label] = {}
         for explainer_spec in registry.specs("explainer"):
@@ -63,13 +63,15 @@ def main() -> None:
                 results[label][explainer_spec.name] = f"not applicable: {reason}"
                 continue
             explainer = explainer_spec.build()
-            compute_maps(explainer, model, x, pairs[:1], layer, seed=0)  # warm-up
+            compute_maps(explainer, model, x, image_classes[:1], layer, seed=0)  # warm-up
             times = []
             for _ in range(args.repeats):
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                compute_maps(explainer, model, x, pairs, layer, seed=0, batch_size=args.batch)
+                compute_maps(
+                    explainer, model, x, image_classes, layer, seed=0, batch_size=args.batch
+                )
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)

@@ -100,7 +100,10 @@ class ExtraSamples:
 
 
 def targets_of(table: pd.DataFrame, task: Task) -> np.ndarray:
-    """Targets in the task's form for rows carrying label columns."""
+    """Targets in the task's form for rows carrying label columns: class indices
+    ``int64 [N]`` (single-label) or a 0/1 matrix ``float32 [N, C]`` (multi-label).
+
+    Raises :class:`PluginError` when a single-label task's row has not exactly one label."""
     y = table[list(task.labels)].to_numpy(dtype=np.int64)
     if task.single_label:
         if (y.sum(axis=1) != 1).any():
@@ -110,5 +113,6 @@ def targets_of(table: pd.DataFrame, task: Task) -> np.ndarray:
 
 
 def images_to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1] to ``uint8``, rounding to the nearest level."""
+    """Float images in [0, 1], ``[N, 3, S, S]``, to ``uint8 [N, 3, S, S]``, rounding to
+    the nearest of the 256 levels (values outside [0, 1] clamped)."""
     return images.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)

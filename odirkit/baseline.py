@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.multiclass import OneVsRestClassifier
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.data.prepare import metadata_features, prepare_data
 from odirkit.engine.evaluate import score_test, write_prediction_files
 from odirkit.engine.trainer import Evaluation
@@ -54,7 +54,7 @@ def _loss(y: np.ndarray, probs: np.ndarray, single_label: bool) -> float:
     )
 
 
-def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> RunMetrics:
+def fit_metadata_baseline(exp: ResolvedVariant, out: VariantDirectory) -> RunMetrics:
     """Fit on the training patients, choose the operating point on the validation ones,
     score the test ones once (as a network's run), and write the folder ``out``."""
     data = prepare_data(exp, images=False)
@@ -94,7 +94,7 @@ def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> RunMetrics:
     VariantConfig(**exp.to_dict(), baseline="metadata").write(out.config_file)
     data.report.write(out.data_file)
     write_prediction_files(out, data, result, test)
-    final = RunMetrics(
+    metrics = RunMetrics(
         experiment=exp.name,
         variant="baseline-metadata",
         baseline="logistic regression on age and sex",
@@ -108,6 +108,6 @@ def fit_metadata_baseline(exp: Experiment, out: VariantDirectory) -> RunMetrics:
         data=data.report,
     )
     if result.image_metrics:
-        final.final_per_image = Scores(**result.image_metrics)
-    final.write(out.metrics_file)
-    return final
+        metrics.final_per_image = Scores(**result.image_metrics)
+    metrics.write(out.metrics_file)
+    return metrics

@@ -89,7 +89,8 @@ class Scored:
 
 
 def cluster_weights(clusters: int, resamples: int, seed: int) -> np.ndarray:
-    """``[resamples, clusters]``: how often each cluster is drawn in each resample."""
+    """``float [resamples, clusters]``: how often each cluster is drawn in each resample
+    (each row sums to ``clusters``; the same ``seed`` draws the same counts)."""
     rng = np.random.default_rng(seed)
     drawn = rng.integers(0, clusters, size=(resamples, clusters))
     offsets = (np.arange(resamples) * clusters)[:, None]
@@ -175,13 +176,13 @@ def _weighted_challenge(
 
 def row_weights(scored: Scored, resamples: int, seed: int) -> np.ndarray:
     """Each row's weight in each of ``resamples`` patient-level (cluster) resamples,
-    ``[resamples, rows]``: a row counts as often as its patient was drawn."""
+    ``float [resamples, rows]``: a row counts as often as its patient was drawn."""
     return cluster_weights(scored.clusters_count, resamples, seed)[:, scored.clusters]
 
 
 def percentile_interval(values: np.ndarray, confidence: float) -> list[float]:
-    """The central ``confidence`` percentile interval of the finite ``values`` (NaN, NaN when
-    none is finite)."""
+    """The central ``confidence`` (a fraction: 0.95) percentile interval ``[low, high]`` of
+    the finite ``values`` (``[resamples]``); NaN, NaN when none is finite."""
     finite = values[np.isfinite(values)]
     if len(finite) == 0:
         return [float("nan"), float("nan")]

@@ -25,7 +25,8 @@ BINS = 15
 
 
 def brier_score(outcomes: np.ndarray, probs: np.ndarray) -> float:
-    """Mean squared error of probabilities against 0/1 outcomes (one class)."""
+    """Mean squared error of probabilities ``[N]`` against 0/1 outcomes ``[N]`` (one
+    class); NaN for no rows."""
     y = np.asarray(outcomes, dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)
     return float(np.mean((p - y) ** 2)) if len(y) else float("nan")
@@ -42,7 +43,9 @@ class Reliability:
 
 
 def reliability(outcomes: np.ndarray, probs: np.ndarray, bins: int = BINS) -> Reliability:
-    """Equal-width bins over [0, 1]; a probability of exactly 1 falls in the last bin."""
+    """Outcomes ``[N]`` (0/1) against probabilities ``[N]`` of one class, in ``bins``
+    equal-width bins over [0, 1] (each array of the result ``[bins]``, empty bins NaN); a
+    probability of exactly 1 falls in the last bin."""
     y = np.asarray(outcomes, dtype=np.float64)
     p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
     which = np.minimum((p * bins).astype(np.int64), bins - 1)
@@ -56,7 +59,8 @@ def reliability(outcomes: np.ndarray, probs: np.ndarray, bins: int = BINS) -> Re
 
 
 def expected_calibration_error(outcomes: np.ndarray, probs: np.ndarray, bins: int = BINS) -> float:
-    """ECE of one class's probabilities (see the module docstring)."""
+    """ECE of one class's probabilities ``[N]`` against its 0/1 outcomes ``[N]`` (see the
+    module docstring): a fraction in [0, 1], NaN for no rows."""
     table = reliability(outcomes, probs, bins)
     total = table.counts.sum()
     if total == 0:
@@ -69,7 +73,8 @@ def expected_calibration_error(outcomes: np.ndarray, probs: np.ndarray, bins: in
 def probabilities(
     logits: np.ndarray, *, single_label: bool, temperature: float = 1.0
 ) -> np.ndarray:
-    """Softmax (single-label) or sigmoid (multi-label) of ``logits / temperature``."""
+    """Softmax (single-label) or sigmoid (multi-label) of ``logits / temperature``:
+    ``[N, C]`` logits to ``float64 [N, C]`` probabilities."""
     z = torch.as_tensor(np.asarray(logits, dtype=np.float64)) / temperature
     p = z.softmax(dim=1) if single_label else z.sigmoid()
     return p.numpy()

@@ -73,12 +73,12 @@ class FinishedRun:
     """What a comparison needs of one finished run."""
 
     name: str
-    final: RunMetrics
+    metrics: RunMetrics  # metrics.json: its test scores are .metrics.final
     directory: Path | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.final, RunMetrics):  # a document as read from JSON
-            self.final = RunMetrics.from_json(self.final, self.name)
+        if not isinstance(self.metrics, RunMetrics):  # a document as read from JSON
+            self.metrics = RunMetrics.from_json(self.metrics, self.name)
 
     @property
     def base(self) -> str:
@@ -105,7 +105,7 @@ class FinishedRun:
     @property
     def learning(self) -> LearningCheck | None:
         """Whether the run learned (None for a run made before odirkit checked)."""
-        found = self.final.learning
+        found = self.metrics.learning
         return None if found is None else LearningCheck.from_record(found)
 
     def scored(self) -> bootstrap.Scored | None:
@@ -113,9 +113,9 @@ class FinishedRun:
         frame = self.predictions()
         if frame is None:
             return None
-        labels = list(self.final.labels)
-        thresholds = thresholds_array(labels, self.final.final.thresholds)
-        single = self.final.single_label
+        labels = list(self.metrics.labels)
+        thresholds = thresholds_array(labels, self.metrics.final.thresholds)
+        single = self.metrics.single_label
         return scored_from_frame(frame, labels=labels, single_label=single, thresholds=thresholds)[
             0
         ]
@@ -252,7 +252,7 @@ def group_summary(
         row: dict[str, Any] = {"variant": base, "runs": len(members), "unit": unit}
         scored = [r.scored() for r in members]
         for metric in metrics:
-            values = [metric_value(r.final.final, metric) for r in members]
+            values = [metric_value(r.metrics.final, metric) for r in members]
             stats = bootstrap.mean_interval(values, confidence, bounded=True)
             if all(s is not None for s in scored):
                 low, high = bootstrap.runs_interval(
@@ -288,7 +288,7 @@ def compare_variants(
     for candidate in bases:
         if candidate == reference:
             continue
-        single = any(r.final.single_label for r in runs if r.base == candidate)
+        single = any(r.metrics.single_label for r in runs if r.base == candidate)
         test = VariantTest(
             candidate, reference, single_label=single, require_learning=require_learning
         )
@@ -333,16 +333,16 @@ def _pair(
     seed: int,
 ) -> PairTest | str:
     for field_name in ("labels", "task", "level"):
-        if getattr(reference.final, field_name) != getattr(candidate.final, field_name):
+        if getattr(reference.metrics, field_name) != getattr(candidate.metrics, field_name):
             return f"they differ in {field_name}: no paired test"
     frames = [reference.predictions(), candidate.predictions()]
     if any(f is None for f in frames):
         return "a prediction file is missing: no paired test"
-    labels = list(reference.final.labels)
-    single = reference.final.single_label
+    labels = list(reference.metrics.labels)
+    single = reference.metrics.single_label
     sides = []
     for run, frame in zip((reference, candidate), frames, strict=True):
-        thresholds = thresholds_array(labels, run.final.final.thresholds)
+        thresholds = thresholds_array(labels, run.metrics.final.thresholds)
         sides.append(
             scored_from_frame(frame, labels=labels, single_label=single, thresholds=thresholds)
         )

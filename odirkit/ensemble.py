@@ -29,10 +29,10 @@ from odirkit.thresholds import choose_thresholds, parse_rule
 
 @dataclass
 class Member:
-    """One run of an ensemble: its folder, final metrics, test and validation predictions."""
+    """One run of an ensemble: its folder, ``metrics.json``, test and validation predictions."""
 
     directory: VariantDirectory
-    final: RunMetrics
+    metrics: RunMetrics
     predictions: pd.DataFrame
     validation: pd.DataFrame | None
 
@@ -61,16 +61,19 @@ def _targets(frame: pd.DataFrame, labels: list[str], single: bool) -> np.ndarray
 
 def ensemble(directories: list[VariantDirectory], out_dir: Path) -> EnsembleMetrics:
     """Average the members' probabilities; choose the operating point on their averaged
-    validation predictions; score the shared test samples with intervals; write and return."""
+    validation predictions; score the shared test samples with intervals; write and return.
+
+    Raises :class:`RunError` for fewer than two runs, runs that differ in labels, task or
+    level, or runs that share no held-out image."""
     members = [_member(d) for d in directories]
     if len(members) < 2:
         raise RunError("an ensemble needs at least two finished runs")
-    first = members[0].final
+    first = members[0].metrics
     for member in members[1:]:
         for key in ("labels", "task", "level"):
-            if getattr(member.final, key) != getattr(first, key):
+            if getattr(member.metrics, key) != getattr(first, key):
                 raise RunError(
-                    f"{member.directory} has {key} {getattr(member.final, key)!r} but "
+                    f"{member.directory} has {key} {getattr(member.metrics, key)!r} but "
                     f"{members[0].directory} has {getattr(first, key)!r}: runs to ensemble "
                     "must agree"
                 )
@@ -120,8 +123,8 @@ def ensemble(directories: list[VariantDirectory], out_dir: Path) -> EnsembleMetr
     write_text(target, out.to_csv(index=False))
     result = EnsembleMetrics(
         ensemble_of=[str(m.directory) for m in members],
-        members_f1_micro={str(m.directory): m.final.final.f1_micro for m in members},
-        members_tta={str(m.directory): m.final.tta for m in members},
+        members_f1_micro={str(m.directory): m.metrics.final.f1_micro for m in members},
+        members_tta={str(m.directory): m.metrics.tta for m in members},
         shared_test_samples=len(test),
         labels=labels,
         task=first.task,

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from odirkit.config import Experiment, resolve_document
+from odirkit.config import ResolvedVariant, resolve_document
 from odirkit.console import info, warn
 from odirkit.engine import distributed
 from odirkit.engine.interrupt import RunInterrupted
@@ -43,13 +43,13 @@ class ExperimentRun:
     """A run of every variant of one experiment, in one timestamped folder."""
 
     directory: RunDirectory
-    experiments: list[Experiment]
+    variants: list[ResolvedVariant]
     results: list[VariantResult] = field(default_factory=list)
     comparison: Comparison | None = None
 
 
 def start_run(
-    experiments: Sequence[Experiment],
+    variants: Sequence[ResolvedVariant],
     *,
     out: Path,
     source_text: str | None,
@@ -61,7 +61,7 @@ def start_run(
 
     Under ``torchrun`` rank 0 creates it and tells the others where it is.
     """
-    first = experiments[0]
+    first = variants[0]
 
     def fill(run: RunDirectory) -> None:  # in a staging folder: the run appears whole
         if source_text is not None:
@@ -70,21 +70,23 @@ def start_run(
             name=first.name,
             source=first.source,
             overrides=list(overrides),
-            variants=[e.variant for e in experiments],
+            variants=[e.variant for e in variants],
             started=datetime.now().isoformat(timespec="seconds"),
         ).write(run.run_file)
-        for exp in experiments:
+        for exp in variants:
             VariantConfig(**exp.to_dict()).write(run.variant(exp.variant).config_file)
 
     created = None
     if distributed.is_main():
         created = RunDirectory.create(out, label or first.name, fill).path
     run = RunDirectory(distributed.broadcast(str(created) if created else None))
-    return ExperimentRun(run, list(experiments))
+    return ExperimentRun(run, list(variants))
 
 
 def load_run(path: Path, registry: Registry) -> ExperimentRun:
-    """Re-open a run folder (the whole experiment, or one variant) to resume it."""
+    """Re-open a run folder (the whole experiment, or one variant) to resume it.
+
+    Raises :class:`RunError` when ``path`` does not exist (or is no run folder)."""
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path}: no such run folder")
@@ -108,7 +110,7 @@ def clear_stale_temporaries(variants: Sequence[VariantDirectory]) -> None:
             remove_stale_temporaries(vdir.path)
 
 
-def load_variant(vdir: VariantDirectory, registry: Registry) -> Experiment:
+def load_variant(vdir: VariantDirectory, registry: Registry) -> ResolvedVariant:
     """A variant's experiment from its ``config.json``."""
     (exp,) = resolve_document(vdir.config().to_json(), registry, source=str(vdir.config_file))
     exp.variant = vdir.name
@@ -120,7 +122,7 @@ def run_experiment(
 ) -> ExperimentRun:
     """Run every variant (and explain it), then compare them in the run folder (a launcher's
     job runs one variant and leaves the comparison to :mod:`odirkit.launch`)."""
-    for exp in run.experiments:
+    for exp in run.variants:
         vdir = run.directory.variant(exp.variant)
         info(f"variant {exp.variant!r} -> {vdir}")
         if distributed.is_main() and not vdir.finished:
@@ -166,7 +168,7 @@ def run_experiment(
 
 
 def validate_externally(
-    exp: Experiment, vdir: VariantDirectory, registry: Registry, result: VariantResult
+    exp: ResolvedVariant, vdir: VariantDirectory, registry: Registry, result: VariantResult
 ) -> None:
     """The experiment's ``[[evaluate]]`` collections on a finished variant. The training is
     kept whatever happens here: a collection that cannot be scored (changed since it was
@@ -193,7 +195,7 @@ def running_marker() -> RunningMarker:
     )
 
 
-def explain_result(exp: Experiment, result: VariantResult) -> None:
+def explain_result(exp: ResolvedVariant, result: VariantResult) -> None:
     """The experiment's ``[[explain]]`` explainers on a variant just trained."""
 
     assert result.model is not None and result.data is not None and result.view is not None
@@ -217,7 +219,7 @@ def explain_result(exp: Experiment, result: VariantResult) -> None:
         warn(f"{exp.variant}: {line}")
 
 
-def explain_again(exp: Experiment, vdir: VariantDirectory, registry: Registry) -> None:
+def explain_again(exp: ResolvedVariant, vdir: VariantDirectory, registry: Registry) -> None:
     """A variant finished earlier whose ``[[explain]]`` results were never written whole
     (the run was stopped while writing them; ``summary.json`` comes last): explained now,
     from its reported checkpoint, as :func:`explain_result` would have."""
@@ -243,14 +245,16 @@ def summaries_from_dirs(paths: Sequence[Path]) -> list[RunSummary]:
     summaries = []
     for vdir, label in found:
         unique = label if labels.count(label) == 1 else str(vdir)
-        final = vdir.metrics()
-        summaries.append(RunSummary(unique, vdir.history(), final, final.labels, vdir.path))
+        metrics = vdir.metrics()
+        summaries.append(RunSummary(unique, vdir.history(), metrics, metrics.labels, vdir.path))
     return summaries
 
 
 def rebuild_report(path: Path) -> tuple[RunDirectory, Comparison]:
     """report.md, report.html and the comparison of a run folder, from its files alone
-    (a finished run, or an interrupted one: its unfinished variants are listed)."""
+    (a finished run, or an interrupted one: its unfinished variants are listed).
+
+    Raises :class:`RunError` for a run folder that lists no variant."""
     run = RunDirectory(path)
     variants = run.variants()
     if not variants:
@@ -259,8 +263,10 @@ def rebuild_report(path: Path) -> tuple[RunDirectory, Comparison]:
     summaries, unfinished = [], []
     for vdir in variants:
         if vdir.finished:
-            final = vdir.metrics()
-            summaries.append(RunSummary(vdir.name, vdir.history(), final, final.labels, vdir.path))
+            metrics = vdir.metrics()
+            summaries.append(
+                RunSummary(vdir.name, vdir.history(), metrics, metrics.labels, vdir.path)
+            )
             continue
         done = vdir.epochs_done()
         state = "failed" if vdir.failed_file.exists() else "stopped"

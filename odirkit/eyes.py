@@ -1,6 +1,6 @@
 """Models that see both eyes of a patient at once.
 
-A *pair model* (model meta ``eyes = 2``) takes a patient's two photographs
+A *both-eyes model* (model meta ``eyes = 2``) takes a patient's two photographs
 interleaved in one batch — rows ``2i`` and ``2i + 1`` are patient ``i``'s left
 and right eye, ``[2B, 3, H, W]`` — and returns the patient's logits
 ``[B, num_classes]``. :class:`BothEyes` builds one from any image model: the
@@ -70,7 +70,10 @@ class BothEyes(nn.Module):
     @contextmanager
     def holding(self, other: torch.Tensor, side: torch.Tensor) -> Iterator[None]:
         """While inside, ``forward`` takes one photograph per patient: the ``side`` (0 left,
-        1 right) of each, the other eye's features being ``other``."""
+        1 right) of each, the other eye's features being ``other``.
+
+        ``other`` ``[N, F]`` (:meth:`OneEye.features`), ``side`` ``[N]``; ``forward`` then
+        takes ``[N, 3, H, W]``."""
         self._held = (other, side)
         try:
             yield
@@ -78,7 +81,7 @@ class BothEyes(nn.Module):
             self._held = None
 
 
-def pair_module(model: nn.Module) -> BothEyes | None:
+def both_eyes_module(model: nn.Module) -> BothEyes | None:
     """The :class:`BothEyes` inside ``model`` (wrapped for metadata or not), if any."""
     for module in model.modules():
         if isinstance(module, BothEyes):
@@ -92,26 +95,28 @@ def interleave(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 class OneEye(nn.Module):
-    """A pair model seen one photograph at a time: ``forward(images, other, side, *extra)``
+    """A both-eyes model seen one photograph at a time: ``forward(images, other, side, *extra)``
     with ``other`` the other eye's features (:meth:`features`) and ``side`` 0 or 1."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        pair = pair_module(model)
-        if pair is None:
+        both = both_eyes_module(model)
+        if both is None:
             raise TypeError("OneEye needs a model built on odirkit.api.BothEyes")
         self.model = model
-        self._pair = (pair,)  # not a submodule: the layers keep their names under `model`
+        self._both = (both,)  # not a submodule: the layers keep their names under `model`
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The features of the other eyes, computed once, before any explainer hooks in."""
-        return self._pair[0].embed(images)
+        """The features of the other eyes, computed once, before any explainer hooks in.
+
+        ``[N, 3, S, S]`` (normalised) in, the backbone's embeddings ``[N, F]`` out."""
+        return self._both[0].embed(images)
 
     def forward(self, images: torch.Tensor, other: torch.Tensor, side: torch.Tensor, *extra):
         """Logits ``[N, C]`` of photographs ``[N, 3, S, S]``, each beside its patient's
         other eye (features ``other``, on ``side``), held fixed."""
-        with self._pair[0].holding(other, side):
+        with self._both[0].holding(other, side):
             return self.model(images, *extra)
 
 
@@ -138,7 +143,9 @@ def backbone_params(name: str, params: Mapping[str, Any], input_size: int | None
 
 
 def build_backbone(name: str, features: int, params: Mapping[str, Any]) -> nn.Module:
-    """The registered image model ``name`` with ``features`` outputs (an embedding)."""
+    """The registered image model ``name`` with ``features`` outputs (an embedding).
+
+    Raises :class:`ConfigError` when the model plugin returns no ``nn.Module``."""
     model = _backbone_spec(name).build(num_classes=features, **params)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"backbone {name!r} returned {type(model).__name__}, not a nn.Module")
@@ -146,7 +153,7 @@ def build_backbone(name: str, features: int, params: Mapping[str, Any]) -> nn.Mo
 
 
 def backbone_meta(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """A pair model's meta from its backbone's: input size, mean, std, the CAM layer under
+    """A both-eyes model's meta from its backbone's: input size, mean, std, the CAM layer under
     ``backbone.`` (and its reshape rule); and ``eyes = 2``."""
     meta = _backbone_spec(name).meta_for(params)
     out: dict[str, Any] = {k: meta[k] for k in ("input_size", "mean", "std") if k in meta}

@@ -51,14 +51,14 @@ def plot_run(
     labels: Sequence[str],
     out_dir: Path,
     title: str,
-    final: RunMetrics | None = None,
+    metrics: RunMetrics | None = None,
 ) -> list[Path]:
     """F1 per epoch, recall per class per epoch, losses, and the reported recall per class.
 
     Curves are the validation patients'; the test patients' curves are added,
     marked as such, only when the run scored them every epoch
     (``train.test_every_epoch``). The bars are the test result of the reported
-    checkpoint (``final``), with its bootstrap intervals.
+    checkpoint (``metrics``, its ``metrics.json``), with its bootstrap intervals.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     epochs = history["epoch"]
@@ -66,7 +66,7 @@ def plot_run(
     curves = _curves(history)
     styles = {"val": "-", "test": "--"}
 
-    positive = positive_label(labels, final)
+    positive = positive_label(labels, metrics)
     if curves:
         fig, ax = plt.subplots(figsize=(6, 4))
         for split, name in curves:
@@ -126,33 +126,33 @@ def plot_run(
     save_figure(fig, out_dir / FigureFiles.LOSS)
     written.append(out_dir / FigureFiles.LOSS)
 
-    if final is not None:
+    if metrics is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
-        values = [final.final.label(label)["recall"] for label in labels]
-        errors = error_bars([final.final.interval(f"recall_{label}") for label in labels], values)
+        values = [metrics.final.label(label)["recall"] for label in labels]
+        errors = error_bars([metrics.final.interval(f"recall_{label}") for label in labels], values)
         bars = ax.bar(list(labels), values, color="tab:blue", yerr=errors, capsize=4)
         ax.bar_label(bars, fmt="%.2f", padding=2, fontsize=8)  # above each bar, even at 0
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("recall (sensitivity)")
         ax.set_title(
-            f"{title}: test recall per class\n({final.checkpoint} checkpoint, "
-            f"epoch {final.checkpoint_epoch}; bars: "
-            f"{_percent(final)} bootstrap interval)"
+            f"{title}: test recall per class\n({metrics.checkpoint} checkpoint, "
+            f"epoch {metrics.checkpoint_epoch}; bars: "
+            f"{_percent(metrics)} bootstrap interval)"
         )
         save_figure(fig, out_dir / FigureFiles.RECALL)
         written.append(out_dir / FigureFiles.RECALL)
     return written
 
 
-def positive_label(labels: Sequence[str], final: RunMetrics | None) -> str | None:
+def positive_label(labels: Sequence[str], metrics: RunMetrics | None) -> str | None:
     """The disease of a two-class single-label task (``["N", "D"]`` -> ``"D"``), else None."""
-    if final is None or not final.single_label or len(labels) != 2:
+    if metrics is None or not metrics.single_label or len(labels) != 2:
         return None
     return labels[1]
 
 
-def _percent(final: RunMetrics) -> str:
-    return f"{round(100 * final.final.confidence)}%"
+def _percent(metrics: RunMetrics) -> str:
+    return f"{round(100 * metrics.final.confidence)}%"
 
 
 def error_bars(intervals: Sequence[Any], values: Sequence[float]) -> Any:

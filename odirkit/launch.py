@@ -59,7 +59,9 @@ def _now() -> str:
 
 def run_job(run_dir: Path, variant: str, registry: Registry) -> str:
     """Run (or resume) one variant of a run folder, then write the comparison if this job
-    is the last to end. Returns the variant's status."""
+    is the last to end. Returns the variant's status.
+
+    Raises :class:`RunError` when the run folder has no such variant."""
     from odirkit.engine import distributed
     from odirkit.experiment import load_run, run_experiment
 
@@ -152,7 +154,9 @@ def pending(run: RunDirectory, variants: Sequence[str]) -> list[str]:
 
 def device_groups(slots: int, per_run: int) -> list[str | None]:
     """The ``CUDA_VISIBLE_DEVICES`` of each pool slot: ``per_run`` visible GPUs each, round
-    robin; ``None`` everywhere without CUDA."""
+    robin; ``None`` everywhere without CUDA.
+
+    Raises :class:`ConfigError` when ``per_run`` is more than the GPUs visible."""
     import torch
 
     if not torch.cuda.is_available():
@@ -336,7 +340,9 @@ class VariantJob:
 
 
 def require(module: str, extra: str) -> Any:
-    """Import an optional dependency, or say which extra installs it."""
+    """Import an optional dependency, or say which extra installs it.
+
+    Raises :class:`ConfigError` naming the ``pip install`` that brings ``module``."""
 
     try:
         return importlib.import_module(module)
@@ -347,7 +353,10 @@ def require(module: str, extra: str) -> Any:
 
 
 def check_launcher(kind: str, settings: LauncherConfig) -> None:
-    """What a launcher needs, checked before a run folder is created."""
+    """What a launcher needs, checked before a run folder is created.
+
+    Raises :class:`ConfigError` for ``slurm`` when submitit is not installed, or (``cluster =
+    "slurm"``) SLURM's commands are not on the PATH."""
 
     if kind != "slurm":
         return
@@ -361,7 +370,10 @@ def check_launcher(kind: str, settings: LauncherConfig) -> None:
 
 def slurm_executor(run: RunDirectory, settings: LauncherConfig, name: str) -> Any:
     """A submitit executor with the ``[launcher]`` settings (SLURM, or submitit's local
-    executor for ``cluster = "local"``)."""
+    executor for ``cluster = "local"``).
+
+    Raises :class:`ConfigError` when SLURM's commands are missing or submitit refuses the
+    settings."""
     submitit = require("submitit", "slurm")
     import torch
 
@@ -412,7 +424,9 @@ def drop_template(run: RunDirectory) -> None:
 def submit_slurm(
     run: RunDirectory, variants: Sequence[str], settings: LauncherConfig, name: str
 ) -> list[Any]:
-    """One submitit job per variant not finished (nor running); ``jobs.json`` records them."""
+    """One submitit job per variant not finished (nor running); ``jobs.json`` records them.
+
+    Raises :class:`RunError` when SLURM refuses the jobs (the run folder is kept)."""
     todo = pending(run, variants)
     executor = slurm_executor(run, settings, name)
     processes = max(settings.gpus_per_run, 1)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.errors import ConfigError, NotApplicable, PluginError
 
 #: the attribute under which metadata fusion keeps the plugin's network (engine.heads)
@@ -53,7 +53,10 @@ def candidate_layers(model: nn.Module, limit: int = 20) -> list[str]:
 
 
 def resolve_layer(model: nn.Module, choice: str, default: str | None) -> tuple[str, nn.Module]:
-    """``default`` (the model's CAM layer), ``auto`` (the last convolution), or a name."""
+    """``default`` (the model's CAM layer), ``auto`` (the last convolution), or a name.
+
+    Raises :class:`ConfigError` for ``auto`` on a model without convolution, or a name the
+    model lacks (listing the candidates)."""
     if choice == "default":
         choice = default or "auto"
     if choice == "auto":
@@ -70,13 +73,13 @@ def resolve_layer(model: nn.Module, choice: str, default: str | None) -> tuple[s
         ) from None
 
 
-def cam_layer_of(exp: Experiment) -> str | None:
+def cam_layer_of(exp: ResolvedVariant) -> str | None:
     """The model plugin's CAM layer, as named inside the model the experiment builds."""
     cam = exp.model.meta.get("cam_layer")
     return f"{BACKBONE}.{cam}" if cam and exp.config.model.metadata else cam
 
 
-def cam_reshape_of(exp: Experiment) -> str | None:
+def cam_reshape_of(exp: ResolvedVariant) -> str | None:
     """The model plugin's ``cam_reshape`` rule (``"tokens:K"``, ``"nhwc"``), or None."""
     return exp.model.meta.get("cam_reshape")
 
@@ -87,9 +90,12 @@ def not_applicable(applies_to: Callable[[nn.Module], str | None] | None, model: 
     return (applies_to(model) or "") if applies_to is not None else ""
 
 
-def check_layers(exp: Experiment, model: nn.Module) -> None:
+def check_layers(exp: ResolvedVariant, model: nn.Module) -> None:
     """Every ``[[explain]]`` entry that needs a layer names one ``model`` has, and every
-    explainer applies to ``model`` (its meta ``applies_to``)."""
+    explainer applies to ``model`` (its meta ``applies_to``).
+
+    Raises :class:`NotApplicable` for an explainer that cannot explain the model,
+    :class:`ConfigError` for a layer it lacks."""
     for call in exp.explainers:
         reason = not_applicable(call.spec.meta.get("applies_to"), model)
         if reason:
@@ -117,7 +123,9 @@ class CamGrid(nn.Module):
         self.rule = rule
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
-        """The grid, unchanged: Captum's layer methods hook this module."""
+        """The grid, unchanged: Captum's layer methods hook this module.
+
+        ``[B, C, h, w]`` in and out."""
         return grid
 
     def extra_repr(self) -> str:

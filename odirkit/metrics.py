@@ -40,7 +40,9 @@ def predictions(
     ``thresholds`` (one per class) replace 0.5 for a multi-label task; for a
     single-label task they need two classes, and ``thresholds[1]`` decides the
     second class (the first is the rest).
-    """
+
+    ``probs`` ``[N, C]``, ``thresholds`` ``[C]``; returns ``int [N]`` (single-label) or
+    ``int [N, C]`` (multi-label)."""
     probs = np.asarray(probs)
     if single_label:
         if thresholds is None:
@@ -55,7 +57,10 @@ def predictions(
 def sensitivity_at_specificity(
     outcomes: np.ndarray, scores: np.ndarray, specificity: float
 ) -> float:
-    """The highest sensitivity reachable while specificity stays at or above ``specificity``."""
+    """The highest sensitivity reachable while specificity stays at or above ``specificity``.
+
+    ``outcomes`` 0/1 ``[N]`` and ``scores`` ``[N]`` of one class; fractions in [0, 1]; NaN
+    without positives or negatives."""
     if outcomes.min() == outcomes.max():
         return float("nan")
     fpr, tpr, _ = roc_curve(outcomes, scores)
@@ -65,7 +70,10 @@ def sensitivity_at_specificity(
 def specificity_at_sensitivity(
     outcomes: np.ndarray, scores: np.ndarray, sensitivity: float
 ) -> float:
-    """The highest specificity reachable while sensitivity stays at or above ``sensitivity``."""
+    """The highest specificity reachable while sensitivity stays at or above ``sensitivity``.
+
+    ``outcomes`` 0/1 ``[N]`` and ``scores`` ``[N]`` of one class; fractions in [0, 1]; NaN
+    without positives or negatives."""
     if outcomes.min() == outcomes.max():
         return float("nan")
     fpr, tpr, _ = roc_curve(outcomes, scores)

@@ -29,7 +29,7 @@ from odirkit.plugins import Registry
 from odirkit.runs import refuse_run_folder
 
 if TYPE_CHECKING:  # imported where used: odirkit's start-up loads neither torch nor Optuna
-    from odirkit.config import Experiment, LauncherConfig
+    from odirkit.config import LauncherConfig, ResolvedVariant
     from odirkit.experiment import ExperimentRun
     from odirkit.tune import TuneOutcome
 
@@ -62,7 +62,9 @@ def run(
 
     Returns the finished run; :class:`Submitted` for jobs left running; None in a process
     of a ``torchrun`` run other than the main one (which reports for all of them).
-    """
+
+    Raises :class:`ConfigError` for ``--resume`` with overrides or variants, or neither a
+    file nor ``--resume``; and what loading, checking and training raise."""
     from odirkit.config import load_experiment
     from odirkit.engine import distributed
     from odirkit.engine.variant import preflight
@@ -78,7 +80,7 @@ def run(
         started = load_run(resume, registry)
         if file is not None:
             check_same_experiment(file, started, registry)
-        experiments = started.experiments
+        experiments = started.variants
     else:
         if file is None:
             raise ConfigError("give an experiment file (odirkit run FILE) or --resume RUN_DIR")
@@ -105,7 +107,7 @@ def run(
 
 
 def choose_launcher(
-    experiments: Sequence[Experiment], launcher: str | None, jobs: int | None
+    experiments: Sequence[ResolvedVariant], launcher: str | None, jobs: int | None
 ) -> tuple[str, LauncherConfig]:
     """The launcher (``--launcher``, else ``[launcher] kind``) and its settings (``--jobs``
     over ``[launcher] jobs``), checked before a run folder is created."""
@@ -120,7 +122,9 @@ def launch_jobs(
     started: ExperimentRun, kind: str, settings: LauncherConfig, wait: bool | None
 ) -> ExperimentRun | Submitted:
     """Run the variants of a started run as jobs (pool, slurm); the results once they end,
-    or :class:`Submitted` when the jobs were left to run (slurm without --wait)."""
+    or :class:`Submitted` when the jobs were left to run (slurm without --wait).
+
+    Raises :class:`ConfigError` under ``torchrun``: a launcher starts its own processes."""
     from odirkit.engine import distributed
     from odirkit.engine.variant import finished_result
     from odirkit.report import read_comparison
@@ -131,11 +135,11 @@ def launch_jobs(
             "([launcher] gpus_per_run makes each job a DDP job)"
         )
     run_dir = started.directory
-    names = [e.variant for e in started.experiments]
+    names = [e.variant for e in started.variants]
     if kind == "pool":
         run_pool(run_dir, names, settings)
     else:
-        submitted = submit_slurm(run_dir, names, settings, started.experiments[0].name)
+        submitted = submit_slurm(run_dir, names, settings, started.variants[0].name)
         if not (wait if wait is not None else settings.cluster == "local"):
             return Submitted(len(submitted), str(run_dir))
         wait_slurm(run_dir, names, submitted)
@@ -146,11 +150,13 @@ def launch_jobs(
 
 def check_same_experiment(file: Path, previous: ExperimentRun, registry: Registry) -> None:
     """Refuse an experiment file given with ``--resume`` that no longer defines the run:
-    a variant of both whose fingerprint changed."""
+    a variant of both whose fingerprint changed.
+
+    Raises :class:`ConfigError` naming the changed variant."""
     from odirkit.config import load_experiment
 
     current = {e.variant: e.fingerprint() for e in load_experiment(file, registry)}
-    for exp in previous.experiments:
+    for exp in previous.variants:
         if exp.variant in current and current[exp.variant] != exp.fingerprint():
             raise ConfigError(
                 f"{file} no longer matches the run in {previous.directory} (variant "
@@ -175,7 +181,9 @@ def tune(
 ) -> TuneOutcome | Submitted:
     """Search hyperparameters (``odirkit tune``): here (``local``, one worker) or by
     ``workers`` workers (``pool``, the default for several; ``slurm``). Returns the study's
-    outcome, or :class:`Submitted` for workers left running."""
+    outcome, or :class:`Submitted` for workers left running.
+
+    Raises :class:`ConfigError` for several workers with the ``local`` launcher."""
     from odirkit.tune import Search, run_workers
 
     refuse_run_folder(out)

@@ -99,7 +99,10 @@ class PluginSpec:
     def meta_for(self, params: Mapping[str, Any], *, where: Any = None) -> dict[str, Any]:
         """The meta for these parameters: ``meta``, updated by ``meta["meta_for"](params)``
         when the plugin declares one (for facts that depend on a parameter, such as the
-        input size of a timm architecture)."""
+        input size of a timm architecture).
+
+        Raises :class:`PluginError` when ``meta_for`` fails (its own odirkit errors name
+        ``where``)."""
         meta = {k: v for k, v in self.meta.items() if k != "meta_for"}
         resolver = self.meta.get("meta_for")
         if resolver is not None:
@@ -268,7 +271,10 @@ class Registry:
     # -- lookup ----------------------------------------------------------
 
     def get(self, kind: str, name: str, *, where: Where | None = None) -> PluginSpec:
-        """The plugin of ``kind`` called ``name``; a clear error when there is none."""
+        """The plugin of ``kind`` called ``name``; a clear error when there is none.
+
+        Raises :class:`PluginError` for an unknown kind or name (with the closest names),
+        :class:`PluginConflictError` when two plugins claim the name."""
         if kind not in KIND_HOOKS:
             raise PluginError(
                 f"unknown plugin kind {kind!r}{closest(kind, KINDS)}; kinds: {', '.join(KINDS)}"

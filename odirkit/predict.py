@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from odirkit.config import Experiment, resolve_document
+from odirkit.config import ResolvedVariant, resolve_document
 from odirkit.console import warn
 from odirkit.data.fundus_check import check_fundus
 from odirkit.data.images import IMAGE_SUFFIXES
@@ -48,10 +48,12 @@ class InputImage:
 
 def load_trained(
     vdir: VariantDirectory, registry: Registry, checkpoint: str | None = None
-) -> tuple[Experiment, torch.nn.Module, ModelView]:
+) -> tuple[ResolvedVariant, torch.nn.Module, ModelView]:
     """The run's experiment, its model with the chosen checkpoint's weights (default: the
     one the run reports) and how it sees an image (with the fitted temperature when the
-    checkpoint is the reported one)."""
+    checkpoint is the reported one).
+
+    Raises :class:`RunError` when the checkpoint is missing or does not fit the model."""
     checkpoint = checkpoint or vdir.reported_checkpoint()
     (exp,) = resolve_document(vdir.config().to_json(), registry, source=str(vdir.config_file))
     path = vdir.checkpoint(checkpoint)
@@ -73,7 +75,7 @@ def load_trained(
     return exp, model, view
 
 
-def _model_with(exp: Experiment, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+def _model_with(exp: ResolvedVariant, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
     """The run's network holding the checkpoint's ``weights``.
 
     Built on PyTorch's meta device, where a model plugin builds the structure and loads
@@ -93,7 +95,10 @@ def _model_with(exp: Experiment, weights: dict[str, torch.Tensor]) -> torch.nn.M
 
 
 def find_inputs(source: Path) -> list[InputImage]:
-    """The images to predict, from a folder or from an annotation file."""
+    """The images to predict, from a folder or from an annotation file.
+
+    Raises :class:`DataError` naming ``source``: missing, unreadable, without the columns,
+    or naming no photograph found."""
     source = Path(source)
     if source.is_dir():
         found = []
@@ -333,18 +338,18 @@ def _by_patient(inputs, view, model, extra, device, batch_size, policy, workers,
     for part_groups, usable in _prepared_chunks(
         inputs, view, batch_size, workers, reasons, messages, policy, groups
     ):
-        pairs = []
+        patients_eyes = []
         for group in part_groups:
             eyes = {inputs[i].eye: i for i in reversed(group) if i in usable}
             if not eyes:
                 continue
             left = eyes.get("left", eyes.get("right"))
             right = eyes.get("right", left)
-            pairs.append((left, right))
+            patients_eyes.append((left, right))
             predicted[list(eyes.values())] = True
-        for b in range(0, len(pairs), batch_size):
-            chunk = pairs[b : b + batch_size]
-            batch = view.batch([usable[i] for pair in chunk for i in pair])
+        for b in range(0, len(patients_eyes), batch_size):
+            chunk = patients_eyes[b : b + batch_size]
+            batch = view.batch([usable[i] for both in chunk for i in both])
             index = torch.tensor([left for left, _ in chunk])
             held = [t[index].to(device) for t in extra]
             logits = view.logits(model, batch, held, device)

@@ -120,7 +120,10 @@ def align(
     truth_path: Path,
     predictions_path: Path,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Check that both files hold the same patients in the same order (or sort both)."""
+    """Check that both files hold the same patients in the same order (or sort both).
+
+    Raises :class:`DataError` naming the predictions file when the patients differ, or
+    (without ``sort``) come in another order."""
     truth_ids, pred_ids = set(truth["ID"]), set(predictions["ID"])
     missing = sorted(truth_ids - pred_ids)
     extra = sorted(pred_ids - truth_ids)
@@ -161,7 +164,10 @@ def _id_order(ids: pd.Series) -> pd.Series:
 def score_files(truth_path: Path, predictions_path: Path, *, sort: bool = False) -> ScoreReport:
     """Score a submission against the ground truth, as the ODIR-2019 challenge did, on the
     labels the submission has (a two-label run's ``ID,N,D``: N and D; the others are
-    named in ``missing``); the ground truth must have those labels."""
+    named in ``missing``); the ground truth must have those labels.
+
+    Raises :class:`DataError` for ground-truth labels other than 0 and 1 (and as
+    :func:`align` and the readers do)."""
     predictions = read_table(predictions_path, "predictions")
     labels = tuple(c for c in predictions.columns if c != "ID")
     truth = read_table(truth_path, "ground truth", labels)

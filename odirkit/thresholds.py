@@ -124,7 +124,8 @@ def choose_thresholds(
 
     ``None`` means "argmax" (a single-label task under a fixed 0.5, or with
     more than two classes, where a threshold has no meaning).
-    """
+
+    ``targets`` class indices ``[N]`` or 0/1 ``[N, C]``, ``probs`` ``[N, C]``; returns ``[C]``."""
     probs = np.asarray(probs, dtype=np.float64)
     n_classes = probs.shape[1]
     if single_label:

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.data.images import Preprocessing, preprocess
 from odirkit.data.prepare import metadata_features, preprocessing_of
 from odirkit.fusion import fuse_eyes
 from odirkit.layers import cam_layer_of, cam_reshape_of
-from odirkit.tta import build_views
+from odirkit.tta import build_test_time_views
 
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)
@@ -48,20 +48,20 @@ class ModelView:
     fusion: str = "max"
     temperature: float = 1.0
     softmax: bool = False  # softmax over the labels (a single-label task, or a softmax loss)
-    views: tuple[Any, ...] = ()  # test-time views besides the image ([eval] tta)
+    test_time_views: tuple[Any, ...] = ()  # besides the image ([eval] tta; odirkit.tta)
     eyes: int = 1  # 2: the model sees a patient's two photographs at once (odirkit.eyes)
 
     @classmethod
     def of(
         cls,
-        exp: Experiment,
+        exp: ResolvedVariant,
         *,
         single_label: bool,
         age_stats: Sequence[float] = (0.0, 1.0),
         temperature: float | None = None,
         labels: Sequence[str] | None = None,
     ) -> ModelView:
-        """The view of experiment ``exp`` (its model plugin's meta, its ``[data]`` table)."""
+        """The view of resolved variant ``exp`` (its model plugin's meta, its ``[data]`` table)."""
         data = exp.config.data
         meta = exp.model.meta
         return cls(
@@ -79,8 +79,8 @@ class ModelView:
             temperature=float(temperature or 1.0),
             softmax=single_label or exp.config.train.loss == "cross_entropy",
             eyes=exp.eyes,
-            views=tuple(
-                build_views(
+            test_time_views=tuple(
+                build_test_time_views(
                     [v for v in exp.config.eval.tta if isinstance(v, str)],
                     [call.build() for call in exp.tta_augmenters],
                 )
@@ -129,19 +129,27 @@ class ModelView:
         device: torch.device | str = "cpu",
     ) -> torch.Tensor:
         """The model's logits for ``uint8`` images, averaged over the image and its
-        test-time views (``[eval] tta``)."""
+        test-time views (``[eval] tta``).
+
+        ``images`` ``uint8 [B, 3, S, S]`` (or floats in [0, 1]), ``extra`` the model's other
+        inputs ``[B, ...]``; returns ``float32 [B, C]``."""
         x = images.to(device)
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         total = model(self.normalise(x, device), *extra).float()
-        for view in self.views:
-            total = total + model(self.normalise(view(x), device), *extra).float()
-        return total / (1 + len(self.views))
+        for tta_view in self.test_time_views:
+            total = total + model(self.normalise(tta_view(x), device), *extra).float()
+        return total / (1 + len(self.test_time_views))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Softmax (single-label, or a softmax loss) or sigmoid of ``logits / temperature``."""
+        """Softmax (single-label, or a softmax loss) or sigmoid of ``logits / temperature``.
+
+        ``[B, C]`` in and out."""
         z = logits.float() / self.temperature
         return z.softmax(dim=1) if self.softmax else z.sigmoid()
 
     def fuse(self, probs: np.ndarray, patient_ids: Sequence[Any]) -> pd.DataFrame:
-        """Per-patient probabilities (:mod:`odirkit.fusion`), indexed by patient ID."""
+        """Per-patient probabilities (:mod:`odirkit.fusion`), indexed by patient ID.
+
+        ``probs`` ``[N, C]`` per image, ``patient_ids`` ``N``; one row per patient, a column per
+        label."""
         return fuse_eyes(probs, patient_ids, self.labels, self.fusion)

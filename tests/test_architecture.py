@@ -3,7 +3,10 @@
 - the core never imports a plugin;
 - a module imports only modules of its own layer or of a lower one;
 - a built-in plugin imports only ``odirkit`` and ``odirkit.api`` of the core, as a
-  third-party plugin must.
+  third-party plugin must;
+- no module is over 500 lines, and every public name of the core, methods of public
+  classes included, has a docstring that gives the shapes of its arrays and tensors and
+  names the odirkit errors it raises.
 """
 
 from __future__ import annotations
@@ -345,22 +348,129 @@ def test_the_line_rule_sees_a_plugin_module_one_line_too_long(tmp_path):
     assert found == {"plugins/odirkit_probe/long.py": MAX_LINES + 1}
 
 
+def public_definitions(tree: ast.Module) -> list[tuple[str, ast.AST]]:
+    """Every public function, class and method of a module, by qualified name: those at its
+    top (in plain ``if`` and ``try`` blocks too) and, recursively, those of its public
+    classes; not those inside functions, nor anything whose name starts with ``_``."""
+    found: list[tuple[str, ast.AST]] = []
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                if node.name.startswith("_"):
+                    continue
+                found.append((f"{prefix}{node.name}", node))
+                if isinstance(node, ast.ClassDef):
+                    visit(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, ast.If | ast.Try):
+                for part in (node.body, node.orelse, getattr(node, "finalbody", [])):
+                    visit(part, prefix)
+
+    visit(tree.body, "")
+    return found
+
+
+#: an annotation naming an array or a tensor
+ARRAY = re.compile(r"\b(?:np\.ndarray|ndarray|torch\.Tensor|Tensor)\b")
+
+#: a shape as the docstrings write one: ``[B, 3, S, S]``, ``[N]``, ``[resamples, rows]``
+#: (letters, and a capital or a comma: not a table such as ``[eval]``, nor a range ``[0, 1]``)
+SHAPE = re.compile(r"\[(?=[^\]\n]*[A-Za-z])(?=[^\]\n]*[A-Z,])[^\]\n]*\]|\bscalar\b")
+
+ERRORS = {
+    node.name
+    for node in ast.parse((CORE / "errors.py").read_text()).body
+    if isinstance(node, ast.ClassDef)
+}
+
+
+def docstring_findings(path: Path, root: Path = ROOT) -> dict[str, list[str]]:
+    """What the public names of a module leave unsaid: ``missing`` (no docstring), ``shape``
+    (an array or tensor in the signature, no shape in the docstring), ``raises`` (an
+    odirkit error raised in the body, not named in the docstring)."""
+    found: dict[str, list[str]] = {"missing": [], "shape": [], "raises": []}
+    where = path.relative_to(root)
+    for name, node in public_definitions(ast.parse(path.read_text())):
+        doc = ast.get_docstring(node) or ""  # type: ignore[arg-type]
+        if not doc:
+            found["missing"].append(f"{where}: {name}")
+            continue
+        if isinstance(node, ast.ClassDef):
+            continue
+        assert isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        arguments = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+        signature = [ast.unparse(a.annotation) for a in arguments if a.annotation]
+        if node.returns is not None:
+            signature.append(ast.unparse(node.returns))
+        if any(ARRAY.search(text) for text in signature) and not SHAPE.search(doc):
+            found["shape"].append(f"{where}: {name}")
+        raised = set()
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Raise) and inner.exc is not None:
+                called = inner.exc.func if isinstance(inner.exc, ast.Call) else inner.exc
+                raised.add(getattr(called, "id", getattr(called, "attr", "")))
+        unsaid = sorted(e for e in raised & ERRORS if e not in doc)
+        if unsaid:
+            found["raises"].append(f"{where}: {name} ({', '.join(unsaid)})")
+    return found
+
+
+def core_docstring_findings(kind: str) -> list[str]:
+    return [
+        line
+        for path in sorted(CORE.rglob("*.py"))
+        # a command's docstring is its --help text: it says what to do, not what is raised
+        if kind != "raises" or "cli" not in path.relative_to(CORE).parts
+        for line in docstring_findings(path)[kind]
+    ]
+
+
 def test_every_public_name_of_the_core_has_a_docstring():
-    missing = []
-    for path in sorted(CORE.rglob("*.py")):
+    assert core_docstring_findings("missing") == []
 
-        def visit(node: ast.AST, prefix: str, where: Path = path) -> None:
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, ast.FunctionDef | ast.ClassDef):
-                    if child.name.startswith("_"):
-                        continue
-                    if not ast.get_docstring(child):
-                        missing.append(f"{where.relative_to(ROOT)}: {prefix}{child.name}")
-                    if isinstance(child, ast.ClassDef):
-                        visit(child, f"{prefix}{child.name}.")
 
-        visit(ast.parse(path.read_text()), "")
-    assert missing == []
+def test_a_public_function_of_arrays_or_tensors_gives_their_shapes():
+    assert core_docstring_findings("shape") == []
+
+
+def test_a_public_function_names_the_odirkit_errors_it_raises():
+    assert core_docstring_findings("raises") == []
+
+
+def test_the_docstring_rules_see_methods_shapes_and_errors(tmp_path):
+    module = tmp_path / "probe.py"
+    module.write_text(
+        '''
+import numpy as np
+from odirkit.errors import DataError
+
+class Store:
+    """A store."""
+
+    def get(self, index: int) -> np.ndarray:
+        """One image: uint8 [S, S, 3]."""
+
+    def put(self, image: np.ndarray) -> None:
+        """Keep an image."""
+        raise DataError("full")
+
+    def size(self) -> int:
+        return 0
+
+    def _private(self) -> None:
+        pass
+
+if True:
+    def guarded() -> None:
+        pass
+'''
+    )
+    found = docstring_findings(module, root=tmp_path)
+    assert found == {
+        "missing": ["probe.py: Store.size", "probe.py: guarded"],
+        "shape": ["probe.py: Store.put"],
+        "raises": ["probe.py: Store.put (DataError)"],
+    }
 
 
 # -- an import inside a function delays something ---------------------------------------------

@@ -20,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from odirkit.cli import app
-from odirkit.data.pairs import pair_patients
+from odirkit.data.pairs import patients_as_samples
 from odirkit.data.prepare import ImageStore
 from odirkit.data.table import Task
 from odirkit.errors import DataError
@@ -95,18 +95,18 @@ def test_each_patient_is_their_left_then_right_photograph_and_a_lone_eye_is_flag
     rows, store = _photos(eyes)
     truth = pd.DataFrame({"N": [0, 1, 0], "D": [1, 0, 1], "G": [1, 0, 0]}, index=["10", "2", "100"])
     side = np.array(["train", "test", "train", "val"])
-    paired = pair_patients(rows, store, side, truth, Task(("N", "D", "G"), "multi_label"))
-    assert list(paired.table["patient_id"]) == ["10", "2", "100"]
-    assert list(paired.table["eye"]) == ["both", "left only", "right only"]
-    assert list(paired.side) == ["train", "test", "val"]
-    pixels = paired.store.batch(np.array([0, 1, 2]))[:, 0, 0, 0].tolist()
+    patients = patients_as_samples(rows, store, side, truth, Task(("N", "D", "G"), "multi_label"))
+    assert list(patients.table["patient_id"]) == ["10", "2", "100"]
+    assert list(patients.table["eye"]) == ["both", "left only", "right only"]
+    assert list(patients.side) == ["train", "test", "val"]
+    pixels = patients.store.batch(np.array([0, 1, 2]))[:, 0, 0, 0].tolist()
     assert pixels == [2, 0, 1, 1, 3, 3]  # left, right per patient; a lone eye twice
-    assert np.array_equal(paired.targets, truth.to_numpy(np.float32))
-    assert paired.table["path"].iloc[0] == "10_left.jpg;10_right.jpg"
-    assert paired.report["left_only"] == 1 and paired.report["right_only"] == 1
-    assert paired.store.item(0)[:, 0, 0, 0].tolist() == [2, 0]
+    assert np.array_equal(patients.targets, truth.to_numpy(np.float32))
+    assert patients.table["path"].iloc[0] == "10_left.jpg;10_right.jpg"
+    assert patients.report["left_only"] == 1 and patients.report["right_only"] == 1
+    assert patients.store.item(0)[:, 0, 0, 0].tolist() == [2, 0]
 
-    single = pair_patients(rows, store, side, truth, Task(("N", "D", "G"), "single_label"))
+    single = patients_as_samples(rows, store, side, truth, Task(("N", "D", "G"), "single_label"))
     assert list(single.table["patient_id"]) == ["2", "100"]  # 10 has two of the labels
     assert list(single.targets) == [0, 1]
     assert single.report["left_out_without_exactly_one_label"] == 1
@@ -118,22 +118,22 @@ def test_of_two_photographs_of_one_eye_the_first_listed_is_paired():
     rows, store = _photos(eyes)
     truth = pd.DataFrame({"N": [0, 1], "D": [1, 0]}, index=["7", "5"])
     side = np.array(["train"] * len(eyes))
-    paired = pair_patients(rows, store, side, truth, Task(("N", "D"), "multi_label"))
-    assert list(paired.table["patient_id"]) == ["7", "5"]
-    assert list(paired.table["eye"]) == ["both", "both"]
-    assert paired.store.batch(np.array([0, 1]))[:, 0, 0, 0].tolist() == [1, 0, 2, 4]
-    assert paired.table["left_path"].tolist() == ["7_left.jpg", "5_left.jpg"]
+    patients = patients_as_samples(rows, store, side, truth, Task(("N", "D"), "multi_label"))
+    assert list(patients.table["patient_id"]) == ["7", "5"]
+    assert list(patients.table["eye"]) == ["both", "both"]
+    assert patients.store.batch(np.array([0, 1]))[:, 0, 0, 0].tolist() == [1, 0, 2, 4]
+    assert patients.table["left_path"].tolist() == ["7_left.jpg", "5_left.jpg"]
 
 
 def test_a_paired_store_refuses_single_photographs_added_by_an_offline_augmenter():
     rows, store = _photos([("7", "left"), ("7", "right")])
     truth = pd.DataFrame({"N": [1], "D": [0]}, index=["7"])
-    paired = pair_patients(
+    patients = patients_as_samples(
         rows, store, np.array(["train"] * 2), truth, Task(("N", "D"), "multi_label")
     )
     with pytest.raises(DataError, match="an offline augmenter adds single photographs"):
-        paired.store.append(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), None)
-    assert len(paired.store) == 1
+        patients.store.append(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), None)
+    assert len(patients.store) == 1
 
 
 # -- the model ---------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def test_every_explained_photograph_sits_beside_its_own_other_eye(both_run, regi
 
     exp, model, view = load_trained(VariantDirectory(both_run), registry)
     model.eval()
-    data = prepare_data(exp, pairs=True)
+    data = prepare_data(exp, both_eyes=True)
     inputs = inputs_from_data(data, view, 6)
     one = OneEye(model)
     with torch.no_grad():

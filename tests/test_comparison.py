@@ -142,11 +142,11 @@ def test_a_run_name_gives_its_variant_seed_and_fold(name, parts):
 
 def test_a_finished_run_reads_its_result_and_predictions_and_refuses_a_foreign_one(tmp_path):
     run = write_run(tmp_path, "a-seed3", _scores(0, 0.6))
-    assert run.final.labels == ["N", "D"] and run.base == "a" and run.pair_key == (3, None)
+    assert run.metrics.labels == ["N", "D"] and run.base == "a" and run.pair_key == (3, None)
     assert list(run.predictions()["patient_id"]) == PATIENTS
     with pytest.raises(RunError, match="a-seed3"):
         FinishedRun("a-seed3", {"final": "not scores"}, tmp_path)
-    assert FinishedRun("b", run.final).predictions() is None  # no folder: no predictions
+    assert FinishedRun("b", run.metrics).predictions() is None  # no folder: no predictions
     (run.directory / "predictions.csv").unlink()
     assert run.predictions() is None and run.scored() is None
 
@@ -182,7 +182,7 @@ def test_each_variant_is_paired_seed_by_seed_with_the_baseline_on_the_same_patie
     better = by_name["better"]
     assert [(p.seed, p.fold, p.patients) for p in better.pairs] == [(s, None, 16) for s in range(3)]
     for pair, seed in zip(better.pairs, range(3), strict=True):
-        a, b = runs[2 * seed].final.final, runs[2 * seed + 1].final.final
+        a, b = runs[2 * seed].metrics.final, runs[2 * seed + 1].metrics.final
         assert [d.metric for d in pair.differences] == ["f1_micro", "recall_D"]
         assert pair.differences[0].difference == pytest.approx(b.f1_micro - a.f1_micro)
         recall = b.per_class["D"]["recall"] - a.per_class["D"]["recall"]
@@ -308,7 +308,7 @@ def test_a_variants_runs_are_summarised_by_their_mean_and_a_two_level_interval(t
     assert list(table.index) == ["a", "b", "c"]  # a variant of one run has no spread
     assert table.loc["a", "runs"] == 3 and table.loc["a", "unit"] == "seeds"
     assert table.loc["b", "unit"] == "folds" and table.loc["c", "unit"] == "runs"
-    values = [r.final.final.f1_micro for r in runs[:3]]
+    values = [r.metrics.final.f1_micro for r in runs[:3]]
     assert table.loc["a", "f1_micro"] == pytest.approx(np.mean(values))
     assert table.loc["a", "f1_micro_std"] == pytest.approx(np.std(values, ddof=1))
     low, high = bootstrap.runs_interval(

@@ -132,7 +132,7 @@ def finished(name: str, recall: float, learned: bool) -> SimpleNamespace:
     }
     return SimpleNamespace(
         variant=name,
-        final=RunMetrics.model_validate(
+        metrics=RunMetrics.model_validate(
             {
                 "task": "single_label",
                 "labels": ["N", "D"],
@@ -148,7 +148,7 @@ def run_result(tmp_path: Path) -> SimpleNamespace:
     names = [f"{v}-seed{s}" for v in ("default", "augmented", "gan") for s in range(3)]
     answer = "On this data, augmented (classic augmentation) did not improve the recall of D."
     return SimpleNamespace(
-        experiments=[SimpleNamespace(config=config)],
+        variants=[SimpleNamespace(config=config)],
         results=[finished(n, 0.4, n != "gan-seed2") for n in names],
         comparison=SimpleNamespace(answer=[answer], verdicts=["gan vs default: ..."]),
         directory=SimpleNamespace(path=tmp_path / "run"),

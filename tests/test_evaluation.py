@@ -895,5 +895,5 @@ def test_an_operating_point_says_the_specificity_it_reached_on_test_beside_its_t
         "Operating points per disease: D: sensitivity 0.812 [0.700, 0.910] at specificity "
         "0.795 [0.700, 0.880] on test (target specificity 0.90 on validation, threshold 0.431)."
     )
-    run.final.final.threshold_rule = "0.5"
+    run.metrics.final.threshold_rule = "0.5"
     assert "(fixed threshold 0.5, threshold 0.431)" in _screening(run)

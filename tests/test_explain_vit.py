@@ -166,10 +166,10 @@ def _call(name: str):
 
 def pointing(result, masks: np.ndarray, images: torch.Tensor) -> float:
     hits = []
-    for i, pair in enumerate(result.pairs):
-        if pair.target == 1 and masks[pair.image].any():
-            fov = images[pair.image].float().mean(0).numpy() > 20
-            hit, *_ = pointing_and_energy(result.maps["gradcam"][i], masks[pair.image], fov, 2)
+    for i, item in enumerate(result.image_classes):
+        if item.target == 1 and masks[item.image].any():
+            fov = images[item.image].float().mean(0).numpy() > 20
+            hit, *_ = pointing_and_energy(result.maps["gradcam"][i], masks[item.image], fov, 2)
             hits.append(hit)
     return float(np.mean(hits))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from odirkit.engine.trainer import make_loss
+from odirkit.engine.losses import make_loss
 from odirkit.learning import LOSS_MARGIN, LearningCheck, chance_loss, check_learning
 
 CPU = torch.device("cpu")

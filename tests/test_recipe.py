@@ -16,8 +16,9 @@ from conftest import tiny_experiment
 
 from odirkit.config import ModelConfig, TrainConfig, load_experiment
 from odirkit.engine.heads import MetadataFusion
+from odirkit.engine.losses import make_loss
 from odirkit.engine.recipe import BatchMixer, WarmupCosine, apply_finetune, parameter_groups
-from odirkit.engine.trainer import make_loss, make_optimizer
+from odirkit.engine.trainer import make_optimizer
 from odirkit.errors import ConfigError
 
 DEPTH = 6  # test_vit's blocks

@@ -186,8 +186,8 @@ def test_the_results_table_shows_counts_words_and_no_duplicate():
     assert shown["checkpoint"].iloc[0] == "best (epoch 3)"
     assert shown["epochs"].iloc[0] == 3 and isinstance(shown["epochs"].iloc[0], int)
     assert shown["learned"].iloc[0] == "yes" and "accuracy" in shown
-    found[0].final.checkpoint, found[0].final.checkpoint_epoch = "last", 3
-    found[0].final.best.epoch = 2
+    found[0].metrics.checkpoint, found[0].metrics.checkpoint_epoch = "last", 3
+    found[0].metrics.best.epoch = 2
     assert "best_epoch" in shown_table(comparison_table(found, resamples=0), found)
 
 
@@ -292,14 +292,14 @@ def test_the_recall_legend_covers_no_bar(tmp_path, monkeypatch):
 def test_the_operating_point_is_said_in_words():
     from odirkit.report import operating_point
 
-    final = summary("default", 0.4).final
-    text = operating_point(final)
+    metrics = summary("default", 0.4).metrics
+    text = operating_point(metrics)
     assert "{}" not in text and "None" not in text and "No temperature scaling" in text
     assert text.startswith("Reported checkpoint: best (epoch 3). Operating point: a fixed")
-    final.final.threshold_rule = "sensitivity:0.9"
-    final.final.thresholds = {"D": 0.4321}
-    final.final.temperature = 1.25
-    text = operating_point(final)
+    metrics.final.threshold_rule = "sensitivity:0.9"
+    metrics.final.thresholds = {"D": 0.4321}
+    metrics.final.temperature = 1.25
+    text = operating_point(metrics)
     assert "by sensitivity:0.9; thresholds D 0.432" in text and "temperature of 1.250" in text
 
 
@@ -404,7 +404,7 @@ def test_the_explanation_grid_shows_the_prediction_and_a_colour_bar(tmp_path, mo
     import torch
 
     import odirkit.figures
-    from odirkit.explain import ExplainInputs, Explanations, Pair, save_grid
+    from odirkit.explain import ExplainInputs, Explanations, ImageClass, save_grid
 
     drawn = []
     monkeypatch.setattr(odirkit.figures, "save_figure", lambda fig, path: drawn.append(fig))
@@ -413,7 +413,9 @@ def test_the_explanation_grid_shows_the_prediction_and_a_colour_bar(tmp_path, mo
         rows=pd.DataFrame({"patient_id": ["1", "2"], "eye": ["left", "left"], "path": ["", ""]}),
         true=[[0], [1]],
     )
-    result = Explanations([Pair(0, 0, shown=True, example=True), Pair(1, 1, True, False, True)])
+    result = Explanations(
+        [ImageClass(0, 0, shown=True, example=True), ImageClass(1, 1, True, False, True)]
+    )
     result.maps = {"gradcam": np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)}
     result.probabilities = np.array([[0.9, 0.1], [0.27, 0.73]], dtype=np.float32)
     result.predicted = [[0], [1]]

@@ -14,7 +14,7 @@ from conftest import tiny_experiment
 from typer.testing import CliRunner
 
 from odirkit.cli import app
-from odirkit.tta import build_views, rotation
+from odirkit.tta import build_test_time_views, rotation
 from odirkit.view import ModelView
 
 
@@ -49,7 +49,7 @@ def test_a_rotation_view_turns_the_image_counter_clockwise_with_black_corners():
     assert float(tilted[0, :, 0, 0].max()) == 0.0  # a corner falls outside: black
     assert float(tilted[0, :, 8, 8].min()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="flip"):
-        build_views(["flip"])
+        build_test_time_views(["flip"])
 
 
 def test_a_turn_between_pixels_is_interpolated_bilinearly():
@@ -69,13 +69,13 @@ def test_an_augmenter_view_gives_the_same_image_at_every_call_and_in_every_build
         return images + torch.rand(images.shape, generator=generator)
 
     x = torch.rand(2, 3, 8, 8)
-    (view,) = build_views([], [noisy])
+    (view,) = build_test_time_views([], [noisy])
     first = view(x)
     torch.rand(5)  # the global generator moves on between calls; the view does not
     assert torch.equal(view(x), first)
-    assert torch.equal(build_views([], [noisy])[0](x), first)
+    assert torch.equal(build_test_time_views([], [noisy])[0](x), first)
     assert not torch.equal(first, x)
-    views = build_views(["identity", "rotate:90"], [noisy])
+    views = build_test_time_views(["identity", "rotate:90"], [noisy])
     assert len(views) == 3 and torch.equal(views[0](x), x) and torch.equal(views[2](x), first)
 
 
@@ -87,7 +87,7 @@ def test_the_views_logits_are_averaged_before_the_softmax():
         preprocessing=None,
         mean=(0.5, 0.5, 0.5),
         std=(0.25, 0.25, 0.25),
-        views=(rotation(90), rotation(180)),
+        test_time_views=(rotation(90), rotation(180)),
     )
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     x = images.float() / 255

@@ -373,7 +373,7 @@ def baseline_metadata(
     refuse_run_folder(out_dir)
     vdir = RunDirectory.create(out_dir, exp.name).variant("baseline-metadata")
     result = fit_metadata_baseline(exp, vdir)
-    final = result.final
+    scores = result.final
     table = Table(
         title=plain(f"{exp.name}: logistic regression on age and sex ({result.level} level)")
     )
@@ -381,7 +381,7 @@ def baseline_metadata(
         table.add_column(column, justify="right")
     table.add_row(
         *(
-            _with_interval(final.value(m), final.interval(m))
+            _with_interval(scores.value(m), scores.interval(m))
             for m in ("f1_micro", "f1_macro", "recall_macro", "auc_macro")
         )
     )

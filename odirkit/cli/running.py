@@ -100,11 +100,11 @@ def _print_results(result: Any) -> None:
     recall of D first), the answer in words, and where the report is."""
     from odirkit.comparison import metric_name, metric_value
 
-    first = result.experiments[0].config
+    first = result.variants[0].config
     level = round(first.eval.confidence * 100)
-    finals = [r.final for r in result.results if r.final is not None]
-    single = all(final.single_label for final in finals)
-    labels = list(finals[0].labels) if finals else []
+    scored = [r.metrics for r in result.results if r.metrics is not None]
+    single = all(m.single_label for m in scored)
+    labels = list(scored[0].labels) if scored else []
     metrics = ["f1_micro", "f1_macro", "recall_macro", "auc_macro"]
     if single and len(labels) == 2:  # the paper's figures first
         metrics = [f"f1_{labels[1]}", f"recall_{labels[1]}", "f1_micro", "auc_macro"]
@@ -117,13 +117,13 @@ def _print_results(result: Any) -> None:
     for metric in metrics:
         table.add_column(metric_name(metric, single_label=single), justify="right")
     for r in result.results:
-        if r.final is None:
+        if r.metrics is None:
             continue
-        final, learned = r.final.final, r.final.learned
+        scores, learned = r.metrics.final, r.metrics.learned
         table.add_row(
             plain(r.variant),
             "" if learned is None else "yes" if learned else "no",
-            *(_with_interval(metric_value(final, m), final.interval(m)) for m in metrics),
+            *(_with_interval(metric_value(scores, m), scores.interval(m)) for m in metrics),
         )
     out.print(table)
     if result.comparison is not None:

@@ -17,7 +17,7 @@ from odirkit.config.schema import (
 )
 from odirkit.labels import LABELS
 from odirkit.thresholds import parse_rule
-from odirkit.tta import DEFAULT_TTA, is_builtin_view
+from odirkit.tta import DEFAULT_TTA, is_builtin_test_time_view
 
 
 class EvalConfig(_Table):
@@ -52,7 +52,7 @@ class EvalConfig(_Table):
         if isinstance(value, bool):
             return list(DEFAULT_TTA) if value else []
         for view in value:
-            if isinstance(view, str) and not is_builtin_view(view):
+            if isinstance(view, str) and not is_builtin_test_time_view(view):
                 raise ValueError(
                     f'unknown test-time view {view!r}: use "identity", "rotate:DEG" or '
                     '{ name = "<augmenter>" } (no flips: a mirrored left eye is a right eye)'

@@ -1,5 +1,5 @@
 """A whole experiment's schema ([launcher], [tune] and the top level), plugin calls, and one
-resolved variant x seed x fold (Experiment).
+variant x seed x fold of it, resolved (ResolvedVariant).
 """
 
 from __future__ import annotations
@@ -251,10 +251,12 @@ class PluginCall:
 
 
 @dataclass
-class Experiment:
+class ResolvedVariant:
     """One unit of training: a variant of an experiment file for one seed (and fold),
-    resolved, every default filled in, every plugin found. A whole ``odirkit run`` of
-    these is an :class:`odirkit.experiment.ExperimentRun`."""
+    resolved, every default filled in, every plugin found (``variant`` is its run's name,
+    ``default-seed1-fold0``). A whole ``odirkit run`` of these is an
+    :class:`odirkit.experiment.ExperimentRun`; the experiment file itself is
+    :class:`ExperimentConfig`."""
 
     config: ExperimentConfig
     variant: str
@@ -264,7 +266,9 @@ class Experiment:
     explainers: list[PluginCall]
     source: str | None = None
     loggers: list[PluginCall] = field(default_factory=list)
-    tta_augmenters: list[PluginCall] = field(default_factory=list)  # [eval] tta plugin views
+    tta_augmenters: list[PluginCall] = field(
+        default_factory=list
+    )  # [eval] tta: plugins as test-time views
     external: list[ExternalData] = field(default_factory=list)  # [[evaluate]] collections
 
     @property

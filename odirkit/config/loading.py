@@ -21,9 +21,9 @@ from odirkit.config.evaluation import (
 )
 from odirkit.config.experiment import (
     PLUGIN_TABLES,
-    Experiment,
     ExperimentConfig,
     PluginCall,
+    ResolvedVariant,
     split_plugin_params,
 )
 from odirkit.config.external import (
@@ -56,7 +56,7 @@ def load_experiment(
     *,
     overrides: Iterable[str] = (),
     variants: Iterable[str] | None = None,
-) -> list[Experiment]:
+) -> list[ResolvedVariant]:
     """Read, override, merge and validate an experiment file: one result per variant."""
     doc = read_toml(path)
     doc.setdefault("name", Path(path).stem)
@@ -70,8 +70,12 @@ def resolve_document(
     source: str | None,
     overrides: Iterable[str] = (),
     variants: Iterable[str] | None = None,
-) -> list[Experiment]:
-    """Validate a parsed experiment document (see :func:`load_experiment`)."""
+) -> list[ResolvedVariant]:
+    """Validate a parsed experiment document (see :func:`load_experiment`).
+
+    Raises :class:`ConfigError` naming the source and the table: malformed or unknown
+    variants, a ``[compare]`` baseline or metric that does not fit, and every error of the
+    tables' validation."""
     doc = copy.deepcopy(doc)
     parsed = [(text, *parse_override(text)) for text in overrides]
     # "--set variants.gan.x=1" edits one variant; any other key edits every variant.
@@ -135,8 +139,9 @@ def resolve_document(
     return resolved
 
 
-def _expand_seeds(exp: Experiment) -> list[Experiment]:
-    """``seeds = [...]`` or ``repeats = N``: one experiment per seed, ``<variant>-seed<k>``."""
+def _expand_seeds(exp: ResolvedVariant) -> list[ResolvedVariant]:
+    """``seeds = [...]`` or ``repeats = N``: one resolved variant per seed,
+    ``<variant>-seed<k>``."""
     seeds = exp.config.run_seeds
     if seeds is None:
         return [exp]
@@ -149,7 +154,7 @@ def _expand_seeds(exp: Experiment) -> list[Experiment]:
     return expanded
 
 
-def _expand_folds(exp: Experiment) -> list[Experiment]:
+def _expand_folds(exp: ResolvedVariant) -> list[ResolvedVariant]:
     """``data.folds = k`` without ``data.fold``: one experiment per held-out fold."""
     data = exp.config.data
     if not data.folds or data.fold is not None:
@@ -164,7 +169,7 @@ def _expand_folds(exp: Experiment) -> list[Experiment]:
 
 def _resolve_variant(
     doc: dict[str, Any], registry: Registry, variant: str, origin: _Origin
-) -> Experiment:
+) -> ResolvedVariant:
     for table in PLUGIN_TABLES:
         value = doc.get(table, {})
         if not isinstance(value, dict):
@@ -236,7 +241,7 @@ def _resolve_variant(
                 f"{origin.where('evaluate')} two [[evaluate]] entries are named {name!r}; give "
                 'each its own name = "..."'
             )
-    return Experiment(
+    return ResolvedVariant(
         config=config,
         variant=variant,
         dataset=dataset,

@@ -13,7 +13,10 @@ from odirkit.errors import ConfigError
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; a syntax error names the file, line and column."""
+    """Parse a TOML file; a syntax error names the file, line and column.
+
+    Raises :class:`ConfigError` for a file that is missing, a folder, not UTF-8, unreadable,
+    not TOML, or empty."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark (Windows editors) is fine
@@ -44,7 +47,9 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     ``{...``, or bracketed as a list, ``[...]``: then it is an error saying so), so
     ``data.root=data/odir5k`` needs no quotes; so is one that TOML reads as a date or a
     time (``data.root=2024-06-01``): no odirkit key takes a date.
-    """
+
+    Raises :class:`ConfigError` for text without ``=``, an empty key part, or a braced or
+    bracketed value that is not TOML."""
     key, sep, raw_value = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -75,7 +80,10 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
 
 
 def apply_override(doc: dict[str, Any], path: Sequence[str | int], value: Any, text: str) -> None:
-    """Set ``doc[path] = value``, creating tables on the way."""
+    """Set ``doc[path] = value``, creating tables on the way.
+
+    Raises :class:`ConfigError` (quoting ``text``) when the path runs through a value that is
+    not a table, or past the end of a list."""
     node: Any = doc
     for i, part in enumerate(path[:-1]):
         nxt = path[i + 1]

@@ -40,7 +40,9 @@ class ExternalSamples:
 def external_samples(external: ExternalData) -> ExternalSamples:
     """Build and check the collection's sample table; keep its test split when it comes
     split (``split = "auto"`` or ``"test"``). Raises :class:`DataError` (a collection
-    asked for its test split without one) and whatever the dataset plugin raises."""
+    asked for its test split without one) and whatever the dataset plugin raises.
+
+    Raises :class:`PluginError` when the plugin's ``graded_labels`` name an unknown label."""
     root = Path(external.root)
     raw = external.dataset.build(root=str(root))
     report = dict(getattr(raw, "attrs", {}).get("odirkit_report", {}))

@@ -163,12 +163,14 @@ class Ellipse:
     b: float  # vertical semi-axis
 
     def distance(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        """Approximate distance of points to the ellipse, in pixels."""
+        """Approximate distance, in pixels, of the points ``(xs, ys)`` (arrays of one shape,
+        ``[N]`` or ``[H, W]``) to the ellipse, in their shape."""
         rho = np.hypot((xs - self.cx) / self.a, (ys - self.cy) / self.b)
         return np.abs(rho - 1.0) * min(self.a, self.b)
 
     def inside(self, margin: float) -> np.ndarray:
-        """The square's pixels inside the ellipse grown by ``margin`` pixels."""
+        """``bool [CHECK_SIZE, CHECK_SIZE]``: the square's pixels inside the ellipse grown by
+        ``margin`` pixels."""
         yy, xx = np.mgrid[0:CHECK_SIZE, 0:CHECK_SIZE]
         rho = np.hypot((xx - self.cx) / self.a, (yy - self.cy) / self.b)
         return rho <= 1.0 + margin / min(self.a, self.b)

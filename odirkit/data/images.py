@@ -254,7 +254,8 @@ def preprocess_mask(
 
     The field-of-view box is found on the full-resolution photograph, applied to
     the mask, which is then padded and resized (nearest neighbour) the same way.
-    """
+
+    Raises :class:`DataError` naming the mask file when it cannot be read."""
     pixels = blacken_light_surround(np.asarray(open_photograph(image_path)))
     try:
         with Image.open(mask_path) as m:
@@ -270,7 +271,7 @@ def preprocess_mask(
 
 
 def circle_mask(size: int) -> np.ndarray:
-    """The disc inscribed in a ``size`` x ``size`` square, as 0/1 ``uint8``."""
+    """The disc inscribed in a ``size`` x ``size`` square, as 0/1 ``uint8 [size, size]``."""
     centre = (size - 1) / 2
     yy, xx = np.mgrid[0:size, 0:size]
     return (((yy - centre) ** 2 + (xx - centre) ** 2) <= (size / 2) ** 2).astype(np.uint8)
@@ -302,7 +303,8 @@ class ImageCache:
         return self.directory / digest[:2] / f"{digest}.npy"
 
     def get(self, source: str | Path) -> np.ndarray:
-        """The preprocessed image, from the cache or made now (and cached)."""
+        """The preprocessed image, ``uint8 [S, S, 3]``, from the cache or made now (and
+        cached; a damaged entry is made again)."""
         entry = self.entry(source)
         if entry.exists():
             try:

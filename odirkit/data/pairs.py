@@ -26,13 +26,13 @@ BOTH, LEFT_ONLY, RIGHT_ONLY = "both", "left only", "right only"
 
 
 @dataclass
-class PairStore:
+class BothEyesStore:
     """A patient's two preprocessed photographs by patient index: ``item`` gives
     ``uint8 [2, 3, S, S]``, ``batch`` the patients' photographs interleaved ``[2B, 3, S, S]``
     (left, right, left, ...)."""
 
     images: Any  # the ImageStore of the photographs
-    pairs: np.ndarray  # [P, 2]: each patient's left and right photograph (rows of ``images``)
+    photographs: np.ndarray  # [P, 2]: each patient's left and right photograph (rows of ``images``)
 
     @property
     def size(self) -> int:
@@ -41,23 +41,27 @@ class PairStore:
 
     @property
     def tensor(self) -> torch.Tensor | None:
-        """The photographs as one ``uint8`` tensor when held in memory, else None."""
+        """The photographs as one ``uint8 [N, 3, S, S]`` tensor when held in memory (rows of
+        the image store, not patients), else None."""
         return self.images.tensor
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.photographs)
 
     def item(self, index: int) -> torch.Tensor:
         """One patient's two photographs, left then right, ``uint8 [2, 3, S, S]``."""
-        left, right = self.pairs[index]
+        left, right = self.photographs[index]
         return torch.stack([self.images.item(int(left)), self.images.item(int(right))])
 
     def batch(self, indices: np.ndarray) -> torch.Tensor:
         """Several patients' photographs, interleaved left, right: ``uint8 [2n, 3, S, S]``."""
-        return self.images.batch(self.pairs[np.asarray(indices, dtype=np.int64)].reshape(-1))
+        return self.images.batch(self.photographs[np.asarray(indices, dtype=np.int64)].reshape(-1))
 
     def append(self, images: torch.Tensor, spill_dir: Any) -> np.ndarray:
-        """Add patients' photographs (``uint8 [2n, 3, S, S]``); returns their indices."""
+        """Add patients' photographs (``uint8 [2n, 3, S, S]``); returns their indices.
+
+        Always raises :class:`DataError`: an offline augmenter's single photographs have no
+        other eye."""
         raise DataError(
             "a both-eyes model trains on patients; an offline augmenter adds single "
             "photographs, which have no other eye"
@@ -65,27 +69,31 @@ class PairStore:
 
 
 @dataclass
-class Paired:
+class PatientSamples:
     """Patients as samples for a both-eyes model: their table, targets, photographs and split."""
 
     table: pd.DataFrame  # one row per patient: patient_id, eye (both / left only / ...), ...
     targets: np.ndarray
-    store: PairStore
+    store: BothEyesStore
     side: np.ndarray  # each patient's split
     report: dict[str, Any]
 
 
-def pair_patients(
+def patients_as_samples(
     rows: pd.DataFrame,
     images: Any,
     side: np.ndarray,
     truth: pd.DataFrame,
     task: Task,
-) -> Paired:
+) -> PatientSamples:
     """The photographs ``rows`` (with their ``images`` store and split ``side``) as patients.
 
     ``truth`` holds each patient's labels (the task's columns).
-    """
+
+    ``side`` is each photograph's split (``[N]``, as ``rows``); the result's arrays are one
+    per patient (``targets`` ``[P]`` or ``[P, C]``).
+
+    Raises :class:`DataError` when a photograph's eye is neither left nor right."""
     eyes = rows["eye"].astype(str).str.lower()
     unknown = sorted(set(eyes) - {"left", "right"})
     if unknown:
@@ -125,7 +133,7 @@ def pair_patients(
         targets = labels.astype(np.float32)
     by_patient = pd.Series(side, index=rows["patient_id"].astype(str).to_numpy())
     sides = by_patient[~by_patient.index.duplicated()].loc[table["patient_id"]].to_numpy()
-    pairs = np.stack([left, right], axis=1)
+    photographs = np.stack([left, right], axis=1)
     report = {
         "patients": int(keep.sum()),
         "both_eyes": int((flag[keep] == BOTH).sum()),
@@ -135,10 +143,10 @@ def pair_patients(
     }
     if task.single_label:
         report["left_out_without_exactly_one_label"] = int((~keep).sum())
-    return Paired(
+    return PatientSamples(
         table=table[keep].reset_index(drop=True),
         targets=targets[keep],
-        store=PairStore(images, pairs[keep]),
+        store=BothEyesStore(images, photographs[keep]),
         side=sides[keep],
         report=report,
     )

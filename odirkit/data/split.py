@@ -21,7 +21,9 @@ def _strata(table: pd.DataFrame, labels: list[str], minimum: int) -> pd.Series:
 
 
 def patient_folds(table: pd.DataFrame, *, labels: list[str], folds: int, seed: int) -> pd.Series:
-    """A fold number (0..folds-1) per patient, stratified on label sets as far as possible."""
+    """A fold number (0..folds-1) per patient, stratified on label sets as far as possible.
+
+    Raises :class:`DataError` when there are fewer patients than folds."""
     strata = _strata(table, labels, folds)
     patients = np.asarray(strata.index)
     if len(patients) < folds:
@@ -46,7 +48,10 @@ SIDES = ("train", "val", "test")
 
 def split_file_assignment(path: Path, table: pd.DataFrame) -> pd.Series:
     """Read a saved split: ``patient_id,split`` (train/val/test, or train/test) or
-    ``patient_id,fold``."""
+    ``patient_id,fold``.
+
+    Raises :class:`DataError` naming the file when it cannot be read, lacks the columns,
+    holds an unknown split value or leaves a patient of this dataset out."""
     try:
         frame = pd.read_csv(path, dtype={"patient_id": str}, keep_default_na=False)
     except (OSError, ValueError) as exc:
@@ -91,8 +96,11 @@ def patient_level_split(
     Patients are stratified on their label sets (the union of their images'
     labels) as far as the counts allow: sets held by a single patient are
     pooled, and when even that cannot be stratified the split is a plain
-    shuffle. The same seed gives the same split.
-    """
+    shuffle. The same seed gives the same split. Returns two arrays of row
+    positions, ``int [N_train]`` and ``int [N_test]``.
+
+    Raises :class:`DataError` for fewer than two patients, :class:`ConfigError` when
+    ``test_fraction`` leaves no training patient."""
     strata_series = _strata(table, labels, 2)
     patients = np.asarray(strata_series.index)
     if len(patients) < 2:
@@ -118,7 +126,9 @@ def carve_validation(
     table: pd.DataFrame, sides: pd.Series, *, labels: list[str], fraction: float, seed: int
 ) -> pd.Series:
     """Move ``fraction`` of the training patients to ``"val"``, stratified on label sets
-    exactly as the test split is; test patients stay where they are."""
+    exactly as the test split is; test patients stay where they are.
+
+    Raises :class:`DataError` for fewer than three training patients."""
     if fraction <= 0:
         return sides
     training = sides.index[sides == "train"]
@@ -137,7 +147,8 @@ def carve_validation(
 
 
 def undersample(indices: np.ndarray, classes: np.ndarray, *, seed: int) -> np.ndarray:
-    """Keep as many images of each class as the rarest class has (single-label tasks)."""
+    """Keep as many images of each class as the rarest class has (single-label tasks):
+    of ``indices`` (``[N]``, with their ``classes`` ``[N]``), the kept ones ``[K]``, sorted."""
     rng = np.random.default_rng(seed)
     present = np.unique(classes)
     smallest = min(int((classes == c).sum()) for c in present)
@@ -154,7 +165,8 @@ def undersample_multilabel(indices: np.ndarray, targets: np.ndarray, *, seed: in
     labels keeps at least the median (and at least one image) after it: the
     common label sets are capped at the median, rounded up when it falls between
     two counts, and no image of a minority label is ever removed.
-    """
+
+    ``indices`` ``[N]`` into ``targets`` ``[rows, C]`` (0/1); returns the kept ``[K]``, sorted."""
     y = np.asarray(targets) > 0.5
     counts = y[indices].sum(axis=0).astype(np.int64)
     target = float(np.median(counts))
@@ -174,12 +186,12 @@ def undersample_multilabel(indices: np.ndarray, targets: np.ndarray, *, seed: in
 def class_weights(
     targets: np.ndarray, num_classes: int, *, single_label: bool, shares: bool = False
 ) -> np.ndarray:
-    """Loss weights against class imbalance.
+    """Loss weights against class imbalance, ``[C]`` for targets ``[N]`` (class indices) or
+    ``[N, C]`` (0/1 labels).
 
     Single-label: ``n / (C * count_c)`` per class (cross-entropy weights); the same
     for a multi-label task under a softmax loss (``shares``), counting each label.
-    Multi-label: ``negatives / positives`` per label (BCE ``pos_weight``).
-    """
+    Multi-label: ``negatives / positives`` per label (BCE ``pos_weight``)."""
     if single_label:
         counts = np.bincount(targets.astype(np.int64), minlength=num_classes).astype(float)
         return len(targets) / (num_classes * np.maximum(counts, 1.0))

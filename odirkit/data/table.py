@@ -30,7 +30,10 @@ def check_sample_table(table: object, *, dataset: str, root: Path) -> pd.DataFra
     ``left``/``right``, and mask paths (``mask_path_<L>``) absolute or empty. An optional
     ``split`` column (``train``, ``val``, ``test``; one per patient) is the collection's own
     split.
-    """
+
+    Raises :class:`PluginError` when the plugin returns no DataFrame or one without the
+    required columns; :class:`DataError` for no images, an eye that is neither left nor right,
+    a label that is not 0/1, an unknown split, or a patient in two splits."""
     if not isinstance(table, pd.DataFrame):
         raise PluginError(
             f"dataset {dataset!r} returned {type(table).__name__}, expected a pandas DataFrame"
@@ -131,7 +134,8 @@ def select_task(table: pd.DataFrame, labels: list[str], task: str) -> TaskSelect
     (``["N", "D"]``), multi-label otherwise. A single-label task keeps the
     images with exactly one of the labels; a multi-label task keeps every
     image (one with none of the labels is a negative for all of them).
-    """
+
+    Raises :class:`DataError` when no image carries any of the labels."""
     y = table[list(labels)].to_numpy(dtype=np.int64)
     per_row = y.sum(axis=1)
     kind: TaskKind = task  # type: ignore[assignment]

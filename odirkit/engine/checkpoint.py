@@ -26,7 +26,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint safely; anything beyond tensors and plain values is refused."""
+    """Load a checkpoint safely; anything beyond tensors and plain values is refused.
+
+    Raises :class:`RunError` naming the file when it is missing, unreadable, not
+    odirkit's, or holds other objects."""
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)

@@ -8,7 +8,9 @@ from odirkit.errors import ConfigError
 
 
 def resolve_device(spec: str) -> torch.device:
-    """``"auto"`` is CUDA when present, else the CPU; ``"cuda"`` without CUDA is an error."""
+    """``"auto"`` is CUDA when present, else the CPU; ``"cuda"`` without CUDA is an error.
+
+    Raises :class:`ConfigError` for a device this machine lacks (CUDA, a CUDA index, MPS)."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda"):

@@ -161,7 +161,8 @@ def rank_zero_first() -> Iterator[None]:
 
     An error on rank 0 is shared, so every rank stops with the same message
     instead of waiting forever.
-    """
+
+    Raises, on rank 0, the error itself; on the others a :class:`RunError` with its message."""
     if not _WORLD.distributed:
         yield
         return
@@ -186,7 +187,9 @@ def rank_share(chunk: np.ndarray) -> tuple[np.ndarray, float]:
 
     A rank whose share is empty (a last batch smaller than the world) takes one
     image with weight 0, so that it still joins the gradient all-reduce.
-    """
+
+    ``chunk`` is the global batch's row indices ``[B]``; the share is ``[b]``, about
+    ``B / WORLD_SIZE``, its weight ``b * WORLD_SIZE / B`` (1 when ``B`` divides evenly)."""
     if not _WORLD.distributed:
         return chunk, 1.0
     mine = chunk[_WORLD.rank :: _WORLD.size]
@@ -196,7 +199,9 @@ def rank_share(chunk: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def check_batch_size(batch_size: int) -> None:
-    """A global batch must give every rank at least one image."""
+    """A global batch must give every rank at least one image.
+
+    Raises :class:`ConfigError` when ``batch_size`` is smaller than the world."""
     if _WORLD.distributed and batch_size < _WORLD.size:
         raise ConfigError(
             f"[train] batch_size = {batch_size} is smaller than the {_WORLD.size} processes; "

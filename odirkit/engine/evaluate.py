@@ -119,7 +119,9 @@ def at_level(
 
 
 def metrics_of(preds: LevelPredictions, thresholds: np.ndarray | None = None) -> dict[str, Any]:
-    """Every metric of ``preds`` at ``thresholds`` (``None``: 0.5, or argmax)."""
+    """Every metric of ``preds`` at ``thresholds`` (``None``: 0.5, or argmax).
+
+    ``thresholds`` is one per label, ``[C]``."""
     metrics = classification_metrics(
         preds.targets,
         preds.probs,
@@ -133,7 +135,9 @@ def metrics_of(preds: LevelPredictions, thresholds: np.ndarray | None = None) ->
 
 
 def scored(preds: LevelPredictions, thresholds: np.ndarray | None) -> bootstrap.Scored:
-    """``preds`` as the bootstrap sees them: outcomes, decisions, scores, patients."""
+    """``preds`` as the bootstrap sees them: outcomes, decisions, scores, patients.
+
+    ``thresholds`` is one per label, ``[C]`` (``None``: 0.5, or argmax)."""
     n = len(preds.labels)
     decided = predictions(preds.probs, single_label=preds.single_label, thresholds=thresholds)
     return bootstrap.Scored.build(
@@ -147,7 +151,9 @@ def scored(preds: LevelPredictions, thresholds: np.ndarray | None) -> bootstrap.
 
 
 def thresholds_dict(labels: tuple[str, ...], thresholds: np.ndarray | None) -> dict[str, Any]:
-    """``{label: threshold}`` for metrics.json (argmax: ``{}``)."""
+    """``{label: threshold}`` for metrics.json (argmax: ``{}``).
+
+    ``thresholds`` is one per label, ``[C]``, in the order of ``labels``."""
     if thresholds is None:
         return {}
     return {
@@ -158,7 +164,9 @@ def thresholds_dict(labels: tuple[str, ...], thresholds: np.ndarray | None) -> d
 
 
 def thresholds_array(labels: list[str], chosen: dict[str, float]) -> np.ndarray | None:
-    """The inverse of :func:`thresholds_dict`."""
+    """The inverse of :func:`thresholds_dict`.
+
+    ``[C]`` in the order of ``labels``; ``None`` when ``chosen`` is empty (argmax)."""
     if not chosen:
         return None
     return np.array([chosen.get(label, np.nan) for label in labels], dtype=np.float64)
@@ -285,7 +293,8 @@ def predictions_frame(preds: LevelPredictions, thresholds: np.ndarray | None) ->
 
     Image rows name each probability ``prob_<L>``; patient rows name it ``<L>``,
     as a challenge submission does.
-    """
+
+    ``thresholds`` is one per label, ``[C]`` (``None``: 0.5, or argmax)."""
     out = preds.keys.copy()
     labels = list(preds.labels)
     decided = predictions(preds.probs, single_label=preds.single_label, thresholds=thresholds)
@@ -332,8 +341,10 @@ def scored_from_frame(
     thresholds: np.ndarray | None,
     challenge: bool = False,
 ) -> tuple[bootstrap.Scored, pd.Series]:
-    """A prediction file read back for a paired comparison: the bootstrap's view, and the
-    key of each row (patient ID, or patient/eye/path)."""
+    """A prediction file read back for a paired comparison: its rows as the bootstrap takes
+    them, and the key of each row (patient ID, or patient/eye/path).
+
+    ``thresholds`` is one per label, ``[C]`` (``None``: 0.5, or argmax)."""
     patient = "ID" in frame.columns
     probs = frame[[label if patient else f"prob_{label}" for label in labels]].to_numpy(float)
     if single_label:

@@ -19,7 +19,9 @@ METADATA_FEATURES = 2  # age (standardised) and sex (1 male, 0 female, 0.5 unkno
 
 
 def final_linear(model: nn.Module, num_classes: int) -> tuple[nn.Module, str, nn.Linear]:
-    """The last ``nn.Linear`` with ``num_classes`` outputs: its parent, name and itself."""
+    """The last ``nn.Linear`` with ``num_classes`` outputs: its parent, name and itself.
+
+    Raises :class:`PluginError` when the model has no such layer."""
     found = None
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and module.out_features == num_classes:

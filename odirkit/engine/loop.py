@@ -1,4 +1,6 @@
-"""The epochs of one variant: training, validation, checkpoints, early stopping, the end.
+"""The training loop of one variant (:class:`EpochLoop`): its epochs, each trained by
+:meth:`odirkit.engine.trainer.Trainer.train_epoch` and then validated, checkpoints,
+early stopping, resuming, and the end.
 
 After each epoch the **validation** patients are scored, ``last.pt`` (and,
 when the validation monitor improved, ``best.pt``) is written atomically and
@@ -20,7 +22,7 @@ import pandas as pd
 import torch
 
 from odirkit import bootstrap
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.console import epoch_status, info, progress_bar, warn
 from odirkit.engine import distributed
 from odirkit.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -53,7 +55,7 @@ class EpochLoop:
 
     def __init__(
         self,
-        exp: Experiment,
+        exp: ResolvedVariant,
         vdir: VariantDirectory,
         trainer: Trainer,
         scheduler: Any,
@@ -116,7 +118,10 @@ class EpochLoop:
 
     def restore(self) -> None:
         """Continue from ``last.pt`` when there is one (a resumed run), after clearing the
-        temporary files a killed writer left in the variant's folder."""
+        temporary files a killed writer left in the variant's folder.
+
+        Raises :class:`RunError` when ``last.pt`` was written for another configuration, or does
+        not fit the model."""
         if distributed.is_main():
             remove_stale_temporaries(self.vdir.path)
         if not self.last_path.exists():
@@ -333,8 +338,10 @@ class EpochLoop:
 
     def finish(self) -> tuple[pd.DataFrame, RunMetrics | None, float | None]:
         """Score the test patients once per kept checkpoint; write predictions, figures and
-        metrics.json. Returns the history, the final metrics (``None`` on a rank other than
-        the first, which writes nothing) and the fitted temperature."""
+        metrics.json. Returns the history, ``metrics.json``'s record (``None`` on a rank other than
+        the first, which writes nothing) and the fitted temperature.
+
+        Raises :class:`RunError` when the ``torchrun`` processes ended with different weights."""
         data = self.trainer.data
         task = data.task
         here = distributed.world()
@@ -346,10 +353,10 @@ class EpochLoop:
                 raise RunError(f"the {here.size} processes ended with different weights")
         # The test patients are scored once per kept checkpoint: last, then best. The model
         # ends with the weights of the reported one (the explanations use it).
-        # With test-time views the reported scores are those of the averaged views; the
+        # With test-time views the reported scores are those of their average; the
         # scores of the image alone are kept beside them (final_without_tta).
         chosen = self.cfg.eval.checkpoint if self.best is not None else "last"
-        tta = bool(self.trainer.view.views)
+        tta = bool(self.trainer.view.test_time_views)
         results = {"last": self._score_checkpoint(tta=tta)}
         plain = {"last": self._score_checkpoint()} if tta else {}
         if self.best is not None:
@@ -371,7 +378,7 @@ class EpochLoop:
         write_prediction_files(self.vdir, self.trainer.data, result, test)
         write_text(self.vdir.history_file, history.to_csv(index=False))
         epochs = {"last": len(self.history), "best": (self.best or {}).get("epoch")}
-        final = RunMetrics(
+        metrics = RunMetrics(
             experiment=self.exp.name,
             variant=self.exp.variant,
             task=task.kind,
@@ -401,33 +408,33 @@ class EpochLoop:
                 "ranks_in_sync": in_sync,
             },
         )
-        if tta:  # the reported scores are the averaged views'; the image alone's beside them
-            final.tta = list(_view_names(self.cfg.eval.tta))
+        if tta:  # the reported scores average the test-time views; the image alone's beside
+            metrics.tta = list(_test_time_view_names(self.cfg.eval.tta))
             without, test_without = plain[chosen]
-            final.final_without_tta = Scores(
+            metrics.final_without_tta = Scores(
                 **_headline(without.metrics), intervals=without.intervals, loss=test_without.loss
             )
         if result.image_metrics:
-            final.final_per_image = Scores(**result.image_metrics)
+            metrics.final_per_image = Scores(**result.image_metrics)
         title = f"{self.exp.name}/{self.exp.variant}"
-        plot_run(history, list(task.labels), self.vdir.figures, title, final)
+        plot_run(history, list(task.labels), self.vdir.figures, title, metrics)
         plot_reliability(
-            final.final.reliability,
+            metrics.final.reliability,
             self.vdir.figures / FigureFiles.RELIABILITY,
             f"{title}: reliability on the test patients",
         )
-        test_view = scored(result.test, result.thresholds)
+        tested = scored(result.test, result.thresholds)
         plot_test_curves(
-            test_view.outcomes,
-            test_view.scores,
-            test_view.decisions,
+            tested.outcomes,
+            tested.scores,
+            tested.decisions,
             task.labels,
             self.vdir.figures,
             title,
             single_label=task.single_label,
         )
-        final.write(self.vdir.metrics_file)
-        return history, final, result.temperature
+        metrics.write(self.vdir.metrics_file)
+        return history, metrics, result.temperature
 
     def _learning(self, result: TestResult, train_loss: float) -> LearningCheck:
         """Did the run learn? Its training images' loss (as stored, evaluation mode) against
@@ -475,8 +482,8 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _view_names(specs: list[Any]) -> list[str]:
-    """``[eval] tta`` as text: built-in views as written, plugin views by name."""
+def _test_time_view_names(specs: list[Any]) -> list[str]:
+    """``[eval] tta`` as text: built-in test-time views as written, plugins by name."""
     return [spec if isinstance(spec, str) else str(spec.get("name")) for spec in specs]
 
 

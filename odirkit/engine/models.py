@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.engine.heads import MetadataFusion
 from odirkit.engine.recipe import apply_finetune
 from odirkit.errors import ConfigError, OdirkitError, PluginError
@@ -18,10 +18,13 @@ from odirkit.layers import BACKBONE
 SIZE_ERRORS = (RuntimeError, ValueError, AssertionError, IndexError)
 
 
-def build_model(exp: Experiment, num_classes: int) -> nn.Module:
+def build_model(exp: ResolvedVariant, num_classes: int) -> nn.Module:
     """The model plugin's network for ``num_classes`` classes, wrapped for metadata fusion
     when ``[model] metadata = true``, with the parameters ``[model] finetune`` leaves out
-    frozen (linear probing, partial fine-tuning)."""
+    frozen (linear probing, partial fine-tuning).
+
+    Raises :class:`PluginError` when the plugin returns no ``torch.nn.Module`` (its own
+    errors name the ``[model]`` table)."""
     model = exp.model.build(num_classes=num_classes)
     if not isinstance(model, nn.Module):
         raise PluginError(
@@ -38,7 +41,7 @@ def build_model(exp: Experiment, num_classes: int) -> nn.Module:
     return model
 
 
-def build_reinitialised(exp: Experiment, num_classes: int) -> nn.Module:
+def build_reinitialised(exp: ResolvedVariant, num_classes: int) -> nn.Module:
     """The experiment's architecture with freshly initialised weights: the model of the
     explanations' model-randomisation check (Adebayo et al. 2018).
 
@@ -79,9 +82,9 @@ def _marks(tensor: torch.Tensor) -> bool:
     return tensor.dtype in (torch.int32, torch.int64)
 
 
-def _takes(exp: Experiment, model: torch.nn.Module, size: int) -> bool:
+def _takes(exp: ResolvedVariant, model: torch.nn.Module, size: int) -> bool:
     """Whether ``model`` (on the meta device) runs on images of ``size`` pixels."""
-    batch = 2 * exp.eyes  # two images (or two patients' pairs): batch norm has a batch
+    batch = 2 * exp.eyes  # two images (or two patients' two eyes): batch norm has a batch
     x = torch.empty(batch, 3, size, size, device="meta")
     extra = [torch.empty(batch, 2, device="meta")] if exp.config.model.metadata else []
     model.eval()
@@ -93,7 +96,7 @@ def _takes(exp: Experiment, model: torch.nn.Module, size: int) -> bool:
     return True
 
 
-def check_input_size(exp: Experiment, model: torch.nn.Module) -> None:
+def check_input_size(exp: ResolvedVariant, model: torch.nn.Module) -> None:
     """Refuse an image size the model cannot take, before any folder exists: a forward pass
     on PyTorch's meta device (shapes only, no memory) at ``[data] image_size``. The message
     gives the smallest size that works (found by bisection up to the model's own input

@@ -146,7 +146,9 @@ class WarmupCosine:
         return {"warmup_steps": self.warmup_steps, "steps_per_epoch": self.steps_per_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint's position."""
+        """Continue from a checkpoint's position.
+
+        Raises :class:`ConfigError` when the checkpoint's schedule differs from this run's."""
         if state != self.state_dict():
             raise ConfigError(
                 f"the checkpoint's warm-up schedule ({state}) differs from this run's "

@@ -1,5 +1,11 @@
-"""The training step and the evaluation of a set of images (the epochs around them,
-checkpoints and early stopping are :mod:`odirkit.engine.loop`'s).
+"""The steps of one epoch and the evaluation of a set of images (:class:`Trainer`), and what
+a step is made of: speed settings per device (:func:`resolve_performance`), optimisers and
+schedulers (the losses are :mod:`odirkit.engine.losses`').
+
+This is not the training loop: the epochs, validation after each, checkpoints, early
+stopping and the test scored at the end are :class:`odirkit.engine.loop.EpochLoop`'s,
+which calls :meth:`Trainer.train_epoch` once an epoch; the fine-tuning recipe (layer-wise
+decay, warm-up, mixup) is :mod:`odirkit.engine.recipe`'s.
 
 Images arrive as ``uint8`` batches; on the training device they become floats
 in [0, 1], pass through the online augmenters, are normalised with the
@@ -118,7 +124,9 @@ def resolve_performance(
 
 
 class Trainer:
-    """Runs training steps and evaluations for one model on one data bundle."""
+    """Runs the training steps of an epoch (:meth:`train_epoch`) and evaluations
+    (:meth:`evaluate`) for one model on one data bundle; the epochs are
+    :class:`odirkit.engine.loop.EpochLoop`'s."""
 
     def __init__(
         self,
@@ -176,7 +184,9 @@ class Trainer:
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """uint8 batch -> floats in [0, 1] -> augmenters (given a generator) -> normalised
-        with the view's mean and std (as :meth:`ModelView.normalise` does, on the device)."""
+        with the view's mean and std (as :meth:`ModelView.normalise` does, on the device).
+
+        ``uint8 [B, 3, S, S]`` in, ``float32 [B, 3, S, S]`` out, on the training device."""
         x = images.to(self.device, non_blocking=True).float().div_(255.0)
         if generator is not None:
             for aug in self.augmenters:
@@ -196,7 +206,9 @@ class Trainer:
 
         Training goes through the distributed (and compiled) wrapper; evaluation,
         where ranks may run different numbers of batches, through the module itself.
-        """
+
+        ``x`` is the normalised batch ``[B, 3, S, S]`` (a both-eyes model's ``[2B, 3, S, S]``),
+        ``indices`` its rows ``[B]`` (for the extra inputs); returns the logits ``[B, C]``."""
         dtype = self.performance.autocast_dtype
         module = self.forward_model if training else self.model
         with torch.autocast(
@@ -207,7 +219,9 @@ class Trainer:
             return module(x, *extra)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """The training images of ``epoch`` in their shuffled order (seeded by epoch)."""
+        """The training images of ``epoch`` in their shuffled order (seeded by epoch).
+
+        Row indices ``[N_train]``."""
         rng = np.random.default_rng(derive_seed(self.seed, epoch, 0))
         return self.data.train_idx[rng.permutation(len(self.data.train_idx))]
 
@@ -222,7 +236,8 @@ class Trainer:
         merged into the batch before it when the model has batch norm: in training mode
         batch norm cannot normalise a single value per channel (and a batch of one is a
         poor estimate anyway). Said once per run.
-        """
+
+        Each batch is row indices ``[B]``."""
         chunks = chunked(self.epoch_order(epoch), self.batch_size)
         if len(chunks) > 1 and len(chunks[-1]) < 2 * world().size and self._has_batch_norm:
             if not self._merge_said:
@@ -255,7 +270,8 @@ class Trainer:
         Under ``torchrun`` each rank takes its share of every global batch; one
         small all-reduce per step agrees on the loss, on divergence and on a stop
         request, so that every rank stops at the same step.
-        """
+
+        Raises :class:`TrainingDiverged` when the loss stops being finite."""
         self.model.train()
         for norm in frozen_batch_norms(self.model):
             norm.eval()
@@ -356,8 +372,10 @@ class Trainer:
         (``[eval] tta``, :mod:`odirkit.tta`). Under ``torchrun`` each rank evaluates
         every ``WORLD_SIZE``-th image and the predictions are gathered: each image is
         evaluated exactly once.
-        """
-        views = self.view.views if tta else ()
+
+        ``indices`` are rows ``[N]``; the :class:`Evaluation`'s probabilities and logits are
+        ``[N, C]``, its loss the mean per image."""
+        test_time_views = self.view.test_time_views if tta else ()
         here = world()
         mine = indices[here.rank :: here.size] if here.distributed else indices
         self.model.eval()
@@ -365,9 +383,10 @@ class Trainer:
         for chunk, images, targets in self._batches(chunked(mine, self.eval_batch_size)):
             x = images.to(self.device, non_blocking=True).float().div_(255.0)
             logits = self.forward(self._normalised(x), chunk, training=False).float()
-            for view in views:
-                logits += self.forward(self._normalised(view(x)), chunk, training=False).float()
-            logits /= 1 + len(views)
+            for tta_view in test_time_views:
+                tta_x = self._normalised(tta_view(x))
+                logits += self.forward(tta_x, chunk, training=False).float()
+            logits /= 1 + len(test_time_views)
             y = targets.to(self.device)
             total += float(self.loss_fn(logits, y)) * len(images)
             seen += len(images)
@@ -432,62 +451,3 @@ def make_scheduler(
             min_lr=min_lr,
         )
     return None
-
-
-class SharedLabelCrossEntropy(nn.Module):
-    """Softmax cross entropy for multi-label targets: each of an image's labels gets an
-    equal share of the target distribution (the paper's 8-label CNN); with ``smoothing``
-    the shares are mixed with the uniform distribution, ``(1 - e) shares + e / C``."""
-
-    def __init__(self, weight: torch.Tensor | None = None, smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.weight = weight
-        self.smoothing = smoothing
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The loss of logits ``[N, C]`` against targets ``[N]``."""
-        shares = targets / targets.sum(dim=1, keepdim=True).clamp_min(1.0)
-        return nn.functional.cross_entropy(
-            logits, shares, weight=self.weight, label_smoothing=self.smoothing
-        )
-
-
-class SmoothedBinaryCrossEntropy(nn.Module):
-    """Binary cross entropy per label against smoothed targets ``(1 - e) y + e / 2``
-    (each label pulled towards 1/2: timm's multi-label smoothing); ``pos_weight`` as
-    ``BCEWithLogitsLoss``'s. Targets ``[B, C]`` in [0, 1] (0/1, or mixed by mixup)."""
-
-    def __init__(self, pos_weight: torch.Tensor | None = None, smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.pos_weight = pos_weight
-        self.smoothing = smoothing
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The loss of logits ``[N, C]`` against 0/1 targets ``[N, C]``, smoothed."""
-        soft = targets.float() * (1.0 - self.smoothing) + 0.5 * self.smoothing
-        return nn.functional.binary_cross_entropy_with_logits(
-            logits, soft, pos_weight=self.pos_weight
-        )
-
-
-def make_loss(
-    single_label: bool,
-    weights: np.ndarray | None,
-    device: torch.device,
-    *,
-    softmax: bool = False,
-    smoothing: float = 0.0,
-) -> nn.Module:
-    """Cross entropy for single-label tasks; for multi-label ones binary cross entropy, or
-    (``softmax``) cross entropy over the labels. ``smoothing`` is label smoothing
-    (Szegedy et al. 2016, sec. 7): single-label and softmax targets become ``(1 - e)
-    target + e / classes`` (PyTorch's ``label_smoothing``), multi-label ones ``(1 - e) y +
-    e / 2``. Every loss takes class indices or probability rows (mixup's mixed targets)."""
-    w = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
-    if single_label:
-        return nn.CrossEntropyLoss(weight=w, label_smoothing=smoothing)
-    if softmax:
-        return SharedLabelCrossEntropy(weight=w, smoothing=smoothing)
-    if smoothing:
-        return SmoothedBinaryCrossEntropy(pos_weight=w, smoothing=smoothing)
-    return nn.BCEWithLogitsLoss(pos_weight=w)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from odirkit.augment import ExpandContext, ExtraSamples, targets_of
-from odirkit.config import Experiment, ExternalData
+from odirkit.config import ExternalData, ResolvedVariant
 from odirkit.console import info
 from odirkit.data.external import external_samples
 from odirkit.data.prepare import DataBundle, cache_root, load_samples, prepare_data
@@ -29,11 +29,11 @@ from odirkit.engine import distributed
 from odirkit.engine.device import resolve_device
 from odirkit.engine.environment import capture_environment
 from odirkit.engine.loop import EpochLoop
+from odirkit.engine.losses import make_loss
 from odirkit.engine.models import build_model, check_input_size
 from odirkit.engine.recipe import BatchMixer, parameter_groups
 from odirkit.engine.trainer import (
     Trainer,
-    make_loss,
     make_optimizer,
     make_scheduler,
     resolve_performance,
@@ -53,13 +53,13 @@ from odirkit.view import ModelView
 
 @dataclass
 class VariantResult:
-    """A finished variant: its folder and final metrics, and, when it was trained in this
+    """A finished variant: its folder and ``metrics.json``, and, when it was trained in this
     process, the trained model with its data and view (for explanations)."""
 
     variant: str
     directory: VariantDirectory
     history: pd.DataFrame
-    final: RunMetrics | None  # None: a search trial (test not scored), or not the first rank
+    metrics: RunMetrics | None  # None: a search trial (test not scored), or not the first rank
     model: nn.Module | None = None
     data: DataBundle | None = None
     view: ModelView | None = None
@@ -75,7 +75,7 @@ def finished_result(variant: str, vdir: VariantDirectory) -> VariantResult:
 # -- checks before anything runs -------------------------------------------------
 
 
-def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = None) -> None:
+def preflight(exp: ResolvedVariant, *, data: bool = False, seen: set[str] | None = None) -> None:
     """Fail early, before any folder is written, on what can be checked cheaply.
 
     Builds the model on PyTorch's meta device (no memory, no weights) and the
@@ -87,7 +87,9 @@ def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = No
     run folder exists, and reads every ``[[evaluate]]`` collection (a wrong column or an
     unmapped class fails now, not after training) (``seen`` skips a data table already
     checked for another variant).
-    """
+
+    Raises :class:`ConfigError` for an offline augmenter with a both-eyes model, and what
+    the plugins, the layer check and the data raise."""
     resolve_device(exp.config.device)  # "cuda" on a machine without it fails here
     with torch.device("meta"):
         model = build_model(exp, len(exp.labels))
@@ -99,7 +101,7 @@ def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = No
             raise ConfigError(
                 f"{call.where} {call.name!r} adds single photographs before training, and "
                 f"model {exp.model.name!r} trains on patients with both eyes: use an online "
-                "augmenter (applied to each photograph of a pair)"
+                "augmenter (applied to each photograph of a patient)"
             )
     if data:  # what "odirkit run" checks and fetches, and "odirkit validate" does not
         for call in (exp.model, exp.dataset, *exp.augmenters, *exp.explainers):
@@ -119,8 +121,10 @@ def preflight(exp: Experiment, *, data: bool = False, seen: set[str] | None = No
                 seen.add(key)
 
 
-def check_external(exp: Experiment, external: ExternalData) -> None:
-    """An ``[[evaluate]]`` collection can be read and grades a label the experiment learns."""
+def check_external(exp: ResolvedVariant, external: ExternalData) -> None:
+    """An ``[[evaluate]]`` collection can be read and grades a label the experiment learns.
+
+    Raises :class:`ConfigError` when the collection grades none of the experiment's labels."""
     samples = external_samples(external)
     shared, _ = samples.shared(exp.labels)
     if not shared:
@@ -161,7 +165,7 @@ def check_augmenter(name: str, aug: Any) -> Any:
 
 
 def run_variant(
-    exp: Experiment,
+    exp: ResolvedVariant,
     vdir: VariantDirectory,
     *,
     registry: Registry,
@@ -172,7 +176,9 @@ def run_variant(
 
     ``on_epoch(epoch, row)`` sees each epoch's validation row; without ``score_test`` (a
     search trial) the test patients are never scored and no ``metrics.json`` is written.
-    """
+
+    Raises :class:`ConfigError` for a binary cross-entropy loss on a single-label task, and
+    what training raises (:class:`TrainingDiverged`, ``RunInterrupted``)."""
     if vdir.finished:
         info(f"{vdir}: already finished, skipped")
         return finished_result(exp.variant, vdir)
@@ -203,7 +209,7 @@ def run_variant(
             )
         )
     with distributed.rank_zero_first():  # one process builds the dataset and the caches
-        data = prepare_data(exp, pairs=exp.eyes == 2)
+        data = prepare_data(exp, both_eyes=exp.eyes == 2)
     if here.main:
         _write_data(vdir, data)
 
@@ -315,9 +321,9 @@ def run_variant(
     if not score_test:
         tracker.close()
         return VariantResult(exp.variant, vdir, loop.history_frame(), None, model=model, data=data)
-    history, final, temperature = loop.finish()
-    if final is not None:
-        tracker.final(final.to_json())
+    history, metrics, temperature = loop.finish()
+    if metrics is not None:
+        tracker.final(metrics.to_json())
         tracker.files(
             [
                 vdir.config_file,
@@ -332,7 +338,7 @@ def run_variant(
         exp.variant,
         vdir,
         history,
-        final,
+        metrics,
         model=model,
         data=data,
         view=view.with_temperature(temperature),
@@ -345,7 +351,7 @@ def _expand(
     aug: Any,
     name: str,
     position: int,
-    exp: Experiment,
+    exp: ResolvedVariant,
     data: DataBundle,
     vdir: VariantDirectory,
     device: torch.device,
@@ -385,7 +391,7 @@ def _expand(
 
 
 def show_training_images(
-    exp: Experiment,
+    exp: ResolvedVariant,
     data: DataBundle,
     stored: int,
     online: list[tuple[str, Any]],

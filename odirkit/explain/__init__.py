@@ -1,7 +1,7 @@
 """Running explainer plugins: maps, overlays, grids, localisation scores, sanity checks.
 
 For a trained model and a set of images, every explainer computes one map per
-(image, class) pair, batched:
+image class (one image and one class, :class:`ImageClass`), batched:
 
 - the class asked for (``--label``), else the predicted class (single-label)
   or each predicted label (multi-label) — the maps drawn over the fundus;
@@ -44,7 +44,7 @@ from odirkit.explain.drawing import (
     save_grid,
 )
 from odirkit.explain.explaining import (
-    choose_pairs,
+    choose_image_classes,
     explain,
 )
 from odirkit.explain.inputs import (
@@ -61,13 +61,13 @@ from odirkit.explain.maps import (
 )
 from odirkit.explain.records import (
     EXPLAIN_BATCH,
-    INPUT_PAIRS,
+    INPUT_COMPARISONS,
     POINTING_TOLERANCE,
+    SANITY_IMAGE_CLASSES,
     SANITY_LIMIT,
-    SANITY_PAIRS,
     ExplainInputs,
     Explanations,
-    Pair,
+    ImageClass,
 )
 from odirkit.explain.scores import (
     input_dependence,
@@ -81,14 +81,14 @@ from odirkit.explain.scores import (
 __all__ = [
     "EXPLAIN_BATCH",
     "HEAT",
-    "INPUT_PAIRS",
+    "INPUT_COMPARISONS",
     "POINTING_TOLERANCE",
+    "SANITY_IMAGE_CLASSES",
     "SANITY_LIMIT",
-    "SANITY_PAIRS",
     "ExplainInputs",
     "Explanations",
-    "Pair",
-    "choose_pairs",
+    "ImageClass",
+    "choose_image_classes",
     "compute_maps",
     "explain",
     "explain_run",

@@ -26,7 +26,9 @@ HEAT = ("#1a9641", "#ffff33", "#d7191c")
 
 
 def heat_colours(heat: np.ndarray) -> np.ndarray:
-    """Importance in [0, 1] -> RGB in [0, 1], green through yellow to red."""
+    """Importance in [0, 1] -> RGB in [0, 1], green through yellow to red.
+
+    ``[H, W]`` in, ``[H, W, 3]`` out (any leading shape: ``[...]`` to ``[..., 3]``)."""
     from matplotlib.colors import LinearSegmentedColormap
 
     cmap = LinearSegmentedColormap.from_list("odirkit", list(HEAT))
@@ -68,7 +70,8 @@ def save_grid(
     from odirkit.figures import save_figure
 
     examples = sorted(
-        ((i, p) for i, p in enumerate(result.pairs) if p.example), key=lambda item: item[1].target
+        ((i, p) for i, p in enumerate(result.image_classes) if p.example),
+        key=lambda item: item[1].target,
     )
     if not examples:
         return
@@ -79,13 +82,13 @@ def save_grid(
         figsize=(2.6 * columns + 0.8, 2.9 * len(examples)),
         squeeze=False,
     )
-    for row, (i, pair) in enumerate(examples):
-        image = inputs.images[pair.image].permute(1, 2, 0).numpy()
+    for row, (i, item) in enumerate(examples):
+        image = inputs.images[item.image].permute(1, 2, 0).numpy()
         axes[row][0].imshow(image)
-        label = labels[pair.target]
+        label = labels[item.target]
         axes[row][0].set_title(f"true: {label} ({LABEL_NAMES.get(label, label)})", fontsize=8)
-        axes[row][0].set_xlabel(_prediction(result, pair.image, labels), fontsize=8)
-        mask = lesion_mask(inputs, pair.image, label, view)
+        axes[row][0].set_xlabel(_prediction(result, item.image, labels), fontsize=8)
+        mask = lesion_mask(inputs, item.image, label, view)
         for col, name in enumerate(names, start=1):
             axes[row][col].imshow(overlay(image, result.maps[name][i]))
             axes[row][col].set_title(f"{name}: map for {label}", fontsize=8)

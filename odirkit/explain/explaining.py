@@ -1,5 +1,5 @@
-"""The whole of explaining a model: choosing the pairs, computing, scoring, drawing and writing
-the explain/ folder.
+"""The whole of explaining a model: choosing the image classes, computing, scoring, drawing and
+writing the explain/ folder.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from odirkit.explain.maps import (
 from odirkit.explain.records import (
     ExplainInputs,
     Explanations,
-    Pair,
+    ImageClass,
 )
 from odirkit.explain.scores import (
     localisation_scores,
@@ -44,20 +44,20 @@ from odirkit.runs.names import ExplainFiles
 from odirkit.view import ModelView
 
 
-def choose_pairs(
+def choose_image_classes(
     inputs: ExplainInputs,
     predicted: list[list[int]],
     labels: Sequence[str],
     asked: Sequence[int] | None,
     max_images: int,
-) -> list[Pair]:
-    """The (image, class) pairs to explain; see the module's documentation."""
-    pairs: dict[tuple[int, int], Pair] = {}
+) -> list[ImageClass]:
+    """The image classes (one image, one class) to explain; see the module's documentation."""
+    image_classes: dict[tuple[int, int], ImageClass] = {}
 
     def add(image: int, target: int, **flags: bool) -> None:
-        pair = pairs.setdefault((image, target), Pair(image, target))
+        item = image_classes.setdefault((image, target), ImageClass(image, target))
         for key, value in flags.items():
-            setattr(pair, key, getattr(pair, key) or value)
+            setattr(item, key, getattr(item, key) or value)
 
     count = min(max_images, len(inputs.images))
     for image in range(count):
@@ -76,7 +76,7 @@ def choose_pairs(
             if target in inputs.true[image] or (not any(inputs.true) and image == 0):
                 add(image, target, example=True, shown=True)
                 break
-    return sorted(pairs.values(), key=lambda p: (p.image, p.target))
+    return sorted(image_classes.values(), key=lambda p: (p.image, p.target))
 
 
 def explain(
@@ -97,7 +97,8 @@ def explain(
 
     An explainer that declares it cannot apply to ``model`` (meta ``applies_to``) raises
     :class:`NotApplicable`, or with ``skip_inapplicable`` is left out with a warning.
-    """
+
+    Raises :class:`RunError` for a both-eyes model whose inputs lack the other eyes."""
     model = model.to(device).eval()
     labels = view.labels
     x = view.normalise(inputs.images, device)
@@ -121,8 +122,8 @@ def explain(
     classes = [t[0] if t else p[0] for t, p in zip(inputs.true, predicted, strict=True)]
     fovs = [(image.float().mean(0) > FOV_THRESHOLD).numpy() for image in inputs.images]
     max_images = max((c.options.get("max_images", 64) for c in calls), default=64)
-    pairs = choose_pairs(inputs, predicted, labels, asked, max_images)
-    result = Explanations(pairs)
+    image_classes = choose_image_classes(inputs, predicted, labels, asked, max_images)
+    result = Explanations(image_classes)
     result.probabilities = view.probabilities(logits).cpu().numpy()
     result.predicted = predicted
     names = []
@@ -145,12 +146,12 @@ def explain(
                     layer_name, layer = hooks.enter_context(
                         explained_layer(model, choice, view.cam_layer, view.cam_reshape)
                     )
-                task = bar.add_task(f"explain {call.name}", total=len(pairs), status="")
+                task = bar.add_task(f"explain {call.name}", total=len(image_classes), status="")
                 result.maps[call.name] = compute_maps(
                     explainer,
                     explained,
                     x,
-                    pairs,
+                    image_classes,
                     layer,
                     seed=seed,
                     extra=extra,
@@ -168,7 +169,7 @@ def explain(
                             random_model,
                             runner,
                             x,
-                            pairs,
+                            image_classes,
                             layer_name,
                             seed,
                             result.maps[call.name],
@@ -201,8 +202,8 @@ def _write(
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, Any] = {name: maps.astype(np.float16) for name, maps in result.maps.items()}
     # strings as fixed-width unicode, so np.load needs no allow_pickle
-    arrays["image"] = np.array([p.image for p in result.pairs], dtype=np.int64)
-    arrays["target"] = np.array([labels[p.target] for p in result.pairs], dtype=str)
+    arrays["image"] = np.array([p.image for p in result.image_classes], dtype=np.int64)
+    arrays["target"] = np.array([labels[p.target] for p in result.image_classes], dtype=str)
     images = arrays["image"]
     arrays["patient_id"] = np.array(inputs.rows["patient_id"].astype(str).tolist(), dtype=str)[
         images
@@ -214,14 +215,14 @@ def _write(
     for name in names:
         folder = out_dir / "overlays" / name
         folder.mkdir(parents=True, exist_ok=True)
-        for i, pair in enumerate(result.pairs):
-            if not pair.shown:
+        for i, item in enumerate(result.image_classes):
+            if not item.shown:
                 continue
-            row = inputs.rows.iloc[pair.image]
-            image = inputs.images[pair.image].permute(1, 2, 0).numpy()
+            row = inputs.rows.iloc[item.image]
+            image = inputs.images[item.image].permute(1, 2, 0).numpy()
             data = _png(overlay(image, result.maps[name][i]))
             target = folder / ExplainFiles.OVERLAY.format(
-                patient=row["patient_id"], eye=row["eye"], label=labels[pair.target]
+                patient=row["patient_id"], eye=row["eye"], label=labels[item.target]
             )
             write_bytes(target, data)
     save_grid(out_dir / ExplainFiles.GRID, inputs, result, labels, names, view)
@@ -235,7 +236,7 @@ def _write(
         out_dir / ExplainFiles.SUMMARY,
         {
             "explainers": list(names),
-            "pairs": len(result.pairs),
+            "pairs": len(result.image_classes),
             "localisation": None
             if result.localisation is None
             else result.localisation.to_dict("records"),

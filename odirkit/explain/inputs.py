@@ -60,7 +60,7 @@ def _photographs_of_patients(data: Any, view: ModelView, limit: int) -> ExplainI
     store = data.store
     photos, partners, sides, true = [], [], [], []
     for patient in data.test_idx:
-        left, right = (int(i) for i in store.pairs[patient])
+        left, right = (int(i) for i in store.photographs[patient])
         target = data.targets[patient]
         labels = [int(target)] if data.task.single_label else np.flatnonzero(target).tolist()
         one_eye = data.table["eye"].iloc[patient] != BOTH
@@ -89,7 +89,10 @@ def _photographs_of_patients(data: Any, view: ModelView, limit: int) -> ExplainI
 
 def inputs_from_files(source: Path, view: ModelView) -> ExplainInputs:
     """Images given by the user: a file, or every image in a folder (true classes, age and
-    sex unknown)."""
+    sex unknown).
+
+    Raises :class:`DataError` when ``source`` does not exist, holds no image, or no usable
+    fundus photograph."""
     source = Path(source)
     if source.is_dir():
         paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -149,7 +152,9 @@ def inputs_from_files(source: Path, view: ModelView) -> ExplainInputs:
 def explainer_calls(
     registry: Registry, names: Sequence[str] | None, configured: Sequence[PluginCall], limit: int
 ) -> list[PluginCall]:
-    """The explainers named, else the run's own, else every installed one."""
+    """The explainers named, else the run's own, else every installed one.
+
+    Raises :class:`ConfigError` when no explainer plugin is installed."""
     if names:
         specs = [registry.get("explainer", name) for name in names]
     elif configured:
@@ -179,7 +184,9 @@ def explain_run(
     checkpoint: str | None = None,
     out_dir: Path,
 ) -> Explanations:
-    """Explain a finished run: its test images, or the photographs in ``images``."""
+    """Explain a finished run: its test images, or the photographs in ``images``.
+
+    Raises :class:`ConfigError` for a ``labels`` entry the run did not learn."""
 
     exp, model, view = load_trained(vdir, registry, checkpoint)
     calls = explainer_calls(registry, explainers, exp.explainers, max_images)
@@ -197,7 +204,7 @@ def explain_run(
     if images is not None:
         inputs = inputs_from_files(images, view)
     else:
-        data = prepare_data(exp, pairs=exp.eyes == 2)
+        data = prepare_data(exp, both_eyes=exp.eyes == 2)
         inputs = inputs_from_data(data, view, max_images)
 
         def random_model() -> nn.Module:

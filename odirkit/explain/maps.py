@@ -1,5 +1,5 @@
-"""Computing maps: the classes to explain and one map per (image, class) pair, batched, through
-an explainer plugin.
+"""Computing maps: the classes to explain and one map per image class (one image,
+one class), batched, through an explainer plugin.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch import nn
 from odirkit.errors import PluginError
 from odirkit.explain.records import (
     EXPLAIN_BATCH,
-    Pair,
+    ImageClass,
 )
 from odirkit.seeding import derive_seed
 
@@ -22,7 +22,9 @@ def predicted_targets(
     model: nn.Module, x: torch.Tensor, single_label: bool, extra: tuple[torch.Tensor, ...] = ()
 ) -> list[list[int]]:
     """The predicted class (single-label) or every label above 0.5 (multi-label; at
-    least the most probable one)."""
+    least the most probable one).
+
+    ``x`` is the normalised images ``[N, 3, S, S]``; one list of class indices per image."""
     with torch.no_grad():
         logits = model(x, *extra)
     return targets_of_logits(logits, single_label)
@@ -43,7 +45,7 @@ def compute_maps(
     explainer: Callable[..., torch.Tensor],
     model: nn.Module,
     x: torch.Tensor,
-    pairs: Sequence[Pair],
+    image_classes: Sequence[ImageClass],
     layer: nn.Module | None,
     *,
     seed: int,
@@ -52,14 +54,16 @@ def compute_maps(
     progress: Callable[[int], None] | None = None,
     name: str = "explainer",
 ) -> np.ndarray:
-    """``float32 [P, S, S]``: the explainer's map for each pair, in batches.
+    """``float32 [P, S, S]``: the explainer's map for each image class, in batches.
 
     The model's extra inputs, if any, are passed as ``additional_forward_args``
     (held fixed while the image is explained).
-    """
+
+    Raises :class:`PluginError` when the explainer returns maps of another shape, or takes
+    no ``additional_forward_args`` for a model with extra inputs."""
     maps = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
+    for start in range(0, len(image_classes), batch_size):
+        chunk = image_classes[start : start + batch_size]
         index = torch.tensor([p.image for p in chunk], device=x.device)
         targets = torch.tensor([p.target for p in chunk], device=x.device)
         torch.manual_seed(derive_seed(seed, start))  # SmoothGrad's noise repeats exactly

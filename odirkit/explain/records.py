@@ -1,5 +1,5 @@
-"""What explaining takes and gives: the images, the (image, class) pairs, the maps and scores;
-the limits the checks use.
+"""What explaining takes and gives: the images, the image classes (one image and one class,
+:class:`ImageClass`), the maps and scores; the limits the checks use.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import torch
 EXPLAIN_BATCH = 16
 
 
-SANITY_PAIRS = 16
+SANITY_IMAGE_CLASSES = 16  # the first image classes' maps, made again on a re-initialised model
 
 
-INPUT_PAIRS = 64  # pairs of images of different classes for the input-dependence check
+INPUT_COMPARISONS = 64  # maps of two images of different classes compared (input dependence)
 
 
 #: a rank correlation above this fails a sanity check (Adebayo et al. 2018 report
@@ -42,8 +42,9 @@ class ExplainInputs:
 
 
 @dataclass
-class Pair:
-    """One (image, class) to explain, and why."""
+class ImageClass:
+    """An image class: one image (``image``, its row of the inputs) and one class (``target``,
+    its index) to explain, and why."""
 
     image: int
     target: int
@@ -54,9 +55,9 @@ class Pair:
 
 @dataclass
 class Explanations:
-    """The maps of every explainer for every pair, and the scores."""
+    """The maps of every explainer for every image class, and the scores."""
 
-    pairs: list[Pair]
+    image_classes: list[ImageClass]
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32 [P, S, S]
     localisation: pd.DataFrame | None = None
     sanity: pd.DataFrame | None = None

@@ -23,13 +23,13 @@ from odirkit.explain.maps import (
     compute_maps,
 )
 from odirkit.explain.records import (
-    INPUT_PAIRS,
+    INPUT_COMPARISONS,
     POINTING_TOLERANCE,
+    SANITY_IMAGE_CLASSES,
     SANITY_LIMIT,
-    SANITY_PAIRS,
     ExplainInputs,
     Explanations,
-    Pair,
+    ImageClass,
 )
 from odirkit.layers import explained_layer
 from odirkit.view import ModelView
@@ -39,7 +39,10 @@ def pointing_and_energy(
     heat: np.ndarray, mask: np.ndarray, fov: np.ndarray, tolerance: int
 ) -> tuple[float, float, float, float]:
     """For one map: whether its maximum hits the (dilated) mask, the share of its energy
-    inside the mask, and what a uniform random point and a uniform map would score."""
+    inside the mask, and what a uniform random point and a uniform map would score.
+
+    ``heat`` ``[S, S]`` (non-negative), ``mask`` and ``fov`` ``bool [S, S]``; ``tolerance``
+    in pixels. Each figure a fraction in [0, 1]."""
 
     grown = binary_dilation(mask, iterations=tolerance) if tolerance else mask
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
@@ -53,7 +56,10 @@ def pointing_and_energy(
 
 def rank_correlation(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> float:
     """Spearman's rank correlation of two maps, on a 56x56 grid (for speed), over the cells
-    mostly inside ``region`` (the field of view) when it is given."""
+    mostly inside ``region`` (the field of view) when it is given.
+
+    ``a`` and ``b`` ``[S, S]``, ``region`` ``bool [S, S]``; NaN when fewer than three cells
+    remain or a map is constant there."""
 
     def small(m: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.asarray(m, dtype=np.float32))[None, None]
@@ -69,17 +75,24 @@ def rank_correlation(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = N
 
 
 def input_dependence(
-    maps: np.ndarray, pairs: Sequence[Pair], classes: Sequence[int], fovs: Sequence[np.ndarray]
+    maps: np.ndarray,
+    image_classes: Sequence[ImageClass],
+    classes: Sequence[int],
+    fovs: Sequence[np.ndarray],
 ) -> float:
     """Mean rank correlation between the maps of images of different classes (high: the
-    maps hardly depend on the image)."""
-    shown = [(i, p) for i, p in enumerate(pairs) if p.shown]
+    maps hardly depend on the image).
+
+    ``maps`` ``[P, S, S]``, one per image class; ``classes`` each image's class; ``fovs`` each
+    image's field of view, ``bool [S, S]``. At most ``INPUT_COMPARISONS`` comparisons; NaN when
+    none is defined."""
+    shown = [(i, p) for i, p in enumerate(image_classes) if p.shown]
     scores = []
     for (i, a), (j, b) in itertools.combinations(shown, 2):
         if a.image == b.image or classes[a.image] == classes[b.image]:
             continue
         scores.append(rank_correlation(maps[i], maps[j], fovs[a.image] & fovs[b.image]))
-        if len(scores) >= INPUT_PAIRS:
+        if len(scores) >= INPUT_COMPARISONS:
             break
     valid = [v for v in scores if not math.isnan(v)]
     return float(np.mean(valid)) if valid else float("nan")
@@ -88,7 +101,9 @@ def input_dependence(
 def lesion_mask(
     inputs: ExplainInputs, image: int, label: str, view: ModelView | None
 ) -> np.ndarray | None:
-    """The image's lesion mask for ``label`` in the image's frame, when there is one."""
+    """The image's lesion mask for ``label`` in the image's frame, when there is one.
+
+    ``bool [S, S]``, or None (no mask, or no view to preprocess it with)."""
     column = f"mask_path_{label}"
     if view is None or column not in inputs.rows.columns or "image_path" not in inputs.rows:
         return None
@@ -104,7 +119,7 @@ def sanity_checks(
     random_model: Callable[[], nn.Module] | None,
     runner: Callable[[nn.Module], tuple[nn.Module, tuple[torch.Tensor, ...]]],
     x: torch.Tensor,
-    pairs: list[Pair],
+    image_classes: list[ImageClass],
     layer_name: str | None,
     seed: int,
     trained: np.ndarray,
@@ -113,9 +128,14 @@ def sanity_checks(
     fovs: Sequence[np.ndarray],
     reshape: str | None = None,
 ) -> pd.DataFrame:
-    """Both sanity checks for one explainer, and the verdict."""
+    """Both sanity checks for one explainer, and the verdict.
+
+    ``x`` the normalised images ``[N, 3, S, S]``; ``trained`` the trained model's maps
+    ``[P, S, S]`` of ``image_classes``; ``fovs`` each image's field of view, ``bool [S, S]``.
+    One row: the rank correlation with the re-initialised model's maps and the input
+    dependence (each NaN when undefined), the flat maps counted, and the verdicts."""
     randomisation, constant = float("nan"), 0
-    subset = pairs[:SANITY_PAIRS]
+    subset = image_classes[:SANITY_IMAGE_CLASSES]
     if random_model is not None:
         fresh = random_model().to(device).eval()
         explained, extra = runner(fresh)
@@ -132,7 +152,7 @@ def sanity_checks(
         valid = [v for v in scores if not math.isnan(v)]
         randomisation = float(np.mean(valid)) if valid else float("nan")
         constant = len(scores) - len(valid)
-    dependence = input_dependence(trained, pairs, classes, fovs)
+    dependence = input_dependence(trained, image_classes, classes, fovs)
     fails_randomisation = bool(randomisation > SANITY_LIMIT)
     fails_input = bool(dependence > SANITY_LIMIT)
     return pd.DataFrame(
@@ -157,33 +177,33 @@ def localisation_scores(
     """Per explainer and class, the pointing game and the energy inside the lesion
     (averaged over the images with a lesion mask) beside what a uniform random point in
     the field of view scores; None when no image has a mask."""
-    lesion = [(i, p) for i, p in enumerate(result.pairs) if p.lesion]
+    lesion = [(i, p) for i, p in enumerate(result.image_classes) if p.lesion]
     if not lesion or "image_path" not in inputs.rows.columns:
         return None
     prep = view.preprocessing
     tolerance = max(1, round(POINTING_TOLERANCE * prep.size))
     masks, fovs = {}, {}
-    for _, pair in lesion:
-        row = inputs.rows.iloc[pair.image]
-        label = labels[pair.target]
-        masks[(pair.image, pair.target)] = preprocess_mask(
+    for _, item in lesion:
+        row = inputs.rows.iloc[item.image]
+        label = labels[item.target]
+        masks[(item.image, item.target)] = preprocess_mask(
             row[f"mask_path_{label}"], row["image_path"], prep
         )
-        gray = inputs.images[pair.image].float().mean(0).numpy()
-        fovs[pair.image] = gray > FOV_THRESHOLD
+        gray = inputs.images[item.image].float().mean(0).numpy()
+        fovs[item.image] = gray > FOV_THRESHOLD
     records = []
     for name, maps in result.maps.items():
-        for i, pair in lesion:
-            mask = masks[(pair.image, pair.target)]
+        for i, item in lesion:
+            mask = masks[(item.image, item.target)]
             if not mask.any():
                 continue
             hit, energy, chance, share = pointing_and_energy(
-                maps[i], mask, fovs[pair.image], tolerance
+                maps[i], mask, fovs[item.image], tolerance
             )
             records.append(
                 {
                     "explainer": name,
-                    "label": labels[pair.target],
+                    "label": labels[item.target],
                     "hit": hit,
                     "energy": energy,
                     "chance": chance,

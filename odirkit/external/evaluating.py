@@ -127,7 +127,7 @@ def evaluate_external(
         done = vdir.external(external.name)
         info(f"{vdir.name}: external validation {external.name!r} already in {done.path}")
         return ExternalResult(done, done.metrics(), done.comparison())
-    final = vdir.metrics()
+    run_metrics = vdir.metrics()  # the run's own metrics.json
     exp, model, view = load_trained(vdir, registry)
     if view.eyes == 2:
         raise RunError(
@@ -175,7 +175,7 @@ def evaluate_external(
     evaluation = Evaluation(everything, probs, targets, float("nan"), logits)
     level, fusion = cfg.data.level, cfg.data.fusion
     preds = at_level(bundle, evaluation, level=level, fusion=fusion)  # the view's temperature
-    scores = final.final
+    scores = run_metrics.final
     thresholds = thresholds_array(labels, scores.thresholds)
     scoring = SharedScoring(tuple(labels), tuple(shared), view.single_label)
     resamples, confidence = cfg.eval.bootstrap, cfg.eval.confidence
@@ -225,8 +225,8 @@ def evaluate_external(
         variant=vdir.name,
         name=out.name,
         collection=external.to_dict(),
-        checkpoint=final.checkpoint,
-        checkpoint_epoch=final.checkpoint_epoch,
+        checkpoint=run_metrics.checkpoint,
+        checkpoint_epoch=run_metrics.checkpoint_epoch,
         task=task.kind,
         level=level,
         labels=list(task.labels),

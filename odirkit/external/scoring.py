@@ -97,13 +97,18 @@ class SharedScoring:
         )
 
     def thresholds(self, thresholds: np.ndarray | None) -> np.ndarray | None:
-        """The run's thresholds restricted to the shared labels."""
+        """The run's thresholds restricted to the shared labels.
+
+        ``[C]`` in, ``[C_shared]`` out (as given for a single-label task, or when every label
+        is shared)."""
         if thresholds is None or self.single_label or not self.partial:
             return thresholds
         return np.asarray(thresholds)[self.columns]
 
     def metrics(self, preds: LevelPredictions, thresholds: np.ndarray | None) -> dict[str, Any]:
-        """Every metric of :func:`~odirkit.engine.evaluate.metrics_of` on the shared labels."""
+        """Every metric of :func:`~odirkit.engine.evaluate.metrics_of` on the shared labels.
+
+        ``thresholds`` the run's, one per label ``[C]``."""
         metrics = metrics_of(self.predictions(preds), self.thresholds(thresholds))
         if not (self.single_label and self.partial):
             return metrics

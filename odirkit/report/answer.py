@@ -68,7 +68,7 @@ def answer_of(
     """
     from odirkit.comparison import metric_name
 
-    single = bool(runs) and all(r.final.single_label for r in runs)
+    single = bool(runs) and all(r.metrics.single_label for r in runs)
     headline = disease_metrics(runs) or [m for m in metrics if m in table.columns][:2]
     headline = headline or [m for m in ("f1_micro", "auc_macro") if m in table.columns]
     variants = variants_of(runs)
@@ -78,7 +78,7 @@ def answer_of(
     for variant in variants:
         members = [r for r in runs if _base(r.label) == variant]
         record, how = _summary_row(table, variant, members)
-        known = [r.final for r in members if r.final.learning is not None]
+        known = [r.metrics for r in members if r.metrics.learning is not None]
         learned = sum(bool(c.learned) for c in known)
         row: dict[str, Any] = {
             "variant": described[variant],

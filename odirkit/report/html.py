@@ -152,14 +152,14 @@ def _skipped(vdir: VariantDirectory) -> str:
 
 def _variant(run: Any, colour: str) -> str:
     vdir = VariantDirectory(run.directory)
-    final = run.final
+    metrics = run.metrics
     name = html.escape(run.label)
     head = (
         f'<h2 id="variant-{name}"><span class="swatch" style="background:{colour}"></span>'
         f"{name}</h2>"
     )
-    checkpoint = f"<p>{html.escape(operating_point(final))}</p>"
-    tta = tta_line(run.label, final)
+    checkpoint = f"<p>{html.escape(operating_point(metrics))}</p>"
+    tta = tta_line(run.label, metrics)
     if tta:
         checkpoint += f'<p class="tta">Test-time augmentation: {html.escape(tta)}.</p>'
     figures = "".join(
@@ -192,7 +192,7 @@ def _variant(run: Any, colour: str) -> str:
         + name
         + '">Operating points and per-class metrics (test)</h3>'
         + checkpoint
-        + table(_per_class(final), f"per-class-{name}")
+        + table(_per_class(metrics), f"per-class-{name}")
         + f'<h3>Figures</h3><div class="figures">{figures}</div>'
         + training
         + f'<h3 id="explanations-{name}">Explanations</h3>'

@@ -244,8 +244,8 @@ def _mean_rows(frame: pd.DataFrame, colours: dict[str, str]) -> list[str]:
     return styles
 
 
-def _per_class(final: RunMetrics) -> pd.DataFrame:
-    scores = final.final
+def _per_class(metrics: RunMetrics) -> pd.DataFrame:
+    scores = metrics.final
     rows = []
     for label, figures in scores.per_class.items():
         row = {"label": label}
@@ -305,17 +305,17 @@ def _data_summary(vdir: VariantDirectory) -> str:
     return table(pd.DataFrame(rows), f"data-{vdir.name}") + note + truth_note
 
 
-def operating_point(final: RunMetrics) -> str:
+def operating_point(metrics: RunMetrics) -> str:
     """The reported checkpoint and how its decisions were made, in words."""
-    scores = final.final
+    scores = metrics.final
     rule = scores.threshold_rule
     thresholds = scores.thresholds
-    epoch = final.checkpoint_epoch
+    epoch = metrics.checkpoint_epoch
     when = f" (epoch {int(epoch)})" if _finite(epoch) else ""
-    text = f"Reported checkpoint: {final.checkpoint}{when}. "
+    text = f"Reported checkpoint: {metrics.checkpoint}{when}. "
     if rule[:1].isdigit():
         text += f"Operating point: a fixed threshold of {rule}"
-        if final.single_label:
+        if metrics.single_label:
             text += " on the disease's probability (two classes), else the most probable class"
     else:
         text += f"Operating point: chosen on the validation patients by {rule}"

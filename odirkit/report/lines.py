@@ -26,7 +26,7 @@ def learning_lines(runs: Sequence[RunSummary]) -> list[str]:
 
     lines = []
     for run in runs:
-        found = run.final.learning
+        found = run.metrics.learning
         if found is None:
             lines.append(f"{run.label}: not checked (a run made before odirkit checked)")
             continue
@@ -43,26 +43,26 @@ def learning_lines(runs: Sequence[RunSummary]) -> list[str]:
     return lines
 
 
-def tta_line(label: str, final: RunMetrics) -> str | None:
+def tta_line(label: str, metrics: RunMetrics) -> str | None:
     """A run's headline scores with and without its test-time views (None without TTA)."""
-    plain = final.final_without_tta
+    plain = metrics.final_without_tta
     if plain is None:
         return None
-    scores = final.final
+    scores = metrics.final
     parts = []
     for metric in ("f1_micro", "f1_macro", "auc_macro"):
         if plain.value(metric) is None or scores.value(metric) is None:
             continue
         name = metric
-        if final.single_label:
+        if metrics.single_label:
             name = metric.replace("f1_micro", "accuracy")
 
         def shown(values: Scores, metric: str = metric) -> str:
             return f"{values.value(metric):.3f}{_bracket(values.interval(metric))}"
 
         parts.append(f"{name} {shown(scores)} with TTA, {shown(plain)} without TTA")
-    views = ", ".join(final.tta)
-    return f"{label} (views: {views}): " + "; ".join(parts)
+    test_time_views = ", ".join(metrics.tta)
+    return f"{label} (views: {test_time_views}): " + "; ".join(parts)
 
 
 def _screening(run: RunSummary) -> str:
@@ -70,21 +70,21 @@ def _screening(run: RunSummary) -> str:
     point, with the specificity that point reached on the test patients, beside the rule
     that chose it on validation ("sensitivity S [interval] at specificity T on test
     (target t on validation)")."""
-    final = run.final.final
-    thresholds = final.thresholds
-    rule = final.threshold_rule
+    scores = run.metrics.final
+    thresholds = scores.thresholds
+    rule = scores.threshold_rule
     kind, _, target = rule.partition(":")
     parts = []
     for label in run.labels:
         if label == "N":
             continue
-        figures = final.label(label)
+        figures = scores.label(label)
         recall, specificity = figures.get("recall"), figures.get("specificity")
         if recall is None:
             continue
-        text = f"{label}: sensitivity {recall:.3f}{_bracket(final.interval(f'recall_{label}'))}"
+        text = f"{label}: sensitivity {recall:.3f}{_bracket(scores.interval(f'recall_{label}'))}"
         if specificity is not None:
-            spec = _bracket(final.interval(f"specificity_{label}"))
+            spec = _bracket(scores.interval(f"specificity_{label}"))
             text += f" at specificity {specificity:.3f}{spec} on test"
         if target:
             text += f" (target {kind} {float(target):.2f} on validation"
@@ -100,7 +100,7 @@ def _screening(run: RunSummary) -> str:
 def _left_out(run: RunSummary) -> list[str]:
     """The classes a macro figure leaves out, being undefined for them (no positive test
     patient for recall, no predicted one for precision, ...), named beside the figure."""
-    found = run.final.final.macro_left_out
+    found = run.metrics.final.macro_left_out
     if not found:
         return []
     parts = [f"{name.replace('_macro', '')}: {', '.join(labels)}" for name, labels in found.items()]
@@ -129,7 +129,7 @@ def _explanation_flags(run: RunSummary) -> list[str]:
 
 def _named(table: pd.DataFrame, runs: Sequence[RunSummary]) -> pd.DataFrame:
     """The table as shown: a single-label task's micro F1 is called accuracy."""
-    if runs and all(r.final.single_label for r in runs):
+    if runs and all(r.metrics.single_label for r in runs):
         renamed = {c: c.replace("f1_micro", "accuracy", 1) for c in table.columns}
         return table.rename(columns=renamed)
     return table

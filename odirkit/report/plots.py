@@ -31,7 +31,7 @@ def plot_comparison(runs: Sequence[RunSummary], path: Path, title: str, split: s
     if not runs:
         return False
     labels = _labels_of(runs)
-    single = all(r.final.single_label for r in runs)
+    single = all(r.metrics.single_label for r in runs)
     if single and len(labels) == 2:  # the paper's Figures 2 and 3: the disease's F1, recall
         positive = labels[1]
         panels = [
@@ -119,7 +119,7 @@ def plot_recall_per_class(
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(labels) * max(1, len(variants)) ** 0.5), 4))
     for i, variant in enumerate(variants):
         members = [r for r in runs if _base(r.label) == variant]
-        per_run = [[r.final.final.label(x).get("recall") for x in labels] for r in members]
+        per_run = [[r.metrics.final.label(x).get("recall") for x in labels] for r in members]
         values = np.array(
             [[np.nan if v is None else float(v) for v in row] for row in per_run], dtype=float
         )
@@ -133,7 +133,7 @@ def plot_recall_per_class(
             name = f"{variant} (mean of {len(members)} runs; dots: each run)"
         else:
             shown = list(values[0])
-            intervals = [members[0].final.final.interval(f"recall_{x}") for x in labels]
+            intervals = [members[0].metrics.final.interval(f"recall_{x}") for x in labels]
             name = variant
         clean = [i if i and all(_finite(v) for v in i) else None for i in intervals]
         errors = error_bars(clean, [0.0 if not _finite(v) else v for v in shown])

@@ -15,18 +15,18 @@ from odirkit.runs.records import BestEpoch, RunMetrics
 
 @dataclass
 class RunSummary:
-    """What a comparison needs of one run: its name, per-epoch history, final metrics and
-    (for the paired tests) its folder."""
+    """What a comparison needs of one run: its name, per-epoch history, ``metrics.json``
+    and (for the paired tests) its folder."""
 
     label: str
     history: pd.DataFrame
-    final: RunMetrics
+    metrics: RunMetrics  # metrics.json: its test scores are .metrics.final
     labels: list[str]
     directory: Path | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.final, RunMetrics):  # a document as read from JSON
-            self.final = RunMetrics.from_json(self.final, self.label)
+        if not isinstance(self.metrics, RunMetrics):  # a document as read from JSON
+            self.metrics = RunMetrics.from_json(self.metrics, self.label)
 
 
 #: the columns of a comparison that carry a bootstrap interval
@@ -36,7 +36,7 @@ WITH_INTERVALS = ("f1_micro", "f1_macro", "recall_macro", "auc_macro")
 def disease_metrics(runs: Sequence[RunSummary]) -> list[str]:
     """The paper's figures for a task of two exclusive labels (Normal vs Diabetes): the
     F1 and the recall of the disease (the second label); none otherwise."""
-    tasks = {(r.final.task, tuple(r.labels)) for r in runs}
+    tasks = {(r.metrics.task, tuple(r.labels)) for r in runs}
     if len(tasks) != 1:
         return []
     ((task, labels),) = tasks
@@ -64,32 +64,32 @@ def comparison_table(
     grouped = shown + [f"recall_{x}" for x in _labels_of(runs) if f"recall_{x}" not in shown]
     rows = []
     for run in runs:
-        final = run.final.final
-        best = run.final.best or BestEpoch()
-        learned = run.final.learned
+        scores = run.metrics.final
+        best = run.metrics.best or BestEpoch()
+        learned = run.metrics.learned
         row: dict[str, Any] = {
             "run": run.label,
-            "learned": None if run.final.learning is None else bool(learned),
+            "learned": None if run.metrics.learning is None else bool(learned),
             "epochs": int(run.history["epoch"].max()) if len(run.history) else 0,
-            "checkpoint": run.final.checkpoint,
-            "checkpoint_epoch": run.final.checkpoint_epoch,
+            "checkpoint": run.metrics.checkpoint,
+            "checkpoint_epoch": run.metrics.checkpoint_epoch,
         }
         for metric in shown:
-            row[metric] = metric_value(final, metric)
-            low, high = final.interval(metric) or (None, None)
+            row[metric] = metric_value(scores, metric)
+            low, high = scores.interval(metric) or (None, None)
             row[f"{metric}_low"], row[f"{metric}_high"] = low, high
-        if final.odir_patient is not None:
-            row["odir_patient_final"] = final.odir_patient["final"]
-            low, high = final.interval("odir_patient_final") or (None, None)
+        if scores.odir_patient is not None:
+            row["odir_patient_final"] = scores.odir_patient["final"]
+            low, high = scores.interval("odir_patient_final") or (None, None)
             row["odir_patient_final_low"], row["odir_patient_final_high"] = low, high
         row["best_epoch"] = best.epoch
         row[f"best_val_{best.monitor}"] = best.value
         for label in run.labels:
-            row[f"recall_{label}"] = final.label(label).get("recall")
+            row[f"recall_{label}"] = scores.label(label).get("recall")
         rows.append(row)
     table = pd.DataFrame(rows)
     groups = group_summary(
-        [FinishedRun(r.label, r.final, r.directory) for r in runs],
+        [FinishedRun(r.label, r.metrics, r.directory) for r in runs],
         grouped,
         resamples=resamples,
         confidence=confidence,

@@ -58,7 +58,7 @@ def write_report(
         runs, resamples=resamples, confidence=confidence, seed=seed, metrics=metrics
     )
     tests = compare_variants(
-        [FinishedRun(r.label, r.final, r.directory) for r in runs],
+        [FinishedRun(r.label, r.metrics, r.directory) for r in runs],
         baseline=baseline,
         metrics=metrics,
         resamples=resamples,
@@ -127,7 +127,7 @@ def write_report(
         "",
     ]
     lines += markdown_section(out_dir, runs)
-    with_tta = [line for run in runs if (line := tta_line(run.label, run.final))]
+    with_tta = [line for run in runs if (line := tta_line(run.label, run.metrics))]
     if with_tta:
         lines += ["## With and without test-time augmentation", ""]
         lines += [f"- {line}" for line in with_tta] + [""]

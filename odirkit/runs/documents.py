@@ -213,7 +213,9 @@ class VariantFiles:
         return self.path / "augment" / f"{position}-{name}"
 
     def checkpoint(self, which: str) -> Path:
-        """``checkpoints/best.pt`` or ``checkpoints/last.pt``."""
+        """``checkpoints/best.pt`` or ``checkpoints/last.pt``.
+
+        Raises :class:`RunError` for anything but ``best`` or ``last``."""
         if which not in CHECKPOINTS:
             raise RunError(f"checkpoint {which!r}: use best or last")
         return self.path / "checkpoints" / f"{which}.pt"

@@ -84,7 +84,9 @@ def find_variant(path: str | Path, variant: str | None = None) -> VariantDirecto
 
 def finished_variants(paths: list[Path]) -> list[tuple[VariantDirectory, str]]:
     """The finished variant folders given, or found inside the given run folders, each with
-    a label ``<timestamp>/<variant>``."""
+    a label ``<timestamp>/<variant>``.
+
+    Raises :class:`RunError` for a path that does not exist, or when none is finished."""
     found: list[tuple[VariantDirectory, str]] = []
     for path in map(Path, paths):
         if not path.exists():

@@ -76,8 +76,8 @@ class VariantDirectory(VariantFiles):
         return ExternalDirectory(self.external_root / name)
 
     def new_external(self, name: str) -> ExternalDirectory:
-        """A new ``external/<name>/`` folder, created now; ``<name>-2``, ``-3``, ... when the
-        name is taken: an earlier result is never overwritten."""
+        """A new ``external/<name>/`` folder, created now (else :class:`RunError`); ``<name>-2``,
+        ``-3``, ... when the name is taken: an earlier result is never overwritten."""
         for i in range(1, 1000):
             candidate = self.external(name if i == 1 else f"{name}-{i}")
             try:
@@ -240,18 +240,18 @@ class VariantDirectory(VariantFiles):
         """The temperature fitted on validation, for the reported checkpoint only."""
         if not self.finished:
             return None
-        final = self.metrics()  # damaged: an error naming it, not a missing temperature
-        if final.checkpoint != checkpoint:
+        metrics = self.metrics()  # damaged: an error naming it, not a missing temperature
+        if metrics.checkpoint != checkpoint:
             return None
-        return final.final.temperature or None
+        return metrics.final.temperature or None
 
     def test_predictions(self, *, validation: bool = False) -> pd.DataFrame:
         """The test (or ``validation``) predictions at the run's level, checked."""
-        final, path = self.metrics(), self.val_predictions_file
-        patient = final.level == "patient"
+        metrics, path = self.metrics(), self.val_predictions_file
+        patient = metrics.level == "patient"
         if not validation:
             path = self.patient_predictions_file if patient else self.predictions_file
-        return _read_predictions(path, final.labels or None, patient=patient)
+        return _read_predictions(path, metrics.labels or None, patient=patient)
 
     def val_predictions(self) -> pd.DataFrame | None:
         """The validation predictions (thresholds and temperature are chosen on them)."""
@@ -344,7 +344,7 @@ class ExternalDirectory:
         return ExternalMetrics.read(self.metrics_file, "not a finished external validation")
 
     def comparison(self) -> pd.DataFrame:
-        """``comparison.csv`` read back (empty when there is none)."""
+        """``comparison.csv`` read back (:class:`RunError` when it is missing)."""
         import pandas as pd
 
         try:
@@ -469,8 +469,8 @@ class RunDirectory:
         return VariantDirectory(self.path / name)
 
     def variant_names(self) -> list[str]:
-        """The variants ``run.json`` lists, in order (for a search's trial written before
-        trials listed theirs: its folders that hold a ``config.json``)."""
+        """The variants ``run.json`` lists, in order (a search's trial written before trials
+        listed theirs: its folders with a ``config.json``); :class:`RunError` if no run folder."""
         if not self.path.is_dir():
             raise RunError(f"{self.path}: no such run folder")
         if not self.run_file.exists():

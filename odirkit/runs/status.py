@@ -114,15 +114,15 @@ def list_runs(root: Path) -> list[dict[str, object]]:
         for vdir in variants:
             if vdir.finished:
                 try:
-                    final = vdir.metrics()
+                    metrics = vdir.metrics()
                 except RunError:  # damaged: nobody's best; odirkit status names the file
                     statuses[vdir.name] = "damaged"
                     continue
-                if final.learned is False:
+                if metrics.learned is False:
                     unlearned += 1  # a run that did not learn is nobody's best
                     continue
-                value = final.final.f1_micro
-                metric = "accuracy" if final.single_label else "micro F1"
+                value = metrics.final.f1_micro
+                metric = "accuracy" if metrics.single_label else "micro F1"
                 if value is not None and (best is None or value > best[2]):
                     best = (vdir.name, metric, value)
         if all(s == "finished" for s in statuses.values()):

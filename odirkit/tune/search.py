@@ -14,7 +14,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from odirkit.config import Experiment, TuneRange, load_experiment
+from odirkit.config import ResolvedVariant, TuneRange, load_experiment
 from odirkit.console import info, warn
 from odirkit.engine.interrupt import RunInterrupted
 from odirkit.engine.loop import LOWER_IS_BETTER
@@ -160,7 +160,7 @@ class Search:
         """The drawn values as ``--set`` overrides."""
         return [f"{key}={toml_value(value)}" for key, value in values.items()]
 
-    def experiment(self, values: dict[str, Any], *, trial: bool = True) -> Experiment:
+    def experiment(self, values: dict[str, Any], *, trial: bool = True) -> ResolvedVariant:
         """The experiment with the drawn values (and, for a trial, no test scoring)."""
         extra = [*self.sets(values), *(TRIAL_OVERRIDES if trial else ())]
         (exp,) = load_experiment(
@@ -171,7 +171,10 @@ class Search:
     # -- the study -----------------------------------------------------------------------
 
     def open_study(self) -> Any:
-        """The Optuna study, created in its storage when it is new."""
+        """The Optuna study, created in its storage when it is new.
+
+        Raises :class:`ConfigError` for a storage Optuna cannot open, or a study created for
+        the other direction."""
 
         optuna = self.optuna
         cfg = self.cfg.tune
@@ -212,7 +215,9 @@ class Search:
     def objective(self, trial: Any) -> float:
         """One trial: train with the drawn values, report each epoch for pruning, return the
         validation value.
-        """
+
+        Raises :class:`ConfigError` when the runs have no column for ``[tune] metric``;
+        ``TrialFailed`` and ``optuna.TrialPruned`` end the trial."""
 
         optuna = self.optuna
         values = {key: suggest(trial, key, spec) for key, spec in self.params.items()}
@@ -331,7 +336,8 @@ class Search:
     def conclude(self, study: Any, *, final: bool) -> TuneOutcome:
         """The study's outcome: the trials, the best values, ``best.toml``, and (with ``final``)
         one run scored on test.
-        """
+
+        Raises :class:`RunError` when no trial completed."""
 
         outcome = TuneOutcome(self.folder, self.name, self.storage, self.metric, self.direction)
         state = self.optuna.trial.TrialState

@@ -70,7 +70,9 @@ def run_workers(
     wait: bool | None,
 ) -> TuneOutcome | None:
     """``workers`` workers sharing the study: processes here (``pool``) or submitit jobs
-    (``slurm``). Returns the study's outcome once they end (None: left running)."""
+    (``slurm``). Returns the study's outcome once they end (None: left running).
+
+    Raises :class:`RunError` when a worker failed, ``RunInterrupted`` on Ctrl-C."""
 
     study = search.open_study()  # created once, before the workers race for it
     if launcher == "pool":

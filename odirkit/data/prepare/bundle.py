@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.console import progress_bar, warn
 from odirkit.data.images import ImageCache, PreparedImages, prepare_images
-from odirkit.data.pairs import pair_patients
+from odirkit.data.pairs import patients_as_samples
 from odirkit.data.prepare.cache import (
     cache_root,
     preprocessing_of,
@@ -80,7 +80,12 @@ class DataBundle:
         source: str,
         spill_dir: Path,
     ) -> np.ndarray:
-        """Append synthetic or augmented samples to the training set only."""
+        """Append synthetic or augmented samples to the training set only: ``table`` their rows
+        (missing columns filled), ``images`` ``uint8 [N, 3, S, S]``, ``targets`` ``[N]`` class
+        indices or ``[N, C]`` 0/1 labels. Returns their row indices ``[N]``.
+
+        Raises :class:`odirkit.errors.DataError` from a store that takes no single photographs
+        (a both-eyes model's)."""
         rows = table.reset_index(drop=True).copy()
         for column, default in (
             ("patient_id", None),
@@ -112,7 +117,8 @@ class DataBundle:
         return new
 
     def targets_tensor(self, indices: np.ndarray) -> torch.Tensor:
-        """The targets of ``indices`` as a tensor (class indices, or 0/1 per label)."""
+        """The targets of ``indices`` (``[B]``) as a tensor: class indices ``int64 [B]``, or 0/1
+        per label ``float32 [B, C]``."""
         values = self.targets[indices]
         if self.task.single_label:
             return torch.from_numpy(values.astype(np.int64))
@@ -125,7 +131,9 @@ class DataBundle:
         num_workers: int = 0,
         pin_memory: bool = False,
     ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-        """``(row indices, uint8 images, targets)`` for each chunk of row indices, in order."""
+        """``(row indices [B], uint8 images [B, 3, S, S], targets)`` for each chunk of row
+        indices, in order (a both-eyes model's images are ``[2B, 3, S, S]``, left and right
+        interleaved); targets as :meth:`targets_tensor` gives them."""
         if self.store.tensor is not None or num_workers == 0:
             for chunk in chunks:
                 yield chunk, self.store.batch(chunk), self.targets_tensor(chunk)
@@ -143,13 +151,17 @@ class DataBundle:
             yield chunk, images, self.targets_tensor(chunk)
 
 
-def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -> DataBundle:
+def prepare_data(
+    exp: ResolvedVariant, *, images: bool = True, both_eyes: bool = False
+) -> DataBundle:
     """Build the sample table, choose the task, preprocess the images and split by patient.
 
     ``images=False`` skips the images (for baselines that use the table alone).
-    ``pairs=True`` makes each patient one sample, both eyes together
+    ``both_eyes=True`` makes each patient one sample, both eyes together
     (:mod:`odirkit.data.pairs`), for a model with meta ``eyes = 2``.
-    """
+
+    Raises :class:`DataError` when images cannot be read (unless ``data.on_bad_image =
+    "skip"``), none is usable, or the split leaves a side empty for the task's labels."""
     cfg = exp.config.data
     samples = load_samples(exp)
     selection = samples.selection
@@ -199,12 +211,13 @@ def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -
     task = selection.task
     truth, truth_report = patient_truth(samples.table)
     truth = truth[list(task.labels)]
-    photos, paired = None, None
+    photos, as_patients = None, None
     image_counts = {split: int((side == split).sum()) for split in ("train", "val", "test")}
-    if pairs:  # a both-eyes model: patients are the samples
+    if both_eyes:  # a both-eyes model: patients are the samples
         photos = rows
-        paired = pair_patients(rows, store, side, truth, task)
-        rows, targets, store, side = paired.table, paired.targets, paired.store, paired.side
+        as_patients = patients_as_samples(rows, store, side, truth, task)
+        rows, targets = as_patients.table, as_patients.targets
+        store, side = as_patients.store, as_patients.side
     train_idx = np.flatnonzero(side == "train")
     val_idx = np.flatnonzero(side == "val")
     test_idx = np.flatnonzero(side == "test")
@@ -260,12 +273,12 @@ def prepare_data(exp: Experiment, *, images: bool = True, pairs: bool = False) -
         test_counts=_counts(targets[test_idx], task),
         patient_truth=truth_report,
     )
-    if paired is not None:  # samples are patients: counts of photographs kept apart
+    if as_patients is not None:  # samples are patients: counts of photographs kept apart
         report.train_images = image_counts["train"]
         report.val_images = image_counts["val"]
         report.test_images = image_counts["test"]
         report.samples = "patients (both eyes)"
-        report.both_eyes = paired.report
+        report.both_eyes = as_patients.report
     if cfg.folds:
         report.fold = {"folds": cfg.folds, "test_fold": cfg.fold}
     if "split" in samples.table.columns and not cfg.split_file:

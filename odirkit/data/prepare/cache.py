@@ -11,14 +11,14 @@ from pathlib import Path
 
 import platformdirs
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.console import info
 from odirkit.data.images import Preprocessing
 
 CACHE_FOLDER = ".odirkit-cache"
 
 
-def preprocessing_of(exp: Experiment) -> Preprocessing:
+def preprocessing_of(exp: ResolvedVariant) -> Preprocessing:
     """How the experiment's photographs become its training images (``[data]``)."""
     cfg = exp.config.data
     return Preprocessing(
@@ -26,7 +26,7 @@ def preprocessing_of(exp: Experiment) -> Preprocessing:
     )
 
 
-def cache_root(exp: Experiment) -> Path:
+def cache_root(exp: ResolvedVariant) -> Path:
     """The folder shared by runs for preprocessed images and other reusable work.
 
     ``data.cache_dir`` when given; else ``<data.root>/.odirkit-cache``, or, when the

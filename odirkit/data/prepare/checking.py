@@ -10,7 +10,7 @@ from contextlib import suppress
 import numpy as np
 import pandas as pd
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.console import warn
 from odirkit.data.fundus_check import CHECK_VERSION, REASONS, check_fundus
 from odirkit.data.images import ImageCache, PreparedImages
@@ -25,7 +25,10 @@ def checked_reasons(
     """The fundus check's reason for each prepared image ("" = usable, None = no image),
     remembered beside the cache: a file per preprocessing and check version, keyed as the
     cache's entries are (source path, size, modification time), so that later runs on the
-    same images check none of them again."""
+    same images check none of them again.
+
+    ``images`` are ``uint8 [S, S, 3]`` (None where a photograph could not be read), one
+    per path."""
     record = cache.directory / f"fundus-check-v{CHECK_VERSION}.json"
     try:
         known: dict[str, str] = json.loads(record.read_text())
@@ -48,7 +51,7 @@ def checked_reasons(
 
 
 def _fundus_check(
-    exp: Experiment,
+    exp: ResolvedVariant,
     cache: ImageCache,
     rows: pd.DataFrame,
     targets: np.ndarray,

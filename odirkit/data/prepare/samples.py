@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from odirkit.config import Experiment
+from odirkit.config import ResolvedVariant
 from odirkit.data.split import (
     carve_validation,
     patient_folds,
@@ -35,7 +35,7 @@ class Samples:
     report: dict[str, Any]
 
 
-def load_samples(exp: Experiment) -> Samples:
+def load_samples(exp: ResolvedVariant) -> Samples:
     """The dataset plugin's sample table, checked, narrowed to the experiment's task."""
     cfg = exp.config.data
     root = Path(cfg.root)
@@ -45,7 +45,7 @@ def load_samples(exp: Experiment) -> Samples:
     return Samples(table, select_task(table, list(cfg.labels), cfg.task), report)
 
 
-def assign_split(exp: Experiment, table: pd.DataFrame) -> pd.Series:
+def assign_split(exp: ResolvedVariant, table: pd.DataFrame) -> pd.Series:
     """``"train"``, ``"val"`` or ``"test"`` for every patient of the full table.
 
     The split is made on all patients and all eight labels, whatever the task,
@@ -57,7 +57,10 @@ def assign_split(exp: Experiment, table: pd.DataFrame) -> pd.Series:
     now), a missing one written. A dataset whose table has a ``split`` column (a collection
     that comes split, as RETFound's benchmark ships its datasets) keeps that split; validation
     patients are drawn from its training ones when it has no ``val``.
-    """
+
+    Raises :class:`ConfigError` when ``data.folds`` does not fit the dataset's own split or
+    the split file, :class:`DataError` for a dataset that comes split without test images
+    (and as the splitting functions of :mod:`odirkit.data.split` do)."""
     cfg = exp.config.data
     seed = exp.config.seed
     file = Path(cfg.split_file) if cfg.split_file else None
@@ -164,7 +167,9 @@ def patient_truth(table: pd.DataFrame) -> tuple[pd.DataFrame, PatientTruth]:
 
 
 def age_statistics(table: pd.DataFrame, train_idx: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation of the training images' ages."""
+    """Mean and standard deviation, in years, of the ages of the training images
+    (``train_idx``, row positions ``[N]``), missing ages left out: a mean of 0 when none is
+    known, a deviation of 1 when fewer than two are or all are equal."""
     age = pd.to_numeric(table["age"].iloc[train_idx], errors="coerce").dropna().to_numpy()
     mean = float(age.mean()) if age.size else 0.0
     std = float(age.std()) if age.size > 1 and age.std() > 0 else 1.0

@@ -73,5 +73,5 @@ class _StoreDataset(torch.utils.data.Dataset):
 
 
 def chunked(indices: np.ndarray, size: int) -> list[np.ndarray]:
-    """``indices`` in consecutive chunks of ``size`` (the last may be shorter)."""
+    """``indices`` (``[N]``) in consecutive chunks of ``size`` (the last may be shorter)."""
     return [indices[i : i + size] for i in range(0, len(indices), size)]
