@@ -390,9 +390,11 @@ def test_a_pair_is_scored_at_each_runs_own_thresholds_and_at_the_level_asked_for
     cut = write_run(tmp_path, "cut", p, thresholds={"D": 0.3})
     both = compare_variants([base, cut], metrics=("f1_micro", "recall_D"), resamples=300, seed=1)
     (pair,) = both[0].pairs
-    expected = cut.final.final.f1_micro - base.final.final.f1_micro
+    expected = cut.metrics.final.f1_micro - base.metrics.final.f1_micro
     assert pair.differences[0].difference == pytest.approx(expected)
-    recall = cut.final.final.per_class["D"]["recall"] - base.final.final.per_class["D"]["recall"]
+    recall = (
+        cut.metrics.final.per_class["D"]["recall"] - base.metrics.final.per_class["D"]["recall"]
+    )
     assert pair.differences[1].difference == pytest.approx(recall)
     (narrow,) = compare_variants(
         [base, cut], metrics=("f1_micro",), resamples=300, seed=1, confidence=0.5
@@ -416,7 +418,7 @@ def test_a_summary_skips_variants_of_one_run_wherever_they_are_listed(tmp_path):
     for run in runs[1:]:
         (run.directory / "predictions.csv").unlink()
     fallback = group_summary(runs, ["f1_micro"], confidence=0.8).iloc[0]
-    values = [r.final.final.f1_micro for r in runs[1:]]
+    values = [r.metrics.final.f1_micro for r in runs[1:]]
     expected = bootstrap.mean_interval(values, 0.8, bounded=True)
     assert fallback["f1_micro_low"] == pytest.approx(expected["low"])
 

@@ -56,7 +56,7 @@ def test_folds_place_every_patient_once_stratified_and_reproducibly():
 
 
 def test_folds_of_patients_too_varied_to_stratify_are_a_seeded_shuffle():
-    # every label set held by one patient: even pooled, "rare" and the rest are too small
+    # every label set held by one patient: all pooled as "rare", one stratum of seven
     table = _table(["N", "D", "G", "ND", "NG", "DG", "NDG"])
     folds = patient_folds(table, labels=["N", "D", "G"], folds=3, seed=1)
     assert sorted(folds.value_counts().tolist()) == [2, 2, 3]
@@ -152,6 +152,10 @@ def test_a_saved_split_reads_back_with_its_patient_ids_as_written(tmp_path):
             "patient_id,split\n007,train\n12,test\n",
             "does not place 1 patient(s) of this dataset (e.g. NA)",
         ),
+        (
+            "patient_id,split\n12,test\n",
+            "does not place 2 patient(s) of this dataset (e.g. 007, NA);",
+        ),
         ('patient_id,split\n"007,train\n', "cannot read the split file"),
     ],
 )
@@ -194,6 +198,9 @@ def test_multilabel_undersampling_reads_a_half_as_absent_and_stops_at_the_median
     assert after.tolist() == [3, 3, 1]  # N cut to the median; the 0.5 is not an N
     assert 8 in kept and 5 in kept  # G's image; N with D, whose D is not common
     assert np.array_equal(kept, undersample_multilabel(np.arange(9), targets, seed=0))
+    # an image without any label is no common label's: it stays
+    bare = np.array([[1, 0, 0]] * 6 + [[0, 1, 0]] * 2 + [[0, 0, 1]] + [[0, 0, 0]], float)
+    assert 9 in undersample_multilabel(np.arange(10), bare, seed=0)
     # a label at the median exactly is not common: nothing of it goes
     even = np.array([[1, 0]] * 2 + [[0, 1]] * 2, float)
     assert undersample_multilabel(np.arange(4), even, seed=0).tolist() == [0, 1, 2, 3]

@@ -31,14 +31,10 @@ def patient_folds(table: pd.DataFrame, *, labels: list[str], folds: int, seed: i
             f"{folds} folds need at least {folds} patients; the data has {len(patients)}"
         )
     assignment = np.zeros(len(patients), dtype=np.int64)
-    try:
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        parts = list(splitter.split(patients, strata.to_numpy()))
-    except ValueError:  # a stratum smaller than the number of folds even after pooling
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(patients))
-        parts = [(None, order[i::folds]) for i in range(folds)]
-    for fold, (_, test) in enumerate(parts):
+    # Pooled below ``folds`` patients, some stratum always holds at least ``folds`` (the
+    # pool itself when every set is rare), so StratifiedKFold never refuses the strata.
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fold, (_, test) in enumerate(splitter.split(patients, strata.to_numpy())):
         assignment[test] = fold
     return pd.Series(assignment, index=patients, name="fold")
 
