@@ -349,3 +349,14 @@ def test_a_data_report_is_written_as_write_json_wrote_it(tmp_path):
     DataReport(images=3, dataset=dataset).write(tmp_path / "data.json")
     write_json(tmp_path / "before.json", {"images": 3, "dataset": dataset})
     assert (tmp_path / "data.json").read_text() == (tmp_path / "before.json").read_text()
+
+
+def test_reliability_counts_are_written_as_whole_numbers_as_before_the_records(tmp_path):
+    # the writer gives int counts (engine.evaluate.reliability_table); a run made before the
+    # records wrote "count": [7, 9], and the record must not turn them into 7.0, 9.0
+    bins = {"mean_probability": [0.47, 0.53], "frequency": [0.14, 0.89], "count": [7, 9]}
+    path = tmp_path / "metrics.json"
+    RunMetrics.model_validate({"final": {"reliability": {"D": bins}}}).write(path)
+    assert '"count": [\n          7,\n          9\n        ]' in path.read_text()
+    written = json.loads(path.read_text())["final"]["reliability"]["D"]
+    assert written == bins and all(type(n) is int for n in written["count"])

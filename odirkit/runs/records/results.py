@@ -43,8 +43,9 @@ class Scores(Record):
     #: ``{label: threshold}`` chosen on validation (``{}``: the fixed rule or argmax)
     thresholds: dict[str, float] = Field(default_factory=dict)
     temperature: float | None = None
-    #: per label, the reliability diagram's bins
-    reliability: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
+    #: per label, the reliability diagram's bins: ``mean_probability`` and ``frequency``
+    #: (floats), ``count`` (whole numbers, written as ``7``, not ``7.0``)
+    reliability: dict[str, dict[str, list[int | float]]] = Field(default_factory=dict)
     loss: float | None = None
     #: the ODIR-5K challenge's score on patients (kappa, AUC, agreement F1, final)
     odir_patient: dict[str, float] | None = None
