@@ -360,3 +360,14 @@ def test_reliability_counts_are_written_as_whole_numbers_as_before_the_records(t
     assert '"count": [\n          7,\n          9\n        ]' in path.read_text()
     written = json.loads(path.read_text())["final"]["reliability"]["D"]
     assert written == bins and all(type(n) is int for n in written["count"])
+
+
+def test_a_run_description_without_its_variants_is_refused_naming_the_file(tmp_path):
+    from odirkit.runs.records import read_description
+
+    path = tmp_path / "run.json"
+    path.write_text('{"x": 1}')
+    with pytest.raises(RunError, match=r"run\.json: not a run's description .*variants"):
+        read_description(path)
+    path.write_text('{"name": "t", "trial": 3}')  # a search trial made before it listed one
+    assert read_description(path).variants == []

@@ -22,8 +22,8 @@ class RunDescription(Record):
     source: str | None = None
     #: the ``--set`` overrides, as given
     overrides: list[str] = Field(default_factory=list)
-    #: the variant folders, in order
-    variants: list[str] = Field(default_factory=list)
+    #: the variant folders, in order (required: a document without them is not a run's)
+    variants: list[str]
     started: str | None = None
 
 
@@ -34,6 +34,8 @@ class TrialDescription(RunDescription):
     DOCUMENT: ClassVar[str] = "a search trial's description"
 
     trial: int
+    #: the trial's one variant (a search made before it was listed has none)
+    variants: list[str] = Field(default_factory=list)
     values: dict[str, Any] = Field(default_factory=dict)
     #: the search's name
     tune: str = ""

@@ -34,10 +34,10 @@ class Scores(Record):
     ece_macro: float | None = None
     #: ``{label: {"f1": ..., "recall": ..., "specificity": ..., "support": n, ...}}``
     per_class: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    #: ``{metric: [low, high]}``: the bootstrap interval of each figure (``recall_D``, ...)
-    intervals: dict[str, list[float | None]] = Field(default_factory=dict)
     #: per macro figure, the labels left out because the figure is undefined for them
     macro_left_out: dict[str, Any] = Field(default_factory=dict)
+    #: ``{metric: [low, high]}``: the bootstrap interval of each figure (``recall_D``, ...)
+    intervals: dict[str, list[float | None]] = Field(default_factory=dict)
     confidence: float = 0.95
     threshold_rule: str = "0.5"
     #: ``{label: threshold}`` chosen on validation (``{}``: the fixed rule or argmax)
