@@ -173,6 +173,19 @@ def test_report_rebuilds_the_report_of_an_interrupted_run(cli, report_run, tmp_p
     assert f"odirkit run --resume {copy}" in page
 
 
+def test_the_report_names_a_damaged_data_or_environment_file(cli, report_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(report_run, copy)
+    (copy / "plain" / "data.json").write_text('"a string"')
+    (copy / "plain" / "environment.json").write_text('{"python": 3}')
+    result = cli("report", copy)
+    assert result.exit_code == 0, result.output
+    page = (copy / "report.html").read_text()
+    assert "data.json: damaged (a JSON str, not the object odirkit wrote)" in page
+    assert "environment.json: not" in page and "python" in page
+    assert "(no data.json)" not in page
+
+
 def test_every_document_the_run_wrote_reads_and_writes_back_byte_for_byte(report_run, tmp_path):
     # (the records' test, on this module's run): each record declares every key its writer
     # gives (a key renamed in a writer would be kept as an extra), and a file read and

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from odirkit.errors import RunError
 from odirkit.explain import read_flags
 from odirkit.external_report import html_section
 from odirkit.files import write_text
@@ -182,8 +183,8 @@ def _variant(run: Any, colour: str) -> str:
     config = html.escape(json.dumps(vdir.config().to_json(), indent=2)) if vdir.exists else ""
     try:
         environment = html.escape(json.dumps(vdir.environment().to_json(), indent=2))
-    except Exception:
-        environment = "(no environment.json)"
+    except RunError as exc:  # missing or damaged: say which, and how
+        environment = html.escape(f"({exc})")
     return (
         head
         + "<h3>Data</h3>"

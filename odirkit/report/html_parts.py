@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from odirkit.comparison import parse_run_name
+from odirkit.errors import RunError
 from odirkit.report.lines import (
     _finite,
 )
@@ -276,8 +277,8 @@ def _per_class(metrics: RunMetrics) -> pd.DataFrame:
 def _data_summary(vdir: VariantDirectory) -> str:
     try:
         data = vdir.data_report()
-    except Exception:
-        return "<p>(no data.json)</p>"
+    except RunError as exc:  # missing or damaged: say which, and how
+        return f"<p>({html.escape(str(exc))})</p>"
     rows = []
     for side in ("train", "val", "test"):
         images, patients, counts = data.side(side)
