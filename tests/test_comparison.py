@@ -236,6 +236,7 @@ def test_a_single_pair_is_tested_by_its_bootstrap_alone(tmp_path):
     ],
 )
 def test_runs_that_cannot_be_paired_get_a_note_not_a_test(tmp_path, change, note):
+    change = dict(change)  # the parameter's own dict stays as pytest holds it
     probs = _scores(1, 0.5)[: change.pop("probs", 16)]
     base = write_run(tmp_path, "base", _scores(0, 0.5))
     other = write_run(tmp_path, "other", probs, **change)
