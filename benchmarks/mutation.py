@@ -80,10 +80,38 @@ MODULES: dict[str, list[str]] = {
         "split or undersampl or weight or fold or shares",
     ],
     "odirkit/data/pairs.py": ["tests/test_both_eyes.py", "-k", "pair or photograph"],
-    "odirkit/data/images.py": ["tests/test_data.py"],
-    "odirkit/data/fundus_check.py": ["tests/test_fundus_check.py"],
+    "odirkit/data/images.py": ["tests/test_images.py", "tests/test_data.py"],
+    "odirkit/data/fundus_check.py": ["tests/test_fundus_pupil.py", "tests/test_fundus_check.py"],
     "odirkit/params.py": ["tests/test_config.py", "tests/test_plugins.py"],
     "odirkit/tta.py": ["tests/test_tta.py"],
+    "plugins/odirkit_datasets/keywords.py": [
+        "tests/test_keywords.py",
+        "tests/test_odir5k.py",
+        "-k",
+        "keyword or rule or normal_only or odd",
+    ],
+    "plugins/odirkit_datasets/odir5k.py": ["tests/test_odir5k.py"],
+    "plugins/odirkit_augment/classic.py": ["tests/test_augment.py"],
+    "odirkit/explain/scores.py": [
+        "tests/test_explain_scores.py",
+        "tests/test_explain.py",
+        "tests/test_report.py",
+        "-k",
+        "pointing or rank or sanity or locali or chance",
+    ],
+    "odirkit/engine/loop.py": ["tests/test_checkpoint.py"],
+    "odirkit/engine/checkpoint.py": ["tests/test_checkpoint.py"],
+    "odirkit/config/schema.py": ["tests/test_config_rules.py", "tests/test_config.py"],
+}
+#: of a module that does more than the issue names, the functions mutated (mutmut's names,
+#: ``*`` a wildcard): the epoch loop's checkpoint and resume logic, not its training
+FUNCTIONS: dict[str, list[str]] = {
+    "odirkit/engine/loop.py": [
+        "odirkit.engine.loop.xǁEpochLoopǁstate__mutmut_*",
+        "odirkit.engine.loop.xǁEpochLoopǁsave__mutmut_*",
+        "odirkit.engine.loop.xǁEpochLoopǁrestore__mutmut_*",
+        "odirkit.engine.loop.xǁEpochLoopǁ_improved__mutmut_*",
+    ],
 }
 #: the fast tier, stopping at the first failure, nothing cached between mutants
 PYTEST_OPTIONS = ["-m", "not slow", "-x", "-q", "-p", "no:cacheprovider"]
@@ -96,12 +124,17 @@ UNTESTED = {"not checked", "check was interrupted by user", "skipped"}
 def scratch_project(work: Path, module: str, tests: list[str]) -> None:
     """A copy of the project in ``work`` whose pyproject makes mutmut mutate ``module``
     only and select ``tests``; the package is copied (mutmut mutates its copy of it), the
-    tests and plugins are links."""
+    tests and plugins are links. A module of a built-in plugin (``plugins/<package>/...``)
+    has its package copied to the top of ``work`` too, where mutmut imports it from (its
+    entry points name the package, not the folder)."""
     (work / "tests").symlink_to(ROOT / "tests")
     (work / "plugins").symlink_to(ROOT / "plugins")
-    shutil.copytree(
-        ROOT / "odirkit", work / "odirkit", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    packages = ["odirkit"]
+    if module.startswith("plugins/"):
+        packages.append(module.split("/")[1])
+    for package in packages:
+        source = ROOT / "plugins" / package if package != "odirkit" else ROOT / package
+        shutil.copytree(source, work / package, ignore=shutil.ignore_patterns("__pycache__"))
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     pytest_options = project["tool"]["pytest"]["ini_options"]
     files = [t for t in tests if t.startswith("tests/")]
@@ -112,8 +145,8 @@ def scratch_project(work: Path, module: str, tests: list[str]) -> None:
         f"filterwarnings = {json.dumps(pytest_options.get('filterwarnings', []))}",
         "",
         "[tool.mutmut]",
-        'source_paths = ["odirkit"]',
-        f"only_mutate = {json.dumps([module])}",
+        f"source_paths = {json.dumps(packages)}",
+        f"only_mutate = {json.dumps([module.removeprefix('plugins/')])}",
         f"pytest_add_cli_args_test_selection = {json.dumps(files)}",
         f"pytest_add_cli_args = {json.dumps([*PYTEST_OPTIONS, *options])}",
         # torch is not safe to fork after it has run: fork the workers from a clean server
@@ -143,7 +176,15 @@ def run_module(module: str, tests: list[str], *, minutes: float, jobs: int) -> d
         scratch_project(work, module, tests)
         started = time.monotonic()
         process = subprocess.Popen(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)],
+            [
+                sys.executable,
+                "-m",
+                "mutmut",
+                "run",
+                "--max-children",
+                str(jobs),
+                *FUNCTIONS.get(module, []),
+            ],
             cwd=work,
             env={**os.environ, "ODIRKIT_QUIET": "1", "OMP_NUM_THREADS": "1"},
             stdout=subprocess.PIPE,
@@ -173,7 +214,7 @@ def run_module(module: str, tests: list[str], *, minutes: float, jobs: int) -> d
         diffs = {
             name: mutmut(work, "show", name).stdout
             for name, status in statuses.items()
-            if status not in KILLED
+            if status not in KILLED | UNTESTED  # the untested are not listed: no diff needed
         }
     if not statuses:
         return {"module": module, "error": output[-3000:], "seconds": round(seconds, 1)}

@@ -209,6 +209,31 @@ def test_mutation_scratch_project_mutates_one_module_with_its_own_tests(tmp_path
     assert (tmp_path / "tests").resolve() == BENCHMARKS.parent / "tests"
 
 
+def test_a_plugin_module_is_mutated_in_a_copy_of_its_package_imported_first(tmp_path):
+    script = mutation_script()
+    module = "plugins/odirkit_datasets/keywords.py"
+    script["scratch_project"](tmp_path, module, script["MODULES"][module])
+    config = tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["mutmut"]
+    # mutmut puts its copy of the project's top folder first on sys.path: the package is
+    # imported from there, by the name its entry points give
+    assert config["only_mutate"] == ["odirkit_datasets/keywords.py"]
+    assert config["source_paths"] == ["odirkit", "odirkit_datasets"]
+    copied = tmp_path / "odirkit_datasets" / "keywords.py"
+    assert (
+        not copied.is_symlink() and copied.read_text() == (BENCHMARKS.parent / module).read_text()
+    )
+
+
+def test_the_functions_mutated_alone_exist_in_their_module():
+    script = mutation_script()
+    for module, patterns in script["FUNCTIONS"].items():
+        assert module in script["MODULES"]
+        source = (BENCHMARKS.parent / module).read_text()
+        for pattern in patterns:
+            owner, function = pattern.split("xǁ")[1].split("__mutmut_")[0].split("ǁ")
+            assert f"class {owner}" in source and f"def {function}(" in source, pattern
+
+
 def test_every_module_to_mutate_and_every_equivalent_mutant_exists():
     script = mutation_script()
     root = BENCHMARKS.parent
@@ -216,7 +241,7 @@ def test_every_module_to_mutate_and_every_equivalent_mutant_exists():
     equivalent = tomllib.loads((BENCHMARKS / "mutation_equivalent.toml").read_text())
     for module, mutants in equivalent.items():
         assert module in script["MODULES"]
-        dotted = module.removesuffix(".py").replace("/", ".")
+        dotted = module.removeprefix("plugins/").removesuffix(".py").replace("/", ".")
         source = (root / module).read_text()
         for name, entry in mutants.items():
             # mutmut's names: <module>.x_<function>__mutmut_<n>, or for a method
