@@ -63,9 +63,9 @@ def split_keywords(text: object) -> list[str]:
 def keyword_label(keyword: str) -> str | None:
     """The label of one keyword: a code, ``""`` for a non-decisive one, None for not-fundus."""
     word = keyword.strip().lower()
-    if word.startswith("suspected "):
-        word = word[len("suspected ") :]
-    if any(word == w or word.startswith(w) for w in NOT_FUNDUS):
+    # every rule but the not-fundus one finds its words anywhere in the keyword, so
+    # "suspected X" is X; no keyword of the release puts "suspected" before a not-fundus one
+    if word.startswith(NOT_FUNDUS):
         return None
     if any(w in word for w in NON_DECISIVE):
         return ""
@@ -73,7 +73,7 @@ def keyword_label(keyword: str) -> str | None:
         return "N"
     if "hypertensive" in word and "retinopathy" in word:
         return "H"
-    if DIABETIC.search(word) or word in {"diabetic retinopathy", "proliferative retinopathy"}:
+    if DIABETIC.search(word):
         return "D"
     if "myopi" in word:
         return "M"
