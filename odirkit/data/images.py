@@ -70,8 +70,10 @@ def fov_box(pixels: np.ndarray, threshold: int | None = None) -> tuple[int, int,
     field. Rows and columns count when 1% of them is field.
     """
     level = luma(pixels) if pixels.ndim == 3 else pixels
+    if not level.size:
+        return None
     if threshold is None:
-        bright_end = float(np.percentile(level[::4, ::4], 99.5)) if level.size else 0.0
+        bright_end = float(np.percentile(level[::4, ::4], 99.5))
         threshold = int(np.clip(bright_end / 8, MIN_FOV_THRESHOLD, FOV_THRESHOLD))
     bright = _without_specks(level > threshold)
     rows = np.flatnonzero(bright.mean(axis=1) > 0.01)
@@ -220,7 +222,7 @@ def _eight_bit_rgb(img: Image.Image) -> Image.Image:
         img = Image.fromarray(np.clip(values * 255.0 / top + 0.5, 0, 255).astype(np.uint8))
     if "transparency" in img.info or img.mode == "PA":  # a palette or colour-key PNG
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "RGBa", "La"):
+    if img.mode in ("RGBA", "LA", "RGBa"):  # (no file opens as "La", which has no RGBA)
         rgba = img.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         img = Image.alpha_composite(black, rgba)
