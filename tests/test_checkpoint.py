@@ -1,0 +1,187 @@
+"""Checkpoints and resuming, without training: what last.pt holds, what a resumed epoch
+loop takes back from it, what it refuses, and which epoch counts as an improvement.
+
+The epoch loop here has a one-layer model with a real optimiser, scheduler and scaler; the
+end-to-end resume tests (a run killed at every write, early stopping interrupted after an
+epoch without progress) are in test_engine.py, marked slow.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import re
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from odirkit.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from odirkit.engine.loop import EpochLoop
+from odirkit.engine.trainer import EpochProgress
+from odirkit.errors import RunError
+
+
+def test_a_checkpoint_reads_back_what_was_saved_with_its_format(tmp_path):
+    state = {"epoch": 3, "weights": torch.arange(4.0), "history": [{"f1": 0.5}], "best": None}
+    save_checkpoint(tmp_path / "c.pt", state)
+    back = load_checkpoint(tmp_path / "c.pt")
+    assert back["format"] == CHECKPOINT_FORMAT and back["epoch"] == 3
+    assert torch.equal(back["weights"], torch.arange(4.0)) and back["history"] == [{"f1": 0.5}]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary left
+
+
+class Payload:
+    """Any object of its own class: unpickling it would import and build it."""
+
+
+def test_an_unsafe_missing_damaged_or_foreign_checkpoint_is_refused_naming_the_file(tmp_path):
+    with pytest.raises(RunError, match=r"none\.pt: checkpoint not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    torch.save({"model": Payload()}, tmp_path / "code.pt")
+    with pytest.raises(RunError) as info:
+        load_checkpoint(tmp_path / "code.pt")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'code.pt'}: refused to load: the checkpoint holds")
+    assert re.search(r"plain values \(it names [\w.]*test_checkpoint\.Payload\), and", message)
+    save_checkpoint(tmp_path / "cut.pt", {"weights": torch.zeros(1000)})
+    data = (tmp_path / "cut.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunError, match=r"cut\.pt: not a readable checkpoint \(\w"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save(torch.zeros(2), tmp_path / "tensor.pt")
+    with pytest.raises(RunError, match=r"tensor\.pt: not an odirkit checkpoint$"):
+        load_checkpoint(tmp_path / "tensor.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(RunError, match=r"empty\.pt: not a readable checkpoint \(.+\)$"):
+        load_checkpoint(tmp_path / "empty.pt")
+
+
+def epoch_loop(tmp_path, *, monitor: str = "f1", fingerprint: str = "abc", width: int = 3):
+    torch.manual_seed(0)
+    model = nn.Linear(width, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    trainer = types.SimpleNamespace(
+        model=model, optimizer=optimizer, scaler=torch.amp.GradScaler("cpu", enabled=False)
+    )
+    train = types.SimpleNamespace(monitor=monitor, patience=2, epochs=10)
+    exp = types.SimpleNamespace(
+        config=types.SimpleNamespace(train=train),
+        fingerprint=lambda: fingerprint,
+        model=types.SimpleNamespace(name="cnn"),
+        variant="v",
+    )
+    vdir = types.SimpleNamespace(
+        path=tmp_path, checkpoint=lambda name: tmp_path / "checkpoints" / f"{name}.pt"
+    )
+    return EpochLoop(exp, vdir, trainer, scheduler)
+
+
+def train_a_step(loop: EpochLoop) -> None:
+    loss = loop.trainer.model(torch.ones(4, loop.trainer.model.in_features)).sum()
+    loss.backward()
+    loop.trainer.optimizer.step()
+    loop.scheduler.step()
+
+
+def test_a_resumed_loop_takes_back_everything_last_pt_holds(tmp_path):
+    loop = epoch_loop(tmp_path)
+    train_a_step(loop)
+    loop.progress = EpochProgress(epoch=4, step=7, loss_sum=2.5, seen=28)
+    loop.history = [{"epoch": 4, "val_f1": 0.6}]
+    loop.best = {"epoch": 3, "monitor": "f1", "value": 0.7}
+    loop.since_best, loop.stopped_early, loop.seconds_before = 1, True, 100.0
+    loop.save()
+    state = load_checkpoint(loop.last_path)
+    assert state["fingerprint"] == "abc" and state["seconds"] >= 100.0
+
+    again = epoch_loop(tmp_path)
+    assert not torch.equal(again.trainer.model.weight, loop.trainer.model.weight)  # yet
+    again.restore()
+    assert again.progress == EpochProgress(epoch=4, step=7, loss_sum=2.5, seen=28)
+    assert again.history == [{"epoch": 4, "val_f1": 0.6}]
+    assert again.best == {"epoch": 3, "monitor": "f1", "value": 0.7}
+    assert (again.since_best, again.stopped_early) == (1, True)
+    assert again.seconds_before == pytest.approx(state["seconds"])
+    for a, b in zip(again.trainer.model.parameters(), loop.trainer.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    momentum = again.trainer.optimizer.state_dict()["state"][0]["momentum_buffer"]
+    assert torch.equal(momentum, loop.trainer.optimizer.state_dict()["state"][0]["momentum_buffer"])
+    assert again.scheduler.state_dict() == loop.scheduler.state_dict()
+    assert again.scheduler.get_last_lr() == [0.05]
+
+
+def test_without_last_pt_the_loop_starts_from_nothing(tmp_path):
+    loop = epoch_loop(tmp_path)
+    (tmp_path / ".metrics.csv.abc.tmp").write_text("half")  # a killed writer's temporary
+    loop.restore()
+    assert loop.progress == EpochProgress(epoch=0) and loop.history == [] and loop.best is None
+    assert not (tmp_path / ".metrics.csv.abc.tmp").exists()
+
+
+def test_an_old_last_pt_without_the_later_fields_resumes_with_their_defaults(tmp_path):
+    loop = epoch_loop(tmp_path)
+    state = loop.state()
+    for key in ("since_best", "stopped_early", "seconds", "scheduler", "scaler"):
+        del state[key]
+    save_checkpoint(loop.last_path, state)
+    again = epoch_loop(tmp_path)
+    again.since_best, again.stopped_early, again.seconds_before = 5, True, 9.0
+    again.restore()
+    assert (again.since_best, again.stopped_early, again.seconds_before) == (0, False, 0.0)
+
+
+def test_a_checkpoint_of_another_configuration_or_model_is_refused(tmp_path):
+    epoch_loop(tmp_path).save()
+    with pytest.raises(RunError, match=r"last\.pt: this checkpoint belongs to a different conf"):
+        epoch_loop(tmp_path, fingerprint="other").restore()
+    with pytest.raises(
+        RunError, match=r"last\.pt: does not fit model 'cnn' \(Error\(s\) in loading"
+    ):
+        epoch_loop(tmp_path, width=5).restore()
+    loop = epoch_loop(tmp_path)
+    state = loop.state()
+    del state["optimizer"]
+    save_checkpoint(loop.last_path, state)
+    with pytest.raises(RunError, match=r"does not fit model 'cnn' \('optimizer'\)"):
+        epoch_loop(tmp_path).restore()
+
+
+@pytest.mark.parametrize(
+    ("monitor", "best", "value", "improved"),
+    [
+        ("f1", None, 0.2, True),  # the first epoch with a value
+        ("f1", 0.5, 0.6, True),
+        ("f1", 0.5, 0.5, False),  # equal is no improvement
+        ("f1", 0.5, 0.4, False),
+        ("loss", 0.5, 0.4, True),  # lower is better for the loss
+        ("loss", 0.5, 0.5, False),
+        ("loss", 0.5, 0.6, False),
+        ("f1", None, math.nan, True),  # undefined, but nothing better yet
+        ("f1", 0.5, math.nan, False),
+        ("f1", 0.5, None, False),
+        ("f1", None, None, True),
+    ],
+)
+def test_an_epoch_improves_only_on_a_strictly_better_validation_monitor(
+    tmp_path, monitor, best, value, improved
+):
+    loop = epoch_loop(tmp_path, monitor=monitor)
+    loop.best = None if best is None else {"epoch": 1, "monitor": monitor, "value": best}
+    assert loop._improved({"epoch": 2, f"val_{monitor}": value}) is improved
+
+
+def test_without_validation_patients_no_epoch_is_an_improvement(tmp_path):
+    loop = epoch_loop(tmp_path)
+    assert loop._improved({"epoch": 1, "train_loss": 0.3}) is False
+    assert loop._improved({"epoch": 1, "val_loss": 0.3}) is False  # not the monitor's column
+
+
+def test_the_state_is_plain_values_and_tensors_only(tmp_path):
+    state = epoch_loop(tmp_path).state()
+    assert isinstance(state["model"], collections.OrderedDict | dict)
+    assert set(state) >= {"fingerprint", "epoch", "step", "loss_sum", "seen", "optimizer"}
+    save_checkpoint(tmp_path / "plain.pt", state)
+    assert load_checkpoint(tmp_path / "plain.pt")["epoch"] == 0

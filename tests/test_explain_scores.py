@@ -1,0 +1,280 @@
+"""How maps are scored: the pointing game and energy against a lesion mask with their random
+baselines, rank correlations inside the field, and the two sanity checks of Adebayo et al.
+(2018, "Sanity checks for saliency maps"): maps that barely change when the model is
+re-initialised, or from image to image, fail.
+
+Fast: a one-layer model and explainers written here stand in for a trained network and
+Captum; test_explain.py runs the real ones end to end.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from odirkit.data.images import Preprocessing, preprocess, preprocess_mask
+from odirkit.explain.records import (
+    INPUT_COMPARISONS,
+    SANITY_IMAGE_CLASSES,
+    ExplainInputs,
+    Explanations,
+    ImageClass,
+)
+from odirkit.explain.scores import (
+    input_dependence,
+    localisation_scores,
+    pointing_and_energy,
+    rank_correlation,
+    sanity_checks,
+)
+
+
+def test_pointing_energy_and_their_baselines_are_fractions_of_the_field():
+    heat = np.zeros((10, 10))
+    heat[2, 3], heat[2, 4], heat[7, 7] = 3.0, 1.0, 4.0  # the peak is at (7, 7)
+    mask = np.zeros((10, 10), bool)
+    mask[2, 3:5] = True  # two pixels
+    fov = np.zeros((10, 10), bool)
+    fov[:, :5] = True  # half the picture is field
+    hit, energy, chance, share = pointing_and_energy(heat, mask, fov, tolerance=0)
+    assert hit == 0.0  # the peak misses
+    assert energy == pytest.approx(4.0 / 8.0)  # half the energy is on the mask
+    assert chance == pytest.approx(2 / 50) and share == pytest.approx(2 / 50)
+    # one pixel of tolerance: the grown mask is the 2 pixels and their 6 neighbours, one
+    # of which, (2, 5), lies outside the field
+    hit, energy, chance, share = pointing_and_energy(heat, mask, fov, tolerance=1)
+    assert hit == 0.0 and energy == pytest.approx(0.5)
+    assert chance == pytest.approx(7 / 50) and share == pytest.approx(2 / 50)
+    heat[7, 7] = 0.0
+    assert pointing_and_energy(heat, mask, fov, tolerance=0)[:2] == (1.0, 1.0)
+    # a peak next to the mask hits within the tolerance only
+    near = np.zeros((10, 10))
+    near[3, 3] = 1.0
+    assert pointing_and_energy(near, mask, fov, 0)[0] == 0.0
+    assert pointing_and_energy(near, mask, fov, 1)[0] == 1.0
+    assert pointing_and_energy(np.zeros((10, 10)), mask, fov, 0)[1] == 0.0  # no energy
+
+
+def test_rank_correlation_is_spearmans_on_any_map_size_and_undefined_on_too_little():
+    rng = np.random.default_rng(1)
+    a = np.kron(rng.random((56, 56)), np.ones((2, 2)))  # 112 px, constant in 2 x 2 cells
+    assert rank_correlation(a, a**3) == pytest.approx(1.0)  # ranks, not values
+    assert rank_correlation(a, 1 - a) == pytest.approx(-1.0)
+    tiny = np.zeros((112, 112), bool)
+    tiny[:4, :2] = True  # two cells of the 56 x 56 grid
+    assert np.isnan(rank_correlation(a, 1 - a, tiny))
+    tiny[:6, :2] = True  # three: enough
+    assert rank_correlation(a, 1 - a, tiny) == pytest.approx(-1.0)
+    flat_inside = a.copy()
+    region = np.zeros((112, 112), bool)
+    region[40:80, 40:80] = True
+    flat_inside[region] = 0.5
+    assert np.isnan(rank_correlation(flat_inside, a, region))
+    assert np.isnan(rank_correlation(a, flat_inside, region))
+
+
+def test_input_dependence_compares_shown_images_of_different_classes_only():
+    rng = np.random.default_rng(2)
+    base = rng.random((32, 32))
+    maps = np.stack([base, base, 1 - base, 1 - base, rng.random((32, 32))])
+    fov = np.ones((32, 32), bool)
+    classes = [0, 0, 1, 1, 0]
+    image_classes = [
+        ImageClass(image=0, target=0, shown=True),
+        ImageClass(image=1, target=0, shown=True),  # same class as image 0: not compared
+        ImageClass(image=2, target=1, shown=True),  # opposite of image 0's map
+        ImageClass(image=2, target=0, shown=True),  # the same image again: not compared
+        ImageClass(image=4, target=0, shown=False),  # not shown: not compared
+    ]
+    # compared: image 0 and image 1 each against image 2's two maps, all -1
+    got = input_dependence(maps, image_classes, classes, [fov] * 5)
+    assert got == pytest.approx(-1.0)
+    assert np.isnan(input_dependence(maps, image_classes[:2], classes, [fov] * 5))
+
+
+def test_input_dependence_stops_after_its_comparisons_and_skips_undefined_ones():
+    rng = np.random.default_rng(3)
+    base = rng.random((16, 16))
+    n = 20  # 10 of class 0 (base), 10 of class 1: 100 comparisons of different classes
+    maps = np.stack([base] * 10 + [base] * 9 + [1 - base])
+    classes = [0] * 10 + [1] * 10
+    image_classes = [ImageClass(image=i, target=0, shown=True) for i in range(n)]
+    fov = np.ones((16, 16), bool)
+    # in order, image 0 meets images 10..19 (the last is the opposite), image 1 likewise...:
+    # the first INPUT_COMPARISONS comparisons hold 64 // 10 = 6 opposites
+    got = input_dependence(maps, image_classes, classes, [fov] * n)
+    opposite = INPUT_COMPARISONS // 10
+    assert got == pytest.approx((INPUT_COMPARISONS - 2 * opposite) / INPUT_COMPARISONS)
+    flat = maps.copy()
+    flat[10] = 0.0  # a constant map: its comparisons are undefined and left out of the mean
+    # (they still count towards the comparisons made): images 0..6 meet image 10 in the
+    # first 64, so 57 are defined, of which the 6 opposites
+    assert input_dependence(flat, image_classes, classes, [fov] * n) == pytest.approx(45 / 57)
+
+
+class Patterned(nn.Module):
+    """A model whose explanation is its own spatial pattern (fixed at construction) plus
+    ``image_weight`` times the image: a stand-in for a network whose weights shape the map."""
+
+    def __init__(self, seed: int, image_weight: float, size: int = 32) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("pattern", torch.rand(size, size, generator=generator))
+        self.image_weight = image_weight
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.linear(x.mean(dim=(2, 3)))
+
+
+def patterned_explainer(model, x, targets, layer):
+    if model.image_weight is None:  # both: the sum wrapped round, which neither predicts
+        return torch.remainder(model.pattern + 4 * x.mean(dim=1), 1.0)
+    return model.pattern + model.image_weight * x.mean(dim=1)
+
+
+def sanity(image_weight: float | None, *, random: bool = True, n: int = 20):
+    torch.manual_seed(0)
+    x = torch.rand(n, 3, 32, 32)
+    classes = [i % 2 for i in range(n)]
+    image_classes = [ImageClass(image=i, target=classes[i], shown=True) for i in range(n)]
+    trained_model = Patterned(seed=1, image_weight=image_weight)
+    trained = patterned_explainer(trained_model, x, None, None).numpy()
+    call = types.SimpleNamespace(name="patterned")
+    return sanity_checks(
+        call,
+        patterned_explainer,
+        (lambda: Patterned(seed=2, image_weight=image_weight)) if random else None,
+        lambda model: (model, ()),
+        x,
+        image_classes,
+        None,
+        0,
+        trained,
+        torch.device("cpu"),
+        classes,
+        [np.ones((32, 32), bool)] * n,
+    ).iloc[0]
+
+
+def test_a_map_made_by_the_model_not_the_image_fails_input_dependence_only():
+    row = sanity(image_weight=0.001)
+    assert row["rank_correlation_with_random_model"] < 0.3
+    assert row["input_dependence"] > 0.9
+    assert not row["fails_randomisation"] and row["fails_input_dependence"]
+    assert not row["reliable"]
+    assert row["pairs"] == SANITY_IMAGE_CLASSES and row["constant_maps"] == 0
+    assert row["explainer"] == "patterned"
+
+
+def test_a_map_made_by_the_image_not_the_model_fails_randomisation_only():
+    row = sanity(image_weight=1000.0)
+    assert row["rank_correlation_with_random_model"] > 0.9
+    assert row["input_dependence"] < 0.3
+    assert row["fails_randomisation"] and not row["fails_input_dependence"]
+    assert not row["reliable"]
+
+
+def test_a_map_of_both_passes_and_without_a_random_model_one_check_is_not_made():
+    row = sanity(image_weight=None)
+    assert row["rank_correlation_with_random_model"] < 0.5
+    assert row["input_dependence"] < 0.5 and row["reliable"]
+    row = sanity(image_weight=0.001, random=False)
+    assert np.isnan(row["rank_correlation_with_random_model"]) and row["constant_maps"] == 0
+    assert not row["fails_randomisation"] and row["fails_input_dependence"]
+
+
+def test_constant_maps_of_the_random_model_are_counted_not_averaged():
+    def half_flat(model, x, targets, layer):
+        maps = model.pattern + 0.001 * x.mean(dim=1)
+        if getattr(model, "flat", False):
+            maps[::2] = 1.0  # every other image class: a constant map
+        return maps
+
+    n = 8
+    x = torch.rand(n, 3, 32, 32)
+    trained = half_flat(Patterned(1, 0.0), x, None, None).numpy()
+
+    def fresh():
+        model = Patterned(1, 0.0)  # the same pattern: correlation 1 where defined
+        model.flat = True
+        return model
+
+    row = sanity_checks(
+        types.SimpleNamespace(name="half"),
+        half_flat,
+        fresh,
+        lambda model: (model, ()),
+        x,
+        [ImageClass(image=i, target=0, shown=True) for i in range(n)],
+        None,
+        0,
+        trained,
+        torch.device("cpu"),
+        [0] * n,
+        [np.ones((32, 32), bool)] * n,
+    ).iloc[0]
+    assert row["constant_maps"] == n // 2 and row["pairs"] == n
+    assert row["rank_correlation_with_random_model"] == pytest.approx(1.0)
+
+
+def lesion_photograph(tmp_path, name: str, lesion: tuple[slice, slice] | None):
+    pixels = np.zeros((64, 64, 3), dtype=np.uint8)
+    pixels[4:60, 4:60] = (150, 70, 30)
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    if lesion is not None:
+        pixels[lesion] = (250, 240, 200)
+        mask[lesion] = 255
+    Image.fromarray(pixels).save(tmp_path / f"{name}.png")
+    Image.fromarray(mask).save(tmp_path / f"{name}-mask.png")
+    return str(tmp_path / f"{name}.png"), str(tmp_path / f"{name}-mask.png")
+
+
+def test_localisation_scores_each_explainer_and_class_against_its_random_baseline(tmp_path):
+    prep = Preprocessing(size=32)
+    photos = [
+        lesion_photograph(tmp_path, "a", (slice(10, 20), slice(10, 20))),
+        lesion_photograph(tmp_path, "b", (slice(40, 50), slice(30, 45))),
+        lesion_photograph(tmp_path, "c", None),  # an empty mask: not scored
+    ]
+    images = torch.from_numpy(
+        np.stack([preprocess(path, prep) for path, _ in photos]).transpose(0, 3, 1, 2).copy()
+    )
+    rows = pd.DataFrame(
+        {
+            "patient_id": ["1", "2", "3"],
+            "eye": ["left"] * 3,
+            "image_path": [p for p, _ in photos],
+            "mask_path_D": [m for _, m in photos],
+        }
+    )
+    inputs = ExplainInputs(images=images, rows=rows, true=[[1], [1], [1]])
+    lesions = [(images[i].float().mean(0) > 200).numpy() for i in range(3)]
+    masks = [preprocess_mask(m, p, prep) for p, m in photos]
+    on_lesion = np.stack([lesion.astype(np.float32) + 0.01 for lesion in lesions])
+    elsewhere = np.stack([np.roll(m, 12, axis=(0, 1)) for m in on_lesion])
+    result = Explanations(
+        image_classes=[ImageClass(image=i, target=1, lesion=True) for i in range(3)],
+        maps={"good": on_lesion, "bad": elsewhere},
+    )
+    view = types.SimpleNamespace(preprocessing=prep)
+    table = localisation_scores(inputs, result, ["N", "D"], view).set_index("explainer")
+    assert list(table.index) == ["good", "bad"]
+    assert (table["label"] == "D").all() and (table["images"] == 2).all()
+    assert table.loc["good", "pointing_game"] == 1.0 and table.loc["bad", "pointing_game"] == 0.0
+    assert table.loc["good", "energy_in_mask"] > 0.5 > table.loc["bad", "energy_in_mask"]
+    # the baselines depend on the masks and the field only, not on the maps
+    assert table.loc["good", "random_point"] == table.loc["bad", "random_point"]
+    field = images[0].float().mean(0).numpy() > 20
+    share = np.mean([(masks[i] & field).sum() / field.sum() for i in range(2)])
+    assert table.loc["good", "uniform_map"] == pytest.approx(share)
+    assert table.loc["good", "random_point"] > table.loc["good", "uniform_map"]  # tolerance
+    # no lesion image class: nothing to score
+    result.image_classes = [ImageClass(image=i, target=1) for i in range(3)]
+    assert localisation_scores(inputs, result, ["N", "D"], view) is None
