@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import math
+import pickle
 import re
 import types
 
@@ -58,14 +59,25 @@ def test_an_unsafe_missing_damaged_or_foreign_checkpoint_is_refused_naming_the_f
         load_checkpoint(tmp_path / "empty.pt")
 
 
-def epoch_loop(tmp_path, *, monitor: str = "f1", fingerprint: str = "abc", width: int = 3):
+def epoch_loop(
+    tmp_path,
+    *,
+    monitor: str = "f1",
+    fingerprint: str = "abc",
+    width: int = 3,
+    scheduled: bool = True,
+    scale: float | None = None,
+):
     torch.manual_seed(0)
     model = nn.Linear(width, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-    trainer = types.SimpleNamespace(
-        model=model, optimizer=optimizer, scaler=torch.amp.GradScaler("cpu", enabled=False)
+    scaler = (
+        torch.amp.GradScaler("cpu", init_scale=scale)
+        if scale
+        else torch.amp.GradScaler("cpu", enabled=False)
     )
+    trainer = types.SimpleNamespace(model=model, optimizer=optimizer, scaler=scaler)
     train = types.SimpleNamespace(monitor=monitor, patience=2, epochs=10)
     exp = types.SimpleNamespace(
         config=types.SimpleNamespace(train=train),
@@ -76,7 +88,7 @@ def epoch_loop(tmp_path, *, monitor: str = "f1", fingerprint: str = "abc", width
     vdir = types.SimpleNamespace(
         path=tmp_path, checkpoint=lambda name: tmp_path / "checkpoints" / f"{name}.pt"
     )
-    return EpochLoop(exp, vdir, trainer, scheduler)
+    return EpochLoop(exp, vdir, trainer, scheduler if scheduled else None)
 
 
 def train_a_step(loop: EpochLoop) -> None:
@@ -84,6 +96,17 @@ def train_a_step(loop: EpochLoop) -> None:
     loss.backward()
     loop.trainer.optimizer.step()
     loop.scheduler.step()
+
+
+def test_a_loop_without_a_scheduler_or_with_a_loss_scaler_resumes(tmp_path, capsys):
+    loop = epoch_loop(tmp_path, scheduled=False, scale=512.0)
+    loop.progress = EpochProgress(epoch=4, step=7, loss_sum=2.5, seen=28)
+    loop.save()
+    assert load_checkpoint(loop.last_path)["scheduler"] is None
+    again = epoch_loop(tmp_path, scheduled=False, scale=65536.0)
+    again.restore()
+    assert again.trainer.scaler.get_scale() == 512.0  # the scaler's state came back
+    assert "at epoch 5, step 7" in capsys.readouterr().err
 
 
 def test_a_resumed_loop_takes_back_everything_last_pt_holds(tmp_path):
@@ -95,7 +118,8 @@ def test_a_resumed_loop_takes_back_everything_last_pt_holds(tmp_path):
     loop.since_best, loop.stopped_early, loop.seconds_before = 1, True, 100.0
     loop.save()
     state = load_checkpoint(loop.last_path)
-    assert state["fingerprint"] == "abc" and state["seconds"] >= 100.0
+    # the seconds spent: those before, and those since the loop started
+    assert state["fingerprint"] == "abc" and 100.0 <= state["seconds"] < 160.0
 
     again = epoch_loop(tmp_path)
     assert not torch.equal(again.trainer.model.weight, loop.trainer.model.weight)  # yet
@@ -135,7 +159,11 @@ def test_an_old_last_pt_without_the_later_fields_resumes_with_their_defaults(tmp
 
 def test_a_checkpoint_of_another_configuration_or_model_is_refused(tmp_path):
     epoch_loop(tmp_path).save()
-    with pytest.raises(RunError, match=r"last\.pt: this checkpoint belongs to a different conf"):
+    with pytest.raises(
+        RunError,
+        match=r"last\.pt: this checkpoint belongs to a different conf.*"
+        r"; resume with the run's own config\.json, or start a new run$",
+    ):
         epoch_loop(tmp_path, fingerprint="other").restore()
     with pytest.raises(
         RunError, match=r"last\.pt: does not fit model 'cnn' \(Error\(s\) in loading"
@@ -185,3 +213,56 @@ def test_the_state_is_plain_values_and_tensors_only(tmp_path):
     assert set(state) >= {"fingerprint", "epoch", "step", "loss_sum", "seen", "optimizer"}
     save_checkpoint(tmp_path / "plain.pt", state)
     assert load_checkpoint(tmp_path / "plain.pt")["epoch"] == 0
+
+
+def test_a_checkpoint_is_loaded_onto_the_device_asked_for(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", {"weights": torch.ones(3)})
+    assert load_checkpoint(tmp_path / "c.pt")["weights"].device.type == "cpu"
+    meta = load_checkpoint(tmp_path / "c.pt", map_location="meta")["weights"]
+    assert meta.device.type == "meta" and meta.shape == (3,)
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        # torch's wording varies between versions: what it names is quoted when found
+        (
+            pickle.UnpicklingError("Unsupported global: GLOBAL os.system was not allowed"),
+            "os.system",
+        ),
+        (pickle.UnpicklingError("Weights only load failed: bad opcode"), None),
+        (RuntimeError("PytorchStreamReader failed\nsecond line"), "PytorchStreamReader failed"),
+        (EOFError(), "EOFError"),
+        (OSError("  \n"), "OSError"),
+    ],
+)
+def test_each_reason_to_refuse_a_checkpoint_is_said_in_one_line(tmp_path, monkeypatch, error, said):
+    def failing(*args, **kwargs):
+        raise error
+
+    (tmp_path / "c.pt").write_bytes(b"x")
+    monkeypatch.setattr(torch, "load", failing)
+    with pytest.raises(RunError) as info:
+        load_checkpoint(tmp_path / "c.pt")
+    message = str(info.value)
+    assert "\n" not in message
+    if isinstance(error, pickle.UnpicklingError):
+        expected = f" (it names {said})," if said else " values, and unpickling"
+        assert expected in message and "refused to load" in message
+    else:
+        assert message.endswith(f"c.pt: not a readable checkpoint ({said})")
+
+
+def test_checkpoints_are_read_with_weights_only_on_every_supported_torch(tmp_path, monkeypatch):
+    # torch before 2.6 (the project allows 2.4) unpickles anything unless asked not to
+    asked = {}
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        asked.update(kwargs)
+        return real(*args, **kwargs)
+
+    save_checkpoint(tmp_path / "c.pt", {"epoch": 1})
+    monkeypatch.setattr(torch, "load", spy)
+    load_checkpoint(tmp_path / "c.pt")
+    assert asked.get("weights_only") is True

@@ -59,6 +59,17 @@ def test_pointing_energy_and_their_baselines_are_fractions_of_the_field():
     assert pointing_and_energy(near, mask, fov, 0)[0] == 0.0
     assert pointing_and_energy(near, mask, fov, 1)[0] == 1.0
     assert pointing_and_energy(np.zeros((10, 10)), mask, fov, 0)[1] == 0.0  # no energy
+    assert pointing_and_energy(near / 4, mask, fov, 0)[1] == 0.0  # a faint map: its energy
+    assert pointing_and_energy(heat / 10, mask, fov, 0)[1] == pytest.approx(1.0)
+    # two pixels of tolerance grow the mask twice: a peak 2 rows off still hits
+    far = np.zeros((10, 10))
+    far[4, 3] = 1.0
+    assert pointing_and_energy(far, mask, fov, 1)[0] == 0.0
+    assert pointing_and_energy(far, mask, fov, 2)[0] == 1.0
+    # a field of one pixel, on the mask: a random point of it always hits
+    one = np.zeros((10, 10), bool)
+    one[2, 3] = True
+    assert pointing_and_energy(heat, mask, one, 0)[2:] == (1.0, 1.0)
 
 
 def test_rank_correlation_is_spearmans_on_any_map_size_and_undefined_on_too_little():
@@ -71,6 +82,17 @@ def test_rank_correlation_is_spearmans_on_any_map_size_and_undefined_on_too_litt
     assert np.isnan(rank_correlation(a, 1 - a, tiny))
     tiny[:6, :2] = True  # three: enough
     assert rank_correlation(a, 1 - a, tiny) == pytest.approx(-1.0)
+    # cells half inside the region are outside it
+    agree = a.copy()
+    agree[:, 2:4] = 1 - a[:, 2:4]  # grid column 1 disagrees
+    half = np.zeros((112, 112), bool)
+    half[:, :3] = True  # grid column 0 whole, column 1 half
+    assert rank_correlation(a, agree, half) == pytest.approx(1.0)
+    # maps spanning exactly 0..1 are not constant
+    span = np.kron(np.linspace(0, 1, 56 * 56).reshape(56, 56), np.ones((2, 2)))
+    assert rank_correlation(span, span[::-1]) < 0 and rank_correlation(a, span) == pytest.approx(
+        rank_correlation(span, a)
+    )
     flat_inside = a.copy()
     region = np.zeros((112, 112), bool)
     region[40:80, 40:80] = True

@@ -100,18 +100,12 @@ class DataConfig(_Table):
     @pydantic.field_validator("labels")
     @classmethod
     def _unique_labels(cls, labels: list[str]) -> list[str]:
-        if len(set(labels)) != len(labels):
-            raise ValueError("labels must not repeat")
+        check_unique_labels(labels)
         return labels
 
     @pydantic.model_validator(mode="after")
     def _folds(self) -> DataConfig:
-        if self.folds == 1:
-            raise ValueError("folds = 1 is no cross-validation: use 0 (one split) or 2 or more")
-        if self.fold is not None and not self.folds:
-            raise ValueError("fold needs folds >= 2")
-        if self.fold is not None and self.fold >= self.folds:
-            raise ValueError(f"fold must be below folds ({self.folds}), got {self.fold}")
+        check_folds(self.folds, self.fold)
         return self
 
 
@@ -135,12 +129,7 @@ class ModelConfig(_Table):
 
     @pydantic.model_validator(mode="after")
     def _blocks_with_partial(self) -> ModelConfig:
-        if self.finetune == "partial" and self.finetune_blocks is None:
-            raise ValueError('finetune = "partial" needs finetune_blocks = <how many>')
-        if self.finetune != "partial" and self.finetune_blocks is not None:
-            raise ValueError(
-                f'finetune_blocks applies to finetune = "partial", not "{self.finetune}"'
-            )
+        check_finetune_blocks(self.finetune, self.finetune_blocks)
         return self
 
 
@@ -286,29 +275,68 @@ class TrainConfig(_Table):
 
     @pydantic.model_validator(mode="after")
     def _recipe(self) -> TrainConfig:
-        if self.blr is not None:
-            scaled = self.blr * self.batch_size / 256
-            if "lr" in self.model_fields_set and not math.isclose(self.lr, scaled, rel_tol=1e-9):
-                raise ValueError(
-                    f"give lr or blr, not both: blr = {self.blr:g} makes lr = blr * batch_size "
-                    f"/ 256 = {scaled:g}, and lr = {self.lr:g} was given too"
-                )
-            self.lr = scaled
-        if self.warmup_epochs and self.scheduler != "warmup_cosine":
-            raise ValueError(
-                f'warmup_epochs needs scheduler = "warmup_cosine" (scheduler is "{self.scheduler}")'
-            )
-        if self.scheduler == "warmup_cosine" and self.warmup_epochs >= self.epochs:
-            raise ValueError(
-                f"warmup_epochs ({self.warmup_epochs:g}) must be fewer than epochs "
-                f"({self.epochs}): the run would end within the warm-up, its rate never "
-                "reaching lr nor the cosine"
-            )
-        if self.scheduler == "warmup_cosine" and self.min_lr >= self.lr:
-            raise ValueError(
-                f"min_lr ({self.min_lr:g}) must lie below lr ({self.lr:g}) for warmup_cosine"
-            )
+        self.lr = recipe_lr(self, lr_given="lr" in self.model_fields_set)
         return self
+
+
+# -- the rules across keys (plain functions: the validators above call them) ----------------
+
+
+def check_unique_labels(labels: list[str]) -> None:
+    """Raises ValueError when a label is listed twice."""
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must not repeat")
+
+
+def check_folds(folds: int, fold: int | None) -> None:
+    """``folds``: 0 (one split) or 2 or more; ``fold``: one of them (0-based), or None for all.
+
+    Raises ValueError otherwise."""
+    if folds == 1:
+        raise ValueError("folds = 1 is no cross-validation: use 0 (one split) or 2 or more")
+    if fold is not None and not folds:
+        raise ValueError("fold needs folds >= 2")
+    if fold is not None and fold >= folds:
+        raise ValueError(f"fold must be below folds ({folds}), got {fold}")
+
+
+def check_finetune_blocks(finetune: str, blocks: int | None) -> None:
+    """``finetune_blocks`` is given exactly when ``finetune = "partial"``; raises ValueError
+    otherwise."""
+    if finetune == "partial" and blocks is None:
+        raise ValueError('finetune = "partial" needs finetune_blocks = <how many>')
+    if finetune != "partial" and blocks is not None:
+        raise ValueError(f'finetune_blocks applies to finetune = "partial", not "{finetune}"')
+
+
+def recipe_lr(train: TrainConfig, *, lr_given: bool) -> float:
+    """The learning rate of a ``[train]`` table: ``blr * batch_size / 256`` when ``blr`` is
+    given (the MAE/RETFound convention), else ``lr``.
+
+    Raises ValueError when lr and blr disagree, warm-up epochs come without the
+    ``warmup_cosine`` scheduler or fill the whole run, or ``min_lr`` is not below the rate."""
+    lr = train.lr
+    if train.blr is not None:
+        scaled = train.blr * train.batch_size / 256
+        if lr_given and not math.isclose(lr, scaled, rel_tol=1e-9):
+            raise ValueError(
+                f"give lr or blr, not both: blr = {train.blr:g} makes lr = blr * batch_size "
+                f"/ 256 = {scaled:g}, and lr = {lr:g} was given too"
+            )
+        lr = scaled
+    if train.warmup_epochs and train.scheduler != "warmup_cosine":
+        raise ValueError(
+            f'warmup_epochs needs scheduler = "warmup_cosine" (scheduler is "{train.scheduler}")'
+        )
+    if train.scheduler == "warmup_cosine" and train.warmup_epochs >= train.epochs:
+        raise ValueError(
+            f"warmup_epochs ({train.warmup_epochs:g}) must be fewer than epochs "
+            f"({train.epochs}): the run would end within the warm-up, its rate never "
+            "reaching lr nor the cosine"
+        )
+    if train.scheduler == "warmup_cosine" and train.min_lr >= lr:
+        raise ValueError(f"min_lr ({train.min_lr:g}) must lie below lr ({lr:g}) for warmup_cosine")
+    return lr
 
 
 class ExplainOptions(_Table):
