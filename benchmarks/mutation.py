@@ -91,7 +91,12 @@ MODULES: dict[str, list[str]] = {
         "keyword or rule or normal_only or odd",
     ],
     "plugins/odirkit_datasets/odir5k.py": ["tests/test_odir5k.py"],
-    "plugins/odirkit_augment/classic.py": ["tests/test_augment.py"],
+    "plugins/odirkit_augment/classic.py": [
+        "tests/test_classic_parts.py",
+        "tests/test_augment.py",
+        "-k",
+        "not dcgan and not gan_variant",
+    ],
     "odirkit/explain/scores.py": [
         "tests/test_explain_scores.py",
         "tests/test_explain.py",
