@@ -53,6 +53,9 @@ def test_a_round_black_pupil_in_a_white_sclera_is_the_front_of_an_eye():
     smooth[disc(10)] = BLACK
     assert pupil(smooth, field)
     assert not pupil(eye()[0], field)  # sclera without a pupil
+    bright = np.empty_like(smooth)
+    bright[:] = WHITE
+    assert not pupil(bright, field)  # nothing dark anywhere
     red, field = eye(white=False)
     red[disc(10)] = BLACK  # a dark lesion at a fundus's macula: no sclera round it
     assert not pupil(red, field)
@@ -145,3 +148,20 @@ def test_dark_shapes_that_are_no_pupil_do_not_stop_the_search():
     smooth[40, 45:85] = BLACK  # a line: not compact
     smooth[disc(8, cy=70)] = BLACK  # then the pupil
     assert pupil(smooth, field)
+
+
+def test_the_rim_is_traced_all_round_and_only_where_it_is_visible():
+    from odirkit.data.fundus_check import _traced
+
+    yy, xx = np.mgrid[0:CHECK_SIZE, 0:CHECK_SIZE]
+    angle = np.arctan2(yy - 63.5, xx - 63.5) % (2 * np.pi)
+    near = np.full((CHECK_SIZE, CHECK_SIZE), 10.0)
+    near[angle < 1.0] = 0.0  # the rim traced only between 0 and 1 radian
+    assert _traced(ELLIPSE, near) == pytest.approx(1.0 / (2 * np.pi), abs=0.01)
+    # an ellipse reaching the frame: points within 1.5 px of the left edge are not visible,
+    # those 1.5 to 2.5 px from it are
+    wide = Ellipse(cx=63.5, cy=63.5, a=62.0, b=40.0)
+    band = np.full((CHECK_SIZE, CHECK_SIZE), 10.0)
+    band[:, 2] = 0.0
+    assert _traced(wide, band) > 0
+    assert _traced(Ellipse(cx=500.0, cy=500.0, a=10.0, b=10.0), near) == 0.0  # none visible
