@@ -176,8 +176,9 @@ def factory_params(factory: Callable[..., Any], *, supplied: Iterable[str] = ())
     return params
 
 
-def params_model(title: str, params: list[Param]) -> type[pydantic.BaseModel]:
-    """A strict pydantic model validating a table against ``params``."""
+def params_model(params: list[Param]) -> type[pydantic.BaseModel]:
+    """A strict pydantic model validating a table against ``params`` (its class name is never
+    shown: messages are built from each error's key)."""
     fields: dict[str, Any] = {
         p.name: (p.annotation, ... if p.required else p.default) for p in params
     }
@@ -185,7 +186,7 @@ def params_model(title: str, params: list[Param]) -> type[pydantic.BaseModel]:
     config = pydantic.ConfigDict(
         extra="forbid", strict=True, arbitrary_types_allowed=True, allow_inf_nan=False
     )
-    return pydantic.create_model(_identifier(title), __config__=config, **fields)
+    return pydantic.create_model("PluginParams", __config__=config, **fields)
 
 
 def validate_params(
@@ -203,7 +204,7 @@ def validate_params(
     Raises:
         ConfigError: one line per bad key, each naming its file, table and key.
     """
-    model = params_model(owner, params)
+    model = params_model(params)
     try:
         validated = model(**dict(values))
     except pydantic.ValidationError as exc:
@@ -253,10 +254,7 @@ def describe_error(
 
 
 def _qualname(obj: Any) -> str:
-    module = getattr(obj, "__module__", "?")
-    return f"{module}.{getattr(obj, '__qualname__', repr(obj))}"
-
-
-def _identifier(text: str) -> str:
-    cleaned = "".join(ch if ch.isalnum() else "_" for ch in text)
-    return cleaned or "Params"
+    """``module.qualified.name`` of a function or class; the ``repr`` of anything else."""
+    if not hasattr(obj, "__qualname__"):  # a functools.partial, a callable instance
+        return repr(obj)
+    return f"{getattr(obj, '__module__', '?')}.{obj.__qualname__}"

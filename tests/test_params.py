@@ -173,10 +173,66 @@ def test_each_key_is_blamed_on_the_table_that_set_it():
     assert second.startswith("e.toml: [model] name:")
 
 
-def test_a_validation_model_gets_a_valid_name_from_any_owner():
-    params = [Param("a", int, 1)]
-    assert validate_params(params, {}, where=Where(None, "t"), owner="model 'my-net'") == {"a": 1}
-    assert validate_params(params, {}, where=Where(None, "t"), owner="") == {"a": 1}
+class Camera:
+    """A parameter type pydantic knows nothing about."""
+
+
+def test_a_parameter_of_any_class_takes_an_instance_of_it():
+    params = [Param("camera", Camera, None), Param("a", int, 1)]
+    camera = Camera()
+    got = validate_params(params, {"camera": camera}, where=Where(None, "t"), owner="")
+    assert got == {"camera": camera, "a": 1}
+    with pytest.raises(ConfigError, match=r"\[t\] camera: input should be an instance of Camera"):
+        validate_params(params, {"camera": 3}, where=Where(None, "t"), owner="")
+
+
+def test_plain_range_objects_strings_and_unbound_methods_are_read_too():
+    import functools
+
+    import annotated_types
+
+    assert type_name(Annotated[float, annotated_types.Ge(0)]) == "float (>= 0)"
+    assert type_name("Detector") == "Detector"  # a hint left as text
+
+    class Model:
+        def build(self, *, depth: int = 2):
+            return depth
+
+    assert [p.name for p in factory_params(Model.build)] == ["depth"]  # self is not one
+
+    def star(*images):
+        return images
+
+    with pytest.raises(PluginError, match=r"hints of factory functools\.partial\(<function .*star"):
+        factory_params(functools.partial(star))
+
+
+def test_messages_name_the_table_for_a_rule_across_keys_and_the_outer_key_of_a_nested_one():
+    from odirkit.config.schema import DataConfig
+    from odirkit.params import describe_error, validation_message
+
+    with pytest.raises(pydantic.ValidationError) as info:
+        DataConfig(folds=1)
+    message = validation_message(info.value, where=Where("e.toml", "data"), valid_keys=[])
+    assert message.startswith("e.toml: [data] (table): value error, folds = 1 is no cross")
+    assert message.endswith("or 2 or more, got {'folds': 1} (dict)")  # no owner: none named
+    params = [Param("weights", dict[str, float], {})]
+    seen = []
+
+    def where(key):
+        seen.append(key)
+        return Where("e.toml", f"model.{key}")
+
+    with pytest.raises(ConfigError, match=r"^e\.toml: \[model\.weights\] weights\.N: input"):
+        validate_params(params, {"weights": {"N": "x"}}, where=where, owner="")
+    assert seen == ["weights"]
+    err = {"type": "extra_forbidden", "msg": "", "input": 1}
+    line = describe_error(
+        err, where=Where(None, "m"), key="backbone.dropuot", valid_keys=["dropout"]
+    )
+    assert line == (
+        "[m] unknown key 'backbone.dropuot' (did you mean 'dropout'?); valid keys: dropout"
+    )
 
 
 def test_a_nested_models_keys_are_named_below_its_table():
@@ -195,7 +251,7 @@ def test_a_nested_models_keys_are_named_below_its_table():
 def test_params_model_is_strict_about_extra_and_types():
     from odirkit.params import params_model
 
-    model = params_model("model 'x'", [Param("a", float, 0.5)])
+    model = params_model([Param("a", float, 0.5)])
     with pytest.raises(pydantic.ValidationError):
         model(a="1")
     with pytest.raises(pydantic.ValidationError):
