@@ -85,8 +85,8 @@ def test_rotation_and_stretch_work_in_the_images_precision():
 
 
 def test_percentiles_of_a_large_image_come_from_a_subsample_close_to_the_exact_ones():
-    side = 160  # 3 x 160 x 160 = 76,800 values: above the exact limit
-    assert 3 * side * side > EXACT_PERCENTILE_LIMIT
+    side = 224  # 3 x 224 x 224 = 150,528 values: every second one is used
+    assert 3 * side * side > 2 * EXACT_PERCENTILE_LIMIT
     x = images(2, side)
     lo, hi = percentiles(x, 0.2, 99.8)
     exact = torch.quantile(x.flatten(1), torch.tensor([0.002, 0.998]), dim=1)
@@ -133,7 +133,7 @@ def test_noise_depends_only_on_the_runs_generator_not_on_global_state():
 def test_a_large_image_after_a_small_one_still_gets_a_bank_large_enough():
     aug = augment(noise_p=1.0, noise_reference_size=16)
     aug(torch.full((1, 3, 16, 16), 0.5), torch.Generator().manual_seed(0))
-    big = torch.full((1, 3, 900, 900), 0.5)  # 2.4 M values: more than half the small bank
+    big = torch.full((2, 3, 1100, 1100), 0.5)  # 3.6 M values each: most of the small bank
     out = aug(big, torch.Generator().manual_seed(0))
     assert out.shape == big.shape and not torch.equal(out, big)
 
@@ -189,3 +189,23 @@ def test_a_copy_that_came_out_as_its_source_is_drawn_again():
     copy = offline._changed_copy(x, torch.Generator().manual_seed(0))
     assert not (copy == x).flatten(1).all(dim=1).any()
     assert torch.equal(copy, x.flip(-1))
+
+
+def test_a_copy_drawn_again_draws_from_the_runs_generator():
+    x = torch.zeros(6, 3, 8, 8, dtype=torch.uint8)
+    x[:, :, :, :4] = 255
+    offline = OfflineClassic(
+        augment(contrast_p=1.0, noise_p=0.5, noise_reference_size=8, at_least_one=True), 1
+    )
+    copies = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        copies.append(offline._changed_copy(x, torch.Generator().manual_seed(3)))
+    assert torch.equal(*copies)
+
+
+def test_describe_shows_online_as_the_default_mode():
+    from odirkit.params import factory_params
+
+    defaults = {p.name: p.default for p in factory_params(build_classic)}
+    assert defaults["mode"] == "online" and defaults["copies"] == 1
