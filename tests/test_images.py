@@ -324,6 +324,22 @@ def test_16_and_32_bit_integer_pictures_of_any_byte_order_are_scaled_to_8_bits(d
     assert out[0, :, 0].tolist() == levels and (out[..., 0] == out[..., 2]).all()
 
 
+@pytest.mark.parametrize("mode", ["I;16L", "I;16N"])
+def test_little_endian_and_native_16_bit_modes_are_scaled_too(mode):
+    raw = np.array([[0, 256, 51529, 65535]], dtype="<u2").tobytes()
+    img = Image.frombytes(mode, (4, 1), raw)
+    assert img.mode == mode
+    assert np.asarray(images._eight_bit_rgb(img))[0, :, 0].tolist() == [0, 1, 201, 255]
+
+
+def test_16_bit_values_up_to_256_are_wide_and_32_bit_values_are_clipped():
+    edge = Image.fromarray(np.array([[0, 128, 256]], dtype="<u2"))
+    assert np.asarray(images._eight_bit_rgb(edge))[0, :, 0].tolist() == [0, 0, 1]
+    wide = Image.fromarray(np.array([[-5, 0, 65535, 70000]], dtype="<i4"))
+    assert wide.mode == "I"
+    assert np.asarray(images._eight_bit_rgb(wide))[0, :, 0].tolist() == [0, 0, 255, 255]
+
+
 @pytest.mark.parametrize(
     ("values", "levels"),
     [
