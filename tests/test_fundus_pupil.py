@@ -165,3 +165,33 @@ def test_the_rim_is_traced_all_round_and_only_where_it_is_visible():
     band[:, 2] = 0.0
     assert _traced(wide, band) > 0
     assert _traced(Ellipse(cx=500.0, cy=500.0, a=10.0, b=10.0), near) == 0.0  # none visible
+
+
+def test_the_distance_to_an_ellipse_is_in_pixels_of_its_shorter_axis():
+    ellipse = Ellipse(cx=60.0, cy=50.0, a=40.0, b=20.0)
+    xs = np.array([60.0, 100.0, 60.0, 140.0, 60.0])
+    ys = np.array([50.0, 50.0, 70.0, 50.0, 30.0])
+    # the centre, on the rim right and below, twice the radius out, on the rim above
+    np.testing.assert_allclose(ellipse.distance(xs, ys), [20.0, 0.0, 0.0, 20.0, 0.0])
+
+
+def test_the_rim_counts_within_2_pixels_and_away_from_each_side_of_the_frame():
+    from odirkit.data.fundus_check import _traced
+
+    near = np.full((CHECK_SIZE, CHECK_SIZE), 2.0)  # every point exactly 2 px from the rim
+    assert _traced(ELLIPSE, near) == 1.0
+    near[:] = 2.01
+    assert _traced(ELLIPSE, near) == 0.0
+    last = CHECK_SIZE - 3  # rim points rounding to the third-last row or column are visible
+    wide = Ellipse(cx=63.5, cy=63.5, a=62.5, b=40.0)
+    tall = Ellipse(cx=63.5, cy=63.5, a=40.0, b=62.5)
+    for ellipse, axis in ((wide, 1), (tall, 0)):
+        band = np.full((CHECK_SIZE, CHECK_SIZE), 10.0)
+        index = [slice(None), slice(None)]
+        index[axis] = last
+        band[tuple(index)] = 0.0
+        assert _traced(ellipse, band) > 0, axis
+        index[axis] = 2
+        band[:] = 10.0
+        band[tuple(index)] = 0.0
+        assert _traced(ellipse, band) > 0, axis
