@@ -228,10 +228,11 @@ def test_messages_name_the_table_for_a_rule_across_keys_and_the_outer_key_of_a_n
     assert seen == ["weights"]
     err = {"type": "extra_forbidden", "msg": "", "input": 1}
     line = describe_error(
-        err, where=Where(None, "m"), key="backbone.dropuot", valid_keys=["dropout"]
+        err, where=Where(None, "m"), key="backbone_params.inner.dropuot", valid_keys=["dropout"]
     )
     assert line == (
-        "[m] unknown key 'backbone.dropuot' (did you mean 'dropout'?); valid keys: dropout"
+        "[m] unknown key 'backbone_params.inner.dropuot' (did you mean 'dropout'?); "
+        "valid keys: dropout"
     )
 
 
