@@ -335,7 +335,7 @@ def test_little_endian_and_native_16_bit_modes_are_scaled_too(mode):
 def test_16_bit_values_up_to_256_are_wide_and_32_bit_values_are_clipped():
     edge = Image.fromarray(np.array([[0, 128, 256]], dtype="<u2"))
     assert np.asarray(images._eight_bit_rgb(edge))[0, :, 0].tolist() == [0, 0, 1]
-    wide = Image.fromarray(np.array([[-5, 0, 65535, 70000]], dtype="<i4"))
+    wide = Image.fromarray(np.array([[-1000, 0, 65535, 70000]], dtype="<i4"))
     assert wide.mode == "I"
     assert np.asarray(images._eight_bit_rgb(wide))[0, :, 0].tolist() == [0, 0, 255, 255]
 
