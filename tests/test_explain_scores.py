@@ -161,28 +161,33 @@ def patterned_explainer(model, x, targets, layer):
     return model.pattern + model.image_weight * x.mean(dim=1)
 
 
-def sanity(image_weight: float | None, *, random: bool = True, n: int = 20):
-    torch.manual_seed(0)
-    x = torch.rand(n, 3, 32, 32)
-    classes = [i % 2 for i in range(n)]
-    image_classes = [ImageClass(image=i, target=classes[i], shown=True) for i in range(n)]
-    trained_model = Patterned(seed=1, image_weight=image_weight)
-    trained = patterned_explainer(trained_model, x, None, None).numpy()
-    call = types.SimpleNamespace(name="patterned")
+def check(explainer, fresh, x, classes, trained, *, fovs=None, layer=None, extra=(), name="e"):
+    """Both sanity checks of ``explainer`` on ``x`` (one image class per image, shown), the
+    re-initialised model from ``fresh``; the one row, as a Series."""
+    n = len(x)
     return sanity_checks(
-        call,
-        patterned_explainer,
-        (lambda: Patterned(seed=2, image_weight=image_weight)) if random else None,
-        lambda model: (model, ()),
+        types.SimpleNamespace(name=name),
+        explainer,
+        fresh,
+        lambda model: (model, extra),
         x,
-        image_classes,
-        None,
+        [ImageClass(image=i, target=classes[i], shown=True) for i in range(n)],
+        layer,
         0,
         trained,
         torch.device("cpu"),
         classes,
-        [np.ones((32, 32), bool)] * n,
+        fovs or [np.ones((32, 32), bool)] * n,
     ).iloc[0]
+
+
+def sanity(image_weight: float | None, *, random: bool = True, n: int = 20):
+    torch.manual_seed(0)
+    x = torch.rand(n, 3, 32, 32)
+    classes = [i % 2 for i in range(n)]
+    trained = patterned_explainer(Patterned(seed=1, image_weight=image_weight), x, None, None)
+    fresh = (lambda: Patterned(seed=2, image_weight=image_weight)) if random else None
+    return check(patterned_explainer, fresh, x, classes, trained.numpy(), name="patterned")
 
 
 def test_a_map_made_by_the_model_not_the_image_fails_input_dependence_only():
@@ -228,20 +233,7 @@ def test_constant_maps_of_the_random_model_are_counted_not_averaged():
         model.flat = True
         return model
 
-    row = sanity_checks(
-        types.SimpleNamespace(name="half"),
-        half_flat,
-        fresh,
-        lambda model: (model, ()),
-        x,
-        [ImageClass(image=i, target=0, shown=True) for i in range(n)],
-        None,
-        0,
-        trained,
-        torch.device("cpu"),
-        [0] * n,
-        [np.ones((32, 32), bool)] * n,
-    ).iloc[0]
+    row = check(half_flat, fresh, x, [0] * n, trained)
     assert row["constant_maps"] == n // 2 and row["pairs"] == n
     assert row["rank_correlation_with_random_model"] == pytest.approx(1.0)
 
@@ -321,21 +313,12 @@ def test_the_re_initialised_model_is_explained_at_the_named_layer_with_its_extra
 
     trained = Patterned(1, 0.001)
     maps = layered(trained, x, None, trained.linear).numpy()
-    fovs = [np.ones((32, 32), bool)] * n
-    row = sanity_checks(
-        types.SimpleNamespace(name="layered"),
-        layered,
-        lambda: Patterned(1, 0.001),  # the same pattern: its maps are the trained ones
-        lambda model: (model, (age,)),
-        x,
-        [ImageClass(image=i, target=0, shown=True) for i in range(n)],
-        "linear",
-        0,
-        maps,
-        torch.device("cpu"),
-        [i % 2 for i in range(n)],
-        fovs,
-    ).iloc[0]
+
+    # the same pattern in the re-initialised model: its maps are the trained ones
+    def fresh():
+        return Patterned(1, 0.001)
+
+    row = check(layered, fresh, x, [i % 2 for i in range(n)], maps, layer="linear", extra=(age,))
     assert row["rank_correlation_with_random_model"] == pytest.approx(1.0)
     assert isinstance(seen["layer"], nn.Linear) and torch.equal(seen["extra"][0], age)
 
@@ -358,21 +341,7 @@ def test_sanity_correlations_are_taken_inside_each_images_field_of_view():
         return model
 
     trained = bordered(Patterned(1, 0.0), x, None, None).numpy()
-    args = (lambda model: (model, ()), x)
-    classes = [ImageClass(image=i, target=0, shown=True) for i in range(n)]
-    row = sanity_checks(
-        types.SimpleNamespace(name="b"),
-        bordered,
-        fresh,
-        *args,
-        classes,
-        None,
-        0,
-        trained,
-        torch.device("cpu"),
-        [0, 1, 0, 1],
-        [inside] * n,
-    ).iloc[0]
+    row = check(bordered, fresh, x, [0, 1, 0, 1], trained, fovs=[inside] * n)
     assert row["rank_correlation_with_random_model"] == pytest.approx(1.0)
     # maps of different images that agree inside the fields, not outside: dependence 1
     assert row["input_dependence"] == pytest.approx(1.0)
@@ -393,20 +362,7 @@ def test_a_random_model_whose_maps_are_all_flat_has_no_randomisation_score():
         return model
 
     trained = flat_when_random(Patterned(1, 1.0), x, None, None).numpy()
-    row = sanity_checks(
-        types.SimpleNamespace(name="f"),
-        flat_when_random,
-        fresh,
-        lambda m: (m, ()),
-        x,
-        [ImageClass(image=i, target=0, shown=True) for i in range(n)],
-        None,
-        0,
-        trained,
-        torch.device("cpu"),
-        [0, 1, 0, 1],
-        [np.ones((32, 32), bool)] * n,
-    ).iloc[0]
+    row = check(flat_when_random, fresh, x, [0, 1, 0, 1], trained)
     assert np.isnan(row["rank_correlation_with_random_model"]) and row["constant_maps"] == n
     assert not row["fails_randomisation"]
 
