@@ -20,8 +20,6 @@ from odirkit.params import (
     annotation_metadata,
     constraint_text,
     factory_params,
-    model_key,
-    model_keys_under,
     type_name,
     validate_params,
 )
@@ -234,19 +232,6 @@ def test_messages_name_the_table_for_a_rule_across_keys_and_the_outer_key_of_a_n
         "[m] unknown key 'backbone_params.inner.dropuot' (did you mean 'dropout'?); "
         "valid keys: dropout"
     )
-
-
-def test_a_nested_models_keys_are_named_below_its_table():
-    assert model_key("weights") == "[model] weights"
-    with model_keys_under("backbone_params"):
-        assert model_key("weights") == "[model] backbone_params.weights"
-        with model_keys_under("inner"):
-            assert model_key("x") == "[model] backbone_params.inner.x"
-        assert model_key("x") == "[model] backbone_params.x"
-    assert model_key("weights") == "[model] weights"
-    with pytest.raises(RuntimeError), model_keys_under("b"):
-        raise RuntimeError
-    assert model_key("w") == "[model] w"  # restored after an error too
 
 
 def test_params_model_is_strict_about_extra_and_types():

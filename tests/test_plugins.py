@@ -238,3 +238,6 @@ def test_a_model_s_key_is_named_as_the_user_writes_it_nested_or_not():
             assert model_key("pretrained") == "[model] backbone_params.inner.pretrained"
         assert model_key("pretrained") == "[model] backbone_params.pretrained"
     assert model_key("weights") == "[model] weights"  # left as it was
+    with pytest.raises(RuntimeError), model_keys_under("b"):
+        raise RuntimeError
+    assert model_key("w") == "[model] w"  # restored after an error too
