@@ -266,3 +266,64 @@ def test_checkpoints_are_read_with_weights_only_on_every_supported_torch(tmp_pat
     monkeypatch.setattr(torch, "load", spy)
     load_checkpoint(tmp_path / "c.pt")
     assert asked.get("weights_only") is True
+
+
+def scripted(tmp_path, f1s: list[float], *, patience: int, epochs: int = 10) -> EpochLoop:
+    """An epoch loop whose validation F1 at each epoch is the next of ``f1s``."""
+    loop = epoch_loop(tmp_path)
+    loop.cfg.train.patience, loop.cfg.train.epochs = patience, epochs
+    loop.cfg.train.precise_bn = loop.cfg.train.test_every_epoch = False
+    loop.trainer.recompute_batch_norm = lambda epoch, precise: True
+    loop.trainer.data = types.SimpleNamespace(val_idx=[0], test_idx=[])
+    loop.trainer.evaluate = lambda idx: None
+    scores = iter(f1s[loop.progress.epoch :])
+    loop._epoch_scores = lambda split, evaluation: {
+        "val_loss": 0.5,
+        "val_f1": next(scores),
+        **{"val_f1_micro": 0.5, "val_f1_macro": 0.5},  # (the console's epoch line)
+    }
+    loop.vdir.history_file = tmp_path / "metrics.csv"
+    loop.exp.fingerprint = lambda: "abc"
+    return loop
+
+
+def run_epochs(loop: EpochLoop, count: int) -> None:
+    for _ in range(count):
+        if loop.stopped_early:
+            return
+        train_a_step(loop)
+        loop.end_epoch()
+
+
+F1S = [0.5, 0.6, 0.6, 0.55, 0.7, 0.8, 0.9, 0.9, 0.9, 0.9]  # best at epoch 2, then 2 worse
+
+
+def test_patience_stops_after_that_many_epochs_without_a_better_monitor(tmp_path):
+    loop = scripted(tmp_path, F1S, patience=2)
+    run_epochs(loop, 10)
+    assert loop.stopped_early and loop.progress.epoch == 4  # epochs 3 and 4 were no better
+    assert loop.best == {"epoch": 2, "monitor": "f1", "value": 0.6}  # counted from 1
+    assert load_checkpoint(loop.best_path)["epoch"] == 2
+    assert (loop.since_best, len(loop.history)) == (2, 4)
+    patient = scripted(tmp_path / "3", F1S, patience=3)
+    run_epochs(patient, 10)  # epoch 5 improves in time: on to the end
+    assert not patient.stopped_early and patient.progress.epoch == 10
+    assert patient.best["epoch"] == 7  # 0.9 first reached; equal later ones are no better
+    last = scripted(tmp_path / "last", F1S[:4], patience=2, epochs=4)
+    run_epochs(last, 4)  # out of patience at the last epoch: not "stopped early"
+    assert not last.stopped_early
+
+
+def test_patience_interrupted_after_an_epoch_that_did_not_improve_stops_at_the_same_epoch(
+    tmp_path,
+):
+    loop = scripted(tmp_path, F1S, patience=2)
+    run_epochs(loop, 3)  # killed after epoch 3, which was no better than epoch 2
+    assert (loop.since_best, loop.stopped_early) == (1, False)
+    resumed = scripted(tmp_path, F1S, patience=2)
+    resumed.restore()
+    assert resumed.progress.epoch == 3
+    resumed._epoch_scores = scripted(tmp_path / "x", F1S[3:], patience=2)._epoch_scores
+    run_epochs(resumed, 10)
+    assert resumed.stopped_early and resumed.progress.epoch == 4
+    assert resumed.best["epoch"] == 2
