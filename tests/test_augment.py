@@ -34,7 +34,10 @@ def test_noise_has_the_asked_variance_at_its_reference_size(classic):
     images = torch.full((8, 3, 64, 64), 0.5)
     out = aug(images, torch.Generator().manual_seed(0))
     assert (out - images).var().item() == pytest.approx(0.01, rel=0.05)
-    assert out.min() >= 0 and out.max() <= 1
+    edges = torch.cat([torch.full((4, 3, 64, 64), 0.97), torch.full((4, 3, 64, 64), 0.03)])
+    clipped = aug(edges, torch.Generator().manual_seed(0))  # kept within [0, 1]
+    assert clipped.max() == 1.0 and clipped.min() == 0.0
+    assert (clipped == 1.0).float().mean() > 0.1 and (clipped == 0.0).float().mean() > 0.1
 
 
 @pytest.mark.parametrize("size", [32, 128])

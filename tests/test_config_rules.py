@@ -86,3 +86,54 @@ def test_recipe_rules_accept_just_inside_their_boundary():
     )
     assert (config.warmup_epochs, config.min_lr) == (3.5, 9.9e-4)
     assert TrainConfig(scheduler="warmup_cosine", epochs=4).warmup_epochs == 0
+
+
+# Each documented bound at its edge: the last value accepted and the first refused, written
+# out here (not read from the schema, so a bound changed there fails here).
+BOUNDS = [
+    # (table, key, accepted, refused)
+    ("data", "labels", ["N", "D"], ["N"]),  # a classifier needs two labels
+    ("data", "image_size", 16, 15),
+    ("data", "image_size", 4096, 4097),
+    ("data", "test_fraction", 0.999, 1.0),
+    ("data", "test_fraction", 0.001, 0.0),
+    ("data", "val_fraction", 0.0, -0.001),
+    ("data", "val_fraction", 0.999, 1.0),
+    ("data", "folds", 100, 101),
+    ("model", "metadata_hidden", 1, 0),
+    ("model", "finetune_blocks", 1, 0),
+    ("train", "epochs", 1, 0),
+    ("train", "batch_size", 1, 0),
+    ("train", "eval_batch_size", 1, 0),
+    ("train", "lr", 1e-9, 0.0),
+    ("train", "momentum", 0.0, -0.001),
+    ("train", "momentum", 0.999, 1.0),  # momentum 1 never forgets: no SGD
+    ("train", "weight_decay", 0.0, -1e-6),
+    ("train", "gamma", 1.0, 1.001),
+    ("train", "gamma", 1e-6, 0.0),
+    ("train", "step_size", 1, 0),
+    ("train", "patience", 0, -1),
+    ("train", "checkpoint_every", 0, -1),
+    ("train", "precise_bn", 0, -1),
+    ("train", "num_workers", 0, -1),
+    ("eval", "confidence", 0.999, 1.0),  # a 100% interval is the whole line
+    ("eval", "confidence", 0.501, 0.5),
+    ("eval", "bootstrap", 0, -1),
+    ("eval", "bootstrap", 100_000, 100_001),
+]
+
+
+def table(name: str):
+    from odirkit.config.evaluation import EvalConfig
+
+    return {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}[
+        name
+    ]
+
+
+@pytest.mark.parametrize(("name", "key", "accepted", "refused"), BOUNDS)
+def test_every_bound_accepts_its_last_value_and_refuses_the_next(name, key, accepted, refused):
+    extra = {"finetune": "partial"} if key == "finetune_blocks" else {}
+    assert getattr(table(name)(**{key: accepted}, **extra), key) == accepted
+    with pytest.raises(pydantic.ValidationError, match=key):
+        table(name)(**{key: refused}, **extra)

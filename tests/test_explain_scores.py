@@ -48,10 +48,11 @@ def test_pointing_energy_and_their_baselines_are_fractions_of_the_field():
     assert chance == pytest.approx(2 / 50) and share == pytest.approx(2 / 50)
     # one pixel of tolerance: the grown mask is the 2 pixels and their 6 neighbours, one
     # of which, (2, 5), lies outside the field
+    heat[1, 3] = 2.0  # heat beside the mask, in the grown one: energy counts the mask's only
     hit, energy, chance, share = pointing_and_energy(heat, mask, fov, tolerance=1)
-    assert hit == 0.0 and energy == pytest.approx(0.5)
+    assert hit == 0.0 and energy == pytest.approx(4.0 / 10.0)
     assert chance == pytest.approx(7 / 50) and share == pytest.approx(2 / 50)
-    heat[7, 7] = 0.0
+    heat[7, 7] = heat[1, 3] = 0.0
     assert pointing_and_energy(heat, mask, fov, tolerance=0)[:2] == (1.0, 1.0)
     # a peak next to the mask hits within the tolerance only
     near = np.zeros((10, 10))

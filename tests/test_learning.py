@@ -100,7 +100,9 @@ def test_no_verdict_when_a_run_did_not_learn_unless_asked_for():
     assert line.startswith("gan vs default: no verdict, 1 run(s) did not learn (gan-seed1 did")
     assert "distinguishable" not in line
     (anyway,) = verdict_lines([0.01], learned=False, require=False)
-    assert anyway.endswith("distinguishable from noise (caution: gan-seed1 did not learn).")
+    assert anyway.endswith(": distinguishable from noise (caution: gan-seed1 did not learn).")
+    (unclear,) = verdict_lines([0.3], learned=False, require=False)
+    assert unclear.endswith(": not distinguishable from noise (caution: gan-seed1 did not learn).")
 
 
 def scored_run(seed: int, n: int = 60, skill: float = 1.2):

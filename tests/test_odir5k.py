@@ -668,3 +668,18 @@ def test_a_linked_image_folder_is_read_and_the_releases_own_folder_is_the_only_o
     assert [r["filename"] for r in table.attrs["odirkit_report"]["images_not_found"]] == [
         "3_left.jpg"
     ]
+
+
+@pytest.mark.parametrize(("layout", "images"), [("official", "."), ("mirror", "ODIR-5K")])
+def test_a_photograph_named_in_two_folders_is_read_from_the_layouts_image_folder(
+    odir5k, tmp_path, layout, images
+):
+    # data.images names a folder above the layout's own, which holds the mirror's Testing
+    # Images and a user's copy (a folder that sorts first) with photographs of the same names
+    write_rules_dataset(tmp_path, layout)
+    folder = "ODIR-5K_Training_Dataset" if layout == "official" else "ODIR-5K/Training Images"
+    for path in sorted((tmp_path / folder).iterdir()):
+        for other in ("ODIR-5K/Testing Images", "ODIR-5K/AAA copy"):
+            fundus(tmp_path / other / path.name, colour=(10, 200, 10))
+    table = odir5k(tmp_path, images=images)
+    assert table["path"].str.startswith(folder + "/").all()

@@ -52,6 +52,18 @@ def test_a_rotation_view_turns_the_image_counter_clockwise_with_black_corners():
         build_test_time_views(["flip"])
 
 
+@pytest.mark.parametrize("degrees", ["-90", "90", "+90", "-90.0", "90.0", "-12.5"])
+def test_a_rotate_view_turns_by_its_signed_and_decimal_angle(degrees):
+    # rotate:-DEG turns clockwise, rotate:DEG counter-clockwise; decimals are angles too
+    x = torch.rand(2, 3, 16, 16)
+    (view,) = build_test_time_views([f"rotate:{degrees}"])
+    assert torch.allclose(view(x), rotation(float(degrees))(x))
+    if abs(float(degrees)) == 90:
+        quarter = 1 if float(degrees) > 0 else -1
+        assert torch.allclose(view(x), torch.rot90(x, quarter, dims=(2, 3)), atol=1e-5)
+    assert not torch.allclose(view(x), rotation(-float(degrees))(x))
+
+
 def test_a_turn_between_pixels_is_interpolated_bilinearly():
     # a vertical edge turned by 30 degrees: the pixels it crosses take values between the two
     # sides (nearest-neighbour would keep only 0 and 1)
@@ -166,8 +178,8 @@ def test_tta_true_means_the_default_rotations_and_false_none():
     from odirkit.config import EvalConfig
     from odirkit.tta import DEFAULT_TTA
 
-    assert EvalConfig(tta=True).tta == list(DEFAULT_TTA)
-    assert all(view.startswith("rotate:") for view in DEFAULT_TTA)
+    assert EvalConfig(tta=True).tta == ["rotate:-10", "rotate:10"]  # as documented
+    assert list(DEFAULT_TTA) == ["rotate:-10", "rotate:10"]
     assert EvalConfig(tta=False).tta == [] and EvalConfig().tta == []
 
 

@@ -89,7 +89,10 @@ def test_the_search_reads_validation_only_prunes_and_ends_in_a_runnable_file(
     assert Path(a["final"]) == final.parent
     scored = json.loads((final / "metrics.json").read_text())
     # the final run, unlike the trials, is scored on the test patients
-    assert (final / "predictions.csv").exists() and 0.0 <= scored["final"]["f1_micro"] <= 1.0
+    split = pd.read_csv(final / "split.csv")
+    test = split.loc[split["split"] == "test", "path"]
+    assert sorted(pd.read_csv(final / "predictions.csv")["path"]) == sorted(test) != []
+    assert not (Path(a["best"]["folder"]) / "default" / "predictions.csv").exists()
     # the final run is the best trial trained again: the same validation curve
     trial = pd.read_csv(Path(a["best"]["folder"]) / "default" / "metrics.csv")
     again = pd.read_csv(final / "metrics.csv")
