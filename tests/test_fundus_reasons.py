@@ -95,6 +95,7 @@ def test_exactly_half_of_the_lit_pixels_saturated_is_not_washed_out():
 def test_a_field_saturated_in_two_channels_only_is_not_washed_out(colour):
     verdict = check_fundus(picture(colour))
     assert verdict.reason == "not_fundus_colour", verdict  # no red above the blue
+    assert verdict.redness < 0.02 and verdict.coverage > 0.9  # with what it was judged on
 
 
 def test_corners_dark_in_two_channels_but_red_in_the_third_are_no_dark_surround():
@@ -179,7 +180,46 @@ def test_a_field_mostly_saturated_within_a_lit_surround_is_washed_out():
     below = DISC & (YY > 85)
     image[below] = (200, 80, 30)
     verdict = check_fundus(image)
-    assert verdict.reason == "washed_out"
+    assert (verdict.usable, verdict.reason) == (False, "washed_out")
     assert verdict.saturated == pytest.approx(1 - below.sum() / DISC.sum(), abs=0.05)
     assert verdict.redness == pytest.approx(0.0, abs=1e-3)  # the median: saturated white
     assert verdict.brightness == pytest.approx(250 / 255, abs=1e-3)
+
+
+def textured(colour, field: np.ndarray = DISC, seed: int = 0) -> np.ndarray:
+    """A field of ``colour`` with a fine texture (vessels' worth of detail) on a dark
+    surround."""
+    image = picture(colour, field=field).astype(np.int16)
+    grain = np.random.default_rng(seed).integers(-12, 13, size=(CHECK_SIZE, CHECK_SIZE, 1))
+    image[field] += grain[field]
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_a_fundus_passes_with_every_statistic_it_was_judged_on():
+    verdict = check_fundus(textured((190, 80, 30)))
+    assert (verdict.usable, verdict.reason, verdict.message) == (True, "", "")
+    assert verdict.surround == "dark"
+    assert verdict.field == pytest.approx(DISC.mean(), abs=0.03)
+    assert verdict.coverage > 0.9 and verdict.leak == 0.0
+    assert verdict.redness == pytest.approx(160 / 190, abs=0.05)
+    assert verdict.brightness == pytest.approx(190 / 255, abs=0.03)
+    assert verdict.saturated == 0.0 and verdict.sharpness > 0.0015
+
+
+def test_a_field_found_but_darker_than_005_at_its_median_is_too_dark():
+    # most of the field at 0.047, a sliver of it at 0.19: bright enough to be a picture,
+    # too dark to judge
+    image = picture((12, 5, 2))
+    image[DISC & (XX > 95)] = (48, 16, 8)
+    verdict = check_fundus(image)
+    assert (verdict.usable, verdict.reason) == (False, "too_dark")
+    assert verdict.field > 0.5 and verdict.coverage > 0.9  # judged on its field
+    assert verdict.brightness == pytest.approx(12 / 255, abs=1e-4)
+
+
+def test_the_front_of_an_eye_is_refused_with_the_statistics_of_its_field():
+    sclera = textured((235, 228, 222))
+    sclera[np.hypot(XX - MIDDLE, YY - MIDDLE) <= 12] = (4, 4, 4)  # the pupil
+    verdict = check_fundus(sclera)
+    assert (verdict.usable, verdict.reason) == (False, "anterior_segment")
+    assert verdict.coverage > 0.9 and verdict.brightness > 0.8
