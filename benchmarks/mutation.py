@@ -13,6 +13,14 @@ module takes minutes.
 
     python benchmarks/mutation.py [MODULE ...] [--minutes 20] [--jobs 2] [--json]
     python benchmarks/mutation.py odirkit/calibration.py --minutes 5
+    python benchmarks/mutation.py odirkit/data/fundus_check.py --mutants '*_outline__mutmut_4'
+
+``--mutants`` tests only the mutants whose names match (mutmut's names, ``*`` a wildcard;
+the survivors a report listed, say): after tests are added, the survivors of a full run
+are re-run in minutes, and every other mutant is reported as not tested. Tests only ever
+added kill what they killed before, so the full run's killed and the re-run's add up.
+``--tests`` replaces the module's test selection (test files) for such a re-run:
+the test files written for the survivors, without the slower ones that let them live.
 
 A mutant counts as killed when a test fails or it times out; "no tests" (no selected test
 calls the mutated function) and "survived" both count against the score. Interrupted
@@ -82,6 +90,8 @@ MODULES: dict[str, list[str]] = {
     "odirkit/data/pairs.py": ["tests/test_both_eyes.py", "-k", "pair or photograph"],
     "odirkit/data/images.py": ["tests/test_images.py", "tests/test_data.py"],
     "odirkit/data/fundus_check.py": [
+        "tests/test_fundus_reasons.py",
+        "tests/test_fundus_outline.py",
         "tests/test_fundus_pupil.py",
         "tests/test_fundus_check.py",
         "-k",
@@ -112,6 +122,7 @@ MODULES: dict[str, list[str]] = {
     "odirkit/engine/loop.py": ["tests/test_checkpoint.py"],
     "odirkit/engine/checkpoint.py": ["tests/test_checkpoint.py"],
     "odirkit/config/schema.py": ["tests/test_config_rules.py", "tests/test_config.py"],
+    "odirkit/config/evaluation.py": ["tests/test_config_rules.py", "tests/test_config.py"],
 }
 #: of a module that does more than the issue names, the functions mutated (mutmut's names,
 #: ``*`` a wildcard): the epoch loop's checkpoint and resume logic, not its training
@@ -121,6 +132,7 @@ FUNCTIONS: dict[str, list[str]] = {
         "odirkit.engine.loop.xǁEpochLoopǁsave__mutmut_*",
         "odirkit.engine.loop.xǁEpochLoopǁrestore__mutmut_*",
         "odirkit.engine.loop.xǁEpochLoopǁ_improved__mutmut_*",
+        "odirkit.engine.loop.xǁEpochLoopǁend_epoch__mutmut_*",  # best.pt, patience
     ],
 }
 #: the fast tier, stopping at the first failure, nothing cached between mutants
@@ -179,8 +191,11 @@ def mutmut(work: Path, *args: str, timeout: float | None = None) -> subprocess.C
     )
 
 
-def run_module(module: str, tests: list[str], *, minutes: float, jobs: int) -> dict:
-    """mutmut on one module within ``minutes``; the statuses of its mutants."""
+def run_module(
+    module: str, tests: list[str], *, minutes: float, jobs: int, mutants: list[str] | None = None
+) -> dict:
+    """mutmut on one module within ``minutes``; the statuses of its mutants. ``mutants``:
+    the mutant names (globs) to test, else those of ``FUNCTIONS`` (else all)."""
     with tempfile.TemporaryDirectory(prefix="odirkit-mutation-") as tmp:
         work = Path(tmp)
         scratch_project(work, module, tests)
@@ -193,7 +208,7 @@ def run_module(module: str, tests: list[str], *, minutes: float, jobs: int) -> d
                 "run",
                 "--max-children",
                 str(jobs),
-                *FUNCTIONS.get(module, []),
+                *(mutants or FUNCTIONS.get(module, [])),
             ],
             cwd=work,
             env={**os.environ, "ODIRKIT_QUIET": "1", "OMP_NUM_THREADS": "1"},
@@ -262,10 +277,23 @@ def score(result: dict, equivalent: dict[str, str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("modules", nargs="*", default=list(MODULES), help="default: MODULES")
-    parser.add_argument("--minutes", type=float, default=20.0, help="time bound per module")
-    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once")
+    parser.add_argument(
+        "modules",
+        nargs="*",
+        default=list(MODULES),
+        help=f"modules to mutate; default: all of {', '.join(MODULES)}",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=20.0, help="time bound per module (default: 20)"
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default: 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--mutants", nargs="+", metavar="NAME", help="test only these mutants (globs)"
+    )
+    parser.add_argument(
+        "--tests", nargs="+", metavar="FILE", help="test files instead of the module's"
+    )
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -275,7 +303,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     report = {"modules": []}
     for module in args.modules:
-        result = run_module(module, MODULES[module], minutes=args.minutes, jobs=args.jobs)
+        result = run_module(
+            module,
+            args.tests or MODULES[module],
+            minutes=args.minutes,
+            jobs=args.jobs,
+            mutants=args.mutants,
+        )
         if "error" in result:
             report["modules"].append(result)
             print(f"{module}: mutmut did not run\n{result['error']}", file=sys.stderr)

@@ -11,6 +11,7 @@ import json
 import math
 import runpy
 import shutil
+import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
@@ -232,6 +233,67 @@ def test_the_functions_mutated_alone_exist_in_their_module():
         for pattern in patterns:
             owner, function = pattern.split("xǁ")[1].split("__mutmut_")[0].split("ǁ")
             assert f"class {owner}" in source and f"def {function}(" in source, pattern
+
+
+def test_mutation_tests_only_the_mutants_named_else_the_functions_listed(capsys):
+    script = mutation_script()
+    asked = []
+
+    def run_module(module, tests, *, minutes, jobs, mutants=None):
+        asked.append((module, tests, mutants))
+        name = module.replace("/", ".").removesuffix(".py") + ".x_f__mutmut_1"
+        return {
+            "module": module,
+            "finished": True,
+            "seconds": 1.0,
+            "statuses": {name: "killed"},
+            "diffs": {},
+        }
+
+    script["main"].__globals__["run_module"] = run_module
+    script["main"](["odirkit/tta.py", "--mutants", "*_f__mutmut_1", "*_g__mutmut_*"])
+    script["main"](["odirkit/tta.py"])
+    script["main"](["odirkit/tta.py", "--tests", "tests/test_a.py", "tests/test_b.py"])
+    selection = script["MODULES"]["odirkit/tta.py"]
+    assert asked == [
+        ("odirkit/tta.py", selection, ["*_f__mutmut_1", "*_g__mutmut_*"]),
+        ("odirkit/tta.py", selection, None),
+        ("odirkit/tta.py", ["tests/test_a.py", "tests/test_b.py"], None),
+    ]
+    assert "100.0% killed (1 of 1" in capsys.readouterr().out
+
+
+def test_mutmut_is_run_on_the_mutants_named_else_on_the_functions_listed(monkeypatch):
+    script = mutation_script()
+    commands = []
+
+    class Popen:
+        def __init__(self, command, **kwargs):
+            commands.append(command)
+            self.pid, self.returncode = 0, 0
+
+        def communicate(self, timeout=None):
+            return "", None
+
+    def run(command, **kwargs):  # mutmut results: one mutant; mutmut show: its diff
+        out = "    odirkit.tta.x_f__mutmut_1: survived" if "results" in command else "diff"
+        return subprocess.CompletedProcess(command, 0, stdout=out)
+
+    monkeypatch.setattr(subprocess, "Popen", Popen)
+    monkeypatch.setattr(subprocess, "run", run)
+    run_module = script["run_module"]
+    result = run_module(
+        "odirkit/tta.py", ["tests/test_tta.py"], minutes=1, jobs=2, mutants=["*_f*"]
+    )
+    assert result["statuses"] == {"odirkit.tta.x_f__mutmut_1": "survived"}
+    run_module("odirkit/engine/loop.py", ["tests/test_checkpoint.py"], minutes=1, jobs=2)
+    run_module("odirkit/tta.py", ["tests/test_tta.py"], minutes=1, jobs=2)
+    tail = ["run", "--max-children", "2"]
+    assert [c[c.index("run") :] for c in commands] == [
+        [*tail, "*_f*"],
+        [*tail, *script["FUNCTIONS"]["odirkit/engine/loop.py"]],
+        tail,  # all of it
+    ]
 
 
 def test_every_module_to_mutate_and_every_equivalent_mutant_exists():
