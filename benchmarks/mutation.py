@@ -105,7 +105,12 @@ MODULES: dict[str, list[str]] = {
         "-k",
         "keyword or rule or normal_only or odd",
     ],
-    "plugins/odirkit_datasets/odir5k.py": ["tests/test_odir5k.py"],
+    "plugins/odirkit_datasets/odir5k.py": [
+        "tests/test_odir5k.py",
+        "tests/test_conformance.py",
+        "-k",
+        "odir5k",  # all of test_odir5k.py, and the dataset's conformance test
+    ],
     "plugins/odirkit_augment/classic.py": [
         "tests/test_classic_parts.py",
         "tests/test_augment.py",
@@ -151,6 +156,7 @@ def scratch_project(work: Path, module: str, tests: list[str]) -> None:
     entry points name the package, not the folder)."""
     (work / "tests").symlink_to(ROOT / "tests")
     (work / "plugins").symlink_to(ROOT / "plugins")
+    (work / "experiments").symlink_to(ROOT / "experiments")  # tests run the shipped ones
     packages = ["odirkit"]
     if module.startswith("plugins/"):
         packages.append(module.split("/")[1])
@@ -168,6 +174,7 @@ def scratch_project(work: Path, module: str, tests: list[str]) -> None:
         "",
         "[tool.mutmut]",
         f"source_paths = {json.dumps(packages)}",
+        'also_copy = ["experiments"]',  # beside the tests mutmut copies itself
         f"only_mutate = {json.dumps([module.removeprefix('plugins/')])}",
         f"pytest_add_cli_args_test_selection = {json.dumps(files)}",
         f"pytest_add_cli_args = {json.dumps([*PYTEST_OPTIONS, *options])}",

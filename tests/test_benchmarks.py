@@ -208,6 +208,9 @@ def test_mutation_scratch_project_mutates_one_module_with_its_own_tests(tmp_path
         BENCHMARKS.parent / "odirkit" / "calibration.py"
     ).read_text()  # a copy: mutmut's changes stay out of the working tree
     assert (tmp_path / "tests").resolve() == BENCHMARKS.parent / "tests"
+    # the shipped experiments, which some tests run, go where mutmut runs the tests
+    assert config["mutmut"]["also_copy"] == ["experiments"]
+    assert (tmp_path / "experiments" / "normal_vs_diabetes.toml").is_file()
 
 
 def test_a_plugin_module_is_mutated_in_a_copy_of_its_package_imported_first(tmp_path):

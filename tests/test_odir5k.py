@@ -683,3 +683,74 @@ def test_a_photograph_named_in_two_folders_is_read_from_the_layouts_image_folder
             fundus(tmp_path / other / path.name, colour=(10, 200, 10))
     table = odir5k(tmp_path, images=images)
     assert table["path"].str.startswith(folder + "/").all()
+
+
+# -- where the annotations are found, when no known layout names them ------------------------
+
+
+def annotations(path: Path, official: bool = True) -> Path:
+    """An annotation file at ``path`` (.csv or .xlsx), with the official columns or not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame([patient(0, "normal fundus", "normal fundus", "N")])
+    if not official:
+        frame = frame.drop(columns=["Left-Diagnostic Keywords"])
+    if path.suffix.lower() == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_excel(path, index=False)
+    return path
+
+
+def test_a_workbook_anywhere_comes_first_then_the_shallowest_file_then_by_name(tmp_path):
+    from odirkit_datasets.odir5k import find_annotations
+
+    annotations(tmp_path / "a" / "b" / "deep.csv")
+    annotations(tmp_path / "a" / "wrong.csv", official=False)  # not ODIR-5K's columns
+    (tmp_path / "a" / "broken.xlsx").write_bytes(b"not a workbook")  # unreadable: passed over
+    (tmp_path / "a" / "notes.txt").write_text("ID,Patient Age")
+    assert find_annotations(tmp_path) == (tmp_path / "a" / "b" / "deep.csv", ())
+    annotations(tmp_path / "z" / "y" / "x" / "Data.XLSX")  # a workbook, however deep
+    assert find_annotations(tmp_path)[0] == tmp_path / "z" / "y" / "x" / "Data.XLSX"
+    annotations(tmp_path / "b" / "data.xlsx")
+    assert find_annotations(tmp_path)[0] == tmp_path / "b" / "data.xlsx"  # the shallower
+    annotations(tmp_path / "a" / "q" / "data.xlsx")  # sorts first by name, but is deeper
+    assert find_annotations(tmp_path)[0] == tmp_path / "b" / "data.xlsx"
+    annotations(tmp_path / "a" / "data.xlsx")
+    assert find_annotations(tmp_path)[0] == tmp_path / "a" / "data.xlsx"  # then by name
+
+
+def test_no_annotations_names_every_layout_looked_for_and_the_columns(tmp_path):
+    from odirkit_datasets.odir5k import KNOWN_LAYOUTS, OFFICIAL_COLUMNS, find_annotations
+
+    annotations(tmp_path / "wrong.csv", official=False)
+    with pytest.raises(DataError) as error:
+        find_annotations(tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path}: no ODIR-5K annotations found (looked for ")
+    assert ", ".join(name for name, _ in KNOWN_LAYOUTS) in message
+    assert f"the columns {', '.join(OFFICIAL_COLUMNS)})" in message
+
+
+def test_files_are_walked_once_through_linked_folders_and_not_in_odirkits_own(tmp_path):
+    from odirkit_datasets.odir5k import _walk
+
+    annotations(tmp_path / "data" / "a.csv")
+    (tmp_path / "data" / "up").symlink_to(tmp_path)  # a link back up the tree
+    annotations(tmp_path / ".odirkit-verdicts" / "b.csv")  # odirkit's own folders
+    annotations(tmp_path / ".odirkit-cache" / "c.csv")
+    elsewhere = annotations(tmp_path.parent / f"{tmp_path.name}-linked" / "d.csv")
+    (tmp_path / "linked").symlink_to(elsewhere.parent)  # a dataset linked into place
+    found = [p.relative_to(tmp_path).as_posix() for p in _walk(tmp_path)]
+    assert found == ["data/a.csv", "linked/d.csv"]
+
+
+def test_blank_label_cells_name_the_patients_numbers_first_in_numeric_order(tmp_path):
+    rows = [patient(pid, "normal fundus", "normal fundus", "N") for pid in ("10", "b", "9", "a")]
+    frame = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS)
+    frame["N"] = frame["N"].astype(object)
+    frame.loc[:, "N"] = None
+    frame.to_excel(tmp_path / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx", index=False)
+    from odirkit_datasets.odir5k import read_odir
+
+    with pytest.raises(DataError, match=r"for patient ID\(s\) 9, 10, a, b: fill them"):
+        read_odir(tmp_path, tmp_path / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx", (), None)
