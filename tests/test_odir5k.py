@@ -754,3 +754,106 @@ def test_blank_label_cells_name_the_patients_numbers_first_in_numeric_order(tmp_
 
     with pytest.raises(DataError, match=r"for patient ID\(s\) 9, 10, a, b: fill them"):
         read_odir(tmp_path, tmp_path / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx", (), None)
+
+
+# -- the annotation table's cells and the refusals that name them ---------------------------
+
+
+def workbook(root: Path, rows: list[dict]) -> Path:
+    path = root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"
+    pd.DataFrame(rows, columns=OFFICIAL_COLUMNS).to_excel(path, index=False)
+    return path
+
+
+def read(root: Path, path: Path):
+    from odirkit_datasets.odir5k import read_odir
+
+    return read_odir(root, path, (), None)
+
+
+@pytest.mark.parametrize(("value", "shown"), [(2, "2"), (0.5, "0.5"), ("yes", "'yes'")])
+def test_a_label_cell_other_than_0_or_1_is_refused_naming_patient_column_and_value(
+    tmp_path, value, shown
+):
+    rows = [patient(i, "normal fundus", "normal fundus", "N") for i in range(3)]
+    rows[1]["D"] = value
+    path = workbook(tmp_path, rows)
+    message = rf"{re.escape(str(path))}: patient ID 1: column D holds {shown}, expected 0 or 1$"
+    with pytest.raises(DataError, match=message):
+        read(tmp_path, path)
+
+
+def test_blank_label_cells_of_more_than_ten_patients_show_ten_and_an_ellipsis(tmp_path):
+    for count, ellipsis in ((10, False), (11, True)):
+        rows = [patient(i, "normal fundus", "normal fundus", "N") for i in range(count)]
+        for row in rows:
+            row["N"] = None
+        path = workbook(tmp_path, rows)
+        with pytest.raises(DataError) as error:
+            read(tmp_path, path)
+        listed = "0, 1, 2, 3, 4, 5, 6, 7, 8, 9"
+        assert f"for patient ID(s) {listed}{' ...' if ellipsis else ''}: fill them" in str(
+            error.value
+        )
+        assert str(error.value).endswith(
+            "(or remove the label columns N..O to take each patient's labels from the keywords)"
+        )
+
+
+def test_two_rows_of_one_patient_that_differ_are_refused_naming_four_columns_at_most(
+    tmp_path,
+):
+    first = patient(7, "normal fundus", "normal fundus", "N", age=50)
+    second = patient(7, "cataract", "glaucoma", "CG", age=51, sex="Male")
+    path = workbook(tmp_path, [first, second])
+    with pytest.raises(DataError) as error:
+        read(tmp_path, path)
+    message = str(error.value)
+    assert "patient ID 7 appears in rows 2 and 3 with different values (" in message
+    assert "Patient Age: 50 (row 2) vs 51 (row 3)" in message
+    assert message.count(" vs ") == 4  # of the 7 columns that differ
+
+
+def test_a_row_without_an_id_is_skipped_when_empty_and_refused_when_it_holds_data(tmp_path):
+    rows = [patient(i, "normal fundus", "normal fundus", "N") for i in range(2)]
+    for i in range(2):
+        fundus(tmp_path / f"{i}_left.jpg")
+        fundus(tmp_path / f"{i}_right.jpg")
+    empty = dict.fromkeys(OFFICIAL_COLUMNS)
+    path = workbook(tmp_path, [rows[0], empty, rows[1]])
+    table = read(tmp_path, path)
+    assert sorted(set(table["patient_id"])) == ["0", "1"]
+    held = {**empty, "Patient Age": 40}
+    path = workbook(tmp_path, [rows[0], held, rows[1]])
+    with pytest.raises(DataError, match=r"row 3 has no patient ID but holds data"):
+        read(tmp_path, path)
+
+
+def test_an_unreadable_annotation_file_is_refused_naming_it(odir5k, tmp_path):
+    (tmp_path / "mine.xlsx").write_bytes(b"PK not really a workbook")
+    with pytest.raises(DataError, match=r"mine\.xlsx: cannot read the annotations \(.+\)$"):
+        odir5k(tmp_path, annotations="mine.xlsx")
+
+
+def test_cells_read_alike_from_a_workbook_and_from_text():
+    from odirkit_datasets.odir5k import _cell, _patient_id
+
+    assert [_cell(v) for v in (" 1 ", "1.0", 1.0, np.float64(0.0), np.int64(1))] == [1, 1, 1, 0, 1]
+    assert [_cell(v) for v in ("0.5", 0.5, "  normal   fundus ", "", float("nan"), None)] == [
+        0.5,
+        0.5,
+        "normal fundus",
+        None,
+        None,
+        None,
+    ]
+    assert type(_cell(np.float64(2.0))) is int and type(_cell("2.5")) is float
+    assert [_patient_id(v) for v in (88, "88", 88.0, "88.00", "0088", float("nan"), " ")] == [
+        "88",
+        "88",
+        "88",
+        "88",
+        "0088",
+        None,
+        None,
+    ]
