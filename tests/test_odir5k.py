@@ -857,3 +857,13 @@ def test_cells_read_alike_from_a_workbook_and_from_text():
         None,
         None,
     ]
+
+
+def test_a_per_image_file_without_a_patients_left_photograph_still_gives_the_right_eye(
+    odir5k, tmp_path
+):
+    # the 19-column full_df.csv lists only the photographs the re-release kept
+    table = odir5k(write_distribution(tmp_path, "full_df_19", absent=("0_left.jpg",)))
+    eyes = set(zip(table["patient_id"], table["eye"], strict=True))
+    assert ("0", "right") in eyes and ("0", "left") not in eyes
+    assert ("1", "left") in eyes and ("1", "right") in eyes
