@@ -867,3 +867,96 @@ def test_a_per_image_file_without_a_patients_left_photograph_still_gives_the_rig
     eyes = set(zip(table["patient_id"], table["eye"], strict=True))
     assert ("0", "right") in eyes and ("0", "left") not in eyes
     assert ("1", "left") in eyes and ("1", "right") in eyes
+
+
+# -- what the reader reports beside the table ------------------------------------------------
+
+
+def test_the_report_lists_each_eye_left_out_and_each_disagreement_in_the_labels_order(
+    odir5k, tmp_path, capsys
+):
+    rows = [patient(i, left, right, labels) for i, (left, right, labels, _, _) in enumerate(RULES)]
+    rows.append({**patient(20, "normal fundus", "normal fundus", "N"), "Left-Fundus": None})
+    rows.append({**patient(25, "normal fundus", "normal fundus", "N"), "Right-Fundus": None})
+    rows.append(patient(21, "normal fundus", "", "N"))  # a right eye without keywords
+    rows.append(patient(22, "glaucoma", "cataract", "N"))  # keywords G and C, workbook N
+    rows.append(patient(23, "normal fundus", "normal fundus", "GC"))  # the other way round
+    rows.append(patient(24, "normal fundus", "normal fundus", "A"))
+    pd.DataFrame(rows, columns=OFFICIAL_COLUMNS).to_excel(
+        tmp_path / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx", index=False
+    )
+    folder = tmp_path / "ODIR-5K_Training_Dataset"
+    for row in rows:
+        for side in ("Left", "Right"):
+            if row[f"{side}-Fundus"] and row[f"{side}-Fundus"] != "0_right.jpg":
+                fundus(folder / row[f"{side}-Fundus"])
+    table = odir5k(tmp_path)
+    report = table.attrs["odirkit_report"]
+    assert report["images_not_found"] == [
+        {"patient_id": "0", "eye": "right", "filename": "0_right.jpg"}
+    ]
+    assert report["eyes_without_a_file_name"] == [
+        {"patient_id": "20", "eye": "left"},
+        {"patient_id": "25", "eye": "right"},
+    ]
+    assert report["images_without_keywords"] == [
+        {"patient_id": "21", "eye": "right", "filename": "21_right.jpg"}
+    ]
+    assert report["non_fundus_left_out"] == [
+        {"patient_id": "9", "eye": "left", "keywords": "anterior segment image"},
+        {"patient_id": "10", "eye": "left", "keywords": "no fundus image"},
+    ]
+    assert report["keyword_workbook_disagreements"] == [
+        {"patient_id": "12", "keywords": "N", "workbook": "D"},
+        {"patient_id": "22", "keywords": "GC", "workbook": "N"},  # N D G C A H M O order
+        {"patient_id": "23", "keywords": "N", "workbook": "GC"},
+        {"patient_id": "24", "keywords": "N", "workbook": "A"},
+    ]
+    err = capsys.readouterr().err
+    assert (
+        "disagree with the workbook's N..O columns: 12 (keywords N, workbook D), "
+        "22 (keywords GC, workbook N), 23 (keywords N, workbook GC)" in " ".join(err.split())
+    )  # three shown of four
+    assert "24 (keywords" not in err
+    assert "'no fundus image' are not fundus photographs and are left out" in err
+    # an eye without keywords or without a photograph counts as normal for its patient
+    by_eye = table.set_index(["patient_id", "eye"])
+    assert by_eye.loc[("21", "left"), "patient_N"] == 1
+    assert by_eye.loc[("21", "left"), "patient_O"] == 0
+    assert by_eye.loc[("20", "right"), "patient_N"] == 1
+    assert by_eye.loc[("20", "right"), "patient_O"] == 0
+    assert by_eye.loc[("25", "left"), "patient_O"] == 0
+    assert by_eye.loc[("22", "left"), "keywords"] == "glaucoma"
+
+
+def test_missing_columns_and_a_photograph_named_for_two_eyes_are_refused(odir5k, tmp_path):
+    frame = pd.DataFrame([patient(0, "normal fundus", "normal fundus", "N")])
+    frame.drop(columns=["Patient Sex", "Left-Fundus"]).to_csv(tmp_path / "a.csv", index=False)
+    with pytest.raises(DataError, match=r"a\.csv: missing column\(s\) Patient Sex, Left-Fundus; "):
+        odir5k(tmp_path, annotations="a.csv")
+    twice = patient(1, "normal fundus", "normal fundus", "N")
+    twice["Right-Fundus"] = twice["Left-Fundus"]
+    pd.DataFrame([twice]).to_csv(tmp_path / "b.csv", index=False)
+    fundus(tmp_path / "1_left.jpg")
+    with pytest.raises(
+        DataError,
+        match=r"1_left\.jpg is named for patient 1 \(left eye\) and for patient 1 \(right eye\); "
+        r"one photograph cannot be two eyes \(it would sit on both sides of a split\)$",
+    ):
+        odir5k(tmp_path, annotations="b.csv")
+
+
+def test_photographs_outside_the_dataset_folder_are_listed_by_their_absolute_path(odir5k, tmp_path):
+    root = tmp_path / "root"
+    rows = [patient(i, "normal fundus", "normal fundus", "N") for i in range(2)]
+    root.mkdir()
+    pd.DataFrame(rows, columns=OFFICIAL_COLUMNS).to_csv(root / "mine.csv", index=False)
+    for i in range(2):
+        for eye in ("left", "right"):
+            fundus(tmp_path / "photos" / f"{i}_{eye}.jpg")
+    table = odir5k(root, annotations="mine.csv", images=str(tmp_path / "photos"))
+    assert sorted(table["path"]) == sorted(
+        str((tmp_path / "photos" / f"{i}_{eye}.jpg").resolve())
+        for i in range(2)
+        for eye in ("left", "right")
+    )
