@@ -110,6 +110,8 @@ def test_each_patient_is_their_left_then_right_photograph_and_a_lone_eye_is_flag
     assert list(single.table["patient_id"]) == ["2", "100"]  # 10 has two of the labels
     assert list(single.targets) == [0, 1]
     assert single.report["left_out_without_exactly_one_label"] == 1
+    assert patients.report["patients"] == 3 and single.report["patients"] == 2  # those kept
+    assert single.report["both_eyes"] == 0 and single.report["left_only"] == 1
 
 
 def test_of_two_photographs_of_one_eye_the_first_listed_is_paired():

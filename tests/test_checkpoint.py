@@ -327,3 +327,14 @@ def test_patience_interrupted_after_an_epoch_that_did_not_improve_stops_at_the_s
     run_epochs(resumed, 10)
     assert resumed.stopped_early and resumed.progress.epoch == 4
     assert resumed.best["epoch"] == 2
+
+
+def test_the_learning_rate_recorded_is_the_largest_groups_the_heads(tmp_path):
+    # with layer-wise decay the earlier groups' rates are smaller: the head's is reported
+    loop = scripted(tmp_path, F1S, patience=2)
+    loop.scheduler = None
+    head = nn.Parameter(torch.zeros(1))
+    loop.trainer.optimizer.add_param_group({"params": [head], "lr": 0.3})
+    loop.end_epoch()
+    assert loop.history[-1]["lr"] == 0.3
+    assert loop.trainer.optimizer.param_groups[0]["lr"] == 0.1

@@ -209,3 +209,14 @@ def test_describe_shows_online_as_the_default_mode():
 
     defaults = {p.name: p.default for p in factory_params(build_classic)}
     assert defaults["mode"] == "online" and defaults["copies"] == 1
+
+
+def test_percentiles_asked_apart_are_each_their_own_as_numpy_computes_them():
+    # low and high not symmetric about the median: each is its own order statistic
+    import numpy as np
+
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    lo, hi = percentiles(images, 1.0, 90.0)
+    flat = images.flatten(1).numpy()
+    assert lo.numpy() == pytest.approx(np.percentile(flat, 1.0, axis=1), abs=1e-6)
+    assert hi.numpy() == pytest.approx(np.percentile(flat, 90.0, axis=1), abs=1e-6)

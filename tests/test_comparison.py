@@ -441,3 +441,28 @@ def test_a_comparison_is_reproducible_from_its_seed(tmp_path):
     assert found[0].to_dict() == found[1].to_dict()
     assert found[0].to_dict() != found[2].to_dict()
     assert len(found[0].verdicts(0.95)) == 2  # one sentence per metric of the single pair
+
+
+def test_a_candidate_run_that_did_not_learn_is_named_too(tmp_path):
+    runs = [
+        write_run(tmp_path, "base-seed0", _scores(0, 0.5)),
+        write_run(tmp_path, "gan-seed0", _scores(2, 0.5), learned=False),
+    ]
+    (test,) = compare_variants(runs, metrics=("f1_micro",), resamples=50)
+    assert test.not_learned == {"gan-seed0": "did not learn: every test patient called N"}
+
+
+def test_a_pair_counts_patients_not_photographs(tmp_path):
+    runs = [
+        write_run(tmp_path, "base-seed0", _scores(0, 0.5)),
+        write_run(tmp_path, "gan-seed0", _scores(2, 0.8)),
+    ]
+    for run in runs:  # both eyes of every patient, scored alike
+        path = run.directory / "predictions.csv"
+        left = pd.read_csv(path, dtype={"patient_id": str})
+        right = left.assign(eye="right", path=left["path"].str.replace("left", "right"))
+        pd.concat([left, right]).to_csv(path, index=False)
+    (test,) = compare_variants(runs, metrics=("f1_micro",), resamples=50)
+    assert test.pairs[0].patients == len(PATIENTS)
+    (line,) = test.verdicts(0.95)
+    assert f"paired bootstrap over {len(PATIENTS)} test patients" in line

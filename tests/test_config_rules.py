@@ -137,3 +137,15 @@ def test_every_bound_accepts_its_last_value_and_refuses_the_next(name, key, acce
     assert getattr(table(name)(**{key: accepted}, **extra), key) == accepted
     with pytest.raises(pydantic.ValidationError, match=key):
         table(name)(**{key: refused}, **extra)
+
+
+def test_eval_and_compare_defaults_and_metric_names():
+    from odirkit.config.evaluation import CompareConfig, EvalConfig
+
+    assert EvalConfig().checkpoint == "best"  # the epoch the validation monitor chose
+    assert CompareConfig(metrics=["f1_D", "auc_N", "f1_micro"]).metrics[0] == "f1_D"
+    for wrong in (["f1_DG"], ["f1_X"], ["recall_D2"], ["f1"]):  # one label, named fully
+        with pytest.raises(pydantic.ValidationError, match="unknown metric"):
+            CompareConfig(metrics=wrong)
+    with pytest.raises(pydantic.ValidationError, match="metrics"):
+        CompareConfig(metrics=[])

@@ -897,3 +897,17 @@ def test_an_operating_point_says_the_specificity_it_reached_on_test_beside_its_t
     )
     run.metrics.final.threshold_rule = "0.5"
     assert "(fixed threshold 0.5, threshold 0.431)" in _screening(run)
+
+
+def test_calibration_uses_15_equal_width_bins_unless_told():
+    # ECE's customary 15 bins (Guo et al. 2017, "On Calibration of Modern Neural
+    # Networks"); a probability of 0.3 and one of 0.34 share a bin of 10, not of 15
+    from odirkit.calibration import expected_calibration_error, reliability
+
+    probs = np.array([0.3, 0.34, 0.9, 0.95])
+    outcomes = np.array([0, 1, 1, 1])
+    assert len(reliability(outcomes, probs).edges) == 15
+    assert reliability(outcomes, probs).edges[1] == pytest.approx(1 / 15)
+    ece = expected_calibration_error(outcomes, probs)
+    assert ece == expected_calibration_error(outcomes, probs, bins=15)
+    assert ece != pytest.approx(expected_calibration_error(outcomes, probs, bins=10))

@@ -223,3 +223,13 @@ def test_the_front_of_an_eye_is_refused_with_the_statistics_of_its_field():
     verdict = check_fundus(sclera)
     assert (verdict.usable, verdict.reason) == (False, "anterior_segment")
     assert verdict.coverage > 0.9 and verdict.brightness > 0.8
+
+
+def test_each_reason_is_said_in_words_that_match_it():
+    from odirkit.data.fundus_check import REASONS, FundusCheck
+
+    assert "underexposed" in FundusCheck(False, "too_dark").message
+    assert "overexposed" in FundusCheck(False, "washed_out").message
+    assert "grey" in REASONS["not_colour"] and "focus" in REASONS["out_of_focus"]
+    assert "front of the eye" in REASONS["anterior_segment"]
+    assert FundusCheck(True, "").message == ""

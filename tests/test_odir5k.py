@@ -892,6 +892,8 @@ def test_the_report_lists_each_eye_left_out_and_each_disagreement_in_the_labels_
                 fundus(folder / row[f"{side}-Fundus"])
     table = odir5k(tmp_path)
     report = table.attrs["odirkit_report"]
+    assert report["per_image_file"] is False  # one row per patient
+    assert report["patients"] == len(rows) and report["rows"] == len(rows)
     assert report["images_not_found"] == [
         {"patient_id": "0", "eye": "right", "filename": "0_right.jpg"}
     ]
@@ -960,3 +962,11 @@ def test_photographs_outside_the_dataset_folder_are_listed_by_their_absolute_pat
         for i in range(2)
         for eye in ("left", "right")
     )
+
+
+@pytest.mark.parametrize("kind", ["full_df_19", "full_df_15"])
+def test_a_file_with_a_row_per_image_is_reported_as_such(odir5k, tmp_path, kind):
+    # the 15-column full_df.csv has no filename column: its repeated rows tell
+    report = odir5k(write_distribution(tmp_path, kind)).attrs["odirkit_report"]
+    assert report["per_image_file"] is True
+    assert report["rows"] == 2 * report["patients"]  # a row for each eye

@@ -209,3 +209,14 @@ def test_multilabel_undersampling_reads_a_half_as_absent_and_stops_at_the_median
     assert (targets_after := lone[undersample_multilabel(np.arange(5), lone, seed=2)]).sum(
         axis=0
     ).tolist() == [1, 1, 1], targets_after
+
+
+def test_two_label_sets_held_by_one_patient_each_are_pooled_and_the_rest_stay_stratified():
+    # DG and NG once each: pooled as one 'rare' stratum of two, so stratification holds;
+    # left apart, a stratum of one would stop it and the split would fall back to a shuffle
+    table = _table(["N"] * 12 + ["D"] * 8 + ["G"] * 4 + ["DG", "NG"])
+    for seed in range(5):
+        _, test = patient_level_split(table, labels=["N", "D", "G"], test_fraction=0.25, seed=seed)
+        held = table.loc[test].groupby("patient_id").first()
+        single = held[held[["N", "D", "G"]].sum(axis=1) == 1]
+        assert single[["N", "D", "G"]].sum().tolist() == [3, 2, 1], seed  # a quarter of each
