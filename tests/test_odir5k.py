@@ -893,6 +893,9 @@ def test_the_report_lists_each_eye_left_out_and_each_disagreement_in_the_labels_
     table = odir5k(tmp_path)
     report = table.attrs["odirkit_report"]
     assert report["per_image_file"] is False  # one row per patient
+    assert report["annotations"] == str(tmp_path / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx")
+    assert report["images_named"] == 2 * len(rows) - 2  # two eyes without a file name
+    assert report["images"] == len(table)
     assert report["patients"] == len(rows) and report["rows"] == len(rows)
     assert report["images_not_found"] == [
         {"patient_id": "0", "eye": "right", "filename": "0_right.jpg"}
@@ -920,7 +923,8 @@ def test_the_report_lists_each_eye_left_out_and_each_disagreement_in_the_labels_
         "22 (keywords GC, workbook N), 23 (keywords N, workbook GC)" in " ".join(err.split())
     )  # three shown of four
     assert "24 (keywords" not in err
-    assert "'no fundus image' are not fundus photographs and are left out" in err
+    assert "'no fundus image' are not fundus photographs and are left out\n" in err
+    assert f"names are not under {folder} and are left out" in " ".join(err.split())
     # an eye without keywords or without a photograph counts as normal for its patient
     by_eye = table.set_index(["patient_id", "eye"])
     assert by_eye.loc[("21", "left"), "patient_N"] == 1
@@ -934,7 +938,11 @@ def test_the_report_lists_each_eye_left_out_and_each_disagreement_in_the_labels_
 def test_missing_columns_and_a_photograph_named_for_two_eyes_are_refused(odir5k, tmp_path):
     frame = pd.DataFrame([patient(0, "normal fundus", "normal fundus", "N")])
     frame.drop(columns=["Patient Sex", "Left-Fundus"]).to_csv(tmp_path / "a.csv", index=False)
-    with pytest.raises(DataError, match=r"a\.csv: missing column\(s\) Patient Sex, Left-Fundus; "):
+    with pytest.raises(
+        DataError,
+        match=r"a\.csv: missing column\(s\) Patient Sex, Left-Fundus; an ODIR-5K annotation file "
+        r"has ID, Patient Age, Patient Sex, Left-Fundus, ",
+    ):
         odir5k(tmp_path, annotations="a.csv")
     twice = patient(1, "normal fundus", "normal fundus", "N")
     twice["Right-Fundus"] = twice["Left-Fundus"]
@@ -970,3 +978,24 @@ def test_a_file_with_a_row_per_image_is_reported_as_such(odir5k, tmp_path, kind)
     report = odir5k(write_distribution(tmp_path, kind)).attrs["odirkit_report"]
     assert report["per_image_file"] is True
     assert report["rows"] == 2 * report["patients"]  # a row for each eye
+
+
+def test_without_label_columns_each_patients_labels_come_from_the_keywords(odir5k, tmp_path):
+    rows = [patient(0, "moderate non proliferative retinopathy", "normal fundus", "N")]
+    rows.append(patient(1, "normal fundus", "glaucoma", "N"))
+    frame = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS).drop(columns=list(LABELS))
+    frame.to_csv(tmp_path / "mine.csv", index=False)
+    for row in rows:
+        fundus(tmp_path / row["Left-Fundus"])
+        fundus(tmp_path / row["Right-Fundus"])
+    table = odir5k(tmp_path, annotations="mine.csv").set_index(["patient_id", "eye"])
+    assert table.loc[("0", "right"), ["patient_D", "patient_N"]].tolist() == [1, 0]
+    assert table.loc[("1", "left"), ["patient_G", "patient_N"]].tolist() == [1, 0]
+
+
+def test_a_missing_annotation_file_or_image_folder_is_refused_naming_it(odir5k, tmp_path):
+    with pytest.raises(DataError, match=r"nope\.csv: annotation file not found$"):
+        odir5k(tmp_path, annotations="nope.csv")
+    write_rules_dataset(tmp_path)
+    with pytest.raises(DataError, match=r"photos: image folder not found$"):
+        odir5k(tmp_path, images="photos")
