@@ -407,6 +407,11 @@ def test_patience_stops_training_when_validation_stops_improving(cli, tmp_path, 
     assert final["stopped_early"] and final["epochs_trained"] == 2
     assert final["best"]["epoch"] == 1 and final["checkpoint_epoch"] == 1
     assert len(pd.read_csv(variant / "metrics.csv")) == 2
+    # reporting the last epoch of a run stopped early: the last one trained, not the 6th
+    (tmp_path / "last").mkdir()
+    last = run_folder(cli, tmp_path / "last", text + '\n[eval]\ncheckpoint = "last"\n')
+    final = json.loads((last / "default" / "metrics.json").read_text())
+    assert (final["checkpoint"], final["checkpoint_epoch"], final["epochs"]) == ("last", 2, 6)
 
 
 def test_without_validation_patients_the_last_epoch_is_the_result(cli, tmp_path, phantom_root):
