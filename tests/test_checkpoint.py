@@ -312,6 +312,9 @@ def test_patience_stops_after_that_many_epochs_without_a_better_monitor(tmp_path
     last = scripted(tmp_path / "last", F1S[:4], patience=2, epochs=4)
     run_epochs(last, 4)  # out of patience at the last epoch: not "stopped early"
     assert not last.stopped_early
+    penultimate = scripted(tmp_path / "penultimate", F1S[:5], patience=2, epochs=5)
+    run_epochs(penultimate, 5)  # out of patience one epoch before the last: stopped
+    assert penultimate.stopped_early and penultimate.progress.epoch == 4
 
 
 def test_patience_interrupted_after_an_epoch_that_did_not_improve_stops_at_the_same_epoch(
@@ -338,3 +341,75 @@ def test_the_learning_rate_recorded_is_the_largest_groups_the_heads(tmp_path):
     loop.end_epoch()
     assert loop.history[-1]["lr"] == 0.3
     assert loop.trainer.optimizer.param_groups[0]["lr"] == 0.1
+
+
+def test_an_epochs_end_records_scores_best_pt_metrics_csv_and_tells_tracker_and_caller(
+    tmp_path, capsys
+):
+    import pandas as pd
+
+    loop = scripted(tmp_path, F1S, patience=2)
+    loop.cfg.train.precise_bn, loop.cfg.train.test_every_epoch = 7, True
+    asked, evaluated, told, called = [], [], [], []
+    loop.trainer.recompute_batch_norm = lambda epoch, batches: asked.append((epoch, batches))
+    loop.trainer.data.test_idx = [5, 6]
+    loop.trainer.evaluate = lambda idx: evaluated.append(list(idx)) or f"scores of {idx}"
+    splits = iter(F1S)
+    loop._epoch_scores = lambda split, evaluation: {
+        f"{split}_loss": 0.5,
+        f"{split}_f1": next(splits),
+        f"{split}_f1_micro": 0.5,
+        f"{split}_f1_macro": 0.5,
+        f"{split}_from": evaluation,
+    }
+    loop.tracker = types.SimpleNamespace(epoch=lambda epoch, row: told.append((epoch, row)))
+    loop.on_epoch = lambda epoch, row: called.append((epoch, dict(row)))
+    loop.exp.variant = "gan"
+    train_a_step(loop)
+    loop.end_epoch()
+    # batch norm recomputed over precise_bn batches at this epoch (0-based) ...
+    assert asked == [(0, 7)]
+    # ... then the validation patients scored, and the test ones for the paper's curves
+    assert evaluated == [[0], [5, 6]]
+    row = loop.history[0]
+    assert (row["epoch"], row["val_from"], row["test_from"]) == (
+        1,
+        "scores of [0]",
+        "scores of [5, 6]",
+    )
+    assert row["val_f1"] == 0.5 and row["test_f1"] == 0.6
+    assert row["lr"] == 0.05 and 0 <= row["seconds"] < 60  # (the step halved it)
+    # best.pt holds this configuration's fingerprint, the weights and the epoch's numbers
+    best = load_checkpoint(loop.best_path)
+    assert best["fingerprint"] == "abc" and best["epoch"] == 1
+    assert best["model"].keys() == loop.trainer.model.state_dict().keys()
+    assert best["metrics"]["val_f1"] == 0.5 and "val_from" not in best["metrics"]
+    # metrics.csv: one row per epoch, no index column
+    written = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(written.columns[:2]) == ["epoch", "train_loss"] and list(written["epoch"]) == [1]
+    assert told == [(1, row)] and called == [(1, row)]
+    assert "gan epoch 1/10  train loss" in capsys.readouterr().err
+
+
+def test_batch_norm_statistics_are_agreed_between_ranks_unless_recomputed(tmp_path, monkeypatch):
+    from odirkit.engine import distributed
+
+    agreed = []
+    monkeypatch.setattr(distributed, "agree_buffers", agreed.append)
+    loop = scripted(tmp_path, F1S, patience=2)
+    loop.scheduler = None  # no training step here
+    loop.trainer.recompute_batch_norm = lambda epoch, batches: False  # precise_bn = 0
+    loop.end_epoch()
+    agreed_without = len(agreed)
+    loop.trainer.recompute_batch_norm = lambda epoch, batches: True
+    loop.end_epoch()
+    assert agreed_without - (len(agreed) - agreed_without) == 1  # once more without
+    assert agreed[0] is loop.trainer.model
+
+
+def test_stopping_early_is_said_with_the_monitor_patience_and_best_epoch(tmp_path, capsys):
+    loop = scripted(tmp_path, F1S, patience=2)
+    run_epochs(loop, 10)
+    said = " ".join(capsys.readouterr().err.split())
+    assert "v: no better validation f1 for 2 epoch(s); stopping early (best: epoch 2)" in said
+    assert "v epoch 4/10" in said and "v epoch 5/10" not in said
