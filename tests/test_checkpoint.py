@@ -365,6 +365,7 @@ def test_an_epochs_end_records_scores_best_pt_metrics_csv_and_tells_tracker_and_
     loop.tracker = types.SimpleNamespace(epoch=lambda epoch, row: told.append((epoch, row)))
     loop.on_epoch = lambda epoch, row: called.append((epoch, dict(row)))
     loop.exp.variant = "gan"
+    loop.seconds_before = 100.0  # the time of the run's earlier sessions, resumed
     train_a_step(loop)
     loop.end_epoch()
     # batch norm recomputed over precise_bn batches at this epoch (0-based) ...
@@ -378,7 +379,9 @@ def test_an_epochs_end_records_scores_best_pt_metrics_csv_and_tells_tracker_and_
         "scores of [5, 6]",
     )
     assert row["val_f1"] == 0.5 and row["test_f1"] == 0.6
-    assert row["lr"] == 0.05 and 0 <= row["seconds"] < 60  # (the step halved it)
+    assert row["lr"] == 0.05  # (the step halved it)
+    assert 100 <= row["seconds"] < 160 and isinstance(row["seconds"], float)
+    assert row["seconds"] == round(row["seconds"], 3)  # to the millisecond
     # best.pt holds this configuration's fingerprint, the weights and the epoch's numbers
     best = load_checkpoint(loop.best_path)
     assert best["fingerprint"] == "abc" and best["epoch"] == 1
