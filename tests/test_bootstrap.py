@@ -192,3 +192,12 @@ def test_the_interval_over_runs_carries_the_spread_between_runs():
     assert one[0] == one[1] and one[0] in (0.0, 0.5, 1.0)
     for empty in (runs_interval([], "f1_micro"), runs_interval([right], "f1_micro", resamples=0)):
         assert all(math.isnan(v) for v in empty)
+
+
+def test_a_p_value_is_below_the_level_only_strictly_and_nan_never():
+    from odirkit.bootstrap import below_level
+
+    assert below_level(0.0499, 0.95) and not below_level(0.05, 0.95)  # p = 0.05 is not
+    assert below_level(0.0099, 0.99) and not below_level(0.01, 0.99)
+    assert not below_level(float("nan"), 0.95) and not below_level(float("inf"), 0.95)
+    assert below_level(0.0, 0.95)
