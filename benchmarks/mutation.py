@@ -127,7 +127,6 @@ MODULES: dict[str, list[str]] = {
     "odirkit/engine/loop.py": ["tests/test_checkpoint.py"],
     "odirkit/engine/checkpoint.py": ["tests/test_checkpoint.py"],
     "odirkit/config/schema.py": ["tests/test_config_rules.py", "tests/test_config.py"],
-    "odirkit/config/evaluation.py": ["tests/test_config_rules.py", "tests/test_config.py"],
 }
 #: of a module that does more than the issue names, the functions mutated (mutmut's names,
 #: ``*`` a wildcard): the epoch loop's checkpoint and resume logic, not its training
