@@ -88,7 +88,9 @@ MODULES: dict[str, list[str]] = {
         "split or undersampl or weight or fold or shares",
     ],
     "odirkit/data/pairs.py": ["tests/test_both_eyes.py", "-k", "pair or photograph"],
-    "odirkit/data/images.py": ["tests/test_images.py", "tests/test_data.py"],
+    # its own tests alone: test_data.py, which preprocesses whole folders, made each mutant
+    # take 20 s and left the run partial; test_images.py tests every function in 90 s
+    "odirkit/data/images.py": ["tests/test_images.py"],
     "odirkit/data/fundus_check.py": [
         "tests/test_fundus_reasons.py",
         "tests/test_fundus_outline.py",

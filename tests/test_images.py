@@ -234,18 +234,65 @@ def test_the_whole_corner_patch_must_be_light():
     assert (blacken_light_surround(small)[0, 0] == 0).all()
 
 
+def disc_on(colour, size: int = 100, radius: int = 40):
+    """A field (a centred disc) on a surround of ``colour`` connected all round it: under
+    200 px, each corner patch is its corner pixel."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    field = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= radius**2
+    pixels = np.empty((size, size, 3), dtype=np.uint8)
+    pixels[:] = colour
+    pixels[field] = (150, 70, 30)
+    return pixels, field
+
+
 def test_only_pixels_within_40_levels_of_the_corners_colour_in_every_channel_are_surround():
-    pixels, field = field_on_light(colour=(255, 205, 255))
-    band = (np.abs(np.arange(300)[:, None] - 150) < 3) & ~field  # a band at the sides' middle
-    pixels[band] = (215, 205, 255)  # 40 below the corners' red: still surround
-    pixels[0:6, 140:160] = (214, 205, 255)  # 41 below: not surround (a top-edge patch)
+    # a tinted surround: one colour for all channels (their median, 255, or their mean,
+    # 238) would leave it all, or take the pixels 41 levels off
+    pixels, field = disc_on((255, 205, 255))
+    edges = [  # strips on the surround, touching the frame's edge: colour, surround or not
+        (slice(45, 55), slice(0, 6), (215, 205, 255), True),  # red 40 below
+        (slice(45, 55), slice(94, 100), (214, 205, 255), False),  # red 41 below
+        (slice(0, 6), slice(45, 55), (255, 245, 255), True),  # green 40 above
+        (slice(94, 100), slice(45, 55), (255, 246, 255), False),  # green 41 above
+    ]
+    for rows, cols, colour, _ in edges:
+        assert not field[rows, cols].any()
+        pixels[rows, cols] = colour
     out = blacken_light_surround(pixels)
-    assert (out[band] == 0).all()
-    assert (out[0:6, 140:160] == (214, 205, 255)).all()
+    for rows, cols, colour, surround in edges:
+        assert (out[rows, cols] == (0 if surround else colour)).all(), colour
+    assert (out[0, 0] == 0).all() and (out[50, 8] == 0).all()  # the rest of the surround
+    np.testing.assert_array_equal(out[field], pixels[field])
     # a light field of another hue (near the corners' mean level, not their colour) stays
     pixels, field = field_on_light(colour=(255, 200, 255))
     pixels[field] = (205, 240, 205)
     np.testing.assert_array_equal(blacken_light_surround(pixels)[field], pixels[field])
+
+
+def test_the_tolerance_is_measured_from_the_corners_median_colour_not_a_rounded_one():
+    pixels, field = disc_on((237, 237, 237))
+    corners = ((0, 0), (0, 99), (99, 0), (99, 99))
+    for (y, x), level in zip(corners, (240, 240, 235, 235), strict=True):
+        pixels[y, x] = level  # the median of the four corners: 237.5 in every channel
+    pixels[45:55, 0:6] = 198  # 39.5 below it: surround
+    pixels[45:55, 94:100] = 197  # 40.5 below it: not surround
+    out = blacken_light_surround(pixels)
+    assert (out[45:55, 0:6] == 0).all() and (out[45:55, 94:100] == 197).all()
+    assert (out[0, 0] == 0).all() and (out[99, 99] == 0).all()
+    np.testing.assert_array_equal(out[field], pixels[field])
+
+
+def test_a_corner_whose_light_region_is_its_corner_pixel_alone_is_blackened():
+    # a field cropped so tightly that each corner keeps one light pixel of the surround
+    pixels = np.full((120, 150, 3), (150, 70, 30), dtype=np.uint8)
+    corners = ((0, 0), (0, 149), (119, 0), (119, 149))
+    for y, x in corners:
+        pixels[y, x] = 250
+    out = blacken_light_surround(pixels)
+    for y, x in corners:
+        assert (out[y, x] == 0).all(), (y, x)
+    changed = (out != pixels).any(axis=2)
+    assert changed.sum() == 4
 
 
 def test_a_surround_of_exactly_60_percent_is_still_one_and_above_it_is_not():
@@ -344,6 +391,7 @@ def test_16_bit_values_up_to_256_are_wide_and_32_bit_values_are_clipped():
     ("values", "levels"),
     [
         ([-0.2, 0.0, 0.5, 1.0], [0, 0, 128, 255]),  # within 0..1: 1 is white
+        ([0.0, 0.25, 0.5, 0.0], [0, 64, 128, 0]),  # a dim one: 1 is white, not its maximum
         ([0.0, 1.0, 1.5, 2.0], [0, 128, 191, 255]),  # beyond: the maximum is white
     ],
 )
@@ -353,20 +401,45 @@ def test_a_floating_point_picture_is_scaled_by_one_or_its_maximum(values, levels
     assert np.asarray(images._eight_bit_rgb(img))[0, :, 1].tolist() == levels
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "LA", "RGBa", "PA"])
-def test_transparent_pixels_of_every_transparent_mode_are_black(mode):
-    colour = {"RGBA": (200, 100, 50, 255), "LA": (180, 255), "RGBa": (200, 100, 50, 255)}
-    colour["PA"] = (1, 255)
-    img = Image.new(mode, (4, 2), colour[mode])
+#: per transparent mode: an opaque pixel, a transparent one and a half-transparent one, all
+#: of one colour (PA: palette entry 1), and that colour's red or grey level
+SEE_THROUGH = {
+    "RGBA": ((200, 100, 50, 255), (200, 100, 50, 0), (200, 100, 50, 128), 200),
+    "LA": ((180, 255), (180, 0), (180, 128), 180),
+    "RGBa": ((200, 100, 50, 255), (0, 0, 0, 0), (100, 50, 25, 128), 200),  # premultiplied
+    "PA": ((1, 255), (1, 0), (1, 128), 200),
+}
+
+
+@pytest.mark.parametrize("mode", list(SEE_THROUGH))
+def test_transparent_pixels_of_every_transparent_mode_are_composited_onto_black(mode):
+    opaque, clear, half, level = SEE_THROUGH[mode]
+    img = Image.new(mode, (3, 2), opaque)
     if mode == "PA":
         img.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
-    clear = (0, 0, 0, 0)[: len(colour[mode])]
-    for x in (2, 3):
-        for y in (0, 1):
-            img.putpixel((x, y), (*clear[:-1], 0))
-    out = np.asarray(images._eight_bit_rgb(img))
-    assert out.shape == (2, 4, 3)
-    assert (out[:, 2:] == 0).all() and out[:, :2].min() > 0
+    for y in (0, 1):
+        img.putpixel((1, y), clear)
+        img.putpixel((2, y), half)
+    rgb = images._eight_bit_rgb(img)
+    assert rgb.mode == "RGB" and rgb.size == (3, 2)
+    out = np.asarray(rgb).astype(int)
+    assert (out[:, 0, 0] == level).all()  # opaque: its own colour
+    assert (out[:, 1] == 0).all()  # transparent: black, whatever colour it hides
+    assert (np.abs(out[:, 2, 0] - level * 128 / 255) <= 1).all()  # half: half as bright
+
+
+@pytest.mark.parametrize(
+    ("mode", "key", "colour"),
+    [("RGB", (250, 250, 250), (150, 70, 30)), ("L", 250, 90)],
+)
+def test_a_colour_key_png_has_its_transparent_colour_black(tmp_path, mode, key, colour):
+    img = Image.new(mode, (4, 3), key)
+    for x in (1, 2):
+        img.putpixel((x, 1), colour)
+    img.save(tmp_path / "key.png", transparency=key)  # tRNS: this one colour is transparent
+    out = np.asarray(open_photograph(tmp_path / "key.png"))
+    assert (out[1, 1:3] == colour).all() and out.shape == (3, 4, 3)
+    assert (out[0] == 0).all() and (out[:, 0] == 0).all() and (out[:, 3] == 0).all()
 
 
 def test_a_palette_png_with_a_transparent_colour_has_it_black(tmp_path):
@@ -382,6 +455,64 @@ def test_an_8_bit_colour_photograph_is_read_unchanged(tmp_path):
     pixels = rng.integers(0, 256, size=(8, 9, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "p.png")
     np.testing.assert_array_equal(np.asarray(open_photograph(tmp_path / "p.png")), pixels)
+
+
+def test_a_photograph_with_corrupt_exif_data_is_read_despite_pillows_warning(tmp_path):
+    # an orientation entry cut short: Pillow warns "Corrupt EXIF data" and reads the picture
+    pixels = np.full((6, 8, 3), (150, 70, 30), dtype=np.uint8)
+    cut = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06"
+    Image.fromarray(pixels).save(tmp_path / "cut.jpg", exif=cut, quality=100)
+    with pytest.warns(UserWarning, match="Corrupt EXIF"):
+        out = np.asarray(open_photograph(tmp_path / "cut.jpg"))
+    assert out.shape == (6, 8, 3) and np.abs(out.astype(int) - pixels).max() <= 3
+
+
+@pytest.mark.parametrize("side", [40, 50])  # between Pillow's limit and twice it; beyond
+def test_a_picture_past_pillows_pixel_limit_is_refused_by_name(tmp_path, monkeypatch, side):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.fromarray(np.zeros((side, side, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(DataError, match=r"big\.png: refused: .* decompression bombs"):
+        open_photograph(tmp_path / "big.png")
+
+
+def test_an_unreadable_file_is_named_with_the_readers_complaint(tmp_path):
+    (tmp_path / "no.jpg").write_bytes(b"not a photograph")
+    with pytest.raises(DataError, match=r"no\.jpg: cannot read image \(UnidentifiedImageError: "):
+        open_photograph(tmp_path / "no.jpg")
+
+
+def jpeg(path, width: int, height: int) -> None:
+    yy, xx = np.mgrid[0:height, 0:width]
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    field = (yy - height / 2) ** 2 + (xx - width / 2) ** 2 <= (0.45 * min(width, height)) ** 2
+    pixels[field] = (150, 70, 30)
+    Image.fromarray(pixels).save(path, quality=95)
+
+
+def test_a_draft_decodes_a_jpeg_at_the_smallest_scale_no_smaller_than_asked(tmp_path):
+    jpeg(tmp_path / "p.jpg", 800, 600)
+    assert open_photograph(tmp_path / "p.jpg").size == (800, 600)
+    assert open_photograph(tmp_path / "p.jpg", draft=150).size == (200, 150)  # a quarter
+    assert open_photograph(tmp_path / "p.jpg", draft=151).size == (400, 300)  # a half
+    assert open_photograph(tmp_path / "p.jpg", draft=70).size == (100, 75)  # an eighth
+
+
+def test_preprocessing_decodes_a_large_jpeg_reduced_but_above_the_output_size(
+    tmp_path, monkeypatch
+):
+    jpeg(tmp_path / "p.jpg", 800, 800)
+    decoded = []
+
+    def spy(path, **kwargs):
+        img = open_photograph(path, **kwargs)
+        decoded.append(img.size)
+        return img
+
+    monkeypatch.setattr(images, "open_photograph", spy)
+    out = preprocess(tmp_path / "p.jpg", Preprocessing(size=100))
+    # a quarter (200 px) keeps the field (0.9 of it) above 100 px with a margin; an eighth
+    # (100 px) would not
+    assert decoded == [(200, 200)] and out.shape == (100, 100, 3)
 
 
 def test_the_circle_is_the_disc_inscribed_in_the_square():
@@ -436,12 +567,30 @@ def test_a_lesion_mask_lands_on_its_lesion_after_crop_and_resize(tmp_path, crop_
         preprocess_mask(tmp_path / "bad.png", tmp_path / "photo.png", prep)
 
 
+def test_a_lesion_mask_is_resized_by_nearest_neighbour_only_never_blurred(tmp_path):
+    # a one-pixel checkerboard mask at 0.4 of the photograph's size, brought up to it
+    # (x 2.5) and down to the output (x 0.5): nearest neighbour keeps it a checkerboard of
+    # whole pixels; a smoothing filter would make it grey, and the threshold would move
+    # its edges
+    Image.fromarray(np.full((200, 300, 3), (150, 70, 30), dtype=np.uint8)).save(
+        tmp_path / "photo.png"
+    )
+    checker = Image.fromarray((np.indices((80, 120)).sum(axis=0) % 2 * 255).astype(np.uint8))
+    checker.save(tmp_path / "mask.png")
+    prep = Preprocessing(size=150, crop_to_fov=False)
+    out = preprocess_mask(tmp_path / "mask.png", tmp_path / "photo.png", prep)
+    nearest = Image.Resampling.NEAREST
+    expected = np.zeros((150, 150), dtype=bool)
+    expected[25:125] = np.asarray(checker.resize((300, 200), nearest).resize((150, 100), nearest))
+    np.testing.assert_array_equal(out, expected)  # padded above and below, centred
+
+
 # -- the cache ---------------------------------------------------------------------------
 
 
 def test_the_cache_folder_names_the_format_the_size_and_the_crops():
-    assert Preprocessing(size=224).key() == "v3-s224-fov1"
-    assert Preprocessing(size=64, crop_to_fov=False, circle_crop=True).key() == "v3-s64-fov0-circle"
+    assert Preprocessing(size=224).key() == "v4-s224-fov1"
+    assert Preprocessing(size=64, crop_to_fov=False, circle_crop=True).key() == "v4-s64-fov0-circle"
 
 
 def photo(path, level: int) -> None:
@@ -456,8 +605,32 @@ def test_a_cache_entry_holds_the_image_and_is_sharded_by_its_first_two_hex_digit
     image = cache.get(tmp_path / "a.png")
     entry = cache.entry(tmp_path / "a.png")
     np.testing.assert_array_equal(np.load(entry), image)
-    assert entry.parent.parent == tmp_path / "cache" / "v3-s16-fov1"
+    assert entry.parent.parent == tmp_path / "cache" / "v4-s16-fov1"
     assert len(entry.stem) == 40 and entry.parent.name == entry.stem[:2]
+
+
+def test_a_cached_image_is_read_back_not_preprocessed_again(tmp_path, monkeypatch):
+    photo(tmp_path / "a.png", 120)
+    cache = ImageCache(tmp_path / "cache", Preprocessing(size=16))
+    first = cache.get(tmp_path / "a.png")
+
+    def never(*args):
+        raise AssertionError("preprocessed again")
+
+    monkeypatch.setattr(images, "preprocess", never)
+    np.testing.assert_array_equal(cache.get(tmp_path / "a.png"), first)
+    # a later run (another cache object on the same folder) reads it as well
+    again = ImageCache(tmp_path / "cache", Preprocessing(size=16)).get(tmp_path / "a.png")
+    np.testing.assert_array_equal(again, first)
+
+
+def test_a_damaged_cache_entry_is_made_again(tmp_path):
+    photo(tmp_path / "a.png", 120)
+    cache = ImageCache(tmp_path / "cache", Preprocessing(size=16))
+    first = cache.get(tmp_path / "a.png")
+    cache.entry(tmp_path / "a.png").write_bytes(b"\x93NUMPY cut short")
+    np.testing.assert_array_equal(cache.get(tmp_path / "a.png"), first)
+    np.testing.assert_array_equal(np.load(cache.entry(tmp_path / "a.png")), first)
 
 
 def test_a_changed_photograph_is_preprocessed_again_not_read_from_the_cache(tmp_path):

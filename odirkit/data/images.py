@@ -34,7 +34,8 @@ from scipy import ndimage
 from odirkit.errors import DataError, RunError
 from odirkit.files import atomic_write, exclusive_lock
 
-CACHE_FORMAT = 3  # 3: field box without text; light surrounds and transparency made black
+CACHE_FORMAT = 4  # 3: field box without text; light surrounds and transparency made black
+# 4: a light surround's tolerance measured from the corners' exact colour, not truncated
 DRAFT_MARGIN = 1.15
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 FOV_THRESHOLD = 20  # level (of 255) above which a pixel belongs to the field of view ...
@@ -116,9 +117,10 @@ def brightest_channel(pixels: np.ndarray) -> np.ndarray:
 
 def blacken_light_surround(pixels: np.ndarray) -> np.ndarray:
     """The photograph with a white (or light grey) surround made black, as a fundus
-    camera's own surround is; unchanged when at least three corners are not light.
+    camera's own surround is; unchanged unless at least three of its corners are light.
 
-    The surround is the near-uniform light region connected to those corners, so a
+    The surround is the near-uniform light region connected to those corners (every
+    channel within ``SURROUND_TOLERANCE`` levels of the light corners' median colour), so a
     bright optic disc or lesion inside the field is never touched; a light region over
     ``MAX_SURROUND`` of the picture is no surround. ``uint8 [H, W, 3]``.
     """
@@ -138,9 +140,8 @@ def blacken_light_surround(pixels: np.ndarray) -> np.ndarray:
         ),
         axis=0,
     )
-    near = (np.abs(pixels.astype(np.int16) - colour.astype(np.int16)) <= SURROUND_TOLERANCE).all(
-        axis=2
-    )
+    distance = np.abs(pixels.astype(np.float32) - colour.astype(np.float32))
+    near = (distance <= SURROUND_TOLERANCE).all(axis=2)
     labels, _ = ndimage.label(near)
     seeds = {labels[y, x] for y, x in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1))}
     surround = np.isin(labels, [s for s in seeds if s > 0])
