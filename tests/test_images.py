@@ -567,6 +567,52 @@ def test_a_lesion_mask_lands_on_its_lesion_after_crop_and_resize(tmp_path, crop_
         preprocess_mask(tmp_path / "bad.png", tmp_path / "photo.png", prep)
 
 
+def red_on_black(lesion: np.ndarray) -> Image.Image:
+    """IDRiD's form: a lesion red (255, 0, 0) on black, an RGB TIFF."""
+    pixels = np.zeros((*lesion.shape, 3), dtype=np.uint8)
+    pixels[lesion] = (255, 0, 0)
+    return Image.fromarray(pixels)
+
+
+def overlay(lesion: np.ndarray) -> Image.Image:
+    """An overlay: the lesion opaque green, the rest transparent white."""
+    pixels = np.zeros((*lesion.shape, 4), dtype=np.uint8)
+    pixels[:] = (255, 255, 255, 0)
+    pixels[lesion] = (0, 200, 0, 255)
+    return Image.fromarray(pixels, "RGBA")
+
+
+MASK_FORMS = {
+    "grey 0/255": lambda lesion: Image.fromarray(lesion.astype(np.uint8) * 255),
+    "grey 0/1": lambda lesion: Image.fromarray(lesion.astype(np.uint8)),
+    "16-bit 0/65535": lambda lesion: Image.fromarray(lesion.astype("<u2") * 65535),
+    "red on black (tif)": red_on_black,
+    "transparent overlay": overlay,
+}
+
+
+@pytest.mark.parametrize("form", list(MASK_FORMS))
+def test_a_lesion_mask_is_read_in_every_published_form(tmp_path, form):
+    Image.fromarray(np.full((60, 80, 3), (150, 70, 30), dtype=np.uint8)).save(tmp_path / "p.png")
+    lesion = np.zeros((60, 80), dtype=bool)
+    lesion[10:25, 50:70] = True
+    name = "mask.tif" if "tif" in form else "mask.png"
+    MASK_FORMS[form](lesion).save(tmp_path / name)
+    out = preprocess_mask(tmp_path / name, tmp_path / "p.png", Preprocessing(80, False))
+    expected = np.zeros((80, 80), dtype=bool)
+    expected[10:70] = lesion  # padded above and below, centred
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_an_empty_mask_and_a_mask_of_faint_noise_have_no_lesion(tmp_path):
+    Image.fromarray(np.full((60, 80, 3), (150, 70, 30), dtype=np.uint8)).save(tmp_path / "p.png")
+    noise = np.random.default_rng(0).integers(0, 6, size=(60, 80)).astype(np.uint8)
+    for name, levels in (("empty.png", np.zeros((60, 80), np.uint8)), ("noise.png", noise)):
+        Image.fromarray(levels).save(tmp_path / name)
+        out = preprocess_mask(tmp_path / name, tmp_path / "p.png", Preprocessing(80, False))
+        assert out.shape == (80, 80) and not out.any(), name
+
+
 def test_a_lesion_mask_is_resized_by_nearest_neighbour_only_never_blurred(tmp_path):
     # a one-pixel checkerboard mask at 0.4 of the photograph's size, brought up to it
     # (x 2.5) and down to the output (x 0.5): nearest neighbour keeps it a checkerboard of

@@ -255,6 +255,12 @@ def preprocess_mask(
 ) -> np.ndarray:
     """A lesion mask brought into the same frame as its preprocessed image: ``bool [S, S]``.
 
+    A pixel is lesion where the mask's brightest channel is above half of 255, in any
+    of the forms masks are published in: grey 0/255, a colour on black (IDRiD's
+    segmentation ground truths are red, 255/0/0, on black TIFFs: 76 once made grey),
+    16-bit, or an overlay whose background is transparent. A mask whose only levels
+    are 0 and 1 is read as 0/1.
+
     The field-of-view box is found on the full-resolution photograph, applied to
     the mask, which is then padded and resized (nearest neighbour) the same way.
 
@@ -262,10 +268,13 @@ def preprocess_mask(
     pixels = blacken_light_surround(np.asarray(open_photograph(image_path)))
     try:
         with Image.open(mask_path) as m:
-            mask = m.convert("L")
-            mask.load()
+            rgb = _eight_bit_rgb(m)
+            rgb.load()
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{mask_path}: cannot read the lesion mask ({exc})") from None
+    levels = brightest_channel(np.asarray(rgb))
+    lesion = levels > (0 if levels.max() == 1 else 127)
+    mask = Image.fromarray(lesion.astype(np.uint8) * 255)
     if mask.size != (pixels.shape[1], pixels.shape[0]):
         mask = mask.resize((pixels.shape[1], pixels.shape[0]), Image.Resampling.NEAREST)
     box = fov_box(pixels) if prep.crop_to_fov else None
