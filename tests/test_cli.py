@@ -271,6 +271,28 @@ def test_status_says_a_finished_variant_whose_result_is_damaged(cli, tmp_path):
     assert json.loads(cli("runs", tmp_path / "runs", "--json").stdout)[0]["status"] == "damaged"
 
 
+@pytest.mark.parametrize(("text", "damage"), [('"x"', "a JSON str"), ("{", "unreadable")])
+def test_runs_lists_a_run_whose_run_json_is_damaged_and_says_why(cli, tmp_path, text, damage):
+
+    from odirkit.files import write_json
+
+    good = tmp_path / "runs" / "fine" / "20261130-000000"
+    write_json(good / "run.json", {"name": "fine", "started": "now", "variants": ["a"]})
+    write_json(good / "a" / "config.json", {})
+    bad = tmp_path / "runs" / "broken" / "20261129-000000"
+    bad.mkdir(parents=True)
+    (bad / "run.json").write_text(text)
+    listed = json.loads(cli("runs", tmp_path / "runs", "--json").stdout)
+    assert [run["experiment"] for run in listed] == ["fine", "broken"]
+    assert listed[0]["damage"] is None and listed[1]["status"] == "damaged"
+    assert f"{bad / 'run.json'}: " in listed[1]["damage"] and damage in listed[1]["damage"]
+    shown = cli("runs", tmp_path / "runs")
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert f"damaged: {bad / 'run.json'}: " in text and damage in text
+    assert "0/0 finished" not in text
+
+
 def test_validate_and_phantom_keep_brackets_in_paths(cli, tmp_path):
     odd = tmp_path / "ph[data]x"
     result = cli("phantom", str(odd), "--patients", "4", "--size", "32")

@@ -150,7 +150,9 @@ def runs(
             *_cells(
                 run["experiment"],
                 run["started"],
-                f"{done}/{len(statuses)} finished" + (f" ({states})" if states else ""),
+                "-"
+                if run["damage"]
+                else f"{done}/{len(statuses)} finished" + (f" ({states})" if states else ""),
                 run["status"],
                 (f"{best['variant']}: {best['metric']} {best['value']:.3f}" if best else "")
                 + (f" ({run['not_learned']} did not learn)" if run.get("not_learned") else ""),
@@ -158,6 +160,8 @@ def runs(
         )
     out.print(table)
     for run in found:
+        if run["damage"]:
+            out.print(plain(f"damaged: {run['damage']}"), highlight=False)
         for variant, error in run["errors"].items():
             out.print(plain(f"{run['folder']}/{variant} failed: {error}"), highlight=False)
         if run["resume"]:

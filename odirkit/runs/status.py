@@ -97,7 +97,8 @@ def run_status(path: Path) -> dict[str, Any]:
 def list_runs(root: Path) -> list[dict[str, object]]:
     """Every run folder under ``root`` (``runs/<name>/<timestamp>``), newest first: its
     experiment, start, variants with their status, the best headline figure, and the
-    command that resumes it when it is not finished."""
+    command that resumes it when it is not finished. A folder whose ``run.json`` cannot
+    be read is listed as ``damaged``, its ``damage`` saying why."""
     found = []
     for run_file in sorted(Path(root).glob(f"*/*/{RunDirectory.RUN}")):
         if run_file.parent.name.startswith("."):  # a run still being created (or never was)
@@ -105,7 +106,21 @@ def list_runs(root: Path) -> list[dict[str, object]]:
         run = RunDirectory(run_file.parent)
         try:
             meta = run.description()
-        except RunError:  # not a run's description: odirkit status RUN names the damage
+        except RunError as exc:  # listed as damaged, with what is wrong, never left out
+            found.append(
+                {
+                    "folder": str(run.path),
+                    "experiment": run.path.parent.name,
+                    "started": "",
+                    "variants": {},
+                    "status": "damaged",
+                    "best": None,
+                    "not_learned": 0,
+                    "errors": {},
+                    "damage": str(exc),
+                    "resume": None,
+                }
+            )
             continue
         variants = [run.variant(v) for v in meta.variants]
         statuses = {v.name: v.status for v in variants}
@@ -146,6 +161,7 @@ def list_runs(root: Path) -> list[dict[str, object]]:
                 "best": {"variant": best[0], "metric": best[1], "value": best[2]} if best else None,
                 "not_learned": unlearned,
                 "errors": errors,
+                "damage": None,
                 "resume": None if status in ("finished", "running") else retry_command(run),
             }
         )
