@@ -222,10 +222,32 @@ def test_the_parts_of_a_result_are_read_as_fields():
     assert external.data.graded_labels == list("NDGCAHMO") and external.data.scored == "every image"
 
 
+@pytest.mark.parametrize(
+    ("config", "missing"),
+    [
+        ({"data": {"dataset": "phantom"}}, "model.name missing"),
+        ({"data": {"root": "x"}, "model": {"name": "cnn"}}, "data.dataset missing"),
+        ({"data": {"dataset": "phantom"}, "model": {"name": ""}}, "model.name missing"),
+    ],
+)
+def test_a_config_json_without_its_dataset_or_model_is_refused_not_filled_in(
+    tmp_path, config, missing
+):
+    # every resolved configuration names both; filled with defaults, a resumed or
+    # predicting run would build another model than the one it trained
+    (tmp_path / "config.json").write_text(json.dumps({"name": "x", **config}))
+    with pytest.raises(RunError, match=rf"config\.json: not a variant's .*\({missing}"):
+        VariantDirectory(tmp_path).settings()
+
+
 def test_an_older_variant_folder_without_the_optional_keys_reads(tmp_path):
     # what each reader falls back on when a key is missing; written back, nothing is added
     written = {
-        "config.json": {"name": "old", "data": {"root": "phantom"}},
+        "config.json": {
+            "name": "old",
+            "data": {"dataset": "phantom", "root": "phantom"},
+            "model": {"name": "cnn"},
+        },
         "data.json": {"images": 10, "task": "single_label", "train_counts": {"N": 3}},
         "environment.json": {"python": "3.11.4"},
         "metrics.json": {
@@ -239,7 +261,7 @@ def test_an_older_variant_folder_without_the_optional_keys_reads(tmp_path):
         (tmp_path / name).write_text(json.dumps(document))
     vdir = VariantDirectory(tmp_path)
     config, settings = vdir.config(), vdir.settings()
-    assert config.data == {"root": "phantom"} and config.augmenters == []
+    assert config.data == {"dataset": "phantom", "root": "phantom"} and config.augmenters == []
     assert settings.eval.bootstrap == 1000 and settings.compare.metrics == ["f1_micro", "auc_macro"]
     data = vdir.data_report()
     assert vdir.single_label and vdir.age_stats == (0.0, 1.0)  # no age_normalisation

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError
 
+from odirkit.errors import RunError
 from odirkit.runs.documents import RELATIVE_PATHS
 from odirkit.runs.records.base import Record, refusal
 
@@ -84,16 +85,25 @@ class VariantConfig(Record):
 
         Raises:
             RunError: the file (``where``) does not hold a configuration this odirkit reads,
-                naming the field.
+                naming the field; or its ``[data]`` or ``[model]`` lacks the plugin's name,
+                which every resolved configuration holds.
         """
         from odirkit.config import ExperimentConfig, split_plugin_params
 
         given = self.model_dump(exclude_unset=True, include=set(ExperimentConfig.model_fields))
         core, _ = split_plugin_params(given)
         try:
-            return ExperimentConfig.model_validate(core)
+            settings = ExperimentConfig.model_validate(core)
         except ValidationError as exc:
             raise refusal(exc, where, self.DOCUMENT) from None
+        for table, key in (("data", "dataset"), ("model", "name")):  # written whole, always
+            if not given.get(table, {}).get(key):
+                raise RunError(
+                    f"{where}: not {self.DOCUMENT} as odirkit writes it ({table}.{key} "
+                    "missing: the run's settings would silently be the defaults); was "
+                    "another file saved over it?"
+                )
+        return settings
 
 
 class PluginVersion(Record):
