@@ -27,6 +27,7 @@ from odirkit.data.images import (
     circle_mask,
     crop_to_square,
     fov_box,
+    luma,
     open_photograph,
     prepare_images,
     preprocess,
@@ -48,6 +49,23 @@ def test_the_box_is_the_fields_first_and_one_past_its_last_row_and_column():
     assert fov_box(picture) == (25, 10, 101, 71)
     rgb = np.repeat(picture[..., None], 3, axis=2)
     assert fov_box(rgb) == (25, 10, 101, 71)
+
+
+def test_luma_weighs_the_channels_as_itu_r_601_does():
+    # Y = 0.299 R + 0.587 G + 0.114 B, rounded: pure red, green and blue differ widely
+    primaries = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [150, 70, 30]]], np.uint8)
+    assert luma(primaries)[0].tolist() == [76, 150, 29, 89]
+
+
+def test_a_colour_photograph_is_boxed_by_its_luma_not_its_brightest_channel():
+    # on a bright field (luma 209: the threshold is 20), a deep blue margin (luma 17) is not
+    # field though its blue is 150; a deep red one (luma 45) is
+    picture = np.zeros((100, 100, 3), dtype=np.uint8)
+    picture[30:70, 30:70] = (250, 200, 150)
+    picture[20:30, 30:70] = (0, 0, 150)
+    assert fov_box(picture) == (30, 30, 70, 70)
+    picture[20:30, 30:70] = (150, 0, 0)
+    assert fov_box(picture) == (30, 20, 70, 70)
 
 
 def test_a_row_or_column_counts_only_when_more_than_one_percent_of_it_is_field():
@@ -153,9 +171,15 @@ def test_a_field_cut_in_two_keeps_both_parts_of_at_least_a_tenth_of_the_largest(
 
 def test_a_mask_with_one_region_or_none_is_returned_as_it_is():
     bright = np.zeros((40, 30), dtype=bool)
-    assert not _without_specks(bright).any()
-    bright[5:20, 3:9] = True
-    np.testing.assert_array_equal(_without_specks(bright), bright)
+    bright[5:20, 3:9] = True  # one region, however small against the picture
+    bright[30, 25] = True  # ... and a single pixel beside it: a speck, dropped
+    one = bright.copy()
+    one[30, 25] = False
+    np.testing.assert_array_equal(_without_specks(bright), one)
+    np.testing.assert_array_equal(_without_specks(one), one)
+    lone = np.zeros((40, 30), dtype=bool)
+    lone[30, 25] = True  # a single pixel alone is the largest region: kept
+    np.testing.assert_array_equal(_without_specks(lone), lone)
 
 
 def test_on_a_large_photograph_the_speck_goes_and_nothing_else_changes():
@@ -269,7 +293,7 @@ def test_only_pixels_within_40_levels_of_the_corners_colour_in_every_channel_are
     np.testing.assert_array_equal(blacken_light_surround(pixels)[field], pixels[field])
 
 
-def test_the_tolerance_is_measured_from_the_corners_median_colour_not_a_rounded_one():
+def test_the_tolerance_is_measured_from_the_corners_exact_colour_not_a_truncated_one():
     pixels, field = disc_on((237, 237, 237))
     corners = ((0, 0), (0, 99), (99, 0), (99, 99))
     for (y, x), level in zip(corners, (240, 240, 235, 235), strict=True):
@@ -279,6 +303,16 @@ def test_the_tolerance_is_measured_from_the_corners_median_colour_not_a_rounded_
     out = blacken_light_surround(pixels)
     assert (out[45:55, 0:6] == 0).all() and (out[45:55, 94:100] == 197).all()
     assert (out[0, 0] == 0).all() and (out[99, 99] == 0).all()
+    np.testing.assert_array_equal(out[field], pixels[field])
+
+
+def test_the_corners_colour_is_their_median_so_one_odd_corner_does_not_move_it():
+    pixels, field = disc_on((250, 250, 250))
+    pixels[99, 99] = 210  # one corner darker: the median stays 250 (the mean would be 240)
+    pixels[45:55, 0:6] = 205  # 45 below the median: not surround (35 below the mean)
+    out = blacken_light_surround(pixels)
+    assert (out[45:55, 0:6] == 205).all() and (out[0, 0] == 0).all()
+    assert (out[99, 99] == 0).all()  # the odd corner itself is within 40 of 250
     np.testing.assert_array_equal(out[field], pixels[field])
 
 
@@ -406,7 +440,8 @@ def test_a_floating_point_picture_is_scaled_by_one_or_its_maximum(values, levels
 SEE_THROUGH = {
     "RGBA": ((200, 100, 50, 255), (200, 100, 50, 0), (200, 100, 50, 128), 200),
     "LA": ((180, 255), (180, 0), (180, 128), 180),
-    "RGBa": ((200, 100, 50, 255), (0, 0, 0, 0), (100, 50, 25, 128), 200),  # premultiplied
+    # premultiplied; its transparent pixel keeps a colour behind alpha 0, as files can
+    "RGBa": ((200, 100, 50, 255), (200, 100, 50, 0), (100, 50, 25, 128), 200),
     "PA": ((1, 255), (1, 0), (1, 128), 200),
 }
 
@@ -467,6 +502,17 @@ def test_a_photograph_with_corrupt_exif_data_is_read_despite_pillows_warning(tmp
     assert out.shape == (6, 8, 3) and np.abs(out.astype(int) - pixels).max() <= 3
 
 
+def test_a_photograph_is_turned_upright_by_its_exif_orientation(tmp_path):
+    pixels = np.zeros((40, 60, 3), dtype=np.uint8)
+    pixels[:10, :10] = 255  # a mark at the stored picture's top left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation 6: shown turned 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "turned.jpg", exif=exif, quality=100)
+    out = np.asarray(open_photograph(tmp_path / "turned.jpg"))
+    assert out.shape == (60, 40, 3)  # upright: taller than wide
+    assert out[:10, -10:].min() > 200 and out[:10, :10].max() < 50  # the mark at top right
+
+
 @pytest.mark.parametrize("side", [40, 50])  # between Pillow's limit and twice it; beyond
 def test_a_picture_past_pillows_pixel_limit_is_refused_by_name(tmp_path, monkeypatch, side):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
@@ -495,6 +541,8 @@ def test_a_draft_decodes_a_jpeg_at_the_smallest_scale_no_smaller_than_asked(tmp_
     assert open_photograph(tmp_path / "p.jpg", draft=150).size == (200, 150)  # a quarter
     assert open_photograph(tmp_path / "p.jpg", draft=151).size == (400, 300)  # a half
     assert open_photograph(tmp_path / "p.jpg", draft=70).size == (100, 75)  # an eighth
+    centre = np.asarray(open_photograph(tmp_path / "p.jpg", draft=150))[75, 100].astype(int)
+    assert np.abs(centre - (150, 70, 30)).max() <= 4  # in colour still, not decoded grey
 
 
 def test_preprocessing_decodes_a_large_jpeg_reduced_but_above_the_output_size(
@@ -523,6 +571,9 @@ def test_the_circle_is_the_disc_inscribed_in_the_square():
     np.testing.assert_array_equal(mask, mask.T)
     assert mask[0, 0] == 0 and mask[50, 50] == 1 and mask[0, 49] == 1 and mask[49, 0] == 1
     assert circle_mask(8)[0].tolist() == [0, 0, 1, 1, 1, 1, 0, 0]
+    # odd sizes: the radius is half the side (2.5 here), not its whole half (2)
+    assert circle_mask(5)[0].tolist() == [0, 1, 1, 1, 0]
+    assert circle_mask(5)[2].tolist() == [1, 1, 1, 1, 1]
 
 
 def test_a_circle_crop_blacks_out_the_corners_only(tmp_path):
@@ -565,6 +616,23 @@ def test_a_lesion_mask_lands_on_its_lesion_after_crop_and_resize(tmp_path, crop_
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"bad\.png: cannot read the lesion mask"):
         preprocess_mask(tmp_path / "bad.png", tmp_path / "photo.png", prep)
+
+
+def test_a_mask_is_cropped_to_the_field_of_a_white_surround_photograph_as_of_a_black_one(
+    tmp_path,
+):
+    mask = np.zeros((200, 300), dtype=np.uint8)
+    mask[40:70, 196:240] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    for surround in (0, 250):
+        pixels = np.full((200, 300, 3), surround, dtype=np.uint8)
+        pixels[20:180, 60:260] = (150, 70, 30)  # the field, off centre
+        Image.fromarray(pixels).save(tmp_path / f"photo{surround}.png")
+    prep = Preprocessing(size=100)
+    on_black = preprocess_mask(tmp_path / "mask.png", tmp_path / "photo0.png", prep)
+    on_white = preprocess_mask(tmp_path / "mask.png", tmp_path / "photo250.png", prep)
+    assert on_black.sum() > 50
+    np.testing.assert_array_equal(on_white, on_black)
 
 
 def red_on_black(lesion: np.ndarray) -> Image.Image:
