@@ -194,6 +194,21 @@ def test_the_interval_over_runs_carries_the_spread_between_runs():
         assert all(math.isnan(v) for v in empty)
 
 
+def test_each_runs_patients_are_resampled_independently_of_the_other_runs():
+    # three runs that happen to decide alike are still three samples of the patients:
+    # their mean varies less than one run's (about sqrt(5/9) as wide, as the runs are
+    # drawn with replacement too), where it would be exactly one run's if every run drew
+    # the same patients in each resample (0.71 to 0.78 over seeds 0 to 7)
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, size=400)
+    p = np.where(rng.random(400) < 0.75, y, 1 - y) * 0.8 + 0.1  # right on about 3 in 4
+    run = _binary(y, p)
+    one = runs_interval([run], "f1_micro", resamples=2000)
+    three = runs_interval([run] * 3, "f1_micro", resamples=2000)
+    assert three[1] - three[0] < 0.9 * (one[1] - one[0])
+    assert one[0] < three[0] < three[1] < one[1]
+
+
 def test_a_p_value_is_below_the_level_only_strictly_and_nan_never():
     from odirkit.bootstrap import below_level
 

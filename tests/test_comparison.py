@@ -233,12 +233,17 @@ def test_a_single_pair_is_tested_by_its_bootstrap_alone(tmp_path):
         ({"truth": 1 - _truth()}, "the same patients carry different labels"),
         ({"patients": [p + "x" for p in PATIENTS]}, "tested on different patients"),
         ({"patients": PATIENTS[:-1], "probs": 15}, "tested on different patients"),
+        ({"base_patients": PATIENTS[:-1]}, "tested on different patients"),  # the other has more
     ],
 )
 def test_runs_that_cannot_be_paired_get_a_note_not_a_test(tmp_path, change, note):
     change = dict(change)  # the parameter's own dict stays as pytest holds it
     probs = _scores(1, 0.5)[: change.pop("probs", 16)]
-    base = write_run(tmp_path, "base", _scores(0, 0.5))
+    if "base_patients" in change:
+        short = change.pop("base_patients")
+        base = write_run(tmp_path, "base", _scores(0, 0.5)[: len(short)], patients=short)
+    else:
+        base = write_run(tmp_path, "base", _scores(0, 0.5))
     other = write_run(tmp_path, "other", probs, **change)
     (test,) = compare_variants([base, other], resamples=50)
     assert not test.pairs and note in test.note

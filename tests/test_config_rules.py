@@ -41,6 +41,37 @@ def test_data_rules_accept(keys):
     assert all(getattr(config, key) == value for key, value in keys.items())
 
 
+@pytest.mark.parametrize(
+    ("table", "key", "given"),
+    [
+        (DataConfig, "crop_to_fov", "yes"),  # lax validation reads these as True, 3, 0.3
+        (DataConfig, "crop_to_fov", 1),
+        (DataConfig, "folds", "3"),
+        (DataConfig, "folds", 3.0),
+        (DataConfig, "test_fraction", "0.3"),
+        (TrainConfig, "epochs", "10"),
+        (TrainConfig, "lr", "0.001"),
+        (TrainConfig, "lr", True),
+        (ModelConfig, "name", 3),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_never_coerced(table, key, given):
+    with pytest.raises(pydantic.ValidationError, match=key):
+        table(**{key: given})
+
+
+def test_tta_true_is_the_default_rotations_false_none_and_views_are_checked():
+    from odirkit.config.evaluation import EvalConfig
+    from odirkit.tta import DEFAULT_TTA
+
+    assert EvalConfig(tta=True).tta == list(DEFAULT_TTA) and DEFAULT_TTA
+    assert EvalConfig(tta=False).tta == [] and EvalConfig().tta == []
+    views = ["identity", "rotate:-15", {"name": "shade"}]
+    assert EvalConfig(tta=views).tta == views
+    with pytest.raises(pydantic.ValidationError, match="unknown test-time view 'flip'"):
+        EvalConfig(tta=["identity", "flip"])
+
+
 def test_partial_fine_tuning_and_its_blocks_go_together():
     assert ModelConfig(finetune="partial", finetune_blocks=1).finetune_blocks == 1
     assert ModelConfig().finetune_blocks is None

@@ -257,47 +257,56 @@ def test_localisation_scores_each_explainer_and_class_against_its_random_baselin
         lesion_photograph(tmp_path, "c", None),  # an empty mask: not scored
         lesion_photograph(tmp_path, "a", (slice(10, 20), slice(10, 20))),
         lesion_photograph(tmp_path, "b", (slice(40, 50), slice(30, 45))),
+        lesion_photograph(tmp_path, "d", (slice(25, 35), slice(40, 52))),
     ]
     images = torch.from_numpy(
         np.stack([preprocess(path, prep) for path, _ in photos]).transpose(0, 3, 1, 2).copy()
     )
     rows = pd.DataFrame(
         {
-            "patient_id": ["1", "2", "3"],
-            "eye": ["left"] * 3,
+            "patient_id": ["1", "2", "3", "4"],
+            "eye": ["left"] * 4,
             "image_path": [p for p, _ in photos],
             "mask_path_D": [m for _, m in photos],
         }
     )
-    inputs = ExplainInputs(images=images, rows=rows, true=[[1], [1], [1]])
-    lesions = [(images[i].float().mean(0) > 200).numpy() for i in range(3)]
+    inputs = ExplainInputs(images=images, rows=rows, true=[[1], [1], [1], [1]])
+    lesions = [(images[i].float().mean(0) > 200).numpy() for i in range(4)]
     masks = [preprocess_mask(m, p, prep) for p, m in photos]
     on_lesion = np.stack([lesion.astype(np.float32) + 0.01 for lesion in lesions])
     elsewhere = np.stack([np.roll(m, 12, axis=(0, 1)) for m in on_lesion])
+    mixed = np.stack([on_lesion[0], on_lesion[1], elsewhere[2], elsewhere[3]])
     result = Explanations(
-        image_classes=[ImageClass(image=i, target=1, lesion=True) for i in range(3)],
-        maps={"good": on_lesion, "bad": elsewhere},
+        image_classes=[ImageClass(image=i, target=1, lesion=True) for i in range(4)],
+        maps={"good": on_lesion, "bad": elsewhere, "mixed": mixed},
     )
     view = types.SimpleNamespace(preprocessing=prep)
     table = localisation_scores(inputs, result, ["N", "D"], view).set_index("explainer")
-    assert list(table.index) == ["good", "bad"]
-    assert (table["label"] == "D").all() and (table["images"] == 2).all()
+    assert list(table.index) == ["good", "bad", "mixed"]
+    assert (table["label"] == "D").all() and (table["images"] == 3).all()
     assert table.loc["good", "pointing_game"] == 1.0 and table.loc["bad", "pointing_game"] == 0.0
     assert table.loc["good", "energy_in_mask"] > 0.5 > table.loc["bad", "energy_in_mask"]
+    # averaged over the images (a hit on one of three: 1/3, where a median would say 0)
+    assert table.loc["mixed", "pointing_game"] == pytest.approx(1 / 3)
+    energy = [table.loc[name, "energy_in_mask"] for name in ("good", "bad")]
+    everywhere = np.ones((32, 32), bool)  # the energy's share does not depend on the field
+    per_image = [pointing_and_energy(mixed[i], masks[i], everywhere, 1)[1] for i in (1, 2, 3)]
+    assert energy[1] < table.loc["mixed", "energy_in_mask"] < energy[0]
+    assert table.loc["mixed", "energy_in_mask"] == pytest.approx(np.mean(per_image))
     # the baselines depend on the masks and the field only, not on the maps
     assert table.loc["good", "random_point"] == table.loc["bad", "random_point"]
     field = images[0].float().mean(0).numpy() > 20
-    share = np.mean([(masks[i] & field).sum() / field.sum() for i in (1, 2)])
+    share = np.mean([(masks[i] & field).sum() / field.sum() for i in (1, 2, 3)])
     assert table.loc["good", "uniform_map"] == pytest.approx(share)
     # a random point hits within the tolerance: 3% of the side, at least a pixel (1 at 32 px)
     from scipy.ndimage import binary_dilation
 
-    near = [(binary_dilation(masks[i]) & field).sum() / field.sum() for i in (1, 2)]
+    near = [(binary_dilation(masks[i]) & field).sum() / field.sum() for i in (1, 2, 3)]
     assert table.loc["good", "random_point"] == pytest.approx(np.mean(near))
     no_paths = ExplainInputs(images=images, rows=rows.drop(columns="image_path"), true=[])
     assert localisation_scores(no_paths, result, ["N", "D"], view) is None
     # no lesion image class: nothing to score
-    result.image_classes = [ImageClass(image=i, target=1) for i in range(3)]
+    result.image_classes = [ImageClass(image=i, target=1) for i in range(4)]
     assert localisation_scores(inputs, result, ["N", "D"], view) is None
 
 
