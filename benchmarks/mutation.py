@@ -262,9 +262,14 @@ def run_module(
 
 
 def score(result: dict, equivalent: dict[str, str]) -> dict:
-    """Killed / non-equivalent, with the survivors and the equivalent mutants apart."""
+    """Killed / non-equivalent, with the survivors and the equivalent mutants apart. A
+    mutant listed as equivalent that a test killed is no equivalent (the list is stale:
+    the module changed and mutmut numbered its mutants anew): it counts as killed and is
+    named under ``stale``."""
     statuses = result["statuses"]
     tested = {n: s for n, s in statuses.items() if s not in UNTESTED}
+    stale = sorted(n for n, s in tested.items() if n in equivalent and s in KILLED)
+    equivalent = {n: r for n, r in equivalent.items() if n not in stale}
     counted = {n: s for n, s in tested.items() if n not in equivalent}
     killed = sum(s in KILLED for s in counted.values())
     survivors = {n: s for n, s in counted.items() if s not in KILLED}
@@ -273,6 +278,7 @@ def score(result: dict, equivalent: dict[str, str]) -> dict:
         "mutants": len(statuses),
         "tested": len(tested),
         "equivalent": {n: equivalent[n] for n in tested if n in equivalent},
+        "stale": stale,
         "killed": killed,
         "score": round(killed / len(counted), 4) if counted else None,
         "finished": result["finished"],
@@ -344,6 +350,8 @@ def print_summary(summary: dict) -> None:
     )
     for name, reason in summary["equivalent"].items():
         print(f"  equivalent {name}: {reason}")
+    for name in summary["stale"]:
+        print(f"  killed, yet listed as equivalent (remove it from {EQUIVALENT_FILE.name}): {name}")
     for name, survivor in summary["survivors"].items():
         print(f"  {survivor['status']} {name}")
         for line in survivor["diff"].splitlines():

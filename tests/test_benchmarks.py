@@ -187,10 +187,11 @@ def test_mutation_score_counts_killed_over_non_equivalent_and_lists_the_rest():
         },
         "diffs": {"a_3": "-x\n+y", "a_4": "", "a_5": ""},
     }
-    summary = score(result, {"a_5": "dtype only"})
-    # 2 killed of 4 counted: a_5 is equivalent, a_6 was never run
+    summary = score(result, {"a_5": "dtype only", "a_2": "renumbered", "a_9": "gone"})
+    # 2 killed of 4 counted: a_5 is equivalent, a_6 was never run; a_2, listed too, was
+    # killed: no equivalent, but a stale entry
     assert summary["killed"] == 2 and summary["score"] == 0.5
-    assert summary["equivalent"] == {"a_5": "dtype only"}
+    assert summary["equivalent"] == {"a_5": "dtype only"} and summary["stale"] == ["a_2"]
     assert set(summary["survivors"]) == {"a_3", "a_4"}
     assert summary["survivors"]["a_3"] == {"status": "survived", "diff": "-x\n+y"}
 
