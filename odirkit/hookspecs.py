@@ -175,9 +175,12 @@ def odirkit_register_datasets(register: Register) -> None:
     ``root``), ``age`` (years), ``sex`` (``"Male"``/``"Female"``) and one 0/1
     column per label ``N D G C A H M O``. A column ``mask_path_<L>`` may give,
     per image, the path of a binary lesion mask for label ``L`` (empty when
-    there is none). Splitting, preprocessing, caching and loading belong to
-    the core. A factory that cannot find its data raises
-    ``odirkit.DataError`` saying where it looked and what to do. Optional
+    there is none): grey 0/255 or 0/1, a colour on black (IDRiD's red TIFFs),
+    16-bit, or an overlay on a transparent background; a pixel is lesion where
+    its brightest channel is above 127 (above 0 in a 0/1 mask). Splitting,
+    preprocessing, caching and loading belong to the core. A factory that
+    cannot find its data raises ``odirkit.DataError`` saying where it looked
+    and what to do. Optional
     columns ``patient_<L>`` give the patient-level labels (for
     ``data.level = "patient"``); without them a patient's labels are the union
     of its eyes' (N only when no eye has a disease). A report for the run's
