@@ -222,6 +222,10 @@ def test_the_parts_of_a_result_are_read_as_fields():
     assert external.data.graded_labels == list("NDGCAHMO") and external.data.scored == "every image"
 
 
+#: what every resolved configuration names: its dataset and its model
+WHOLE = {"data": {"dataset": "phantom"}, "model": {"name": "cnn"}}
+
+
 @pytest.mark.parametrize(
     ("config", "missing"),
     [
@@ -236,8 +240,9 @@ def test_a_config_json_without_its_dataset_or_model_is_refused_not_filled_in(
     # every resolved configuration names both; filled with defaults, a resumed or
     # predicting run would build another model than the one it trained
     (tmp_path / "config.json").write_text(json.dumps({"name": "x", **config}))
-    with pytest.raises(RunError, match=rf"config\.json: not a variant's .*\({missing}"):
-        VariantDirectory(tmp_path).settings()
+    for read in (VariantDirectory.settings, VariantDirectory.config):  # config: predict's
+        with pytest.raises(RunError, match=rf"config\.json: not a variant's .*\({missing}"):
+            read(VariantDirectory(tmp_path))
 
 
 def test_an_older_variant_folder_without_the_optional_keys_reads(tmp_path):
@@ -285,8 +290,8 @@ def test_an_older_variant_folder_without_the_optional_keys_reads(tmp_path):
     ("name", "document", "field"),
     [
         ("config.json", {"name": "x", "augment": {"name": "classic"}}, "augment"),
-        ("config.json", {"name": "x", "eval": {"bootstrap": "many"}}, "eval.bootstrap"),
-        ("config.json", {"name": "x", "compare": {"metric": ["f1_D"]}}, "compare.metric"),
+        ("config.json", {"name": "x", **WHOLE, "eval": {"bootstrap": "many"}}, "eval.bootstrap"),
+        ("config.json", {"name": "x", **WHOLE, "compare": {"metric": ["f1_D"]}}, "compare.metric"),
         ("data.json", {"train_counts": {"N": "many"}}, "train_counts.N"),
         ("data.json", {"age_normalisation": {"mean": "old"}}, "age_normalisation.mean"),
         ("data.json", {"patient_truth": ["union"]}, "patient_truth"),
@@ -323,7 +328,9 @@ def test_a_report_of_a_run_with_a_foreign_configuration_names_it(cli, tmp_path):
     run = tmp_path / "runs" / "x" / "20250101-000000"
     (run / "v").mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"name": "x", "variants": ["v"]}))
-    (run / "v" / "config.json").write_text(json.dumps({"name": "x", "eval": {"bootstrap": "all"}}))
+    (run / "v" / "config.json").write_text(
+        json.dumps({"name": "x", **WHOLE, "eval": {"bootstrap": "all"}})
+    )
     result = cli("report", run)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "config.json: not a variant's resolved configuration" in result.output
@@ -393,3 +400,30 @@ def test_a_run_description_without_its_variants_is_refused_naming_the_file(tmp_p
         read_description(path)
     path.write_text('{"name": "t", "trial": 3}')  # a search trial made before it listed one
     assert read_description(path).variants == []
+
+
+def test_a_run_json_nested_too_deep_is_unreadable_not_a_crash(tmp_path):
+    from odirkit.runs import list_runs
+
+    run = tmp_path / "runs" / "deep" / "20261130-000000"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("[" * 100_000 + "]" * 100_000)
+    (found,) = list_runs(tmp_path / "runs")
+    assert found["status"] == "damaged" and "run.json: unreadable" in found["damage"]
+
+
+@pytest.mark.parametrize("pid", ["abc", None, True, 1.5])
+def test_a_damaged_pid_in_jobs_json_reads_as_a_launcher_that_has_gone(tmp_path, pid):
+    import socket
+
+    from odirkit.runs import list_runs
+
+    run = tmp_path / "runs" / "q" / "20261130-000000"
+    (run / "a").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"name": "q", "variants": ["a"], "started": "s"}))
+    (run / "a" / "config.json").write_text("{}")
+    owner = {"host": socket.gethostname(), "pid": pid}
+    jobs = {"launcher": "pool", "owner": owner, "jobs": {"a": {}}}
+    (run / "jobs.json").write_text(json.dumps(jobs))
+    (found,) = list_runs(tmp_path / "runs")
+    assert found["variants"] == {"a": "not started"}  # not "queued": its launcher is gone

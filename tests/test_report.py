@@ -135,7 +135,8 @@ def test_an_offline_augmenter_that_added_no_image_is_named_in_the_verdict(tmp_pa
     for run, augment in zip(found, ([], [{"name": "dcgan"}]), strict=True):
         folder = tmp_path / run.label
         folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({"augment": augment}))
+        whole = {"data": {"dataset": "phantom"}, "model": {"name": "cnn"}}
+        (folder / "config.json").write_text(json.dumps({**whole, "augment": augment}))
         report = {"extra_train_images": {"dcgan": added}} if augment and added else {}
         (folder / "data.json").write_text(json.dumps(report))
         if augment:
@@ -363,7 +364,8 @@ def test_augmenter_figures_are_captioned_in_order_with_their_notes(tmp_path):
     assert figures[0]["caption"].startswith("N (Normal): the generator's samples after epoch 10")
     note = "The GAN of N did not converge: ..."
     (folder / "report.json").write_text(json.dumps({"figures": figures, "notes": [note]}))
-    (tmp_path / "gan-seed0" / "config.json").write_text("{}")
+    whole = {"data": {"dataset": "phantom"}, "model": {"name": "cnn"}}
+    (tmp_path / "gan-seed0" / "config.json").write_text(json.dumps(whole))
     page = _augmenters(VariantDirectory(tmp_path / "gan-seed0"))
     captions = re.findall(r"<figcaption>([^<]+)</figcaption>", page)
     assert [c.split(":")[0] for c in captions] == ["N (Normal)"] * 3

@@ -34,7 +34,7 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise RunError(f"{path}: missing ({what})") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise RunError(f"{path}: unreadable ({exc})") from None
     if not isinstance(doc, dict):
         raise RunError(

@@ -154,9 +154,11 @@ class VariantDirectory(VariantFiles):
         work from here.
 
         Raises:
-            RunError: the file is missing, damaged or not a resolved configuration.
+            RunError: the file is missing, damaged or not a resolved configuration (one
+                without ``data.dataset`` or ``model.name`` included).
         """
         found = VariantConfig.read(self.config_file, "this variant cannot be resumed or reused")
+        found.check_complete(self.config_file)
         return rebase_paths(found, self)
 
     def settings(self) -> ExperimentConfig:
@@ -450,9 +452,9 @@ class RunDirectory:
         unless the ``pool`` process that would start them has gone."""
         jobs = self.jobs()
         owner = jobs.owner or {}
-        if owner.get("host") == socket.gethostname() and not process_alive(
-            int(owner.get("pid", 0))
-        ):
+        pid = owner.get("pid", 0)
+        pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else 0  # damaged: gone
+        if owner.get("host") == socket.gethostname() and not process_alive(pid):
             return set()
         return set(jobs.jobs)
 

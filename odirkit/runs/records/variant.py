@@ -96,14 +96,25 @@ class VariantConfig(Record):
             settings = ExperimentConfig.model_validate(core)
         except ValidationError as exc:
             raise refusal(exc, where, self.DOCUMENT) from None
+        self.check_complete(where)
+        return settings
+
+    def check_complete(self, where: str | Path) -> None:
+        """Refuse a configuration without ``data.dataset`` or ``model.name``, which every
+        resolved configuration holds: filled in with defaults, a resumed, predicting or
+        explaining run would build another model than the one it trained.
+
+        Raises:
+            RunError: naming the file (``where``) and the missing key.
+        """
         for table, key in (("data", "dataset"), ("model", "name")):  # written whole, always
-            if not given.get(table, {}).get(key):
+            values = getattr(self, table)
+            if not values.get(key):
                 raise RunError(
                     f"{where}: not {self.DOCUMENT} as odirkit writes it ({table}.{key} "
                     "missing: the run's settings would silently be the defaults); was "
                     "another file saved over it?"
                 )
-        return settings
 
 
 class PluginVersion(Record):
