@@ -43,9 +43,10 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return doc
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process of this host with that id runs."""
-    if pid <= 0:
+def process_alive(pid: object) -> bool:
+    """Whether a process of this host with that id runs (never for an id that is not a
+    positive whole number, as a damaged file may hold)."""
+    if type(pid) is not int or pid <= 0:
         return False
     try:
         os.kill(pid, 0)

@@ -154,8 +154,7 @@ class VariantDirectory(VariantFiles):
         work from here.
 
         Raises:
-            RunError: the file is missing, damaged or not a resolved configuration (one
-                without ``data.dataset`` or ``model.name`` included).
+            RunError: the file is missing, damaged or not a resolved configuration.
         """
         found = VariantConfig.read(self.config_file, "this variant cannot be resumed or reused")
         found.check_complete(self.config_file)
@@ -452,9 +451,7 @@ class RunDirectory:
         unless the ``pool`` process that would start them has gone."""
         jobs = self.jobs()
         owner = jobs.owner or {}
-        pid = owner.get("pid", 0)
-        pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else 0  # damaged: gone
-        if owner.get("host") == socket.gethostname() and not process_alive(pid):
+        if owner.get("host") == socket.gethostname() and not process_alive(owner.get("pid")):
             return set()
         return set(jobs.jobs)
 
