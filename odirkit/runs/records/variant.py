@@ -85,19 +85,18 @@ class VariantConfig(Record):
 
         Raises:
             RunError: the file (``where``) does not hold a configuration this odirkit reads,
-                naming the field; or its ``[data]`` or ``[model]`` lacks the plugin's name,
-                which every resolved configuration holds.
+                naming the field (:meth:`check_complete`, which
+                :meth:`~odirkit.runs.VariantDirectory.config` calls on reading, refuses one
+                without its dataset or model).
         """
         from odirkit.config import ExperimentConfig, split_plugin_params
 
         given = self.model_dump(exclude_unset=True, include=set(ExperimentConfig.model_fields))
         core, _ = split_plugin_params(given)
         try:
-            settings = ExperimentConfig.model_validate(core)
+            return ExperimentConfig.model_validate(core)
         except ValidationError as exc:
             raise refusal(exc, where, self.DOCUMENT) from None
-        self.check_complete(where)
-        return settings
 
     def check_complete(self, where: str | Path) -> None:
         """Refuse a configuration without ``data.dataset`` or ``model.name``, which every
